@@ -1,0 +1,63 @@
+"""The ``litegate`` command line. It only parses arguments and calls library code.
+
+Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
+they are imported lazily so ``litegate --help`` stays fast.
+
+Exit codes: 0 success, 1 the command found problems (or failed its own checks), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Protocol, cast
+
+from ._version import __version__
+
+__all__ = ("main",)
+
+# name -> (module, one-line help)
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("litegate._demo.cli", "run the demonstration (many threads, one database)"),
+    "bench": ("litegate._bench.cli", "benchmark litegate against the folk remedies"),
+}
+
+
+class _Command(Protocol):
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litegate",
+        description="Share one SQLite database safely across threads, tasks and processes.",
+    )
+    parser.add_argument("--version", action="version", version=f"litegate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in _COMMANDS.items():
+        module = cast(_Command, importlib.import_module(module_name))
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    code: int = args._run(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
