@@ -1,0 +1,152 @@
+"""Options of an engine: defaults as module constants, one frozen dataclass, validation."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = (
+    "DEFAULT",
+    "DEFAULT_BUSY_TIMEOUT",
+    "DEFAULT_TIMEOUT",
+    "Options",
+    "Readers",
+    "Synchronous",
+    "is_memory_path",
+)
+
+DEFAULT_TIMEOUT = 5.0
+"""Seconds any call waits for a reader, for queue space or for the write lane."""
+DEFAULT_BUSY_TIMEOUT = 5.0
+"""Seconds the writer keeps retrying when another process holds the file's write lock."""
+DEFAULT_READERS = 4
+DEFAULT_QUEUE_SIZE = 10_000
+DEFAULT_MAX_BATCH = 512
+DEFAULT_WAL_WARN_BYTES = 64 * 1024 * 1024
+DEFAULT_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+DEFAULT_HOLD_WARN = 1.0
+DEFAULT_CHECKPOINT_IDLE = 0.2
+DEFAULT_CACHE_KIB = 16 * 1024
+
+Readers = int | Literal["per-thread"]
+Synchronous = Literal["FULL", "NORMAL", "EXTRA", "OFF"]
+
+
+class _Default:
+    """Sentinel type: "argument not given, use the database's default"."""
+
+    _instance: _Default | None = None
+
+    def __new__(cls) -> _Default:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+    def __reduce__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+"""Pass (or leave) this to use the database's configured timeout or time limit."""
+
+
+def is_memory_path(path: str, uri: bool) -> bool:
+    if path in ("", ":memory:"):
+        return True
+    return uri and ("mode=memory" in path or path.startswith("file::memory:"))
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How an engine is configured. Built by :func:`litegate.connect` from its keyword arguments.
+
+    :param path: database file (or ``":memory:"``; with ``uri=True`` a ``file:`` URI)
+    :param readers: reader connections: ``N >= 1`` (a pool, opened lazily), ``"per-thread"``
+        (one per OS thread) or ``0`` (reads go through the write lane, on one connection)
+    :param synchronous: ``"FULL"`` (durable, default) or ``"NORMAL"`` (faster; a power loss may
+        drop the last commits, never corrupts)
+    :param timeout: default seconds to wait for a reader, queue space or the write lane;
+        ``None`` waits without bound
+    :param busy_timeout: seconds the writer retries while another process holds the write lock
+    :param time_limit: default seconds a statement may run before it is interrupted (``None``: no
+        limit)
+    :param queue_size: most write jobs waiting; a full queue makes callers wait (backpressure)
+    :param max_batch: most jobs in one group commit
+    :param wal_warn_bytes: a WAL file larger than this is reported (stats and a logged warning)
+    :param journal_size_limit: bytes the WAL is truncated back to after a checkpoint
+    :param hold_warn: seconds a transaction may hold the lane before it is reported
+    :param checkpoint_idle: seconds of an idle lane after which a checkpoint runs
+    :param cache_kib: page cache per connection in KiB
+    :param row_factory: row type for query results (default :class:`sqlite3.Row`)
+    :param uri: treat ``path`` as a URI
+    :param pragmas: extra ``PRAGMA name = value`` applied to every connection
+    :param on_connect: called with each new connection after it is configured
+    """
+
+    path: str
+    readers: Readers = DEFAULT_READERS
+    synchronous: Synchronous = "FULL"
+    timeout: float | None = DEFAULT_TIMEOUT
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    time_limit: float | None = None
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    max_batch: int = DEFAULT_MAX_BATCH
+    wal_warn_bytes: int = DEFAULT_WAL_WARN_BYTES
+    journal_size_limit: int = DEFAULT_JOURNAL_SIZE_LIMIT
+    hold_warn: float = DEFAULT_HOLD_WARN
+    checkpoint_idle: float = DEFAULT_CHECKPOINT_IDLE
+    cache_kib: int = DEFAULT_CACHE_KIB
+    row_factory: Callable[[sqlite3.Cursor, tuple[Any, ...]], Any] | None = sqlite3.Row
+    uri: bool = False
+    pragmas: Mapping[str, str | int] = field(default_factory=dict)
+    on_connect: Callable[[sqlite3.Connection], None] | None = None
+
+    @property
+    def memory(self) -> bool:
+        return is_memory_path(self.path, self.uri)
+
+    @property
+    def name(self) -> str:
+        """A short name for thread names and messages."""
+        return ":memory:" if self.memory else os.path.basename(self.path) or self.path
+
+    def validate(self) -> Options:
+        """Return self if every option is valid, else raise ``ValueError``/``TypeError``."""
+        if not isinstance(self.path, str):
+            raise TypeError(f"path must be a str (or os.PathLike), got {type(self.path).__name__}")
+        r = self.readers
+        if r != "per-thread" and (isinstance(r, bool) or not isinstance(r, int) or r < 0):
+            raise ValueError(f"readers must be an int >= 0 or 'per-thread', got {r!r}")
+        if self.memory and r != 0:
+            raise ValueError(
+                "an in-memory database has one connection, so readers must be 0 "
+                "(reads go through the write lane); use a file for a read pool"
+            )
+        if str(self.synchronous).upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {self.synchronous!r}")
+        for name in ("timeout", "time_limit"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int | float) or v < 0):
+                raise ValueError(f"{name} must be None or a number of seconds >= 0, got {v!r}")
+        for name in ("busy_timeout", "hold_warn", "checkpoint_idle"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {v!r}")
+        for name in ("queue_size", "max_batch", "cache_kib"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        for name in ("wal_warn_bytes", "journal_size_limit"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+        for key in self.pragmas:
+            if not key.replace("_", "").isalnum():
+                raise ValueError(f"invalid pragma name {key!r}")
+        return self

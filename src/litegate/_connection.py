@@ -1,0 +1,330 @@
+"""Opening and configuring one sqlite3 connection, plus the statement helpers every lane uses.
+
+Nothing here starts threads or takes engine locks: these functions run on whichever thread
+currently owns the connection (the writer thread, a reader's borrower, a transaction's caller).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ._config import Options
+from ._errors import Busy, QueryTimeout
+
+__all__ = (
+    "Params",
+    "Result",
+    "TxnGuard",
+    "begin_immediate",
+    "clear_time_limit",
+    "is_busy",
+    "open_connection",
+    "run_execute",
+    "run_executemany",
+    "run_limited",
+    "run_query",
+    "run_script",
+    "set_time_limit",
+    "split_script",
+    "translate_interrupt",
+)
+
+logger = logging.getLogger("litegate")
+
+Params = Sequence[Any] | dict[str, Any]
+T = TypeVar("T")
+
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_INTERRUPT = 9
+_PROGRESS_STEPS = 1000
+# Writer-issued transaction control. The trailing comment keeps these statement-cache entries
+# apart from a user's own "COMMIT" (which the TxnGuard must get to see and refuse).
+BEGIN_IMMEDIATE = "BEGIN IMMEDIATE /* litegate */"
+BEGIN_READ = "BEGIN DEFERRED /* litegate */"
+COMMIT = "COMMIT /* litegate */"
+ROLLBACK = "ROLLBACK /* litegate */"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a write statement did.
+
+    :ivar rowcount: rows changed (``-1`` where sqlite3 does not know)
+    :ivar lastrowid: rowid of the last inserted row (``None`` if none)
+    :ivar rows: rows returned by a ``RETURNING`` clause (empty otherwise)
+    """
+
+    rowcount: int
+    lastrowid: int | None
+    rows: list[Any]
+
+
+class TxnGuard:
+    """An authorizer that refuses BEGIN/COMMIT/ROLLBACK from user code on the writer.
+
+    The lane owns transaction boundaries: a job that committed on its own would commit other
+    callers' half-done work. Savepoints stay allowed. ``allow`` is flipped only by the thread
+    that currently owns the writer connection.
+    """
+
+    __slots__ = ("allow",)
+
+    def __init__(self) -> None:
+        self.allow = False
+
+    def __call__(self, action: int, *_: object) -> int:
+        if action == sqlite3.SQLITE_TRANSACTION and not self.allow:
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+def _retry_busy(conn: sqlite3.Connection, sql: str, deadline: float) -> Any:
+    delay = 0.0005
+    while True:
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
+    """Open one connection configured for its role (writer or read-only reader).
+
+    Blocks for at most ``opts.busy_timeout`` while another process initialises the file.
+    """
+    conn = sqlite3.connect(
+        opts.path,
+        # Readers wait in SQLite's busy handler (rare in WAL: only during recovery); the
+        # writer must not sleep there, it retries BEGIN IMMEDIATE itself (begin_immediate).
+        timeout=opts.busy_timeout if reader else 0.0,
+        isolation_level=None,
+        check_same_thread=False,
+        uri=opts.uri,
+        cached_statements=256,
+    )
+    try:
+        conn.row_factory = opts.row_factory
+        deadline = time.monotonic() + opts.busy_timeout
+        if not reader and not opts.memory:
+            mode = _retry_busy(conn, "PRAGMA journal_mode=WAL", deadline)[0][0]
+            if str(mode).lower() != "wal":
+                logger.warning("litegate: %s could not be put in WAL mode (%s)", opts.path, mode)
+        conn.execute(f"PRAGMA synchronous={str(opts.synchronous).upper()}")
+        conn.execute(f"PRAGMA cache_size=-{int(opts.cache_kib)}")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if reader:
+            conn.execute("PRAGMA query_only=ON")
+        else:
+            conn.execute(f"PRAGMA journal_size_limit={int(opts.journal_size_limit)}")
+        for key, value in opts.pragmas.items():
+            conn.execute(f"PRAGMA {key}={value if isinstance(value, int) else repr(str(value))}")
+        if opts.on_connect is not None:
+            opts.on_connect(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # pragma: no cover - sqlite3 always sets it on 3.11+
+        return "locked" in str(exc) or "busy" in str(exc)
+    return (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+class BusyCounter:
+    """Where begin_immediate reports its retries (the engine's stats)."""
+
+    __slots__ = ("busy_retries", "busy_timeouts", "busy_wait_max")
+
+    def __init__(self) -> None:
+        self.busy_retries = 0
+        self.busy_timeouts = 0
+        self.busy_wait_max = 0.0
+
+
+def begin_immediate(
+    conn: sqlite3.Connection,
+    guard: TxnGuard,
+    busy_timeout: float,
+    counter: BusyCounter,
+    sql: str = BEGIN_IMMEDIATE,
+) -> None:
+    """``BEGIN IMMEDIATE``, retrying while another process holds the write lock.
+
+    SQLite's own busy handler sleeps up to 100 ms between tries, so under contention a waiter
+    misses most windows in which the lock is free (multi-second stalls). Here we poll with short
+    jittered sleeps (0.1-2 ms), up to ``busy_timeout`` seconds, then raise :class:`Busy`.
+    """
+    guard.allow = True
+    try:
+        try:
+            conn.execute(sql)
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+        start = time.monotonic()
+        deadline = start + busy_timeout
+        delay = 0.0002
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                counter.busy_timeouts += 1
+                raise Busy(
+                    f"another connection held the database's write lock for {now - start:.2f}s "
+                    f"(busy_timeout={busy_timeout}s); raise busy_timeout, or find the process "
+                    "that keeps a write transaction open"
+                ) from None
+            counter.busy_retries += 1
+            time.sleep(min(delay * (0.5 + random.random()), deadline - now))
+            delay = min(delay * 1.5, 0.002)
+            try:
+                conn.execute(sql)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                continue
+            waited = time.monotonic() - start
+            if waited > counter.busy_wait_max:
+                counter.busy_wait_max = waited
+            return
+    finally:
+        guard.allow = False
+
+
+def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None:
+    """COMMIT or ROLLBACK on a connection guarded by ``guard`` (no-op outside a transaction)."""
+    if not conn.in_transaction:
+        return
+    guard.allow = True
+    try:
+        conn.execute(sql)
+    finally:
+        guard.allow = False
+
+
+def set_time_limit(conn: sqlite3.Connection, limit: float) -> float:
+    """Interrupt statements on ``conn`` that run past ``limit`` seconds from now."""
+    deadline = time.monotonic() + limit
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    return deadline
+
+
+def clear_time_limit(conn: sqlite3.Connection) -> None:
+    conn.set_progress_handler(None, 0)
+
+
+def translate_interrupt(
+    exc: BaseException, deadline: float, limit: float, sql: str | None
+) -> BaseException:
+    """Turn the OperationalError of a progress-handler interrupt into QueryTimeout."""
+    if (
+        isinstance(exc, sqlite3.OperationalError)
+        and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_INTERRUPT
+        and time.monotonic() >= deadline
+    ):
+        err = QueryTimeout(
+            f"statement interrupted after its time limit of {limit}s; its writes were rolled "
+            "back. Raise time_limit= for this call, or add an index",
+            sql=sql,
+            time_limit=limit,
+        )
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+def run_limited(
+    conn: sqlite3.Connection,
+    limit: float | None,
+    sql: str | None,
+    fn: Callable[..., T],
+    *args: Any,
+) -> T:
+    """``fn(conn, *args)``, interrupted with :class:`QueryTimeout` after ``limit`` seconds."""
+    if limit is None:
+        return fn(conn, *args)
+    deadline = set_time_limit(conn, limit)
+    try:
+        return fn(conn, *args)
+    except BaseException as exc:
+        err = translate_interrupt(exc, deadline, limit, sql)
+        if err is exc:
+            raise
+        raise err from exc
+    finally:
+        clear_time_limit(conn)
+
+
+def run_execute(conn: sqlite3.Connection, sql: str, params: Params = ()) -> Result:
+    cur = conn.execute(sql, params)
+    try:
+        rows = cur.fetchall()
+        return Result(cur.rowcount, cur.lastrowid, rows)
+    finally:
+        cur.close()
+
+
+def run_executemany(conn: sqlite3.Connection, sql: str, seq: Iterable[Params]) -> Result:
+    cur = conn.executemany(sql, seq)
+    try:
+        return Result(cur.rowcount, cur.lastrowid, [])
+    finally:
+        cur.close()
+
+
+def run_query(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[Any]:
+    cur = conn.execute(sql, params)
+    try:
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def split_script(script: str) -> Iterator[str]:
+    """Split an SQL script into complete statements (string literals and triggers respected).
+
+    ``sqlite3.Connection.executescript`` commits any open transaction first, which would break
+    group commit, so scripts are run statement by statement inside the lane's transaction.
+    """
+    start = 0
+    i = script.find(";")
+    while i != -1:
+        chunk = script[start : i + 1]
+        if sqlite3.complete_statement(chunk):
+            if chunk.strip(" \t\r\n;"):
+                yield chunk
+            start = i + 1
+        i = script.find(";", i + 1)
+    rest = script[start:]
+    if rest.strip() and _has_code(rest):
+        yield rest
+
+
+def _has_code(text: str) -> bool:
+    """True if text holds anything but whitespace and comments."""
+    lines = [ln.split("--", 1)[0] for ln in text.splitlines()]
+    stripped = "\n".join(lines)
+    while "/*" in stripped:
+        a = stripped.index("/*")
+        b = stripped.find("*/", a + 2)
+        stripped = stripped[:a] + (stripped[b + 2 :] if b != -1 else "")
+    return bool(stripped.strip())
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in split_script(script):
+        conn.execute(statement).close()

@@ -1,0 +1,335 @@
+"""The engine: one writer lane plus one read pool for a database file, shared by facades.
+
+Lifecycle (OPEN -> CLOSING -> CLOSED) changes under ``_lock``. Every public call goes through
+:meth:`Engine.check` first. An engine inherited through ``fork()`` never touches the parent's
+connections: on first use in the child it opens its own (the parent's are kept referenced
+and never closed, because closing SQLite handles in a forked child can disturb the parent).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._config import Options
+from ._connection import run_limited
+from ._errors import Closed, Misuse, WriteTimeout
+from ._jobs import READ, WRITE, Job, LaneHold
+from ._pool import PerThreadPool, ReadPool, make_pool
+from ._stats import Counters, Stats, percentile
+from ._writer import WriteLane
+
+__all__ = ("Engine",)
+
+logger = logging.getLogger("litegate")
+
+T = TypeVar("T")
+
+_OPEN, _CLOSING, _CLOSED = 0, 1, 2
+_LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
+_ABANDONED: list[object] = []  # connections inherited through fork(); never closed
+_EXIT_CLOSE_TIMEOUT = 5.0
+
+
+def _ms(samples: Any, q: float) -> float:
+    return round(percentile(list(samples), q) * 1000.0, 3)
+
+
+class Engine:
+    """Owns the writer lane and the read pool. Thread-safe; facades hold one."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts.validate()
+        self._lock = threading.Lock()
+        self._closed_event = threading.Event()
+        self._state = _OPEN
+        self._forked = False
+        self._pid = os.getpid()
+        self._open()
+        _LIVE.add(self)
+
+    def _open(self) -> None:
+        self.counters = Counters()
+        self.lane = WriteLane(self.opts, self.counters)
+        self.lane.on_large_wal = self._warn_large_wal
+        try:
+            self.pool: ReadPool | PerThreadPool | None = make_pool(self.opts, self.counters)
+        except BaseException:
+            self.lane.close(time.monotonic() + 1.0)
+            raise
+
+    # ---- state ---------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._state != _OPEN
+
+    def check(self) -> None:
+        """Raise :class:`Closed` after close; reopen connections after a fork."""
+        if self._state:
+            raise Closed(
+                f"the database {self.opts.name!r} is closed; open a new one with litegate.connect"
+            )
+        if self._forked:
+            self._reopen_after_fork()
+
+    def _after_fork_in_child(self) -> None:
+        # Runs in the child right after fork(): only flag and replace locks, no I/O.
+        self._lock = threading.Lock()
+        self._closed_event = threading.Event()
+        self._forked = True
+
+    def _reopen_after_fork(self) -> None:
+        with self._lock:
+            if not self._forked:
+                return
+            if self.opts.memory:
+                raise Misuse(
+                    "an in-memory database cannot be used in a forked child: the child would "
+                    "see a stale copy. Open the database after the fork (e.g. in the worker)"
+                )
+            _ABANDONED.append(self.lane.conn)
+            if self.pool is not None:
+                _ABANDONED.extend(self.pool.abandon())
+            self._pid = os.getpid()
+            self._open()
+            self._forked = False
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain queued writes, checkpoint, close every connection. Idempotent.
+
+        Blocks up to ``timeout`` seconds (default: the database's ``timeout``, at least 5 s);
+        writes still queued then fail with :class:`Closed`.
+        """
+        with self._lock:
+            state = self._state
+            if state == _OPEN:
+                self._state = _CLOSING
+        if state != _OPEN:
+            if state == _CLOSING:
+                self._closed_event.wait(timeout if timeout is not None else 30.0)
+            return
+        _LIVE.discard(self)
+        try:
+            if self._forked:
+                _ABANDONED.append(self.lane.conn)
+                if self.pool is not None:
+                    _ABANDONED.extend(self.pool.abandon())
+                return
+            if timeout is None:
+                timeout = max(self.opts.timeout or 0.0, _EXIT_CLOSE_TIMEOUT)
+            self.lane.close(time.monotonic() + timeout)
+            if self.pool is not None:
+                self.pool.close()
+        finally:
+            self._state = _CLOSED
+            self._closed_event.set()
+
+    def start_close(self) -> None:
+        """Begin closing without blocking (used by ``__del__``): the writer drains and exits."""
+        if self._state == _OPEN and not self._forked and self._pid == os.getpid():
+            self._state = _CLOSING
+            _LIVE.discard(self)
+            self.lane.start_close()
+            if self.pool is not None:
+                self.pool.close()
+
+    # ---- the lane ------------------------------------------------------------------------
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
+
+    def _await(self, job: Job, deadline: float | None, what: str) -> None:
+        """Wait for a queued job; on timeout withdraw it if it has not started."""
+        lane = self.lane
+        start = time.monotonic()
+        if job.wait(None if deadline is None else deadline - start):
+            return
+        if lane.cancel(job):
+            raise WriteTimeout(
+                f"{what} did not get the write lane within {time.monotonic() - start:.2f}s "
+                f"({lane.depth} job(s) queued; {lane._hold_text()}). Raise timeout=, or keep "
+                "transactions short"
+            )
+        # Already started: its outcome is close (bounded by its time limit).
+        while not job.wait(1.0):
+            if not lane.alive:
+                raise Closed("the writer stopped before this job finished")
+
+    def _not_in_own_transaction(self, what: str) -> None:
+        if self.lane.owner == threading.get_ident():
+            raise Misuse(
+                f"{what} was called on the database inside a transaction held by this thread; "
+                "it would wait for the transaction to end (a deadlock). Use the transaction "
+                "object (tx.execute, tx.savepoint()) instead"
+            )
+
+    def write(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        timeout: float | None,
+        time_limit: float | None,
+        sql: str | None = None,
+    ) -> T:
+        """Run ``fn(conn, *args)`` in the next group commit; returns after its COMMIT."""
+        self.check()
+        self._not_in_own_transaction("a write")
+        t0 = time.perf_counter()
+        deadline = self._deadline(timeout)
+        job = Job(WRITE, fn, args, sql, time_limit)
+        self.lane.submit(job, deadline)
+        self._await(job, deadline, "the write")
+        self.counters.write_latency.append(time.perf_counter() - t0)
+        result: T = job.outcome()
+        return result
+
+    def read(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        timeout: float | None,
+        time_limit: float | None,
+        sql: str | None = None,
+    ) -> T:
+        """Run ``fn(conn, *args)`` on a reader (or through the lane when ``readers=0``)."""
+        self.check()
+        t0 = time.perf_counter()
+        pool = self.pool
+        if pool is None:
+            result = self._lane_read(fn, args, timeout, time_limit, sql)
+        else:
+            conn = pool.acquire(self._deadline(timeout))
+            try:
+                result = run_limited(conn, time_limit, sql, fn, *args)
+            finally:
+                pool.release(conn)
+        c = self.counters
+        c.reads += 1
+        c.read_latency.append(time.perf_counter() - t0)
+        return result
+
+    def _lane_read(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        timeout: float | None,
+        time_limit: float | None,
+        sql: str | None,
+    ) -> T:
+        lane = self.lane
+        if lane.owner == threading.get_ident():  # this thread holds the lane: run inline
+            return run_limited(lane.conn, time_limit, sql, fn, *args)
+        deadline = self._deadline(timeout)
+        job = Job(READ, fn, args, sql, time_limit)
+        lane.submit(job, deadline)
+        self._await(job, deadline, "the read")
+        result: T = job.outcome()
+        return result
+
+    def hold_lane(self, timeout: float | None, what: str = "the transaction") -> LaneHold:
+        """Take the write lane for this thread; the writer thread parks until released."""
+        self.check()
+        self._not_in_own_transaction(what)
+        t0 = time.monotonic()
+        deadline = self._deadline(timeout)
+        hold = LaneHold()
+        self.lane.submit(hold, deadline)
+        self._await(hold, deadline, what)
+        self.lane.owner = threading.get_ident()
+        self.lane.hold_started = now = time.monotonic()
+        self.counters.lane_wait.append(now - t0)
+        return hold
+
+    def release_lane(self, hold: LaneHold) -> None:
+        self.lane.owner = None
+        self.lane.hold_started = 0.0
+        hold.release()
+
+    def owns_lane(self) -> bool:
+        return self.lane.owner == threading.get_ident()
+
+    # ---- diagnostics ---------------------------------------------------------------------
+    def _warn_large_wal(self, size: int) -> None:
+        pool = self.pool
+        holders = ""
+        if isinstance(pool, ReadPool) and pool._holders:
+            name, since = min(pool._holders.values(), key=lambda h: h[1])
+            holders = (
+                f"; the longest-held reader ({name}) has been in use for "
+                f"{time.monotonic() - since:.1f}s"
+            )
+        logger.warning(
+            "litegate: the WAL of %s is %.1f MiB (wal_warn_bytes=%d): checkpoints cannot "
+            "reset it while readers keep old snapshots open%s. End long iterations and "
+            "snapshots sooner",
+            self.opts.name,
+            size / 1048576,
+            self.opts.wal_warn_bytes,
+            holders,
+        )
+
+    def stats(self) -> Stats:
+        c = self.counters
+        pool = self.pool
+        sizes = list(c.batch_sizes)
+        holds = list(c.lane_holds)
+        return Stats(
+            queue_depth=self.lane.depth,
+            queue_capacity=self.opts.queue_size,
+            batches=c.batches,
+            jobs_ok=c.jobs_ok,
+            jobs_failed=c.jobs_failed,
+            max_batch_size=c.max_batch,
+            mean_batch_size=round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+            write_p50_ms=_ms(c.write_latency, 0.5),
+            write_p99_ms=_ms(c.write_latency, 0.99),
+            read_p50_ms=_ms(c.read_latency, 0.5),
+            read_p99_ms=_ms(c.read_latency, 0.99),
+            reads=c.reads,
+            transactions=c.transactions,
+            lane_wait_p50_ms=_ms(c.lane_wait, 0.5),
+            lane_wait_p99_ms=_ms(c.lane_wait, 0.99),
+            lane_hold_p99_ms=_ms(holds, 0.99),
+            lane_hold_max_ms=round(max(holds, default=0.0) * 1000.0, 3),
+            long_holds=c.long_holds,
+            readers_mode="lane" if pool is None else pool.mode,
+            pool_size=0 if pool is None else pool.size,
+            pool_open=0 if pool is None else pool.open_count,
+            pool_in_use=0 if pool is None else pool.in_use,
+            pool_waiting=0 if pool is None else pool.waiting,
+            pool_waits=0 if pool is None else pool.waits,
+            pool_timeouts=0 if pool is None else pool.timeouts,
+            pool_wait_p99_ms=0.0 if pool is None else _ms(pool.wait_times, 0.99),
+            busy_retries=c.busy_retries,
+            busy_timeouts=c.busy_timeouts,
+            busy_wait_max_ms=round(c.busy_wait_max * 1000.0, 3),
+            checkpoints=c.checkpoints,
+            wal_bytes=c.wal_bytes,
+            wal_warnings=c.wal_warnings,
+        )
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_LIVE):
+        engine._after_fork_in_child()
+
+
+def _close_all_at_exit() -> None:
+    """Drain and close engines nobody closed, so an unclosed engine loses no acknowledged
+    write and never keeps the interpreter from exiting (the writer thread is a daemon)."""
+    for engine in list(_LIVE):
+        if engine._pid != os.getpid():
+            continue
+        try:
+            engine.close(timeout=_EXIT_CLOSE_TIMEOUT)
+        except Exception:  # pragma: no cover
+            logger.exception("litegate: closing %s at exit failed", engine.opts.name)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)

@@ -1,0 +1,383 @@
+"""The write lane: one writer thread, the only write connection, a bounded queue, group commit.
+
+Threads: ``submit``/``cancel``/``close`` run on callers' threads and touch only the queue (under
+``_lock``). Everything that touches ``conn`` runs on the writer thread, except while a
+:class:`LaneHold` is granted: then the holder's thread uses ``conn`` and the writer thread is
+parked in ``LaneHold.hold``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ._config import Options
+from ._connection import (
+    COMMIT,
+    ROLLBACK,
+    TxnGuard,
+    begin_immediate,
+    end_transaction,
+    open_connection,
+    run_limited,
+)
+from ._errors import Busy, Closed, WriteTimeout
+from ._jobs import READ, WRITE, Job, LaneHold
+from ._stats import Counters
+
+__all__ = ("WriteLane",)
+
+logger = logging.getLogger("litegate")
+
+_SAVEPOINT = "SAVEPOINT litegate_job"
+_RELEASE = "RELEASE litegate_job"
+_ROLLBACK_TO = "ROLLBACK TO litegate_job"
+_SHUTDOWN_CHECKPOINT_SECONDS = 2.0
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """A fresh exception per caller: one object raised in many threads would share and grow one
+    traceback. Falls back to the original where the type cannot be rebuilt from its args."""
+    try:
+        clone = type(exc)(*exc.args)
+    except Exception:
+        return exc
+    for attr in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(exc, attr):
+            try:
+                setattr(clone, attr, getattr(exc, attr))
+            except AttributeError:  # pragma: no cover
+                pass
+    clone.__cause__ = exc.__cause__
+    return clone
+
+
+class WriteLane:
+    """Owns the writer connection and the thread that uses it."""
+
+    def __init__(self, opts: Options, counters: Counters) -> None:
+        self.opts = opts
+        self.counters = counters
+        self.guard = TxnGuard()
+        self.conn = open_connection(opts, reader=False)
+        self.conn.set_authorizer(self.guard)
+        self.owner: int | None = None  # thread ident of a sync LaneHold holder
+        self.hold_started = 0.0
+        files = [row[2] for row in self.conn.execute("PRAGMA database_list") if row[1] == "main"]
+        self.wal_path = files[0] + "-wal" if files and files[0] else None
+        self.on_large_wal: Callable[[int], None] | None = None
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._queue: deque[Job] = deque()
+        self._closing = False
+        self._dirty = False
+        self._next_wal_check = 0.0
+        self._thread = threading.Thread(
+            target=self._run, name=f"litegate-writer:{opts.name}", daemon=True
+        )
+        self._thread.start()
+
+    # ---- caller side -------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, job: Job, deadline: float | None) -> None:
+        """Queue ``job``; waits for space until ``deadline`` (monotonic) when the queue is full.
+
+        :raises WriteTimeout: the queue stayed full until the deadline
+        :raises Closed: the lane is closing
+        """
+        cap = self.opts.queue_size
+        with self._lock:
+            if self._closing:
+                raise Closed("the database is closed; no new writes are accepted")
+            if len(self._queue) >= cap:
+                start = time.monotonic()
+                while len(self._queue) >= cap:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise WriteTimeout(
+                            f"the write queue stayed full ({cap} jobs waiting) for "
+                            f"{time.monotonic() - start:.2f}s; the load outruns the writer or a "
+                            f"transaction holds the lane ({self._hold_text()}). Raise timeout= "
+                            "or queue_size=, or keep transactions short"
+                        )
+                    self._not_full.wait(1.0 if remaining is None else min(remaining, 1.0))
+                    if self._closing:
+                        raise Closed("the database was closed while this write waited")
+            self._queue.append(job)
+            if len(self._queue) == 1:
+                self._not_empty.notify()
+
+    def cancel(self, job: Job) -> bool:
+        """Remove a job that has not started. True if removed (it will never run)."""
+        with self._lock:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return False
+            self._not_full.notify()
+            return True
+
+    def _hold_text(self) -> str:
+        if self.owner is None or not self.hold_started:
+            return "no transaction holds it now"
+        return f"a transaction has held it for {time.monotonic() - self.hold_started:.2f}s"
+
+    def close(self, deadline: float) -> None:
+        """Stop accepting jobs, let the writer drain the queue, checkpoint and close; jobs still
+        queued when ``deadline`` passes fail with :class:`Closed`."""
+        with self._lock:
+            self._closing = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            with self._lock:
+                left = list(self._queue)
+                self._queue.clear()
+            for job in left:
+                job.finish(error=Closed("the database was closed before this write ran"))
+            logger.warning(
+                "litegate: writer for %s did not finish within the close timeout (%s); "
+                "%d queued job(s) failed with Closed",
+                self.opts.name,
+                self._hold_text(),
+                len(left),
+            )
+
+    def start_close(self) -> None:
+        """Signal the writer to drain and stop, without waiting (for ``__del__`` and forks)."""
+        with self._lock:
+            self._closing = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---- writer thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        cap = self.opts.queue_size
+        max_batch = self.opts.max_batch
+        try:
+            while True:
+                with self._lock:
+                    idle = False
+                    while not self._queue:
+                        if self._closing:
+                            return
+                        if self._dirty:
+                            if not self._not_empty.wait(self.opts.checkpoint_idle):
+                                idle = not self._queue
+                                break
+                        else:
+                            self._not_empty.wait(1.0)
+                    if idle:
+                        jobs: list[Job] = []
+                    else:
+                        was_full = len(self._queue) >= cap
+                        n = min(len(self._queue), max_batch)
+                        jobs = [self._queue.popleft() for _ in range(n)]
+                        if was_full:
+                            self._not_full.notify_all()
+                if idle:
+                    self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
+                else:
+                    self._process(jobs)
+        except BaseException:  # pragma: no cover - a bug in the lane itself
+            logger.exception("litegate: writer thread for %s crashed", self.opts.name)
+            with self._lock:
+                self._closing = True
+                left = list(self._queue)
+                self._queue.clear()
+            for job in left:
+                job.finish(error=Closed("the writer thread crashed; see the log"))
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        conn = self.conn
+        try:
+            if conn.in_transaction:
+                end_transaction(conn, self.guard, ROLLBACK)
+            if not self.opts.memory:
+                deadline = time.monotonic() + _SHUTDOWN_CHECKPOINT_SECONDS
+                while not self._checkpoint("TRUNCATE") and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        except Exception:
+            logger.exception("litegate: final checkpoint of %s failed", self.opts.name)
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                logger.exception("litegate: closing the writer of %s failed", self.opts.name)
+
+    def _process(self, jobs: list[Job]) -> None:
+        segment: list[Job] = []
+        reads: list[Job] = []
+        for job in jobs:
+            kind = job.kind
+            if kind == WRITE:
+                segment.append(job)
+            elif kind == READ:
+                reads.append(job)
+            else:
+                if segment:
+                    self._group_commit(segment)
+                    segment = []
+                if reads:
+                    self._run_reads(reads)
+                    reads = []
+                self._grant(job)
+        if segment:
+            self._group_commit(segment)
+        if reads:
+            self._run_reads(reads)
+        now = time.monotonic()
+        if now >= self._next_wal_check:
+            self._next_wal_check = now + 1.0
+            self._check_wal()
+
+    def _run_job(self, job: Job) -> object:
+        if job.time_limit is None:
+            return job.run(self.conn)
+        return run_limited(self.conn, job.time_limit, job.sql, job.run)
+
+    def _run_reads(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            try:
+                result = self._run_job(job)
+            except BaseException as exc:
+                job.finish(error=exc)
+            else:
+                job.finish(result)
+            if self.conn.in_transaction:  # pragma: no cover - the guard forbids BEGIN
+                end_transaction(self.conn, self.guard, ROLLBACK)
+
+    def _grant(self, hold: Job) -> None:
+        assert isinstance(hold, LaneHold)
+        hold.finish()
+        held = hold.hold(self.opts.hold_warn, self._report_long_hold)
+        self.counters.lane_holds.append(held)
+        conn = self.conn
+        if conn.in_transaction:  # a holder must end its transaction; never leak one
+            logger.error("litegate: a lane holder left a transaction open; rolling it back")
+            end_transaction(conn, self.guard, ROLLBACK)
+
+    def _report_long_hold(self, held: float) -> None:
+        self.counters.long_holds += 1
+        logger.warning(
+            "litegate: a transaction on %s has held the write lane for %.2fs (hold_warn=%ss); "
+            "every other writer waits behind it. Keep transactions short: do slow work "
+            "(network, files) before `with db.transaction()`",
+            self.opts.name,
+            held,
+            self.opts.hold_warn,
+        )
+
+    def _group_commit(self, jobs: list[Job]) -> None:
+        """BEGIN IMMEDIATE; each job in its own SAVEPOINT; one COMMIT; then answer everyone.
+
+        A failing job is rolled back to its savepoint and fails alone. If SQLite rolls back the
+        whole transaction (interrupt, ``OR ROLLBACK``, I/O error), the jobs that had succeeded in
+        it are run again in a fresh transaction. Nobody is answered before the COMMIT returned;
+        if the COMMIT fails, every job of the batch fails.
+        """
+        conn = self.conn
+        c = self.counters
+        pending = jobs
+        while pending:
+            try:
+                begin_immediate(conn, self.guard, self.opts.busy_timeout, c)
+            except BaseException as exc:
+                c.jobs_failed += len(pending)
+                for job in pending:
+                    job.finish(error=_copy_error(exc) if isinstance(exc, Busy) else exc)
+                return
+            single = len(pending) == 1
+            done: list[tuple[Job, object]] = []
+            restart: list[Job] | None = None
+            for i, job in enumerate(pending):
+                try:
+                    if not single:
+                        conn.execute(_SAVEPOINT)
+                    result = self._run_job(job)
+                    if not single:
+                        conn.execute(_RELEASE)
+                except BaseException as exc:
+                    c.jobs_failed += 1
+                    job.finish(error=exc)
+                    if not conn.in_transaction:
+                        # SQLite undid the whole transaction; redo the survivors.
+                        restart = [j for j, _ in done] + pending[i + 1 :]
+                        break
+                    if single:
+                        end_transaction(conn, self.guard, ROLLBACK)
+                    else:
+                        conn.execute(_ROLLBACK_TO)
+                        conn.execute(_RELEASE)
+                else:
+                    done.append((job, result))
+            if restart is not None:
+                pending = restart
+                continue
+            if not done:
+                end_transaction(conn, self.guard, ROLLBACK)
+                return
+            try:
+                end_transaction(conn, self.guard, COMMIT)
+            except BaseException as exc:
+                try:
+                    end_transaction(conn, self.guard, ROLLBACK)
+                except Exception:
+                    logger.exception("litegate: rollback after a failed COMMIT failed")
+                c.jobs_failed += len(done)
+                for job, _ in done:
+                    job.finish(error=_copy_error(exc))
+                return
+            self._dirty = True
+            n = len(done)
+            c.batches += 1
+            c.jobs_ok += n
+            c.batch_sizes.append(n)
+            if n > c.max_batch:
+                c.max_batch = n
+            for job, result in done:
+                job.finish(result)
+            return
+
+    def _checkpoint(self, mode: str) -> bool:
+        """Checkpoint the WAL; True if it completed (no reader or writer in the way)."""
+        self._dirty = False
+        try:
+            busy, _, _ = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        self.counters.checkpoints += 1
+        self._check_wal()
+        return not busy
+
+    def _check_wal(self) -> None:
+        if self.wal_path is None:
+            return
+        try:
+            size = os.path.getsize(self.wal_path)
+        except OSError:
+            size = 0
+        c = self.counters
+        c.wal_bytes = size
+        if size > self.opts.wal_warn_bytes:
+            c.wal_warnings += 1
+            if c.wal_warnings == 1 or c.wal_warnings % 60 == 0:
+                if self.on_large_wal is not None:
+                    self.on_large_wal(size)
