@@ -34,9 +34,9 @@ from ._transaction import Transaction as Transaction
 from ._version import __version__ as __version__
 
 __all__ = (
-    "DEFAULT",
     "Busy",
     "Closed",
+    "DEFAULT",
     "Database",
     "Error",
     "Migration",

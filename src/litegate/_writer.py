@@ -290,8 +290,9 @@ class WriteLane:
 
         A failing job is rolled back to its savepoint and fails alone. If SQLite rolls back the
         whole transaction (interrupt, ``OR ROLLBACK``, I/O error), the jobs that had succeeded in
-        it are run again in a fresh transaction. Nobody is answered before the COMMIT returned;
-        if the COMMIT fails, every job of the batch fails.
+        it are run again in a fresh transaction. Nobody is answered before the COMMIT returned.
+        If the COMMIT fails on a deferred constraint, each job is retried alone so only the
+        guilty one fails; any other COMMIT failure fails every job of the batch.
         """
         conn = self.conn
         c = self.counters
@@ -341,6 +342,12 @@ class WriteLane:
                     end_transaction(conn, self.guard, ROLLBACK)
                 except Exception:
                     logger.exception("litegate: rollback after a failed COMMIT failed")
+                if isinstance(exc, sqlite3.IntegrityError) and len(done) > 1:
+                    # A deferred constraint failed at COMMIT: find the guilty job by running
+                    # each alone, so that it fails alone (none of them was acknowledged).
+                    for job, _ in done:
+                        self._group_commit([job])
+                    return
                 c.jobs_failed += len(done)
                 for job, _ in done:
                     job.finish(error=_copy_error(exc))

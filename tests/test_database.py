@@ -1,0 +1,270 @@
+"""The sync facade: API behaviour in every read mode, errors, lifecycle, the store pattern."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import litegate
+
+
+def test_execute_returns_result_after_commit(db: litegate.Database, db_path: str) -> None:
+    res = db.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("a", 3))
+    assert res.rowcount == 1
+    assert res.lastrowid == 1
+    assert res.rows == []
+    # Durable and visible to an independent connection the moment execute returned.
+    other = sqlite3.connect(db_path)
+    try:
+        assert other.execute("SELECT name, qty FROM items").fetchall() == [("a", 3)]
+    finally:
+        other.close()
+
+
+def test_returning_rows(db: litegate.Database) -> None:
+    res = db.execute("INSERT INTO items(name) VALUES ('x'), ('y') RETURNING id, name")
+    assert [tuple(r) for r in res.rows] == [(1, "x"), (2, "y")]
+
+
+def test_executemany_and_queries(db: litegate.Database) -> None:
+    res = db.executemany("INSERT INTO items(name, qty) VALUES (?, ?)", [(f"n{i}", i) for i in range(10)])
+    assert res.rowcount == 10
+    rows = db.query("SELECT name, qty FROM items WHERE qty >= ? ORDER BY qty", (7,))
+    assert [(r["name"], r["qty"]) for r in rows] == [("n7", 7), ("n8", 8), ("n9", 9)]
+    row = db.query_one("SELECT * FROM items WHERE name = :n", {"n": "n3"})
+    assert row is not None and row["qty"] == 3 and dict(row) == {"id": 4, "name": "n3", "qty": 3}
+    assert row.keys() == ["id", "name", "qty"] and row[1] == "n3"
+    assert db.query_one("SELECT * FROM items WHERE qty > 100") is None
+    assert db.query_value("SELECT sum(qty) FROM items") == 45
+    assert db.query_value("SELECT qty FROM items WHERE qty > 100") is None
+    assert [r[0] for r in db.iterate("SELECT qty FROM items ORDER BY qty", arraysize=3)] == list(range(10))
+
+
+def test_executemany_accepts_a_generator(db: litegate.Database) -> None:
+    db.executemany("INSERT INTO items(name) VALUES (?)", ((f"g{i}",) for i in range(5)))
+    assert db.query_value("SELECT count(*) FROM items") == 5
+
+
+def test_executescript_is_atomic(db: litegate.Database) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        db.executescript(
+            """
+            INSERT INTO items(name) VALUES ('s1');  -- a comment; with a semicolon
+            INSERT INTO items(name) VALUES ('s;2');
+            INSERT INTO items(name) VALUES ('s1');
+            """
+        )
+    assert db.query_value("SELECT count(*) FROM items") == 0
+    db.executescript("INSERT INTO items(name) VALUES ('ok1'); INSERT INTO items(name) VALUES ('ok;2')")
+    assert db.query_value("SELECT group_concat(name, '|') FROM items") == "ok1|ok;2"
+
+
+def test_run_write_and_run_read(db: litegate.Database) -> None:
+    def add(conn: sqlite3.Connection, name: str, qty: int) -> int:
+        cur = conn.execute("INSERT INTO items(name, qty) VALUES (?, ?)", (name, qty))
+        conn.execute("UPDATE items SET qty = qty * 2 WHERE id = ?", (cur.lastrowid,))
+        return int(cur.lastrowid or 0)
+
+    rowid = db.run_write(add, "w", 21)
+    assert db.run_read(lambda c, i: c.execute("SELECT qty FROM items WHERE id=?", (i,)).fetchone()[0], rowid) == 42
+
+
+def test_run_write_failure_rolls_back_only_that_job(db: litegate.Database) -> None:
+    def half(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO items(name) VALUES ('half')")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        db.run_write(half)
+    assert db.query_value("SELECT count(*) FROM items") == 0
+    db.execute("INSERT INTO items(name) VALUES ('after')")
+    assert db.query_value("SELECT count(*) FROM items") == 1
+
+
+def test_run_write_runs_in_callers_context(db: litegate.Database) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+    var.set("req-42")
+    assert db.run_write(lambda conn: var.get()) == "req-42"
+    assert db.run_read(lambda conn: var.get()) == "req-42"
+
+
+def test_invalid_sql_leaves_every_connection_usable(db: litegate.Database) -> None:
+    with pytest.raises(sqlite3.OperationalError, match="syntax error"):
+        db.execute("INSERT INTO nowhere VALUES (1) garbage")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        db.query("SELECT * FROM nowhere")
+    db.execute("INSERT INTO items(name) VALUES ('x')")
+    assert db.query_value("SELECT count(*) FROM items") == 1
+
+
+def test_constraint_violation_passes_through_unchanged(db: litegate.Database) -> None:
+    db.execute("INSERT INTO items(name) VALUES ('dup')")
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        db.execute("INSERT INTO items(name) VALUES ('dup')")
+    db.execute("INSERT INTO items(name) VALUES ('next')")
+    assert db.query_value("SELECT count(*) FROM items") == 2
+
+
+@pytest.mark.parametrize("readers", [2, "per-thread"], ids=["readers=2", "per-thread"])
+def test_write_on_a_reader_is_refused(db: litegate.Database) -> None:
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.query("INSERT INTO items(name) VALUES ('sneaky')")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.run_read(lambda c: c.execute("DELETE FROM items"))
+    assert db.query_value("SELECT count(*) FROM items") == 0
+    db.execute("INSERT INTO items(name) VALUES ('fine')")
+    assert db.query_value("SELECT count(*) FROM items") == 1
+
+
+def test_user_transaction_control_in_a_job_is_refused(db: litegate.Database) -> None:
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        db.execute("COMMIT")
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        db.run_write(lambda c: c.commit() if c.in_transaction else c.execute("BEGIN"))
+    db.execute("INSERT INTO items(name) VALUES ('still fine')")
+    assert db.query_value("SELECT count(*) FROM items") == 1
+
+
+def test_use_after_close_raises_closed(db_path: str, readers: Any) -> None:
+    db = litegate.connect(db_path, readers=readers)
+    db.execute("CREATE TABLE t(x)")
+    db.close()
+    db.close()  # idempotent
+    assert db.closed
+    for call in (
+        lambda: db.execute("INSERT INTO t VALUES (1)"),
+        lambda: db.query("SELECT 1"),
+        lambda: db.run_read(lambda c: 1),
+        lambda: db.transaction().__enter__(),
+        lambda: db.snapshot().__enter__(),
+        lambda: list(db.iterate("SELECT 1")),
+    ):
+        with pytest.raises(litegate.Closed):
+            call()
+
+
+def test_close_checkpoints_the_wal(db_path: str) -> None:
+    db = litegate.connect(db_path)
+    db.execute("CREATE TABLE t(x)")
+    db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1000)])
+    db.close()
+    wal = Path(db_path + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1000
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_connection_pragmas(db: litegate.Database) -> None:
+    assert db.run_write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL
+    assert db.run_write(lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0]) == 1
+    assert db.run_read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+    if db.options.readers != 0:
+        assert db.run_read(lambda c: c.execute("PRAGMA query_only").fetchone()[0]) == 1
+
+
+def test_synchronous_normal_is_selectable(db_path: str) -> None:
+    with litegate.connect(db_path, synchronous="NORMAL") as db:
+        assert db.run_write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 1
+
+
+def test_memory_database_is_shared_by_all_callers() -> None:
+    with litegate.connect(":memory:") as db:
+        assert db.options.readers == 0
+        db.execute("CREATE TABLE t(x)")
+        threads = [
+            threading.Thread(target=lambda i=i: db.execute("INSERT INTO t VALUES (?)", (i,))) for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert db.query_value("SELECT sum(x) FROM t") == sum(range(8))
+        with db.snapshot() as snap:
+            assert snap.query_value("SELECT count(*) FROM t") == 8
+
+
+def test_memory_database_rejects_a_read_pool() -> None:
+    with pytest.raises(ValueError, match="readers must be 0"):
+        litegate.connect(":memory:", readers=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        pytest.param({"readers": -1}, "readers", id="negative-readers"),
+        pytest.param({"readers": "many"}, "readers", id="bad-readers"),
+        pytest.param({"synchronous": "SOMETIMES"}, "synchronous", id="bad-sync"),
+        pytest.param({"timeout": -1}, "timeout", id="negative-timeout"),
+        pytest.param({"queue_size": 0}, "queue_size", id="zero-queue"),
+        pytest.param({"pragmas": {"x; DROP": 1}}, "pragma", id="bad-pragma"),
+    ],
+)
+def test_invalid_options_are_refused(db_path: str, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        litegate.connect(db_path, **kwargs)
+
+
+def test_unclosed_database_warns(db_path: str) -> None:
+    db = litegate.connect(db_path)
+    db.execute("CREATE TABLE t(x)")
+    engine = db._engine
+    with pytest.warns(ResourceWarning, match="never closed"):
+        del db
+        gc.collect()
+    engine.close(timeout=5)
+    assert engine.closed
+
+
+class Store:
+    """The pattern users write: built in the main thread, called from worker threads."""
+
+    def __init__(self, path: str, readers: Any) -> None:
+        self.db = litegate.connect(path, readers=readers)
+        self.db.migrate(["CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT, status TEXT)"])
+
+    def add(self, body: str) -> int:
+        return int(self.db.execute("INSERT INTO docs(body, status) VALUES (?, 'new')", (body,)).lastrowid or 0)
+
+    def status_counts(self) -> dict[str, int]:
+        return {r["status"]: r["n"] for r in self.db.query("SELECT status, count(*) AS n FROM docs GROUP BY status")}
+
+
+def test_store_built_in_main_thread_works_from_to_thread_and_threads(db_path: str, readers: Any) -> None:
+    store = Store(db_path, readers)
+    try:
+
+        async def main() -> list[int]:
+            return await asyncio.gather(*(asyncio.to_thread(store.add, f"doc{i}") for i in range(50)))
+
+        ids = asyncio.run(main())
+        errors: list[BaseException] = []
+
+        def worker(k: int) -> None:
+            try:
+                for i in range(25):
+                    store.add(f"t{k}-{i}")
+                    store.status_counts()
+            except BaseException as exc:  # pragma: no cover - the assertion below reports it
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == 50
+        assert store.status_counts() == {"new": 150}
+    finally:
+        store.db.close()

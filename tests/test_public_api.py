@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import importlib
+
+import litegate
+
+
+def test_all_is_sorted_and_complete() -> None:
+    names = list(litegate.__all__)
+    assert names == sorted(names)
+    public = {n for n in dir(litegate) if not n.startswith("_") and n[0].isupper()}
+    public |= {"connect"}
+    assert public <= set(names), public - set(names)
+    for name in names:
+        assert hasattr(litegate, name)
+
+
+def test_public_classes_live_in_litegate() -> None:
+    for name in ("Database", "Transaction", "Snapshot", "Stats", "Error", "Closed", "Busy"):
+        assert getattr(litegate, name).__module__ == "litegate"
+
+
+def test_modules_have_tuple_all() -> None:
+    for module in ("litegate._errors", "litegate._database", "litegate._engine"):
+        mod = importlib.import_module(module)
+        assert isinstance(mod.__all__, tuple)
+
+
+def test_error_tree() -> None:
+    assert issubclass(litegate.PoolTimeout, litegate.Timeout)
+    assert issubclass(litegate.WriteTimeout, litegate.Timeout)
+    assert issubclass(litegate.QueryTimeout, litegate.Timeout)
+    assert issubclass(litegate.Timeout, TimeoutError)
+    for exc in (litegate.Closed, litegate.Busy, litegate.Misuse, litegate.MigrationError):
+        assert issubclass(exc, litegate.Error)
+
+
+def test_core_imports_only_stdlib() -> None:
+    import sys
+
+    core = [m for m in sys.modules if m.startswith("litegate")]
+    assert core
+    for name in ("starlette", "fastapi", "uvicorn", "aiosqlite"):
+        assert name not in sys.modules or not any(
+            getattr(sys.modules[m], name, None) for m in core
+        )
