@@ -1,6 +1,9 @@
 """Child process of test_durability: writes from several threads, prints each acknowledged id.
 
-Usage: python _durability_child.py DB_PATH ROUND THREADS
+Usage: python _durability_child.py DB_PATH ROUND THREADS PAUSE
+
+With PAUSE=1 the writers sometimes pause together-ish and the lane checkpoints when idle
+(``checkpoint_idle`` a few ms), so some kills land during or near a WAL checkpoint.
 
 An id is printed (one line, flushed) only after the write that inserted it returned, so every
 printed id must survive a SIGKILL of this process at any moment. Thread 0 writes through
@@ -10,14 +13,17 @@ the others through ``db.execute``.
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
+import time
 
 import litegate
 
 
 def main() -> None:
     path, rnd, nthreads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    pause = sys.argv[4] == "1"
     out_lock = threading.Lock()
 
     def ack(*ids: int) -> None:
@@ -29,7 +35,10 @@ def main() -> None:
     def writer(t: int) -> None:
         base = (rnd * 100 + t) * 1_000_000
         n = 0
+        rng = random.Random(rnd * 1000 + t)
         while True:
+            if pause and rng.random() < 0.03:
+                time.sleep(rng.uniform(0.005, 0.03))
             if t == 0:
                 a, b = base + n, base + n + 1
                 with db.transaction() as tx:
@@ -43,7 +52,9 @@ def main() -> None:
                 ack(i)
                 n += 1
 
-    db = litegate.connect(path, synchronous="FULL", readers=2)
+    db = litegate.connect(
+        path, synchronous="FULL", readers=2, checkpoint_idle=0.003 if pause else 0.2
+    )
     db.execute("CREATE TABLE IF NOT EXISTS acks(id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
     sys.stdout.write("ready\n")
     sys.stdout.flush()
