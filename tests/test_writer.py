@@ -1,0 +1,221 @@
+"""The write lane: group commit semantics, backpressure, deadlines, busy handling, WAL care."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import litegate
+from litegate import _writer
+
+from helpers import Outcome, lane_held, wait_for
+
+SLOW_INSERT = (
+    "INSERT INTO items(name) SELECT 'z' || x FROM (WITH RECURSIVE c(x) AS "
+    "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c LIMIT 100000000)"
+)
+SLOW_SELECT = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+    "SELECT count(*) FROM (SELECT x FROM c LIMIT 200000000)"
+)
+
+
+def _names(db: litegate.Database) -> list[str]:
+    return [r[0] for r in db.query("SELECT name FROM items ORDER BY name")]
+
+
+def test_failing_job_fails_alone_in_its_batch(db: litegate.Database) -> None:
+    db.execute("INSERT INTO items(name) VALUES ('taken')")
+    before = db.stats().batches
+    names = ["a", "b", "taken", "c", "d"]
+    with lane_held(db):
+        outs = [Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,))) for n in names]
+        wait_for(lambda: db.stats().queue_depth == 5, what="5 queued jobs")
+    for o in outs:
+        o.join()
+    errors = {n: o.error for n, o in zip(names, outs, strict=True)}
+    assert isinstance(errors.pop("taken"), sqlite3.IntegrityError)
+    assert all(e is None for e in errors.values()), errors
+    assert _names(db) == ["a", "b", "c", "d", "taken"]
+    stats = db.stats()
+    assert stats.batches - before == 1  # one COMMIT for the four that succeeded
+    assert stats.max_batch_size >= 4
+
+
+def test_batches_grow_under_concurrent_writers(db: litegate.Database) -> None:
+    def writer(k: int) -> None:
+        for i in range(50):
+            db.execute("INSERT INTO items(name) VALUES (?)", (f"{k}-{i}",))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = db.stats()
+    assert db.query_value("SELECT count(*) FROM items") == 800
+    assert stats.jobs_ok >= 800
+    assert stats.max_batch_size > 1
+    assert stats.batches < 800
+
+
+def test_deferred_constraint_at_commit_fails_only_the_guilty_job(db_path: str) -> None:
+    with litegate.connect(db_path) as db:
+        db.executescript(
+            """
+            CREATE TABLE parent(id INTEGER PRIMARY KEY);
+            CREATE TABLE child(id INTEGER PRIMARY KEY, pid INT
+                REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);
+            INSERT INTO parent VALUES (1);
+            """
+        )
+        with lane_held(db):
+            good1 = Outcome(lambda: db.execute("INSERT INTO child VALUES (1, 1)"))
+            wait_for(lambda: db.stats().queue_depth == 1)
+            bad = Outcome(lambda: db.execute("INSERT INTO child VALUES (2, 99)"))
+            wait_for(lambda: db.stats().queue_depth == 2)
+            good2 = Outcome(lambda: db.execute("INSERT INTO child VALUES (3, 1)"))
+            wait_for(lambda: db.stats().queue_depth == 3)
+        assert good1.join().error is None and good2.join().error is None
+        assert isinstance(bad.join().error, sqlite3.IntegrityError)
+        assert [r[0] for r in db.query("SELECT id FROM child ORDER BY id")] == [1, 3]
+
+
+def test_failed_commit_fails_the_whole_batch(db: litegate.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = _writer.end_transaction
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def flaky(conn: sqlite3.Connection, guard: Any, sql: str) -> None:
+        if sql.startswith("COMMIT") and failures:
+            raise failures.pop()
+        real(conn, guard, sql)
+
+    with lane_held(db):
+        monkeypatch.setattr(_writer, "end_transaction", flaky)
+        outs = [Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,))) for n in "xyz"]
+        wait_for(lambda: db.stats().queue_depth == 3)
+    for o in outs:
+        err = o.join().error
+        assert isinstance(err, sqlite3.OperationalError) and "disk I/O" in str(err)
+    assert _names(db) == []  # none was acknowledged, none is there
+    db.execute("INSERT INTO items(name) VALUES ('later')")
+    assert _names(db) == ["later"]
+
+
+def test_interrupted_job_in_a_batch_does_not_lose_the_others(db: litegate.Database) -> None:
+    with lane_held(db):
+        a = Outcome(lambda: db.execute("INSERT INTO items(name) VALUES ('a')"))
+        wait_for(lambda: db.stats().queue_depth == 1)
+        slow = Outcome(lambda: db.execute(SLOW_INSERT, time_limit=0.05))
+        wait_for(lambda: db.stats().queue_depth == 2)
+        b = Outcome(lambda: db.execute("INSERT INTO items(name) VALUES ('b')"))
+        wait_for(lambda: db.stats().queue_depth == 3)
+    assert a.join().error is None and b.join().error is None
+    err = slow.join().error
+    assert isinstance(err, litegate.QueryTimeout) and err.time_limit == 0.05
+    assert _names(db) == ["a", "b"]
+
+
+def test_statement_stopped_at_its_time_limit(db: litegate.Database) -> None:
+    with pytest.raises(litegate.QueryTimeout, match="time limit") as info:
+        db.execute(SLOW_INSERT, time_limit=0.05)
+    assert info.value.sql == SLOW_INSERT
+    assert db.query_value("SELECT count(*) FROM items") == 0
+    with pytest.raises(litegate.QueryTimeout):
+        db.query(SLOW_SELECT, time_limit=0.05)
+    db.execute("INSERT INTO items(name) VALUES ('ok')")
+    assert db.query_value("SELECT count(*) FROM items") == 1
+
+
+def test_default_time_limit_option(db_path: str) -> None:
+    with litegate.connect(db_path, time_limit=0.05) as db:
+        with pytest.raises(litegate.QueryTimeout):
+            db.query(SLOW_SELECT)
+        assert db.query_value("SELECT 1", time_limit=None) == 1
+
+
+def test_write_queue_at_its_bound(db_path: str) -> None:
+    with litegate.connect(db_path, queue_size=2) as db:
+        db.execute("CREATE TABLE t(x)")
+        with lane_held(db):
+            queued = [Outcome(lambda i=i: db.execute("INSERT INTO t VALUES (?)", (i,))) for i in (1, 2)]
+            wait_for(lambda: db.stats().queue_depth == 2)
+            t0 = time.monotonic()
+            with pytest.raises(litegate.WriteTimeout, match="queue stayed full") as info:
+                db.execute("INSERT INTO t VALUES (3)", timeout=0.2)
+            assert time.monotonic() - t0 >= 0.2
+            assert "2 jobs waiting" in str(info.value)
+        for o in queued:
+            assert o.join().error is None
+        assert sorted(r[0] for r in db.query("SELECT x FROM t")) == [1, 2]
+
+
+def test_timed_out_write_is_withdrawn_and_never_runs(db: litegate.Database) -> None:
+    with lane_held(db):
+        with pytest.raises(litegate.WriteTimeout, match="did not get the write lane"):
+            db.execute("INSERT INTO items(name) VALUES ('late')", timeout=0.1)
+    db.execute("INSERT INTO items(name) VALUES ('sync')")  # the lane has drained
+    assert _names(db) == ["sync"]
+
+
+def test_another_process_lock_is_waited_for_not_surfaced(db_path: str) -> None:
+    with litegate.connect(db_path, busy_timeout=5) as db:
+        db.execute("CREATE TABLE t(x)")
+        other = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            out = Outcome(lambda: db.execute("INSERT INTO t VALUES (1)"))
+            wait_for(lambda: db.stats().busy_retries > 0, what="busy retries")
+            other.execute("INSERT INTO t VALUES (0)")
+            other.execute("COMMIT")
+            assert out.join().error is None
+        finally:
+            other.close()
+        assert sorted(r[0] for r in db.query("SELECT x FROM t")) == [0, 1]
+
+
+def test_busy_past_the_deadline_raises_busy(db_path: str) -> None:
+    with litegate.connect(db_path, busy_timeout=0.2) as db:
+        db.execute("CREATE TABLE t(x)")
+        other = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(litegate.Busy, match=r"busy_timeout=0.2s"):
+                db.execute("INSERT INTO t VALUES (1)")
+            with pytest.raises(litegate.Busy):
+                with db.transaction():
+                    pass
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        db.execute("INSERT INTO t VALUES (2)")
+        assert db.query_value("SELECT group_concat(x) FROM t") == "2"
+        assert db.stats().busy_timeouts == 2
+
+
+def test_idle_lane_checkpoints_and_truncates_the_wal(db_path: str) -> None:
+    with litegate.connect(db_path, checkpoint_idle=0.05) as db:
+        db.execute("CREATE TABLE t(x)")
+        db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(2000)])
+        wait_for(lambda: db.stats().checkpoints > 0, what="an idle checkpoint")
+        assert Path(db_path + "-wal").stat().st_size == 0
+        assert db.stats().wal_bytes == 0
+
+
+def test_growing_wal_is_reported(db_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="litegate")
+    with litegate.connect(db_path, wal_warn_bytes=64 * 1024, checkpoint_idle=0.05) as db:
+        db.execute("CREATE TABLE t(x)")
+        with db.snapshot() as snap:  # an old snapshot keeps the WAL from being reset
+            snap.query_value("SELECT count(*) FROM t")
+            for _ in range(5):
+                db.executemany("INSERT INTO t VALUES (?)", [("x" * 500,) for _ in range(200)])
+            wait_for(lambda: db.stats().wal_warnings > 0, what="a WAL warning")
+        assert db.stats().wal_bytes > 64 * 1024
+    assert any("WAL of" in r.getMessage() for r in caplog.records)
