@@ -1,0 +1,151 @@
+"""The read pool: lazy opening, bounds, timeouts with diagnostics, per-thread mode."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import closing
+
+import pytest
+from helpers import Outcome, wait_for
+
+import litegate
+
+
+@pytest.fixture
+def pooled(db_path: str) -> litegate.Database:
+    db = litegate.connect(db_path, readers=2)
+    db.executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
+    return db
+
+
+def test_pool_opens_lazily_up_to_its_size(pooled: litegate.Database) -> None:
+    with pooled as db:
+        assert db.stats().pool_open == 0
+        db.query("SELECT * FROM t")
+        assert db.stats().pool_open == 1
+        barrier = threading.Barrier(4)
+
+        def reader() -> None:
+            barrier.wait(5)
+            for _ in range(200):
+                assert db.query_value("SELECT sum(x) FROM t") == 6
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = db.stats()
+        assert 1 <= stats.pool_open <= 2
+        assert stats.pool_in_use == 0
+
+
+def test_pool_timeout_names_size_waiters_and_holder(pooled: litegate.Database) -> None:
+    with pooled as db:
+        it1 = db.iterate("SELECT x FROM t")
+        it2 = db.iterate("SELECT x FROM t")
+        next(it1), next(it2)  # both readers now held by this thread
+        assert db.stats().pool_in_use == 2
+        with pytest.raises(litegate.PoolTimeout) as info:
+            db.query("SELECT 1", timeout=0.1)
+        msg = str(info.value)
+        assert "pool size 2" in msg and "1 caller(s) waiting" in msg and "MainThread" in msg
+        assert db.stats().pool_timeouts == 1
+        it1.close()
+        assert db.query_value("SELECT 1", timeout=1) == 1
+        it2.close()
+        assert db.stats().pool_in_use == 0
+
+
+def test_waiter_gets_the_reader_when_it_is_returned(pooled: litegate.Database) -> None:
+    with pooled as db:
+        it1, it2 = db.iterate("SELECT x FROM t"), db.iterate("SELECT x FROM t")
+        next(it1), next(it2)
+        out = Outcome(lambda: db.query_value("SELECT count(*) FROM t", timeout=5))
+        wait_for(lambda: db.stats().pool_waiting == 1)
+        assert [r[0] for r in it1] == [2, 3]  # exhausting the iteration returns its reader
+        assert out.join().result == 3
+        it2.close()
+        assert db.stats().pool_waits == 1
+
+
+def test_abandoned_iteration_returns_its_reader(pooled: litegate.Database) -> None:
+    with pooled as db:
+        for _ in range(10):
+            with closing(db.iterate("SELECT x FROM t")) as it:
+                assert next(it)[0] == 1
+        assert db.stats().pool_in_use == 0
+
+
+def test_per_thread_mode_gives_each_thread_its_connection(db_path: str) -> None:
+    with litegate.connect(db_path, readers="per-thread") as db:
+        db.execute("CREATE TABLE t(x)")
+        seen: dict[str, int] = {}
+        lock = threading.Lock()
+        barrier = threading.Barrier(4)
+
+        def reader(name: str) -> None:
+            ids = {db.run_read(lambda c: id(c)) for _ in range(5)}
+            assert len(ids) == 1
+            with lock:
+                seen[name] = ids.pop()
+            barrier.wait(5)  # all alive at once, so no connection (or id) is recycled
+
+        threads = [threading.Thread(target=reader, args=(f"t{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(seen) == 4 and len(set(seen.values())) == 4
+        assert db.stats().readers_mode == "per-thread"
+
+
+def test_per_thread_connection_is_closed_when_its_thread_ends(db_path: str) -> None:
+    with litegate.connect(db_path, readers="per-thread") as db:
+        db.execute("CREATE TABLE t(x)")
+        for _ in range(5):
+            t = threading.Thread(target=lambda: db.query("SELECT * FROM t"))
+            t.start()
+            t.join()
+        wait_for(lambda: db.stats().pool_open == 0, what="per-thread readers closed")
+
+
+def test_lane_mode_reads_through_the_writer(db_path: str) -> None:
+    with litegate.connect(db_path, readers=0) as db:
+        db.execute("CREATE TABLE t(x)")
+        writer_conn = db.run_write(lambda c: id(c))
+        assert db.run_read(lambda c: id(c)) == writer_conn
+        assert db.stats().readers_mode == "lane"
+
+
+def test_reader_left_in_a_transaction_is_cleaned(pooled: litegate.Database) -> None:
+    with pooled as db:
+        db.run_read(lambda c: c.execute("BEGIN").fetchall())
+        conn_in_txn = db.run_read(lambda c: c.in_transaction)
+        assert conn_in_txn is False
+
+
+def test_pool_closes_every_connection(db_path: str) -> None:
+    db = litegate.connect(db_path, readers=3)
+    db.execute("CREATE TABLE t(x)")
+    conns: list[sqlite3.Connection] = []
+    barrier = threading.Barrier(3)
+
+    def grab() -> None:
+        def fn(c: sqlite3.Connection) -> None:
+            conns.append(c)
+            barrier.wait(5)
+
+        db.run_read(fn)
+
+    threads = [threading.Thread(target=grab) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db.close()
+    assert len({id(c) for c in conns}) == 3
+    for c in conns:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            c.execute("SELECT 1")
