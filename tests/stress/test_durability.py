@@ -127,7 +127,9 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
             proc.stdout.close()
         stderr = err_path.read_text()
         ctx = f"seed={seed} round={rnd} target={target} pause={pause}"
-        assert reached, f"child produced {len(reader.lines)} lines in {ROUND_TIMEOUT}s ({ctx}):\n{stderr}"
+        assert reached, (
+            f"child produced {len(reader.lines)} lines in {ROUND_TIMEOUT}s ({ctx}):\n{stderr}"
+        )
         assert proc.returncode == -signal.SIGKILL, (proc.returncode, stderr)
         assert "Traceback" not in stderr, f"{ctx}:\n{stderr}"
         acked = _round_ids(reader.lines)
@@ -137,7 +139,9 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
         present, integrity = _check_copy(db, tmp_path / "check")
         assert integrity == "ok", f"integrity_check: {integrity} ({ctx})"
         missing = all_acked - present
-        assert not missing, f"{len(missing)} acknowledged ids lost, e.g. {sorted(missing)[:10]} ({ctx})"
+        assert not missing, (
+            f"{len(missing)} acknowledged ids lost, e.g. {sorted(missing)[:10]} ({ctx})"
+        )
 
         # Each thread writes serially: its rows are a prefix 0..k-1, at most one write (two
         # rows for the transaction thread) past what it acknowledged.
