@@ -17,7 +17,10 @@ TOTAL = ACCOUNTS * START_BALANCE
 
 
 def test_mixed_load_keeps_every_invariant(db: litegate.Database) -> None:
-    db.executemany("INSERT INTO accounts(id, balance) VALUES (?, ?)", [(i, START_BALANCE) for i in range(ACCOUNTS)])
+    db.executemany(
+        "INSERT INTO accounts(id, balance) VALUES (?, ?)",
+        [(i, START_BALANCE) for i in range(ACCOUNTS)],
+    )
     db.execute("CREATE TABLE ledger(id INTEGER PRIMARY KEY, token TEXT NOT NULL, kind TEXT)")
     acked: list[list[str]] = [[] for _ in range(THREADS)]
     errors: list[BaseException] = []
@@ -32,7 +35,9 @@ def test_mixed_load_keeps_every_invariant(db: litegate.Database) -> None:
             for i in range(OPS_PER_THREAD):
                 r = rng.random()
                 if r < 0.40:
-                    row = db.query_one("SELECT balance FROM accounts WHERE id = ?", (rng.randrange(ACCOUNTS),))
+                    row = db.query_one(
+                        "SELECT balance FROM accounts WHERE id = ?", (rng.randrange(ACCOUNTS),)
+                    )
                     assert row is not None and row[0] >= 0
                 elif r < 0.65:
                     token = f"{k}-{i}"
@@ -44,8 +49,14 @@ def test_mixed_load_keeps_every_invariant(db: litegate.Database) -> None:
                     with db.transaction() as tx:
                         bal = tx.query_value("SELECT balance FROM accounts WHERE id = ?", (a,))
                         if bal >= amount:
-                            tx.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
-                            tx.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+                            tx.execute(
+                                "UPDATE accounts SET balance = balance - ? WHERE id = ?",
+                                (amount, a),
+                            )
+                            tx.execute(
+                                "UPDATE accounts SET balance = balance + ? WHERE id = ?",
+                                (amount, b),
+                            )
                 elif r < 0.95:
                     with db.snapshot() as snap:
                         total = snap.query_value("SELECT sum(balance) FROM accounts")
@@ -76,7 +87,9 @@ def test_mixed_load_keeps_every_invariant(db: litegate.Database) -> None:
     assert db.query_value("SELECT sum(balance) FROM accounts") == TOTAL
     assert db.query_value("SELECT min(balance) FROM accounts") >= 0
     rows = db.query("SELECT token, kind FROM ledger")
-    stored = sorted(t if kind == "single" else t + ("#a" if kind == "pair-a" else "#b") for t, kind in rows)
+    stored = sorted(
+        t if kind == "single" else t + ("#a" if kind == "pair-a" else "#b") for t, kind in rows
+    )
     expected = sorted(tok for mine in acked for tok in mine)
     assert stored == expected  # every acknowledged write present exactly once, nothing else
     stats = db.stats()

@@ -9,7 +9,9 @@ from litegate._connection import split_script
     ("script", "expected"),
     [
         pytest.param("SELECT 1; SELECT 2;", ["SELECT 1;", " SELECT 2;"], id="two"),
-        pytest.param("INSERT INTO t VALUES ('a;b');", ["INSERT INTO t VALUES ('a;b');"], id="string"),
+        pytest.param(
+            "INSERT INTO t VALUES ('a;b');", ["INSERT INTO t VALUES ('a;b');"], id="string"
+        ),
         pytest.param("SELECT 1 -- no; end\n;", ["SELECT 1 -- no; end\n;"], id="line-comment"),
         pytest.param("SELECT 1; /* trailing */ ", ["SELECT 1;"], id="trailing-comment"),
         pytest.param("SELECT 1", ["SELECT 1"], id="no-semicolon"),

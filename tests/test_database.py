@@ -34,7 +34,9 @@ def test_returning_rows(db: litegate.Database) -> None:
 
 
 def test_executemany_and_queries(db: litegate.Database) -> None:
-    res = db.executemany("INSERT INTO items(name, qty) VALUES (?, ?)", [(f"n{i}", i) for i in range(10)])
+    res = db.executemany(
+        "INSERT INTO items(name, qty) VALUES (?, ?)", [(f"n{i}", i) for i in range(10)]
+    )
     assert res.rowcount == 10
     rows = db.query("SELECT name, qty FROM items WHERE qty >= ? ORDER BY qty", (7,))
     assert [(r["name"], r["qty"]) for r in rows] == [("n7", 7), ("n8", 8), ("n9", 9)]
@@ -44,7 +46,9 @@ def test_executemany_and_queries(db: litegate.Database) -> None:
     assert db.query_one("SELECT * FROM items WHERE qty > 100") is None
     assert db.query_value("SELECT sum(qty) FROM items") == 45
     assert db.query_value("SELECT qty FROM items WHERE qty > 100") is None
-    assert [r[0] for r in db.iterate("SELECT qty FROM items ORDER BY qty", arraysize=3)] == list(range(10))
+    assert [r[0] for r in db.iterate("SELECT qty FROM items ORDER BY qty", arraysize=3)] == list(
+        range(10)
+    )
 
 
 def test_executemany_accepts_a_generator(db: litegate.Database) -> None:
@@ -62,7 +66,9 @@ def test_executescript_is_atomic(db: litegate.Database) -> None:
             """
         )
     assert db.query_value("SELECT count(*) FROM items") == 0
-    db.executescript("INSERT INTO items(name) VALUES ('ok1'); INSERT INTO items(name) VALUES ('ok;2')")
+    db.executescript(
+        "INSERT INTO items(name) VALUES ('ok1'); INSERT INTO items(name) VALUES ('ok;2')"
+    )
     assert db.query_value("SELECT group_concat(name, '|') FROM items") == "ok1|ok;2"
 
 
@@ -73,7 +79,12 @@ def test_run_write_and_run_read(db: litegate.Database) -> None:
         return int(cur.lastrowid or 0)
 
     rowid = db.run_write(add, "w", 21)
-    assert db.run_read(lambda c, i: c.execute("SELECT qty FROM items WHERE id=?", (i,)).fetchone()[0], rowid) == 42
+    assert (
+        db.run_read(
+            lambda c, i: c.execute("SELECT qty FROM items WHERE id=?", (i,)).fetchone()[0], rowid
+        )
+        == 42
+    )
 
 
 def test_run_write_failure_rolls_back_only_that_job(db: litegate.Database) -> None:
@@ -183,7 +194,8 @@ def test_memory_database_is_shared_by_all_callers() -> None:
         assert db.options.readers == 0
         db.execute("CREATE TABLE t(x)")
         threads = [
-            threading.Thread(target=lambda i=i: db.execute("INSERT INTO t VALUES (?)", (i,))) for i in range(8)
+            threading.Thread(target=lambda i=i: db.execute("INSERT INTO t VALUES (?)", (i,)))
+            for i in range(8)
         ]
         for t in threads:
             t.start()
@@ -234,18 +246,28 @@ class Store:
         self.db.migrate(["CREATE TABLE docs(id INTEGER PRIMARY KEY, body TEXT, status TEXT)"])
 
     def add(self, body: str) -> int:
-        return int(self.db.execute("INSERT INTO docs(body, status) VALUES (?, 'new')", (body,)).lastrowid or 0)
+        return int(
+            self.db.execute("INSERT INTO docs(body, status) VALUES (?, 'new')", (body,)).lastrowid
+            or 0
+        )
 
     def status_counts(self) -> dict[str, int]:
-        return {r["status"]: r["n"] for r in self.db.query("SELECT status, count(*) AS n FROM docs GROUP BY status")}
+        return {
+            r["status"]: r["n"]
+            for r in self.db.query("SELECT status, count(*) AS n FROM docs GROUP BY status")
+        }
 
 
-def test_store_built_in_main_thread_works_from_to_thread_and_threads(db_path: str, readers: Any) -> None:
+def test_store_built_in_main_thread_works_from_to_thread_and_threads(
+    db_path: str, readers: Any
+) -> None:
     store = Store(db_path, readers)
     try:
 
         async def main() -> list[int]:
-            return await asyncio.gather(*(asyncio.to_thread(store.add, f"doc{i}") for i in range(50)))
+            return await asyncio.gather(
+                *(asyncio.to_thread(store.add, f"doc{i}") for i in range(50))
+            )
 
         ids = asyncio.run(main())
         errors: list[BaseException] = []

@@ -7,9 +7,9 @@ import threading
 from contextlib import closing
 
 import pytest
-from helpers import Outcome, wait_for
 
 import litegate
+from helpers import Outcome, wait_for
 
 
 @pytest.fixture

@@ -41,6 +41,4 @@ def test_core_imports_only_stdlib() -> None:
     core = [m for m in sys.modules if m.startswith("litegate")]
     assert core
     for name in ("starlette", "fastapi", "uvicorn", "aiosqlite"):
-        assert name not in sys.modules or not any(
-            getattr(sys.modules[m], name, None) for m in core
-        )
+        assert name not in sys.modules or not any(getattr(sys.modules[m], name, None) for m in core)

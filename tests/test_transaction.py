@@ -8,9 +8,9 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import Outcome, lane_held, wait_for
 
 import litegate
+from helpers import Outcome, lane_held, wait_for
 
 
 def _count(db: litegate.Database) -> int:
@@ -58,7 +58,9 @@ def test_nested_savepoints(db: litegate.Database) -> None:
 def test_executescript_inside_a_transaction_does_not_commit_early(db: litegate.Database) -> None:
     with pytest.raises(RuntimeError):
         with db.transaction() as tx:
-            tx.executescript("INSERT INTO items(name) VALUES ('s1'); INSERT INTO items(name) VALUES ('s2');")
+            tx.executescript(
+                "INSERT INTO items(name) VALUES ('s1'); INSERT INTO items(name) VALUES ('s2');"
+            )
             assert tx.query_value("SELECT count(*) FROM items") == 2
             raise RuntimeError
     assert _count(db) == 0
@@ -177,7 +179,9 @@ def test_snapshot_sees_one_state(db: litegate.Database) -> None:
             assert snap.query_value("SELECT sum(qty) FROM items") == 1
             with pytest.raises(litegate.Misuse):  # same thread: refused, not a deadlock
                 db.execute("INSERT INTO items(name, qty) VALUES ('b', 2)")
-            out = Outcome(lambda: db.execute("INSERT INTO items(name, qty) VALUES ('b', 2)", timeout=0.1))
+            out = Outcome(
+                lambda: db.execute("INSERT INTO items(name, qty) VALUES ('b', 2)", timeout=0.1)
+            )
             assert isinstance(out.join().error, litegate.WriteTimeout)
         return
     with db.snapshot() as snap:

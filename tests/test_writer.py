@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 import litegate
-from litegate import _writer
-
 from helpers import Outcome, lane_held, wait_for
+from litegate import _writer
 
 SLOW_INSERT = (
     "INSERT INTO items(name) SELECT 'z' || x FROM (WITH RECURSIVE c(x) AS "
@@ -35,7 +34,10 @@ def test_failing_job_fails_alone_in_its_batch(db: litegate.Database) -> None:
     before = db.stats().batches
     names = ["a", "b", "taken", "c", "d"]
     with lane_held(db):
-        outs = [Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,))) for n in names]
+        outs = [
+            Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,)))
+            for n in names
+        ]
         wait_for(lambda: db.stats().queue_depth == 5, what="5 queued jobs")
     for o in outs:
         o.join()
@@ -87,7 +89,9 @@ def test_deferred_constraint_at_commit_fails_only_the_guilty_job(db_path: str) -
         assert [r[0] for r in db.query("SELECT id FROM child ORDER BY id")] == [1, 3]
 
 
-def test_failed_commit_fails_the_whole_batch(db: litegate.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_commit_fails_the_whole_batch(
+    db: litegate.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = _writer.end_transaction
     failures = [sqlite3.OperationalError("disk I/O error")]
 
@@ -98,7 +102,10 @@ def test_failed_commit_fails_the_whole_batch(db: litegate.Database, monkeypatch:
 
     with lane_held(db):
         monkeypatch.setattr(_writer, "end_transaction", flaky)
-        outs = [Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,))) for n in "xyz"]
+        outs = [
+            Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,)))
+            for n in "xyz"
+        ]
         wait_for(lambda: db.stats().queue_depth == 3)
     for o in outs:
         err = o.join().error
@@ -144,7 +151,9 @@ def test_write_queue_at_its_bound(db_path: str) -> None:
     with litegate.connect(db_path, queue_size=2) as db:
         db.execute("CREATE TABLE t(x)")
         with lane_held(db):
-            queued = [Outcome(lambda i=i: db.execute("INSERT INTO t VALUES (?)", (i,))) for i in (1, 2)]
+            queued = [
+                Outcome(lambda i=i: db.execute("INSERT INTO t VALUES (?)", (i,))) for i in (1, 2)
+            ]
             wait_for(lambda: db.stats().queue_depth == 2)
             t0 = time.monotonic()
             with pytest.raises(litegate.WriteTimeout, match="queue stayed full") as info:
