@@ -1,0 +1,120 @@
+"""The benchmark harness, run in-process for a fraction of a second (structure, not speed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import litegate.cli
+from litegate import _bench
+from litegate._bench import CONTENDERS, WORKLOADS, run_benchmark
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> _bench.BenchResult:
+    directory = tmp_path_factory.mktemp("bench")
+    return run_benchmark(seconds=0.3, directory=str(directory))
+
+
+def test_every_workload_runs_every_contender(result: _bench.BenchResult) -> None:
+    assert [w.workload.name for w in result.workloads] == list(WORKLOADS)
+    for w in result.workloads:
+        assert [c.name for c in w.contenders] == list(CONTENDERS)
+        for c in w.contenders:
+            assert c.ops > 0, (w.workload.name, c.name)
+            assert c.ops == c.reads + c.writes
+            assert c.threads == w.workload.threads
+            assert c.ops_per_s > 0
+            assert 0 < c.p50_ms <= c.p99_ms
+            assert c.ratio is not None and c.ratio > 0
+
+
+def test_litegate_has_no_errors_and_exact_data(result: _bench.BenchResult) -> None:
+    for w in result.workloads:
+        for c in w.contenders:
+            if c.kind == "litegate":
+                assert c.errors == 0, c.error_samples
+                assert c.writes > 0
+                assert c.extra["batches"] > 0
+            # Every contender's file holds exactly its acknowledged writes.
+            assert c.data.ok, (c.name, c.data)
+            assert c.data.found_inserts + c.data.found_updates == c.writes
+    assert not result.problems("litegate")
+
+
+def test_workload_shapes(result: _bench.BenchResult) -> None:
+    mixed, writes = result.workloads
+    for c in mixed.contenders:
+        assert c.reads > c.writes  # 90% reads
+    for c in writes.contenders:
+        assert c.reads == 0
+    assert writes.baseline == "sqlite3 + Lock"
+    assert mixed.baseline in {c.name for c in mixed.contenders if c.kind == "remedy"}
+    best = max(c.ops_per_s for c in mixed.contenders if c.kind == "remedy")
+    assert max(c.ratio or 0 for c in mixed.contenders if c.kind == "remedy") == 1.0
+    assert best > 0
+
+
+def test_targets_and_report(result: _bench.BenchResult) -> None:
+    targets = result.targets
+    assert {(t.workload, t.contender) for t in targets} == {
+        (w, name) for w in WORKLOADS for name in CONTENDERS if name.startswith("litegate")
+    }
+    for t in targets:
+        assert t.threshold == (1.5 if t.workload == "mixed" else 10.0)
+        assert t.text.startswith("PASS" if t.passed else "FAIL")
+    text = _bench.format_report(result)
+    for name in CONTENDERS:
+        assert name in text
+    assert "raw sqlite3 point read" in text
+    assert "raw sqlite3 FULL single-row commit" in text
+    data = json.loads(json.dumps(result.as_dict()))
+    assert set(data["workloads"]) == set(WORKLOADS)
+    assert len(data["reference"]) == 2
+    assert all(r["ops"] > 0 for r in data["reference"])
+
+
+def test_a_data_mismatch_is_reported() -> None:
+    check = _bench.DataCheck(
+        ok=False,
+        expected_inserts=10,
+        found_inserts=9,
+        expected_updates=5,
+        found_updates=5,
+        integrity="ok",
+    )
+    assert check.text == "MISMATCH rows 9 != acked 10"
+
+
+def test_cli_runs_one_workload_and_saves_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    code = litegate.cli.main(
+        [
+            "bench",
+            "--seconds",
+            "0.2",
+            "--workload",
+            "writes",
+            "--no-reference",
+            "--dir",
+            str(tmp_path),
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0  # targets are reported, not enforced, without --check
+    captured = capsys.readouterr()
+    assert "workload writes" in captured.out
+    assert "[bench]" in captured.err
+    data = json.loads(out.read_text())
+    assert list(data["workloads"]) == ["writes"]
+    assert data["reference"] == []
+
+
+def test_cli_rejects_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
+    assert litegate.cli.main(["bench", "--seconds", "0"]) == 2
+    assert "must be > 0" in capsys.readouterr().err
