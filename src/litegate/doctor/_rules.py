@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ("RULES", "Rule", "rule")
+__all__ = ("RULES", "Finding", "Rule", "rule")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +98,26 @@ def rule(rule_id: str) -> Rule:
     :raises KeyError: if there is no such rule
     """
     return RULES[rule_id]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Finding:
+    """One problem found in one place.
+
+    :ivar path: the file, as given or found under a given directory
+    :ivar line: 1-based line
+    :ivar col: 1-based column
+    :ivar rule: the rule id (``LG101`` ...)
+    :ivar message: what is wrong here, one line
+    """
+
+    path: str
+    line: int
+    col: int
+    rule: str
+    message: str
+
+    @property
+    def fix(self) -> str:
+        """How to fix it (the rule's fix)."""
+        return RULES[self.rule].fix
