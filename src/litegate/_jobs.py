@@ -1,27 +1,47 @@
-"""Jobs: the unit of work handed to the write lane, and how their callers are answered."""
+"""Jobs: the unit of work handed to a lane, and how their callers are answered.
+
+Thread callers block on a raw lock. Asyncio callers get a future; finished async jobs are put
+in an *outbox* and delivered to their loop in batches (one ``call_soon_threadsafe`` per loop
+per flush), which keeps the per-call cost of the thread hop small.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import queue
 import sqlite3
+import threading
 import time
 from _thread import allocate_lock as _lock_type
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ("EXCLUSIVE", "READ", "WRITE", "Job", "LaneHold")
+__all__ = (
+    "EXCLUSIVE",
+    "READ",
+    "WRITE",
+    "AsyncJob",
+    "AsyncLaneHold",
+    "BaseJob",
+    "Job",
+    "LaneHold",
+    "Outbox",
+    "flush",
+)
 
 WRITE = 0  # runs inside the lane's group-commit transaction, isolated by a savepoint
-READ = 1  # runs on the writer connection outside any transaction (readers=0)
-EXCLUSIVE = 2  # takes the lane for itself (interactive transactions, snapshots, scripts)
+READ = 1  # runs on a connection outside any transaction
+EXCLUSIVE = 2  # takes the lane for itself (interactive transactions, snapshots, iterations)
+
+Outbox = deque["AsyncJob"]
 
 
-class Job:
-    """One call waiting for the lane. The caller blocks on ``_done``, a raw lock that the lane
-    releases once the outcome is final (for writes: after the COMMIT that made it durable).
-    """
+class BaseJob:
+    """What a lane needs of a job: a function to run and a way to publish the outcome."""
 
-    __slots__ = ("_done", "args", "ctx", "error", "fn", "kind", "result", "sql", "time_limit")
+    __slots__ = ("args", "ctx", "error", "fn", "kind", "result", "sql", "time_limit")
     kind: int
 
     def __init__(
@@ -33,22 +53,54 @@ class Job:
         time_limit: float | None = None,
     ) -> None:
         self.kind = kind
-        self.time_limit = time_limit
         self.fn = fn
         self.args = args
         self.sql = sql
+        self.time_limit = time_limit
         self.ctx = contextvars.copy_context()
         self.result: Any = None
         self.error: BaseException | None = None
-        self._done = _lock_type()
-        self._done.acquire()
 
     def run(self, conn: sqlite3.Connection) -> Any:
         """Run the job's function on ``conn`` in the caller's contextvars context."""
         return self.ctx.run(self.fn, conn, *self.args)
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
-        """Called from the writer thread: publish the outcome and wake the caller."""
+        raise NotImplementedError
+
+    @property
+    def cancelled(self) -> bool:
+        return False
+
+    def start(self, conn: sqlite3.Connection | None = None) -> bool:
+        """Claim the job before running it (``conn``: where it runs, for interrupts)."""
+        return True
+
+    def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
+        """Exclusive jobs only: keep the lane until the holder is done."""
+        raise NotImplementedError
+
+
+class Job(BaseJob):
+    """A thread caller's job. The caller blocks on ``_done``, a raw lock that the lane releases
+    once the outcome is final (for writes: after the COMMIT that made it durable)."""
+
+    __slots__ = ("_done",)
+
+    def __init__(
+        self,
+        kind: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        sql: str | None = None,
+        time_limit: float | None = None,
+    ) -> None:
+        super().__init__(kind, fn, args, sql, time_limit)
+        self._done = _lock_type()
+        self._done.acquire()
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Called from the lane's thread: publish the outcome and wake the caller."""
         self.result = result
         self.error = error
         self._done.release()
@@ -72,28 +124,176 @@ def _noop(conn: sqlite3.Connection) -> None:  # pragma: no cover - never run
 
 
 class LaneHold(Job):
-    """An exclusive hold of the write lane.
+    """A thread's exclusive hold of the write lane.
 
     The writer thread grants it (``finish``) and then parks in :meth:`hold` until the holder
     calls :meth:`release`. While parked the holder, on its own thread, is the only user of the
     writer connection: no thread hop per statement.
     """
 
-    __slots__ = ("_released", "granted_at")
+    __slots__ = ("_released",)
 
     def __init__(self) -> None:
         super().__init__(EXCLUSIVE, _noop, ())
         self._released = _lock_type()
         self._released.acquire()
-        self.granted_at = 0.0
 
     def release(self) -> None:
         self._released.release()
 
-    def hold(self, warn_after: float, on_long: Callable[[float], None]) -> float:
+    def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
         """Writer thread: wait until released; report once if held past ``warn_after``."""
-        start = self.granted_at = time.monotonic()
+        start = time.monotonic()
         if not self._released.acquire(timeout=warn_after if warn_after > 0 else -1):
             on_long(time.monotonic() - start)
             self._released.acquire()
         return time.monotonic() - start
+
+
+class AsyncJob(BaseJob):
+    """An asyncio caller's job: the outcome goes to ``future`` on ``loop`` via an outbox."""
+
+    __slots__ = ("_lock", "future", "loop", "outbox", "running_on", "state")
+
+    QUEUED, RUNNING, DONE, CANCELLED = 0, 1, 2, 3
+
+    def __init__(
+        self,
+        kind: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        sql: str | None,
+        time_limit: float | None,
+        loop: asyncio.AbstractEventLoop,
+        outbox: Outbox,
+    ) -> None:
+        super().__init__(kind, fn, args, sql, time_limit)
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.outbox = outbox
+        self.state = AsyncJob.QUEUED
+        self.running_on: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state == AsyncJob.CANCELLED
+
+    def start(self, conn: sqlite3.Connection | None = None) -> bool:
+        """Worker thread: claim the job before running it; False if it was cancelled."""
+        with self._lock:
+            if self.state != AsyncJob.QUEUED:
+                return False
+            self.state = AsyncJob.RUNNING
+            self.running_on = conn
+            return True
+
+    def cancel(self) -> bool:
+        """Loop thread: cancel a job. True if it never started (and never will); a running read
+        is interrupted so its connection is free at once."""
+        with self._lock:
+            if self.state == AsyncJob.QUEUED:
+                self.state = AsyncJob.CANCELLED
+                return True
+            if self.state == AsyncJob.RUNNING and self.running_on is not None:
+                self.running_on.interrupt()
+            return False
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        with self._lock:
+            self.state = AsyncJob.DONE
+            self.running_on = None
+        self.result = result
+        self.error = error
+        self.outbox.append(self)
+
+
+def _deliver(jobs: list[AsyncJob]) -> None:
+    """On the loop: resolve the futures of a batch of finished jobs."""
+    for job in jobs:
+        fut = job.future
+        if not fut.done():
+            if job.error is not None:
+                fut.set_exception(job.error)
+            else:
+                fut.set_result(job.result)
+        job.error = None
+        job.result = None
+
+
+def flush(outbox: Outbox) -> None:
+    """Hand every finished job in ``outbox`` to its loop: one call per loop."""
+    if not outbox:
+        return
+    by_loop: dict[asyncio.AbstractEventLoop, list[AsyncJob]] = {}
+    while True:
+        try:
+            job = outbox.popleft()
+        except IndexError:
+            break
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, jobs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_deliver, jobs)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+_END_COMMIT = object()
+_END_ROLLBACK = object()
+
+
+class AsyncLaneHold(AsyncJob):
+    """An asyncio task's exclusive hold of the write lane.
+
+    The statements of an async transaction run on the writer thread (never on the loop): the
+    task sends operations through ``ops``; the writer runs them one by one and answers each
+    future at once. :meth:`end` (safe from any thread, idempotent) ends the hold.
+    """
+
+    __slots__ = ("ended", "ops")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
+        super().__init__(EXCLUSIVE, _noop, (), None, None, loop, outbox)
+        self.ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.ended = False
+
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], sql: str | None, time_limit: float | None
+    ) -> AsyncJob:
+        """Loop thread: queue one operation for the writer; await ``job.future``."""
+        job = AsyncJob(READ, fn, args, sql, time_limit, self.loop, self.outbox)
+        self.ops.put(job)
+        return job
+
+    def end(self) -> None:
+        """Release the lane after rolling back anything still open. Idempotent, never blocks."""
+        if not self.ended:
+            self.ended = True
+            self.ops.put(_END_ROLLBACK)
+
+    def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
+        from ._connection import run_limited  # local: _connection imports nothing from here
+
+        start = time.monotonic()
+        warned = False
+        outbox = self.outbox
+        while True:
+            try:
+                op = self.ops.get(timeout=warn_after if warn_after > 0 and not warned else 1.0)
+            except queue.Empty:
+                if not warned and warn_after > 0:
+                    warned = True
+                    on_long(time.monotonic() - start)
+                continue
+            if op is _END_ROLLBACK or op is _END_COMMIT:
+                return time.monotonic() - start
+            if not op.start(conn):
+                continue
+            try:
+                result = run_limited(conn, op.time_limit, op.sql, op.run)
+            except BaseException as exc:
+                op.finish(error=exc)
+            else:
+                op.finish(result)
+            flush(outbox)

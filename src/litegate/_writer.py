@@ -27,7 +27,7 @@ from ._connection import (
     run_limited,
 )
 from ._errors import Busy, Closed, WriteTimeout
-from ._jobs import READ, WRITE, Job, LaneHold
+from ._jobs import EXCLUSIVE, READ, WRITE, BaseJob, Outbox, flush
 from ._stats import Counters
 
 __all__ = ("WriteLane",)
@@ -74,7 +74,8 @@ class WriteLane:
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
-        self._queue: deque[Job] = deque()
+        self._queue: deque[BaseJob] = deque()
+        self.outbox: Outbox = deque()  # finished async jobs, delivered in batches
         self._closing = False
         self._dirty = False
         self._next_wal_check = 0.0
@@ -88,7 +89,7 @@ class WriteLane:
     def depth(self) -> int:
         return len(self._queue)
 
-    def submit(self, job: Job, deadline: float | None) -> None:
+    def submit(self, job: BaseJob, deadline: float | None) -> None:
         """Queue ``job``; waits for space until ``deadline`` (monotonic) when the queue is full.
 
         :raises WriteTimeout: the queue stayed full until the deadline
@@ -116,7 +117,7 @@ class WriteLane:
             if len(self._queue) == 1:
                 self._not_empty.notify()
 
-    def cancel(self, job: Job) -> bool:
+    def cancel(self, job: BaseJob) -> bool:
         """Remove a job that has not started. True if removed (it will never run)."""
         with self._lock:
             try:
@@ -146,6 +147,7 @@ class WriteLane:
                 self._queue.clear()
             for job in left:
                 job.finish(error=Closed("the database was closed before this write ran"))
+            flush(self.outbox)
             logger.warning(
                 "litegate: writer for %s did not finish within the close timeout (%s); "
                 "%d queued job(s) failed with Closed",
@@ -183,7 +185,7 @@ class WriteLane:
                         else:
                             self._not_empty.wait(1.0)
                     if idle:
-                        jobs: list[Job] = []
+                        jobs: list[BaseJob] = []
                     else:
                         was_full = len(self._queue) >= cap
                         n = min(len(self._queue), max_batch)
@@ -194,6 +196,7 @@ class WriteLane:
                     self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
                 else:
                     self._process(jobs)
+                    flush(self.outbox)
         except BaseException:  # pragma: no cover - a bug in the lane itself
             logger.exception("litegate: writer thread for %s crashed", self.opts.name)
             with self._lock:
@@ -202,6 +205,7 @@ class WriteLane:
                 self._queue.clear()
             for job in left:
                 job.finish(error=Closed("the writer thread crashed; see the log"))
+            flush(self.outbox)
         finally:
             self._shutdown()
 
@@ -222,11 +226,16 @@ class WriteLane:
             except Exception:
                 logger.exception("litegate: closing the writer of %s failed", self.opts.name)
 
-    def _process(self, jobs: list[Job]) -> None:
-        segment: list[Job] = []
-        reads: list[Job] = []
+    def _process(self, jobs: list[BaseJob]) -> None:
+        segment: list[BaseJob] = []
+        reads: list[BaseJob] = []
+        conn = self.conn
         for job in jobs:
             kind = job.kind
+            # A cancelled async job is skipped. A started write is never interrupted (it
+            # shares the batch's transaction); a lane read may be.
+            if not job.start(conn if kind == READ else None):
+                continue
             if kind == WRITE:
                 segment.append(job)
             elif kind == READ:
@@ -248,12 +257,12 @@ class WriteLane:
             self._next_wal_check = now + 1.0
             self._check_wal()
 
-    def _run_job(self, job: Job) -> object:
+    def _run_job(self, job: BaseJob) -> object:
         if job.time_limit is None:
             return job.run(self.conn)
         return run_limited(self.conn, job.time_limit, job.sql, job.run)
 
-    def _run_reads(self, jobs: list[Job]) -> None:
+    def _run_reads(self, jobs: list[BaseJob]) -> None:
         for job in jobs:
             try:
                 result = self._run_job(job)
@@ -264,10 +273,11 @@ class WriteLane:
             if self.conn.in_transaction:  # pragma: no cover - the guard forbids BEGIN
                 end_transaction(self.conn, self.guard, ROLLBACK)
 
-    def _grant(self, hold: Job) -> None:
-        assert isinstance(hold, LaneHold)
+    def _grant(self, hold: BaseJob) -> None:
+        assert hold.kind == EXCLUSIVE
         hold.finish()
-        held = hold.hold(self.opts.hold_warn, self._report_long_hold)
+        flush(self.outbox)
+        held = hold.hold(self.opts.hold_warn, self._report_long_hold, self.conn)
         self.counters.lane_holds.append(held)
         conn = self.conn
         if conn.in_transaction:  # a holder must end its transaction; never leak one
@@ -285,7 +295,7 @@ class WriteLane:
             self.opts.hold_warn,
         )
 
-    def _group_commit(self, jobs: list[Job]) -> None:
+    def _group_commit(self, jobs: list[BaseJob]) -> None:
         """BEGIN IMMEDIATE; each job in its own SAVEPOINT; one COMMIT; then answer everyone.
 
         A failing job is rolled back to its savepoint and fails alone. If SQLite rolls back the
@@ -306,8 +316,8 @@ class WriteLane:
                     job.finish(error=_copy_error(exc) if isinstance(exc, Busy) else exc)
                 return
             single = len(pending) == 1
-            done: list[tuple[Job, object]] = []
-            restart: list[Job] | None = None
+            done: list[tuple[BaseJob, object]] = []
+            restart: list[BaseJob] | None = None
             for i, job in enumerate(pending):
                 try:
                     if not single:
