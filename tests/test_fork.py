@@ -1,0 +1,439 @@
+"""A Database inherited through fork(): the child opens its own connections and works; the
+parent's engine is untouched. An in-memory database refuses to be used in a forked child."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import select
+import signal
+import sqlite3
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import litegate
+
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    # Python 3.12+ warns when a process with threads (the writer) forks; forking is the point.
+    pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning"),
+]
+
+CHILD_TIMEOUT = 20.0
+INSERT = "INSERT INTO t(who, n) VALUES (?, ?)"
+
+
+class Child:
+    """A forked child running ``fn``: exit 0 if it returns, 1 (traceback reported) if it raises.
+    ``to_child``/``from_child`` are one-byte signalling pipes for step-by-step scenarios."""
+
+    def __init__(self, fn: Callable[[Child], None]) -> None:
+        r, w = os.pipe()
+        p2c_r, self._p2c_w = os.pipe()
+        self._c2p_r, c2p_w = os.pipe()
+        self._p2c_r, self._c2p_w = p2c_r, c2p_w
+        self.pid = os.fork()
+        if self.pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                os.close(r)
+                fn(self)
+                code = 0
+            except BaseException:
+                os.write(w, traceback.format_exc().encode())
+            finally:
+                os._exit(code)
+        os.close(w)
+        os.close(p2c_r)
+        os.close(c2p_w)
+        self._report = r
+
+    # child side
+    def signal_parent(self) -> None:
+        os.write(self._c2p_w, b"x")
+
+    def wait_parent(self) -> None:
+        assert os.read(self._p2c_r, 1) == b"x", "the parent went away"
+
+    # parent side
+    def signal_child(self) -> None:
+        os.write(self._p2c_w, b"x")
+
+    def wait_child(self, timeout: float = CHILD_TIMEOUT) -> None:
+        """Wait for the child's next signal_parent(); fails if it exits or hangs first."""
+        ready, _, _ = select.select([self._c2p_r], [], [], timeout)
+        if not ready or os.read(self._c2p_r, 1) != b"x":
+            self.join(5.0)
+            pytest.fail("the child ended or hung before reaching its next step")
+
+    def join(self, timeout: float = CHILD_TIMEOUT) -> None:
+        """Wait for the exit; fails the test if the child failed or hung (then it is killed)."""
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            status = None
+        with os.fdopen(self._report, "rb") as f:
+            report = f.read().decode()
+        for fd in (self._p2c_w, self._c2p_r):
+            os.close(fd)
+        if status is None:
+            pytest.fail(f"the forked child did not finish within {timeout}s (hang)")
+        assert os.waitstatus_to_exitcode(status) == 0, f"child failed:\n{report}"
+
+
+def run_in_child(fn: Callable[[], None], timeout: float = CHILD_TIMEOUT) -> None:
+    """Fork, run ``fn`` in the child, wait for it; fails the test if it fails or hangs."""
+    Child(lambda _: fn()).join(timeout)
+
+
+def _setup(db: litegate.Database) -> None:
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT NOT NULL, n INTEGER NOT NULL)")
+    db.execute(INSERT, ("parent", -1))
+    assert db.query_value("SELECT count(*) FROM t") == 1  # warm the read pool before the fork
+
+
+def _child_writes(
+    db: litegate.Database, threads: int = 3, per_thread: int = 20, tag: str = "child"
+) -> None:
+    """Writes and reads in the child, from several threads; raises on any mismatch. Rows are
+    ``who = "{tag}:{thread}"`` plus two ``"{tag}:tx"`` rows from a transaction."""
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        who = f"{tag}:{k}"
+        try:
+            for i in range(per_thread):
+                db.execute(INSERT, (who, i))
+                # read-your-writes through the child's own readers
+                got = db.query_value("SELECT count(*) FROM t WHERE who = ?", (who,))
+                assert got == i + 1, (who, i, got)
+        except BaseException as exc:
+            errors.append(exc)
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+    with db.transaction() as tx:
+        tx.execute(INSERT, (f"{tag}:tx", 0))
+        tx.execute(INSERT, (f"{tag}:tx", 1))
+    mine = db.query_value("SELECT count(*) FROM t WHERE who LIKE ?", (f"{tag}:%",))
+    assert mine == threads * per_thread + 2
+    assert db.query_value("SELECT count(*) FROM t WHERE who = 'parent'") == 1
+    assert db.stats().jobs_ok == threads * per_thread  # the child's own counters
+
+
+def _parent_still_works(db: litegate.Database, expected_child_rows: int) -> None:
+    assert db.query_value("SELECT count(*) FROM t WHERE who LIKE 'child%'") == expected_child_rows
+    db.execute(INSERT, ("parent", 1))
+    with db.transaction() as tx:
+        tx.execute(INSERT, ("parent", 2))
+    assert db.query_value("SELECT count(*) FROM t WHERE who = 'parent'") == 3
+    assert [tuple(r) for r in db.query("PRAGMA integrity_check")] == [("ok",)]
+
+
+@pytest.mark.parametrize("close_in_child", [True, False], ids=["child-closes", "child-exits"])
+def test_forked_child_uses_inherited_database(
+    db_path: str, readers: Any, close_in_child: bool
+) -> None:
+    with litegate.connect(db_path, readers=readers) as db:
+        _setup(db)
+
+        def child() -> None:
+            _child_writes(db)
+            if close_in_child:
+                db.close()
+                assert db.closed
+                with pytest.raises(litegate.Closed):
+                    db.execute(INSERT, ("child", 99))
+
+        run_in_child(child)
+        assert not db.closed
+        _parent_still_works(db, expected_child_rows=3 * 20 + 2)
+        parent_jobs = db.stats().jobs_ok
+        assert parent_jobs == 3  # create, 1 insert before the fork, 1 after (tx not counted)
+
+
+def test_fork_while_the_parent_is_writing(db_path: str) -> None:
+    """Fork (several times) while a parent thread writes continuously: each child writes
+    from its own threads, the parent keeps writing, nothing is lost.
+
+    Fails with the current engine: a fork that lands while the parent's writer is inside a
+    write transaction leaves the child unable to write at all (``Busy`` after busy_timeout),
+    see test_fork_while_parent_holds_a_transaction.
+    """
+    forks = 10
+    with litegate.connect(db_path, busy_timeout=2.0) as db:
+        _setup(db)
+        stop = threading.Event()
+        parent_rows: list[int] = []
+
+        def parent_writer() -> None:
+            i = 0
+            while not stop.is_set():
+                db.execute(INSERT, ("parent-bg", i))
+                parent_rows.append(i)
+                i += 1
+
+        bg = threading.Thread(target=parent_writer)
+        bg.start()
+        try:
+            for n in range(forks):
+                time.sleep(0.02)
+                run_in_child(
+                    functools.partial(_child_writes, db, threads=2, per_thread=20, tag=f"child{n}")
+                )
+        finally:
+            stop.set()
+            bg.join()
+        assert len(parent_rows) > 0
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'parent-bg'") == len(parent_rows)
+        assert db.query_value("SELECT count(*) FROM t WHERE who LIKE 'child%'") == forks * 42
+        _parent_still_works(db, expected_child_rows=forks * 42)
+
+
+def test_fork_while_parent_holds_a_transaction(db_path: str) -> None:
+    """The parent holds the lane (and SQLite's write lock) when it forks: the child's own
+    writer waits for the lock like any other process, then writes.
+
+    Fails with the current engine: the child's write raises ``Busy`` after busy_timeout even
+    though the parent committed after 0.3 s (the child's new connection sees the write lock
+    as still held by the abandoned, inherited connection).
+    """
+    with litegate.connect(db_path, busy_timeout=2.0) as db:
+        _setup(db)
+        held = threading.Event()
+        release = threading.Event()
+
+        def holder() -> None:
+            with db.transaction() as tx:
+                tx.execute(INSERT, ("parent-tx", 0))
+                held.set()
+                release.wait(10)
+
+        th = threading.Thread(target=holder)
+        th.start()
+        assert held.wait(5)
+        timer = threading.Timer(0.3, release.set)
+        timer.start()
+
+        def child() -> None:
+            t0 = time.monotonic()
+            db.execute(INSERT, ("child", 0))
+            assert time.monotonic() - t0 >= 0.1  # it really waited for the parent's COMMIT
+            assert db.query_value("SELECT count(*) FROM t WHERE who = 'parent-tx'") == 1
+            db.close()
+
+        try:
+            run_in_child(child)
+        finally:
+            release.set()
+            timer.cancel()
+            th.join()
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'child'") == 1
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'parent-tx'") == 1
+        db.execute(INSERT, ("parent", 5))
+        assert db.query_value("SELECT count(*) FROM t") == 4
+
+
+def test_child_that_closes_without_using_the_database(db_path: str) -> None:
+    with litegate.connect(db_path) as db:
+        _setup(db)
+
+        def child() -> None:
+            db.close()  # closes nothing of the parent's
+            assert db.closed
+            with pytest.raises(litegate.Closed):
+                db.query_value("SELECT 1")
+
+        run_in_child(child)
+        run_in_child(lambda: None)  # a child that ignores it entirely
+        _parent_still_works(db, expected_child_rows=0)
+
+
+def test_forked_child_forks_again(db_path: str) -> None:
+    """A grandchild inherits the child's (already re-opened) engine and reopens again."""
+    with litegate.connect(db_path) as db:
+        _setup(db)
+
+        def child() -> None:
+            db.execute(INSERT, ("child", 0))
+            run_in_child(lambda: (db.execute(INSERT, ("grandchild", 0)), None)[1])
+            assert db.query_value("SELECT count(*) FROM t WHERE who = 'grandchild'") == 1
+            db.execute(INSERT, ("child", 1))
+            db.close()
+
+        run_in_child(child)
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'child'") == 2
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'grandchild'") == 1
+
+
+def test_child_writes_survive_the_parent_closing(tmp_path: Path) -> None:
+    """The parent closes its database while a forked child still uses the inherited one; the
+    child's later writes are acknowledged, so they must be in the file.
+
+    Fails with the current engine: the child holds no real (fcntl) locks on the file, so the
+    parent's close believes it is the last user, checkpoints and deletes the WAL, and every
+    write the child makes afterwards goes to the unlinked WAL and is lost once the child
+    exits without a final checkpoint (crash, os._exit, SIGKILL).
+    """
+    path = tmp_path / "f.db"
+    with litegate.connect(path) as db:
+        _setup(db)
+
+        def child(c: Child) -> None:
+            db.execute(INSERT, ("child", 0))
+            c.signal_parent()
+            c.wait_parent()  # the parent has closed its engine
+            for i in range(1, 11):
+                db.execute(INSERT, ("child", i))
+            # no close: the process ends like a crashed worker (acknowledged = durable)
+
+        proc = Child(child)
+        try:
+            proc.wait_child()
+        finally:
+            db.close()
+            proc.signal_child()
+            proc.join()
+    conn = sqlite3.connect(path)
+    try:
+        n = conn.execute("SELECT count(*) FROM t WHERE who = 'child'").fetchone()[0]
+        integrity = conn.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        conn.close()
+    assert integrity == [("ok",)]
+    assert n == 11, f"{11 - n} of the child's 11 acknowledged writes are lost"
+
+
+def test_forked_child_does_not_overwrite_other_writers(tmp_path: Path) -> None:
+    """After the parent closed, the forked child writes, another connection commits rows while
+    the child is still open, then the child writes more and closes. Both sides' committed rows
+    must be in the file.
+
+    Fails with the current engine: the child keeps using the WAL the parent deleted, so the
+    other writer starts a new WAL in parallel (no lock keeps them apart) and the child's final
+    checkpoint copies its stale pages over the other writer's commits.
+    """
+    path = tmp_path / "f.db"
+    with litegate.connect(path) as db:
+        _setup(db)
+
+        def child(c: Child) -> None:
+            db.execute(INSERT, ("child", 0))
+            c.signal_parent()
+            c.wait_parent()  # the parent has closed its engine
+            for i in range(1, 11):
+                db.execute(INSERT, ("child", i))
+            c.signal_parent()
+            c.wait_parent()  # another connection has committed rows
+            for i in range(11, 21):
+                db.execute(INSERT, ("child", i))
+            db.close()
+
+        proc = Child(child)
+        try:
+            proc.wait_child()
+        finally:
+            db.close()
+            proc.signal_child()
+        try:
+            proc.wait_child()
+            other = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+            try:
+                for i in range(50):
+                    other.execute(INSERT, ("other", i))
+            finally:
+                other.close()
+        finally:
+            proc.signal_child()
+            proc.join()
+    conn = sqlite3.connect(path)
+    try:
+        counts = dict(conn.execute("SELECT who, count(*) FROM t GROUP BY who").fetchall())
+        integrity = conn.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        conn.close()
+    assert integrity == [("ok",)]
+    assert counts == {"parent": 1, "child": 21, "other": 50}
+
+
+def _mp_target(db: litegate.Database, who: str, n: int) -> None:
+    for i in range(n):
+        db.execute(INSERT, (who, i))
+    if db.query_value("SELECT count(*) FROM t WHERE who = ?", (who,)) != n:
+        raise SystemExit(3)
+    db.close()
+
+
+def test_multiprocessing_fork_context(db_path: str) -> None:
+    ctx = multiprocessing.get_context("fork")
+    with litegate.connect(db_path) as db:
+        _setup(db)
+        procs = [ctx.Process(target=_mp_target, args=(db, f"mp{k}", 25)) for k in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(CHILD_TIMEOUT)
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        assert [p.exitcode for p in procs] == [0, 0]
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'mp0'") == 25
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'mp1'") == 25
+        _parent_still_works(db, expected_child_rows=0)
+
+
+def test_memory_database_in_forked_child_raises_misuse() -> None:
+    with litegate.connect(":memory:") as db:
+        db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT NOT NULL, n INTEGER NOT NULL)")
+        db.execute(INSERT, ("parent", 0))
+
+        def child() -> None:
+            with pytest.raises(litegate.Misuse):
+                db.execute(INSERT, ("child", 0))
+            with pytest.raises(litegate.Misuse):
+                db.query_value("SELECT count(*) FROM t")
+            with pytest.raises(litegate.Misuse):  # still refused, not half-reopened
+                db.execute(INSERT, ("child", 1))
+            with pytest.raises(litegate.Misuse):
+                with db.transaction():
+                    pass
+
+        run_in_child(child)
+        assert db.query_value("SELECT count(*) FROM t") == 1
+        db.execute(INSERT, ("parent", 1))
+        assert db.query_value("SELECT count(*) FROM t") == 2
+
+
+def test_plain_sqlite_sees_the_childs_writes(tmp_path: Path) -> None:
+    """Independent check: the child's writes are committed to the file, not just visible to
+    the parent's engine."""
+    path = tmp_path / "f.db"
+    with litegate.connect(path) as db:
+        _setup(db)
+        run_in_child(lambda: _child_writes(db, threads=2, per_thread=10))
+        conn = sqlite3.connect(path)
+        try:
+            n = conn.execute("SELECT count(*) FROM t WHERE who LIKE 'child%'").fetchone()[0]
+        finally:
+            conn.close()
+        assert n == 2 * 10 + 2
