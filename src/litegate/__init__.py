@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from sqlite3 import Row as Row
 
+from ._async import AsyncDatabase as AsyncDatabase
+from ._async import AsyncSavepoint as AsyncSavepoint
+from ._async import AsyncSnapshot as AsyncSnapshot
+from ._async import AsyncTransaction as AsyncTransaction
+from ._async import connect_async as connect_async
 from ._config import DEFAULT as DEFAULT
 from ._config import Options as Options
 from ._connection import Result as Result
@@ -34,6 +39,10 @@ from ._transaction import Transaction as Transaction
 from ._version import __version__ as __version__
 
 __all__ = (
+    "AsyncDatabase",
+    "AsyncSavepoint",
+    "AsyncSnapshot",
+    "AsyncTransaction",
     "Busy",
     "Closed",
     "DEFAULT",
@@ -55,9 +64,14 @@ __all__ = (
     "WriteTimeout",
     "__version__",
     "connect",
+    "connect_async",
 )
 
 for _name in (
+    "AsyncDatabase",
+    "AsyncSavepoint",
+    "AsyncSnapshot",
+    "AsyncTransaction",
     "Busy",
     "Closed",
     "Database",

@@ -6,9 +6,18 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypeVar, TypeVarTuple, Unpack
 
-from ._config import DEFAULT, DEFAULT_BUSY_TIMEOUT, DEFAULT_TIMEOUT, Options, Readers, Synchronous
+from ._config import (
+    DEFAULT,
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_READERS,
+    DEFAULT_TIMEOUT,
+    Options,
+    Readers,
+    Synchronous,
+    is_memory_path,
+)
 from ._connection import (
     Params,
     Result,
@@ -21,6 +30,9 @@ from ._engine import Engine
 from ._migrations import Migration, apply_migrations
 from ._stats import Stats
 from ._transaction import Snapshot, Transaction
+
+if TYPE_CHECKING:
+    from ._async import AsyncDatabase
 
 __all__ = ("Database", "connect")
 
@@ -244,6 +256,13 @@ class Database:
         """
         self._engine.close(timeout)
 
+    def as_async(self) -> AsyncDatabase:
+        """An :class:`AsyncDatabase` on the same engine: one write lane for ``def`` and
+        ``async def`` code alike. Closing stays this object's job."""
+        from ._async import AsyncDatabase
+
+        return AsyncDatabase(self._engine, owner=False)
+
     def __enter__(self) -> Self:
         return self
 
@@ -283,6 +302,31 @@ def _stream(conn: Any, sql: str, params: Params, arraysize: int) -> Iterator[Any
         cur.close()
 
 
+def _options(
+    path: str | os.PathLike[str],
+    *,
+    readers: Readers | None = None,
+    synchronous: Synchronous = "FULL",
+    timeout: float | None = DEFAULT_TIMEOUT,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    time_limit: float | None = None,
+    **options: Any,
+) -> Options:
+    path = os.fspath(path)
+    uri = bool(options.get("uri", False))
+    if readers is None:
+        readers = 0 if is_memory_path(path, uri) else DEFAULT_READERS
+    return Options(
+        path=path,
+        readers=readers,
+        synchronous=synchronous,
+        timeout=timeout,
+        busy_timeout=busy_timeout,
+        time_limit=time_limit,
+        **options,
+    )
+
+
 def connect(
     path: str | os.PathLike[str],
     *,
@@ -308,14 +352,8 @@ def connect(
     Blocks while the writer connection is opened (at most ``busy_timeout`` when another process
     is initialising the file).
     """
-    path = os.fspath(path)
-    uri = bool(options.get("uri", False))
-    if readers is None:
-        from ._config import DEFAULT_READERS, is_memory_path
-
-        readers = 0 if is_memory_path(path, uri) else DEFAULT_READERS
-    opts = Options(
-        path=path,
+    opts = _options(
+        path,
         readers=readers,
         synchronous=synchronous,
         timeout=timeout,

@@ -22,6 +22,7 @@ from ._connection import run_limited
 from ._errors import Closed, Misuse, WriteTimeout
 from ._jobs import READ, WRITE, Job, LaneHold
 from ._pool import PerThreadPool, ReadPool, make_pool
+from ._readers import ReaderThreads
 from ._stats import Counters, Stats, percentile
 from ._writer import WriteLane
 
@@ -35,6 +36,7 @@ _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 _LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
 _ABANDONED: list[object] = []  # connections inherited through fork(); never closed
 _EXIT_CLOSE_TIMEOUT = 5.0
+_PER_THREAD_READERS = 4  # reader threads (and side-pool size) for async use in per-thread mode
 
 
 def _ms(samples: Any, q: float) -> float:
@@ -63,6 +65,38 @@ class Engine:
         except BaseException:
             self.lane.close(time.monotonic() + 1.0)
             raise
+        self._readers: ReaderThreads | None = None
+        self._side_pool: ReadPool | None = None
+
+    @property
+    def reader_threads(self) -> ReaderThreads:
+        """Reader threads for async callers (started on first use). Pool modes only."""
+        r = self._readers
+        if r is None:
+            with self._lock:
+                if self._readers is None:
+                    pool = self.pool
+                    assert pool is not None
+                    count = pool.size if isinstance(pool, ReadPool) else _PER_THREAD_READERS
+                    self._readers = ReaderThreads(pool, count, self.opts.name)
+                r = self._readers
+        return r
+
+    @property
+    def borrow_pool(self) -> ReadPool:
+        """Where an async snapshot or iteration borrows a connection it keeps across awaits:
+        the pool itself, or (per-thread mode, whose connections belong to threads) a small
+        side pool."""
+        pool = self.pool
+        if isinstance(pool, ReadPool):
+            return pool
+        side = self._side_pool
+        if side is None:
+            with self._lock:
+                if self._side_pool is None:
+                    self._side_pool = ReadPool(self.opts, _PER_THREAD_READERS, self.counters)
+                side = self._side_pool
+        return side
 
     # ---- state ---------------------------------------------------------------------------
     @property
@@ -93,12 +127,16 @@ class Engine:
                     "an in-memory database cannot be used in a forked child: the child would "
                     "see a stale copy. Open the database after the fork (e.g. in the worker)"
                 )
-            _ABANDONED.append(self.lane.conn)
-            if self.pool is not None:
-                _ABANDONED.extend(self.pool.abandon())
+            self._abandon()
             self._pid = os.getpid()
             self._open()
             self._forked = False
+
+    def _abandon(self) -> None:
+        _ABANDONED.append(self.lane.conn)
+        for pool in (self.pool, self._side_pool):
+            if pool is not None:
+                _ABANDONED.extend(pool.abandon())
 
     def close(self, timeout: float | None = None) -> None:
         """Drain queued writes, checkpoint, close every connection. Idempotent.
@@ -117,15 +155,17 @@ class Engine:
         _LIVE.discard(self)
         try:
             if self._forked:
-                _ABANDONED.append(self.lane.conn)
-                if self.pool is not None:
-                    _ABANDONED.extend(self.pool.abandon())
+                self._abandon()
                 return
             if timeout is None:
                 timeout = max(self.opts.timeout or 0.0, _EXIT_CLOSE_TIMEOUT)
-            self.lane.close(time.monotonic() + timeout)
-            if self.pool is not None:
-                self.pool.close()
+            deadline = time.monotonic() + timeout
+            if self._readers is not None:
+                self._readers.close(max(0.0, min(1.0, deadline - time.monotonic())))
+            self.lane.close(deadline)
+            for pool in (self.pool, self._side_pool):
+                if pool is not None:
+                    pool.close()
         finally:
             self._state = _CLOSED
             self._closed_event.set()
@@ -136,8 +176,11 @@ class Engine:
             self._state = _CLOSING
             _LIVE.discard(self)
             self.lane.start_close()
-            if self.pool is not None:
-                self.pool.close()
+            if self._readers is not None:
+                self._readers.close(0.0)
+            for pool in (self.pool, self._side_pool):
+                if pool is not None:
+                    pool.close()
 
     # ---- the lane ------------------------------------------------------------------------
     def _deadline(self, timeout: float | None) -> float | None:

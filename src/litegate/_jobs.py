@@ -153,7 +153,7 @@ class LaneHold(Job):
 class AsyncJob(BaseJob):
     """An asyncio caller's job: the outcome goes to ``future`` on ``loop`` via an outbox."""
 
-    __slots__ = ("_lock", "future", "loop", "outbox", "running_on", "state")
+    __slots__ = ("_lock", "deadline", "future", "loop", "outbox", "pinned", "running_on", "state")
 
     QUEUED, RUNNING, DONE, CANCELLED = 0, 1, 2, 3
 
@@ -173,6 +173,8 @@ class AsyncJob(BaseJob):
         self.outbox = outbox
         self.state = AsyncJob.QUEUED
         self.running_on: sqlite3.Connection | None = None
+        self.pinned: sqlite3.Connection | None = None  # run on this connection, not the pool's
+        self.deadline: float | None = None  # for the pool wait of a reader thread
         self._lock = threading.Lock()
 
     @property
@@ -197,6 +199,14 @@ class AsyncJob(BaseJob):
                 return True
             if self.state == AsyncJob.RUNNING and self.running_on is not None:
                 self.running_on.interrupt()
+            return False
+
+    def withdraw(self) -> bool:
+        """Cancel only if it has not started (a timeout: a running job is left to finish)."""
+        with self._lock:
+            if self.state == AsyncJob.QUEUED:
+                self.state = AsyncJob.CANCELLED
+                return True
             return False
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
@@ -259,7 +269,11 @@ class AsyncLaneHold(AsyncJob):
         self.ended = False
 
     def submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], sql: str | None, time_limit: float | None
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        sql: str | None,
+        time_limit: float | None,
     ) -> AsyncJob:
         """Loop thread: queue one operation for the writer; await ``job.future``."""
         job = AsyncJob(READ, fn, args, sql, time_limit, self.loop, self.outbox)

@@ -107,6 +107,15 @@ class ReadPool:
             self._holders[id(new)] = (threading.current_thread().name, time.monotonic())
         return new
 
+    def try_acquire(self) -> sqlite3.Connection | None:
+        """An idle reader at once, or None (never blocks; never opens a connection)."""
+        with self._lock:
+            if self._closed or not self._idle:
+                return None
+            conn = self._idle.pop()
+            self._holders[id(conn)] = (threading.current_thread().name, time.monotonic())
+            return conn
+
     def _wait(self, deadline: float | None) -> sqlite3.Connection | None:
         """Called with the lock held. Returns an idle connection, or None if a slot opened."""
         start = time.monotonic()
@@ -237,6 +246,16 @@ class PerThreadPool:
                 self._slots.add(slot)
                 self._conns.add(conn)
             self._local.slot = slot
+        if slot.depth == 0:
+            self._in_use += 1
+        slot.depth += 1
+        return slot.conn
+
+    def try_acquire(self) -> sqlite3.Connection | None:
+        """This thread's reader if it is already open, else None (never blocks)."""
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is None or self._closed:
+            return None
         if slot.depth == 0:
             self._in_use += 1
         slot.depth += 1

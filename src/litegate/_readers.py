@@ -1,0 +1,124 @@
+"""Reader threads for asyncio callers: several waiting jobs per wake-up, batched replies.
+
+Async reads that cannot run inline on the loop (longer than the inline budget, user functions,
+iterations, snapshot queries) are queued here. Each thread takes up to ``_TAKE`` jobs at once,
+runs them on a pool connection (or the job's pinned one), and delivers all their results to
+each loop with one ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import deque
+
+from ._connection import run_limited
+from ._errors import Closed
+from ._jobs import AsyncJob, Outbox, flush
+from ._pool import PerThreadPool, ReadPool
+
+__all__ = ("ReaderThreads",)
+
+logger = logging.getLogger("litegate")
+_TAKE = 8
+
+
+class ReaderThreads:
+    """Up to ``count`` daemon threads, started on demand."""
+
+    def __init__(self, pool: ReadPool | PerThreadPool, count: int, name: str) -> None:
+        self.pool = pool
+        self.count = max(1, count)
+        self.name = name
+        self.outbox: Outbox = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[AsyncJob] = deque()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, job: AsyncJob) -> None:
+        with self._cond:
+            if self._closed:
+                raise Closed("the database is closed")
+            self._queue.append(job)
+            if self._idle == 0 and len(self._threads) < self.count:
+                t = threading.Thread(
+                    target=self._run,
+                    name=f"litegate-reader-{len(self._threads)}:{self.name}",
+                    daemon=True,
+                )
+                self._threads.append(t)
+                t.start()
+            else:
+                self._cond.notify()
+
+    def close(self, timeout: float) -> None:
+        """Fail queued jobs with Closed and stop the threads."""
+        with self._cond:
+            self._closed = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+            threads = list(self._threads)
+        for job in left:
+            job.finish(error=Closed("the database was closed before this read ran"))
+        flush(self.outbox)
+        for t in threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+
+    def _run(self) -> None:
+        outbox = self.outbox
+        while True:
+            with self._cond:
+                self._idle += 1
+                try:
+                    while not self._queue:
+                        if self._closed:
+                            return
+                        self._cond.wait(1.0)
+                finally:
+                    self._idle -= 1
+                n = min(len(self._queue), _TAKE)
+                jobs = [self._queue.popleft() for _ in range(n)]
+            for job in jobs:
+                try:
+                    self._run_one(job)
+                except BaseException:  # pragma: no cover - a bug here must not kill the thread
+                    logger.exception("litegate: reader thread failed a job")
+                    if not job.future.done():
+                        job.finish(error=Closed("internal error in a reader thread"))
+            flush(outbox)
+
+    def _run_one(self, job: AsyncJob) -> None:
+        if job.cancelled:
+            return
+        pinned = job.pinned
+        conn: sqlite3.Connection
+        if pinned is None:
+            try:
+                conn = self.pool.acquire(job.deadline)
+            except BaseException as exc:
+                if not job.cancelled:
+                    job.finish(error=exc)
+                return
+        else:
+            conn = pinned
+        try:
+            if not job.start(conn):
+                return
+            try:
+                result = run_limited(conn, job.time_limit, job.sql, job.run)
+            except BaseException as exc:
+                job.finish(error=exc)
+            else:
+                job.finish(result)
+        finally:
+            if pinned is None:
+                self.pool.release(conn)
