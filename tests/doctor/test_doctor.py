@@ -1,0 +1,569 @@
+"""litegate doctor: the case corpus, each rule's positive and negative cases, and reports."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from litegate.doctor import RULES, Report, analyze_paths, analyze_source
+from litegate.doctor._report import to_json, to_sarif, to_text
+
+CASES = Path(__file__).parent / "cases"
+_EXPECT = re.compile(r"#\s*expect:\s*([A-Z0-9, ]+)")
+
+
+def found(source: str) -> list[tuple[str, int]]:
+    """(rule, line) of every finding in a snippet, sorted by line."""
+    return [(f.rule, f.line) for f in analyze_source(textwrap.dedent(source), "snippet.py")]
+
+
+def expected(path: Path) -> set[tuple[str, int]]:
+    out: set[tuple[str, int]] = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        match = _EXPECT.search(line)
+        if match:
+            out.update((rule.strip(), number) for rule in match.group(1).split(","))
+    return out
+
+
+# -- the corpus --------------------------------------------------------------------------------
+
+CASE_FILES = sorted(CASES.glob("*.py"))
+
+
+def test_corpus_has_the_required_programs() -> None:
+    names = {p.stem for p in CASE_FILES}
+    assert {
+        "starlette_store",
+        "global_threads",
+        "ok_locked_connection",
+        "ok_per_thread",
+        "ok_queue_pool",
+        "async_routes",
+    } <= names
+
+
+@pytest.mark.parametrize("case", CASE_FILES, ids=[p.stem for p in CASE_FILES])
+def test_case_findings_are_exactly_the_expected_ones(case: Path) -> None:
+    want = expected(case)
+    if case.stem.startswith("ok_"):
+        assert want == set(), "correct patterns carry no expectations"
+    else:
+        assert want, "a faulty case must expect at least one finding"
+    report = analyze_paths([case])
+    assert {(f.rule, f.line) for f in report.findings} == want
+
+
+def test_starlette_store_exact_findings() -> None:
+    got = [(f.rule, f.line, f.col) for f in analyze_paths([CASES / "starlette_store.py"]).findings]
+    assert got == [("LG101", 23, 9), ("LG101", 26, 9), ("LG101", 29, 16)]
+
+
+def test_global_threads_exact_findings() -> None:
+    got = [(f.rule, f.line) for f in analyze_paths([CASES / "global_threads.py"]).findings]
+    assert got == [("LG104", 10), ("LG106", 10), ("LG102", 15), ("LG105", 16)]
+
+
+def test_every_rule_is_exercised_by_the_corpus() -> None:
+    seen = {f.rule for f in analyze_paths([CASES]).findings}
+    assert seen == set(RULES)
+
+
+def test_messages_name_the_creation_and_the_thread_hop() -> None:
+    (first, *_) = analyze_paths([CASES / "starlette_store.py"]).findings
+    assert "Store._conn" in first.message
+    assert "Store.__init__ (line 18)" in first.message
+    assert "asyncio.to_thread, line 44" in first.message
+    assert first.fix == RULES["LG101"].fix
+
+
+# -- LG101 cross-thread connection --------------------------------------------------------------
+
+
+def test_lg101_module_connection_used_by_thread_target() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    def work():
+        conn.execute("SELECT 1")
+    threading.Thread(target=work).start()
+    """
+    assert found(src) == [("LG101", 5)]
+
+
+def test_lg101_not_for_connection_opened_in_the_worker() -> None:
+    src = """
+    import sqlite3, threading
+    def work():
+        conn = sqlite3.connect("a.db")
+        conn.execute("SELECT 1")
+        conn.close()
+    threading.Thread(target=work).start()
+    """
+    assert found(src) == []
+
+
+def test_lg101_method_via_to_thread_on_module_instance() -> None:
+    src = """
+    import asyncio, sqlite3
+    class Repo:
+        def __init__(self):
+            self.db = sqlite3.connect("a.db")
+        def get(self):
+            return self.db.execute("SELECT 1").fetchone()
+    repo = Repo()
+    async def handler():
+        return await asyncio.to_thread(repo.get)
+    """
+    assert found(src) == [("LG101", 7)]
+
+
+def test_lg101_not_for_instance_built_inside_the_worker() -> None:
+    src = """
+    import sqlite3, threading
+    class Repo:
+        def __init__(self):
+            self.db = sqlite3.connect("a.db", timeout=5)
+        def get(self):
+            return self.db.execute("SELECT 1").fetchone()
+    def work():
+        Repo().get()
+    threading.Thread(target=work).start()
+    """
+    assert found(src) == []
+
+
+def test_lg101_sync_fastapi_route_and_app_state() -> None:
+    src = """
+    import sqlite3
+    from fastapi import FastAPI, Request
+    app = FastAPI()
+    @app.on_event("startup")
+    async def startup():
+        app.state.db = sqlite3.connect("a.db")
+    @app.get("/")
+    def index(request: Request):
+        return request.app.state.db.execute("SELECT 1").fetchall()
+    @app.get("/a")
+    async def fine(request: Request):
+        return {}
+    """
+    assert found(src) == [("LG101", 10)]
+
+
+def test_lg101_partial_and_executor_map() -> None:
+    src = """
+    import functools, sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+    conn = sqlite3.connect("a.db")
+    def load(table, n):
+        return conn.execute("SELECT * FROM t LIMIT ?", (n,)).fetchall()
+    with ThreadPoolExecutor() as ex:
+        ex.map(functools.partial(load, "t"), [1, 2])
+    """
+    assert ("LG101", 6) in found(src)
+
+
+# -- LG102 unlocked shared connection ----------------------------------------------------------
+
+
+def test_lg102_check_same_thread_false_without_lock() -> None:
+    src = """
+    import sqlite3, threading
+    class Log:
+        def __init__(self):
+            self.conn = sqlite3.connect("a.db", timeout=5, check_same_thread=False)
+        def write(self, m):
+            self.conn.execute("INSERT INTO log VALUES (?)", (m,))
+    log = Log()
+    threading.Thread(target=log.write, args=("x",)).start()
+    """
+    assert found(src) == [("LG102", 7)]
+
+
+def test_lg102_not_when_lock_held_by_caller() -> None:
+    src = """
+    import sqlite3, threading
+    lock = threading.Lock()
+    conn = sqlite3.connect("a.db", timeout=5, check_same_thread=False)
+    def _insert(m):
+        conn.execute("INSERT INTO log VALUES (?)", (m,))
+    def write(m):
+        with lock:
+            _insert(m)
+            conn.commit()
+    threading.Thread(target=write, args=("x",)).start()
+    """
+    assert found(src) == []
+
+
+# -- LG103 blocking call in async def ----------------------------------------------------------
+
+
+def test_lg103_direct_and_through_a_helper() -> None:
+    src = """
+    import sqlite3
+    db = sqlite3.connect("a.db")
+    def count():
+        return db.execute("SELECT count(*) FROM t").fetchone()[0]
+    async def handler():
+        n = count()
+        db.commit()
+        return n
+    """
+    assert found(src) == [("LG103", 7), ("LG103", 8)]
+
+
+def test_lg103_not_for_awaited_or_offloaded_calls() -> None:
+    src = """
+    import asyncio, sqlite3
+    import aiosqlite
+    def count():
+        with sqlite3.connect("a.db") as conn:
+            return conn.execute("SELECT 1").fetchone()
+    async def handler(adb):
+        await adb.execute("SELECT 1")
+        return await asyncio.to_thread(count)
+    async def lifespan(app):
+        app.state.db = sqlite3.connect("a.db")
+        yield
+    """
+    assert found(src) == []
+
+
+# -- LG104 global shared by several threads -----------------------------------------------------
+
+
+def test_lg104_global_cursor_used_by_two_targets() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db", timeout=5, check_same_thread=False)
+    cur = conn.cursor()
+    lock = threading.Lock()
+    def a():
+        with lock:
+            cur.execute("SELECT 1")
+    def b():
+        cur.execute("SELECT 2")
+    threading.Thread(target=a).start()
+    threading.Thread(target=b).start()
+    """
+    assert found(src) == [("LG104", 4), ("LG102", 10)]
+
+
+def test_lg104_not_for_one_background_thread() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    def work():
+        conn.execute("SELECT 1")
+    threading.Thread(target=work).start()
+    """
+    assert [rule for rule, _ in found(src)] == ["LG101"]
+
+
+# -- LG105 commit/close from worker -------------------------------------------------------------
+
+
+def test_lg105_close_even_under_lock_and_unlocked_commit() -> None:
+    src = """
+    import sqlite3, threading
+    lock = threading.Lock()
+    conn = sqlite3.connect("a.db", timeout=5, check_same_thread=False)
+    def stop():
+        with lock:
+            conn.close()
+    def save():
+        conn.commit()
+    threading.Thread(target=stop).start()
+    threading.Thread(target=save).start()
+    """
+    assert found(src) == [("LG104", 4), ("LG105", 7), ("LG105", 9)]
+
+
+def test_lg105_not_for_commit_under_lock() -> None:
+    src = """
+    import sqlite3, threading
+    lock = threading.RLock()
+    conn = sqlite3.connect("a.db", timeout=5, check_same_thread=False)
+    def save():
+        lock.acquire()
+        try:
+            conn.execute("INSERT INTO t VALUES (1)")
+            conn.commit()
+        finally:
+            lock.release()
+    threading.Thread(target=save).start()
+    """
+    assert found(src) == []
+
+
+# -- LG106 missing busy timeout ----------------------------------------------------------------
+
+
+def test_lg106_per_thread_connections_without_timeout() -> None:
+    src = """
+    import sqlite3, threading
+    def work():
+        conn = sqlite3.connect("a.db")
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.commit()
+    for _ in range(4):
+        threading.Thread(target=work).start()
+    """
+    assert found(src) == [("LG106", 4)]
+
+
+@pytest.mark.parametrize(
+    "connect",
+    [
+        pytest.param('sqlite3.connect("a.db", timeout=30)', id="timeout-kwarg"),
+        pytest.param('sqlite3.connect("a.db", 30.0)', id="timeout-positional"),
+    ],
+)
+def test_lg106_not_with_timeout(connect: str) -> None:
+    src = f"""
+    import sqlite3, threading
+    def work():
+        conn = {connect}
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.commit()
+    threading.Thread(target=work).start()
+    """
+    assert found(src) == []
+
+
+def test_lg106_not_with_busy_timeout_pragma_or_read_only_module() -> None:
+    pragma = """
+    import sqlite3, threading
+    def work():
+        conn = sqlite3.connect("a.db")
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("INSERT INTO t VALUES (1)")
+    threading.Thread(target=work).start()
+    """
+    reads = """
+    import sqlite3, threading
+    def work():
+        conn = sqlite3.connect("a.db")
+        return conn.execute("SELECT * FROM t").fetchall()
+    threading.Thread(target=work).start()
+    """
+    assert found(pragma) == []
+    assert found(reads) == []
+
+
+def test_lg106_timeout_zero_is_flagged() -> None:
+    src = """
+    import sqlite3
+    def pool():
+        return [sqlite3.connect("a.db", timeout=0) for _ in range(4)]
+    def save(conn):
+        conn.execute("DELETE FROM t")
+    """
+    assert found(src) == [("LG106", 4)]
+
+
+# -- LG107 deferred write transaction ----------------------------------------------------------
+
+
+def test_lg107_begin_then_read_then_write() -> None:
+    src = """
+    import sqlite3
+    def bump(conn):
+        conn.execute("BEGIN")
+        n = conn.execute("SELECT n FROM c").fetchone()[0]
+        conn.execute("UPDATE c SET n = ?", (n + 1,))
+        conn.execute("COMMIT")
+    def script(conn):
+        conn.executescript("BEGIN DEFERRED; SELECT 1; DELETE FROM c; COMMIT;")
+    """
+    assert found(src) == [("LG107", 4), ("LG107", 9)]
+
+
+def test_lg107_not_for_begin_immediate_or_read_only_transaction() -> None:
+    src = """
+    import sqlite3
+    def bump(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE c SET n = n + 1")
+        conn.execute("COMMIT")
+    def snapshot(conn):
+        conn.execute("BEGIN")
+        rows = conn.execute("SELECT * FROM c").fetchall()
+        conn.execute("COMMIT")
+        conn.execute("INSERT INTO log VALUES (1)")
+        return rows
+    """
+    assert found(src) == []
+
+
+# -- suppression, robustness -------------------------------------------------------------------
+
+_SUPPRESS = """
+import sqlite3, threading
+conn = sqlite3.connect("a.db")
+def work():
+    conn.execute("SELECT 1")  {comment}
+threading.Thread(target=work).start()
+"""
+
+
+@pytest.mark.parametrize(
+    ("comment", "kept"),
+    [
+        pytest.param("", [("LG101", 5)], id="none"),
+        pytest.param("# litegate: ignore[LG101]", [], id="rule"),
+        pytest.param("# litegate: ignore[lg103, LG101]", [], id="list"),
+        pytest.param("# litegate: ignore", [], id="all"),
+        pytest.param("# litegate: ignore[LG102]", [("LG101", 5)], id="other-rule"),
+    ],
+)
+def test_ignore_comment(comment: str, kept: list[tuple[str, int]]) -> None:
+    assert found(_SUPPRESS.format(comment=comment)) == kept
+
+
+def test_modules_without_sqlite3_are_not_parsed() -> None:
+    assert analyze_source("this is not python (") == []
+
+
+def test_unparsable_file_is_reported_as_skipped(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sqlite3\ndef broken(:\n")
+    report = analyze_paths([tmp_path])
+    assert report.findings == ()
+    assert report.files == 1
+    assert report.skipped[0][0] == str(bad)
+    assert "SyntaxError" in report.skipped[0][1]
+
+
+def test_hidden_and_virtualenv_directories_are_skipped(tmp_path: Path) -> None:
+    code = (CASES / "global_threads.py").read_text()
+    for sub in (".git", "venv", "pkg/__pycache__"):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "m.py").write_text(code)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("")
+    (tmp_path / "pkg" / "app.py").write_text(code)
+    report = analyze_paths([tmp_path], exclude=["*/never/*"])
+    assert report.files == 1
+    assert {f.path for f in report.findings} == {str(tmp_path / "pkg" / "app.py")}
+
+
+def test_exclude_and_select(tmp_path: Path) -> None:
+    report = analyze_paths([CASES], exclude=["async_*"], select=["lg103", "LG104"])
+    assert {f.rule for f in report.findings} == {"LG104"}
+    with pytest.raises(ValueError, match="LG999"):
+        analyze_paths([CASES], select=["LG999"])
+    with pytest.raises(FileNotFoundError):
+        analyze_paths([tmp_path / "missing"])
+
+
+def test_deeply_nested_expression_does_not_crash(tmp_path: Path) -> None:
+    src = "import sqlite3\nx = " + "+".join(["1"] * 500) + "\n"
+    assert analyze_source(src) == []
+    (tmp_path / "deep.py").write_text("import sqlite3\nx = " + "+".join(["1"] * 50_000))
+    report = analyze_paths([tmp_path])
+    assert len(report.skipped) == 1  # the parser gives up; the doctor carries on
+
+
+# -- reports ----------------------------------------------------------------------------------
+
+
+def _report() -> Report:
+    return analyze_paths([CASES / "global_threads.py", CASES / "ok_per_thread.py"])
+
+
+def test_text_report_groups_by_file_with_fixes() -> None:
+    text = to_text(_report())
+    lines = text.splitlines()
+    assert lines[0].endswith("global_threads.py")
+    assert lines[1].startswith("  10:1  LG104  global connection `conn`")
+    assert lines[2].startswith("      fix: ")
+    assert lines[-1] == "4 findings in 1 file (2 files checked)"
+
+
+def test_json_report() -> None:
+    doc = json.loads(to_json(_report()))
+    assert doc["version"] == 1
+    assert doc["files"] == 2
+    first = doc["findings"][0]
+    assert (first["rule"], first["line"], first["col"]) == ("LG104", 10, 1)
+    assert first["name"] == "global-shared-by-threads"
+    assert first["fix"] == RULES["LG104"].fix
+
+
+def test_sarif_report() -> None:
+    log = json.loads(to_sarif(_report()))
+    assert log["version"] == "2.1.0"
+    run = log["runs"][0]
+    rules = run["tool"]["driver"]["rules"]
+    assert [r["id"] for r in rules] == list(RULES)
+    results = run["results"]
+    assert len(results) == 4
+    for result in results:
+        assert rules[result["ruleIndex"]]["id"] == result["ruleId"]
+        region = result["locations"][0]["physicalLocation"]["region"]
+        assert region["startLine"] >= 1 and region["startColumn"] >= 1
+        uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        assert uri.endswith("cases/global_threads.py") and "\\" not in uri
+
+
+# -- speed ------------------------------------------------------------------------------------
+
+_MODULE = """
+import sqlite3
+import threading
+
+conn_{i} = sqlite3.connect("db_{i}.sqlite", check_same_thread=False)
+lock_{i} = threading.Lock()
+
+
+class Store{i}:
+    def __init__(self, path):
+        self._conn = sqlite3.connect(path, timeout=10)
+
+    def add(self, name):
+        self._conn.execute("INSERT INTO items (name) VALUES (?)", (name,))
+        self._conn.commit()
+
+"""
+_FUNC = """
+def work_{i}_{j}(item):
+    with lock_{i}:
+        rows = conn_{i}.execute("SELECT * FROM t WHERE x = ?", (item,)).fetchall()
+        total = 0
+        for row in rows:
+            total += row[0] * {j}
+        return total
+
+"""
+
+
+def test_doctor_runs_on_a_100k_line_tree_in_seconds(tmp_path: Path) -> None:
+    lines = 0
+    for i in range(200):
+        parts = [_MODULE.format(i=i)]
+        parts += [_FUNC.format(i=i, j=j) for j in range(55)]
+        parts.append(
+            f"threads_{i} = [threading.Thread(target=work_{i}_0) for _ in range(2)]\n"
+            f"store_{i} = Store{i}('s.db')\n"
+            f"threading.Thread(target=store_{i}.add, args=('x',)).start()\n"
+        )
+        text = "".join(parts)
+        lines += text.count("\n")
+        pkg = tmp_path / f"pkg{i % 10}"
+        pkg.mkdir(exist_ok=True)
+        (pkg / f"mod{i}.py").write_text(text)
+    assert lines >= 100_000
+    start = time.perf_counter()
+    report = analyze_paths([tmp_path])
+    elapsed = time.perf_counter() - start
+    print(f"doctor: {lines} lines in {report.files} files in {elapsed:.2f} s")
+    assert report.files == 200
+    assert report.skipped == ()
+    assert elapsed < 30
