@@ -51,6 +51,7 @@ class Engine:
         self._lock = threading.Lock()
         self._closed_event = threading.Event()
         self._state = _OPEN
+        self._closer = False  # a close() call is doing the work (start_close only signals)
         self._forked = False
         self._pid = os.getpid()
         self._open()
@@ -146,9 +147,11 @@ class Engine:
         """
         with self._lock:
             state = self._state
-            if state == _OPEN:
+            mine = state == _OPEN or (state == _CLOSING and not self._closer)
+            if mine:
                 self._state = _CLOSING
-        if state != _OPEN:
+                self._closer = True
+        if not mine:
             if state == _CLOSING:
                 self._closed_event.wait(timeout if timeout is not None else 30.0)
             return

@@ -37,6 +37,7 @@ class ReaderThreads:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
+        self.submitted = 0
 
     @property
     def depth(self) -> int:
@@ -47,6 +48,7 @@ class ReaderThreads:
             if self._closed:
                 raise Closed("the database is closed")
             self._queue.append(job)
+            self.submitted += 1
             if self._idle == 0 and len(self._threads) < self.count:
                 t = threading.Thread(
                     target=self._run,
