@@ -53,6 +53,7 @@ class Engine:
         self._state = _OPEN
         self._closer = False  # a close() call is doing the work (start_close only signals)
         self._forked = False
+        self._fork_busy = False
         self._pid = os.getpid()
         self._open()
         _LIVE.add(self)
@@ -113,8 +114,49 @@ class Engine:
         if self._forked:
             self._reopen_after_fork()
 
+    # ---- fork -----------------------------------------------------------------------------
+    # SQLite keeps per-process lock bookkeeping (per inode) in memory, and a child inherits a
+    # copy. The child must never use the parent's connections, and its new connections must
+    # not share that stale bookkeeping: so the inherited connections are closed in the child
+    # first (safe when no thread was inside them at the fork: closing releases no lock the
+    # parent holds, and the parent's own shared locks stop any WAL checkpoint-and-delete),
+    # then fresh ones are opened. If a connection was in use at the fork, the child cannot
+    # tell what state it carries: it refuses with Misuse instead.
+    def _fork_locks(self) -> list[Any]:
+        locks: list[Any] = [self.lane._lock]
+        for pool in (self.pool, self._side_pool):
+            if pool is not None:
+                locks.append(pool._lock)
+        return locks
+
+    def _busy(self) -> bool:
+        return self.lane.active or any(
+            pool is not None and pool.in_use > 0 for pool in (self.pool, self._side_pool)
+        )
+
+    def _before_fork(self) -> None:
+        """Hold the engine still across fork(), waiting up to _FORK_QUIESCE seconds for a gap
+        in which no connection is in use (between two group commits, say)."""
+        deadline = time.monotonic() + _FORK_QUIESCE
+        while True:
+            for lock in self._fork_locks():
+                lock.acquire()
+            if not self._busy() or time.monotonic() >= deadline:
+                return
+            for lock in reversed(self._fork_locks()):
+                lock.release()
+            time.sleep(0.0005)
+
+    def _after_fork_in_parent(self) -> None:
+        for lock in reversed(self._fork_locks()):
+            lock.release()
+
     def _after_fork_in_child(self) -> None:
-        # Runs in the child right after fork(): only flag and replace locks, no I/O.
+        # Runs in the child right after fork(): record the state, replace locks, no I/O.
+        busy = self._busy()
+        for lock in reversed(self._fork_locks()):
+            lock.release()
+        self._fork_busy = busy
         self._lock = threading.Lock()
         self._closed_event = threading.Event()
         self._forked = True
@@ -128,10 +170,28 @@ class Engine:
                     "an in-memory database cannot be used in a forked child: the child would "
                     "see a stale copy. Open the database after the fork (e.g. in the worker)"
                 )
-            self._abandon()
+            if self._fork_busy:
+                raise Misuse(
+                    f"the database {self.opts.name!r} was in use by another thread when this "
+                    "process forked, so SQLite's lock state cannot be carried into the child. "
+                    "Open the database in the child (e.g. gunicorn's post_fork hook), or fork "
+                    "while it is idle"
+                )
+            self._close_inherited()
             self._pid = os.getpid()
             self._open()
             self._forked = False
+
+    def _close_inherited(self) -> None:
+        conns = [self.lane.conn]
+        for pool in (self.pool, self._side_pool):
+            if pool is not None:
+                conns.extend(pool.abandon())
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover
+                logger.exception("litegate: closing an inherited connection failed")
 
     def _abandon(self) -> None:
         _ABANDONED.append(self.lane.conn)
@@ -158,7 +218,10 @@ class Engine:
         _LIVE.discard(self)
         try:
             if self._forked:
-                self._abandon()
+                if self._fork_busy:
+                    self._abandon()
+                else:
+                    self._close_inherited()
                 return
             if timeout is None:
                 timeout = max(self.opts.timeout or 0.0, _EXIT_CLOSE_TIMEOUT)
@@ -360,9 +423,23 @@ class Engine:
         )
 
 
+def _before_fork() -> None:
+    global _FORKING
+    _FORKING = [e for e in list(_LIVE) if not e._forked and e._state == _OPEN]
+    for engine in _FORKING:
+        engine._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for engine in _FORKING:
+        engine._after_fork_in_parent()
+    _FORKING.clear()
+
+
 def _after_fork_in_child() -> None:
-    for engine in list(_LIVE):
+    for engine in _FORKING:
         engine._after_fork_in_child()
+    _FORKING.clear()
 
 
 def _close_all_at_exit() -> None:
@@ -377,5 +454,11 @@ def _close_all_at_exit() -> None:
             logger.exception("litegate: closing %s at exit failed", engine.opts.name)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_FORKING: list[Engine] = []
+_FORK_QUIESCE = 1.0  # seconds fork() may wait for an engine to be between two uses
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 atexit.register(_close_all_at_exit)

@@ -77,6 +77,7 @@ class WriteLane:
         self._queue: deque[BaseJob] = deque()
         self.outbox: Outbox = deque()  # finished async jobs, delivered in batches
         self._closing = False
+        self.active = False  # the writer is using the connection (read under _lock at fork)
         self._dirty = False
         self._next_wal_check = 0.0
         self._thread = threading.Thread(
@@ -89,30 +90,46 @@ class WriteLane:
     def depth(self) -> int:
         return len(self._queue)
 
+    def try_submit(self, job: BaseJob) -> bool:
+        """Queue ``job`` if there is room; never blocks. False when the queue is full.
+
+        :raises Closed: the lane is closing
+        """
+        with self._lock:
+            if self._closing:
+                raise Closed("the database is closed; no new writes are accepted")
+            if len(self._queue) >= self.opts.queue_size:
+                return False
+            self._queue.append(job)
+            if len(self._queue) == 1:
+                self._not_empty.notify()
+            return True
+
     def submit(self, job: BaseJob, deadline: float | None) -> None:
         """Queue ``job``; waits for space until ``deadline`` (monotonic) when the queue is full.
 
         :raises WriteTimeout: the queue stayed full until the deadline
         :raises Closed: the lane is closing
         """
+        if self.try_submit(job):
+            return
         cap = self.opts.queue_size
         with self._lock:
+            start = time.monotonic()
+            while len(self._queue) >= cap:
+                if self._closing:
+                    raise Closed("the database was closed while this write waited")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise WriteTimeout(
+                        f"the write queue stayed full ({cap} jobs waiting) for "
+                        f"{time.monotonic() - start:.2f}s; the load outruns the writer or a "
+                        f"transaction holds the lane ({self._hold_text()}). Raise timeout= "
+                        "or queue_size=, or keep transactions short"
+                    )
+                self._not_full.wait(1.0 if remaining is None else min(remaining, 1.0))
             if self._closing:
-                raise Closed("the database is closed; no new writes are accepted")
-            if len(self._queue) >= cap:
-                start = time.monotonic()
-                while len(self._queue) >= cap:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise WriteTimeout(
-                            f"the write queue stayed full ({cap} jobs waiting) for "
-                            f"{time.monotonic() - start:.2f}s; the load outruns the writer or a "
-                            f"transaction holds the lane ({self._hold_text()}). Raise timeout= "
-                            "or queue_size=, or keep transactions short"
-                        )
-                    self._not_full.wait(1.0 if remaining is None else min(remaining, 1.0))
-                    if self._closing:
-                        raise Closed("the database was closed while this write waited")
+                raise Closed("the database was closed while this write waited")
             self._queue.append(job)
             if len(self._queue) == 1:
                 self._not_empty.notify()
@@ -184,6 +201,7 @@ class WriteLane:
                                 break
                         else:
                             self._not_empty.wait(1.0)
+                    self.active = True
                     if idle:
                         jobs: list[BaseJob] = []
                     else:
@@ -192,11 +210,15 @@ class WriteLane:
                         jobs = [self._queue.popleft() for _ in range(n)]
                         if was_full:
                             self._not_full.notify_all()
-                if idle:
-                    self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
-                else:
-                    self._process(jobs)
-                    flush(self.outbox)
+                try:
+                    if idle:
+                        self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
+                    else:
+                        self._process(jobs)
+                        flush(self.outbox)
+                finally:
+                    with self._lock:
+                        self.active = False
         except BaseException:  # pragma: no cover - a bug in the lane itself
             logger.exception("litegate: writer thread for %s crashed", self.opts.name)
             with self._lock:
