@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._config import Options
-from ._connection import run_limited
+from ._connection import ROLLBACK, end_transaction, run_limited
 from ._errors import Closed, Misuse, WriteTimeout
 from ._jobs import READ, WRITE, Job, LaneHold
 from ._pool import PerThreadPool, ReadPool, make_pool
@@ -54,6 +54,7 @@ class Engine:
         self._closer = False  # a close() call is doing the work (start_close only signals)
         self._forked = False
         self._fork_busy = False
+        self._fork_idle = True
         self._pid = os.getpid()
         self._open()
         _LIVE.add(self)
@@ -122,41 +123,36 @@ class Engine:
     # parent holds, and the parent's own shared locks stop any WAL checkpoint-and-delete),
     # then fresh ones are opened. If a connection was in use at the fork, the child cannot
     # tell what state it carries: it refuses with Misuse instead.
-    def _fork_locks(self) -> list[Any]:
-        locks: list[Any] = [self.lane._lock]
-        for pool in (self.pool, self._side_pool):
-            if pool is not None:
-                locks.append(pool._lock)
-        return locks
-
-    def _busy(self) -> bool:
-        return self.lane.active or any(
-            pool is not None and pool.in_use > 0 for pool in (self.pool, self._side_pool)
-        )
+    def _pools(self) -> list[ReadPool | PerThreadPool]:
+        return [p for p in (self.pool, self._side_pool) if p is not None]
 
     def _before_fork(self) -> None:
-        """Hold the engine still across fork(), waiting up to _FORK_QUIESCE seconds for a gap
-        in which no connection is in use (between two group commits, say)."""
+        """Hold the engine still across fork(): the lane paused with nobody on it, the pools
+        locked with no reader borrowed -- waiting up to _FORK_QUIESCE seconds for that."""
         deadline = time.monotonic() + _FORK_QUIESCE
+        self._fork_idle = self.lane.pause_for_fork(deadline)
         while True:
-            for lock in self._fork_locks():
-                lock.acquire()
-            if not self._busy() or time.monotonic() >= deadline:
-                return
-            for lock in reversed(self._fork_locks()):
-                lock.release()
-            time.sleep(0.0005)
+            for pool in self._pools():
+                pool._lock.acquire()
+            if all(p.in_use == 0 for p in self._pools()) or time.monotonic() >= deadline:
+                break
+            for pool in self._pools():
+                pool._lock.release()
+            time.sleep(0.0002)
+        self._fork_idle = self._fork_idle and all(p.in_use == 0 for p in self._pools())
+
+    def _release_fork_locks(self) -> None:
+        for pool in reversed(self._pools()):
+            pool._lock.release()
+        self.lane.resume_after_fork()
 
     def _after_fork_in_parent(self) -> None:
-        for lock in reversed(self._fork_locks()):
-            lock.release()
+        self._release_fork_locks()
 
     def _after_fork_in_child(self) -> None:
         # Runs in the child right after fork(): record the state, replace locks, no I/O.
-        busy = self._busy()
-        for lock in reversed(self._fork_locks()):
-            lock.release()
-        self._fork_busy = busy
+        self._release_fork_locks()
+        self._fork_busy = not self._fork_idle
         self._lock = threading.Lock()
         self._closed_event = threading.Event()
         self._forked = True
@@ -289,10 +285,18 @@ class Engine:
         self.check()
         self._not_in_own_transaction("a write")
         t0 = time.perf_counter()
-        deadline = self._deadline(timeout)
+        lane = self.lane
         job = Job(WRITE, fn, args, sql, time_limit)
-        self.lane.submit(job, deadline)
-        self._await(job, deadline, "the write")
+        taken = lane.try_direct()
+        if taken is not None:
+            try:
+                lane.run_direct(job, taken)
+            finally:
+                lane.end_direct()
+        else:
+            deadline = self._deadline(timeout)
+            lane.submit(job, deadline)
+            self._await(job, deadline, "the write")
         self.counters.write_latency.append(time.perf_counter() - t0)
         result: T = job.outcome()
         return result
@@ -333,10 +337,17 @@ class Engine:
         lane = self.lane
         if lane.owner == threading.get_ident():  # this thread holds the lane: run inline
             return run_limited(lane.conn, time_limit, sql, fn, *args)
-        deadline = self._deadline(timeout)
         job = Job(READ, fn, args, sql, time_limit)
-        lane.submit(job, deadline)
-        self._await(job, deadline, "the read")
+        taken = lane.try_direct()
+        if taken is not None:
+            try:
+                lane.run_direct(job, taken)
+            finally:
+                lane.end_direct()
+        else:
+            deadline = self._deadline(timeout)
+            lane.submit(job, deadline)
+            self._await(job, deadline, "the read")
         result: T = job.outcome()
         return result
 
@@ -345,19 +356,33 @@ class Engine:
         self.check()
         self._not_in_own_transaction(what)
         t0 = time.monotonic()
-        deadline = self._deadline(timeout)
+        lane = self.lane
         hold = LaneHold()
-        self.lane.submit(hold, deadline)
-        self._await(hold, deadline, what)
-        self.lane.owner = threading.get_ident()
-        self.lane.hold_started = now = time.monotonic()
+        if lane.try_direct(combine=False) is not None:
+            hold.direct = True  # no writer-thread handshake: the lane was idle
+        else:
+            deadline = self._deadline(timeout)
+            lane.submit(hold, deadline)
+            self._await(hold, deadline, what)
+        lane.owner = threading.get_ident()
+        lane.hold_started = now = time.monotonic()
         self.counters.lane_wait.append(now - t0)
         return hold
 
     def release_lane(self, hold: LaneHold) -> None:
-        self.lane.owner = None
-        self.lane.hold_started = 0.0
-        hold.release()
+        lane = self.lane
+        started = lane.hold_started
+        lane.owner = None
+        lane.hold_started = 0.0
+        if hold.direct:
+            self.counters.lane_holds.append(time.monotonic() - started)
+            conn = lane.conn
+            if conn.in_transaction:  # a holder must end its transaction; never leak one
+                logger.error("litegate: a lane holder left a transaction open; rolling back")
+                end_transaction(conn, lane.guard, ROLLBACK)
+            lane.end_direct()
+        else:
+            hold.release()
 
     def owns_lane(self) -> bool:
         return self.lane.owner == threading.get_ident()

@@ -131,12 +131,13 @@ class LaneHold(Job):
     writer connection: no thread hop per statement.
     """
 
-    __slots__ = ("_released",)
+    __slots__ = ("_released", "direct")
 
     def __init__(self) -> None:
         super().__init__(EXCLUSIVE, _noop, ())
         self._released = _lock_type()
         self._released.acquire()
+        self.direct = False  # taken directly from an idle lane (no writer thread involved)
 
     def release(self) -> None:
         self._released.release()

@@ -38,6 +38,7 @@ _SAVEPOINT = "SAVEPOINT litegate_job"
 _RELEASE = "RELEASE litegate_job"
 _ROLLBACK_TO = "ROLLBACK TO litegate_job"
 _SHUTDOWN_CHECKPOINT_SECONDS = 2.0
+_COMBINE_SECONDS = 0.002  # a direct user commits others' queued writes for this long at most
 
 
 def _copy_error(exc: BaseException) -> BaseException:
@@ -74,10 +75,14 @@ class WriteLane:
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
+        self._inactive = threading.Condition(self._lock)
         self._queue: deque[BaseJob] = deque()
         self.outbox: Outbox = deque()  # finished async jobs, delivered in batches
         self._closing = False
-        self.active = False  # the writer is using the connection (read under _lock at fork)
+        self.active = False  # someone is using the connection (changed under _lock)
+        self._paused = False  # fork(): nobody may start using the connection
+        self._hold_reported = False
+        self._poll = min(1.0, max(opts.hold_warn / 4, 0.01))
         self._dirty = False
         self._next_wal_check = 0.0
         self._thread = threading.Thread(
@@ -101,8 +106,8 @@ class WriteLane:
             if len(self._queue) >= self.opts.queue_size:
                 return False
             self._queue.append(job)
-            if len(self._queue) == 1:
-                self._not_empty.notify()
+            if len(self._queue) == 1 and not self.active:
+                self._not_empty.notify()  # (an active direct user combines it, or notifies)
             return True
 
     def submit(self, job: BaseJob, deadline: float | None) -> None:
@@ -184,6 +189,95 @@ class WriteLane:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    # ---- direct use by a caller thread -------------------------------------------------
+    # When the lane is idle (nothing queued, nobody on the connection) a thread caller runs
+    # its job -- or its whole transaction -- on its own thread: no hop to the writer thread
+    # and back, which under the GIL costs far more than a small write. Under contention
+    # callers queue as usual and the writer group-commits them.
+    def try_direct(self, combine: bool = True) -> list[BaseJob] | None:
+        """Take the lane for the calling thread if nobody is using it; None if busy.
+
+        With ``combine``, writes already queued (up to ``max_batch``) are handed over too, to
+        be committed in the caller's batch: the writer thread, slow to get the GIL while
+        other threads run, is then only needed when no thread caller comes along. A queued
+        transaction is never overtaken.
+
+        :raises Closed: the lane is closing
+        """
+        with self._lock:
+            if self._closing:
+                raise Closed("the database is closed; no new writes are accepted")
+            if self.active or self._paused:
+                return None
+            queue = self._queue
+            taken: list[BaseJob] = []
+            if queue:
+                if not combine or queue[0].kind == EXCLUSIVE:
+                    return None
+                was_full = len(queue) >= self.opts.queue_size
+                limit = self.opts.max_batch - 1
+                while queue and len(taken) < limit and queue[0].kind != EXCLUSIVE:
+                    taken.append(queue.popleft())
+                if was_full:
+                    self._not_full.notify_all()
+            self.active = True
+            return taken
+
+    def end_direct(self) -> None:
+        """Give the lane back; the writer takes over whatever queued meanwhile."""
+        with self._lock:
+            self.active = False
+            self._hold_reported = False
+            if self._queue or self._closing:
+                self._not_empty.notify()
+            self._inactive.notify_all()
+
+    def run_direct(self, job: BaseJob, taken: list[BaseJob]) -> None:
+        """On the calling thread, between try_direct() and end_direct(): our job and the ones
+        taken over, as one group commit; then, for up to _COMBINE_SECONDS, further batches of
+        whatever queued meanwhile (their callers are blocked; we hold the GIL already)."""
+        self._process([job, *taken])
+        flush(self.outbox)
+        stop = time.monotonic() + _COMBINE_SECONDS
+        while True:
+            with self._lock:
+                queue = self._queue
+                if not queue or queue[0].kind == EXCLUSIVE or time.monotonic() > stop:
+                    return
+                was_full = len(queue) >= self.opts.queue_size
+                batch: list[BaseJob] = []
+                while queue and len(batch) < self.opts.max_batch and queue[0].kind != EXCLUSIVE:
+                    batch.append(queue.popleft())
+                if was_full:
+                    self._not_full.notify_all()
+            self._process(batch)
+            flush(self.outbox)
+
+    def _watch_direct_hold(self) -> None:
+        """Writer thread, lock held: report a direct transaction held past hold_warn."""
+        if self.owner is not None and self.hold_started and not self._hold_reported:
+            held = time.monotonic() - self.hold_started
+            if held > self.opts.hold_warn:
+                self._hold_reported = True
+                self._report_long_hold(held)
+
+    def pause_for_fork(self, deadline: float) -> bool:
+        """Take ``_lock`` and keep it (until :meth:`resume_after_fork`), with the connection
+        idle if that happens before ``deadline``. Returns whether it is idle."""
+        self._lock.acquire()
+        self._paused = True
+        while self.active:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._inactive.wait(remaining)
+        return True
+
+    def resume_after_fork(self) -> None:
+        self._paused = False
+        self._not_empty.notify()
+        self._lock.release()
+
     # ---- writer thread -----------------------------------------------------------------
     def _run(self) -> None:
         cap = self.opts.queue_size
@@ -192,13 +286,19 @@ class WriteLane:
             while True:
                 with self._lock:
                     idle = False
-                    while not self._queue:
-                        if self._closing:
+                    while True:
+                        if self.active or self._paused:  # a caller runs on the lane itself
+                            self._watch_direct_hold()
+                            self._not_empty.wait(self._poll)
+                        elif self._queue:
+                            break
+                        elif self._closing:
                             return
-                        if self._dirty:
+                        elif self._dirty:
                             if not self._not_empty.wait(self.opts.checkpoint_idle):
-                                idle = not self._queue
-                                break
+                                if not self._queue and not self.active:
+                                    idle = True
+                                    break
                         else:
                             self._not_empty.wait(1.0)
                     self.active = True
@@ -219,6 +319,7 @@ class WriteLane:
                 finally:
                     with self._lock:
                         self.active = False
+                        self._inactive.notify_all()
         except BaseException:  # pragma: no cover - a bug in the lane itself
             logger.exception("litegate: writer thread for %s crashed", self.opts.name)
             with self._lock:
@@ -318,17 +419,21 @@ class WriteLane:
         )
 
     def _group_commit(self, jobs: list[BaseJob]) -> None:
-        """BEGIN IMMEDIATE; each job in its own SAVEPOINT; one COMMIT; then answer everyone.
+        """BEGIN IMMEDIATE; the jobs; one COMMIT; then answer everyone.
 
-        A failing job is rolled back to its savepoint and fails alone. If SQLite rolls back the
-        whole transaction (interrupt, ``OR ROLLBACK``, I/O error), the jobs that had succeeded in
-        it are run again in a fresh transaction. Nobody is answered before the COMMIT returned.
+        Optimistic first: the jobs run back to back, with no savepoint each (every statement
+        hands the GIL back and forth, so two more per job cost real time under load). When a
+        job fails, it fails alone: the transaction is rolled back and the others are run again,
+        this time each inside its own SAVEPOINT so that a later failure is undone on its own.
+        If SQLite itself rolls the transaction back (interrupt, ``OR ROLLBACK``, I/O error),
+        the survivors are likewise run again. Nobody is answered before the COMMIT returned.
         If the COMMIT fails on a deferred constraint, each job is retried alone so only the
         guilty one fails; any other COMMIT failure fails every job of the batch.
         """
         conn = self.conn
         c = self.counters
         pending = jobs
+        careful = False  # savepoint per job, after a failure in this batch
         while pending:
             try:
                 begin_immediate(conn, self.guard, self.opts.busy_timeout, c)
@@ -337,28 +442,29 @@ class WriteLane:
                 for job in pending:
                     job.finish(error=_copy_error(exc) if isinstance(exc, Busy) else exc)
                 return
-            single = len(pending) == 1
+            savepoints = careful and len(pending) > 1
             done: list[tuple[BaseJob, object]] = []
             restart: list[BaseJob] | None = None
             for i, job in enumerate(pending):
                 try:
-                    if not single:
+                    if savepoints:
                         conn.execute(_SAVEPOINT)
                     result = self._run_job(job)
-                    if not single:
+                    if savepoints:
                         conn.execute(_RELEASE)
                 except BaseException as exc:
                     c.jobs_failed += 1
                     job.finish(error=exc)
-                    if not conn.in_transaction:
-                        # SQLite undid the whole transaction; redo the survivors.
-                        restart = [j for j, _ in done] + pending[i + 1 :]
-                        break
-                    if single:
-                        end_transaction(conn, self.guard, ROLLBACK)
-                    else:
+                    if savepoints and conn.in_transaction:
                         conn.execute(_ROLLBACK_TO)
                         conn.execute(_RELEASE)
+                        continue
+                    # Undo everything (it may hold the failed job's partial work) and run
+                    # the others again, carefully.
+                    end_transaction(conn, self.guard, ROLLBACK)
+                    restart = [j for j, _ in done] + pending[i + 1 :]
+                    careful = True
+                    break
                 else:
                     done.append((job, result))
             if restart is not None:
