@@ -21,7 +21,7 @@ from ._config import Options
 from ._connection import ROLLBACK, end_transaction, run_limited
 from ._errors import Closed, Misuse, WriteTimeout
 from ._jobs import READ, WRITE, Job, LaneHold
-from ._pool import PerThreadPool, ReadPool, make_pool
+from ._pool import PerThreadPool, ReadPool, make_pool, thread_name
 from ._readers import ReaderThreads
 from ._stats import Counters, Stats, percentile
 from ._writer import WriteLane
@@ -318,7 +318,10 @@ class Engine:
         else:
             conn = pool.acquire(self._deadline(timeout))
             try:
-                result = run_limited(conn, time_limit, sql, fn, *args)
+                if time_limit is None:
+                    result = fn(conn, *args)
+                else:
+                    result = run_limited(conn, time_limit, sql, fn, *args)
             finally:
                 pool.release(conn)
         c = self.counters
@@ -392,9 +395,9 @@ class Engine:
         pool = self.pool
         holders = ""
         if isinstance(pool, ReadPool) and pool._holders:
-            name, since = min(pool._holders.values(), key=lambda h: h[1])
+            ident, since = min(pool._holders.values(), key=lambda h: h[1])
             holders = (
-                f"; the longest-held reader ({name}) has been in use for "
+                f"; the longest-held reader ({thread_name(ident)}) has been in use for "
                 f"{time.monotonic() - since:.1f}s"
             )
         logger.warning(

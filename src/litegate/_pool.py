@@ -12,15 +12,24 @@ import sqlite3
 import threading
 import time
 import weakref
+from threading import get_ident
+from time import monotonic
 
 from ._config import Options
 from ._connection import ROLLBACK, open_connection
 from ._errors import Closed, PoolTimeout
 from ._stats import Counters
 
-__all__ = ("PerThreadPool", "ReadPool", "make_pool")
+__all__ = ("PerThreadPool", "ReadPool", "make_pool", "thread_name")
 
 logger = logging.getLogger("litegate")
+
+
+def thread_name(ident: int) -> str:
+    for t in threading.enumerate():
+        if t.ident == ident:
+            return t.name
+    return f"thread {ident}"
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
@@ -31,11 +40,12 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
 
 
 def _checkin(conn: sqlite3.Connection) -> bool:
-    """Make a returned reader clean; False if it is broken and must be discarded."""
+    """Make a returned reader clean; False if it is broken and must be discarded.
+    (Time limits clear their own progress handler.)"""
+    if not conn.in_transaction:
+        return True
     try:
-        if conn.in_transaction:
-            conn.execute(ROLLBACK)
-        conn.set_progress_handler(None, 0)
+        conn.execute(ROLLBACK)
         return True
     except sqlite3.Error:
         return False
@@ -53,7 +63,7 @@ class ReadPool:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._idle: list[sqlite3.Connection] = []
-        self._holders: dict[int, tuple[str, float]] = {}  # id(conn) -> (thread name, since)
+        self._holders: dict[int, tuple[int, float]] = {}  # id(conn) -> (thread ident, since)
         self._open = 0
         self._waiting = 0
         self._closed = False
@@ -85,7 +95,7 @@ class ReadPool:
                 raise Closed("the database is closed")
             if self._idle:
                 idle = self._idle.pop()
-                self._holders[id(idle)] = (threading.current_thread().name, time.monotonic())
+                self._holders[id(idle)] = (get_ident(), monotonic())
                 return idle
             if self._open >= self.size:
                 waited = self._wait(deadline)
@@ -104,7 +114,7 @@ class ReadPool:
                 self._open -= 1
                 _close_quietly(new)
                 raise Closed("the database is closed")
-            self._holders[id(new)] = (threading.current_thread().name, time.monotonic())
+            self._holders[id(new)] = (get_ident(), monotonic())
         return new
 
     def try_acquire(self) -> sqlite3.Connection | None:
@@ -113,7 +123,7 @@ class ReadPool:
             if self._closed or not self._idle:
                 return None
             conn = self._idle.pop()
-            self._holders[id(conn)] = (threading.current_thread().name, time.monotonic())
+            self._holders[id(conn)] = (get_ident(), monotonic())
             return conn
 
     def _wait(self, deadline: float | None) -> sqlite3.Connection | None:
@@ -143,14 +153,17 @@ class ReadPool:
         if len(self.wait_times) > 4096:
             del self.wait_times[:2048]
         if conn is not None:
-            self._holders[id(conn)] = (threading.current_thread().name, time.monotonic())
+            self._holders[id(conn)] = (get_ident(), monotonic())
         return conn
 
     def _timeout_message(self, waited: float) -> str:
         now = time.monotonic()
         if self._holders:
-            name, since = min(self._holders.values(), key=lambda h: h[1])
-            oldest = f"the longest holder ({name}) has held its reader for {now - since:.2f}s"
+            ident, since = min(self._holders.values(), key=lambda h: h[1])
+            oldest = (
+                f"the longest holder ({thread_name(ident)}) has held its reader for "
+                f"{now - since:.2f}s"
+            )
         else:
             oldest = "no reader is held (they are being opened)"
         return (
@@ -168,7 +181,8 @@ class ReadPool:
                 _close_quietly(conn)
             else:
                 self._idle.append(conn)
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
 
     def close(self) -> None:
         with self._lock:
