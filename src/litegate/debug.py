@@ -35,9 +35,9 @@ from typing import Any
 from ._errors import Misuse
 
 __all__ = (
-    "ENV_VAR",
     "ConcurrentUse",
     "CrossThreadUse",
+    "ENV_VAR",
     "Origin",
     "disable",
     "enable",
@@ -206,19 +206,20 @@ class _TrackedConnection(sqlite3.Connection):
         current = threading.current_thread()
         self._lg_origin = Origin(current.name, threading.get_ident(), _stack(), bool(same))
         self._lg_state = threading.Lock()
-        self._lg_active: int | None = None
+        # Thread objects, not idents: a finished thread's ident is reused by new threads.
+        self._lg_active: threading.Thread | None = None
         self._lg_depth = 0
-        self._lg_txn_thread: int | None = None
+        self._lg_txn_thread: threading.Thread | None = None
         self._lg_txn_stack: tuple[str, ...] = ()
 
     # Called by every guarded method, in the calling thread.
     def _lg_enter(self, op: str) -> None:
-        me = threading.get_ident()
         made = self._lg_origin
         if made.check_same_thread:
-            if me != made.thread_id:
+            if threading.get_ident() != made.thread_id:
                 raise self._cross_thread(op)
             return
+        me = threading.current_thread()
         with self._lg_state:
             active = self._lg_active
             if active is not None and active != me:
@@ -242,7 +243,7 @@ class _TrackedConnection(sqlite3.Connection):
                 self._lg_txn_thread = None
                 self._lg_txn_stack = ()
             elif self._lg_txn_thread is None:
-                self._lg_txn_thread = threading.get_ident()
+                self._lg_txn_thread = threading.current_thread()
                 self._lg_txn_stack = _stack(3)
 
     def _in_txn(self) -> bool:
@@ -265,15 +266,15 @@ class _TrackedConnection(sqlite3.Connection):
         return CrossThreadUse(message, made)
 
     def _concurrent(
-        self, op: str, holder: int, doing: str, since: tuple[str, ...] | None
+        self, op: str, holder: threading.Thread, doing: str, since: tuple[str, ...] | None
     ) -> ConcurrentUse:
         made = self._lg_origin
         me = threading.current_thread()
-        name = _thread_name(holder)
+        name = holder.name if holder.is_alive() else f"{holder.name} (finished)"
         if since:
             held = f"Transaction opened here, in thread {name!r}:\n{_indent(since)}"
         else:
-            frame = sys._current_frames().get(holder)
+            frame = sys._current_frames().get(holder.ident or 0)
             where = traceback.format_stack(frame)[-MAX_FRAMES:] if frame is not None else []
             held = f"Thread {name!r} is now here:\n{_indent(where)}"
         message = (
