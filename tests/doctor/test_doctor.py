@@ -567,3 +567,9 @@ def test_doctor_runs_on_a_100k_line_tree_in_seconds(tmp_path: Path) -> None:
     assert report.files == 200
     assert report.skipped == ()
     assert elapsed < 30
+
+
+def test_every_rule_is_documented() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "doctor.md").read_text()
+    for r in RULES.values():
+        assert f"### {r.id} {r.name}" in doc
