@@ -1,7 +1,8 @@
 """The ``litegate`` command line. It only parses arguments and calls library code.
 
-Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``;
-they are imported lazily so ``litegate --help`` stays fast.
+Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``.
+A command whose module cannot be imported (a missing extra) still shows in ``--help`` and says
+what to install when run; the other commands are unaffected.
 
 Exit codes: 0 success, 1 the command found problems (or failed its own checks), 2 usage error.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from ._version import __version__
@@ -40,11 +42,28 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"litegate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in _COMMANDS.items():
-        module = cast(_Command, importlib.import_module(module_name))
         p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = cast(_Command, importlib.import_module(module_name))
+        except ImportError as exc:  # one command's missing extra must not break the others
+            p.set_defaults(_run=_unavailable(name, exc))
+            continue
         module.configure(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def _unavailable(name: str, exc: ImportError) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        missing = exc.name or str(exc)
+        print(
+            f"litegate {name}: needs {missing!r}, which is not installed "
+            f"(pip install 'litegate[{name}]' or the package named)",
+            file=sys.stderr,
+        )
+        return 2
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
