@@ -358,6 +358,32 @@ def test_lg106_not_with_busy_timeout_pragma_or_read_only_module() -> None:
     assert found(reads) == []
 
 
+def test_lg106_not_for_in_memory_databases() -> None:
+    src = """
+    import sqlite3, threading
+    def work():
+        conn = sqlite3.connect(":memory:")
+        conn.execute("INSERT INTO t VALUES (1)")
+    threading.Thread(target=work).start()
+    """
+    assert found(src) == []
+
+
+def test_check_same_thread_through_kwargs_is_not_assumed_true() -> None:
+    src = """
+    import sqlite3, threading
+    lock = threading.Lock()
+    def connect(**kwargs):
+        return sqlite3.connect("a.db", timeout=5, **kwargs)
+    conn = connect(check_same_thread=False)
+    def work():
+        with lock:
+            conn.execute("SELECT 1")
+    threading.Thread(target=work).start()
+    """
+    assert found(src) == []
+
+
 def test_lg106_timeout_zero_is_flagged() -> None:
     src = """
     import sqlite3

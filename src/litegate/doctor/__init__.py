@@ -146,5 +146,8 @@ def _python_files(
 
 
 def _excluded(path: str, patterns: tuple[str, ...]) -> bool:
-    name = os.path.basename(path)
-    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
+    if not patterns:
+        return False
+    norm = os.path.normpath(path).replace(os.sep, "/")  # "./tests/x" matches "tests/*"
+    name = os.path.basename(norm)
+    return any(fnmatch.fnmatch(norm, p) or fnmatch.fnmatch(name, p) for p in patterns)

@@ -495,6 +495,9 @@ class _Analysis:
                         why = "connections opened in a loop (a pool) write to one file"
                         candidates.setdefault(id(cs.call), (cs.call, f, why))
         for call, f, why in candidates.values():
+            database = connect_arg(call, "database", 0)
+            if isinstance(database, ast.Constant) and ":memory:" in str(database.value):
+                continue  # a private in-memory database: no other connection can lock it
             timeout = connect_arg(call, "timeout", 1)
             if timeout is not None and not (
                 isinstance(timeout, ast.Constant) and timeout.value in (0, 0.0)

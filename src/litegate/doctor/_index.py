@@ -77,9 +77,11 @@ class Holder:
 
     @property
     def shares_threads(self) -> bool:
-        """``check_same_thread=False`` was passed."""
+        """``check_same_thread=False`` was passed, or may be (through ``**kwargs``)."""
         arg = self.kwarg("check_same_thread", 4)
-        return isinstance(arg, ast.Constant) and arg.value is False
+        if arg is None and self.site is not None:
+            return any(kw.arg is None for kw in self.site.keywords)
+        return not (isinstance(arg, ast.Constant) and arg.value is not False)
 
 
 def connect_arg(call: ast.Call, name: str, position: int) -> ast.expr | None:
