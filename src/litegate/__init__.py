@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os as _os
 from sqlite3 import Row as Row
 
 from ._async import AsyncDatabase as AsyncDatabase
@@ -91,3 +92,6 @@ for _name in (
 ):
     globals()[_name].__module__ = "litegate"
 del _name
+
+if _os.environ.get("LITEGATE_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
+    from . import debug as _debug  # noqa: F401  (importing it enables the misuse detector)
