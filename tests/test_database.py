@@ -290,3 +290,26 @@ def test_store_built_in_main_thread_works_from_to_thread_and_threads(
         assert store.status_counts() == {"new": 150}
     finally:
         store.db.close()
+
+
+def test_engine_connections_are_exempt_from_the_misuse_detector(db_path: str) -> None:
+    """litegate hands its connections between threads on purpose (serialised by the lane and
+    the pool); the runtime detector watches user connections only."""
+    from litegate import debug
+
+    debug.enable()
+    try:
+        with litegate.connect(db_path) as db:
+            db.execute("CREATE TABLE t(x)")
+            threads = [
+                threading.Thread(target=lambda i=i: db.execute("INSERT INTO t VALUES (?)", (i,)))
+                for i in range(8)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert db.query_value("SELECT count(*) FROM t") == 8
+            assert debug.origin(db._engine.lane.conn) is None
+    finally:
+        debug.disable()

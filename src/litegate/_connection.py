@@ -102,7 +102,9 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
 
     Blocks for at most ``opts.busy_timeout`` while another process initialises the file.
     """
-    conn = sqlite3.connect(
+    # sqlite3.Connection itself, not sqlite3.connect: litegate.debug wraps the latter to watch
+    # user connections; the engine serialises its own, which it hands between threads.
+    conn = sqlite3.Connection(
         opts.path,
         # Readers wait in SQLite's busy handler (rare in WAL: only during recovery); the
         # writer must not sleep there, it retries BEGIN IMMEDIATE itself (begin_immediate).
