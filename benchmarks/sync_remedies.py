@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Benchmark litegate against the folk remedies for sharing sqlite3.",
     )
     _cli.configure(parser)
+    parser.set_defaults(suite="sync")  # this script is the sync suite; see async_compare.py
     return _cli.run(parser.parse_args(argv))
 
 

@@ -95,6 +95,8 @@ def test_cli_runs_one_workload_and_saves_json(
     code = litegate.cli.main(
         [
             "bench",
+            "--suite",
+            "sync",
             "--seconds",
             "0.2",
             "--workload",

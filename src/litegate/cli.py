@@ -22,7 +22,7 @@ __all__ = ("main",)
 # name -> (module, one-line help)
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("litegate._demo.cli", "run the demonstration (many threads, one database)"),
-    "bench": ("litegate._bench.cli", "benchmark litegate against the folk remedies"),
+    "bench": ("litegate._bench.cli", "benchmark litegate against the folk remedies and aiosqlite"),
     "doctor": ("litegate.doctor._cli", "find unsafe sqlite3 usage in Python code"),
     "check": ("litegate._check_cli", "inspect a database file and say what to change"),
 }
