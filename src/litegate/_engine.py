@@ -250,13 +250,16 @@ class Engine:
 
     def _await(self, job: Job, deadline: float | None, what: str) -> None:
         """Wait for a queued job; on timeout withdraw it if it has not started."""
+        if not job.wait(None if deadline is None else deadline - time.monotonic()):
+            self._late(job, what)
+
+    def _late(self, job: Job, what: str) -> None:
+        """A queued job's caller timed out: withdraw the job if it has not started, else wait
+        for it (it is running, bounded by its time limit)."""
         lane = self.lane
-        start = time.monotonic()
-        if job.wait(None if deadline is None else deadline - start):
-            return
         if lane.cancel(job):
             raise WriteTimeout(
-                f"{what} did not get the write lane within {time.monotonic() - start:.2f}s "
+                f"{what} did not get the write lane within the timeout "
                 f"({lane.depth} job(s) queued; {lane._hold_text()}). Raise timeout=, or keep "
                 "transactions short"
             )
@@ -283,20 +286,20 @@ class Engine:
     ) -> T:
         """Run ``fn(conn, *args)`` in the next group commit; returns after its COMMIT."""
         self.check()
-        self._not_in_own_transaction("a write")
-        t0 = time.perf_counter()
         lane = self.lane
+        if lane.owner is not None:
+            self._not_in_own_transaction("a write")
+        t0 = time.perf_counter()
         job = Job(WRITE, fn, args, sql, time_limit)
-        taken = lane.try_direct()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        taken = lane.enter(job, deadline)
         if taken is not None:
             try:
                 lane.run_direct(job, taken)
             finally:
                 lane.end_direct()
-        else:
-            deadline = self._deadline(timeout)
-            lane.submit(job, deadline)
-            self._await(job, deadline, "the write")
+        elif not job.wait(None if deadline is None else deadline - time.monotonic()):
+            self._late(job, "the write")
         self.counters.write_latency.append(time.perf_counter() - t0)
         result: T = job.outcome()
         return result
@@ -341,15 +344,14 @@ class Engine:
         if lane.owner == threading.get_ident():  # this thread holds the lane: run inline
             return run_limited(lane.conn, time_limit, sql, fn, *args)
         job = Job(READ, fn, args, sql, time_limit)
-        taken = lane.try_direct()
+        deadline = self._deadline(timeout)
+        taken = lane.enter(job, deadline)
         if taken is not None:
             try:
                 lane.run_direct(job, taken)
             finally:
                 lane.end_direct()
         else:
-            deadline = self._deadline(timeout)
-            lane.submit(job, deadline)
             self._await(job, deadline, "the read")
         result: T = job.outcome()
         return result
@@ -361,7 +363,7 @@ class Engine:
         t0 = time.monotonic()
         lane = self.lane
         hold = LaneHold()
-        if lane.try_direct(combine=False) is not None:
+        if lane.try_direct():
             hold.direct = True  # no writer-thread handshake: the lane was idle
         else:
             deadline = self._deadline(timeout)

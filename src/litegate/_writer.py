@@ -194,34 +194,57 @@ class WriteLane:
     # its job -- or its whole transaction -- on its own thread: no hop to the writer thread
     # and back, which under the GIL costs far more than a small write. Under contention
     # callers queue as usual and the writer group-commits them.
-    def try_direct(self, combine: bool = True) -> list[BaseJob] | None:
-        """Take the lane for the calling thread if nobody is using it; None if busy.
-
-        With ``combine``, writes already queued (up to ``max_batch``) are handed over too, to
-        be committed in the caller's batch: the writer thread, slow to get the GIL while
-        other threads run, is then only needed when no thread caller comes along. A queued
-        transaction is never overtaken.
+    def try_direct(self) -> bool:
+        """Take the idle lane (nobody on it, nothing queued) for the calling thread.
 
         :raises Closed: the lane is closing
         """
         with self._lock:
             if self._closing:
                 raise Closed("the database is closed; no new writes are accepted")
-            if self.active or self._paused:
-                return None
-            queue = self._queue
-            taken: list[BaseJob] = []
-            if queue:
-                if not combine or queue[0].kind == EXCLUSIVE:
-                    return None
-                was_full = len(queue) >= self.opts.queue_size
-                limit = self.opts.max_batch - 1
-                while queue and len(taken) < limit and queue[0].kind != EXCLUSIVE:
-                    taken.append(queue.popleft())
-                if was_full:
-                    self._not_full.notify_all()
+            if self.active or self._paused or self._queue:
+                return False
             self.active = True
-            return taken
+            return True
+
+    def _take_queued(self, limit: int) -> list[BaseJob]:
+        """Lock held: pop up to ``limit`` queued jobs from the front, stopping at a queued
+        transaction (it is never overtaken)."""
+        queue = self._queue
+        was_full = len(queue) >= self.opts.queue_size
+        taken: list[BaseJob] = []
+        while queue and len(taken) < limit and queue[0].kind != EXCLUSIVE:
+            taken.append(queue.popleft())
+        if was_full and taken:
+            self._not_full.notify_all()
+        return taken
+
+    def enter(self, job: BaseJob, deadline: float | None) -> list[BaseJob] | None:
+        """A thread caller's way in, under one lock: take the idle lane directly (returns the
+        queued writes handed over, see :meth:`try_direct`), or queue ``job`` (returns None;
+        waits for room until ``deadline`` when the queue is full).
+
+        :raises Closed: the lane is closing
+        :raises WriteTimeout: the queue stayed full until the deadline
+        """
+        with self._lock:
+            if self._closing:
+                raise Closed("the database is closed; no new writes are accepted")
+            queue = self._queue
+            if not self.active and not self._paused and (not queue or queue[0].kind != EXCLUSIVE):
+                # Writes already queued are committed in our batch: the writer thread, slow
+                # to get the GIL while other threads run, is only needed when no thread
+                # caller comes along.
+                taken = self._take_queued(self.opts.max_batch - 1)
+                self.active = True
+                return taken
+            if len(queue) < self.opts.queue_size:
+                queue.append(job)
+                if len(queue) == 1 and not self.active:
+                    self._not_empty.notify()
+                return None
+        self.submit(job, deadline)
+        return None
 
     def end_direct(self) -> None:
         """Give the lane back; the writer takes over whatever queued meanwhile."""
@@ -233,7 +256,7 @@ class WriteLane:
             self._inactive.notify_all()
 
     def run_direct(self, job: BaseJob, taken: list[BaseJob]) -> None:
-        """On the calling thread, between try_direct() and end_direct(): our job and the ones
+        """On the calling thread, between enter() and end_direct(): our job and the ones
         taken over, as one group commit; then, for up to _COMBINE_SECONDS, further batches of
         whatever queued meanwhile (their callers are blocked; we hold the GIL already)."""
         self._process([job, *taken])
@@ -241,15 +264,11 @@ class WriteLane:
         stop = time.monotonic() + _COMBINE_SECONDS
         while True:
             with self._lock:
-                queue = self._queue
-                if not queue or queue[0].kind == EXCLUSIVE or time.monotonic() > stop:
+                if time.monotonic() > stop:
                     return
-                was_full = len(queue) >= self.opts.queue_size
-                batch: list[BaseJob] = []
-                while queue and len(batch) < self.opts.max_batch and queue[0].kind != EXCLUSIVE:
-                    batch.append(queue.popleft())
-                if was_full:
-                    self._not_full.notify_all()
+                batch = self._take_queued(self.opts.max_batch)
+            if not batch:
+                return
             self._process(batch)
             flush(self.outbox)
 
