@@ -174,10 +174,8 @@ def test_forked_child_uses_inherited_database(
 def test_fork_while_the_parent_is_writing(db_path: str) -> None:
     """Fork (several times) while a parent thread writes continuously: each child writes
     from its own threads, the parent keeps writing, nothing is lost.
-
-    Fails with the current engine: a fork that lands while the parent's writer is inside a
-    write transaction leaves the child unable to write at all (``Busy`` after busy_timeout),
-    see test_fork_while_parent_holds_a_transaction.
+    (Found: before fork() quiesced the engine, a fork that landed inside a parent's write
+    transaction left the child unable to write at all: ``Busy`` after busy_timeout.)
     """
     forks = 10
     with litegate.connect(db_path, busy_timeout=2.0) as db:
@@ -209,48 +207,98 @@ def test_fork_while_the_parent_is_writing(db_path: str) -> None:
         _parent_still_works(db, expected_child_rows=forks * 42)
 
 
-def test_fork_while_parent_holds_a_transaction(db_path: str) -> None:
-    """The parent holds the lane (and SQLite's write lock) when it forks: the child's own
-    writer waits for the lock like any other process, then writes.
+def _hold_transaction(db: litegate.Database, seconds: float) -> tuple[threading.Thread, float]:
+    """A parent thread holds an interactive transaction (lane + SQLite write lock) that commits
+    ``seconds`` after it started; returns the thread and when (monotonic) it began holding."""
+    held = threading.Event()
 
-    Fails with the current engine: the child's write raises ``Busy`` after busy_timeout even
-    though the parent committed after 0.3 s (the child's new connection sees the write lock
-    as still held by the abandoned, inherited connection).
-    """
+    def holder() -> None:
+        with db.transaction() as tx:
+            tx.execute(INSERT, ("parent-tx", 0))
+            held.set()
+            time.sleep(seconds)
+
+    th = threading.Thread(target=holder)
+    th.start()
+    assert held.wait(5)
+    return th, time.monotonic()
+
+
+def test_fork_while_parent_holds_a_short_transaction(db_path: str) -> None:
+    """The parent holds the lane (and SQLite's write lock) for 0.3 s when it forks: fork()
+    waits for the transaction to end, and the child then writes and sees the parent's commit."""
     with litegate.connect(db_path, busy_timeout=2.0) as db:
         _setup(db)
-        held = threading.Event()
-        release = threading.Event()
-
-        def holder() -> None:
-            with db.transaction() as tx:
-                tx.execute(INSERT, ("parent-tx", 0))
-                held.set()
-                release.wait(10)
-
-        th = threading.Thread(target=holder)
-        th.start()
-        assert held.wait(5)
-        timer = threading.Timer(0.3, release.set)
-        timer.start()
+        th, since = _hold_transaction(db, 0.3)
 
         def child() -> None:
-            t0 = time.monotonic()
-            db.execute(INSERT, ("child", 0))
-            assert time.monotonic() - t0 >= 0.1  # it really waited for the parent's COMMIT
             assert db.query_value("SELECT count(*) FROM t WHERE who = 'parent-tx'") == 1
+            db.execute(INSERT, ("child", 0))
+            assert db.query_value("SELECT count(*) FROM t WHERE who = 'child'") == 1
             db.close()
 
         try:
             run_in_child(child)
+            assert time.monotonic() - since >= 0.25  # the fork waited for the COMMIT
         finally:
-            release.set()
-            timer.cancel()
             th.join()
         assert db.query_value("SELECT count(*) FROM t WHERE who = 'child'") == 1
         assert db.query_value("SELECT count(*) FROM t WHERE who = 'parent-tx'") == 1
         db.execute(INSERT, ("parent", 5))
         assert db.query_value("SELECT count(*) FROM t") == 4
+
+
+def test_fork_while_parent_holds_a_long_transaction(db_path: str) -> None:
+    """Held past fork()'s wait (1 s): the child cannot carry SQLite's lock state, so its first
+    use raises Misuse (and keeps raising it); the parent's transaction still commits."""
+    with litegate.connect(db_path, busy_timeout=2.0) as db:
+        _setup(db)
+        th, since = _hold_transaction(db, 2.0)
+
+        def child() -> None:
+            with pytest.raises(litegate.Misuse):
+                db.execute(INSERT, ("child", 0))
+            with pytest.raises(litegate.Misuse):
+                db.query_value("SELECT count(*) FROM t")
+
+        try:
+            run_in_child(child)
+            assert time.monotonic() - since < 1.9  # fork() gave up waiting; no hang
+        finally:
+            th.join()
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'child'") == 0
+        assert db.query_value("SELECT count(*) FROM t WHERE who = 'parent-tx'") == 1
+        _parent_still_works(db, expected_child_rows=0)
+
+
+def test_fork_while_a_reader_is_borrowed_for_long(db_path: str) -> None:
+    """A parent thread keeps a snapshot (a borrowed reader) open past fork()'s wait: the child
+    refuses with Misuse; the parent's snapshot and engine are unaffected."""
+    with litegate.connect(db_path, readers=2) as db:
+        _setup(db)
+        held = threading.Event()
+        seen: list[int] = []
+
+        def reader() -> None:
+            with db.snapshot() as snap:
+                held.set()
+                time.sleep(1.8)
+                seen.append(snap.query_value("SELECT count(*) FROM t"))
+
+        th = threading.Thread(target=reader)
+        th.start()
+        assert held.wait(5)
+
+        def child() -> None:
+            with pytest.raises(litegate.Misuse):
+                db.query_value("SELECT count(*) FROM t")
+
+        try:
+            run_in_child(child)
+        finally:
+            th.join()
+        assert seen == [1]
+        _parent_still_works(db, expected_child_rows=0)
 
 
 def test_child_that_closes_without_using_the_database(db_path: str) -> None:
@@ -289,10 +337,9 @@ def test_child_writes_survive_the_parent_closing(tmp_path: Path) -> None:
     """The parent closes its database while a forked child still uses the inherited one; the
     child's later writes are acknowledged, so they must be in the file.
 
-    Fails with the current engine: the child holds no real (fcntl) locks on the file, so the
-    parent's close believes it is the last user, checkpoints and deletes the WAL, and every
-    write the child makes afterwards goes to the unlinked WAL and is lost once the child
-    exits without a final checkpoint (crash, os._exit, SIGKILL).
+    (Found: when the child's connections shared the inherited SQLite lock bookkeeping, they
+    held no real fcntl locks, the parent's close checkpointed and deleted the WAL, and the
+    child's later writes went to the unlinked WAL: lost at exit.)
     """
     path = tmp_path / "f.db"
     with litegate.connect(path) as db:
@@ -328,9 +375,8 @@ def test_forked_child_does_not_overwrite_other_writers(tmp_path: Path) -> None:
     the child is still open, then the child writes more and closes. Both sides' committed rows
     must be in the file.
 
-    Fails with the current engine: the child keeps using the WAL the parent deleted, so the
-    other writer starts a new WAL in parallel (no lock keeps them apart) and the child's final
-    checkpoint copies its stale pages over the other writer's commits.
+    (Found: with the inherited lock bookkeeping the child kept using the WAL the parent had
+    deleted; its final checkpoint copied stale pages over the other writer's commits.)
     """
     path = tmp_path / "f.db"
     with litegate.connect(path) as db:
