@@ -38,7 +38,6 @@ _SAVEPOINT = "SAVEPOINT litegate_job"
 _RELEASE = "RELEASE litegate_job"
 _ROLLBACK_TO = "ROLLBACK TO litegate_job"
 _SHUTDOWN_CHECKPOINT_SECONDS = 2.0
-_COMBINE_SECONDS = 0.002  # a direct user commits others' queued writes for this long at most
 
 
 def _copy_error(exc: BaseException) -> BaseException:
@@ -257,20 +256,11 @@ class WriteLane:
 
     def run_direct(self, job: BaseJob, taken: list[BaseJob]) -> None:
         """On the calling thread, between enter() and end_direct(): our job and the ones
-        taken over, as one group commit; then, for up to _COMBINE_SECONDS, further batches of
-        whatever queued meanwhile (their callers are blocked; we hold the GIL already)."""
+        taken over, as one group commit. (Committing further batches here would hold the
+        file's write lock back to back and starve other processes; what queues meanwhile is
+        taken by the next caller, or by the writer thread.)"""
         self._process([job, *taken])
         flush(self.outbox)
-        stop = time.monotonic() + _COMBINE_SECONDS
-        while True:
-            with self._lock:
-                if time.monotonic() > stop:
-                    return
-                batch = self._take_queued(self.opts.max_batch)
-            if not batch:
-                return
-            self._process(batch)
-            flush(self.outbox)
 
     def _watch_direct_hold(self) -> None:
         """Writer thread, lock held: report a direct transaction held past hold_warn."""
