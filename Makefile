@@ -13,7 +13,7 @@ endif
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest demo bench clean
+.PHONY: venv test lint typecheck pytest demo bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYBIN)" || { echo "error: interpreter '$(PYTHON)' not found" >&2; exit 2; }
@@ -31,7 +31,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src/
 
-pytest: $(STAMP)
+# The stats page is tested in a real browser: Debian's chromium, installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (apt) for the browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| { echo "error: could not install chromium; the browser test needs it" >&2; exit 2; }; }
+
+pytest: $(STAMP) browser
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
