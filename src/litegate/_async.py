@@ -46,7 +46,7 @@ from ._connection import (
 from ._engine import Engine
 from ._errors import Error, Misuse, PoolTimeout, WriteTimeout
 from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold
-from ._migrations import Migration, apply_migrations
+from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._pool import ReadPool
 from ._stats import Stats
 
@@ -186,10 +186,17 @@ class AsyncTransaction(_AsyncReads):
     COMMIT went through (useful when a cancellation arrived while it was being written).
     """
 
-    def __init__(self, engine: Engine, timeout: float | None, time_limit: float | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        timeout: float | None,
+        time_limit: float | None,
+        busy_timeout: float | None = None,
+    ) -> None:
         self._engine = engine
         self._timeout = timeout
         self._time_limit = time_limit
+        self._busy_timeout = engine.opts.busy_timeout if busy_timeout is None else busy_timeout
         self._hold: AsyncLaneHold | None = None
         self._active = False
         self._aborted: str | None = None
@@ -216,7 +223,7 @@ class AsyncTransaction(_AsyncReads):
         engine.counters.lane_wait.append(time.monotonic() - t0)
         try:
             await self._op(
-                begin_immediate, (lane.guard, engine.opts.busy_timeout, engine.counters), None, None
+                begin_immediate, (lane.guard, self._busy_timeout, engine.counters), None, None
             )
         except BaseException:
             hold.end()
@@ -617,10 +624,16 @@ class AsyncDatabase:
         return AsyncTransaction(self._engine, self._t(timeout), self._l(time_limit))
 
     async def migrate(
-        self, migrations: Sequence[Migration], *, timeout: float | None = DEFAULT
+        self,
+        migrations: Sequence[Migration],
+        *,
+        timeout: float | None = DEFAULT,
+        busy_timeout: float = MIGRATION_BUSY_TIMEOUT,
     ) -> int:
-        """Apply migrations past ``PRAGMA user_version`` in one transaction; returns the version."""
-        async with self.transaction(timeout=timeout, time_limit=None) as tx:
+        """Apply migrations past ``PRAGMA user_version`` in one transaction; returns the version
+        (all or nothing; other processes wait up to ``busy_timeout`` for the one applying them)."""
+        tx = AsyncTransaction(self._engine, self._t(timeout), None, busy_timeout)
+        async with tx:
             _, after = await tx.run(apply_migrations, migrations)
         return int(after)
 

@@ -27,7 +27,7 @@ from ._connection import (
     run_script,
 )
 from ._engine import Engine
-from ._migrations import Migration, apply_migrations
+from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._stats import Stats
 from ._transaction import Snapshot, Transaction
 
@@ -145,13 +145,20 @@ class Database:
         """
         return Transaction(self._engine, self._t(timeout), self._l(time_limit))
 
-    def migrate(self, migrations: Sequence[Migration], *, timeout: float | None = DEFAULT) -> int:
+    def migrate(
+        self,
+        migrations: Sequence[Migration],
+        *,
+        timeout: float | None = DEFAULT,
+        busy_timeout: float = MIGRATION_BUSY_TIMEOUT,
+    ) -> int:
         """Apply migrations past ``PRAGMA user_version`` in one transaction; returns the version.
 
-        All or nothing; safe when several processes start at once (one applies, the others
-        find the work done). :raises MigrationError: a step failed
+        All or nothing. Safe when several processes start at once: they serialise on the
+        write lock (each waits up to ``busy_timeout`` seconds, default 60, for the one that
+        applies them) and find the work done. :raises MigrationError: a step failed
         """
-        with self.transaction(timeout=timeout, time_limit=None) as tx:
+        with Transaction(self._engine, self._t(timeout), None, busy_timeout) as tx:
             _, after = apply_migrations(tx._conn, migrations)
         return after
 

@@ -8,7 +8,10 @@ from collections.abc import Callable, Sequence
 from ._connection import run_script
 from ._errors import MigrationError
 
-__all__ = ("Migration", "apply_migrations")
+__all__ = ("MIGRATION_BUSY_TIMEOUT", "Migration", "apply_migrations")
+
+MIGRATION_BUSY_TIMEOUT = 60.0
+"""Seconds a process waits for another one that is applying migrations."""
 
 Migration = str | Callable[[sqlite3.Connection], object]
 """One step: an SQL script, or a callable given the connection (inside the transaction)."""

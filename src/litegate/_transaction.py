@@ -106,10 +106,17 @@ class Transaction(_Reads):
     writer waits (report: ``hold_warn``), so keep it short.
     """
 
-    def __init__(self, engine: Engine, timeout: float | None, time_limit: float | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        timeout: float | None,
+        time_limit: float | None,
+        busy_timeout: float | None = None,
+    ) -> None:
         self._engine = engine
         self._timeout = timeout
         self._time_limit = time_limit
+        self._busy_timeout = engine.opts.busy_timeout if busy_timeout is None else busy_timeout
         self._hold: LaneHold | None = None
         self._active = False
         self._aborted: str | None = None
@@ -122,7 +129,7 @@ class Transaction(_Reads):
         try:
             lane = engine.lane
             self._conn = lane.conn
-            begin_immediate(self._conn, lane.guard, engine.opts.busy_timeout, engine.counters)
+            begin_immediate(self._conn, lane.guard, self._busy_timeout, engine.counters)
         except BaseException:
             engine.release_lane(self._hold)
             raise
