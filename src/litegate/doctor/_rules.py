@@ -51,7 +51,7 @@ _ALL = (
         "blocking-call-in-async",
         "a blocking sqlite3 call inside `async def` stalls the event loop",
         "Move the call off the loop (await asyncio.to_thread(fn) with a connection that thread "
-        "may use) or use litegate.AsyncDatabase / litegate.aio, whose methods are awaitable.",
+        "may use) or use litegate.AsyncDatabase, whose methods are awaitable.",
     ),
     Rule(
         "LG104",
