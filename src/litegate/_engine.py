@@ -1,9 +1,8 @@
 """The engine: one writer lane plus one read pool for a database file, shared by facades.
 
 Lifecycle (OPEN -> CLOSING -> CLOSED) changes under ``_lock``. Every public call goes through
-:meth:`Engine.check` first. An engine inherited through ``fork()`` never touches the parent's
-connections: on first use in the child it opens its own (the parent's are kept referenced
-and never closed, because closing SQLite handles in a forked child can disturb the parent).
+:meth:`Engine.check` first. An engine inherited through ``fork()`` never uses the parent's
+connections: on first use in the child it closes them and opens its own (see "fork" below).
 """
 
 from __future__ import annotations
@@ -180,9 +179,8 @@ class Engine:
 
     def _close_inherited(self) -> None:
         conns = [self.lane.conn]
-        for pool in (self.pool, self._side_pool):
-            if pool is not None:
-                conns.extend(pool.abandon())
+        for pool in self._pools():
+            conns.extend(pool.abandon())
         for conn in conns:
             try:
                 conn.close()
@@ -190,10 +188,11 @@ class Engine:
                 logger.exception("litegate: closing an inherited connection failed")
 
     def _abandon(self) -> None:
+        """Forget connections that were in use at the fork, never closing them (a thread of
+        the parent may have been inside SQLite: its mutexes are copied locked)."""
         _ABANDONED.append(self.lane.conn)
-        for pool in (self.pool, self._side_pool):
-            if pool is not None:
-                _ABANDONED.extend(pool.abandon())
+        for pool in self._pools():
+            _ABANDONED.extend(pool.abandon())
 
     def close(self, timeout: float | None = None) -> None:
         """Drain queued writes, checkpoint, close every connection. Idempotent.
@@ -225,9 +224,8 @@ class Engine:
             if self._readers is not None:
                 self._readers.close(max(0.0, min(1.0, deadline - time.monotonic())))
             self.lane.close(deadline)
-            for pool in (self.pool, self._side_pool):
-                if pool is not None:
-                    pool.close()
+            for pool in self._pools():
+                pool.close()
         finally:
             self._state = _CLOSED
             self._closed_event.set()
@@ -240,13 +238,25 @@ class Engine:
             self.lane.start_close()
             if self._readers is not None:
                 self._readers.close(0.0)
-            for pool in (self.pool, self._side_pool):
-                if pool is not None:
-                    pool.close()
+            for pool in self._pools():
+                pool.close()
 
     # ---- the lane ------------------------------------------------------------------------
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else time.monotonic() + timeout
+
+    def _through_lane(self, job: Job, deadline: float | None, what: str) -> None:
+        """A thread caller's job: run it (and whatever queued) on an idle lane directly, or
+        queue it and wait for its outcome."""
+        lane = self.lane
+        taken = lane.enter(job, deadline)
+        if taken is None:
+            self._await(job, deadline, what)
+            return
+        try:
+            lane.run_direct(job, taken)
+        finally:
+            lane.end_direct()
 
     def _await(self, job: Job, deadline: float | None, what: str) -> None:
         """Wait for a queued job; on timeout withdraw it if it has not started."""
@@ -291,15 +301,7 @@ class Engine:
             self._not_in_own_transaction("a write")
         t0 = time.perf_counter()
         job = Job(WRITE, fn, args, sql, time_limit)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        taken = lane.enter(job, deadline)
-        if taken is not None:
-            try:
-                lane.run_direct(job, taken)
-            finally:
-                lane.end_direct()
-        elif not job.wait(None if deadline is None else deadline - time.monotonic()):
-            self._late(job, "the write")
+        self._through_lane(job, self._deadline(timeout), "the write")
         self.counters.write_latency.append(time.perf_counter() - t0)
         result: T = job.outcome()
         return result
@@ -344,15 +346,7 @@ class Engine:
         if lane.owner == threading.get_ident():  # this thread holds the lane: run inline
             return run_limited(lane.conn, time_limit, sql, fn, *args)
         job = Job(READ, fn, args, sql, time_limit)
-        deadline = self._deadline(timeout)
-        taken = lane.enter(job, deadline)
-        if taken is not None:
-            try:
-                lane.run_direct(job, taken)
-            finally:
-                lane.end_direct()
-        else:
-            self._await(job, deadline, "the read")
+        self._through_lane(job, self._deadline(timeout), "the read")
         result: T = job.outcome()
         return result
 
