@@ -69,7 +69,7 @@ def make_app(path: str, migrations: Sequence[litegate.Migration] = MIGRATIONS) -
     async def count(request: Request) -> JSONResponse:
         db = lgs.get_db(request)
         rows = await db.query("SELECT src, count(*) FROM notes GROUP BY src")
-        return JSONResponse({src: n for src, n in rows})
+        return JSONResponse(dict(rows))
 
     app = Starlette(
         routes=[
