@@ -1,10 +1,19 @@
-"""``litegate demo``: many threads share one database for a few seconds; invariants are proved.
+"""``litegate demo``: the example store app under load, litegate against plain sqlite3.
 
-Example::
+By default the web demo: ``examples/store_app`` served by uvicorn with 2 worker processes,
+driven by 256 concurrent HTTP clients, then the same app written the naive way, side by side.
+``--threads`` runs the thread demo instead: many threads share one database for a few seconds
+and its invariants are proved.
 
-    litegate demo --seconds 5 --threads 16
+Examples::
 
-Exit codes: 0 every invariant held; 1 an invariant broke; 2 usage error.
+    litegate demo
+    litegate demo --requests 2000 --clients 300
+    litegate demo --threads            # 16 threads
+    litegate demo --threads 32 --seconds 2
+
+Exit codes: 0 litegate's run had no error and its data check passed (web), or every invariant
+held (threads); 1 otherwise; 2 usage error or a missing requirement.
 """
 
 from __future__ import annotations
@@ -16,12 +25,19 @@ from . import DEFAULT_SECONDS, DEFAULT_THREADS, OPS, format_report, run_demo
 
 __all__ = ("configure", "run")
 
+_DEFAULT_REQUESTS = 4000  # as web.DEFAULT_REQUESTS (not imported: the extra may be missing)
+_DEFAULT_CLIENTS = 256
+
 _EPILOG = """\
 examples:
-  litegate demo                    # 16 threads, ~5 s
-  litegate demo --seconds 2 --threads 32
+  litegate demo                    # web: uvicorn, 2 workers, 4000 requests; then the naive app
+  litegate demo --requests 1000
+  litegate demo --threads          # threads: 16 threads, ~5 s, invariants proved
+  litegate demo --threads 32 --seconds 2
 
-exit codes: 0 all invariants hold, 1 an invariant broke, 2 usage error"""
+exit codes: 0 litegate had zero errors and the data check passed (web) or all invariants hold
+(--threads); 1 otherwise; 2 usage error or missing requirements (the starlette extra and the
+repository's examples/ directory, for the web demo)"""
 
 
 def _positive_float(text: str) -> float:
@@ -38,6 +54,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be in [1, 1000000], got {text}")
+    return value
+
+
+def _clients(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be in [1, 4096], got {text}")
+    return value
+
+
 def _readers(text: str) -> int | str:
     if text == "per-thread":
         return text
@@ -51,19 +81,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EPILOG
-    parser.add_argument(
+    web = parser.add_argument_group("web demo (the default)")
+    web.add_argument(
+        "--requests",
+        type=_count,
+        default=_DEFAULT_REQUESTS,
+        help=f"requests sent to each app (default {_DEFAULT_REQUESTS})",
+    )
+    web.add_argument(
+        "--clients",
+        type=_clients,
+        default=_DEFAULT_CLIENTS,
+        help=f"concurrent HTTP clients (default {_DEFAULT_CLIENTS})",
+    )
+    threads = parser.add_argument_group("thread demo")
+    threads.add_argument(
+        "--threads",
+        type=_positive_int,
+        nargs="?",
+        const=DEFAULT_THREADS,
+        default=None,
+        metavar="N",
+        help=f"run the thread demo with N worker threads (default N: {DEFAULT_THREADS})",
+    )
+    threads.add_argument(
         "--seconds",
         type=_positive_float,
         default=DEFAULT_SECONDS,
         help=f"how long the threads run (default {DEFAULT_SECONDS:g})",
     )
-    parser.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=DEFAULT_THREADS,
-        help=f"worker threads sharing the database (default {DEFAULT_THREADS})",
-    )
-    parser.add_argument(
+    threads.add_argument(
         "--readers",
         type=_readers,
         default=4,
@@ -73,7 +120,67 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo, print the summary; 0 only if every invariant holds."""
+    """Run the web demo, or the thread demo with ``--threads``; print the summary."""
+    if args.threads is None:
+        return _run_web(args)
+    return _run_threads(args)
+
+
+def _run_web(args: argparse.Namespace) -> int:
+    try:
+        from . import web
+    except ImportError as exc:
+        print(
+            f"litegate demo: needs {exc.name or exc!s}, which is not installed "
+            "(pip install 'litegate[starlette]'); `litegate demo --threads` needs nothing",
+            file=sys.stderr,
+        )
+        return 2
+    if web.examples_dir() is None:
+        print(
+            "litegate demo: the examples/ directory is not next to this litegate (a "
+            "non-editable install); run it from a source checkout (pip install -e .), or use "
+            "`litegate demo --threads`",
+            file=sys.stderr,
+        )
+        return 2
+    tty = sys.stderr.isatty()
+    last = [-1]
+
+    def progress(label: str, done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        line = f"  {label:<14} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+        if tty:
+            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
+        else:  # a line per quarter when not on a terminal
+            quarter = 4 * done // max(total, 1)
+            if quarter == last[0]:
+                return
+            last[0] = quarter
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    print(
+        f"litegate demo: the example store app (examples/store_app) under uvicorn with "
+        f"{web.DEFAULT_WORKERS} worker processes; {args.clients} concurrent clients send "
+        f"{args.requests} mixed requests (add, get, search, mark retrieved, status), then every "
+        "acknowledged write is read back. Then the same for the naive sqlite3 version.",
+        flush=True,
+    )
+    try:
+        runs = web.run_web_demo(
+            requests=args.requests, clients=args.clients, seed=args.seed, progress=progress
+        )
+    except web.ServerError as exc:
+        print(f"litegate demo: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(web.format_side_by_side(runs))
+    return 0 if web.verdict(runs[0]) else 1
+
+
+def _run_threads(args: argparse.Namespace) -> int:
     tty = sys.stderr.isatty()
 
     def progress(elapsed: float, counts: dict[str, int], errors: int) -> None:

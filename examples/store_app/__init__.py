@@ -1,0 +1,1 @@
+"""The document store example: a litegate Starlette app and the same app written naively."""
