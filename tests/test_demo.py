@@ -24,7 +24,7 @@ def _good() -> Observed:
 
 
 def test_demo_cli_passes(capsys: pytest.CaptureFixture[str]) -> None:
-    code = litegate.cli.main(["demo", "--seconds", "1"])
+    code = litegate.cli.main(["demo", "--threads", "--seconds", "1"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PASS: all 6 invariants hold" in out

@@ -258,6 +258,9 @@ class LoadResult:
     )
     transport_errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+    route_latencies: dict[str, list[float]] = field(
+        default_factory=lambda: {r: list[float]() for r in ROUTES}
+    )
     written: dict[int, str] = field(default_factory=dict)  # id -> title, acknowledged adds
     marks_ok: int = 0
     marks_unknown: int = 0  # no answer: may or may not have been committed
@@ -351,7 +354,9 @@ async def _load(
                     res.marks_unknown += 1
                 done += 1
                 return
-            res.latencies.append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            res.latencies.append(elapsed)
+            res.route_latencies[route].append(elapsed)
             res.status[r.status_code] += 1
             ok = 200 <= r.status_code < 300
             res.by_route[route]["ok" if ok else "error"] += 1
