@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 import litegate
 import litegate.fastapi as lgf
 import litegate.starlette as lgs
+from litegate.starlette import prometheus_name
 from test_starlette import (
     MIGRATIONS,
     PROMETHEUS_ACCEPT,
@@ -149,9 +150,9 @@ def test_stats_router_prometheus(
         as_json = client.get("/_litegate").json()
     assert r.headers["content-type"].startswith("text/plain")
     values, kinds = parse_prometheus(r.text)
-    assert set(values) == {"litegate_" + k for k in numeric_fields(as_json)}
-    assert values["litegate_jobs_ok"] == 3
-    assert kinds["litegate_jobs_ok"] == "counter"
+    assert set(values) == {prometheus_name(k)[0] for k in numeric_fields(as_json)}
+    assert values["litegate_jobs_ok_total"] == 3
+    assert kinds["litegate_jobs_ok_total"] == "counter"
     assert kinds["litegate_queue_depth"] == "gauge"
 
 

@@ -36,9 +36,16 @@ def test_error_tree() -> None:
 
 
 def test_core_imports_only_stdlib() -> None:
+    """``import litegate`` pulls in no third-party package (checked in a fresh interpreter:
+    this test session imports the optional integrations too)."""
+    import subprocess
     import sys
 
-    core = [m for m in sys.modules if m.startswith("litegate")]
-    assert core
-    for name in ("starlette", "fastapi", "uvicorn", "aiosqlite"):
-        assert name not in sys.modules or not any(getattr(sys.modules[m], name, None) for m in core)
+    code = (
+        "import sys, litegate, litegate.migrate; "
+        "print(sorted(m for m in ('starlette', 'fastapi', 'uvicorn', 'aiosqlite', 'httpx', "
+        "'anyio') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

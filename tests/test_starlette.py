@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 import litegate
 import litegate.starlette as lgs
+from litegate.starlette import prometheus_name
 
 MIGRATIONS = [
     "CREATE TABLE notes(id INTEGER PRIMARY KEY, src TEXT NOT NULL, key INT)",
@@ -183,19 +184,20 @@ def test_stats_prometheus(db_path: str, headers: dict[str, str], params: dict[st
     assert r.headers["content-type"].startswith("text/plain")
     assert "version=0.0.4" in r.headers["content-type"]
     values, kinds = parse_prometheus(r.text)
-    assert set(values) == {"litegate_" + k for k in numeric_fields(as_json)}
+    assert set(values) == {prometheus_name(k)[0] for k in numeric_fields(as_json)}
     assert "litegate_readers_mode" not in values
-    assert values["litegate_jobs_ok"] == 5
-    assert values["litegate_jobs_failed"] == 0
+    assert values["litegate_jobs_ok_total"] == 5
+    assert values["litegate_jobs_failed_total"] == 0
     assert values["litegate_queue_capacity"] == as_json["queue_capacity"]
     assert values["litegate_pool_size"] == as_json["pool_size"]
-    assert kinds["litegate_jobs_ok"] == "counter"
-    assert kinds["litegate_batches"] == "counter"
-    assert kinds["litegate_busy_retries"] == "counter"
+    assert kinds["litegate_jobs_ok_total"] == "counter"
+    assert kinds["litegate_batches_total"] == "counter"
+    assert kinds["litegate_busy_retries_total"] == "counter"
     assert kinds["litegate_queue_depth"] == "gauge"
     assert kinds["litegate_wal_bytes"] == "gauge"
-    assert kinds["litegate_write_p99_ms"] == "gauge"
-    assert "# HELP litegate_write_p99_ms write p99 in milliseconds" in r.text
+    assert kinds["litegate_write_p99_seconds"] == "gauge"
+    assert values["litegate_write_p99_seconds"] == pytest.approx(as_json["write_p99_ms"] / 1000)
+    assert "# HELP litegate_write_p99_seconds write p99 in seconds" in r.text
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,7 @@ __all__ = (
     "get_db",
     "get_sync_db",
     "lifespan",
+    "prometheus_name",
     "prometheus_text",
     "stats_routes",
 )
@@ -127,19 +128,32 @@ _HELP = {
 }
 
 
+def prometheus_name(field: str, *, prefix: str = "litegate_") -> tuple[str, str, float]:
+    """(metric name, type, scale) for a :class:`Stats` field, in Prometheus conventions:
+    counters end in ``_total``; millisecond figures are exported in seconds (``_seconds``)."""
+    kind, _ = _HELP.get(field, ("gauge", ""))
+    if field.endswith("_ms"):
+        return prefix + field[:-3] + "_seconds", "gauge", 0.001
+    if kind == "counter":
+        return prefix + field + "_total", kind, 1.0
+    return prefix + field, kind, 1.0
+
+
 def prometheus_text(stats: Stats, *, prefix: str = "litegate_") -> str:
-    """Render a :class:`Stats` in the Prometheus text exposition format (0.0.4)."""
+    """Render a :class:`Stats` in the Prometheus text exposition format (0.0.4).
+
+    Latency percentiles cover the engine's recent window and are exported as gauges."""
     lines: list[str] = []
     for name, value in stats.as_dict().items():
         if isinstance(value, str):
             continue
-        metric = prefix + name
-        kind, help_text = _HELP.get(name, ("gauge", name.replace("_", " ")))
-        if metric.endswith("_ms"):
-            help_text = f"{name[:-3].replace('_', ' ')} in milliseconds (recent window)"
+        metric, kind, scale = prometheus_name(name, prefix=prefix)
+        _, help_text = _HELP.get(name, ("gauge", name.replace("_", " ")))
+        if name.endswith("_ms"):
+            help_text = f"{name[:-3].replace('_', ' ')} in seconds (recent window)"
         lines.append(f"# HELP {metric} {help_text}")
         lines.append(f"# TYPE {metric} {kind}")
-        lines.append(f"{metric} {value}")
+        lines.append(f"{metric} {value * scale if scale != 1.0 else value}")
     return "\n".join(lines) + "\n"
 
 
