@@ -11,12 +11,14 @@ What goes wrong:
 
 * every call made from another thread fails with ``sqlite3.ProgrammingError: SQLite objects
   created in a thread can only be used in that same thread`` (a 500);
-* the direct calls block the event loop while SQLite works and waits for locks;
-* two worker processes write one rollback-journal file: ``database is locked`` once a commit
-  waits too long, and the read-then-update of "mark retrieved" loses updates between them.
+* the direct calls block the event loop while SQLite works and while it waits for the other
+  worker process's lock on the rollback-journal file (up to the 5 s busy timeout);
+* the read-then-update of "mark retrieved" is not one transaction, so two processes can lose
+  an update between them.
 
 ``NAIVE_CHECK_SAME_THREAD=0`` applies the usual next "fix" (``check_same_thread=False``), which
-trades the ProgrammingError for threads interleaving on one connection and its transaction.
+trades the ProgrammingError for threads interleaving on one connection and its transaction,
+and ``database is locked`` under load.
 """
 
 from __future__ import annotations
