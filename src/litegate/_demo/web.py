@@ -533,11 +533,11 @@ def verdict(run: AppRun) -> bool:
 def format_side_by_side(runs: list[AppRun], *, workers: int = DEFAULT_WORKERS) -> str:
     """The comparison table, the naive app's errors, and the verdict for the first run."""
     w = 22
-    head = f"  {'':<34}" + "".join(f"{r.label:>{w}}" for r in runs)
-    lines = [head, "  " + "-" * (34 + w * len(runs))]
+    head = f"  {'':<40}" + "".join(f"{r.label:>{w}}" for r in runs)
+    lines = [head, "  " + "-" * (40 + w * len(runs))]
 
     def row(name: str, cells: list[str]) -> None:
-        lines.append(f"  {name:<34}" + "".join(f"{c:>{w}}" for c in cells))
+        lines.append(f"  {name:<40}" + "".join(f"{c:>{w}}" for c in cells))
 
     res = [r.result for r in runs]
     row("requests", [str(x.requests) for x in res])
