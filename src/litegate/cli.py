@@ -21,7 +21,10 @@ __all__ = ("main",)
 
 # name -> (module, one-line help)
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("litegate._demo.cli", "run the demonstration (many threads, one database)"),
+    "demo": (
+        "litegate._demo.cli",
+        "serve the example store app under load, next to the naive version (--threads: thread demo)",
+    ),
     "bench": ("litegate._bench.cli", "benchmark litegate against the folk remedies and aiosqlite"),
     "doctor": ("litegate.doctor._cli", "find unsafe sqlite3 usage in Python code"),
     "check": ("litegate._check_cli", "inspect a database file and say what to change"),
