@@ -333,6 +333,7 @@ class ContenderResult:
     ops_per_s: float
     p50_ms: float
     p99_ms: float
+    read_p50_ms: float
     read_p99_ms: float
     write_p50_ms: float
     write_p99_ms: float
@@ -454,6 +455,43 @@ class _Worker:
     @property
     def ops(self) -> int:
         return self.reads + self.updates + self.inserts
+
+
+def _summary(
+    tallies: Sequence[Any], hung: int, hung_note: str, elapsed: float, path: str
+) -> dict[str, Any]:
+    """What both harnesses report of a contender's run: totals, latency percentiles, error
+    samples and the data check. ``tallies`` have reads/inserts/updates/errors/samples and
+    read_lat/write_lat (the sync harness's per-thread and the async one's per-task tallies)."""
+    reads = sum(t.reads for t in tallies)
+    inserts = sum(t.inserts for t in tallies)
+    updates = sum(t.updates for t in tallies)
+    errors = sum(t.errors for t in tallies) + hung
+    samples: Counter[str] = Counter()
+    for t in tallies:
+        samples.update(t.samples)
+    if hung:
+        samples[hung_note] += hung
+    read_lat = [x for t in tallies for x in t.read_lat]
+    write_lat = [x for t in tallies for x in t.write_lat]
+    all_lat = read_lat + write_lat
+    ops = reads + inserts + updates
+    return {
+        "elapsed_s": round(elapsed, 3),
+        "ops": ops,
+        "reads": reads,
+        "writes": inserts + updates,
+        "errors": errors,
+        "ops_per_s": round(ops / elapsed, 1) if elapsed > 0 else 0.0,
+        "p50_ms": _ms(all_lat, 0.5),
+        "p99_ms": _ms(all_lat, 0.99),
+        "read_p50_ms": _ms(read_lat, 0.5),
+        "read_p99_ms": _ms(read_lat, 0.99),
+        "write_p50_ms": _ms(write_lat, 0.5),
+        "write_p99_ms": _ms(write_lat, 0.99),
+        "error_samples": dict(samples.most_common(5)),
+        "data": _check_data(path, inserts, updates),
+    }
 
 
 def _error_key(exc: BaseException) -> str:
@@ -607,43 +645,18 @@ def _run_one(
         elapsed = time.perf_counter() - clock[0]
     finally:
         extra = contender.close() if not hung else {"hung_threads": hung}
-    reads = sum(w.reads for w in tallies)
-    inserts = sum(w.inserts for w in tallies)
-    updates = sum(w.updates for w in tallies)
-    errors = sum(w.errors for w in tallies) + hung
-    samples: Counter[str] = Counter()
-    for w in tallies:
-        samples.update(w.samples)
-    if hung:
-        samples[f"{hung} worker thread(s) still running {_JOIN_GRACE:g}s after the end"] += hung
-    read_lat = [x for w in tallies for x in w.read_lat]
-    write_lat = [x for w in tallies for x in w.write_lat]
-    all_lat = read_lat + write_lat
-    ops = reads + inserts + updates
-    data = _check_data(path, inserts, updates)
+    note = f"{hung} worker thread(s) still running {_JOIN_GRACE:g}s after the end"
     result = ContenderResult(
         name=contender.name,
         kind=contender.kind,
         workload=workload.name,
         threads=workload.threads,
-        elapsed_s=round(elapsed, 3),
-        ops=ops,
-        reads=reads,
-        writes=inserts + updates,
-        errors=errors,
-        ops_per_s=round(ops / elapsed, 1) if elapsed > 0 else 0.0,
-        p50_ms=_ms(all_lat, 0.5),
-        p99_ms=_ms(all_lat, 0.99),
-        read_p99_ms=_ms(read_lat, 0.99),
-        write_p50_ms=_ms(write_lat, 0.5),
-        write_p99_ms=_ms(write_lat, 0.99),
-        error_samples=dict(samples.most_common(5)),
-        data=data,
         extra=extra,
+        **_summary(tallies, hung, note, elapsed, path),
     )
     progress(
         f"{label}: {result.ops_per_s:,.0f} ops/s, p99 {result.p99_ms:.2f} ms, "
-        f"{errors} errors, data {data.text}"
+        f"{result.errors} errors, data {result.data.text}"
     )
     return result
 

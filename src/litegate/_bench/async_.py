@@ -52,7 +52,6 @@ from . import (
     SQL_READ,
     SQL_UPDATE,
     DataCheck,
-    _check_data,
     _error_key,
     _ms,
     _open_plain,
@@ -60,6 +59,7 @@ from . import (
     _plain_write,
     _reset,
     _seed_template,
+    _summary,
     _timed,
 )
 
@@ -510,44 +510,18 @@ def _run_one(
     tallies, elapsed, hung, extra = asyncio.run(
         _drive(contender, workload, tasks, path, seconds, seed, label, progress)
     )
-    reads = sum(t.reads for t in tallies)
-    inserts = sum(t.inserts for t in tallies)
-    updates = sum(t.updates for t in tallies)
-    errors = sum(t.errors for t in tallies) + hung
-    samples: Counter[str] = Counter()
-    for t in tallies:
-        samples.update(t.samples)
-    if hung:
-        samples[f"{hung} task(s) still running {_GRACE:g}s after the end"] += hung
-    read_lat = [x for t in tallies for x in t.read_lat]
-    write_lat = [x for t in tallies for x in t.write_lat]
-    all_lat = read_lat + write_lat
-    ops = reads + inserts + updates
-    data = _check_data(path, inserts, updates)
+    note = f"{hung} task(s) still running {_GRACE:g}s after the end"
     result = AsyncContenderResult(
         name=contender.name,
         kind=contender.kind,
         workload=workload.name,
         tasks=tasks,
-        elapsed_s=round(elapsed, 3),
-        ops=ops,
-        reads=reads,
-        writes=inserts + updates,
-        errors=errors,
-        ops_per_s=round(ops / elapsed, 1) if elapsed > 0 else 0.0,
-        p50_ms=_ms(all_lat, 0.5),
-        p99_ms=_ms(all_lat, 0.99),
-        read_p50_ms=_ms(read_lat, 0.5),
-        read_p99_ms=_ms(read_lat, 0.99),
-        write_p50_ms=_ms(write_lat, 0.5),
-        write_p99_ms=_ms(write_lat, 0.99),
-        error_samples=dict(samples.most_common(5)),
-        data=data,
         extra=extra,
+        **_summary(tallies, hung, note, elapsed, path),
     )
     progress(
         f"{label}: {result.ops_per_s:,.0f} ops/s, p50 {result.p50_ms:.3f} ms, "
-        f"p99 {result.p99_ms:.3f} ms, {errors} errors, data {data.text}"
+        f"p99 {result.p99_ms:.3f} ms, {result.errors} errors, data {result.data.text}"
     )
     return result
 
