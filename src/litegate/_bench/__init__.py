@@ -439,7 +439,8 @@ def _ms(samples: list[float], q: float) -> float:
 
 
 class _Worker:
-    """Per-thread tallies; written only by its thread, read by the main thread for progress."""
+    """Per-thread (or per-task) tallies; written only by their thread, read by the main thread
+    for progress."""
 
     __slots__ = ("errors", "inserts", "read_lat", "reads", "samples", "updates", "write_lat")
 

@@ -38,7 +38,6 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,6 +60,7 @@ from . import (
     _seed_template,
     _summary,
     _timed,
+    _Worker,
 )
 
 if TYPE_CHECKING:
@@ -383,23 +383,7 @@ class AsyncBenchResult:
 
 
 # ---- the run ------------------------------------------------------------------------------
-class _Tally:
-    """Per-task tallies (one event loop: no locking needed)."""
-
-    __slots__ = ("errors", "inserts", "read_lat", "reads", "samples", "updates", "write_lat")
-
-    def __init__(self) -> None:
-        self.reads = 0
-        self.updates = 0
-        self.inserts = 0
-        self.errors = 0
-        self.read_lat: list[float] = []
-        self.write_lat: list[float] = []
-        self.samples: Counter[str] = Counter()
-
-    @property
-    def ops(self) -> int:
-        return self.reads + self.updates + self.inserts
+_Tally = _Worker  # per-task tallies: the same counters (one event loop, no locking)
 
 
 async def _task(
