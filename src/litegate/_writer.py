@@ -38,6 +38,7 @@ _SAVEPOINT = "SAVEPOINT litegate_job"
 _RELEASE = "RELEASE litegate_job"
 _ROLLBACK_TO = "ROLLBACK TO litegate_job"
 _SHUTDOWN_CHECKPOINT_SECONDS = 2.0
+_YIELD_AFTER_CONTENTION = 0.0005
 
 
 def _copy_error(exc: BaseException) -> BaseException:
@@ -444,6 +445,7 @@ class WriteLane:
         pending = jobs
         careful = False  # savepoint per job, after a failure in this batch
         while pending:
+            retries = c.busy_retries
             try:
                 begin_immediate(conn, self.guard, self.opts.busy_timeout, c)
             except BaseException as exc:
@@ -508,6 +510,10 @@ class WriteLane:
                 c.max_batch = n
             for job, result in done:
                 job.finish(result)
+            if c.busy_retries != retries:
+                # Another process wanted the lock too: leave it a window before our next
+                # BEGIN (its retries poll every <= 2 ms), so no process is starved.
+                time.sleep(_YIELD_AFTER_CONTENTION)
             return
 
     def _checkpoint(self, mode: str) -> bool:
