@@ -28,3 +28,46 @@ from litegate._connection import split_script
 )
 def test_split_script(script: str, expected: list[str]) -> None:
     assert list(split_script(script)) == expected
+
+
+def test_txn_guard_permits_only_the_permitting_thread() -> None:
+    import sqlite3
+    import threading
+
+    from litegate._connection import TxnGuard
+
+    guard = TxnGuard()
+    assert guard(sqlite3.SQLITE_TRANSACTION) == sqlite3.SQLITE_DENY
+    assert guard(sqlite3.SQLITE_SAVEPOINT) == sqlite3.SQLITE_OK
+    guard.permit()
+    assert guard(sqlite3.SQLITE_TRANSACTION) == sqlite3.SQLITE_OK
+    seen: list[int] = []
+    t = threading.Thread(target=lambda: seen.append(guard(sqlite3.SQLITE_TRANSACTION)))
+    t.start()
+    t.join()
+    assert seen == [sqlite3.SQLITE_DENY]  # another thread cannot ride on our permission
+    guard.revoke()
+    assert guard(sqlite3.SQLITE_TRANSACTION) == sqlite3.SQLITE_DENY
+
+
+def test_reader_snapshot_does_not_revoke_the_writers_commit(tmp_path: object) -> None:
+    """Regression: a snapshot on a reader reset the writer's guard, so a concurrent COMMIT on
+    the writer could fail with 'not authorized' (seen as HTTP 500s in the store app e2e)."""
+    import threading
+    from pathlib import Path
+
+    import litegate
+
+    with litegate.connect(str(Path(str(tmp_path)) / "g.db")) as db:
+        db.execute("CREATE TABLE t(x)")
+        guard = db._engine.lane.guard
+        guard.permit()  # as the writer does between BEGIN and COMMIT
+        try:
+            t = threading.Thread(
+                target=lambda: db.snapshot().__enter__().__exit__(None, None, None)
+            )
+            t.start()
+            t.join()
+            assert guard._allowed == threading.get_ident()
+        finally:
+            guard.revoke()

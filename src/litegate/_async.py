@@ -488,11 +488,11 @@ def _never() -> BaseException:  # pragma: no cover - only used without a timeout
 
 
 def _begin_read(conn: sqlite3.Connection, guard: Any) -> None:
-    guard.allow = True
+    guard.permit()
     try:
         conn.execute(BEGIN_READ)
     finally:
-        guard.allow = False
+        guard.revoke()
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
 
 

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from threading import get_ident
 from typing import Any, TypeVar
 
 from ._config import Options
@@ -70,17 +71,25 @@ class TxnGuard:
     """An authorizer that refuses BEGIN/COMMIT/ROLLBACK from user code on the writer.
 
     The lane owns transaction boundaries: a job that committed on its own would commit other
-    callers' half-done work. Savepoints stay allowed. ``allow`` is flipped only by the thread
-    that currently owns the writer connection.
+    callers' half-done work. Savepoints stay allowed. Transaction control is permitted only to
+    the thread that opened a :meth:`permit` (the authorizer runs on the thread preparing the
+    statement), so no other thread can widen or narrow it by accident.
     """
 
-    __slots__ = ("allow",)
+    __slots__ = ("_allowed",)
 
     def __init__(self) -> None:
-        self.allow = False
+        self._allowed = 0
+
+    def permit(self) -> None:
+        """Allow transaction control on this thread until :meth:`revoke`."""
+        self._allowed = get_ident()
+
+    def revoke(self) -> None:
+        self._allowed = 0
 
     def __call__(self, action: int, *_: object) -> int:
-        if action == sqlite3.SQLITE_TRANSACTION and not self.allow:
+        if action == sqlite3.SQLITE_TRANSACTION and self._allowed != get_ident():
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -170,7 +179,7 @@ def begin_immediate(
     misses most windows in which the lock is free (multi-second stalls). Here we poll with short
     jittered sleeps (0.1-2 ms), up to ``busy_timeout`` seconds, then raise :class:`Busy`.
     """
-    guard.allow = True
+    guard.permit()
     try:
         try:
             conn.execute(sql)
@@ -204,18 +213,18 @@ def begin_immediate(
                 counter.busy_wait_max = waited
             return
     finally:
-        guard.allow = False
+        guard.revoke()
 
 
 def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None:
     """COMMIT or ROLLBACK on a connection guarded by ``guard`` (no-op outside a transaction)."""
     if not conn.in_transaction:
         return
-    guard.allow = True
+    guard.permit()
     try:
         conn.execute(sql)
     finally:
-        guard.allow = False
+        guard.revoke()
 
 
 def set_time_limit(conn: sqlite3.Connection, limit: float) -> float:

@@ -267,12 +267,15 @@ class Snapshot(_Reads):
         else:
             self._conn = pool.acquire(engine._deadline(self._timeout))
         try:
-            guard = engine.lane.guard
-            guard.allow = pool is None
-            try:
+            if pool is None:  # on the writer: its guard lets only this thread begin
+                guard = engine.lane.guard
+                guard.permit()
+                try:
+                    self._conn.execute(BEGIN_READ)
+                finally:
+                    guard.revoke()
+            else:  # a reader has no guard; the lane's is none of its business
                 self._conn.execute(BEGIN_READ)
-            finally:
-                guard.allow = False
             self._conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # pin it now
         except BaseException:
             self._give_back()

@@ -253,15 +253,21 @@ class WriteLane:
             self._hold_reported = False
             if self._queue or self._closing:
                 self._not_empty.notify()
-            self._inactive.notify_all()
+            if self._paused:
+                self._inactive.notify_all()
 
     def run_direct(self, job: BaseJob, taken: list[BaseJob]) -> None:
         """On the calling thread, between enter() and end_direct(): our job and the ones
         taken over, as one group commit. (Committing further batches here would hold the
         file's write lock back to back and starve other processes; what queues meanwhile is
         taken by the next caller, or by the writer thread.)"""
-        self._process([job, *taken])
-        flush(self.outbox)
+        if taken:
+            self._process([job, *taken])
+            flush(self.outbox)
+        elif job.kind == WRITE:
+            self._group_commit([job])
+        else:
+            self._run_reads([job])
 
     def _watch_direct_hold(self) -> None:
         """Writer thread, lock held: report a direct transaction held past hold_warn."""
