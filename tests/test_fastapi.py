@@ -36,7 +36,7 @@ def slow_write(conn: sqlite3.Connection, key: int) -> None:
 
 
 def make_app(path: str, migrations: Sequence[litegate.Migration] = MIGRATIONS) -> FastAPI:
-    app = FastAPI(lifespan=lgf.lifespan(path, migrations=migrations))
+    app = FastAPI(lifespan=lgf.lifespan(path, migrations=migrations, max_batch=8))
     app.include_router(lgf.stats_router())
     app.state.threads = {"sync": set(), "async": set()}
 

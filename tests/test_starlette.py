@@ -80,7 +80,9 @@ def make_app(path: str, migrations: Sequence[litegate.Migration] = MIGRATIONS) -
             Route("/count", count),
             *lgs.stats_routes(),
         ],
-        lifespan=lgs.lifespan(path, migrations=migrations),
+        # small batches: a shutdown test needs writes still *queued* when it starts (with
+        # the default max_batch the writer may take them all into one batch at once)
+        lifespan=lgs.lifespan(path, migrations=migrations, max_batch=8),
     )
     app.state.threads = threads
     return app
