@@ -14,10 +14,10 @@ import os as _os
 from sqlite3 import Row as Row
 
 from ._async import AsyncDatabase as AsyncDatabase
-from ._async import AsyncSavepoint as AsyncSavepoint
-from ._async import AsyncSnapshot as AsyncSnapshot
-from ._async import AsyncTransaction as AsyncTransaction
 from ._async import connect_async as connect_async
+from ._async_transaction import AsyncSavepoint as AsyncSavepoint
+from ._async_transaction import AsyncSnapshot as AsyncSnapshot
+from ._async_transaction import AsyncTransaction as AsyncTransaction
 from ._config import DEFAULT as DEFAULT
 from ._config import Options as Options
 from ._connection import Result as Result

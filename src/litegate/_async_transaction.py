@@ -1,0 +1,396 @@
+"""Async transactions, savepoints and snapshots (the statements run on the writer thread or
+on a reader, never on the loop, except point queries under the inline budget)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from ._bridge import (
+    _MISS,
+    _await_job,
+    _borrow,
+    _close_cursor,
+    _fetch_page,
+    _first_value,
+    _lane_timeout,
+    _never,
+    _open_cursor,
+    _run_inline,
+    _submit,
+    _uncancellable,
+)
+from ._config import DEFAULT
+from ._connection import (
+    BEGIN_READ,
+    COMMIT,
+    ROLLBACK,
+    Params,
+    Result,
+    begin_immediate,
+    end_transaction,
+    run_execute,
+    run_executemany,
+    run_query,
+    run_script,
+)
+from ._engine import Engine
+from ._errors import Error, Misuse
+from ._jobs import READ, AsyncJob, AsyncLaneHold
+from ._pool import ReadPool
+
+__all__ = ("AsyncSavepoint", "AsyncSnapshot", "AsyncTransaction")
+
+T = TypeVar("T")
+
+
+class _AsyncReads:
+    """Query methods shared by async transactions and snapshots: subclasses provide ``_run``."""
+
+    _time_limit: float | None
+
+    async def _run(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        sql: str | None,
+        time_limit: float | None,
+    ) -> Any:
+        raise NotImplementedError
+
+    def _limit(self, time_limit: float | None) -> float | None:
+        return self._time_limit if time_limit is DEFAULT else time_limit
+
+    async def query(
+        self, sql: str, params: Params = (), *, time_limit: float | None = DEFAULT
+    ) -> list[Any]:
+        """All rows of a query."""
+        rows: list[Any] = await self._run(run_query, (sql, params), sql, self._limit(time_limit))
+        return rows
+
+    async def query_one(
+        self, sql: str, params: Params = (), *, time_limit: float | None = DEFAULT
+    ) -> Any:
+        """The first row, or ``None``."""
+        rows = await self.query(sql, params, time_limit=time_limit)
+        return rows[0] if rows else None
+
+    async def query_value(
+        self, sql: str, params: Params = (), *, time_limit: float | None = DEFAULT
+    ) -> Any:
+        """The first column of the first row, or ``None``."""
+        return _first_value(await self.query(sql, params, time_limit=time_limit))
+
+    async def iterate(
+        self, sql: str, params: Params = (), *, arraysize: int = 256
+    ) -> AsyncIterator[Any]:
+        """Stream rows, fetched ``arraysize`` at a time."""
+        cursor = await self._run(_open_cursor, (sql, params), sql, None)
+        try:
+            while rows := await self._run(_fetch_page, (cursor, arraysize), None, None):
+                for row in rows:
+                    yield row
+        finally:
+            await self._run(_close_cursor, (cursor,), None, None)
+
+
+class AsyncTransaction(_AsyncReads):
+    """``async with adb.transaction() as tx:`` -- ``BEGIN IMMEDIATE`` on the write lane.
+
+    Statements run on the writer thread. Commits when the block ends normally; rolls back when
+    it raises or is cancelled, and frees the lane at once. ``tx.committed`` tells whether the
+    COMMIT went through (useful when a cancellation arrived while it was being written).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        timeout: float | None,
+        time_limit: float | None,
+        busy_timeout: float | None = None,
+    ) -> None:
+        self._engine = engine
+        self._timeout = timeout
+        self._time_limit = time_limit
+        self._busy_timeout = engine.opts.busy_timeout if busy_timeout is None else busy_timeout
+        self._hold: AsyncLaneHold | None = None
+        self._active = False
+        self._aborted: str | None = None
+        self.committed = False
+
+    async def __aenter__(self) -> Self:
+        if self._hold is not None:
+            raise Misuse("an AsyncTransaction can be entered only once")
+        engine = self._engine
+        engine.check()
+        loop = asyncio.get_running_loop()
+        lane = engine.lane
+        hold = self._hold = AsyncLaneHold(loop, lane.outbox)
+        t0 = time.monotonic()
+        try:
+            await _submit(engine, hold, self._timeout)
+            await _await_job(
+                hold, self._timeout, lambda: _lane_timeout(engine, "the transaction", t0)
+            )
+        except BaseException:
+            if hold.state != AsyncJob.CANCELLED:
+                hold.end()
+            raise
+        engine.counters.lane_wait.append(time.monotonic() - t0)
+        try:
+            await self._op(
+                begin_immediate, (lane.guard, self._busy_timeout, engine.counters), None, None
+            )
+        except BaseException:
+            hold.end()
+            raise
+        self._active = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        hold = self._hold
+        assert hold is not None
+        was_active, self._active = self._active, False
+        try:
+            if exc_type is None and was_active:
+                if self._aborted:
+                    raise Error(f"the transaction did not commit: {self._aborted}")
+                job = hold.submit(_commit, (self._engine.lane.guard,), None, None)
+                _, cancelled = await _uncancellable(job.future)
+                self.committed = True
+                if cancelled:
+                    raise asyncio.CancelledError
+        finally:
+            hold.end()  # rolls back whatever is still open and frees the lane
+            self._engine.counters.transactions += 1
+
+    async def _op(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        sql: str | None,
+        time_limit: float | None,
+    ) -> Any:
+        hold = self._hold
+        assert hold is not None
+        job = hold.submit(fn, args, sql, time_limit)
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+
+    async def _run(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        sql: str | None,
+        time_limit: float | None,
+    ) -> Any:
+        if not self._active:
+            raise Misuse("the transaction is not active (use it inside its `async with` block)")
+        if self._aborted:
+            raise Misuse(f"the transaction was already rolled back: {self._aborted}")
+        try:
+            return await self._op(fn, args, sql, time_limit)
+        except Exception:
+            if not await self._op(_in_transaction, (), None, None):
+                self._aborted = (
+                    "SQLite rolled the whole transaction back after a failed statement; leave "
+                    "the block and start again"
+                )
+            raise
+
+    async def execute(
+        self, sql: str, params: Params = (), *, time_limit: float | None = DEFAULT
+    ) -> Result:
+        """Run one statement in the transaction."""
+        result: Result = await self._run(run_execute, (sql, params), sql, self._limit(time_limit))
+        return result
+
+    async def executemany(
+        self, sql: str, seq: Iterable[Params], *, time_limit: float | None = DEFAULT
+    ) -> Result:
+        """Run one statement for every parameter set."""
+        rows = seq if isinstance(seq, list | tuple) else list(seq)
+        result: Result = await self._run(run_executemany, (sql, rows), sql, self._limit(time_limit))
+        return result
+
+    async def executescript(self, script: str, *, time_limit: float | None = DEFAULT) -> None:
+        """Run several statements inside this transaction."""
+        await self._run(run_script, (script,), None, self._limit(time_limit))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(conn, *args)`` on the writer thread inside this transaction."""
+        result: T = await self._run(fn, tuple(args), None, self._time_limit)
+        return result
+
+    def savepoint(self) -> AsyncSavepoint:
+        """A nested block: rolled back alone if it raises."""
+        return AsyncSavepoint(self)
+
+
+def _commit(conn: sqlite3.Connection, guard: Any) -> None:
+    try:
+        end_transaction(conn, guard, COMMIT)
+    except BaseException:
+        end_transaction(conn, guard, ROLLBACK)
+        raise
+
+
+def _in_transaction(conn: sqlite3.Connection) -> bool:
+    return conn.in_transaction
+
+
+class AsyncSavepoint:
+    """``async with tx.savepoint():`` -- SAVEPOINT/RELEASE, ROLLBACK TO on error."""
+
+    _ids = iter(range(1, 1 << 62))
+
+    def __init__(self, tx: AsyncTransaction) -> None:
+        self._tx = tx
+        self._name = f"litegate_asp_{next(AsyncSavepoint._ids)}"
+
+    async def __aenter__(self) -> Self:
+        await self._tx._run(_exec, (f"SAVEPOINT {self._name}",), None, None)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tx = self._tx
+        if not tx._active or tx._aborted:
+            return
+        if exc_type is None:
+            await tx._run(_exec, (f"RELEASE {self._name}",), None, None)
+        elif exc_type is asyncio.CancelledError:
+            return  # the whole transaction is being abandoned and rolls back
+        else:
+            await tx._run(_rollback_to, (self._name,), None, None)
+
+
+def _exec(conn: sqlite3.Connection, sql: str) -> None:
+    conn.execute(sql).close()
+
+
+def _rollback_to(conn: sqlite3.Connection, name: str) -> None:
+    if conn.in_transaction:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+
+
+class AsyncSnapshot(_AsyncReads):
+    """``async with adb.snapshot() as snap:`` -- several queries that see one committed state."""
+
+    def __init__(self, engine: Engine, timeout: float | None, time_limit: float | None) -> None:
+        self._engine = engine
+        self._timeout = timeout
+        self._time_limit = time_limit
+        self._conn: sqlite3.Connection | None = None
+        self._pool: ReadPool | None = None
+        self._tx: AsyncTransaction | None = None
+        self._active = False
+
+    async def __aenter__(self) -> Self:
+        engine = self._engine
+        engine.check()
+        if engine.pool is None:  # readers=0: hold the lane, read on the writer
+            tx = AsyncTransaction(engine, self._timeout, self._time_limit)
+            # take the lane but begin a read transaction instead of BEGIN IMMEDIATE
+            loop = asyncio.get_running_loop()
+            hold = tx._hold = AsyncLaneHold(loop, engine.lane.outbox)
+            t0 = time.monotonic()
+            try:
+                await _submit(engine, hold, self._timeout)
+                await _await_job(
+                    hold, self._timeout, lambda: _lane_timeout(engine, "the snapshot", t0)
+                )
+                await tx._op(_begin_read, (engine.lane.guard,), None, None)
+            except BaseException:
+                if hold.state != AsyncJob.CANCELLED:
+                    hold.end()
+                raise
+            tx._active = True
+            self._tx = tx
+        else:
+            pool = self._pool = engine.borrow_pool
+            conn = await _borrow(pool, self._timeout)
+            try:
+                _begin_pinned(conn)
+            except BaseException:
+                pool.release(conn)
+                raise
+            self._conn = conn
+        self._active = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._active = False
+        if self._tx is not None:
+            assert self._tx._hold is not None
+            self._tx._hold.end()
+        elif self._conn is not None and self._pool is not None:
+            conn, self._conn = self._conn, None
+            self._pool.release(conn)  # check-in rolls the read transaction back (fast)
+
+    async def _run(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        sql: str | None,
+        time_limit: float | None,
+    ) -> Any:
+        if not self._active:
+            raise Misuse("the snapshot is not active (use it inside its `async with` block)")
+        if self._tx is not None:
+            return await self._tx._op(fn, args, sql, time_limit)
+        conn = self._conn
+        assert conn is not None
+        if time_limit is None and fn is run_query:
+            result = _run_inline(conn, fn, args)
+            if result is not _MISS:
+                return result
+        engine = self._engine
+        job = AsyncJob(
+            READ,
+            fn,
+            args,
+            sql,
+            time_limit,
+            asyncio.get_running_loop(),
+            engine.reader_threads.outbox,
+        )
+        job.pinned = conn
+        engine.reader_threads.submit(job)
+        return await _await_job(job, None, _never)
+
+
+def _begin_read(conn: sqlite3.Connection, guard: Any) -> None:
+    guard.permit()
+    try:
+        conn.execute(BEGIN_READ)
+    finally:
+        guard.revoke()
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+
+
+def _begin_pinned(conn: sqlite3.Connection) -> None:
+    conn.execute(BEGIN_READ)
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
