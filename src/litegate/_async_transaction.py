@@ -120,6 +120,7 @@ class AsyncTransaction(_AsyncReads):
         self._hold: AsyncLaneHold | None = None
         self._active = False
         self._aborted: str | None = None
+        self._read_only = False  # a readers=0 snapshot: BEGIN DEFERRED, never commits
         self.committed = False
 
     async def __aenter__(self) -> Self:
@@ -127,24 +128,24 @@ class AsyncTransaction(_AsyncReads):
             raise Misuse("an AsyncTransaction can be entered only once")
         engine = self._engine
         engine.check()
-        loop = asyncio.get_running_loop()
         lane = engine.lane
-        hold = self._hold = AsyncLaneHold(loop, lane.outbox)
+        hold = self._hold = AsyncLaneHold(asyncio.get_running_loop(), lane.outbox)
+        what = "the snapshot" if self._read_only else "the transaction"
         t0 = time.monotonic()
         try:
             await _submit(engine, hold, self._timeout)
-            await _await_job(
-                hold, self._timeout, lambda: _lane_timeout(engine, "the transaction", t0)
-            )
+            await _await_job(hold, self._timeout, lambda: _lane_timeout(engine, what, t0))
         except BaseException:
             if hold.state != AsyncJob.CANCELLED:
                 hold.end()
             raise
         engine.counters.lane_wait.append(time.monotonic() - t0)
         try:
-            await self._op(
-                begin_immediate, (lane.guard, self._busy_timeout, engine.counters), None, None
-            )
+            if self._read_only:
+                await self._op(_begin_read, (lane.guard,), None, None)
+            else:
+                args = (lane.guard, self._busy_timeout, engine.counters)
+                await self._op(begin_immediate, args, None, None)
         except BaseException:
             hold.end()
             raise
@@ -161,7 +162,7 @@ class AsyncTransaction(_AsyncReads):
         assert hold is not None
         was_active, self._active = self._active, False
         try:
-            if exc_type is None and was_active:
+            if exc_type is None and was_active and not self._read_only:
                 if self._aborted:
                     raise Error(f"the transaction did not commit: {self._aborted}")
                 job = hold.submit(_commit, (self._engine.lane.guard,), None, None)
@@ -171,7 +172,8 @@ class AsyncTransaction(_AsyncReads):
                     raise asyncio.CancelledError
         finally:
             hold.end()  # rolls back whatever is still open and frees the lane
-            self._engine.counters.transactions += 1
+            if not self._read_only:
+                self._engine.counters.transactions += 1
 
     async def _op(
         self,
@@ -308,21 +310,8 @@ class AsyncSnapshot(_AsyncReads):
         engine.check()
         if engine.pool is None:  # readers=0: hold the lane, read on the writer
             tx = AsyncTransaction(engine, self._timeout, self._time_limit)
-            # take the lane but begin a read transaction instead of BEGIN IMMEDIATE
-            loop = asyncio.get_running_loop()
-            hold = tx._hold = AsyncLaneHold(loop, engine.lane.outbox)
-            t0 = time.monotonic()
-            try:
-                await _submit(engine, hold, self._timeout)
-                await _await_job(
-                    hold, self._timeout, lambda: _lane_timeout(engine, "the snapshot", t0)
-                )
-                await tx._op(_begin_read, (engine.lane.guard,), None, None)
-            except BaseException:
-                if hold.state != AsyncJob.CANCELLED:
-                    hold.end()
-                raise
-            tx._active = True
+            tx._read_only = True
+            await tx.__aenter__()
             self._tx = tx
         else:
             pool = self._pool = engine.borrow_pool
@@ -344,8 +333,7 @@ class AsyncSnapshot(_AsyncReads):
     ) -> None:
         self._active = False
         if self._tx is not None:
-            assert self._tx._hold is not None
-            self._tx._hold.end()
+            await self._tx.__aexit__(exc_type, exc, tb)
         elif self._conn is not None and self._pool is not None:
             conn, self._conn = self._conn, None
             self._pool.release(conn)  # check-in rolls the read transaction back (fast)
