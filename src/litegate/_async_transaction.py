@@ -4,7 +4,9 @@ on a reader, never on the loop, except point queries under the inline budget).""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
@@ -44,6 +46,9 @@ from ._jobs import READ, AsyncJob, AsyncLaneHold
 from ._pool import ReadPool
 
 __all__ = ("AsyncSavepoint", "AsyncSnapshot", "AsyncTransaction")
+
+logger = logging.getLogger("litegate")
+_INFLIGHT_WAIT = 30.0  # seconds a snapshot's exit waits for its interrupted query
 
 T = TypeVar("T")
 
@@ -119,7 +124,6 @@ class AsyncTransaction(_AsyncReads):
         self._busy_timeout = engine.opts.busy_timeout if busy_timeout is None else busy_timeout
         self._hold: AsyncLaneHold | None = None
         self._active = False
-        self._aborted: str | None = None
         self._read_only = False  # a readers=0 snapshot: BEGIN DEFERRED, never commits
         self.committed = False
 
@@ -149,6 +153,7 @@ class AsyncTransaction(_AsyncReads):
         except BaseException:
             hold.end()
             raise
+        hold.txn_required = True
         self._active = True
         return self
 
@@ -163,10 +168,11 @@ class AsyncTransaction(_AsyncReads):
         was_active, self._active = self._active, False
         try:
             if exc_type is None and was_active and not self._read_only:
-                if self._aborted:
-                    raise Error(f"the transaction did not commit: {self._aborted}")
                 job = hold.submit(_commit, (self._engine.lane.guard,), None, None)
-                _, cancelled = await _uncancellable(job.future)
+                try:
+                    _, cancelled = await _uncancellable(job.future)
+                except Misuse as err:  # the writer found the transaction already gone
+                    raise Error(f"the transaction did not commit: {err}") from err
                 self.committed = True
                 if cancelled:
                     raise asyncio.CancelledError
@@ -200,17 +206,9 @@ class AsyncTransaction(_AsyncReads):
     ) -> Any:
         if not self._active:
             raise Misuse("the transaction is not active (use it inside its `async with` block)")
-        if self._aborted:
-            raise Misuse(f"the transaction was already rolled back: {self._aborted}")
-        try:
-            return await self._op(fn, args, sql, time_limit)
-        except Exception:
-            if not await self._op(_in_transaction, (), None, None):
-                self._aborted = (
-                    "SQLite rolled the whole transaction back after a failed statement; leave "
-                    "the block and start again"
-                )
-            raise
+        # If SQLite rolled the transaction back (an interrupt, e.g. a cancelled statement, or
+        # a failed one), the writer refuses this and every later operation (hold.lost).
+        return await self._op(fn, args, sql, time_limit)
 
     async def execute(
         self, sql: str, params: Params = (), *, time_limit: float | None = DEFAULT
@@ -249,10 +247,6 @@ def _commit(conn: sqlite3.Connection, guard: Any) -> None:
         raise
 
 
-def _in_transaction(conn: sqlite3.Connection) -> bool:
-    return conn.in_transaction
-
-
 class AsyncSavepoint:
     """``async with tx.savepoint():`` -- SAVEPOINT/RELEASE, ROLLBACK TO on error."""
 
@@ -273,14 +267,21 @@ class AsyncSavepoint:
         tb: TracebackType | None,
     ) -> None:
         tx = self._tx
-        if not tx._active or tx._aborted:
+        hold = tx._hold
+        if not tx._active or hold is None or hold.lost:
             return
         if exc_type is None:
             await tx._run(_exec, (f"RELEASE {self._name}",), None, None)
-        elif exc_type is asyncio.CancelledError:
-            return  # the whole transaction is being abandoned and rolls back
-        else:
-            await tx._run(_rollback_to, (self._name,), None, None)
+            return
+        # Roll the savepoint back, never masking the original exception. On a cancellation
+        # the operation is queued without waiting: the writer runs operations in order, so
+        # whatever the block does next (the caller may catch a timeout) comes after it.
+        try:
+            job = hold.submit(_rollback_to, (self._name,), None, None)
+            if exc_type is not asyncio.CancelledError:
+                await job.future
+        except Exception:
+            logger.exception("litegate: rolling back savepoint %s failed", self._name)
 
 
 def _exec(conn: sqlite3.Connection, sql: str) -> None:
@@ -303,6 +304,7 @@ class AsyncSnapshot(_AsyncReads):
         self._conn: sqlite3.Connection | None = None
         self._pool: ReadPool | None = None
         self._tx: AsyncTransaction | None = None
+        self._inflight: AsyncJob | None = None  # the last query sent to a reader thread
         self._active = False
 
     async def __aenter__(self) -> Self:
@@ -335,6 +337,12 @@ class AsyncSnapshot(_AsyncReads):
         if self._tx is not None:
             await self._tx.__aexit__(exc_type, exc, tb)
         elif self._conn is not None and self._pool is not None:
+            job, self._inflight = self._inflight, None
+            if job is not None and job.finished is not None and not job.finished.is_set():
+                # A cancelled query is being interrupted on a reader thread: the connection
+                # is still in that thread's hands until it finishes (soon, interrupted).
+                if not await asyncio.to_thread(job.finished.wait, _INFLIGHT_WAIT):
+                    logger.error("litegate: an interrupted snapshot query did not finish")
             conn, self._conn = self._conn, None
             self._pool.release(conn)  # check-in rolls the read transaction back (fast)
 
@@ -366,6 +374,8 @@ class AsyncSnapshot(_AsyncReads):
             engine.reader_threads.outbox,
         )
         job.pinned = conn
+        job.finished = threading.Event()
+        self._inflight = job
         engine.reader_threads.submit(job)
         return await _await_job(job, None, _never)
 

@@ -279,11 +279,18 @@ class Engine:
                 raise Closed("the writer stopped before this job finished")
 
     def _not_in_own_transaction(self, what: str) -> None:
-        if self.lane.owner == threading.get_ident():
+        me = threading.get_ident()
+        if self.lane.owner == me:
             raise Misuse(
                 f"{what} was called on the database inside a transaction held by this thread; "
                 "it would wait for the transaction to end (a deadlock). Use the transaction "
                 "object (tx.execute, tx.savepoint()) instead"
+            )
+        if self.lane.user == me:
+            raise Misuse(
+                f"{what} was called on the database from inside a run_write/run_read function "
+                "running on the write lane; it would wait for that function to end (a "
+                "deadlock). Use the connection the function was given"
             )
 
     def write(
@@ -297,7 +304,7 @@ class Engine:
         """Run ``fn(conn, *args)`` in the next group commit; returns after its COMMIT."""
         self.check()
         lane = self.lane
-        if lane.owner is not None:
+        if lane.owner is not None or lane.user is not None:
             self._not_in_own_transaction("a write")
         t0 = time.perf_counter()
         job = Job(WRITE, fn, args, sql, time_limit)
@@ -345,6 +352,8 @@ class Engine:
         lane = self.lane
         if lane.owner == threading.get_ident():  # this thread holds the lane: run inline
             return run_limited(lane.conn, time_limit, sql, fn, *args)
+        if lane.user is not None:
+            self._not_in_own_transaction("a read")
         job = Job(READ, fn, args, sql, time_limit)
         self._through_lane(job, self._deadline(timeout), "the read")
         result: T = job.outcome()
@@ -362,7 +371,14 @@ class Engine:
         else:
             deadline = self._deadline(timeout)
             lane.submit(hold, deadline)
-            self._await(hold, deadline, what)
+            try:
+                self._await(hold, deadline, what)
+            except WriteTimeout:
+                raise  # withdrawn: it never gets the lane
+            except BaseException:  # e.g. KeyboardInterrupt while waiting: never strand the lane
+                if not lane.cancel(hold):
+                    hold.release()  # granted (or about to be): hand it straight back
+                raise
         lane.owner = threading.get_ident()
         lane.hold_started = now = time.monotonic()
         self.counters.lane_wait.append(now - t0)

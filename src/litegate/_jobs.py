@@ -76,6 +76,9 @@ class BaseJob:
         """Claim the job before running it (``conn``: where it runs, for interrupts)."""
         return True
 
+    def attach(self, conn: sqlite3.Connection) -> None:
+        """The job starts running on ``conn`` now (async jobs: a cancellation may interrupt)."""
+
     def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
         """Exclusive jobs only: keep the lane until the holder is done."""
         raise NotImplementedError
@@ -154,7 +157,17 @@ class LaneHold(Job):
 class AsyncJob(BaseJob):
     """An asyncio caller's job: the outcome goes to ``future`` on ``loop`` via an outbox."""
 
-    __slots__ = ("_lock", "deadline", "future", "loop", "outbox", "pinned", "running_on", "state")
+    __slots__ = (
+        "_lock",
+        "deadline",
+        "finished",
+        "future",
+        "loop",
+        "outbox",
+        "pinned",
+        "running_on",
+        "state",
+    )
 
     QUEUED, RUNNING, DONE, CANCELLED = 0, 1, 2, 3
 
@@ -176,6 +189,7 @@ class AsyncJob(BaseJob):
         self.running_on: sqlite3.Connection | None = None
         self.pinned: sqlite3.Connection | None = None  # run on this connection, not the pool's
         self.deadline: float | None = None  # for the pool wait of a reader thread
+        self.finished: threading.Event | None = None  # set when finished (if someone waits)
         self._lock = threading.Lock()
 
     @property
@@ -197,16 +211,26 @@ class AsyncJob(BaseJob):
         with self._lock:
             if self.state == AsyncJob.QUEUED:
                 self.state = AsyncJob.CANCELLED
+                if self.finished is not None:
+                    self.finished.set()  # it will never run
                 return True
             if self.state == AsyncJob.RUNNING and self.running_on is not None:
                 self.running_on.interrupt()
             return False
+
+    def attach(self, conn: sqlite3.Connection) -> None:
+        """The job starts running on ``conn`` now: a cancellation may interrupt it."""
+        with self._lock:
+            if self.state == AsyncJob.RUNNING:
+                self.running_on = conn
 
     def withdraw(self) -> bool:
         """Cancel only if it has not started (a timeout: a running job is left to finish)."""
         with self._lock:
             if self.state == AsyncJob.QUEUED:
                 self.state = AsyncJob.CANCELLED
+                if self.finished is not None:
+                    self.finished.set()  # it will never run
                 return True
             return False
 
@@ -217,6 +241,8 @@ class AsyncJob(BaseJob):
         self.result = result
         self.error = error
         self.outbox.append(self)
+        if self.finished is not None:
+            self.finished.set()
 
 
 def _deliver(jobs: list[AsyncJob]) -> None:
@@ -259,15 +285,22 @@ class AsyncLaneHold(AsyncJob):
 
     The statements of an async transaction run on the writer thread (never on the loop): the
     task sends operations through ``ops``; the writer runs them one by one and answers each
-    future at once. :meth:`end` (safe from any thread, idempotent) ends the hold.
+    future at once. :meth:`end` (safe from any thread, idempotent) ends the hold; operations
+    sent after that fail at once. Once ``txn_required`` is set (after ``BEGIN``), an operation
+    finds the transaction gone -- SQLite rolled it back after an interrupt or a failed
+    statement -- fails with Misuse instead of running in autocommit mode, and ``lost`` is set.
     """
 
-    __slots__ = ("ended", "ops")
+    __slots__ = ("_ops_lock", "closed_ops", "ended", "lost", "ops", "txn_required")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
         super().__init__(EXCLUSIVE, _noop, (), None, None, loop, outbox)
         self.ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ops_lock = threading.Lock()
         self.ended = False
+        self.closed_ops = False
+        self.txn_required = False
+        self.lost = False
 
     def submit(
         self,
@@ -277,18 +310,41 @@ class AsyncLaneHold(AsyncJob):
         time_limit: float | None,
     ) -> AsyncJob:
         """Loop thread: queue one operation for the writer; await ``job.future``."""
+        from ._errors import Misuse
+
         job = AsyncJob(READ, fn, args, sql, time_limit, self.loop, self.outbox)
-        self.ops.put(job)
+        with self._ops_lock:
+            if self.ended or self.closed_ops:
+                raise Misuse("the transaction is over (its block was left)")
+            self.ops.put(job)
         return job
 
     def end(self) -> None:
         """Release the lane after rolling back anything still open. Idempotent, never blocks."""
-        if not self.ended:
-            self.ended = True
-            self.ops.put(_END_ROLLBACK)
+        with self._ops_lock:
+            if not self.ended:
+                self.ended = True
+                self.ops.put(_END_ROLLBACK)
+
+    def _close_ops(self) -> None:
+        """Writer thread, at the end: fail whatever was queued behind the end (nothing else
+        will ever run it)."""
+        from ._errors import Misuse
+
+        with self._ops_lock:
+            self.closed_ops = True
+            while True:
+                try:
+                    op = self.ops.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(op, AsyncJob) and op.start():
+                    op.finish(error=Misuse("the transaction is over (its block was left)"))
+        flush(self.outbox)
 
     def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
         from ._connection import run_limited  # local: _connection imports nothing from here
+        from ._errors import Misuse
 
         start = time.monotonic()
         warned = False
@@ -302,8 +358,19 @@ class AsyncLaneHold(AsyncJob):
                     on_long(time.monotonic() - start)
                 continue
             if op is _END_ROLLBACK or op is _END_COMMIT:
+                self._close_ops()
                 return time.monotonic() - start
             if not op.start(conn):
+                continue
+            if self.txn_required and not conn.in_transaction:
+                self.lost = True
+                op.finish(
+                    error=Misuse(
+                        "the transaction was rolled back by SQLite (an interrupted or failed "
+                        "statement); nothing of it will commit. Leave the block and start again"
+                    )
+                )
+                flush(outbox)
                 continue
             try:
                 result = run_limited(conn, op.time_limit, op.sql, op.run)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from threading import get_ident
 
 from ._config import Options
 from ._connection import (
@@ -26,8 +27,8 @@ from ._connection import (
     open_connection,
     run_limited,
 )
-from ._errors import Busy, Closed, WriteTimeout
-from ._jobs import EXCLUSIVE, READ, WRITE, BaseJob, Outbox, flush
+from ._errors import Closed, Misuse, WriteTimeout
+from ._jobs import EXCLUSIVE, READ, WRITE, AsyncLaneHold, BaseJob, Outbox, flush
 from ._stats import Counters
 
 __all__ = ("WriteLane",)
@@ -80,6 +81,7 @@ class WriteLane:
         self.outbox: Outbox = deque()  # finished async jobs, delivered in batches
         self._closing = False
         self.active = False  # someone is using the connection (changed under _lock)
+        self.user: int | None = None  # the thread using it (for re-entrance checks)
         self._paused = False  # fork(): nobody may start using the connection
         self._hold_reported = False
         self._poll = min(1.0, max(opts.hold_warn / 4, 0.01))
@@ -205,6 +207,7 @@ class WriteLane:
             if self.active or self._paused or self._queue:
                 return False
             self.active = True
+            self.user = get_ident()
             return True
 
     def _take_queued(self, limit: int) -> list[BaseJob]:
@@ -237,6 +240,7 @@ class WriteLane:
                 # caller comes along.
                 taken = self._take_queued(self.opts.max_batch - 1)
                 self.active = True
+                self.user = get_ident()
                 return taken
             if len(queue) < self.opts.queue_size:
                 queue.append(job)
@@ -250,6 +254,7 @@ class WriteLane:
         """Give the lane back; the writer takes over whatever queued meanwhile."""
         with self._lock:
             self.active = False
+            self.user = None
             self._hold_reported = False
             if self._queue or self._closing:
                 self._not_empty.notify()
@@ -318,6 +323,7 @@ class WriteLane:
                         else:
                             self._not_empty.wait(1.0)
                     self.active = True
+                    self.user = get_ident()
                     if idle:
                         jobs: list[BaseJob] = []
                     else:
@@ -335,6 +341,7 @@ class WriteLane:
                 finally:
                     with self._lock:
                         self.active = False
+                        self.user = None
                         self._inactive.notify_all()
         except BaseException:  # pragma: no cover - a bug in the lane itself
             logger.exception("litegate: writer thread for %s crashed", self.opts.name)
@@ -368,12 +375,12 @@ class WriteLane:
     def _process(self, jobs: list[BaseJob]) -> None:
         segment: list[BaseJob] = []
         reads: list[BaseJob] = []
-        conn = self.conn
         for job in jobs:
             kind = job.kind
             # A cancelled async job is skipped. A started write is never interrupted (it
-            # shares the batch's transaction); a lane read may be.
-            if not job.start(conn if kind == READ else None):
+            # shares the batch's transaction); a lane read may be, but only while it runs
+            # (_run_reads attaches it), never during the others' group commit.
+            if not job.start(None):
                 continue
             if kind == WRITE:
                 segment.append(job)
@@ -403,6 +410,7 @@ class WriteLane:
 
     def _run_reads(self, jobs: list[BaseJob]) -> None:
         for job in jobs:
+            job.attach(self.conn)
             try:
                 result = self._run_job(job)
             except BaseException as exc:
@@ -419,9 +427,10 @@ class WriteLane:
         held = hold.hold(self.opts.hold_warn, self._report_long_hold, self.conn)
         self.counters.lane_holds.append(held)
         conn = self.conn
-        if conn.in_transaction:  # a holder must end its transaction; never leak one
-            logger.error("litegate: a lane holder left a transaction open; rolling it back")
-            end_transaction(conn, self.guard, ROLLBACK)
+        if conn.in_transaction:  # never leak a transaction past its hold
+            if not isinstance(hold, AsyncLaneHold):  # a sync holder must end its own
+                logger.error("litegate: a lane holder left a transaction open; rolling it back")
+            end_transaction(conn, self.guard, ROLLBACK)  # (an async hold ends this way)
 
     def _report_long_hold(self, held: float) -> None:
         self.counters.long_holds += 1
@@ -457,7 +466,7 @@ class WriteLane:
             except BaseException as exc:
                 c.jobs_failed += len(pending)
                 for job in pending:
-                    job.finish(error=_copy_error(exc) if isinstance(exc, Busy) else exc)
+                    job.finish(error=_copy_error(exc))
                 return
             savepoints = careful and len(pending) > 1
             done: list[tuple[BaseJob, object]] = []
@@ -469,6 +478,12 @@ class WriteLane:
                     result = self._run_job(job)
                     if savepoints:
                         conn.execute(_RELEASE)
+                    if not conn.in_transaction:  # it swallowed an error that ended the txn
+                        raise Misuse(
+                            "this write's function caught an error after which SQLite rolled "
+                            "the whole transaction back: the write failed (the others of its "
+                            "batch are run again). Let such errors propagate"
+                        )
                 except BaseException as exc:
                     c.jobs_failed += 1
                     job.finish(error=exc)
