@@ -376,3 +376,27 @@ def test_lifespan_closes_on_testclient_exit(tmp_path: Path) -> None:
         db = app.state.litegate_db
         assert not db.closed
     assert db.closed
+
+
+def test_exception_handlers_answer_503_for_closed_and_timeouts(db_path: str) -> None:
+    async def closed(request: Request) -> JSONResponse:
+        raise litegate.Closed("closing")
+
+    async def timed_out(request: Request) -> JSONResponse:
+        raise litegate.PoolTimeout("no reader")
+
+    async def bug(request: Request) -> JSONResponse:
+        raise litegate.Misuse("a bug stays a 500")
+
+    app = Starlette(
+        routes=[Route("/closed", closed), Route("/timeout", timed_out), Route("/bug", bug)],
+        lifespan=lgs.lifespan(db_path),
+        exception_handlers=lgs.exception_handlers,
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/closed")
+        assert (r.status_code, r.headers["retry-after"], r.json()["error"]) == (503, "5", "Closed")
+        r = client.get("/timeout")
+        assert (r.status_code, r.headers["retry-after"]) == (503, "1")
+        assert r.json()["error"] == "PoolTimeout"
+        assert client.get("/bug").status_code == 500

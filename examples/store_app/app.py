@@ -116,5 +116,7 @@ app = Starlette(
         Route("/api/retrieval/status", retrieval_status, methods=["GET"]),
         *lgs.stats_routes(),
     ],
+    # 503 + Retry-After (not 500) while shutting down or when a wait times out
+    exception_handlers=lgs.exception_handlers,
     lifespan=lifespan,
 )

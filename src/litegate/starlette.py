@@ -38,10 +38,12 @@ from starlette.routing import Route
 
 from ._async import AsyncDatabase, connect_async
 from ._database import Database
+from ._errors import Busy, Closed, Timeout
 from ._migrations import Migration
 from ._stats import Stats
 
 __all__ = (
+    "exception_handlers",
     "get_db",
     "get_sync_db",
     "lifespan",
@@ -190,3 +192,23 @@ def _ui_page(prefix: str) -> str:
     from ._ui import PAGE
 
     return PAGE.replace("__STATS_URL__", prefix)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """Closed (shutting down), a timeout or another process's lock: try again, not a bug."""
+    retry = "5" if isinstance(exc, Closed) else "1"
+    return JSONResponse(
+        {"error": type(exc).__name__, "detail": str(exc)},
+        status_code=503,
+        headers={"retry-after": retry},
+    )
+
+
+exception_handlers: dict[Any, Callable[[Request, Exception], Any]] = {
+    Closed: _unavailable,
+    Timeout: _unavailable,
+    Busy: _unavailable,
+}
+"""``Starlette(..., exception_handlers=litegate.starlette.exception_handlers)``: answer
+``503 Service Unavailable`` with ``Retry-After`` (not 500) when the database is closing (a graceful
+shutdown), a wait timed out, or another process held the write lock too long."""
