@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Annotated
 
 import pytest
@@ -104,7 +105,7 @@ def test_sync_and_async_routes_share_one_engine(db_path: str) -> None:
     assert len(app.state.threads["async"]) == 1
     assert not app.state.threads["async"] & app.state.threads["sync"]
     assert db.closed
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("SELECT src, count(*), count(DISTINCT key) FROM notes GROUP BY src")
         assert sorted(rows) == [("async", n, n), ("sync", n, n)]
     conn.close()
@@ -198,7 +199,7 @@ def test_missing_lifespan_is_a_clear_error() -> None:
 def test_migrations_applied_at_startup(db_path: str) -> None:
     with TestClient(make_app(db_path)) as client:
         assert client.get("/count").json() == {}
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
     conn.close()
 

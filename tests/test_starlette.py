@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ def test_sync_and_async_routes_share_one_engine(db_path: str) -> None:
     assert len(loop_threads) == 1
     assert not loop_threads & app.state.threads["sync"]
     assert db.closed, "the lifespan closes the database at shutdown"
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("SELECT src, count(*), count(DISTINCT key) FROM notes GROUP BY src")
         assert sorted(rows) == [("async", n, n), ("sync", n, n)]
     conn.close()
@@ -272,7 +273,7 @@ def test_missing_lifespan_is_a_clear_error(db_path: str) -> None:
 def test_migrations_applied_at_startup(db_path: str) -> None:
     with TestClient(make_app(db_path, MIGRATIONS[:1])) as client:
         assert client.post("/async-add", params={"key": 1}).status_code == 200
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (1,)
     conn.close()
     # A second start with one more step applies only that step and keeps the data.
@@ -280,7 +281,7 @@ def test_migrations_applied_at_startup(db_path: str) -> None:
         assert client.get("/count").json() == {"async": 1}
         stats = client.get("/_litegate").json()
     assert stats["jobs_ok"] == 0  # the migration ran as a transaction, not as a write job
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (2,)
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
@@ -292,7 +293,7 @@ def test_failed_migration_aborts_startup(db_path: str) -> None:
     with pytest.raises(litegate.MigrationError, match="migration 3 of 3"):
         with TestClient(app):
             pass  # pragma: no cover
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (0,)
     conn.close()
 
@@ -354,7 +355,7 @@ def check_drained(db_path: str, outcome: dict[str, Any], n: int) -> None:
     assert outcome["queued_at_shutdown"] >= n // 4
     # Writes still queued when shutdown began were committed and acknowledged, not dropped.
     assert any(late and status == 200 for _, status, late in results)
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         stored = {k for (k,) in conn.execute("SELECT key FROM notes WHERE src = 'slow'")}
     conn.close()
     assert acked <= stored, f"acknowledged but lost: {sorted(acked - stored)[:10]}"

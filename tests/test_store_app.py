@@ -74,7 +74,11 @@ def test_every_route(client: TestClient, tmp_path: Path) -> None:
     assert client.post("/api/documents", content=b"not json").status_code == 400
     assert client.get("/api/documents", params={"limit": "x"}).status_code == 400
 
-    version = sqlite3.connect(tmp_path / "store.db").execute("PRAGMA user_version").fetchone()
+    conn = sqlite3.connect(tmp_path / "store.db")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()
+    finally:
+        conn.close()
     assert version == (2,)  # migrations ran at startup
 
 
