@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
@@ -50,6 +49,7 @@ from ._connection import (
 )
 from ._engine import Engine
 from ._errors import PoolTimeout
+from ._facade import Facade
 from ._jobs import READ, WRITE, AsyncJob
 from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._stats import Stats
@@ -67,33 +67,16 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 
-class AsyncDatabase:
+class AsyncDatabase(Facade):
     """The asyncio facade. Same methods as :class:`Database`, as coroutines; never blocks the
     event loop. Usable from several event loops (in different threads) at once, and together
     with a sync :class:`Database` on the same engine (:meth:`Database.as_async`)."""
 
+    _close_hint = "use `await adb.close()` or `async with litegate.connect_async(...) as adb:`"
+
     def __init__(self, engine: Engine, *, owner: bool = True) -> None:
-        self._engine = engine
-        self._owner = owner
+        super().__init__(engine, owner=owner)
         self._last_yield = 0.0
-
-    def _t(self, timeout: float | None) -> float | None:
-        return self._engine.opts.timeout if timeout is DEFAULT else timeout
-
-    def _l(self, time_limit: float | None) -> float | None:
-        return self._engine.opts.time_limit if time_limit is DEFAULT else time_limit
-
-    @property
-    def path(self) -> str:
-        return self._engine.opts.path
-
-    @property
-    def options(self) -> Options:
-        return self._engine.opts
-
-    @property
-    def closed(self) -> bool:
-        return self._engine.closed
 
     def as_sync(self) -> Any:
         """A sync :class:`Database` on the same engine (closing it is the owner's job)."""
@@ -332,19 +315,6 @@ class AsyncDatabase:
 
     def __repr__(self) -> str:
         return f"<litegate.AsyncDatabase {self.path!r} {'closed' if self.closed else 'open'}>"
-
-    def __del__(self) -> None:
-        engine = getattr(self, "_engine", None)
-        if engine is None or not self._owner or engine.closed or engine._pid != os.getpid():
-            return
-        warnings.warn(
-            f"litegate database {engine.opts.name!r} was never closed; use "
-            "`await adb.close()` or `async with litegate.connect_async(...) as adb:`",
-            ResourceWarning,
-            source=self,
-            stacklevel=1,
-        )
-        engine.start_close()
 
 
 def _pool_timeout(engine: Engine, timeout: float | None) -> PoolTimeout:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, TypeVarTuple, Unpack
@@ -27,6 +26,7 @@ from ._connection import (
     run_script,
 )
 from ._engine import Engine
+from ._facade import Facade
 from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._stats import Stats
 from ._transaction import Snapshot, Transaction
@@ -44,7 +44,7 @@ def _first_value(rows: list[Any]) -> Any:
     return rows[0][0] if rows else None
 
 
-class Database:
+class Database(Facade):
     """One SQLite database shared by every thread of the program.
 
     Writes go through the write lane (group commit, durable when the call returns); reads use
@@ -56,28 +56,7 @@ class Database:
     every call raises :class:`Closed`.
     """
 
-    def __init__(self, engine: Engine, *, owner: bool = True) -> None:
-        self._engine = engine
-        self._owner = owner
-
-    # ---- options --------------------------------------------------------------------------
-    def _t(self, timeout: float | None) -> float | None:
-        return self._engine.opts.timeout if timeout is DEFAULT else timeout
-
-    def _l(self, time_limit: float | None) -> float | None:
-        return self._engine.opts.time_limit if time_limit is DEFAULT else time_limit
-
-    @property
-    def path(self) -> str:
-        return self._engine.opts.path
-
-    @property
-    def options(self) -> Options:
-        return self._engine.opts
-
-    @property
-    def closed(self) -> bool:
-        return self._engine.closed
+    _close_hint = "call db.close() or use `with litegate.connect(...) as db:`"
 
     # ---- writes ---------------------------------------------------------------------------
     def execute(
@@ -284,20 +263,6 @@ class Database:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<litegate.Database {self.path!r} {state}>"
-
-    def __del__(self) -> None:
-        # Keep this minimal: warn and signal the writer to drain and stop.
-        engine = getattr(self, "_engine", None)
-        if engine is None or not self._owner or engine.closed or engine._pid != os.getpid():
-            return
-        warnings.warn(
-            f"litegate database {engine.opts.name!r} was never closed; call db.close() or use "
-            "`with litegate.connect(...) as db:`",
-            ResourceWarning,
-            source=self,
-            stacklevel=1,
-        )
-        engine.start_close()
 
 
 def _stream(conn: Any, sql: str, params: Params, arraysize: int) -> Iterator[Any]:

@@ -1,0 +1,53 @@
+"""What the sync and async facades share: the engine they front, option defaults, and the
+unclosed-database warning."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from ._config import DEFAULT, Options
+from ._engine import Engine
+
+__all__ = ("Facade",)
+
+
+class Facade:
+    """Base of :class:`~litegate.Database` and :class:`~litegate.AsyncDatabase`."""
+
+    _close_hint = "close it"  # how to close it, for the ResourceWarning
+
+    def __init__(self, engine: Engine, *, owner: bool = True) -> None:
+        self._engine = engine
+        self._owner = owner  # the facade that opened the engine closes it
+
+    def _t(self, timeout: float | None) -> float | None:
+        return self._engine.opts.timeout if timeout is DEFAULT else timeout
+
+    def _l(self, time_limit: float | None) -> float | None:
+        return self._engine.opts.time_limit if time_limit is DEFAULT else time_limit
+
+    @property
+    def path(self) -> str:
+        return self._engine.opts.path
+
+    @property
+    def options(self) -> Options:
+        return self._engine.opts
+
+    @property
+    def closed(self) -> bool:
+        return self._engine.closed
+
+    def __del__(self) -> None:
+        # Keep this minimal: warn and signal the writer to drain and stop.
+        engine = getattr(self, "_engine", None)
+        if engine is None or not self._owner or engine.closed or engine._pid != os.getpid():
+            return
+        warnings.warn(
+            f"litegate database {engine.opts.name!r} was never closed; {self._close_hint}",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
+        engine.start_close()
