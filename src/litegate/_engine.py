@@ -133,15 +133,18 @@ class Engine:
         while True:
             for pool in self._pools():
                 pool._lock.acquire()
+                pool.stash()
             if all(p.in_use == 0 for p in self._pools()) or time.monotonic() >= deadline:
                 break
             for pool in self._pools():
+                pool.unstash()
                 pool._lock.release()
             time.sleep(0.0002)
         self._fork_idle = self._fork_idle and all(p.in_use == 0 for p in self._pools())
 
     def _release_fork_locks(self) -> None:
         for pool in reversed(self._pools()):
+            pool.unstash()
             pool._lock.release()
         self.lane.resume_after_fork()
 
@@ -405,9 +408,10 @@ class Engine:
     # ---- diagnostics ---------------------------------------------------------------------
     def _warn_large_wal(self, size: int) -> None:
         pool = self.pool
+        held = list(pool._holders.values()) if isinstance(pool, ReadPool) else []
         holders = ""
-        if isinstance(pool, ReadPool) and pool._holders:
-            ident, since = min(pool._holders.values(), key=lambda h: h[1])
+        if held:
+            ident, since = min(held, key=lambda h: h[1])
             holders = (
                 f"; the longest-held reader ({thread_name(ident)}) has been in use for "
                 f"{time.monotonic() - since:.1f}s"

@@ -8,12 +8,14 @@ connection stays hot) and one connection per OS thread (``readers="per-thread"``
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
-import time
 import weakref
+from collections import deque
 from threading import get_ident
 from time import monotonic
+from typing import cast
 
 from ._config import Options
 from ._connection import ROLLBACK, open_connection
@@ -23,6 +25,8 @@ from ._stats import Counters
 __all__ = ("PerThreadPool", "ReadPool", "make_pool", "thread_name")
 
 logger = logging.getLogger("litegate")
+
+_CLOSED = object()  # put in a closed pool's queue: wakes its waiters with Closed
 
 
 def thread_name(ident: int) -> str:
@@ -52,7 +56,15 @@ def _checkin(conn: sqlite3.Connection) -> bool:
 
 
 class ReadPool:
-    """Up to ``size`` reader connections; ``acquire`` waits with a deadline."""
+    """Up to ``size`` reader connections; ``acquire`` waits with a deadline.
+
+    The free connections sit in a :class:`queue.SimpleQueue` (C code, its own lock), so a
+    borrow or a return is one call with no Python-level lock or condition: under the GIL a
+    ``threading.Condition`` turned every wait into several more thread switches (8 threads on
+    4 readers ran 3x slower). Slots never opened are counted in ``_unopened`` and opened
+    only when no idle connection is there (lazy); a slot freed by a discarded connection is
+    a ``None`` in the queue. ``_lock`` guards only the slow paths (waiting, opening, closing).
+    """
 
     mode = "pool"
 
@@ -61,15 +73,16 @@ class ReadPool:
         self.size = size
         self.counters = counters
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._idle: list[sqlite3.Connection] = []
+        self._free: queue.SimpleQueue[sqlite3.Connection | None | object] = queue.SimpleQueue()
+        self._unopened = size
         self._holders: dict[int, tuple[int, float]] = {}  # id(conn) -> (thread ident, since)
         self._open = 0
         self._waiting = 0
         self._closed = False
+        self._stash: list[object] = []  # what fork() took out of the queue meanwhile
         self.waits = 0
         self.timeouts = 0
-        self.wait_times: list[float] = []
+        self.wait_times: deque[float] = deque(maxlen=4096)
 
     @property
     def in_use(self) -> int:
@@ -90,76 +103,86 @@ class ReadPool:
             longest holder)
         :raises Closed: the pool is closed
         """
-        with self._lock:
-            if self._closed:
-                raise Closed("the database is closed")
-            if self._idle:
-                idle = self._idle.pop()
-                self._holders[id(idle)] = (get_ident(), monotonic())
-                return idle
-            if self._open >= self.size:
-                waited = self._wait(deadline)
-                if waited is not None:
-                    return waited
-            self._open += 1  # woken because a slot was freed: open a new one
+        if self._closed:
+            raise Closed("the database is closed")
         try:
-            new = open_connection(self.opts, reader=True)
-        except BaseException:
-            with self._lock:
-                self._open -= 1
-                self._cond.notify()
-            raise
-        with self._lock:
-            if self._closed:
-                self._open -= 1
-                _close_quietly(new)
-                raise Closed("the database is closed")
-            self._holders[id(new)] = (get_ident(), monotonic())
-        return new
+            item = self._free.get_nowait()
+        except queue.Empty:
+            item = self._slot_or_wait(deadline)
+        if item is _CLOSED:
+            self._free.put(item)  # for the other waiters
+            raise Closed("the database is closed")
+        conn = self._open_slot() if item is None else cast(sqlite3.Connection, item)
+        self._holders[id(conn)] = (get_ident(), monotonic())
+        return conn
 
     def try_acquire(self) -> sqlite3.Connection | None:
         """An idle reader at once, or None (never blocks; never opens a connection)."""
-        with self._lock:
-            if self._closed or not self._idle:
-                return None
-            conn = self._idle.pop()
-            self._holders[id(conn)] = (get_ident(), monotonic())
-            return conn
-
-    def _wait(self, deadline: float | None) -> sqlite3.Connection | None:
-        """Called with the lock held. Returns an idle connection, or None if a slot opened."""
-        start = time.monotonic()
-        self.waits += 1
-        self._waiting += 1
-        conn: sqlite3.Connection | None = None
+        if self._closed:
+            return None
         try:
-            while True:
-                if self._closed:
-                    raise Closed("the database was closed while waiting for a reader")
-                if self._idle:
-                    conn = self._idle.pop()
-                    break
-                if self._open < self.size:
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    self.timeouts += 1
-                    raise PoolTimeout(self._timeout_message(time.monotonic() - start))
-                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
-        finally:
-            self._waiting -= 1
-        waited = time.monotonic() - start
-        self.wait_times.append(waited)
-        if len(self.wait_times) > 4096:
-            del self.wait_times[:2048]
-        if conn is not None:
-            self._holders[id(conn)] = (get_ident(), monotonic())
+            item = self._free.get_nowait()
+        except queue.Empty:
+            return None
+        if item is None or item is _CLOSED:
+            self._free.put(item)
+            return None
+        conn = cast(sqlite3.Connection, item)
+        self._holders[id(conn)] = (get_ident(), monotonic())
         return conn
 
+    def _slot_or_wait(self, deadline: float | None) -> object:
+        """No idle connection: a slot never opened (``None``), or wait for a free one."""
+        with self._lock:
+            if self._unopened:
+                self._unopened -= 1
+                return None
+        return self._wait(deadline)
+
+    def _open_slot(self) -> sqlite3.Connection:
+        """Open the connection of a free slot; on failure the slot goes back."""
+        try:
+            conn = open_connection(self.opts, reader=True)
+        except BaseException:
+            self._free.put(None)
+            raise
+        with self._lock:
+            self._open += 1
+        if self._closed:
+            self._discard(conn)
+            raise Closed("the database is closed")
+        return conn
+
+    def _wait(self, deadline: float | None) -> object:
+        """Block for a free slot until ``deadline``, in slices of at most a second."""
+        start = monotonic()
+        with self._lock:
+            self.waits += 1
+            self._waiting += 1
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    with self._lock:
+                        self.timeouts += 1
+                    raise PoolTimeout(self._timeout_message(monotonic() - start))
+                try:
+                    item = self._free.get(timeout=1.0 if remaining is None else min(remaining, 1.0))
+                except queue.Empty:
+                    if self._closed:
+                        raise Closed("the database was closed while waiting for a reader") from None
+                    continue
+                self.wait_times.append(monotonic() - start)
+                return item
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
     def _timeout_message(self, waited: float) -> str:
-        now = time.monotonic()
-        if self._holders:
-            ident, since = min(self._holders.values(), key=lambda h: h[1])
+        now = monotonic()
+        holders = list(self._holders.values())
+        if holders:
+            ident, since = min(holders, key=lambda h: h[1])
             oldest = (
                 f"the longest holder ({thread_name(ident)}) has held its reader for "
                 f"{now - since:.2f}s"
@@ -174,29 +197,64 @@ class ReadPool:
 
     def release(self, conn: sqlite3.Connection) -> None:
         ok = _checkin(conn)
+        self._holders.pop(id(conn), None)
+        if not ok:
+            self._discard(conn)
+            self._free.put(None)  # the slot is free again; a borrower opens a new one
+            return
+        if self._closed:
+            self._discard(conn)
+            return
+        self._free.put(conn)
+        if self._closed:  # close() ran meanwhile and may have missed it
+            self._drain()
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
         with self._lock:
-            self._holders.pop(id(conn), None)
-            if self._closed or not ok:
-                self._open -= 1
-                _close_quietly(conn)
-            else:
-                self._idle.append(conn)
-            if self._waiting:
-                self._cond.notify()
+            self._open -= 1
+        _close_quietly(conn)
+
+    def _drain(self) -> None:
+        """Close every idle connection in the queue; leave the wake-up token for waiters."""
+        while True:
+            try:
+                item = self._free.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item is not _CLOSED:
+                self._discard(cast(sqlite3.Connection, item))
+        self._free.put(_CLOSED)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._open -= len(idle)
-            self._cond.notify_all()
-        for conn in idle:
-            _close_quietly(conn)
+        self._closed = True
+        self._drain()
+
+    def stash(self) -> None:
+        """Before fork, ``_lock`` held: take every free connection out of the queue, so that
+        nobody borrows one until :meth:`unstash`."""
+        while True:
+            try:
+                self._stash.append(self._free.get_nowait())
+            except queue.Empty:
+                return
+
+    def unstash(self) -> None:
+        for item in self._stash:
+            self._free.put(item)
+        self._stash.clear()
 
     def abandon(self) -> list[sqlite3.Connection]:
         """After fork: forget every connection without closing it; returns them."""
-        conns, self._idle = self._idle, []
         self._closed = True
+        conns: list[sqlite3.Connection] = []
+        while True:
+            try:
+                item = self._free.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item is not _CLOSED:
+                conns.append(cast(sqlite3.Connection, item))
+        self._free.put(_CLOSED)
         return conns
 
 
@@ -301,6 +359,12 @@ class PerThreadPool:
             conns, self._conns = self._conns, set()
         for conn in conns:
             _close_quietly(conn)
+
+    def stash(self) -> None:
+        """Before fork (``_lock`` held): nothing to take out; in_use tells."""
+
+    def unstash(self) -> None:
+        pass
 
     def abandon(self) -> list[sqlite3.Connection]:
         conns = list(self._conns)
