@@ -22,7 +22,6 @@ from ._connection import (
     Result,
     run_execute,
     run_executemany,
-    run_query,
     run_script,
 )
 from ._engine import Engine
@@ -38,10 +37,6 @@ __all__ = ("Database", "connect")
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
-
-
-def _first_value(rows: list[Any]) -> Any:
-    return rows[0][0] if rows else None
 
 
 class Database(Facade):
@@ -154,8 +149,12 @@ class Database(Facade):
 
         :raises PoolTimeout: no reader became free within ``timeout``
         """
-        rows: list[Any] = self._engine.read(
-            run_query, (sql, params), self._t(timeout), self._l(time_limit), sql
+        rows: list[Any] = self._engine.query(
+            sql,
+            params,
+            self._timeout if timeout is DEFAULT else timeout,
+            self._time_limit if time_limit is DEFAULT else time_limit,
+            False,
         )
         return rows
 
@@ -168,8 +167,13 @@ class Database(Facade):
         time_limit: float | None = DEFAULT,
     ) -> Any:
         """The first row, or ``None``."""
-        rows = self.query(sql, params, timeout=timeout, time_limit=time_limit)
-        return rows[0] if rows else None
+        return self._engine.query(
+            sql,
+            params,
+            self._timeout if timeout is DEFAULT else timeout,
+            self._time_limit if time_limit is DEFAULT else time_limit,
+            True,
+        )
 
     def query_value(
         self,
@@ -180,7 +184,8 @@ class Database(Facade):
         time_limit: float | None = DEFAULT,
     ) -> Any:
         """The first column of the first row, or ``None`` when there is no row."""
-        return _first_value(self.query(sql, params, timeout=timeout, time_limit=time_limit))
+        row = self.query_one(sql, params, timeout=timeout, time_limit=time_limit)
+        return None if row is None else row[0]
 
     def iterate(
         self,

@@ -20,12 +20,14 @@ class Facade:
     def __init__(self, engine: Engine, *, owner: bool = True) -> None:
         self._engine = engine
         self._owner = owner  # the facade that opened the engine closes it
+        self._timeout = engine.opts.timeout  # the defaults, kept here for the hot paths
+        self._time_limit = engine.opts.time_limit
 
     def _t(self, timeout: float | None) -> float | None:
-        return self._engine.opts.timeout if timeout is DEFAULT else timeout
+        return self._timeout if timeout is DEFAULT else timeout
 
     def _l(self, time_limit: float | None) -> float | None:
-        return self._engine.opts.time_limit if time_limit is DEFAULT else time_limit
+        return self._time_limit if time_limit is DEFAULT else time_limit
 
     @property
     def path(self) -> str:

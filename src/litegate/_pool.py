@@ -15,7 +15,7 @@ import weakref
 from collections import deque
 from threading import get_ident
 from time import monotonic
-from typing import cast
+from typing import Any
 
 from ._config import Options
 from ._connection import ROLLBACK, open_connection
@@ -73,7 +73,8 @@ class ReadPool:
         self.size = size
         self.counters = counters
         self._lock = threading.Lock()
-        self._free: queue.SimpleQueue[sqlite3.Connection | None | object] = queue.SimpleQueue()
+        # Connections, None (a free slot) or _CLOSED.
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._unopened = size
         self._holders: dict[int, tuple[int, float]] = {}  # id(conn) -> (thread ident, since)
         self._open = 0
@@ -109,11 +110,13 @@ class ReadPool:
             item = self._free.get_nowait()
         except queue.Empty:
             item = self._slot_or_wait(deadline)
-        if item is _CLOSED:
+        if item is None:
+            item = self._open_slot()
+        elif item is _CLOSED:
             self._free.put(item)  # for the other waiters
             raise Closed("the database is closed")
-        conn = self._open_slot() if item is None else cast(sqlite3.Connection, item)
-        self._holders[id(conn)] = (get_ident(), monotonic())
+        self._holders[id(item)] = (get_ident(), monotonic())
+        conn: sqlite3.Connection = item
         return conn
 
     def try_acquire(self) -> sqlite3.Connection | None:
@@ -127,11 +130,11 @@ class ReadPool:
         if item is None or item is _CLOSED:
             self._free.put(item)
             return None
-        conn = cast(sqlite3.Connection, item)
-        self._holders[id(conn)] = (get_ident(), monotonic())
+        self._holders[id(item)] = (get_ident(), monotonic())
+        conn: sqlite3.Connection = item
         return conn
 
-    def _slot_or_wait(self, deadline: float | None) -> object:
+    def _slot_or_wait(self, deadline: float | None) -> Any:
         """No idle connection: a slot never opened (``None``), or wait for a free one."""
         with self._lock:
             if self._unopened:
@@ -153,7 +156,7 @@ class ReadPool:
             raise Closed("the database is closed")
         return conn
 
-    def _wait(self, deadline: float | None) -> object:
+    def _wait(self, deadline: float | None) -> Any:
         """Block for a free slot until ``deadline``, in slices of at most a second."""
         start = monotonic()
         with self._lock:
@@ -196,7 +199,7 @@ class ReadPool:
         )
 
     def release(self, conn: sqlite3.Connection) -> None:
-        ok = _checkin(conn)
+        ok = not conn.in_transaction or _checkin(conn)
         self._holders.pop(id(conn), None)
         if not ok:
             self._discard(conn)
@@ -222,7 +225,7 @@ class ReadPool:
             except queue.Empty:
                 break
             if item is not None and item is not _CLOSED:
-                self._discard(cast(sqlite3.Connection, item))
+                self._discard(item)
         self._free.put(_CLOSED)
 
     def close(self) -> None:
@@ -253,7 +256,7 @@ class ReadPool:
             except queue.Empty:
                 break
             if item is not None and item is not _CLOSED:
-                conns.append(cast(sqlite3.Connection, item))
+                conns.append(item)
         self._free.put(_CLOSED)
         return conns
 
