@@ -98,9 +98,17 @@ class Job(BaseJob):
         sql: str | None = None,
         time_limit: float | None = None,
     ) -> None:
-        super().__init__(kind, fn, args, sql, time_limit)
-        self._done = _lock_type()
-        self._done.acquire()
+        # BaseJob.__init__ unrolled: one frame less on every thread write.
+        self.kind = kind
+        self.fn = fn
+        self.args = args
+        self.sql = sql
+        self.time_limit = time_limit
+        self.ctx = contextvars.copy_context()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._done = done = _lock_type()
+        done.acquire()
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         """Called from the lane's thread: publish the outcome and wake the caller."""

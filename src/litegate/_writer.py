@@ -28,7 +28,7 @@ from ._connection import (
     run_limited,
 )
 from ._errors import Closed, Misuse, WriteTimeout
-from ._jobs import EXCLUSIVE, READ, WRITE, AsyncLaneHold, BaseJob, Outbox, flush
+from ._jobs import EXCLUSIVE, READ, WRITE, AsyncLaneHold, BaseJob, Job, Outbox, flush
 from ._stats import Counters
 
 __all__ = ("WriteLane",)
@@ -380,7 +380,7 @@ class WriteLane:
             # A cancelled async job is skipped. A started write is never interrupted (it
             # shares the batch's transaction); a lane read may be, but only while it runs
             # (_run_reads attaches it), never during the others' group commit.
-            if not job.start(None):
+            if type(job) is not Job and not job.start(None):  # (a thread's job: always)
                 continue
             if kind == WRITE:
                 segment.append(job)
@@ -475,7 +475,10 @@ class WriteLane:
                 try:
                     if savepoints:
                         conn.execute(_SAVEPOINT)
-                    result = self._run_job(job)
+                    if job.time_limit is None:  # _run_job inline: this runs once per write
+                        result = job.ctx.run(job.fn, conn, *job.args)
+                    else:
+                        result = self._run_job(job)
                     if savepoints:
                         conn.execute(_RELEASE)
                     if not conn.in_transaction:  # it swallowed an error that ended the txn
