@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import time
+from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable
 from threading import get_ident
@@ -74,7 +75,12 @@ class WriteLane:
         self.wal_path = files[0] + "-wal" if files and files[0] else None
         self.on_large_wal: Callable[[int], None] | None = None
         self._lock = threading.Lock()
-        self._not_empty = threading.Condition(self._lock)
+        # The writer thread sleeps on a bell (a raw lock, released to ring) rather than a
+        # Condition: under the GIL a Condition's Python-level wait/notify cost more than a
+        # small write. ``_sleeping`` (changed under ``_lock``) says whether a ring is needed.
+        self._bell = allocate_lock()
+        self._bell.acquire()
+        self._sleeping = False
         self._not_full = threading.Condition(self._lock)
         self._inactive = threading.Condition(self._lock)
         self._queue: deque[BaseJob] = deque()
@@ -109,7 +115,7 @@ class WriteLane:
                 return False
             self._queue.append(job)
             if len(self._queue) == 1 and not self.active:
-                self._not_empty.notify()  # (an active direct user combines it, or notifies)
+                self._ring()  # (an active direct user combines it, or rings)
             return True
 
     def submit(self, job: BaseJob, deadline: float | None) -> None:
@@ -139,7 +145,7 @@ class WriteLane:
                 raise Closed("the database was closed while this write waited")
             self._queue.append(job)
             if len(self._queue) == 1:
-                self._not_empty.notify()
+                self._ring()
 
     def cancel(self, job: BaseJob) -> bool:
         """Remove a job that has not started. True if removed (it will never run)."""
@@ -161,7 +167,7 @@ class WriteLane:
         queued when ``deadline`` passes fail with :class:`Closed`."""
         with self._lock:
             self._closing = True
-            self._not_empty.notify_all()
+            self._ring()
             self._not_full.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))
@@ -184,7 +190,7 @@ class WriteLane:
         """Signal the writer to drain and stop, without waiting (for ``__del__`` and forks)."""
         with self._lock:
             self._closing = True
-            self._not_empty.notify_all()
+            self._ring()
             self._not_full.notify_all()
 
     @property
@@ -245,7 +251,7 @@ class WriteLane:
             if len(queue) < self.opts.queue_size:
                 queue.append(job)
                 if len(queue) == 1 and not self.active:
-                    self._not_empty.notify()
+                    self._ring()
                 return None
         self.submit(job, deadline)
         return None
@@ -257,7 +263,7 @@ class WriteLane:
             self.user = None
             self._hold_reported = False
             if self._queue or self._closing:
-                self._not_empty.notify()
+                self._ring()
             if self._paused:
                 self._inactive.notify_all()
 
@@ -296,44 +302,57 @@ class WriteLane:
 
     def resume_after_fork(self) -> None:
         self._paused = False
-        self._not_empty.notify()
+        self._ring()
         self._lock.release()
 
     # ---- writer thread -----------------------------------------------------------------
+    def _ring(self) -> None:
+        """Wake the writer thread if it sleeps (called with ``_lock`` held)."""
+        if self._sleeping:
+            try:
+                self._bell.release()
+            except RuntimeError:  # rung already
+                pass
+
     def _run(self) -> None:
         cap = self.opts.queue_size
         max_batch = self.opts.max_batch
+        bell = self._bell
         try:
+            quiet = False  # the last wait was an idle one that nobody rang
             while True:
+                jobs: list[BaseJob] | None = None
+                idle = False
                 with self._lock:
-                    idle = False
-                    while True:
-                        if self.active or self._paused:  # a caller runs on the lane itself
-                            self._watch_direct_hold()
-                            self._not_empty.wait(self._poll)
-                        elif self._queue:
-                            break
-                        elif self._closing:
-                            return
-                        elif self._dirty:
-                            if not self._not_empty.wait(self.opts.checkpoint_idle):
-                                if not self._queue and not self.active:
-                                    idle = True
-                                    break
-                        else:
-                            self._not_empty.wait(1.0)
-                    self.active = True
-                    self.user = get_ident()
-                    if idle:
-                        jobs: list[BaseJob] = []
-                    else:
+                    if self.active or self._paused:  # a caller runs on the lane itself
+                        self._watch_direct_hold()
+                        wait, idle_wait = self._poll, False
+                    elif self._queue:
                         was_full = len(self._queue) >= cap
                         n = min(len(self._queue), max_batch)
                         jobs = [self._queue.popleft() for _ in range(n)]
                         if was_full:
                             self._not_full.notify_all()
+                    elif self._closing:
+                        return
+                    elif self._dirty and quiet:
+                        idle = True
+                    else:
+                        wait, idle_wait = (
+                            (self.opts.checkpoint_idle, True) if self._dirty else (1.0, False)
+                        )
+                    if jobs is None and not idle:
+                        self._sleeping = True
+                    else:
+                        self.active = True
+                        self.user = get_ident()
+                if jobs is None and not idle:
+                    quiet = not bell.acquire(True, wait) and idle_wait
+                    self._sleeping = False
+                    continue
+                quiet = False
                 try:
-                    if idle:
+                    if jobs is None:
                         self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
                     else:
                         self._process(jobs)
@@ -342,7 +361,8 @@ class WriteLane:
                     with self._lock:
                         self.active = False
                         self.user = None
-                        self._inactive.notify_all()
+                        if self._paused:
+                            self._inactive.notify_all()
         except BaseException:  # pragma: no cover - a bug in the lane itself
             logger.exception("litegate: writer thread for %s crashed", self.opts.name)
             with self._lock:
