@@ -12,56 +12,22 @@ can get ahead of it on this machine.
 from __future__ import annotations
 
 import argparse
-import threading
-import time
-from _thread import allocate_lock
-from collections import deque
-from typing import Any
+import os
+import sys
+
+try:
+    import litegate  # noqa: F401
+except ImportError:  # running from a checkout without installing
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from litegate._bench import handoff_floor
 
 
 def measure(threads: int, seconds: float) -> float:
-    """Hand-offs per second."""
-    queue: deque[Any] = deque()
-    cond = threading.Condition()
-    stop = time.monotonic() + seconds
-    counts = [0] * threads
-    done = threading.Event()
-
-    def worker() -> None:
-        while not done.is_set():
-            with cond:
-                while not queue and not done.is_set():
-                    cond.wait(0.1)
-                jobs = list(queue)
-                queue.clear()
-            for lock in jobs:
-                lock.release()
-
-    def caller(i: int) -> None:
-        n = 0
-        while time.monotonic() < stop:
-            lock = allocate_lock()
-            lock.acquire()
-            with cond:
-                queue.append(lock)
-                if len(queue) == 1:
-                    cond.notify()
-            lock.acquire()
-            n += 1
-        counts[i] = n
-
-    w = threading.Thread(target=worker, daemon=True)
-    w.start()
-    ts = [threading.Thread(target=caller, args=(i,)) for i in range(threads)]
-    t0 = time.monotonic()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    elapsed = time.monotonic() - t0
-    done.set()
-    w.join(1)
-    return sum(counts) / elapsed
+    """Hand-offs per second (the harness's ``handoff_floor``, which ``litegate bench`` also
+    reports among its references)."""
+    n, elapsed, _ = handoff_floor(threads, seconds)
+    return n / elapsed
 
 
 def main(argv: list[str] | None = None) -> int:

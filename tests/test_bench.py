@@ -72,8 +72,34 @@ def test_targets_and_report(result: _bench.BenchResult) -> None:
     assert "raw sqlite3 FULL single-row commit" in text
     data = json.loads(json.dumps(result.as_dict()))
     assert set(data["workloads"]) == set(WORKLOADS)
-    assert len(data["reference"]) == 2
+    assert [r["name"] for r in data["reference"]] == [
+        "raw sqlite3 point read",
+        "raw sqlite3 FULL single-row commit",
+        _bench.HANDOFF_FLOOR,
+    ]
     assert all(r["ops"] > 0 for r in data["reference"])
+    # The ceilings block relates the ceiling contender and the hand-off floor to the baselines.
+    assert "ceilings on this machine" in text
+    assert f"writes: {_bench.HANDOFF_FLOOR} = " in text
+    for w in WORKLOADS:
+        assert f"{w}: ceiling: bare group commit = " in text
+
+
+def test_ceiling_is_reported_but_never_a_baseline_or_a_target(
+    result: _bench.BenchResult,
+) -> None:
+    for w in result.workloads:
+        ceiling = next(c for c in w.contenders if c.kind == "ceiling")
+        assert ceiling.errors == 0 and ceiling.data.ok
+        assert w.baseline != ceiling.name
+    assert all(t.contender != ceiling.name for t in result.targets)
+
+
+def test_handoff_floor_counts_every_handoff() -> None:
+    n, elapsed, lat = _bench.handoff_floor(4, 0.2)
+    assert n == len(lat) > 0
+    assert 0.2 <= elapsed < 5.0
+    assert all(x > 0 for x in lat)
 
 
 def test_a_data_mismatch_is_reported() -> None:

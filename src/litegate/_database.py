@@ -69,7 +69,11 @@ class Database(Facade):
         :raises Busy: another process held the write lock past ``busy_timeout``
         """
         return self._engine.write(
-            run_execute, (sql, params), self._t(timeout), self._l(time_limit), sql
+            run_execute,
+            (sql, params),
+            self._timeout if timeout is DEFAULT else timeout,
+            self._time_limit if time_limit is DEFAULT else time_limit,
+            sql,
         )
 
     def executemany(

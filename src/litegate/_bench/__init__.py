@@ -28,7 +28,8 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections import Counter
+from _thread import allocate_lock
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -273,11 +274,82 @@ class Litegate(Contender):
         }
 
 
+class BareGroupCommit(PerThread):
+    """Not a remedy but a ceiling: the leanest group commit Python allows, with none of
+    litegate's guarantees (no per-job isolation, no bounded queue, no timeouts, no
+    cancellation, no transactions, no stats). Reads use a connection per thread; writes go to
+    a deque that one writer thread drains into ``BEGIN IMMEDIATE`` ... ``COMMIT`` batches,
+    waking each caller by its own raw lock. What it reaches on a machine is about the most any
+    thread-acknowledging design can, so it tells how far a target is from being reachable.
+    """
+
+    name = "ceiling: bare group commit"
+    kind = "ceiling"
+
+    def open(self, path: str, threads: int) -> None:
+        super().open(path, threads)
+        self._writer = _open_plain(path, check_same_thread=False)
+        self._queue: deque[list[Any]] = deque()
+        self._bell = allocate_lock()
+        self._bell.acquire()
+        self._sleeping = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._drain, name="bench-bare-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        queue_, conn = self._queue, self._writer
+        while not self._stop:
+            if not queue_:
+                self._sleeping = True
+                if not queue_:
+                    self._bell.acquire(timeout=0.05)
+                self._sleeping = False
+                continue
+            jobs = []
+            while queue_:
+                jobs.append(queue_.popleft())
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for job in jobs:
+                    conn.execute(job[1], job[2])
+                conn.execute("COMMIT")
+            except BaseException as exc:  # the whole batch fails; nothing is acknowledged
+                if conn.in_transaction:
+                    conn.rollback()
+                for job in jobs:
+                    job[3] = exc
+            for job in jobs:
+                job[0].release()
+
+    def write(self, sql: str, params: tuple[Any, ...]) -> None:
+        done = allocate_lock()
+        done.acquire()
+        job: list[Any] = [done, sql, params, None]  # lock, sql, params, error
+        self._queue.append(job)
+        if self._sleeping:
+            try:
+                self._bell.release()
+            except RuntimeError:  # rung already
+                pass
+        done.acquire()
+        error: BaseException | None = job[3]
+        if error is not None:
+            raise error
+
+    def close(self) -> dict[str, Any]:
+        self._stop = True
+        self._thread.join(5.0)
+        self._writer.close()
+        return super().close()
+
+
 def _default_contenders(pool_size: int) -> list[Callable[[], Contender]]:
     return [
         PerThread,
         lambda: QueuePool(pool_size),
         Locked,
+        BareGroupCommit,
         lambda: Litegate(4),
         lambda: Litegate("per-thread"),
     ]
@@ -287,6 +359,7 @@ CONTENDERS: tuple[str, ...] = (
     "sqlite3 per-thread",
     f"sqlite3 queue pool({DEFAULT_POOL_SIZE})",
     "sqlite3 + Lock",
+    "ceiling: bare group commit",
     "litegate readers=4",
     "litegate readers=per-thread",
 )
@@ -676,6 +749,67 @@ def _timed(seconds: float, op: Callable[[int], object]) -> tuple[int, float, lis
     return n, clock() - start, lat
 
 
+def handoff_floor(threads: int, seconds: float) -> tuple[int, float, list[float]]:
+    """The floor for any write path that acknowledges each write to a blocked thread.
+
+    ``threads`` threads each hand a no-op to one worker thread and block until it answers
+    (the worker takes every waiting request per wake-up, like a group commit with free
+    commits). No SQLite at all: what remains is CPython's cost of blocking and waking threads
+    under the GIL. Returns (hand-offs, elapsed, latencies).
+    """
+    queue_: deque[Any] = deque()
+    cond = threading.Condition()
+    start = time.perf_counter()
+    stop = start + seconds
+    counts = [0] * threads
+    lats: list[list[float]] = [[] for _ in range(threads)]
+    done = threading.Event()
+
+    def worker() -> None:
+        while not done.is_set():
+            with cond:
+                while not queue_ and not done.is_set():
+                    cond.wait(0.1)
+                jobs = list(queue_)
+                queue_.clear()
+            for lock in jobs:
+                lock.release()
+
+    def caller(i: int) -> None:
+        n = 0
+        clock = time.perf_counter
+        lat = lats[i]
+        while (t0 := clock()) < stop:
+            lock = allocate_lock()
+            lock.acquire()
+            with cond:
+                queue_.append(lock)
+                if len(queue_) == 1:
+                    cond.notify()
+            lock.acquire()
+            lat.append(clock() - t0)
+            n += 1
+        counts[i] = n
+
+    w = threading.Thread(target=worker, name="bench-handoff-worker", daemon=True)
+    w.start()
+    ts = [
+        threading.Thread(target=caller, args=(i,), name=f"bench-handoff-{i}", daemon=True)
+        for i in range(threads)
+    ]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(seconds + _JOIN_GRACE)
+    elapsed = time.perf_counter() - start
+    done.set()
+    w.join(1.0)
+    return sum(counts), elapsed, [x for lat in lats for x in lat]
+
+
+HANDOFF_FLOOR = "thread hand-off floor (64 threads, no SQL)"
+
+
 def _reference(path: str, seconds: float, seed: int) -> list[ReferenceResult]:
     """Raw sqlite3 on one thread: point reads, then FULL single-row commits."""
     rng = random.Random(seed)
@@ -709,6 +843,16 @@ def _reference(path: str, seconds: float, seed: int) -> list[ReferenceResult]:
             )
     finally:
         conn.close()
+    n, elapsed, lat = handoff_floor(WORKLOADS["writes"].threads, seconds)
+    out.append(
+        ReferenceResult(
+            name=HANDOFF_FLOOR,
+            ops=n,
+            ops_per_s=round(n / elapsed, 1) if elapsed > 0 else 0.0,
+            p50_ms=_ms(lat, 0.5),
+            p99_ms=_ms(lat, 0.99),
+        )
+    )
     return out
 
 
@@ -789,6 +933,27 @@ def run_benchmark(
 
 
 # ---- report -------------------------------------------------------------------------------
+def _ceiling_lines(result: BenchResult) -> list[str]:
+    """How far the targets are from what this machine allows at all: the ceiling contender's
+    ratio per workload, and the hand-off floor against the lock (writes)."""
+    out: list[str] = []
+    floor = next((r for r in result.reference if r.name == HANDOFF_FLOOR), None)
+    for w in result.workloads:
+        base = next((c for c in w.contenders if c.name == w.baseline), None)
+        for c in w.contenders:
+            if c.kind == "ceiling" and c.ratio is not None:
+                out.append(
+                    f"  {w.workload.name}: {c.name} = {c.ratio:.2f}x {w.baseline} "
+                    "(no litegate guarantees; about the most a threaded design reaches here)"
+                )
+        if w.workload.name == "writes" and floor is not None and base and base.ops_per_s:
+            out.append(
+                f"  writes: {HANDOFF_FLOOR} = {floor.ops_per_s / base.ops_per_s:.2f}x "
+                f"{w.baseline} (blocking and waking threads alone, before any SQL)"
+            )
+    return ["", "ceilings on this machine", *out] if out else []
+
+
 def format_report(result: BenchResult) -> str:
     """The results as a text table, one block per workload, then the target lines."""
     m = result.meta
@@ -827,6 +992,7 @@ def format_report(result: BenchResult) -> str:
         for c in w.contenders:
             for msg, n in c.error_samples.items():
                 lines.append(f"  ! {c.name}: {n}x {msg}")
+    lines.extend(_ceiling_lines(result))
     lines.append("")
     lines.append("targets")
     for t in result.targets:
