@@ -10,6 +10,8 @@ import pytest
 
 import litegate
 from helpers import Outcome, wait_for
+from litegate import _pool
+from litegate._pool import ReadPool
 
 
 @pytest.fixture
@@ -149,3 +151,79 @@ def test_pool_closes_every_connection(db_path: str) -> None:
     for c in conns:
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
             c.execute("SELECT 1")
+
+
+def test_close_wakes_a_waiting_borrower_with_closed(db_path: str) -> None:
+    db = litegate.connect(db_path, readers=1, timeout=None)
+    db.execute("CREATE TABLE t(x)")
+    pool = db._engine.pool
+    assert isinstance(pool, ReadPool)
+    held = pool.acquire(None)
+    waiter = Outcome(lambda: db.query("SELECT 1"))
+    wait_for(lambda: db.stats().pool_waiting == 1)
+    db.close(timeout=1)
+    err = waiter.join().error
+    assert isinstance(err, litegate.Closed)
+    assert "closed while waiting for a reader" in str(err)
+    pool.release(held)  # returned after close: closed, not kept
+    assert (pool.open_count, pool.in_use, pool.waiting) == (0, 0, 0)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        held.execute("SELECT 1")
+
+
+def test_a_failed_open_frees_its_slot_and_hides_no_idle_reader(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with litegate.connect(db_path, readers=2) as db:
+        pool = db._engine.pool
+        assert isinstance(pool, ReadPool)
+        first = pool.acquire(None)
+
+        def refuse(*_: object, **__: object) -> sqlite3.Connection:
+            raise OSError("no more file handles")
+
+        monkeypatch.setattr(_pool, "open_connection", refuse)
+        with pytest.raises(OSError, match="file handles"):
+            pool.acquire(None)  # the second slot: its open fails, the slot goes back
+        monkeypatch.undo()
+        assert pool.open_count == 1
+        pool.release(first)  # now queued behind the freed slot
+        # The async inline path borrows only idle readers: it must find the one behind the slot.
+        assert pool.try_acquire() is first
+        assert pool.try_acquire() is None  # the slot is not opened by try_acquire
+        pool.release(first)
+        second = pool.acquire(None)  # the freed slot is still usable: a new connection
+        third = pool.acquire(None)
+        assert first in (second, third) and second is not third
+        assert pool.open_count == 2
+        pool.release(second)
+        pool.release(third)
+
+
+def test_fork_quiesce_sees_a_reader_in_flight(db_path: str) -> None:
+    """A reader taken off the queue but not yet recorded as held (a GIL switch can fall
+    there: borrows take no lock) must not look idle to fork(); nor may one being returned."""
+    with litegate.connect(db_path, readers=1) as db:
+        db.execute("CREATE TABLE t(x)")
+        db.query("SELECT 1")  # open the one reader
+        pool = db._engine.pool
+        assert isinstance(pool, ReadPool)
+        conn = pool._free.get_nowait()  # in flight: neither queued nor in _holders
+        pool._lock.acquire()
+        try:
+            pool.stash()
+            assert pool.in_use == 0  # what the old check trusted
+            assert not pool.quiet()
+            pool.unstash()
+        finally:
+            pool._lock.release()
+        pool._free.put(conn)
+        pool._lock.acquire()
+        try:
+            pool.stash()
+            assert pool.quiet()  # every opened reader is stashed: nobody can borrow one
+            assert pool.try_acquire() is None
+            pool.unstash()
+        finally:
+            pool._lock.release()
+        assert db.query_value("SELECT 1") == 1

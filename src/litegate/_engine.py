@@ -136,13 +136,13 @@ class Engine:
             for pool in self._pools():
                 pool._lock.acquire()
                 pool.stash()
-            if all(p.in_use == 0 for p in self._pools()) or time.monotonic() >= deadline:
+            if all(p.quiet() for p in self._pools()) or time.monotonic() >= deadline:
                 break
             for pool in self._pools():
                 pool.unstash()
                 pool._lock.release()
             time.sleep(0.0002)
-        self._fork_idle = self._fork_idle and all(p.in_use == 0 for p in self._pools())
+        self._fork_idle = self._fork_idle and all(p.quiet() for p in self._pools())
 
     def _release_fork_locks(self) -> None:
         for pool in reversed(self._pools()):

@@ -1,7 +1,7 @@
 """The read pool: read-only connections borrowed by the caller's own thread (no hop).
 
-Two shapes behind one interface: a bounded pool (``readers=N``, opened lazily, LIFO so a hot
-connection stays hot) and one connection per OS thread (``readers="per-thread"``).
+Two shapes behind one interface: a bounded pool (``readers=N``, opened lazily, borrowed
+first-in-first-out) and one connection per OS thread (``readers="per-thread"``).
 ``readers=0`` has no pool at all: the engine routes reads through the write lane.
 """
 
@@ -127,7 +127,21 @@ class ReadPool:
             item = self._free.get_nowait()
         except queue.Empty:
             return None
-        if item is None or item is _CLOSED:
+        if item is None:  # a freed slot: an idle reader may still be queued behind it
+            slots = 1
+            for _ in range(self.size):
+                try:
+                    item = self._free.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    break
+                slots += 1
+            for _ in range(slots):
+                self._free.put(None)
+            if item is None:
+                return None
+        if item is _CLOSED:
             self._free.put(item)
             return None
         self._holders[id(item)] = (get_ident(), monotonic())
@@ -143,14 +157,17 @@ class ReadPool:
         return self._wait(deadline)
 
     def _open_slot(self) -> sqlite3.Connection:
-        """Open the connection of a free slot; on failure the slot goes back."""
+        """Open the connection of a free slot; on failure the slot goes back. Counted in
+        ``_open`` before it is opened, so that fork() sees it (see :meth:`quiet`)."""
+        with self._lock:
+            self._open += 1
         try:
             conn = open_connection(self.opts, reader=True)
         except BaseException:
+            with self._lock:
+                self._open -= 1
             self._free.put(None)
             raise
-        with self._lock:
-            self._open += 1
         if self._closed:
             self._discard(conn)
             raise Closed("the database is closed")
@@ -175,6 +192,9 @@ class ReadPool:
                     if self._closed:
                         raise Closed("the database was closed while waiting for a reader") from None
                     continue
+                if item is _CLOSED:
+                    self._free.put(item)  # for the other waiters
+                    raise Closed("the database was closed while waiting for a reader")
                 self.wait_times.append(monotonic() - start)
                 return item
         finally:
@@ -231,6 +251,14 @@ class ReadPool:
     def close(self) -> None:
         self._closed = True
         self._drain()
+
+    def quiet(self) -> bool:
+        """After :meth:`stash`: is every opened connection in the stash? Borrows and returns
+        do not take ``_lock``, so a connection between the queue and ``_holders`` (just taken,
+        or being returned) is in neither; counting the stash against ``_open`` (which counts a
+        connection before it is opened, under ``_lock``) sees it too."""
+        stashed = sum(1 for item in self._stash if item is not None and item is not _CLOSED)
+        return stashed == self._open
 
     def stash(self) -> None:
         """Before fork, ``_lock`` held: take every free connection out of the queue, so that
@@ -363,8 +391,12 @@ class PerThreadPool:
         for conn in conns:
             _close_quietly(conn)
 
+    def quiet(self) -> bool:
+        """No connection in use (before fork, ``_lock`` held)."""
+        return self._in_use == 0
+
     def stash(self) -> None:
-        """Before fork (``_lock`` held): nothing to take out; in_use tells."""
+        """Before fork (``_lock`` held): nothing to take out; :meth:`quiet` tells."""
 
     def unstash(self) -> None:
         pass
