@@ -279,8 +279,8 @@ class BareGroupCommit(PerThread):
     litegate's guarantees (no per-job isolation, no bounded queue, no timeouts, no
     cancellation, no transactions, no stats). Reads use a connection per thread; writes go to
     a deque that one writer thread drains into ``BEGIN IMMEDIATE`` ... ``COMMIT`` batches,
-    waking each caller by its own raw lock. What it reaches on a machine is about the most any
-    thread-acknowledging design can, so it tells how far a target is from being reachable.
+    waking each caller by its own raw lock. What it reaches on a machine shows how far a
+    target is from what any thread-acknowledging design written in Python can do there.
     """
 
     name = "ceiling: bare group commit"
@@ -944,7 +944,7 @@ def _ceiling_lines(result: BenchResult) -> list[str]:
             if c.kind == "ceiling" and c.ratio is not None:
                 out.append(
                     f"  {w.workload.name}: {c.name} = {c.ratio:.2f}x {w.baseline} "
-                    "(no litegate guarantees; about the most a threaded design reaches here)"
+                    "(the leanest threaded group commit, none of litegate's guarantees)"
                 )
         if w.workload.name == "writes" and floor is not None and base and base.ops_per_s:
             out.append(
