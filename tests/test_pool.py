@@ -227,3 +227,16 @@ def test_fork_quiesce_sees_a_reader_in_flight(db_path: str) -> None:
         finally:
             pool._lock.release()
         assert db.query_value("SELECT 1") == 1
+
+
+@pytest.mark.parametrize("mode", [1, "per-thread"])
+def test_a_query_that_leaves_a_transaction_open_is_cleaned(db_path: str, mode: int | str) -> None:
+    with litegate.connect(db_path, readers=mode) as db:
+        db.execute("CREATE TABLE t(x)")
+        assert db.query_value("SELECT 1") == 1  # the reader is open (the first borrow opens it)
+        assert db.query("BEGIN") == []  # the reader is now inside a transaction...
+        assert db.query_value("SELECT count(*) FROM t") == 0  # (would pin this snapshot)
+        db.execute("INSERT INTO t VALUES (1)")
+        assert db.query_value("SELECT count(*) FROM t") == 1  # ...unless check-in ended it
+        assert db.query_one("SELECT x FROM t")[0] == 1
+        assert db.stats().pool_in_use == 0

@@ -348,7 +348,8 @@ class Engine:
     ) -> Any:
         """The rows of a read-only statement, or (``first``) its first row or None. The read
         hot path: under the GIL every bytecode a reader runs is time the other threads wait,
-        so a plain query on a pool calls sqlite3 directly instead of going through :meth:`read`.
+        so a plain query goes straight to the pool's one-frame :meth:`ReadPool.query` instead of
+        through :meth:`read`.
         """
         if self._state or self._forked:
             self.check()
@@ -357,15 +358,7 @@ class Engine:
             rows: list[Any] = self.read(run_query, (sql, params), timeout, time_limit, sql)
             return (rows[0] if rows else None) if first else rows
         t0 = perf_counter()
-        conn = pool.acquire(None if timeout is None else monotonic() + timeout)
-        try:
-            cur = conn.execute(sql, params)
-            try:
-                result = cur.fetchone() if first else cur.fetchall()
-            finally:
-                cur.close()
-        finally:
-            pool.release(conn)
+        result = pool.query(sql, params, timeout, first)
         c = self.counters
         c.reads += 1
         c.read_latency.append(perf_counter() - t0)

@@ -55,6 +55,25 @@ def _checkin(conn: sqlite3.Connection) -> bool:
         return False
 
 
+def _fetch(conn: sqlite3.Connection, sql: str, params: Any, first: bool) -> Any:
+    cur = conn.execute(sql, params)
+    try:
+        return cur.fetchone() if first else cur.fetchall()
+    finally:
+        cur.close()
+
+
+def _borrowed_query(
+    pool: ReadPool | PerThreadPool, sql: str, params: Any, timeout: float | None, first: bool
+) -> Any:
+    """A query on a reader borrowed the general way (may wait, may open one)."""
+    conn = pool.acquire(None if timeout is None else monotonic() + timeout)
+    try:
+        return _fetch(conn, sql, params, first)
+    finally:
+        pool.release(conn)
+
+
 class ReadPool:
     """Up to ``size`` reader connections; ``acquire`` waits with a deadline.
 
@@ -118,6 +137,28 @@ class ReadPool:
         self._holders[id(item)] = (get_ident(), monotonic())
         conn: sqlite3.Connection = item
         return conn
+
+    def query(self, sql: str, params: Any, timeout: float | None, first: bool) -> Any:
+        """Borrow, run one query (its rows, or ``first``: its first row or None), return:
+        the read hot path, in one frame when a reader is idle; else as :meth:`acquire`."""
+        if not self._closed:
+            try:
+                conn = self._free.get_nowait()
+            except queue.Empty:
+                conn = None
+            if conn is not None and conn is not _CLOSED:
+                self._holders[id(conn)] = (get_ident(), monotonic())
+                try:
+                    cur = conn.execute(sql, params)
+                    try:
+                        return cur.fetchone() if first else cur.fetchall()
+                    finally:
+                        cur.close()
+                finally:
+                    self.release(conn)
+            if conn is not None:
+                self._free.put(conn)  # a freed slot or the closed mark: the general way
+        return _borrowed_query(self, sql, params, timeout, first)
 
     def try_acquire(self) -> sqlite3.Connection | None:
         """An idle reader at once, or None (never blocks; never opens a connection)."""
@@ -353,6 +394,26 @@ class PerThreadPool:
             self._in_use += 1
         slot.depth += 1
         return slot.conn
+
+    def query(self, sql: str, params: Any, timeout: float | None, first: bool) -> Any:
+        """This thread's reader: one query, in one frame (see :meth:`ReadPool.query`)."""
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is None or slot.depth or self._closed:
+            return _borrowed_query(self, sql, params, timeout, first)
+        slot.depth = 1
+        self._in_use += 1
+        conn = slot.conn
+        try:
+            cur = conn.execute(sql, params)
+            try:
+                return cur.fetchone() if first else cur.fetchall()
+            finally:
+                cur.close()
+        finally:
+            slot.depth = 0
+            self._in_use -= 1
+            if conn.in_transaction and not _checkin(conn):
+                del self._local.slot
 
     def try_acquire(self) -> sqlite3.Connection | None:
         """This thread's reader if it is already open, else None (never blocks)."""
