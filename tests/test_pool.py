@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from contextlib import closing
 
 import pytest
@@ -192,8 +193,10 @@ def test_a_failed_open_frees_its_slot_and_hides_no_idle_reader(
         assert pool.try_acquire() is first
         assert pool.try_acquire() is None  # the slot is not opened by try_acquire
         pool.release(first)
-        second = pool.acquire(None)  # the freed slot is still usable: a new connection
-        third = pool.acquire(None)
+        # A query that meets the freed slot first keeps it (it reads on the idle reader).
+        assert db.query_value("SELECT 1") == 1
+        second = pool.acquire(time.monotonic() + 2)  # the freed slot is still usable:
+        third = pool.acquire(time.monotonic() + 2)  # one of these opens a new connection
         assert first in (second, third) and second is not third
         assert pool.open_count == 2
         pool.release(second)

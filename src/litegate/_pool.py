@@ -143,21 +143,23 @@ class ReadPool:
         the read hot path, in one frame when a reader is idle; else as :meth:`acquire`."""
         if not self._closed:
             try:
-                conn = self._free.get_nowait()
+                item = self._free.get_nowait()
             except queue.Empty:
-                conn = None
-            if conn is not None and conn is not _CLOSED:
-                self._holders[id(conn)] = (get_ident(), monotonic())
-                try:
-                    cur = conn.execute(sql, params)
+                pass
+            else:
+                if item is None or item is _CLOSED:  # a freed slot or the closed mark
+                    self._free.put(item)  # (back, for the general way below)
+                else:
+                    conn: sqlite3.Connection = item
+                    self._holders[id(conn)] = (get_ident(), monotonic())
                     try:
-                        return cur.fetchone() if first else cur.fetchall()
+                        cur = conn.execute(sql, params)
+                        try:
+                            return cur.fetchone() if first else cur.fetchall()
+                        finally:
+                            cur.close()
                     finally:
-                        cur.close()
-                finally:
-                    self.release(conn)
-            if conn is not None:
-                self._free.put(conn)  # a freed slot or the closed mark: the general way
+                        self.release(conn)
         return _borrowed_query(self, sql, params, timeout, first)
 
     def try_acquire(self) -> sqlite3.Connection | None:
