@@ -280,16 +280,24 @@ class ReadPool:
             self._open -= 1
         _close_quietly(conn)
 
-    def _drain(self) -> None:
-        """Close every idle connection in the queue; leave the wake-up token for waiters."""
+    def _take_idle(self) -> list[sqlite3.Connection]:
+        """Empty the queue; returns the idle connections that were in it, and leaves the
+        closed mark behind for waiters."""
+        conns: list[sqlite3.Connection] = []
         while True:
             try:
                 item = self._free.get_nowait()
             except queue.Empty:
                 break
             if item is not None and item is not _CLOSED:
-                self._discard(item)
+                conns.append(item)
         self._free.put(_CLOSED)
+        return conns
+
+    def _drain(self) -> None:
+        """Close every idle connection in the queue; waiters are woken with Closed."""
+        for conn in self._take_idle():
+            self._discard(conn)
 
     def close(self) -> None:
         self._closed = True
@@ -320,16 +328,7 @@ class ReadPool:
     def abandon(self) -> list[sqlite3.Connection]:
         """After fork: forget every connection without closing it; returns them."""
         self._closed = True
-        conns: list[sqlite3.Connection] = []
-        while True:
-            try:
-                item = self._free.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None and item is not _CLOSED:
-                conns.append(item)
-        self._free.put(_CLOSED)
-        return conns
+        return self._take_idle()
 
 
 class _Slot:

@@ -831,29 +831,23 @@ def _reference(path: str, seconds: float, seed: int) -> list[ReferenceResult]:
             ("raw sqlite3 point read", read),
             ("raw sqlite3 FULL single-row commit", write),
         ):
-            n, elapsed, lat = _timed(seconds, op)
-            out.append(
-                ReferenceResult(
-                    name=name,
-                    ops=n,
-                    ops_per_s=round(n / elapsed, 1) if elapsed > 0 else 0.0,
-                    p50_ms=_ms(lat, 0.5),
-                    p99_ms=_ms(lat, 0.99),
-                )
-            )
+            out.append(_reference_result(name, *_timed(seconds, op)))
     finally:
         conn.close()
-    n, elapsed, lat = handoff_floor(WORKLOADS["writes"].threads, seconds)
     out.append(
-        ReferenceResult(
-            name=HANDOFF_FLOOR,
-            ops=n,
-            ops_per_s=round(n / elapsed, 1) if elapsed > 0 else 0.0,
-            p50_ms=_ms(lat, 0.5),
-            p99_ms=_ms(lat, 0.99),
-        )
+        _reference_result(HANDOFF_FLOOR, *handoff_floor(WORKLOADS["writes"].threads, seconds))
     )
     return out
+
+
+def _reference_result(name: str, n: int, elapsed: float, lat: list[float]) -> ReferenceResult:
+    return ReferenceResult(
+        name=name,
+        ops=n,
+        ops_per_s=round(n / elapsed, 1) if elapsed > 0 else 0.0,
+        p50_ms=_ms(lat, 0.5),
+        p99_ms=_ms(lat, 0.99),
+    )
 
 
 def _targets(workload: Workload, results: list[ContenderResult], baseline: str) -> list[Target]:
