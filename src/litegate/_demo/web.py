@@ -73,6 +73,7 @@ _READY_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
 _REQUEST_TIMEOUT = 30.0
 _PER_POOL = 8  # concurrent clients per httpx.AsyncClient
+_KEEPALIVE_EXPIRY = 2.0  # seconds; below uvicorn's --timeout-keep-alive (5 s)
 _SIGNATURES = ("SQLite objects created in a thread", "database is locked")
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Warning)): (.+)$")
 
@@ -317,7 +318,14 @@ async def _load(
     # httpx's pool does work proportional to its connections on every request, so one
     # AsyncClient per few clients (sharing one SSL context) keeps the load generator cheap.
     ssl_context = httpx.create_ssl_context()
-    limits = httpx.Limits(max_connections=_PER_POOL, max_keepalive_connections=_PER_POOL)
+    # Idle connections are dropped by the client well before uvicorn's 5 s keep-alive timeout:
+    # with both at 5 s (httpx's default) a request sent on a connection the server is closing
+    # at that moment fails with "Server disconnected without sending a response".
+    limits = httpx.Limits(
+        max_connections=_PER_POOL,
+        max_keepalive_connections=_PER_POOL,
+        keepalive_expiry=_KEEPALIVE_EXPIRY,
+    )
     pools = [
         httpx.AsyncClient(
             base_url=base_url, limits=limits, timeout=_REQUEST_TIMEOUT, verify=ssl_context
