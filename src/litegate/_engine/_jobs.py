@@ -16,7 +16,11 @@ import time
 from _thread import allocate_lock as _lock_type
 from collections import deque
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
+
+from .._errors import Misuse, RolledBack
+from ._connection import EngineConnection, run_limited
 
 __all__ = (
     "EXCLUSIVE",
@@ -85,10 +89,11 @@ class BaseJob:
 
 
 class Job(BaseJob):
-    """A thread caller's job. The caller blocks on ``_done``, a raw lock that the lane releases
-    once the outcome is final (for writes: after the COMMIT that made it durable)."""
+    """A thread caller's job. The caller blocks on ``done``, a raw lock that the lane releases
+    once the outcome is final (for writes: after the COMMIT that made it durable); ``result``
+    and ``error`` are written before that release and read after the caller's acquire."""
 
-    __slots__ = ("_done",)
+    __slots__ = ("done",)
 
     def __init__(
         self,
@@ -98,29 +103,15 @@ class Job(BaseJob):
         sql: str | None = None,
         time_limit: float | None = None,
     ) -> None:
-        # BaseJob.__init__ unrolled: one frame less on every thread write.
-        self.kind = kind
-        self.fn = fn
-        self.args = args
-        self.sql = sql
-        self.time_limit = time_limit
-        self.ctx = contextvars.copy_context()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self._done = done = _lock_type()
+        super().__init__(kind, fn, args, sql, time_limit)
+        self.done = done = _lock_type()
         done.acquire()
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         """Called from the lane's thread: publish the outcome and wake the caller."""
         self.result = result
         self.error = error
-        self._done.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        """Block the calling thread until finished; False if ``timeout`` ran out first."""
-        if timeout is None:
-            return self._done.acquire()
-        return self._done.acquire(timeout=max(timeout, 0.0))
+        self.done.release()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -142,13 +133,13 @@ class LaneHold(Job):
     writer connection: no thread hop per statement.
     """
 
-    __slots__ = ("_released", "direct")
+    __slots__ = ("_released", "ident")
 
     def __init__(self) -> None:
         super().__init__(EXCLUSIVE, _noop, ())
         self._released = _lock_type()
         self._released.acquire()
-        self.direct = False  # taken directly from an idle lane (no writer thread involved)
+        self.ident = get_ident()  # the thread that will hold the lane
 
     def release(self) -> None:
         self._released.release()
@@ -195,7 +186,7 @@ class AsyncJob(BaseJob):
         self.outbox = outbox
         self.state = AsyncJob.QUEUED
         self.running_on: sqlite3.Connection | None = None
-        self.pinned: sqlite3.Connection | None = None  # run on this connection, not the pool's
+        self.pinned: EngineConnection | None = None  # run on this connection, not the pool's
         self.deadline: float | None = None  # for the pool wait of a reader thread
         self.finished: threading.Event | None = None  # set when finished (if someone waits)
         self._lock = threading.Lock()
@@ -296,7 +287,8 @@ class AsyncLaneHold(AsyncJob):
     future at once. :meth:`end` (safe from any thread, idempotent) ends the hold; operations
     sent after that fail at once. Once ``txn_required`` is set (after ``BEGIN``), an operation
     finds the transaction gone -- SQLite rolled it back after an interrupt or a failed
-    statement -- fails with Misuse instead of running in autocommit mode, and ``lost`` is set.
+    statement -- fails with RolledBack instead of running in autocommit mode, and ``lost`` is
+    set.
     """
 
     __slots__ = ("_ops_lock", "closed_ops", "ended", "lost", "ops", "txn_required")
@@ -318,8 +310,6 @@ class AsyncLaneHold(AsyncJob):
         time_limit: float | None,
     ) -> AsyncJob:
         """Loop thread: queue one operation for the writer; await ``job.future``."""
-        from ._errors import Misuse
-
         job = AsyncJob(READ, fn, args, sql, time_limit, self.loop, self.outbox)
         with self._ops_lock:
             if self.ended or self.closed_ops:
@@ -337,8 +327,6 @@ class AsyncLaneHold(AsyncJob):
     def _close_ops(self) -> None:
         """Writer thread, at the end: fail whatever was queued behind the end (nothing else
         will ever run it)."""
-        from ._errors import Misuse
-
         with self._ops_lock:
             self.closed_ops = True
             while True:
@@ -351,9 +339,6 @@ class AsyncLaneHold(AsyncJob):
         flush(self.outbox)
 
     def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
-        from ._connection import run_limited  # local: _connection imports nothing from here
-        from ._errors import Misuse
-
         start = time.monotonic()
         warned = False
         outbox = self.outbox
@@ -373,7 +358,7 @@ class AsyncLaneHold(AsyncJob):
             if self.txn_required and not conn.in_transaction:
                 self.lost = True
                 op.finish(
-                    error=Misuse(
+                    error=RolledBack(
                         "the transaction was rolled back by SQLite (an interrupted or failed "
                         "statement); nothing of it will commit. Leave the block and start again"
                     )
