@@ -40,7 +40,6 @@ from ._transaction import Snapshot as Snapshot
 from ._transaction import Transaction as Transaction
 from ._types import DEFAULT as DEFAULT
 from ._types import Params as Params
-from ._types import Seconds as Seconds
 from ._types import UseDefault as UseDefault
 from ._version import __version__ as __version__
 
@@ -66,7 +65,6 @@ __all__ = (
     "RolledBack",
     "Row",
     "Savepoint",
-    "Seconds",
     "Snapshot",
     "Stats",
     "Timeout",

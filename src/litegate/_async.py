@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from types import TracebackType
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from ._async_transaction import AsyncSavepoint, AsyncSnapshot, AsyncTransaction
@@ -33,7 +32,7 @@ from ._facade import Facade
 from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._statements import Result, first_value, run_execute, run_executemany, run_query, run_script
 from ._stats import Stats
-from ._types import DEFAULT, Params, Seconds
+from ._types import DEFAULT, ExcType, Limit, Params, Tb, Wait
 
 __all__ = (
     "INLINE_BUDGET",
@@ -62,12 +61,7 @@ class AsyncMethods(Facade):
 
     # ---- writes ---------------------------------------------------------------------------
     async def execute(
-        self,
-        sql: str,
-        params: Params = (),
-        *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one write statement in its own (group-committed) transaction; returns after COMMIT."""
         return await self._engine.write_async(
@@ -79,8 +73,8 @@ class AsyncMethods(Facade):
         sql: str,
         seq: Iterable[Params],
         *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        timeout: Wait = DEFAULT,
+        time_limit: Limit = DEFAULT,
     ) -> Result:
         """Run one statement for every parameter set, in one transaction."""
         rows = seq if isinstance(seq, list | tuple) else list(seq)
@@ -89,7 +83,7 @@ class AsyncMethods(Facade):
         )
 
     async def executescript(
-        self, script: str, *, timeout: Seconds = DEFAULT, time_limit: Seconds = DEFAULT
+        self, script: str, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> None:
         """Run several statements in one transaction (all or nothing)."""
         await self._engine.write_async(
@@ -100,8 +94,8 @@ class AsyncMethods(Facade):
         self,
         fn: Callable[[Any, Unpack[Ts]], T],
         *args: *Ts,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        timeout: Wait = DEFAULT,
+        time_limit: Limit = DEFAULT,
     ) -> T:
         """Call ``fn(conn, *args)`` on the writer thread inside a group-committed transaction."""
         return await self._engine.write_async(
@@ -109,7 +103,7 @@ class AsyncMethods(Facade):
         )
 
     def transaction(
-        self, *, timeout: Seconds = DEFAULT, time_limit: Seconds = DEFAULT
+        self, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> AsyncTransaction:
         """``async with adb.transaction() as tx:`` -- BEGIN IMMEDIATE on the lane."""
         return AsyncTransaction(self._engine, self._t(timeout), self._l(time_limit))
@@ -118,7 +112,7 @@ class AsyncMethods(Facade):
         self,
         migrations: Sequence[Migration],
         *,
-        timeout: Seconds = DEFAULT,
+        timeout: Wait = DEFAULT,
         busy_timeout: float = MIGRATION_BUSY_TIMEOUT,
     ) -> int:
         """Apply migrations past ``PRAGMA user_version`` in one transaction; returns the version
@@ -130,12 +124,7 @@ class AsyncMethods(Facade):
 
     # ---- reads ----------------------------------------------------------------------------
     async def query(
-        self,
-        sql: str,
-        params: Params = (),
-        *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> list[Any]:
         """All rows of a read-only query.
 
@@ -159,24 +148,14 @@ class AsyncMethods(Facade):
         return result
 
     async def query_one(
-        self,
-        sql: str,
-        params: Params = (),
-        *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Any:
         """The first row, or ``None``."""
         rows = await self.query(sql, params, timeout=timeout, time_limit=time_limit)
         return rows[0] if rows else None
 
     async def query_value(
-        self,
-        sql: str,
-        params: Params = (),
-        *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Any:
         """The first column of the first row, or ``None``."""
         return first_value(await self.query(sql, params, timeout=timeout, time_limit=time_limit))
@@ -185,8 +164,8 @@ class AsyncMethods(Facade):
         self,
         fn: Callable[[Any, Unpack[Ts]], T],
         *args: *Ts,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        timeout: Wait = DEFAULT,
+        time_limit: Limit = DEFAULT,
     ) -> T:
         """Call ``fn(conn, *args)`` with a read-only connection on a reader thread."""
         return await self._engine.read_async(
@@ -194,16 +173,14 @@ class AsyncMethods(Facade):
         )
 
     async def iterate(
-        self, sql: str, params: Params = (), *, timeout: Seconds = DEFAULT, arraysize: int = 256
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, arraysize: int = 256
     ) -> AsyncIterator[Any]:
         """Stream rows (``async for``); holds a reader (readers=0: the lane) until it ends."""
         async with self.snapshot(timeout=timeout, time_limit=None) as snap:
             async for row in snap.iterate(sql, params, arraysize=arraysize):
                 yield row
 
-    def snapshot(
-        self, *, timeout: Seconds = DEFAULT, time_limit: Seconds = DEFAULT
-    ) -> AsyncSnapshot:
+    def snapshot(self, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT) -> AsyncSnapshot:
         """``async with adb.snapshot() as snap:`` -- one consistent read state."""
         return AsyncSnapshot(self._engine, self._t(timeout), self._l(time_limit))
 
@@ -219,12 +196,7 @@ class AsyncMethods(Facade):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         await self.close()
 
     def __repr__(self) -> str:

@@ -7,24 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from . import _statements as stmt
 from ._engine import AsyncReadLease, AsyncWriteLease, Engine
 from ._errors import Misuse
-from ._statements import (
-    Result,
-    close_cursor,
-    exec_sql,
-    fetch_page,
-    first_value,
-    open_cursor,
-    rollback_to_savepoint,
-    run_execute,
-    run_executemany,
-    run_script,
-)
-from ._types import DEFAULT, Params, Seconds
+from ._statements import Result
+from ._types import DEFAULT, Args, Bound, ExcType, Limit, Params, Tb
 
 __all__ = ("AsyncSavepoint", "AsyncSnapshot", "AsyncTransaction")
 
@@ -42,44 +31,40 @@ class _AsyncReads:
         """The live lease. :raises Misuse: outside the block"""
         raise NotImplementedError
 
-    def _limit(self, time_limit: Seconds) -> float | None:
+    def _limit(self, time_limit: Limit) -> float | None:
         return self._time_limit if time_limit is DEFAULT else time_limit
 
-    async def _run(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], sql: str | None, limit: float | None
-    ) -> Any:
+    async def _run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
         return await self._live().run(fn, args, sql, limit)
 
     async def query(
-        self, sql: str, params: Params = (), *, time_limit: Seconds = DEFAULT
+        self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT
     ) -> list[Any]:
         """All rows of a query."""
         return await self._live().query(sql, params, self._limit(time_limit))
 
-    async def query_one(
-        self, sql: str, params: Params = (), *, time_limit: Seconds = DEFAULT
-    ) -> Any:
+    async def query_one(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
         """The first row, or ``None``."""
         rows = await self.query(sql, params, time_limit=time_limit)
         return rows[0] if rows else None
 
     async def query_value(
-        self, sql: str, params: Params = (), *, time_limit: Seconds = DEFAULT
+        self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT
     ) -> Any:
         """The first column of the first row, or ``None``."""
-        return first_value(await self.query(sql, params, time_limit=time_limit))
+        return stmt.first_value(await self.query(sql, params, time_limit=time_limit))
 
     async def iterate(
         self, sql: str, params: Params = (), *, arraysize: int = 256
     ) -> AsyncIterator[Any]:
         """Stream rows, fetched ``arraysize`` at a time."""
-        cursor = await self._run(open_cursor, (sql, params), sql, None)
+        cursor = await self._run(stmt.open_cursor, (sql, params), sql, None)
         try:
-            while rows := await self._run(fetch_page, (cursor, arraysize), None, None):
+            while rows := await self._run(stmt.fetch_page, (cursor, arraysize), None, None):
                 for row in rows:
                     yield row
         finally:
-            await self._run(close_cursor, (cursor,), None, None)
+            await self._run(stmt.close_cursor, (cursor,), None, None)
 
 
 class AsyncTransaction(_AsyncReads):
@@ -93,11 +78,7 @@ class AsyncTransaction(_AsyncReads):
     """
 
     def __init__(
-        self,
-        engine: Engine,
-        timeout: float | None,
-        time_limit: float | None,
-        busy_timeout: float | None = None,
+        self, engine: Engine, timeout: Bound, time_limit: Bound, busy_timeout: float | None = None
     ) -> None:
         self._engine = engine
         self._timeout = timeout
@@ -122,12 +103,7 @@ class AsyncTransaction(_AsyncReads):
         self._active = True
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease = self._lease
         assert lease is not None
         was_active, self._active = self._active, False
@@ -149,23 +125,27 @@ class AsyncTransaction(_AsyncReads):
         return lease
 
     async def execute(
-        self, sql: str, params: Params = (), *, time_limit: Seconds = DEFAULT
+        self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one statement in the transaction."""
-        result: Result = await self._run(run_execute, (sql, params), sql, self._limit(time_limit))
+        result: Result = await self._run(
+            stmt.run_execute, (sql, params), sql, self._limit(time_limit)
+        )
         return result
 
     async def executemany(
-        self, sql: str, seq: Iterable[Params], *, time_limit: Seconds = DEFAULT
+        self, sql: str, seq: Iterable[Params], *, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one statement for every parameter set."""
         rows = seq if isinstance(seq, list | tuple) else list(seq)
-        result: Result = await self._run(run_executemany, (sql, rows), sql, self._limit(time_limit))
+        result: Result = await self._run(
+            stmt.run_executemany, (sql, rows), sql, self._limit(time_limit)
+        )
         return result
 
-    async def executescript(self, script: str, *, time_limit: Seconds = DEFAULT) -> None:
+    async def executescript(self, script: str, *, time_limit: Limit = DEFAULT) -> None:
         """Run several statements inside this transaction."""
-        await self._run(run_script, (script,), None, self._limit(time_limit))
+        await self._run(stmt.run_script, (script,), None, self._limit(time_limit))
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(conn, *args)`` on the writer thread inside this transaction."""
@@ -187,27 +167,22 @@ class AsyncSavepoint:
         self._name = f"litegate_asp_{next(AsyncSavepoint._ids)}"
 
     async def __aenter__(self) -> Self:
-        await self._tx.run(exec_sql, f"SAVEPOINT {self._name}")
+        await self._tx.run(stmt.exec_sql, f"SAVEPOINT {self._name}")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         tx = self._tx
         lease = tx._lease
         if not tx._active or lease is None or lease.lost:
             return
         if exc_type is None:
-            await tx.run(exec_sql, f"RELEASE {self._name}")
+            await tx.run(stmt.exec_sql, f"RELEASE {self._name}")
             return
         # Roll the savepoint back, never masking the original exception. On a cancellation
         # the operation is queued without waiting: the writer runs operations in order, so
         # whatever the block does next (the caller may catch a timeout) comes after it.
         try:
-            future = lease.post(rollback_to_savepoint, (self._name,))
+            future = lease.post(stmt.rollback_to_savepoint, (self._name,))
             if exc_type is not asyncio.CancelledError:
                 await future
         except Exception:
@@ -217,7 +192,7 @@ class AsyncSavepoint:
 class AsyncSnapshot(_AsyncReads):
     """``async with adb.snapshot() as snap:`` -- several queries that see one committed state."""
 
-    def __init__(self, engine: Engine, timeout: float | None, time_limit: float | None) -> None:
+    def __init__(self, engine: Engine, timeout: Bound, time_limit: Bound) -> None:
         self._engine = engine
         self._timeout = timeout
         self._time_limit = time_limit
@@ -233,12 +208,7 @@ class AsyncSnapshot(_AsyncReads):
         self._lease = lease
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
             await lease.release()

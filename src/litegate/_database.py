@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Generator
-from types import TracebackType
 from typing import Any, Unpack
 
 from ._async import AsyncMethods
 from ._config import ConnectOptions, Options, make_options
 from ._engine import Engine, open_engine
 from ._sync import SyncMethods
+from ._types import ExcType, Tb
 
 __all__ = ("AsyncDatabase", "Connector", "Database", "connect", "connect_async")
 
@@ -88,12 +88,7 @@ class Connector(Awaitable[AsyncDatabase]):
         self._db = await self._open()
         return self._db
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         if self._db is not None:
             await self._db.close()
 

@@ -7,7 +7,7 @@ import warnings
 
 from ._config import Options
 from ._engine import Engine
-from ._types import DEFAULT, Seconds
+from ._types import DEFAULT, Limit, Wait
 
 __all__ = ("Facade",)
 
@@ -27,10 +27,10 @@ class Facade:
         self._timeout = engine.opts.timeout  # the defaults, kept here for the hot paths
         self._time_limit = engine.opts.time_limit
 
-    def _t(self, timeout: Seconds) -> float | None:
+    def _t(self, timeout: Wait) -> float | None:
         return self._timeout if timeout is DEFAULT else timeout
 
-    def _l(self, time_limit: Seconds) -> float | None:
+    def _l(self, time_limit: Limit) -> float | None:
         return self._time_limit if time_limit is DEFAULT else time_limit
 
     @property

@@ -7,7 +7,6 @@ at most the stated bound and never blocks any other thread for longer than its o
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from types import TracebackType
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from ._facade import Facade
@@ -15,7 +14,7 @@ from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._statements import Result, run_execute, run_executemany, run_script
 from ._stats import Stats
 from ._transaction import Snapshot, Transaction
-from ._types import DEFAULT, Params, Seconds
+from ._types import DEFAULT, ExcType, Limit, Params, Tb, Wait
 
 __all__ = ("SyncMethods",)
 
@@ -30,12 +29,7 @@ class SyncMethods(Facade):
 
     # ---- writes ---------------------------------------------------------------------------
     def execute(
-        self,
-        sql: str,
-        params: Params = (),
-        *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one write statement in its own transaction; returns once it is committed.
 
@@ -57,8 +51,8 @@ class SyncMethods(Facade):
         sql: str,
         seq: Iterable[Params],
         *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        timeout: Wait = DEFAULT,
+        time_limit: Limit = DEFAULT,
     ) -> Result:
         """Run one statement for every parameter set, all in one transaction."""
         rows = seq if isinstance(seq, list | tuple) else list(seq)
@@ -67,7 +61,7 @@ class SyncMethods(Facade):
         )
 
     def executescript(
-        self, script: str, *, timeout: Seconds = DEFAULT, time_limit: Seconds = DEFAULT
+        self, script: str, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> None:
         """Run several statements in one transaction (all or nothing)."""
         self._engine.write(run_script, (script,), self._t(timeout), self._l(time_limit), None)
@@ -76,8 +70,8 @@ class SyncMethods(Facade):
         self,
         fn: Callable[[Any, Unpack[Ts]], T],
         *args: *Ts,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        timeout: Wait = DEFAULT,
+        time_limit: Limit = DEFAULT,
     ) -> T:
         """Call ``fn(conn, *args)`` on the writer inside a transaction; returns its result.
 
@@ -88,9 +82,7 @@ class SyncMethods(Facade):
         """
         return self._engine.write(fn, tuple(args), self._t(timeout), self._l(time_limit), None)
 
-    def transaction(
-        self, *, timeout: Seconds = DEFAULT, time_limit: Seconds = DEFAULT
-    ) -> Transaction:
+    def transaction(self, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT) -> Transaction:
         """``with db.transaction() as tx:`` -- an interactive ``BEGIN IMMEDIATE`` transaction.
 
         Entering waits up to ``timeout`` for the lane (:class:`WriteTimeout`); the block then
@@ -103,7 +95,7 @@ class SyncMethods(Facade):
         self,
         migrations: Sequence[Migration],
         *,
-        timeout: Seconds = DEFAULT,
+        timeout: Wait = DEFAULT,
         busy_timeout: float = MIGRATION_BUSY_TIMEOUT,
     ) -> int:
         """Apply migrations past ``PRAGMA user_version`` in one transaction; returns the version.
@@ -118,12 +110,7 @@ class SyncMethods(Facade):
 
     # ---- reads ----------------------------------------------------------------------------
     def query(
-        self,
-        sql: str,
-        params: Params = (),
-        *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> list[Any]:
         """All rows of a read-only query, from a reader connection.
 
@@ -139,30 +126,20 @@ class SyncMethods(Facade):
         return rows
 
     def query_one(
-        self,
-        sql: str,
-        params: Params = (),
-        *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Any:
         """The first row, or ``None``."""
         return self._engine.query(sql, params, self._t(timeout), self._l(time_limit), True)
 
     def query_value(
-        self,
-        sql: str,
-        params: Params = (),
-        *,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Any:
         """The first column of the first row, or ``None`` when there is no row."""
         row = self._engine.query(sql, params, self._t(timeout), self._l(time_limit), True)
         return None if row is None else row[0]
 
     def iterate(
-        self, sql: str, params: Params = (), *, timeout: Seconds = DEFAULT, arraysize: int = 256
+        self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, arraysize: int = 256
     ) -> Iterator[Any]:
         """Stream rows without loading them all. Holds a reader (with ``readers=0``: the lane)
         until the iteration ends or the generator is closed; close it early with
@@ -178,7 +155,7 @@ class SyncMethods(Facade):
         finally:
             lease.release()
 
-    def snapshot(self, *, timeout: Seconds = DEFAULT, time_limit: Seconds = DEFAULT) -> Snapshot:
+    def snapshot(self, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT) -> Snapshot:
         """``with db.snapshot() as snap:`` -- several queries that see one committed state."""
         return Snapshot(self._engine, self._t(timeout), self._l(time_limit))
 
@@ -186,8 +163,8 @@ class SyncMethods(Facade):
         self,
         fn: Callable[[Any, Unpack[Ts]], T],
         *args: *Ts,
-        timeout: Seconds = DEFAULT,
-        time_limit: Seconds = DEFAULT,
+        timeout: Wait = DEFAULT,
+        time_limit: Limit = DEFAULT,
     ) -> T:
         """Call ``fn(conn, *args)`` with a read-only connection, in the calling thread
         (with ``readers=0``: on the writer thread, outside any transaction)."""
@@ -209,12 +186,7 @@ class SyncMethods(Facade):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -11,23 +11,13 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from . import _statements as stmt
 from ._engine import Engine, ReadLease, WriteLease
 from ._errors import Misuse, RolledBack
-from ._statements import (
-    Result,
-    exec_sql,
-    fetch,
-    first_value,
-    rollback_to_savepoint,
-    run_execute,
-    run_executemany,
-    run_query,
-    run_script,
-)
-from ._types import DEFAULT, Params, Seconds
+from ._statements import Result
+from ._types import DEFAULT, Bound, ExcType, Limit, Params, Tb
 
 __all__ = ("Savepoint", "Snapshot", "Transaction")
 
@@ -45,7 +35,7 @@ class _Reads:
         """The live lease. :raises Misuse: outside the block"""
         raise NotImplementedError
 
-    def _call(self, time_limit: Seconds, sql: str | None, fn: Any, *args: Any) -> Any:
+    def _call(self, time_limit: Limit, sql: str | None, fn: Any, *args: Any) -> Any:
         lease = self._lease()
         limit = self._time_limit if time_limit is DEFAULT else time_limit
         try:
@@ -57,18 +47,18 @@ class _Reads:
     def _after_error(self) -> None:
         """Hook: a statement failed (transactions check whether SQLite ended them)."""
 
-    def query(self, sql: str, params: Params = (), *, time_limit: Seconds = DEFAULT) -> list[Any]:
+    def query(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> list[Any]:
         """All rows of a query, as a list."""
-        rows: list[Any] = self._call(time_limit, sql, run_query, sql, params)
+        rows: list[Any] = self._call(time_limit, sql, stmt.run_query, sql, params)
         return rows
 
-    def query_one(self, sql: str, params: Params = (), *, time_limit: Seconds = DEFAULT) -> Any:
+    def query_one(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
         """The first row, or ``None``."""
-        return self._call(time_limit, sql, fetch, sql, params, True)
+        return self._call(time_limit, sql, stmt.fetch, sql, params, True)
 
-    def query_value(self, sql: str, params: Params = (), *, time_limit: Seconds = DEFAULT) -> Any:
+    def query_value(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
         """The first column of the first row, or ``None`` when there is no row."""
-        return first_value(self.query(sql, params, time_limit=time_limit))
+        return stmt.first_value(self.query(sql, params, time_limit=time_limit))
 
     def iterate(self, sql: str, params: Params = (), *, arraysize: int = 256) -> Iterator[Any]:
         """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open."""
@@ -91,11 +81,7 @@ class Transaction(_Reads):
     """
 
     def __init__(
-        self,
-        engine: Engine,
-        timeout: float | None,
-        time_limit: float | None,
-        busy_timeout: float | None = None,
+        self, engine: Engine, timeout: Bound, time_limit: Bound, busy_timeout: float | None = None
     ) -> None:
         self._engine = engine
         self._timeout = timeout
@@ -120,12 +106,7 @@ class Transaction(_Reads):
         self._active = True
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease = self._write_lease
         assert lease is not None
         try:
@@ -160,21 +141,21 @@ class Transaction(_Reads):
                 "and start again"
             )
 
-    def execute(self, sql: str, params: Params = (), *, time_limit: Seconds = DEFAULT) -> Result:
+    def execute(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement in the transaction."""
-        result: Result = self._call(time_limit, sql, run_execute, sql, params)
+        result: Result = self._call(time_limit, sql, stmt.run_execute, sql, params)
         return result
 
     def executemany(
-        self, sql: str, seq: Iterable[Params], *, time_limit: Seconds = DEFAULT
+        self, sql: str, seq: Iterable[Params], *, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one statement for every parameter set in ``seq``."""
-        result: Result = self._call(time_limit, sql, run_executemany, sql, seq)
+        result: Result = self._call(time_limit, sql, stmt.run_executemany, sql, seq)
         return result
 
-    def executescript(self, script: str, *, time_limit: Seconds = DEFAULT) -> None:
+    def executescript(self, script: str, *, time_limit: Limit = DEFAULT) -> None:
         """Run several statements (inside this transaction, unlike sqlite3's executescript)."""
-        self._call(time_limit, None, run_script, script)
+        self._call(time_limit, None, stmt.run_script, script)
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(conn, *args)`` on the writer connection, inside this transaction."""
@@ -195,24 +176,19 @@ class Savepoint:
         self._name = f"litegate_sp_{next(_savepoint_ids)}"
 
     def __enter__(self) -> Self:
-        self._tx.run(exec_sql, f"SAVEPOINT {self._name}")
+        self._tx.run(stmt.exec_sql, f"SAVEPOINT {self._name}")
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         tx = self._tx
         if not tx._in_transaction():
             tx._after_error()
             return
         if exc_type is None:
-            tx.run(exec_sql, f"RELEASE {self._name}")
+            tx.run(stmt.exec_sql, f"RELEASE {self._name}")
             return
         try:
-            tx.run(rollback_to_savepoint, self._name)
+            tx.run(stmt.rollback_to_savepoint, self._name)
         except Exception:  # never mask the original exception
             logger.exception("litegate: rolling back savepoint %s failed", self._name)
 
@@ -224,7 +200,7 @@ class Snapshot(_Reads):
     block ends. A long snapshot keeps the WAL from being reset; keep it short.
     """
 
-    def __init__(self, engine: Engine, timeout: float | None, time_limit: float | None) -> None:
+    def __init__(self, engine: Engine, timeout: Bound, time_limit: Bound) -> None:
         self._engine = engine
         self._timeout = timeout
         self._time_limit = time_limit
@@ -240,12 +216,7 @@ class Snapshot(_Reads):
         self._read_lease = lease
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease, self._read_lease = self._read_lease, None
         if lease is not None:
             lease.release()  # its check-in (or the lane's release) ends the read transaction

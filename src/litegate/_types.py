@@ -2,7 +2,7 @@
 
 ``DEFAULT`` is a one-member :class:`enum.Enum` (the sentinel style PEP 484 recommends, as
 httpx's ``USE_CLIENT_DEFAULT``): a type checker narrows ``timeout is DEFAULT`` properly, so every
-``timeout: Seconds = DEFAULT`` parameter is checked, where ``DEFAULT: Any`` checked nothing.
+``timeout: Wait = DEFAULT`` parameter is checked, where ``DEFAULT: Any`` checked nothing.
 """
 
 from __future__ import annotations
@@ -10,9 +10,22 @@ from __future__ import annotations
 import enum
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeAlias
+from types import TracebackType
+from typing import Any, Final, TypeAlias, TypeVar
 
-__all__ = ("DEFAULT", "Params", "RowFactory", "Seconds", "UseDefault")
+__all__ = (
+    "DEFAULT",
+    "Args",
+    "Bound",
+    "ExcType",
+    "Fn",
+    "Params",
+    "RowFactory",
+    "Limit",
+    "Tb",
+    "UseDefault",
+    "Wait",
+)
 
 
 class UseDefault(enum.Enum):
@@ -30,8 +43,26 @@ DEFAULT: Final = UseDefault.DEFAULT
 Params: TypeAlias = Sequence[Any] | dict[str, Any]
 """Statement parameters: a sequence for ``?`` placeholders, a dict for ``:name`` ones."""
 
-Seconds: TypeAlias = float | None | UseDefault
-"""A per-call bound in seconds: a number, ``None`` (no bound) or :data:`DEFAULT`."""
+Wait: TypeAlias = float | None | UseDefault
+"""A per-call ``timeout`` in seconds: a number, ``None`` (no bound) or :data:`DEFAULT`."""
+
+Limit: TypeAlias = float | None | UseDefault
+"""A per-call ``time_limit`` in seconds: a number, ``None`` (no limit) or :data:`DEFAULT`."""
 
 RowFactory: TypeAlias = Callable[[sqlite3.Cursor, tuple[Any, ...]], Any]
 """sqlite3's ``row_factory`` signature."""
+
+Bound: TypeAlias = float | None
+"""A resolved bound in seconds (``None``: no bound), as the engine receives it."""
+
+_T = TypeVar("_T")
+
+Fn: TypeAlias = Callable[..., _T]
+"""A job function ``fn(conn, *args) -> T`` (``Fn[T]``)."""
+
+Args: TypeAlias = tuple[Any, ...]
+"""The extra positional arguments of a job function ``fn(conn, *args)``."""
+
+ExcType: TypeAlias = type[BaseException] | None
+Tb: TypeAlias = TracebackType | None
+"""``__exit__`` / ``__aexit__`` parameter types, so those signatures fit on one line."""

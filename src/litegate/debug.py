@@ -115,28 +115,28 @@ def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
 
 
 def _connection_class(base: type) -> type:
-    if issubclass(base, _TrackedConnection):
-        return base
     if base is sqlite3.Connection:
         return _TrackedConnection
-    with _lock:
-        cls = _connection_classes.get(base)
-        if cls is None:
-            cls = type(f"Tracked{base.__name__}", (_TrackedConnection, base), {})
-            _connection_classes[base] = cls
-        return cls
+    return _tracked(base, _TrackedConnection, _connection_classes)
 
 
 def _cursor_class(base: Any) -> Any:
-    if not isinstance(base, type) or issubclass(base, _TrackedCursor):
+    if not isinstance(base, type):
         return base  # a factory function: its cursors stay untracked
     if base is sqlite3.Cursor:
         return _TrackedCursor
+    return _tracked(base, _TrackedCursor, _cursor_classes)
+
+
+def _tracked(base: type, tracked: type, cache: dict[type, type]) -> type:
+    """``base``'s tracked subclass (made once per class; ``base`` if it is tracked)."""
+    if issubclass(base, tracked):
+        return base
     with _lock:
-        cls = _cursor_classes.get(base)
+        cls = cache.get(base)
         if cls is None:
-            cls = type(f"Tracked{base.__name__}", (_TrackedCursor, base), {})
-            _cursor_classes[base] = cls
+            cls = type(f"Tracked{base.__name__}", (tracked, base), {})
+            cache[base] = cls
         return cls
 
 

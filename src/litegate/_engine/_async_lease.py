@@ -22,7 +22,7 @@ from typing import Any
 
 from .._errors import RolledBack
 from .._statements import run_query
-from .._types import Params
+from .._types import Args, Bound, Params
 from ._bridge import MISS, await_job, run_inline, uncancellable
 from ._connection import (
     EngineConnection,
@@ -77,30 +77,23 @@ class AsyncLaneLease:
         await self.run(begin_snapshot, (self._guard,), None, None)
         self._hold.txn_required = True
 
-    def post(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def post(self, fn: Callable[..., Any], args: Args) -> asyncio.Future[Any]:
         """Send ``fn(conn, *args)`` without waiting: it runs after everything sent before it.
 
         :raises Misuse: the lease has ended
         """
         return self._hold.submit(fn, args, None, None).future
 
-    async def run(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], sql: str | None, limit: float | None
-    ) -> Any:
+    async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
         """``fn(conn, *args)`` on the writer thread; a cancellation interrupts it (SQLite then
         rolls the transaction back: :attr:`lost`).
 
         :raises RolledBack: SQLite had already rolled the transaction back
         :raises Misuse: the lease has ended
         """
-        job = self._hold.submit(fn, args, sql, limit)
-        try:
-            return await job.future
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
+        return await await_job(self._hold.submit(fn, args, sql, limit), None)
 
-    async def query(self, sql: str, params: Params, limit: float | None) -> list[Any]:
+    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
         rows: list[Any] = await self.run(run_query, (sql, params), sql, limit)
         return rows
 
@@ -152,7 +145,7 @@ class AsyncPooledRead:
         """A read transaction pinned now (BEGIN and one page read: runs on the loop)."""
         begin_snapshot(self._live(), None)
 
-    async def query(self, sql: str, params: Params, limit: float | None) -> list[Any]:
+    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
         """The rows of a query: inline when it fits the budget, else on a reader thread."""
         if limit is None:
             rows: list[Any] = run_inline(self._live(), run_query, (sql, params))
@@ -161,9 +154,7 @@ class AsyncPooledRead:
         result: list[Any] = await self.run(run_query, (sql, params), sql, limit)
         return result
 
-    async def run(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], sql: str | None, limit: float | None
-    ) -> Any:
+    async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
         """``fn(conn, *args)`` on a reader thread (this connection); cancellation interrupts."""
         job = AsyncJob(READ, fn, args, sql, limit, asyncio.get_running_loop(), self._readers.outbox)
         job.pinned = self._live()

@@ -9,22 +9,20 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from typing import Any
 
 from .._errors import RolledBack
 from ._connection import (
-    ROLLBACK,
     EngineConnection,
     TxnGuard,
     begin_immediate,
     commit_or_rollback,
-    end_transaction,
+    rollback,
     run_limited,
 )
 from ._counters import Counters
 from ._jobs import BaseJob
 
-__all__ = ("copy_error", "group_commit", "run_job", "run_reads")
+__all__ = ("copy_error", "group_commit", "run_reads")
 
 logger = logging.getLogger("litegate")
 
@@ -51,26 +49,14 @@ def copy_error(exc: BaseException) -> BaseException:
     return clone
 
 
-def run_job(conn: sqlite3.Connection, job: BaseJob) -> Any:
-    """Run ``job`` on ``conn`` under its time limit, in its caller's contextvars context."""
-    if job.time_limit is None:
-        return job.run(conn)
-    return run_limited(conn, job.time_limit, job.sql, job.run)
-
-
 def run_reads(conn: EngineConnection, guard: TxnGuard, jobs: list[BaseJob]) -> None:
     """Lane reads (``readers=0``), each outside any transaction, each answered at once."""
     for job in jobs:
         job.attach(conn)
-        try:
-            result = run_job(conn, job)
-        except BaseException as exc:
-            job.finish(error=exc)
-        else:
+        if job.execute(conn):
             conn.reads += 1
-            job.finish(result)
         if conn.in_transaction:  # pragma: no cover - the guard forbids BEGIN
-            end_transaction(conn, guard, ROLLBACK)
+            rollback(conn, guard)
 
 
 def group_commit(
@@ -107,10 +93,10 @@ def group_commit(
             try:
                 if savepoints:
                     conn.execute(_SAVEPOINT)
-                if job.time_limit is None:  # run_job inline: this runs once per write
+                if job.time_limit is None:  # job.run inline: this runs once per write
                     result = job.ctx.run(job.fn, conn, *job.args)
                 else:
-                    result = run_job(conn, job)
+                    result = run_limited(conn, job.time_limit, job.sql, job.run)
                 if savepoints:
                     conn.execute(_RELEASE)
                 if not conn.in_transaction:  # it swallowed an error that ended the txn
@@ -128,7 +114,7 @@ def group_commit(
                     continue
                 # Undo everything (it may hold the failed job's partial work) and run
                 # the others again, carefully.
-                end_transaction(conn, guard, ROLLBACK)
+                rollback(conn, guard)
                 restart = [j for j, _ in done] + pending[i + 1 :]
                 careful = True
                 break
@@ -138,7 +124,7 @@ def group_commit(
             pending = restart
             continue
         if not done:
-            end_transaction(conn, guard, ROLLBACK)
+            rollback(conn, guard)
             return False
         try:
             commit_or_rollback(conn, guard)

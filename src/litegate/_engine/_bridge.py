@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .._types import Args, Bound, Fn
 from ._connection import EngineConnection
 from ._jobs import AsyncJob
 from ._lane import WriteLane
@@ -38,7 +39,7 @@ MISS: Any = object()
 """What :func:`run_inline` returns for a statement that ran over the budget (interrupted)."""
 
 
-def run_inline(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+def run_inline(conn: sqlite3.Connection, fn: Fn[T], args: Args) -> T:
     """Run ``fn(conn, *args)`` on the loop thread within INLINE_BUDGET; MISS if it ran over
     (it was interrupted: a read, so nothing of it remains)."""
     deadline = time.monotonic() + INLINE_BUDGET
@@ -61,7 +62,7 @@ def _expire(job: AsyncJob, make_error: Callable[[], BaseException]) -> None:
 
 
 async def await_job(
-    job: AsyncJob, timeout: float | None, make_error: Callable[[], BaseException] | None = None
+    job: AsyncJob, timeout: Bound, make_error: Callable[[], BaseException] | None = None
 ) -> Any:
     """Await a queued job: ``timeout`` bounds the wait before it starts (then ``make_error()``
     is raised); cancellation withdraws it (or interrupts a running read)."""
@@ -90,7 +91,7 @@ async def uncancellable(fut: asyncio.Future[T]) -> tuple[T, bool]:
             cancelled = True
 
 
-async def submit(lane: WriteLane, job: AsyncJob, timeout: float | None) -> None:
+async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> None:
     """Queue a lane job without blocking the loop (a full queue is waited for in a thread)."""
     if lane.try_submit(job):
         return
@@ -102,7 +103,7 @@ async def submit(lane: WriteLane, job: AsyncJob, timeout: float | None) -> None:
         raise
 
 
-async def borrow(pool: ReaderPool, timeout: float | None) -> EngineConnection:
+async def borrow(pool: ReaderPool, timeout: Bound) -> EngineConnection:
     """A reader kept across awaits: an idle one at once, else waited for in a thread."""
     conn = pool.try_acquire()
     if conn is not None:

@@ -10,12 +10,12 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
 from threading import get_ident
 from typing import Any, TypeVar
 
 from .._config import Options
 from .._errors import Busy, QueryTimeout
+from .._types import Bound, Fn
 from ._counters import Counters
 
 __all__ = (
@@ -31,6 +31,7 @@ __all__ = (
     "end_transaction",
     "is_busy",
     "open_connection",
+    "rollback",
     "run_limited",
     "set_time_limit",
     "translate_interrupt",
@@ -228,6 +229,11 @@ def begin_snapshot(conn: sqlite3.Connection, guard: TxnGuard | None) -> None:
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
 
 
+def rollback(conn: sqlite3.Connection, guard: TxnGuard) -> None:
+    """``ROLLBACK`` on the writer (nothing when no transaction is open)."""
+    end_transaction(conn, guard, ROLLBACK)
+
+
 def commit_or_rollback(conn: sqlite3.Connection, guard: TxnGuard) -> None:
     """``COMMIT``; if it fails, ``ROLLBACK`` (so the connection is never left in a failed
     transaction) and re-raise the COMMIT's error (a failed rollback is logged, never raised
@@ -236,7 +242,7 @@ def commit_or_rollback(conn: sqlite3.Connection, guard: TxnGuard) -> None:
         end_transaction(conn, guard, COMMIT)
     except BaseException:
         try:
-            end_transaction(conn, guard, ROLLBACK)
+            rollback(conn, guard)
         except Exception:
             logger.exception("litegate: rollback after a failed COMMIT failed")
         raise
@@ -274,11 +280,7 @@ def translate_interrupt(
 
 
 def run_limited(
-    conn: sqlite3.Connection,
-    limit: float | None,
-    sql: str | None,
-    fn: Callable[..., T],
-    *args: Any,
+    conn: sqlite3.Connection, limit: Bound, sql: str | None, fn: Fn[T], *args: Any
 ) -> T:
     """``fn(conn, *args)``, interrupted with :class:`QueryTimeout` after ``limit`` seconds."""
     if limit is None:

@@ -64,7 +64,7 @@ from typing import Any, Protocol, TypeVar
 
 from .._config import Options
 from .._stats import Stats
-from .._types import Params
+from .._types import Args, Bound, Fn, Params
 
 __all__ = ("AsyncReadLease", "AsyncWriteLease", "Engine", "ReadLease", "WriteLease")
 
@@ -82,9 +82,7 @@ class ReadLease(Protocol):
     @property
     def in_transaction(self) -> bool: ...
 
-    def run(
-        self, fn: Callable[..., T], args: tuple[Any, ...], sql: str | None, limit: float | None
-    ) -> T:
+    def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
         """``fn(conn, *args)`` under the time limit ``limit``."""
 
     def begin_snapshot(self) -> None:
@@ -112,12 +110,10 @@ class AsyncReadLease(Protocol):
 
     async def begin_snapshot(self) -> None: ...
 
-    async def query(self, sql: str, params: Params, limit: float | None) -> list[Any]:
+    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
         """The rows of a query (inline on the loop when it fits the budget)."""
 
-    async def run(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], sql: str | None, limit: float | None
-    ) -> Any:
+    async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
         """``fn(conn, *args)`` off the loop; a cancellation interrupts it."""
 
     async def release(self) -> None: ...
@@ -134,7 +130,7 @@ class AsyncWriteLease(AsyncReadLease, Protocol):
 
     async def begin(self, busy_timeout: float | None = None) -> None: ...
 
-    def post(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    def post(self, fn: Callable[..., Any], args: Args) -> Any:
         """Send an operation without waiting for it (it runs after those sent before)."""
 
     async def commit(self) -> None:
@@ -167,56 +163,31 @@ class Engine(Protocol):
     def stats(self) -> Stats: ...
 
     def write(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None = None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T: ...
 
     async def write_async(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None = None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T: ...
 
-    def lease(self, timeout: float | None, what: str = ...) -> WriteLease: ...
+    def lease(self, timeout: Bound, what: str = ...) -> WriteLease: ...
 
-    async def lease_async(self, timeout: float | None, what: str = ...) -> AsyncWriteLease: ...
+    async def lease_async(self, timeout: Bound, what: str = ...) -> AsyncWriteLease: ...
 
     def query(
-        self,
-        sql: str,
-        params: Params,
-        timeout: float | None,
-        time_limit: float | None,
-        first: bool,
+        self, sql: str, params: Params, timeout: Bound, time_limit: Bound, first: bool
     ) -> Any: ...
 
     def read(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None = None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T: ...
 
     def query_inline(self, sql: str, params: Params) -> Any: ...
 
     async def read_async(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None = None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T: ...
 
-    def borrow(self, timeout: float | None, what: str = ...) -> ReadLease: ...
+    def borrow(self, timeout: Bound, what: str = ...) -> ReadLease: ...
 
-    async def borrow_async(self, timeout: float | None, what: str = ...) -> AsyncReadLease: ...
+    async def borrow_async(self, timeout: Bound, what: str = ...) -> AsyncReadLease: ...

@@ -20,6 +20,7 @@ from threading import get_ident
 from typing import Any
 
 from .._errors import Misuse, RolledBack
+from .._types import Args, Bound, Fn
 from ._connection import EngineConnection, run_limited
 
 __all__ = (
@@ -49,12 +50,7 @@ class BaseJob:
     kind: int
 
     def __init__(
-        self,
-        kind: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        sql: str | None = None,
-        time_limit: float | None = None,
+        self, kind: int, fn: Fn[Any], args: Args, sql: str | None = None, time_limit: Bound = None
     ) -> None:
         self.kind = kind
         self.fn = fn
@@ -68,6 +64,17 @@ class BaseJob:
     def run(self, conn: sqlite3.Connection) -> Any:
         """Run the job's function on ``conn`` in the caller's contextvars context."""
         return self.ctx.run(self.fn, conn, *self.args)
+
+    def execute(self, conn: sqlite3.Connection) -> bool:
+        """Run the job on ``conn`` under its time limit and publish the outcome (its result,
+        or whatever it raised: any BaseException goes to its caller). True if it succeeded."""
+        try:
+            result = run_limited(conn, self.time_limit, self.sql, self.run)
+        except BaseException as exc:
+            self.finish(error=exc)
+            return False
+        self.finish(result)
+        return True
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         raise NotImplementedError
@@ -96,12 +103,7 @@ class Job(BaseJob):
     __slots__ = ("done",)
 
     def __init__(
-        self,
-        kind: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        sql: str | None = None,
-        time_limit: float | None = None,
+        self, kind: int, fn: Fn[Any], args: Args, sql: str | None = None, time_limit: Bound = None
     ) -> None:
         super().__init__(kind, fn, args, sql, time_limit)
         self.done = done = _lock_type()
@@ -174,9 +176,9 @@ class AsyncJob(BaseJob):
         self,
         kind: int,
         fn: Callable[..., Any],
-        args: tuple[Any, ...],
+        args: Args,
         sql: str | None,
-        time_limit: float | None,
+        time_limit: Bound,
         loop: asyncio.AbstractEventLoop,
         outbox: Outbox,
     ) -> None:
@@ -303,11 +305,7 @@ class AsyncLaneHold(AsyncJob):
         self.lost = False
 
     def submit(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        sql: str | None,
-        time_limit: float | None,
+        self, fn: Callable[..., Any], args: Args, sql: str | None, time_limit: Bound
     ) -> AsyncJob:
         """Loop thread: queue one operation for the writer; await ``job.future``."""
         job = AsyncJob(READ, fn, args, sql, time_limit, self.loop, self.outbox)
@@ -365,10 +363,5 @@ class AsyncLaneHold(AsyncJob):
                 )
                 flush(outbox)
                 continue
-            try:
-                result = run_limited(conn, op.time_limit, op.sql, op.run)
-            except BaseException as exc:
-                op.finish(error=exc)
-            else:
-                op.finish(result)
+            op.execute(conn)
             flush(outbox)

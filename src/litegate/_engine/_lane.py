@@ -47,8 +47,9 @@ from time import monotonic
 
 from .._config import Options
 from .._errors import Closed, WriteTimeout
+from .._types import Bound
 from ._batch import group_commit, run_reads
-from ._connection import ROLLBACK, EngineConnection, TxnGuard, end_transaction, open_connection
+from ._connection import EngineConnection, TxnGuard, open_connection, rollback
 from ._counters import Counters
 from ._jobs import EXCLUSIVE, WRITE, AsyncLaneHold, BaseJob, Job, LaneHold, Outbox, flush
 
@@ -218,7 +219,7 @@ class WriteLane:
     # its job -- or its whole transaction -- on its own thread: no hop to the writer thread
     # and back, which under the GIL costs far more than a small write. Under contention
     # callers queue as usual and the writer group-commits them.
-    def call(self, job: Job, timeout: float | None, what: str) -> None:
+    def call(self, job: Job, timeout: Bound, what: str) -> None:
         """Run a thread caller's job: on an idle lane directly (committing what queued with
         it), else queued for the writer. Returns when ``job`` has its outcome. Waits up to
         ``timeout`` seconds for the lane (``None``: no bound).
@@ -300,7 +301,7 @@ class WriteLane:
                 self._inactive.notify_all()
 
     # ---- leases --------------------------------------------------------------------------
-    def take(self, timeout: float | None, what: str) -> tuple[EngineConnection, LaneHold | None]:
+    def take(self, timeout: Bound, what: str) -> tuple[EngineConnection, LaneHold | None]:
         """Hold the lane for the calling thread: directly when it is idle (returns
         ``(conn, None)``), else through the writer thread, which grants a queued
         :class:`LaneHold` and parks until :meth:`give_back`. Waits up to ``timeout`` seconds.
@@ -360,7 +361,7 @@ class WriteLane:
         if conn.in_transaction:  # never leak a transaction past its hold
             if not isinstance(hold, AsyncLaneHold):  # a sync holder must end its own
                 logger.error("litegate: a lane holder left a transaction open; rolling it back")
-            end_transaction(conn, self.guard, ROLLBACK)  # (an async hold ends this way)
+            rollback(conn, self.guard)  # (an async hold ends this way)
 
     def _watch_direct_hold(self) -> None:
         """Writer thread, lock held: report a direct lease held past hold_warn."""
@@ -507,7 +508,7 @@ class WriteLane:
         conn = self._conn
         try:
             if conn.in_transaction:
-                end_transaction(conn, self.guard, ROLLBACK)
+                rollback(conn, self.guard)
             if not self.opts.memory:
                 deadline = monotonic() + _SHUTDOWN_CHECKPOINT_SECONDS
                 while not self._checkpoint("TRUNCATE") and monotonic() < deadline:

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .._errors import Misuse
+from .._types import Args, Bound, Fn
 from ._connection import (
-    ROLLBACK,
     EngineConnection,
     begin_immediate,
     begin_snapshot,
     commit_or_rollback,
-    end_transaction,
+    rollback,
     run_limited,
 )
 from ._counters import Counters
@@ -65,9 +64,7 @@ class _Lease:
         conn = self._conn
         return conn is not None and conn.in_transaction
 
-    def run(
-        self, fn: Callable[..., T], args: tuple[Any, ...], sql: str | None, limit: float | None
-    ) -> T:
+    def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
         """``fn(conn, *args)`` on the leased connection, interrupted after ``limit`` seconds
         (:class:`~litegate.QueryTimeout`)."""
         return run_limited(self.conn, limit, sql, fn, *args)
@@ -117,7 +114,7 @@ class LaneLease(_Lease):
         if conn is None:
             return
         try:
-            end_transaction(conn, self._lane.guard, ROLLBACK)
+            rollback(conn, self._lane.guard)
         except Exception:
             logger.exception("litegate: rollback failed")
 
@@ -131,7 +128,7 @@ class LaneLease(_Lease):
             if conn.in_transaction:
                 if self._began:  # a transaction's holder ends it itself: this is a bug
                     logger.error("litegate: a lane holder left a transaction open; rolling back")
-                end_transaction(conn, self._lane.guard, ROLLBACK)
+                rollback(conn, self._lane.guard)
         finally:
             if self._began:
                 self._counters.transactions += 1  # (still holding the lane: its guard)

@@ -36,7 +36,7 @@ from .._config import Options
 from .._errors import Closed, Misuse, PoolTimeout
 from .._statements import run_query
 from .._stats import Stats, percentile
-from .._types import Params
+from .._types import Args, Bound, Fn, Params
 from . import _fork
 from ._async_lease import AsyncLaneLease, AsyncPooledRead
 from ._bridge import MISS, await_job, borrow, run_inline, submit
@@ -268,12 +268,7 @@ class LocalEngine:
             raise Misuse(f"{what} was called on the database {why}")
 
     def write(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None = None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T:
         if self._state or self._forked:
             self.check()
@@ -295,9 +290,9 @@ class LocalEngine:
         self,
         kind: int,
         fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
+        args: Args,
+        timeout: Bound,
+        time_limit: Bound,
         sql: str | None,
         what: str,
     ) -> Any:
@@ -310,12 +305,7 @@ class LocalEngine:
         return await await_job(job, timeout, lambda: lane.timeout_error(what, monotonic() - m0))
 
     async def write_async(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None = None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T:
         self.check()
         t0 = perf_counter()
@@ -323,7 +313,7 @@ class LocalEngine:
         self._counters.write_latency.append(perf_counter() - t0)
         return result
 
-    def lease(self, timeout: float | None, what: str = "the transaction") -> LaneLease:
+    def lease(self, timeout: Bound, what: str = "the transaction") -> LaneLease:
         self.check()
         self._no_reentry(what)
         t0 = monotonic()
@@ -331,9 +321,7 @@ class LocalEngine:
         self._counters.lane_wait.append(monotonic() - t0)
         return LaneLease(self._lane, conn, hold, self._counters, self.opts.busy_timeout)
 
-    async def lease_async(
-        self, timeout: float | None, what: str = "the transaction"
-    ) -> AsyncLaneLease:
+    async def lease_async(self, timeout: Bound, what: str = "the transaction") -> AsyncLaneLease:
         self.check()
         lane = self._lane
         hold = AsyncLaneHold(asyncio.get_running_loop(), lane.outbox)
@@ -350,12 +338,7 @@ class LocalEngine:
 
     # ---- reads -------------------------------------------------------------------------------
     def query(
-        self,
-        sql: str,
-        params: Params,
-        timeout: float | None,
-        time_limit: float | None,
-        first: bool,
+        self, sql: str, params: Params, timeout: Bound, time_limit: Bound, first: bool
     ) -> Any:
         if self._state or self._forked:
             self.check()
@@ -369,12 +352,7 @@ class LocalEngine:
         return result
 
     def read(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None = None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T:
         self.check()
         t0 = perf_counter()
@@ -392,12 +370,7 @@ class LocalEngine:
         return result
 
     def _lane_read(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None
     ) -> T:
         conn = self._lane.held_by(get_ident())
         if conn is not None:  # this thread holds the lane: read on it (its own writes too)
@@ -430,12 +403,7 @@ class LocalEngine:
         return rows
 
     async def read_async(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        timeout: float | None,
-        time_limit: float | None,
-        sql: str | None = None,
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T:
         self.check()
         t0 = perf_counter()
@@ -453,7 +421,7 @@ class LocalEngine:
         self._counters.read_latency.append(perf_counter() - t0)
         return result
 
-    def _pool_timeout(self, timeout: float | None) -> PoolTimeout:
+    def _pool_timeout(self, timeout: Bound) -> PoolTimeout:
         pool = self._pool
         assert pool is not None
         return PoolTimeout(
@@ -463,7 +431,7 @@ class LocalEngine:
         )
 
     def borrow(
-        self, timeout: float | None, what: str = "the snapshot"
+        self, timeout: Bound, what: str = "the snapshot"
     ) -> PooledRead | NestedRead | LaneLease:
         self.check()
         pool = self._pool
@@ -475,7 +443,7 @@ class LocalEngine:
         return self.lease(timeout, what)
 
     async def borrow_async(
-        self, timeout: float | None, what: str = "the snapshot"
+        self, timeout: Bound, what: str = "the snapshot"
     ) -> AsyncPooledRead | AsyncLaneLease:
         self.check()
         if self._pool is None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from .._config import Options
 from .._errors import Closed, PoolTimeout
 from .._statements import fetch
-from .._types import Params
+from .._types import Bound, Params
 from ._connection import ROLLBACK, EngineConnection, open_connection
 
 __all__ = ("PerThreadPool", "ReadPool", "ReaderPool", "make_pool", "thread_name")
@@ -55,7 +55,7 @@ class ReaderPool(Protocol):
     @property
     def reads(self) -> int: ...
 
-    def acquire(self, timeout: float | None) -> EngineConnection:
+    def acquire(self, timeout: Bound) -> EngineConnection:
         """Borrow a reader, waiting up to ``timeout`` seconds (``None``: no bound).
 
         :raises PoolTimeout: none became free in time
@@ -68,7 +68,7 @@ class ReaderPool(Protocol):
     def release(self, conn: EngineConnection) -> None:
         """Give a borrowed reader back (rolled back first if a transaction is open)."""
 
-    def query(self, sql: str, params: Params, timeout: float | None, first: bool) -> Any:
+    def query(self, sql: str, params: Params, timeout: Bound, first: bool) -> Any:
         """Borrow, run one query (its rows, or ``first``: its first row or None), give back."""
 
     def longest_holder(self) -> tuple[int, float] | None:
@@ -112,7 +112,26 @@ def _checkin(conn: sqlite3.Connection) -> bool:
         return False
 
 
-class ReadPool:
+class _Borrowing:
+    """:meth:`query` over a pool's ``acquire`` and ``release``."""
+
+    def acquire(self, timeout: Bound) -> EngineConnection:
+        raise NotImplementedError
+
+    def release(self, conn: EngineConnection) -> None:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: Params, timeout: Bound, first: bool) -> Any:
+        conn = self.acquire(timeout)
+        try:
+            result = fetch(conn, sql, params, first)
+            conn.reads += 1
+            return result
+        finally:
+            self.release(conn)
+
+
+class ReadPool(_Borrowing):
     """Up to ``size`` reader connections; ``acquire`` waits with a deadline.
 
     The free connections sit in a :class:`queue.SimpleQueue` (C code, its own lock), so a
@@ -179,7 +198,7 @@ class ReadPool:
         with self._lock:
             return self._retired + sum(conn.reads for conn in self._conns)
 
-    def acquire(self, timeout: float | None) -> EngineConnection:
+    def acquire(self, timeout: Bound) -> EngineConnection:
         if self._closed:
             raise Closed("the database is closed")
         try:
@@ -194,15 +213,6 @@ class ReadPool:
         self._holders[id(item)] = (get_ident(), monotonic())
         conn: EngineConnection = item
         return conn
-
-    def query(self, sql: str, params: Params, timeout: float | None, first: bool) -> Any:
-        conn = self.acquire(timeout)
-        try:
-            result = fetch(conn, sql, params, first)
-            conn.reads += 1
-            return result
-        finally:
-            self.release(conn)
 
     def try_acquire(self) -> EngineConnection | None:
         if self._closed:
@@ -240,7 +250,7 @@ class ReadPool:
             self._free.put(None)
         return item
 
-    def _slot_or_wait(self, timeout: float | None) -> Any:
+    def _slot_or_wait(self, timeout: Bound) -> Any:
         """No idle connection: a slot never opened (``None``), or wait for a free one."""
         with self._lock:
             if self._unopened:
@@ -405,7 +415,7 @@ class _Slot:
         self.pool._forget(self)
 
 
-class PerThreadPool:
+class PerThreadPool(_Borrowing):
     """One reader per OS thread, opened on the thread's first read.
 
     Shared fields and their guards: ``_slots``, ``_retired``, ``_closed`` (set) and
@@ -463,7 +473,7 @@ class PerThreadPool:
             self._local.slot = slot
         return slot
 
-    def acquire(self, timeout: float | None) -> EngineConnection:
+    def acquire(self, timeout: Bound) -> EngineConnection:
         if self._closed:
             raise Closed("the database is closed")
         slot = self._slot()
@@ -471,15 +481,6 @@ class PerThreadPool:
             slot.busy.acquire()  # uncontended, except while a fork is under way
         slot.depth += 1
         return slot.conn
-
-    def query(self, sql: str, params: Params, timeout: float | None, first: bool) -> Any:
-        conn = self.acquire(timeout)
-        try:
-            result = fetch(conn, sql, params, first)
-            conn.reads += 1
-            return result
-        finally:
-            self.release(conn)
 
     def try_acquire(self) -> EngineConnection | None:
         slot: _Slot | None = getattr(self._local, "slot", None)

@@ -14,7 +14,7 @@ from collections import deque
 from time import monotonic
 
 from .._errors import Closed
-from ._connection import EngineConnection, run_limited
+from ._connection import EngineConnection
 from ._jobs import AsyncJob, Outbox, flush
 from ._pool import ReaderPool
 
@@ -123,14 +123,8 @@ class ReaderThreads:
         try:
             if not job.start(conn):
                 return
-            try:
-                result = run_limited(conn, job.time_limit, job.sql, job.run)
-            except BaseException as exc:
-                job.finish(error=exc)
-            else:
-                if pinned is None:  # (a snapshot's queries are not counted as reads)
-                    conn.reads += 1
-                job.finish(result)
+            if job.execute(conn) and pinned is None:  # (a snapshot's queries: not reads)
+                conn.reads += 1
         finally:
             if pinned is None:
                 self.pool.release(conn)
