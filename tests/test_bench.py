@@ -150,3 +150,41 @@ def test_cli_runs_one_workload_and_saves_json(
 def test_cli_rejects_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
     assert litegate.cli.main(["bench", "--seconds", "0"]) == 2
     assert "must be > 0" in capsys.readouterr().err
+
+
+def test_report_and_json_keep_their_layout(result: _bench.BenchResult) -> None:
+    """The text columns and JSON keys of the sync suite are what they were before the async
+    suite shared its types (readers of saved JSON depend on them)."""
+    text = _bench.format_report(result)
+    assert text.startswith("litegate ") and " vs folk remedies: " in text.splitlines()[0]
+    assert "\nreference (one thread, no sharing)\n" in text
+    assert (
+        "  contender                         ops/s   p50 ms   p99 ms  errors  vs best remedy  data"
+        in text
+    )
+    assert (
+        "  contender                         ops/s   p50 ms   p99 ms  errors         vs lock  data"
+        in text
+    )
+    data = result.as_dict()
+    assert list(data) == ["meta", "reference", "workloads", "targets", "problems", "ok"]
+    assert [list(r) for r in data["reference"]] == [
+        ["name", "ops", "ops_per_s", "p50_ms", "p99_ms"]
+    ] * 3
+    writes = data["workloads"]["writes"]
+    assert list(writes) == ["workload", "baseline", "contenders"]
+    assert writes["workload"] == {
+        "name": "writes",
+        "threads": 64,
+        "write_fraction": 1.0,
+        "description": "64 threads, single-row write transactions",
+    }
+    for c in writes["contenders"]:
+        assert list(c) == [
+            "name", "kind", "workload", "threads", "elapsed_s", "ops", "reads", "writes",
+            "errors", "ops_per_s", "p50_ms", "p99_ms", "read_p50_ms", "read_p99_ms",
+            "write_p50_ms", "write_p99_ms", "error_samples", "data", "extra", "ratio",
+        ]  # fmt: skip
+        assert c["threads"] == 64 and c["data"]["text"] == "ok"
+    for t in data["targets"]:
+        assert list(t) == ["workload", "contender", "baseline", "ratio", "threshold", "passed"]

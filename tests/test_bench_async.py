@@ -211,3 +211,34 @@ def test_cli_rejects_bad_suite_options(capsys: pytest.CaptureFixture[str]) -> No
     assert litegate.cli.main(["bench", "--suite", "sync", "--workload", "reads"]) == 2
     assert "no workload 'reads'" in capsys.readouterr().err
     assert litegate.cli.main(["bench", "--suite", "nope"]) == 2
+
+
+def test_report_and_json_keep_their_layout(result: BenchResult) -> None:
+    """The async suite's text columns and JSON keys are what they were before the sync suite
+    shared its types (readers of saved JSON depend on them)."""
+    text = abench.format_report(result)
+    assert (
+        "  contender               ops/s   p50 ms   p99 ms errors  vs raw vs aio FULL "
+        "vs aio NORMAL  data" in text
+    )
+    assert (
+        "\nreference: raw synchronous sqlite3, one thread, no sharing (call-cost floor)\n" in text
+    )
+    assert "ceilings on this machine" not in text
+    data = result.as_dict()
+    assert list(data) == ["meta", "reference", "workloads", "targets", "notes", "problems", "ok"]
+    for r in data["reference"]:
+        assert list(r) == ["workload", "name", "ops", "ops_per_s", "p50_ms", "p99_ms"]
+    for w in data["workloads"]:
+        assert list(w) == ["workload", "tasks", "contenders"]
+        assert list(w["workload"]) == ["name", "write_fraction", "description"]
+        for c in w["contenders"]:
+            assert list(c) == [
+                "name", "kind", "workload", "tasks", "elapsed_s", "ops", "reads", "writes",
+                "errors", "ops_per_s", "p50_ms", "p99_ms", "read_p50_ms", "read_p99_ms",
+                "write_p50_ms", "write_p99_ms", "error_samples", "data", "extra", "vs_raw",
+                "vs_aiosqlite_full", "vs_aiosqlite_normal",
+            ]  # fmt: skip
+            assert c["tasks"] == w["tasks"]
+    for t in data["targets"]:
+        assert list(t) == ["name", "subject", "ratio", "threshold", "note", "passed", "text"]

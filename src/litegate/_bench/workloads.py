@@ -102,11 +102,11 @@ def operations(workload: Workload, seed: int, worker: int) -> Iterator[Op]:
     then a write with probability ``write_fraction`` (UPDATE and INSERT alternate, UPDATE
     first), else a point read."""
     rng = random.Random(seed * 1000 + worker)
-    draw_key, draw = rng.randrange, rng.random
+    draw_key, draw, top = rng.randrange, rng.random, ROWS + 1  # locals: this is the hot loop
     write_fraction = workload.write_fraction
     inserting = False
     while True:
-        key = draw_key(1, ROWS + 1)
+        key = draw_key(1, top)
         if draw() >= write_fraction:
             yield READ, (key,)
         elif inserting:
