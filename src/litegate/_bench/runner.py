@@ -451,7 +451,7 @@ def run_suite(
     seconds: float,
     directory: str | None,
     seed: int,
-    progress: Callable[[str], None],
+    progress: Callable[[str], None] | None,
 ) -> BenchResult:
     """Run the references (raw sqlite3 on each named workload, then the suite's floor; none
     when ``references`` is empty), then every contender on every case, each on a fresh copy
@@ -460,6 +460,7 @@ def run_suite(
 
     :raises RuntimeError: a reference run failed
     """
+    progress = progress or _quiet
     tmp = tempfile.mkdtemp(prefix="litegate-bench-", dir=directory)
     try:
         template = os.path.join(tmp, "template.db")

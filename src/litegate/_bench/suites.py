@@ -200,20 +200,15 @@ def run_benchmark(
     suite = Suite(
         THREADS,
         _sync_contenders(pool_size),
-        SYNC_THREADS["writes"],
+        SYNC_THREADS["writes"],  # the hand-off floor: as many threads as the writes workload
         _sync_ratios,
         _sync_targets,
         SYNC_LAYOUT,
     )
     meta = _meta(seconds, directory, pool_size=pool_size, synchronous="FULL")
     references = ("reads", "writes") if reference else ()
-    return run_suite(
-        suite, cases, references, meta, [], seconds, directory, seed, progress or _quiet
-    )
-
-
-def _quiet(message: str) -> None:
-    pass
+    notes: list[str] = []
+    return run_suite(suite, cases, references, meta, notes, seconds, directory, seed, progress)
 
 
 # ---- async: tasks against aiosqlite and to_thread -------------------------------------------
@@ -349,7 +344,6 @@ def run_async_benchmark(
     :raises KeyError: an unknown workload name
     :raises ValueError: a task count < 1
     """
-    report = progress or _quiet
     counts = _parse_tasks(tasks)
     cases = [Case(WORKLOADS[name], n, f"{name} x{n}") for name in workloads for n in counts]
     aio_version = aiosqlite_version()
@@ -357,7 +351,9 @@ def run_async_benchmark(
     with_aio = with_aiosqlite and aio_version is not None
     if with_aiosqlite and aio_version is None:
         notes.append("aiosqlite is not installed: its contenders were skipped")
-        report(notes[-1])
+        if progress is not None:
+            progress(notes[-1])
+    # no hand-off floor: tasks wait on the loop, not by blocking threads
     suite = Suite(
         TASKS, _async_contenders(with_aio), None, _async_ratios, _async_targets, ASYNC_LAYOUT
     )
@@ -369,4 +365,4 @@ def run_async_benchmark(
         aiosqlite=aio_version if with_aio else None,
     )
     references = list(dict.fromkeys(workloads)) if reference else []
-    return run_suite(suite, cases, references, meta, notes, seconds, directory, seed, report)
+    return run_suite(suite, cases, references, meta, notes, seconds, directory, seed, progress)
