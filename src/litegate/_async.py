@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from ._async_transaction import AsyncSavepoint, AsyncSnapshot, AsyncTransaction
@@ -32,7 +32,7 @@ from ._facade import Facade
 from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._statements import Result, first_value, run_execute, run_executemany, run_query, run_script
 from ._stats import Stats
-from ._types import DEFAULT, ExcType, Limit, Params, Tb, Wait
+from ._types import DEFAULT, ExcType, Limit, Params, ParamSeq, Tb, Wait
 
 __all__ = (
     "INLINE_BUDGET",
@@ -69,12 +69,7 @@ class AsyncMethods(Facade):
         )
 
     async def executemany(
-        self,
-        sql: str,
-        seq: Iterable[Params],
-        *,
-        timeout: Wait = DEFAULT,
-        time_limit: Limit = DEFAULT,
+        self, sql: str, seq: ParamSeq, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one statement for every parameter set, in one transaction."""
         rows = seq if isinstance(seq, list | tuple) else list(seq)

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Self, TypeVar
 
 from . import _statements as stmt
 from ._engine import AsyncReadLease, AsyncWriteLease, Engine
 from ._errors import Misuse
 from ._statements import Result
-from ._types import DEFAULT, Args, Bound, ExcType, Limit, Params, Tb
+from ._transaction import TransactionBase
+from ._types import DEFAULT, Args, Bound, ExcType, Limit, Params, ParamSeq, Tb
 
 __all__ = ("AsyncSavepoint", "AsyncSnapshot", "AsyncTransaction")
 
@@ -67,7 +68,7 @@ class _AsyncReads:
             await self._run(stmt.close_cursor, (cursor,), None, None)
 
 
-class AsyncTransaction(_AsyncReads):
+class AsyncTransaction(TransactionBase, _AsyncReads):
     """``async with adb.transaction() as tx:`` -- ``BEGIN IMMEDIATE`` on the write lane.
 
     Statements run on the writer thread. Commits when the block ends normally; rolls back when
@@ -80,19 +81,12 @@ class AsyncTransaction(_AsyncReads):
     def __init__(
         self, engine: Engine, timeout: Bound, time_limit: Bound, busy_timeout: float | None = None
     ) -> None:
-        self._engine = engine
-        self._timeout = timeout
-        self._time_limit = time_limit
-        self._busy_timeout = busy_timeout
+        super().__init__(engine, timeout, time_limit, busy_timeout)
         self._lease: AsyncWriteLease | None = None
-        self._entered = False
-        self._active = False
         self.committed = False
 
     async def __aenter__(self) -> Self:
-        if self._entered:
-            raise Misuse("an AsyncTransaction can be entered only once")
-        self._entered = True
+        self._enter_once()
         lease = await self._engine.lease_async(self._timeout, "the transaction")
         try:
             await lease.begin(self._busy_timeout)
@@ -133,9 +127,7 @@ class AsyncTransaction(_AsyncReads):
         )
         return result
 
-    async def executemany(
-        self, sql: str, seq: Iterable[Params], *, time_limit: Limit = DEFAULT
-    ) -> Result:
+    async def executemany(self, sql: str, seq: ParamSeq, *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement for every parameter set."""
         rows = seq if isinstance(seq, list | tuple) else list(seq)
         result: Result = await self._run(

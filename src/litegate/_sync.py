@@ -6,7 +6,7 @@ at most the stated bound and never blocks any other thread for longer than its o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from ._facade import Facade
@@ -14,7 +14,7 @@ from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._statements import Result, run_execute, run_executemany, run_script
 from ._stats import Stats
 from ._transaction import Snapshot, Transaction
-from ._types import DEFAULT, ExcType, Limit, Params, Tb, Wait
+from ._types import DEFAULT, ExcType, Limit, Params, ParamSeq, Tb, Wait
 
 __all__ = ("SyncMethods",)
 
@@ -47,12 +47,7 @@ class SyncMethods(Facade):
         )
 
     def executemany(
-        self,
-        sql: str,
-        seq: Iterable[Params],
-        *,
-        timeout: Wait = DEFAULT,
-        time_limit: Limit = DEFAULT,
+        self, sql: str, seq: ParamSeq, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one statement for every parameter set, all in one transaction."""
         rows = seq if isinstance(seq, list | tuple) else list(seq)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Self, TypeVar
 
 from . import _statements as stmt
 from ._engine import Engine, ReadLease, WriteLease
 from ._errors import Misuse, RolledBack
 from ._statements import Result
-from ._types import DEFAULT, Bound, ExcType, Limit, Params, Tb
+from ._types import DEFAULT, Bound, ExcType, Limit, Params, ParamSeq, Tb
 
-__all__ = ("Savepoint", "Snapshot", "Transaction")
+__all__ = ("Savepoint", "Snapshot", "Transaction", "TransactionBase")
 
 logger = logging.getLogger("litegate")
 _savepoint_ids = itertools.count(1)
@@ -70,7 +70,26 @@ class _Reads:
             cur.close()
 
 
-class Transaction(_Reads):
+class TransactionBase:
+    """What a sync and an async transaction are given: the engine and their bounds."""
+
+    def __init__(
+        self, engine: Engine, timeout: Bound, time_limit: Bound, busy_timeout: float | None = None
+    ) -> None:
+        self._engine = engine
+        self._timeout = timeout
+        self._time_limit = time_limit
+        self._busy_timeout = busy_timeout  # None: the database's
+        self._entered = False
+        self._active = False
+
+    def _enter_once(self) -> None:
+        if self._entered:
+            raise Misuse(f"a {type(self).__name__} can be entered only once")
+        self._entered = True
+
+
+class Transaction(TransactionBase, _Reads):
     """``with db.transaction() as tx:`` -- ``BEGIN IMMEDIATE`` on the write lane.
 
     Commits when the block ends normally, rolls back when it raises. Reads through ``tx`` see
@@ -83,19 +102,12 @@ class Transaction(_Reads):
     def __init__(
         self, engine: Engine, timeout: Bound, time_limit: Bound, busy_timeout: float | None = None
     ) -> None:
-        self._engine = engine
-        self._timeout = timeout
-        self._time_limit = time_limit
-        self._busy_timeout = busy_timeout
+        super().__init__(engine, timeout, time_limit, busy_timeout)
         self._write_lease: WriteLease | None = None
-        self._entered = False
-        self._active = False
         self._aborted: str | None = None
 
     def __enter__(self) -> Self:
-        if self._entered:
-            raise Misuse("a Transaction object can be entered only once")
-        self._entered = True
+        self._enter_once()
         lease = self._engine.lease(self._timeout, "the transaction")
         try:
             lease.begin(self._busy_timeout)
@@ -146,9 +158,7 @@ class Transaction(_Reads):
         result: Result = self._call(time_limit, sql, stmt.run_execute, sql, params)
         return result
 
-    def executemany(
-        self, sql: str, seq: Iterable[Params], *, time_limit: Limit = DEFAULT
-    ) -> Result:
+    def executemany(self, sql: str, seq: ParamSeq, *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement for every parameter set in ``seq``."""
         result: Result = self._call(time_limit, sql, stmt.run_executemany, sql, seq)
         return result

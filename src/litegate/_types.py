@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeAlias, TypeVar
 
@@ -19,6 +19,7 @@ __all__ = (
     "Bound",
     "ExcType",
     "Fn",
+    "ParamSeq",
     "Params",
     "RowFactory",
     "Limit",
@@ -42,6 +43,9 @@ DEFAULT: Final = UseDefault.DEFAULT
 
 Params: TypeAlias = Sequence[Any] | dict[str, Any]
 """Statement parameters: a sequence for ``?`` placeholders, a dict for ``:name`` ones."""
+
+ParamSeq: TypeAlias = Iterable[Params]
+"""``executemany``'s parameter sets."""
 
 Wait: TypeAlias = float | None | UseDefault
 """A per-call ``timeout`` in seconds: a number, ``None`` (no bound) or :data:`DEFAULT`."""

@@ -209,15 +209,7 @@ class AsyncJob(BaseJob):
     def cancel(self) -> bool:
         """Loop thread: cancel a job. True if it never started (and never will); a running read
         is interrupted so its connection is free at once."""
-        with self._lock:
-            if self.state == AsyncJob.QUEUED:
-                self.state = AsyncJob.CANCELLED
-                if self.finished is not None:
-                    self.finished.set()  # it will never run
-                return True
-            if self.state == AsyncJob.RUNNING and self.running_on is not None:
-                self.running_on.interrupt()
-            return False
+        return self.withdraw(interrupt=True)
 
     def attach(self, conn: sqlite3.Connection) -> None:
         """The job starts running on ``conn`` now: a cancellation may interrupt it."""
@@ -225,14 +217,17 @@ class AsyncJob(BaseJob):
             if self.state == AsyncJob.RUNNING:
                 self.running_on = conn
 
-    def withdraw(self) -> bool:
-        """Cancel only if it has not started (a timeout: a running job is left to finish)."""
+    def withdraw(self, *, interrupt: bool = False) -> bool:
+        """Cancel only if it has not started (a timeout: a running job is left to finish, unless
+        ``interrupt``). True if it never started (and never will)."""
         with self._lock:
             if self.state == AsyncJob.QUEUED:
                 self.state = AsyncJob.CANCELLED
                 if self.finished is not None:
                     self.finished.set()  # it will never run
                 return True
+            if interrupt and self.state == AsyncJob.RUNNING and self.running_on is not None:
+                self.running_on.interrupt()
             return False
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
