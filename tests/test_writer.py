@@ -13,7 +13,7 @@ import pytest
 
 import litegate
 from helpers import Outcome, lane_held, wait_for
-from litegate._engine import _connection
+from litegate._engine import _batch
 
 SLOW_INSERT = (
     "INSERT INTO items(name) SELECT 'z' || x FROM (WITH RECURSIVE c(x) AS "
@@ -92,7 +92,7 @@ def test_deferred_constraint_at_commit_fails_only_the_guilty_job(db_path: str) -
 def test_failed_commit_fails_the_whole_batch(
     db: litegate.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = _connection.end_transaction
+    real = _batch.end_transaction
     failures = [sqlite3.OperationalError("disk I/O error")]
 
     def flaky(conn: sqlite3.Connection, guard: Any, sql: str) -> None:
@@ -103,7 +103,7 @@ def test_failed_commit_fails_the_whole_batch(
         real(conn, guard, sql)
 
     with lane_held(db):
-        monkeypatch.setattr(_connection, "end_transaction", flaky)
+        monkeypatch.setattr(_batch, "end_transaction", flaky)
         outs = [
             Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,)))
             for n in "xyz"

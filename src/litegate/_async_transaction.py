@@ -78,15 +78,13 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
     one), later statements and the block's end raise :class:`RolledBack`.
     """
 
-    def __init__(
-        self, engine: Engine, timeout: Bound, time_limit: Bound, busy_timeout: float | None = None
-    ) -> None:
-        super().__init__(engine, timeout, time_limit, busy_timeout)
-        self._lease: AsyncWriteLease | None = None
-        self.committed = False
+    _lease: AsyncWriteLease | None = None  # (class defaults: no __init__ of its own)
+    committed = False
 
     async def __aenter__(self) -> Self:
-        self._enter_once()
+        if self._entered:
+            raise Misuse("an AsyncTransaction can be entered only once")
+        self._entered = True
         lease = await self._engine.lease_async(self._timeout, "the transaction")
         try:
             await lease.begin(self._busy_timeout)

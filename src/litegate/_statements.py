@@ -83,8 +83,11 @@ def fetch(conn: sqlite3.Connection, sql: str, params: Params, first: bool) -> An
 
 
 def run_query(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[Any]:
-    rows: list[Any] = fetch(conn, sql, params, False)
-    return rows
+    cur = conn.execute(sql, params)  # (not fetch(): one frame less on every query)
+    try:
+        return cur.fetchall()
+    finally:
+        cur.close()
 
 
 def first_value(rows: list[Any]) -> Any:

@@ -124,13 +124,19 @@ class SyncMethods(Facade):
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Any:
         """The first row, or ``None``."""
-        return self._engine.query(sql, params, self._t(timeout), self._l(time_limit), True)
+        return self._engine.query(
+            sql,
+            params,
+            self._timeout if timeout is DEFAULT else timeout,
+            self._time_limit if time_limit is DEFAULT else time_limit,
+            True,
+        )
 
     def query_value(
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Any:
         """The first column of the first row, or ``None`` when there is no row."""
-        row = self._engine.query(sql, params, self._t(timeout), self._l(time_limit), True)
+        row = self.query_one(sql, params, timeout=timeout, time_limit=time_limit)
         return None if row is None else row[0]
 
     def iterate(

@@ -83,11 +83,6 @@ class TransactionBase:
         self._entered = False
         self._active = False
 
-    def _enter_once(self) -> None:
-        if self._entered:
-            raise Misuse(f"a {type(self).__name__} can be entered only once")
-        self._entered = True
-
 
 class Transaction(TransactionBase, _Reads):
     """``with db.transaction() as tx:`` -- ``BEGIN IMMEDIATE`` on the write lane.
@@ -99,15 +94,13 @@ class Transaction(TransactionBase, _Reads):
     :class:`RolledBack`: nothing of it commits.
     """
 
-    def __init__(
-        self, engine: Engine, timeout: Bound, time_limit: Bound, busy_timeout: float | None = None
-    ) -> None:
-        super().__init__(engine, timeout, time_limit, busy_timeout)
-        self._write_lease: WriteLease | None = None
-        self._aborted: str | None = None
+    _write_lease: WriteLease | None = None  # (class defaults: no __init__ of its own)
+    _aborted: str | None = None
 
     def __enter__(self) -> Self:
-        self._enter_once()
+        if self._entered:
+            raise Misuse("a Transaction can be entered only once")
+        self._entered = True
         lease = self._engine.lease(self._timeout, "the transaction")
         try:
             lease.begin(self._busy_timeout)

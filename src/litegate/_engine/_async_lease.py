@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,6 @@ from .._statements import run_query
 from .._types import Args, Bound, Params
 from ._bridge import MISS, await_job, run_inline, uncancellable
 from ._connection import (
-    EngineConnection,
     TxnGuard,
     begin_immediate,
     begin_snapshot,
@@ -129,13 +129,13 @@ class AsyncPooledRead:
 
     __slots__ = ("_conn", "_inflight", "_pool", "_readers")
 
-    def __init__(self, pool: ReaderPool, conn: EngineConnection, readers: ReaderThreads) -> None:
+    def __init__(self, pool: ReaderPool, conn: sqlite3.Connection, readers: ReaderThreads) -> None:
         self._pool = pool
-        self._conn: EngineConnection | None = conn
+        self._conn: sqlite3.Connection | None = conn
         self._readers = readers
         self._inflight: AsyncJob | None = None  # the last job sent to a reader thread
 
-    def _live(self) -> EngineConnection:
+    def _live(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
             raise RuntimeError("the reader lease has ended")  # pragma: no cover - facade checks

@@ -12,11 +12,12 @@ import time
 
 from .._errors import RolledBack
 from ._connection import (
-    EngineConnection,
+    COMMIT,
     TxnGuard,
     begin_immediate,
-    commit_or_rollback,
+    end_transaction,
     rollback,
+    rollback_quietly,
     run_limited,
 )
 from ._counters import Counters
@@ -49,14 +50,17 @@ def copy_error(exc: BaseException) -> BaseException:
     return clone
 
 
-def run_reads(conn: EngineConnection, guard: TxnGuard, jobs: list[BaseJob]) -> None:
-    """Lane reads (``readers=0``), each outside any transaction, each answered at once."""
+def run_reads(conn: sqlite3.Connection, guard: TxnGuard, jobs: list[BaseJob]) -> int:
+    """Lane reads (``readers=0``), each outside any transaction, each answered at once.
+    Returns how many succeeded."""
+    ok = 0
     for job in jobs:
         job.attach(conn)
         if job.execute(conn):
-            conn.reads += 1
+            ok += 1
         if conn.in_transaction:  # pragma: no cover - the guard forbids BEGIN
             rollback(conn, guard)
+    return ok
 
 
 def group_commit(
@@ -127,8 +131,9 @@ def group_commit(
             rollback(conn, guard)
             return False
         try:
-            commit_or_rollback(conn, guard)
+            end_transaction(conn, guard, COMMIT)  # (commit_or_rollback inlined: one frame less)
         except BaseException as exc:
+            rollback_quietly(conn, guard)
             if isinstance(exc, sqlite3.IntegrityError) and len(done) > 1:
                 # A deferred constraint failed at COMMIT: find the guilty job by running
                 # each alone, so that it fails alone (none of them was acknowledged).

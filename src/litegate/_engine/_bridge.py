@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .._types import Args, Bound, Fn
-from ._connection import EngineConnection
 from ._jobs import AsyncJob
 from ._lane import WriteLane
 from ._pool import ReaderPool
@@ -103,7 +102,7 @@ async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> None:
         raise
 
 
-async def borrow(pool: ReaderPool, timeout: Bound) -> EngineConnection:
+async def borrow(pool: ReaderPool, timeout: Bound) -> sqlite3.Connection:
     """A reader kept across awaits: an idle one at once, else waited for in a thread."""
     conn = pool.try_acquire()
     if conn is not None:

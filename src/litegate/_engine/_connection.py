@@ -22,7 +22,6 @@ __all__ = (
     "BEGIN_IMMEDIATE",
     "COMMIT",
     "ROLLBACK",
-    "EngineConnection",
     "TxnGuard",
     "begin_immediate",
     "begin_snapshot",
@@ -32,6 +31,7 @@ __all__ = (
     "is_busy",
     "open_connection",
     "rollback",
+    "rollback_quietly",
     "run_limited",
     "set_time_limit",
     "translate_interrupt",
@@ -92,27 +92,15 @@ def _retry_busy(conn: sqlite3.Connection, sql: str, deadline: float) -> Any:
             delay = min(delay * 2, 0.05)
 
 
-class EngineConnection(sqlite3.Connection):
-    """The engine's connections: a plain ``sqlite3.Connection`` plus a read counter.
-
-    ``reads`` is written only by whoever holds the connection at the time (a borrower, the
-    lane holder): one writer at a time, handed over through the pool's queue or the lane's
-    lock, so no increment is ever lost. :meth:`LocalEngine.stats` sums it without a lock (a
-    value read mid-increment is merely one behind).
-    """
-
-    __slots__ = ("reads",)
-    reads: int
-
-
-def open_connection(opts: Options, *, reader: bool) -> EngineConnection:
+def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
     """Open one connection configured for its role (writer or read-only reader).
 
     Blocks for at most ``opts.busy_timeout`` while another process initialises the file.
     """
-    # A Connection subclass, not sqlite3.connect: litegate.debug wraps the latter to watch
-    # user connections; the engine serialises its own, which it hands between threads.
-    conn = EngineConnection(
+    # sqlite3.Connection itself, not sqlite3.connect: litegate.debug wraps the latter to watch
+    # user connections; the engine serialises its own, which it hands between threads. (Not
+    # a subclass either: every method call on a subclass instance costs sqlite3 an MRO walk.)
+    conn = sqlite3.Connection(
         opts.path,
         # Readers wait in SQLite's busy handler (rare in WAL: only during recovery); the
         # writer must not sleep there, it retries BEGIN IMMEDIATE itself (begin_immediate).
@@ -122,7 +110,6 @@ def open_connection(opts: Options, *, reader: bool) -> EngineConnection:
         uri=opts.uri,
         cached_statements=256,
     )
-    conn.reads = 0
     try:
         conn.row_factory = opts.row_factory
         deadline = time.monotonic() + opts.busy_timeout
@@ -241,11 +228,17 @@ def commit_or_rollback(conn: sqlite3.Connection, guard: TxnGuard) -> None:
     try:
         end_transaction(conn, guard, COMMIT)
     except BaseException:
-        try:
-            rollback(conn, guard)
-        except Exception:
-            logger.exception("litegate: rollback after a failed COMMIT failed")
+        rollback_quietly(conn, guard)
         raise
+
+
+def rollback_quietly(conn: sqlite3.Connection, guard: TxnGuard) -> None:
+    """:func:`rollback` after a failure: its own failure is logged, never raised in place of
+    the first error."""
+    try:
+        rollback(conn, guard)
+    except Exception:
+        logger.exception("litegate: rollback after a failed COMMIT failed")
 
 
 def set_time_limit(conn: sqlite3.Connection, limit: float) -> float:

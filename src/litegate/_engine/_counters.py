@@ -20,8 +20,9 @@ write_latency, read_latency  any caller thread, the loop thread          ``deque
 lane_wait, lane_holds        the writer thread, lease takers             mented thread-safe)
 ===========================  ==========================================  ========================
 
-Read counts are not here: each :class:`~._connection.EngineConnection` counts the reads made on
-it by whoever holds it (see its docstring), and the pools sum them.
+Read counts are not here: they are counted per connection by whoever holds it (a pool's record
+of a reader, updated by its borrower at release; the lane's ``reads``, by the lane holder), and
+:meth:`LocalEngine.stats` sums them.
 """
 
 from __future__ import annotations

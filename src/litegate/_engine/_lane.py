@@ -24,7 +24,8 @@ owner, _held_since   lease grant and release             ``_lock``; read without
                                                          or for a message
 _hold_reported       writer thread, lane givers          ``_lock``
 _conn, _dirty,       the lane holder                     the lane (one holder at a time)
-_next_wal_check
+_next_wal_check,
+reads
 outbox               lane holders append; ``flush``      ``deque`` appends and pops are
                      pops (holders, ``close``)           documented thread-safe
 _bell                writer acquires; callers release    a raw lock; released only under
@@ -49,7 +50,7 @@ from .._config import Options
 from .._errors import Closed, WriteTimeout
 from .._types import Bound
 from ._batch import group_commit, run_reads
-from ._connection import EngineConnection, TxnGuard, open_connection, rollback
+from ._connection import TxnGuard, open_connection, rollback
 from ._counters import Counters
 from ._jobs import EXCLUSIVE, WRITE, AsyncLaneHold, BaseJob, Job, LaneHold, Outbox, flush
 
@@ -95,6 +96,7 @@ class WriteLane:
         self._poll = min(1.0, max(opts.hold_warn / 4, 0.01))
         self._dirty = False
         self._next_wal_check = 0.0
+        self.reads = 0  # reads run on the lane (readers=0); written by the lane holder
         self._thread = threading.Thread(
             target=self._run, name=f"litegate-writer:{opts.name}", daemon=True
         )
@@ -108,11 +110,6 @@ class WriteLane:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
-
-    @property
-    def reads(self) -> int:
-        """Reads run through the lane (``readers=0``)."""
-        return self._conn.reads
 
     def reentrance(self, ident: int) -> str | None:
         """Why thread ``ident`` must not wait for the lane (it holds it), or None."""
@@ -130,7 +127,7 @@ class WriteLane:
             )
         return None
 
-    def held_by(self, ident: int) -> EngineConnection | None:
+    def held_by(self, ident: int) -> sqlite3.Connection | None:
         """The writer connection if thread ``ident`` holds a sync lease, else None."""
         return self._conn if self.owner == ident else None
 
@@ -282,10 +279,11 @@ class WriteLane:
         if taken:
             self._process([job, *taken])
             flush(self.outbox)
-        elif job.kind == WRITE:
-            self._commit([job])
+        elif job.kind == WRITE:  # (_commit inlined: the single-write hot path)
+            if group_commit(self._conn, self.guard, self.opts.busy_timeout, self.counters, [job]):
+                self._dirty = True
         else:
-            run_reads(self._conn, self.guard, [job])
+            self.reads += run_reads(self._conn, self.guard, [job])
 
     def _end_direct(self) -> None:
         """Give the lane back; the writer takes over whatever queued meanwhile."""
@@ -301,7 +299,7 @@ class WriteLane:
                 self._inactive.notify_all()
 
     # ---- leases --------------------------------------------------------------------------
-    def take(self, timeout: Bound, what: str) -> tuple[EngineConnection, LaneHold | None]:
+    def take(self, timeout: Bound, what: str) -> tuple[sqlite3.Connection, LaneHold | None]:
         """Hold the lane for the calling thread: directly when it is idle (returns
         ``(conn, None)``), else through the writer thread, which grants a queued
         :class:`LaneHold` and parks until :meth:`give_back`. Waits up to ``timeout`` seconds.
@@ -539,7 +537,7 @@ class WriteLane:
                     self._commit(segment)
                     segment = []
                 if reads:
-                    run_reads(self._conn, self.guard, reads)
+                    self.reads += run_reads(self._conn, self.guard, reads)
                     reads = []
                 self._grant(job)
             else:
@@ -547,7 +545,7 @@ class WriteLane:
         if segment:
             self._commit(segment)
         if reads:
-            run_reads(self._conn, self.guard, reads)
+            self.reads += run_reads(self._conn, self.guard, reads)
         now = monotonic()
         if now >= self._next_wal_check:
             self._next_wal_check = now + 1.0

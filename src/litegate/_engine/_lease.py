@@ -20,7 +20,6 @@ from typing import TypeVar
 from .._errors import Misuse
 from .._types import Args, Bound, Fn
 from ._connection import (
-    EngineConnection,
     begin_immediate,
     begin_snapshot,
     commit_or_rollback,
@@ -39,20 +38,22 @@ logger = logging.getLogger("litegate")
 T = TypeVar("T")
 
 
+def _ended() -> Misuse:
+    return Misuse("this connection lease has ended (use it inside its block)")
+
+
 class _Lease:
     """What every sync lease has: the connection while live, statements under a time limit."""
 
     __slots__ = ("_conn",)
-
-    def __init__(self, conn: EngineConnection) -> None:
-        self._conn: EngineConnection | None = conn
+    _conn: sqlite3.Connection | None  # (each subclass sets it first thing: no super() call)
 
     @property
     def conn(self) -> sqlite3.Connection:
         """The leased connection. :raises Misuse: the lease was released"""
         conn = self._conn
         if conn is None:
-            raise Misuse("this connection lease has ended (use it inside its block)")
+            raise _ended()
         return conn
 
     @property
@@ -67,7 +68,12 @@ class _Lease:
     def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
         """``fn(conn, *args)`` on the leased connection, interrupted after ``limit`` seconds
         (:class:`~litegate.QueryTimeout`)."""
-        return run_limited(self.conn, limit, sql, fn, *args)
+        conn = self._conn  # (the conn property inlined: this runs once per statement)
+        if conn is None:
+            raise _ended()
+        if limit is None:
+            return fn(conn, *args)
+        return run_limited(conn, limit, sql, fn, *args)
 
 
 class LaneLease(_Lease):
@@ -78,12 +84,12 @@ class LaneLease(_Lease):
     def __init__(
         self,
         lane: WriteLane,
-        conn: EngineConnection,
+        conn: sqlite3.Connection,
         hold: LaneHold | None,
         counters: Counters,
         busy_timeout: float,
     ) -> None:
-        super().__init__(conn)
+        self._conn = conn
         self._lane = lane
         self._hold = hold
         self._counters = counters
@@ -140,8 +146,8 @@ class PooledRead(_Lease):
 
     __slots__ = ("_pool",)
 
-    def __init__(self, pool: ReaderPool, conn: EngineConnection) -> None:
-        super().__init__(conn)
+    def __init__(self, pool: ReaderPool, conn: sqlite3.Connection) -> None:
+        self._conn = conn
         self._pool = pool
 
     def begin_snapshot(self) -> None:
@@ -161,6 +167,9 @@ class NestedRead(_Lease):
     (its transaction sees its own writes). Releasing it releases nothing."""
 
     __slots__ = ()
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
 
     def begin_snapshot(self) -> None:
         raise Misuse(

@@ -309,15 +309,23 @@ class LocalEngine:
     ) -> T:
         self.check()
         t0 = perf_counter()
-        result: T = await self._lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
+        lane = self._lane  # (_lane_job inlined: one coroutine frame less per async write)
+        job = AsyncJob(WRITE, fn, args, sql, time_limit, asyncio.get_running_loop(), lane.outbox)
+        await submit(lane, job, timeout)
+        m0 = monotonic()
+        result: T = await await_job(
+            job, timeout, lambda: lane.timeout_error("the write", monotonic() - m0)
+        )
         self._counters.write_latency.append(perf_counter() - t0)
         return result
 
     def lease(self, timeout: Bound, what: str = "the transaction") -> LaneLease:
         self.check()
-        self._no_reentry(what)
+        lane = self._lane
+        if lane.owner is not None or lane.user is not None:
+            self._no_reentry(what)
         t0 = monotonic()
-        conn, hold = self._lane.take(timeout, what)
+        conn, hold = lane.take(timeout, what)
         self._counters.lane_wait.append(monotonic() - t0)
         return LaneLease(self._lane, conn, hold, self._counters, self.opts.busy_timeout)
 
@@ -361,11 +369,12 @@ class LocalEngine:
             result = self._lane_read(fn, args, timeout, time_limit, sql)
         else:
             conn = pool.acquire(timeout)
+            reads = 0
             try:
                 result = run_limited(conn, time_limit, sql, fn, *args)
-                conn.reads += 1
+                reads = 1
             finally:
-                pool.release(conn)
+                pool.release(conn, reads)
         self._counters.read_latency.append(perf_counter() - t0)
         return result
 
@@ -375,7 +384,7 @@ class LocalEngine:
         conn = self._lane.held_by(get_ident())
         if conn is not None:  # this thread holds the lane: read on it (its own writes too)
             result = run_limited(conn, time_limit, sql, fn, *args)
-            conn.reads += 1
+            self._lane.reads += 1  # (this thread holds the lane: the counter's guard)
             return result
         self._no_reentry("a read")
         job = Job(READ, fn, args, sql, time_limit)
@@ -392,12 +401,11 @@ class LocalEngine:
             return MISS
         assert pool is not None
         t0 = perf_counter()
+        rows = MISS
         try:
             rows = run_inline(conn, run_query, (sql, params))
-            if rows is not MISS:
-                conn.reads += 1
         finally:
-            pool.release(conn)
+            pool.release(conn, 0 if rows is MISS else 1)
         if rows is not MISS:
             self._counters.read_latency.append(perf_counter() - t0)
         return rows

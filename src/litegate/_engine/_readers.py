@@ -9,12 +9,12 @@ each loop with one ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections import deque
 from time import monotonic
 
 from .._errors import Closed
-from ._connection import EngineConnection
 from ._jobs import AsyncJob, Outbox, flush
 from ._pool import ReaderPool
 
@@ -107,7 +107,7 @@ class ReaderThreads:
         if job.cancelled:
             return
         pinned = job.pinned
-        conn: EngineConnection
+        conn: sqlite3.Connection
         if pinned is None:
             deadline = job.deadline
             try:
@@ -120,11 +120,11 @@ class ReaderThreads:
                 return
         else:
             conn = pinned
+        ok = False
         try:
             if not job.start(conn):
                 return
-            if job.execute(conn) and pinned is None:  # (a snapshot's queries: not reads)
-                conn.reads += 1
+            ok = job.execute(conn)
         finally:
-            if pinned is None:
-                self.pool.release(conn)
+            if pinned is None:  # (a snapshot's queries are not counted as reads)
+                self.pool.release(conn, 1 if ok else 0)
