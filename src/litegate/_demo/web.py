@@ -203,6 +203,11 @@ def format_side_by_side(runs: list[AppRun], *, workers: int = DEFAULT_WORKERS) -
                 lines.append(f"    server x{n}: {msg}")
             for msg, n in x.transport_errors.most_common(3):
                 lines.append(f"    client x{n}: {msg}")
+            if x.server_errors and any("ConnectionReset" in m for m in x.transport_errors):
+                lines.append(
+                    "    (uvicorn closes a connection once an exception escapes the app; the "
+                    "next request already sent on it is reset)"
+                )
             for msg, n in x.read_back_failures.most_common(3):
                 lines.append(f"    read-back x{n}: {msg}")
     lit = runs[0]
