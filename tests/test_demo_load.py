@@ -60,7 +60,7 @@ def test_refused_connections_are_counted_not_raised() -> None:
 def test_ceiling_cli_reports_the_generator_rate(capsys: pytest.CaptureFixture[str]) -> None:
     assert litegate.cli.main(["demo", "--ceiling", "--requests", "2000", "--clients", "20"]) == 0
     out = capsys.readouterr().out
-    assert "fixed 200" in out
+    assert "sends 2000 POSTs" in out and "fixed 200" in out
     assert "requests/s" in out and "errors 0" in out
 
 

@@ -30,6 +30,7 @@ __all__ = ("configure", "run")
 
 # as web.DEFAULT_REQUESTS and friends (not imported: the starlette extra may be missing)
 _DEFAULT_REQUESTS = 8000
+_CEILING_REQUESTS = 100_000  # --ceiling: long enough for a steady rate
 _DEFAULT_CLIENTS = 256
 _DEFAULT_PROCESSES = 2
 
@@ -91,8 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     web.add_argument(
         "--requests",
         type=_count,
-        default=_DEFAULT_REQUESTS,
-        help=f"requests sent to each app (default {_DEFAULT_REQUESTS})",
+        default=None,
+        help=f"requests sent to each app (default {_DEFAULT_REQUESTS}; "
+        f"{_CEILING_REQUESTS} with --ceiling)",
     )
     web.add_argument(
         "--clients",
@@ -161,11 +163,12 @@ def _run_web(args: argparse.Namespace) -> int:
         return 2
     if args.ceiling:
         return _run_ceiling(args)
+    requests = args.requests or _DEFAULT_REQUESTS
     used = stack()
     print(
         "litegate demo: the example store app (litegate._demo.store_app) served by "
         f"{used.describe(DEFAULT_WORKERS)}.\n"
-        f"Load: {web.describe_load(args.requests, args.clients, args.load_processes)}; "
+        f"Load: {web.describe_load(requests, args.clients, args.load_processes)}; "
         "then every acknowledged write is read back.\n"
         "Then the naive sqlite3 version under the same load and server settings.",
         flush=True,
@@ -180,7 +183,7 @@ def _run_web(args: argparse.Namespace) -> int:
         )
     try:
         runs = web.run_web_demo(
-            requests=args.requests,
+            requests=requests,
             clients=args.clients,
             processes=args.load_processes,
             seed=args.seed,
@@ -219,7 +222,7 @@ def _progress_bar() -> Callable[[str, int, int], None]:
 def _run_ceiling(args: argparse.Namespace) -> int:
     from .ceiling import measure
 
-    requests = max(args.requests, 50_000)
+    requests = args.requests or _CEILING_REQUESTS
     print(
         f"litegate demo --ceiling: the load generator ({args.load_processes} processes, "
         f"{args.clients} connections) sends {requests} POSTs to a server that answers each "
