@@ -7,20 +7,16 @@ import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-pytest.importorskip("httpx")
+pytest.importorskip("httptools")
 
 from litegate._demo import web
-
-pytestmark = pytest.mark.skipif(
-    web.examples_dir() is None, reason="needs the repository's examples/"
-)
 
 CROSS_THREAD = "SQLite objects created in a thread"
 LOCKED = "database is locked"
 
 
 def test_naive_app_fails_under_the_same_load() -> None:
-    run = web.run_app("naive", "store_app.naive_app:app", requests=1500, clients=256, seed=7)
+    run = web.run_app("naive", web.APPS["naive sqlite3"], requests=1500, clients=256, seed=7)
     r = run.result
     assert r.requests == 1500
     assert r.non_2xx > 0, dict(r.status)

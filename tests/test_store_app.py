@@ -1,5 +1,6 @@
-"""examples/store_app: every route in process (TestClient), then end to end under uvicorn with
-2 worker processes and 256 concurrent HTTP clients: zero non-2xx, every write read back."""
+"""The store app (litegate._demo.store_app): every route in process (TestClient), then end to
+end under uvicorn with 2 worker processes and 256 concurrent connections: zero non-2xx, every
+write read back."""
 
 from __future__ import annotations
 
@@ -14,22 +15,20 @@ import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-pytest.importorskip("httpx")
+pytest.importorskip("httpx")  # TestClient
+pytest.importorskip("httptools")
 
 from starlette.testclient import TestClient
 
 from litegate._demo import web
-
-EXAMPLES = web.examples_dir()
-pytestmark = pytest.mark.skipif(EXAMPLES is None, reason="needs the repository's examples/")
+from litegate._demo.load import ROUTES, run_load
+from litegate._demo.server import serve
 
 
 @pytest.fixture
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    assert EXAMPLES is not None
-    monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.setenv("STORE_DB", str(tmp_path / "store.db"))
-    from store_app.app import app
+    from litegate._demo.store_app.app import app
 
     with TestClient(app) as c:  # a context manager: the lifespan runs
         yield c
@@ -113,18 +112,19 @@ def _children(pgid: int) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_end_to_end_uvicorn_two_workers(tmp_path: Path) -> None:
     db_path = tmp_path / "store.db"
-    with web.serve("store_app.app:app", db_path, workers=2) as server:
+    with serve(web.APPS["litegate"], db_path, workers=2) as server:
         pid = server.pid
         assert server.base_url.startswith("http://127.0.0.1:")
         assert len(_children(pid)) == 2, server.log()
-        result = web.run_load(server.base_url, requests=1500, clients=256, seed=7)
+        assert (server.stack.loop, server.stack.http) == ("uvloop", "httptools")  # [standard]
+        result = run_load(server.base_url, requests=1500, clients=256, seed=7)
         log = server.log()
     assert _group_gone(pid), "uvicorn's process group outlived the test"
 
-    assert result.requests == 1500
+    assert result.requests == 1500 and result.processes == 2 and result.connections == 256
     assert result.non_2xx == 0, (dict(result.status), web.server_errors(log))
     assert not result.transport_errors, result.transport_errors
-    assert all(result.by_route[r]["ok"] > 0 for r in web.ROUTES), result.by_route
+    assert all(result.by_route[r]["ok"] > 0 for r in ROUTES), result.by_route
     assert len(result.written) > 100
     assert result.read_back == len(result.written), result.read_back_failures
     assert not web.server_errors(log), log[-3000:]

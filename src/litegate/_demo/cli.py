@@ -1,14 +1,16 @@
 """``litegate demo``: the example store app under load, litegate against plain sqlite3.
 
-By default the web demo: ``examples/store_app`` served by uvicorn with 2 worker processes,
-driven by 256 concurrent HTTP clients, then the same app written the naive way, side by side.
+By default the web demo: the store app (``litegate._demo.store_app``, shipped in the package)
+served by uvicorn with 2 worker processes, driven by 256 keep-alive connections from a
+multi-process load generator, then the same app written the naive way, side by side.
 ``--threads`` runs the thread demo instead: many threads share one database for a few seconds
-and its invariants are proved.
+and its invariants are proved. ``--ceiling`` measures the load generator itself.
 
 Examples::
 
     litegate demo
     litegate demo --requests 2000 --clients 300
+    litegate demo --ceiling
     litegate demo --threads            # 16 threads
     litegate demo --threads 32 --seconds 2
 
@@ -20,24 +22,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from . import DEFAULT_SECONDS, DEFAULT_THREADS, OPS, format_report, run_demo
 
 __all__ = ("configure", "run")
 
-_DEFAULT_REQUESTS = 4000  # as web.DEFAULT_REQUESTS (not imported: the extra may be missing)
+# as web.DEFAULT_REQUESTS and friends (not imported: the starlette extra may be missing)
+_DEFAULT_REQUESTS = 8000
+_CEILING_REQUESTS = 100_000  # --ceiling: long enough for a steady rate
 _DEFAULT_CLIENTS = 256
+_DEFAULT_PROCESSES = 2
 
 _EPILOG = """\
 examples:
-  litegate demo                    # web: uvicorn, 2 workers, 4000 requests; then the naive app
+  litegate demo                    # web: uvicorn, 2 workers, 8000 requests; then the naive app
   litegate demo --requests 1000
+  litegate demo --ceiling          # the load generator alone, against a fixed response
   litegate demo --threads          # threads: 16 threads, ~5 s, invariants proved
   litegate demo --threads 32 --seconds 2
 
 exit codes: 0 litegate had zero errors and the data check passed (web) or all invariants hold
-(--threads); 1 otherwise; 2 usage error or missing requirements (the starlette extra and the
-repository's examples/ directory, for the web demo)"""
+(--threads); 1 otherwise; 2 usage error or a missing requirement (the starlette extra, for the
+web demo: pip install 'litegate[starlette]')"""
 
 
 def _positive_float(text: str) -> float:
@@ -85,14 +92,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     web.add_argument(
         "--requests",
         type=_count,
-        default=_DEFAULT_REQUESTS,
-        help=f"requests sent to each app (default {_DEFAULT_REQUESTS})",
+        default=None,
+        help=f"requests sent to each app (default {_DEFAULT_REQUESTS}; "
+        f"{_CEILING_REQUESTS} with --ceiling)",
     )
     web.add_argument(
         "--clients",
         type=_clients,
         default=_DEFAULT_CLIENTS,
-        help=f"concurrent HTTP clients (default {_DEFAULT_CLIENTS})",
+        help=f"keep-alive connections, all load processes together (default {_DEFAULT_CLIENTS})",
+    )
+    web.add_argument(
+        "--load-processes",
+        type=_positive_int,
+        default=_DEFAULT_PROCESSES,
+        metavar="N",
+        help=f"load generator processes (default {_DEFAULT_PROCESSES})",
+    )
+    web.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="measure the load generator alone against a fixed-response server, and exit",
     )
     threads = parser.add_argument_group("thread demo")
     threads.add_argument(
@@ -128,7 +148,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_web(args: argparse.Namespace) -> int:
     try:
+        import starlette  # noqa: F401  (the servers import them)
+        import uvicorn  # noqa: F401
+
         from . import web
+        from .load import LoadError
+        from .server import DEFAULT_WORKERS, ServerError, stack
     except ImportError as exc:
         print(
             f"litegate demo: needs {exc.name or exc!s}, which is not installed "
@@ -136,16 +161,46 @@ def _run_web(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if web.examples_dir() is None:
+    if args.ceiling:
+        return _run_ceiling(args)
+    requests = args.requests or _DEFAULT_REQUESTS
+    used = stack()
+    print(
+        "litegate demo: the example store app (litegate._demo.store_app) served by "
+        f"{used.describe(DEFAULT_WORKERS)}.\n"
+        f"Load: {web.describe_load(requests, args.clients, args.load_processes)}; "
+        "then every acknowledged write is read back.\n"
+        "Then the naive sqlite3 version under the same load and server settings.",
+        flush=True,
+    )
+    if used.nagle_stall:
         print(
-            "litegate demo: the examples/ directory is not next to this litegate (a "
-            "non-editable install); run it from a source checkout (pip install -e .), or use "
-            "`litegate demo --threads`",
-            file=sys.stderr,
+            "note: uvloop is not installed. uvicorn's worker processes then run on the stdlib "
+            "asyncio loop, which leaves Nagle's algorithm on for their shared socket (uvicorn "
+            "issue #3149): each response waits ~40 ms. pip install 'litegate[starlette]' "
+            "brings uvicorn[standard] (uvloop, httptools).",
+            flush=True,
         )
+    try:
+        runs = web.run_web_demo(
+            requests=requests,
+            clients=args.clients,
+            processes=args.load_processes,
+            seed=args.seed,
+            progress=_progress_bar(),
+        )
+    except (ServerError, LoadError) as exc:
+        print(f"litegate demo: {exc}", file=sys.stderr)
         return 2
+    print()
+    print(web.format_side_by_side(runs))
+    return 0 if web.verdict(runs[0]) else 1
+
+
+def _progress_bar() -> Callable[[str, int, int], None]:
+    """A progress bar on stderr (a line per quarter when it is not a terminal)."""
     tty = sys.stderr.isatty()
-    last = [-1]
+    last: dict[str, int] = {}
 
     def progress(label: str, done: int, total: int) -> None:
         width = 30
@@ -153,31 +208,33 @@ def _run_web(args: argparse.Namespace) -> int:
         line = f"  {label:<14} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
         if tty:
             sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
-        else:  # a line per quarter when not on a terminal
+        else:
             quarter = 4 * done // max(total, 1)
-            if quarter == last[0]:
+            if last.get(label) == quarter:
                 return
-            last[0] = quarter
+            last[label] = quarter
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
+    return progress
+
+
+def _run_ceiling(args: argparse.Namespace) -> int:
+    from .ceiling import measure
+
+    requests = args.requests or _CEILING_REQUESTS
     print(
-        f"litegate demo: the example store app (examples/store_app) under uvicorn with "
-        f"{web.DEFAULT_WORKERS} worker processes; {args.clients} concurrent clients send "
-        f"{args.requests} mixed requests (add, get, search, mark retrieved, status), then every "
-        "acknowledged write is read back. Then the same for the naive sqlite3 version.",
+        f"litegate demo --ceiling: the load generator ({args.load_processes} processes, "
+        f"{args.clients} connections) sends {requests} POSTs to a server that answers each "
+        "with a fixed 200 (2 processes, the same machine)",
         flush=True,
     )
-    try:
-        runs = web.run_web_demo(
-            requests=args.requests, clients=args.clients, seed=args.seed, progress=progress
-        )
-    except web.ServerError as exc:
-        print(f"litegate demo: {exc}", file=sys.stderr)
-        return 2
-    print()
-    print(web.format_side_by_side(runs))
-    return 0 if web.verdict(runs[0]) else 1
+    res = measure(requests=requests, clients=args.clients, processes=args.load_processes)
+    print(
+        f"  {res.throughput:,.0f} requests/s, latency p50 {res.p(0.5):.1f} ms, "
+        f"p99 {res.p(0.99):.1f} ms; errors {res.errors}"
+    )
+    return 0 if res.errors == 0 and res.requests == requests else 1
 
 
 def _run_threads(args: argparse.Namespace) -> int:

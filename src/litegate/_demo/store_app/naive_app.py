@@ -5,7 +5,7 @@ in ``__init__`` (at startup, on the event loop's thread) and runs its schema the
 are made directly from ``async def`` routes, slower ones are pushed to a thread with
 ``asyncio.to_thread`` (or a ``def`` route) so they "don't block the loop". Run it with::
 
-    STORE_DB=/tmp/naive.db uvicorn store_app.naive_app:app --app-dir examples --workers 2
+    STORE_DB=/tmp/naive.db uvicorn litegate._demo.store_app.naive_app:app --workers 2
 
 What goes wrong:
 
@@ -34,7 +34,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+
+from .routes import api_routes
 
 __all__ = ("NaiveStore", "app")
 
@@ -161,11 +162,7 @@ async def retrieval_status(request: Request) -> JSONResponse:
 
 app = Starlette(
     routes=[
-        Route("/api/documents", add_document, methods=["POST"]),
-        Route("/api/documents", list_documents, methods=["GET"]),
-        Route("/api/documents/{doc_id:int}", get_document, methods=["GET"]),
-        Route("/api/documents/{doc_id:int}/retrieved", mark_retrieved, methods=["POST"]),
-        Route("/api/retrieval/status", retrieval_status, methods=["GET"]),
+        *api_routes(add_document, list_documents, get_document, mark_retrieved, retrieval_status),
     ],
     lifespan=lifespan,
 )

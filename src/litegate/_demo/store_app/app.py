@@ -1,8 +1,8 @@
 """The document store served by Starlette, on litegate.
 
-Run it (several worker processes share the one file)::
+Run it (several worker processes share the one file; ``pip install 'litegate[starlette]'``)::
 
-    STORE_DB=/tmp/store.db uvicorn store_app.app:app --app-dir examples --workers 2
+    STORE_DB=/tmp/store.db uvicorn litegate._demo.store_app.app:app --workers 2
 
 Routes:
 
@@ -27,10 +27,10 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 import litegate.starlette as lgs
 
+from .routes import api_routes
 from .store import MIGRATIONS, Store
 
 __all__ = ("app", "db_path")
@@ -109,11 +109,7 @@ async def retrieval_status(request: Request) -> JSONResponse:
 
 app = Starlette(
     routes=[
-        Route("/api/documents", add_document, methods=["POST"]),
-        Route("/api/documents", list_documents, methods=["GET"]),
-        Route("/api/documents/{doc_id:int}", get_document, methods=["GET"]),
-        Route("/api/documents/{doc_id:int}/retrieved", mark_retrieved, methods=["POST"]),
-        Route("/api/retrieval/status", retrieval_status, methods=["GET"]),
+        *api_routes(add_document, list_documents, get_document, mark_retrieved, retrieval_status),
         *lgs.stats_routes(),
     ],
     # 503 + Retry-After (not 500) while shutting down or when a wait times out

@@ -1,1 +1,0 @@
-"""The document store example: a litegate Starlette app and the same app written naively."""
