@@ -130,3 +130,10 @@ def test_no_module_reads_another_modules_private_attributes() -> None:
             ):
                 offenders.append(f"{name}:{node.lineno} .{node.attr}")
     assert offenders == []
+
+
+def test_no_implementation_in_a_large_init() -> None:
+    for name, path in MODULES.items():
+        if path.name == "__init__.py":
+            lines = len(path.read_text().splitlines())
+            assert lines <= 150, f"{name}/__init__.py has {lines} lines"

@@ -24,7 +24,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from . import DEFAULT_SECONDS, DEFAULT_THREADS, OPS, format_report, run_demo
+from .threads import DEFAULT_SECONDS, DEFAULT_THREADS, OPS, format_report, run_demo
 
 __all__ = ("configure", "run")
 
