@@ -3,6 +3,27 @@
 Thread callers block on a raw lock. Asyncio callers get a future; finished async jobs are put
 in an *outbox* and delivered to their loop in batches (one ``call_soon_threadsafe`` per loop
 per flush), which keeps the per-call cost of the thread hop small.
+
+Shared fields and their guards (a job is made by its caller and handed to one worker: a lane
+holder or a reader thread):
+
+=========================  ==============================  ===================================
+field                      written by                      guard / ordering
+=========================  ==============================  ===================================
+fn, args, sql, time_limit  the caller, before queueing     the queue hand-off (a lock)
+ctx, deadline, pinned,
+finished
+result, error              the worker, before answering    ``Job.done`` released after them;
+                                                           an async job's ``outbox.append``
+                                                           then ``call_soon_threadsafe``
+AsyncJob.state,            loop (cancel, withdraw) and     ``AsyncJob._lock``
+running_on                 worker (start, attach, finish)
+AsyncJob.future            the loop thread only            (resolved in ``_deliver``, on it)
+AsyncLaneHold.ops          loop puts, writer gets          ``SimpleQueue`` (thread-safe)
+ended, closed_ops          loop (end), writer (close)      ``_ops_lock``
+txn_required               loop, after BEGIN answered      ordered before the next ``ops.put``
+lost                       writer, before answering an op  ordered by that op's delivery
+=========================  ==============================  ===================================
 """
 
 from __future__ import annotations
