@@ -16,11 +16,7 @@ ACCOUNTS = 20
 START = 1000
 
 
-def test_cancellation_storm(db_path: str, readers: Any) -> None:
-    asyncio.run(_storm(db_path, readers))
-
-
-async def _storm(db_path: str, readers: Any) -> None:
+async def test_cancellation_storm(db_path: str, readers: Any) -> None:
     rng = random.Random(1234)
     adb = await litegate.connect_async(db_path, readers=readers)
     try:

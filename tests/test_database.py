@@ -258,18 +258,13 @@ class Store:
         }
 
 
-def test_store_built_in_main_thread_works_from_to_thread_and_threads(
+@pytest.mark.blocks_loop("the scenario: a sync Database opened and closed on the loop thread")
+async def test_store_built_in_main_thread_works_from_to_thread_and_threads(
     db_path: str, readers: Any
 ) -> None:
-    store = Store(db_path, readers)
+    store = Store(db_path, readers)  # built on the test's (loop) thread, on purpose
     try:
-
-        async def main() -> list[int]:
-            return await asyncio.gather(
-                *(asyncio.to_thread(store.add, f"doc{i}") for i in range(50))
-            )
-
-        ids = asyncio.run(main())
+        ids = await asyncio.gather(*(asyncio.to_thread(store.add, f"doc{i}") for i in range(50)))
         errors: list[BaseException] = []
 
         def worker(k: int) -> None:
@@ -284,12 +279,12 @@ def test_store_built_in_main_thread_works_from_to_thread_and_threads(
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            await asyncio.to_thread(t.join)
         assert errors == []
         assert sorted(ids) == sorted(set(ids)) and len(ids) == 50
-        assert store.status_counts() == {"new": 150}
+        assert await asyncio.to_thread(store.status_counts) == {"new": 150}
     finally:
-        store.db.close()
+        await asyncio.to_thread(store.db.close)
 
 
 def test_engine_connections_are_exempt_from_the_misuse_detector(db_path: str) -> None:
