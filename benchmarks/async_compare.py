@@ -9,8 +9,8 @@ PASS/FAIL lines for the targets.
 
     python benchmarks/async_compare.py [--seconds 2] [--tasks 1,64] [--json FILE]
 
-The harness lives in ``litegate._bench.async_`` (also ``litegate bench --suite async``); this
-script is a thin wrapper, importable as a module: ``main(argv)`` returns the exit code.
+The harness lives in ``litegate._bench`` (also ``litegate bench --suite async``); this script is
+a thin wrapper, importable as a module: ``main(argv)`` returns the exit code.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from litegate._bench.async_ import (
+from litegate._bench import (
     ASYNC_WORKLOADS,
     DEFAULT_ASYNC_SECONDS,
     DEFAULT_TASKS,
-    AsyncBenchResult,
-    format_async_report,
+    BenchResult,
+    format_report,
     run_async_benchmark,
 )
 from litegate._bench.cli import parse_tasks
 
-__all__ = ("AsyncBenchResult", "format_async_report", "main", "run_async_benchmark")
+__all__ = ("BenchResult", "format_report", "main", "run_async_benchmark")
 
 
 def _positive(text: str) -> float:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         reference=not args.no_reference,
         progress=progress,
     )
-    print(format_async_report(result))
+    print(format_report(result))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result.as_dict(), fh, indent=2)

@@ -14,7 +14,7 @@ import pytest
 
 import litegate
 import loop_lag
-from litegate import _engine
+from litegate._engine import live
 
 # Every test body that can runs in every read mode.
 READ_MODES = [
@@ -114,10 +114,10 @@ def db(db_path: str, readers: Any) -> Iterator[litegate.Database]:
 @pytest.fixture(autouse=True)
 def _no_leaked_engines() -> Iterator[None]:
     """Fail a test that leaves a database open (instead of silently closing it)."""
-    before = set(map(id, _engine._LIVE))
+    before = set(map(id, live()))
     threads_before = {t.ident for t in threading.enumerate()}
     yield
-    leaked = [e for e in list(_engine._LIVE) if id(e) not in before]
+    leaked = [e for e in live() if id(e) not in before]
     for e in leaked:
         e.close(timeout=5)
     assert not leaked, f"test left {len(leaked)} litegate database(s) open"

@@ -154,7 +154,7 @@ async def test_inline_reads_move_to_a_thread_when_over_budget(db_path: str) -> N
     adb = await open_db(db_path, 2)
     try:
         await adb.query_value("SELECT 1")  # the first read opens a reader (in a thread)
-        threads = adb._engine.reader_threads
+        threads = adb._engine._reader_threads()  # type: ignore[attr-defined]
         before = threads.submitted
         for _ in range(50):
             assert await adb.query_value("SELECT 1") == 1

@@ -9,7 +9,9 @@ import pytest
 
 import litegate.cli
 from litegate import _bench
-from litegate._bench import CONTENDERS, WORKLOADS, run_benchmark
+from litegate._bench import SYNC_THREADS, run_benchmark
+
+CONTENDERS = _bench.contender_names("sync")
 
 
 @pytest.fixture(scope="module")
@@ -19,20 +21,22 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> _bench.BenchResult:
 
 
 def test_every_workload_runs_every_contender(result: _bench.BenchResult) -> None:
-    assert [w.workload.name for w in result.workloads] == list(WORKLOADS)
-    for w in result.workloads:
+    assert [w.workload.name for w in result.cases] == list(SYNC_THREADS)
+    for w in result.cases:
         assert [c.name for c in w.contenders] == list(CONTENDERS)
+        assert w.workers == SYNC_THREADS[w.workload.name]
         for c in w.contenders:
             assert c.ops > 0, (w.workload.name, c.name)
             assert c.ops == c.reads + c.writes
-            assert c.threads == w.workload.threads
+            assert c.workers == w.workers
             assert c.ops_per_s > 0
             assert 0 < c.p50_ms <= c.p99_ms
-            assert c.ratio is not None and c.ratio > 0
+            ratio = c.ratios["ratio"]
+            assert ratio is not None and ratio > 0
 
 
 def test_litegate_has_no_errors_and_exact_data(result: _bench.BenchResult) -> None:
-    for w in result.workloads:
+    for w in result.cases:
         for c in w.contenders:
             if c.kind == "litegate":
                 assert c.errors == 0, c.error_samples
@@ -45,7 +49,7 @@ def test_litegate_has_no_errors_and_exact_data(result: _bench.BenchResult) -> No
 
 
 def test_workload_shapes(result: _bench.BenchResult) -> None:
-    mixed, writes = result.workloads
+    mixed, writes = result.cases
     for c in mixed.contenders:
         assert c.reads > c.writes  # 90% reads
     for c in writes.contenders:
@@ -53,17 +57,17 @@ def test_workload_shapes(result: _bench.BenchResult) -> None:
     assert writes.baseline == "sqlite3 + Lock"
     assert mixed.baseline in {c.name for c in mixed.contenders if c.kind == "remedy"}
     best = max(c.ops_per_s for c in mixed.contenders if c.kind == "remedy")
-    assert max(c.ratio or 0 for c in mixed.contenders if c.kind == "remedy") == 1.0
+    assert max(c.ratios["ratio"] or 0 for c in mixed.contenders if c.kind == "remedy") == 1.0
     assert best > 0
 
 
 def test_targets_and_report(result: _bench.BenchResult) -> None:
     targets = result.targets
-    assert {(t.workload, t.contender) for t in targets} == {
-        (w, name) for w in WORKLOADS for name in CONTENDERS if name.startswith("litegate")
+    assert {(t.name, t.subject) for t in targets} == {
+        (w, name) for w in SYNC_THREADS for name in CONTENDERS if name.startswith("litegate")
     }
     for t in targets:
-        assert t.threshold == (1.5 if t.workload == "mixed" else 10.0)
+        assert t.threshold == (1.5 if t.name == "mixed" else 10.0)
         assert t.text.startswith("PASS" if t.passed else "FAIL")
     text = _bench.format_report(result)
     for name in CONTENDERS:
@@ -71,7 +75,7 @@ def test_targets_and_report(result: _bench.BenchResult) -> None:
     assert "raw sqlite3 point read" in text
     assert "raw sqlite3 FULL single-row commit" in text
     data = json.loads(json.dumps(result.as_dict()))
-    assert set(data["workloads"]) == set(WORKLOADS)
+    assert set(data["workloads"]) == set(SYNC_THREADS)
     assert [r["name"] for r in data["reference"]] == [
         "raw sqlite3 point read",
         "raw sqlite3 FULL single-row commit",
@@ -81,18 +85,18 @@ def test_targets_and_report(result: _bench.BenchResult) -> None:
     # The ceilings block relates the ceiling contender and the hand-off floor to the baselines.
     assert "ceilings on this machine" in text
     assert f"writes: {_bench.HANDOFF_FLOOR} = " in text
-    for w in WORKLOADS:
+    for w in SYNC_THREADS:
         assert f"{w}: ceiling: bare group commit = " in text
 
 
 def test_ceiling_is_reported_but_never_a_baseline_or_a_target(
     result: _bench.BenchResult,
 ) -> None:
-    for w in result.workloads:
+    for w in result.cases:
         ceiling = next(c for c in w.contenders if c.kind == "ceiling")
         assert ceiling.errors == 0 and ceiling.data.ok
         assert w.baseline != ceiling.name
-    assert all(t.contender != ceiling.name for t in result.targets)
+    assert all(t.subject != ceiling.name for t in result.targets)
 
 
 def test_handoff_floor_counts_every_handoff() -> None:
@@ -146,3 +150,41 @@ def test_cli_runs_one_workload_and_saves_json(
 def test_cli_rejects_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
     assert litegate.cli.main(["bench", "--seconds", "0"]) == 2
     assert "must be > 0" in capsys.readouterr().err
+
+
+def test_report_and_json_keep_their_layout(result: _bench.BenchResult) -> None:
+    """The text columns and JSON keys of the sync suite are what they were before the async
+    suite shared its types (readers of saved JSON depend on them)."""
+    text = _bench.format_report(result)
+    assert text.startswith("litegate ") and " vs folk remedies: " in text.splitlines()[0]
+    assert "\nreference (one thread, no sharing)\n" in text
+    assert (
+        "  contender                         ops/s   p50 ms   p99 ms  errors  vs best remedy  data"
+        in text
+    )
+    assert (
+        "  contender                         ops/s   p50 ms   p99 ms  errors         vs lock  data"
+        in text
+    )
+    data = result.as_dict()
+    assert list(data) == ["meta", "reference", "workloads", "targets", "problems", "ok"]
+    assert [list(r) for r in data["reference"]] == [
+        ["name", "ops", "ops_per_s", "p50_ms", "p99_ms"]
+    ] * 3
+    writes = data["workloads"]["writes"]
+    assert list(writes) == ["workload", "baseline", "contenders"]
+    assert writes["workload"] == {
+        "name": "writes",
+        "threads": 64,
+        "write_fraction": 1.0,
+        "description": "64 threads, single-row write transactions",
+    }
+    for c in writes["contenders"]:
+        assert list(c) == [
+            "name", "kind", "workload", "threads", "elapsed_s", "ops", "reads", "writes",
+            "errors", "ops_per_s", "p50_ms", "p99_ms", "read_p50_ms", "read_p99_ms",
+            "write_p50_ms", "write_p99_ms", "error_samples", "data", "extra", "ratio",
+        ]  # fmt: skip
+        assert c["threads"] == 64 and c["data"]["text"] == "ok"
+    for t in data["targets"]:
+        assert list(t) == ["workload", "contender", "baseline", "ratio", "threshold", "passed"]

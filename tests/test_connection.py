@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from litegate._connection import split_script
+from litegate._statements import split_script
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_txn_guard_permits_only_the_permitting_thread() -> None:
     import sqlite3
     import threading
 
-    from litegate._connection import TxnGuard
+    from litegate._engine._connection import TxnGuard
 
     guard = TxnGuard()
     assert guard(sqlite3.SQLITE_TRANSACTION) == sqlite3.SQLITE_DENY
@@ -60,7 +60,7 @@ def test_reader_snapshot_does_not_revoke_the_writers_commit(tmp_path: object) ->
 
     with litegate.connect(str(Path(str(tmp_path)) / "g.db")) as db:
         db.execute("CREATE TABLE t(x)")
-        guard = db._engine.lane.guard
+        guard = db._engine._lane.guard  # type: ignore[attr-defined]
         guard.permit()  # as the writer does between BEGIN and COMMIT
         try:
             t = threading.Thread(

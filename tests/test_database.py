@@ -305,6 +305,6 @@ def test_engine_connections_are_exempt_from_the_misuse_detector(db_path: str) ->
             for t in threads:
                 t.join()
             assert db.query_value("SELECT count(*) FROM t") == 8
-            assert debug.origin(db._engine.lane.conn) is None
+            assert db.run_write(debug.origin) is None  # the writer connection
     finally:
         debug.disable()

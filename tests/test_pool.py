@@ -11,8 +11,8 @@ import pytest
 
 import litegate
 from helpers import Outcome, wait_for
-from litegate import _pool
-from litegate._pool import ReadPool
+from litegate._engine import _pool
+from litegate._engine._pool import ReadPool
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_pool_closes_every_connection(db_path: str) -> None:
 def test_close_wakes_a_waiting_borrower_with_closed(db_path: str) -> None:
     db = litegate.connect(db_path, readers=1, timeout=None)
     db.execute("CREATE TABLE t(x)")
-    pool = db._engine.pool
+    pool = db._engine._pool  # type: ignore[attr-defined]
     assert isinstance(pool, ReadPool)
     held = pool.acquire(None)
     waiter = Outcome(lambda: db.query("SELECT 1"))
@@ -176,7 +176,7 @@ def test_a_failed_open_frees_its_slot_and_hides_no_idle_reader(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with litegate.connect(db_path, readers=2) as db:
-        pool = db._engine.pool
+        pool = db._engine._pool  # type: ignore[attr-defined]
         assert isinstance(pool, ReadPool)
         first = pool.acquire(None)
 
@@ -195,8 +195,8 @@ def test_a_failed_open_frees_its_slot_and_hides_no_idle_reader(
         pool.release(first)
         # A query that meets the freed slot first keeps it (it reads on the idle reader).
         assert db.query_value("SELECT 1") == 1
-        second = pool.acquire(time.monotonic() + 2)  # the freed slot is still usable:
-        third = pool.acquire(time.monotonic() + 2)  # one of these opens a new connection
+        second = pool.acquire(2)  # the freed slot is still usable:
+        third = pool.acquire(2)  # one of these opens a new connection
         assert first in (second, third) and second is not third
         assert pool.open_count == 2
         pool.release(second)
@@ -209,26 +209,38 @@ def test_fork_quiesce_sees_a_reader_in_flight(db_path: str) -> None:
     with litegate.connect(db_path, readers=1) as db:
         db.execute("CREATE TABLE t(x)")
         db.query("SELECT 1")  # open the one reader
-        pool = db._engine.pool
+        pool = db._engine._pool  # type: ignore[attr-defined]
         assert isinstance(pool, ReadPool)
         conn = pool._free.get_nowait()  # in flight: neither queued nor in _holders
-        pool._lock.acquire()
-        try:
-            pool.stash()
-            assert pool.in_use == 0  # what the old check trusted
-            assert not pool.quiet()
-            pool.unstash()
-        finally:
-            pool._lock.release()
+        assert pool.in_use == 0  # what the old check trusted
+        assert not pool.quiesce(time.monotonic() + 0.05)
+        pool.resume()
         pool._free.put(conn)
-        pool._lock.acquire()
+        assert pool.quiesce(time.monotonic() + 0.05)  # every opened reader is stashed
         try:
-            pool.stash()
-            assert pool.quiet()  # every opened reader is stashed: nobody can borrow one
-            assert pool.try_acquire() is None
-            pool.unstash()
+            assert pool.try_acquire() is None  # nobody can borrow one meanwhile
         finally:
-            pool._lock.release()
+            pool.resume()
+        assert db.query_value("SELECT 1") == 1
+
+
+def test_per_thread_fork_quiesce_waits_for_a_borrow_and_blocks_new_ones(db_path: str) -> None:
+    """Per-thread mode: fork() holds each thread's reader still. A reader in use makes the
+    engine busy for the fork; while quiesced, a new borrow waits until resume()."""
+    with litegate.connect(db_path, readers="per-thread") as db:
+        db.execute("CREATE TABLE t(x)")
+        pool = db._engine._pool  # type: ignore[attr-defined]
+        conn = pool.acquire(None)  # this thread's reader, in use
+        assert pool.in_use == 1
+        assert not pool.quiesce(time.monotonic() + 0.05)
+        pool.resume()
+        pool.release(conn)
+        assert pool.quiesce(time.monotonic() + 0.05)
+        reader = Outcome(lambda: db.query_value("SELECT 1"))  # another thread: opens its own
+        time.sleep(0.1)
+        assert reader.thread.is_alive()  # it waits: no connection is opened during a fork
+        pool.resume()
+        assert reader.join().result == 1
         assert db.query_value("SELECT 1") == 1
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib
+import sqlite3
 
 import litegate
 
@@ -31,8 +32,20 @@ def test_error_tree() -> None:
     assert issubclass(litegate.WriteTimeout, litegate.Timeout)
     assert issubclass(litegate.QueryTimeout, litegate.Timeout)
     assert issubclass(litegate.Timeout, TimeoutError)
-    for exc in (litegate.Closed, litegate.Busy, litegate.Misuse, litegate.MigrationError):
+    for exc in (
+        litegate.Closed,
+        litegate.Busy,
+        litegate.Misuse,
+        litegate.MigrationError,
+        litegate.RolledBack,
+    ):
         assert issubclass(exc, litegate.Error)
+    assert not issubclass(litegate.RolledBack, litegate.Misuse)  # SQLite's rollback is no misuse
+    from litegate import debug
+
+    for exc in (debug.CrossThreadUse, debug.ConcurrentUse):
+        assert issubclass(exc, litegate.Misuse) and issubclass(exc, sqlite3.ProgrammingError)
+        assert exc.__name__ in litegate._errors.__doc__  # drawn in the documented tree
 
 
 def test_core_imports_only_stdlib() -> None:

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,13 +27,13 @@ async def test_caught_timeout_inside_async_transaction_never_autocommits(db_path
     async with litegate.connect_async(db_path) as adb:
         await adb.execute("CREATE TABLE t(x)")
         tx = adb.transaction()
-        with pytest.raises(litegate.Error):
+        with pytest.raises(litegate.RolledBack, match="did not commit"):
             async with tx:
                 await tx.execute("INSERT INTO t VALUES ('first')")
                 with pytest.raises(TimeoutError):
                     async with asyncio.timeout(0.2):
                         await tx.execute(SLOW_INSERT)
-                with pytest.raises(litegate.Misuse, match="rolled back"):
+                with pytest.raises(litegate.RolledBack, match="rolled back"):
                     await tx.execute("INSERT INTO t VALUES ('second')")
         assert await adb.query("SELECT x FROM t") == []
     assert not tx.committed
@@ -91,7 +92,7 @@ def test_write_function_that_swallows_a_rollback_fails_without_losing_its_batch(
             c = Outcome(lambda: db.execute("INSERT INTO t VALUES ('C')"))
             wait_for(lambda: db.stats().queue_depth == 3)
         assert a.join().error is None and c.join().error is None
-        assert isinstance(b.join().error, litegate.Misuse)
+        assert isinstance(b.join().error, litegate.RolledBack)
         assert [r[0] for r in db.query("SELECT x FROM t ORDER BY x")] == ["A", "C", "dup"]
 
 
@@ -172,16 +173,30 @@ def test_interrupt_while_waiting_for_the_lane_does_not_strand_it(
 ) -> None:
     with litegate.connect(db_path, timeout=1.0) as db:
         db.execute("CREATE TABLE t(x)")
-        from litegate import _engine
+        from litegate._engine import _lane
 
-        real = _engine.Engine._await
+        class InterruptedWait:
+            """A LaneHold's ``done`` whose waiter gets "Ctrl-C" once the writer granted it."""
 
-        def interrupted(self: _engine.Engine, job: object, deadline: object, what: str) -> None:
-            time.sleep(0.2)  # let the writer grant it, then "Ctrl-C"
-            raise KeyboardInterrupt
+            def __init__(self, lock: Any) -> None:
+                self.lock = lock
+
+            def acquire(self, *_: object) -> bool:
+                time.sleep(0.2)  # let the writer grant it, then "Ctrl-C"
+                raise KeyboardInterrupt
+
+            def release(self) -> None:
+                self.lock.release()
+
+        class InterruptedHold(_lane.LaneHold):
+            __slots__ = ()
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.done = InterruptedWait(self.done)
 
         with lane_held(db):
-            monkeypatch.setattr(_engine.Engine, "_await", interrupted)
+            monkeypatch.setattr(_lane, "LaneHold", InterruptedHold)
             got: list[BaseException] = []
 
             def waiter() -> None:
@@ -194,7 +209,7 @@ def test_interrupt_while_waiting_for_the_lane_does_not_strand_it(
             t = threading.Thread(target=waiter)
             t.start()
             t.join(5)
-            monkeypatch.setattr(_engine.Engine, "_await", real)
+            monkeypatch.undo()
         assert len(got) == 1 and isinstance(got[0], KeyboardInterrupt)
         db.execute("INSERT INTO t VALUES (1)", timeout=2)  # the lane is not stranded
         assert db.query_value("SELECT count(*) FROM t") == 1

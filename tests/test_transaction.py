@@ -124,12 +124,12 @@ def test_transaction_rolled_back_by_sqlite_is_reported(db: litegate.Database) ->
         "INSERT INTO items(name) SELECT 'z' || x FROM (WITH RECURSIVE c(x) AS "
         "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c LIMIT 100000000)"
     )
-    with pytest.raises(litegate.Error, match="did not commit"):
+    with pytest.raises(litegate.RolledBack, match="did not commit"):
         with db.transaction() as tx:
             tx.execute("INSERT INTO items(name) VALUES ('before')")
             with pytest.raises(litegate.QueryTimeout):
                 tx.execute(slow, time_limit=0.05)
-            with pytest.raises(litegate.Misuse, match="rolled back"):
+            with pytest.raises(litegate.RolledBack, match="rolled back"):
                 tx.execute("INSERT INTO items(name) VALUES ('after')")
     assert _count(db) == 0
     db.execute("INSERT INTO items(name) VALUES ('fine')", timeout=1)

@@ -13,7 +13,7 @@ import pytest
 
 import litegate
 from helpers import Outcome, lane_held, wait_for
-from litegate import _writer
+from litegate._engine import _connection
 
 SLOW_INSERT = (
     "INSERT INTO items(name) SELECT 'z' || x FROM (WITH RECURSIVE c(x) AS "
@@ -92,16 +92,18 @@ def test_deferred_constraint_at_commit_fails_only_the_guilty_job(db_path: str) -
 def test_failed_commit_fails_the_whole_batch(
     db: litegate.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = _writer.end_transaction
+    real = _connection.end_transaction
     failures = [sqlite3.OperationalError("disk I/O error")]
 
     def flaky(conn: sqlite3.Connection, guard: Any, sql: str) -> None:
-        if sql.startswith("COMMIT") and failures:
+        # Only the writer thread's COMMIT (the batch's), not the lane holder's own.
+        on_writer = threading.current_thread().name.startswith("litegate-writer")
+        if sql.startswith("COMMIT") and failures and on_writer:
             raise failures.pop()
         real(conn, guard, sql)
 
     with lane_held(db):
-        monkeypatch.setattr(_writer, "end_transaction", flaky)
+        monkeypatch.setattr(_connection, "end_transaction", flaky)
         outs = [
             Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,)))
             for n in "xyz"

@@ -13,16 +13,15 @@ from __future__ import annotations
 import os as _os
 from sqlite3 import Row as Row
 
-from ._async import AsyncDatabase as AsyncDatabase
-from ._async import connect_async as connect_async
 from ._async_transaction import AsyncSavepoint as AsyncSavepoint
 from ._async_transaction import AsyncSnapshot as AsyncSnapshot
 from ._async_transaction import AsyncTransaction as AsyncTransaction
-from ._config import DEFAULT as DEFAULT
+from ._config import ConnectOptions as ConnectOptions
 from ._config import Options as Options
-from ._connection import Result as Result
+from ._database import AsyncDatabase as AsyncDatabase
 from ._database import Database as Database
 from ._database import connect as connect
+from ._database import connect_async as connect_async
 from ._errors import Busy as Busy
 from ._errors import Closed as Closed
 from ._errors import Error as Error
@@ -30,13 +29,18 @@ from ._errors import MigrationError as MigrationError
 from ._errors import Misuse as Misuse
 from ._errors import PoolTimeout as PoolTimeout
 from ._errors import QueryTimeout as QueryTimeout
+from ._errors import RolledBack as RolledBack
 from ._errors import Timeout as Timeout
 from ._errors import WriteTimeout as WriteTimeout
 from ._migrations import Migration as Migration
+from ._statements import Result as Result
 from ._stats import Stats as Stats
 from ._transaction import Savepoint as Savepoint
 from ._transaction import Snapshot as Snapshot
 from ._transaction import Transaction as Transaction
+from ._types import DEFAULT as DEFAULT
+from ._types import Params as Params
+from ._types import UseDefault as UseDefault
 from ._version import __version__ as __version__
 
 __all__ = (
@@ -46,6 +50,7 @@ __all__ = (
     "AsyncTransaction",
     "Busy",
     "Closed",
+    "ConnectOptions",
     "DEFAULT",
     "Database",
     "Error",
@@ -53,45 +58,30 @@ __all__ = (
     "MigrationError",
     "Misuse",
     "Options",
+    "Params",
     "PoolTimeout",
     "QueryTimeout",
     "Result",
+    "RolledBack",
     "Row",
     "Savepoint",
     "Snapshot",
     "Stats",
     "Timeout",
     "Transaction",
+    "UseDefault",
     "WriteTimeout",
     "__version__",
     "connect",
     "connect_async",
 )
 
-for _name in (
-    "AsyncDatabase",
-    "AsyncSavepoint",
-    "AsyncSnapshot",
-    "AsyncTransaction",
-    "Busy",
-    "Closed",
-    "Database",
-    "Error",
-    "MigrationError",
-    "Misuse",
-    "Options",
-    "PoolTimeout",
-    "QueryTimeout",
-    "Result",
-    "Savepoint",
-    "Snapshot",
-    "Stats",
-    "Timeout",
-    "Transaction",
-    "WriteTimeout",
-):
-    globals()[_name].__module__ = "litegate"
-del _name
+# Exported classes say they live in `litegate` (what users import), as httpx does.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("litegate."):
+        _obj.__module__ = "litegate"
+del _name, _obj
 
 if _os.environ.get("LITEGATE_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
     from . import debug as _debug  # noqa: F401  (importing it enables the misuse detector)

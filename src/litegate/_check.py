@@ -212,13 +212,7 @@ def _pragma(conn: sqlite3.Connection, name: str) -> object:
 
 
 def _inspect(
-    conn: sqlite3.Connection,
-    b: _Builder,
-    p: Path,
-    *,
-    wal_header: bool,
-    full: bool,
-    max_errors: int,
+    conn: sqlite3.Connection, b: _Builder, p: Path, *, wal_header: bool, full: bool, max_errors: int
 ) -> None:
     try:
         mode = str(_pragma(conn, "journal_mode")).lower()

@@ -6,16 +6,19 @@ import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
+
+from ._types import RowFactory
 
 __all__ = (
-    "DEFAULT",
     "DEFAULT_BUSY_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "ConnectOptions",
     "Options",
     "Readers",
     "Synchronous",
     "is_memory_path",
+    "make_options",
 )
 
 DEFAULT_TIMEOUT = 5.0
@@ -33,27 +36,6 @@ DEFAULT_CACHE_KIB = 16 * 1024
 
 Readers = int | Literal["per-thread"]
 Synchronous = Literal["FULL", "NORMAL", "EXTRA", "OFF"]
-
-
-class _Default:
-    """Sentinel type: "argument not given, use the database's default"."""
-
-    _instance: _Default | None = None
-
-    def __new__(cls) -> _Default:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "DEFAULT"
-
-    def __reduce__(self) -> str:
-        return "DEFAULT"
-
-
-DEFAULT: Any = _Default()
-"""Pass (or leave) this to use the database's configured timeout or time limit."""
 
 
 def is_memory_path(path: str, uri: bool) -> bool:
@@ -102,7 +84,7 @@ class Options:
     hold_warn: float = DEFAULT_HOLD_WARN
     checkpoint_idle: float = DEFAULT_CHECKPOINT_IDLE
     cache_kib: int = DEFAULT_CACHE_KIB
-    row_factory: Callable[[sqlite3.Cursor, tuple[Any, ...]], Any] | None = sqlite3.Row
+    row_factory: RowFactory | None = sqlite3.Row
     uri: bool = False
     pragmas: Mapping[str, str | int] = field(default_factory=dict)
     on_connect: Callable[[sqlite3.Connection], None] | None = None
@@ -150,3 +132,42 @@ class Options:
             if not key.replace("_", "").isalnum():
                 raise ValueError(f"invalid pragma name {key!r}")
         return self
+
+
+class ConnectOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`litegate.connect` and :func:`litegate.connect_async`
+    (the fields of :class:`Options` but ``path``; ``readers=None`` means "the default": 4, or
+    0 for an in-memory database). One definition types both functions alike."""
+
+    readers: Readers | None
+    synchronous: Synchronous
+    timeout: float | None
+    busy_timeout: float
+    time_limit: float | None
+    queue_size: int
+    max_batch: int
+    wal_warn_bytes: int
+    journal_size_limit: int
+    hold_warn: float
+    checkpoint_idle: float
+    cache_kib: int
+    row_factory: RowFactory | None
+    uri: bool
+    pragmas: Mapping[str, str | int]
+    on_connect: Callable[[sqlite3.Connection], None] | None
+
+
+def make_options(path: str | os.PathLike[str], options: ConnectOptions) -> Options:
+    """:class:`Options` from :func:`litegate.connect`'s arguments.
+
+    The values are validated when the engine opens (:meth:`Options.validate`).
+
+    :raises TypeError: an unknown option, or a path that is not a str or path-like
+    """
+    fields: dict[str, Any] = dict(options)
+    fspath = os.fspath(path)
+    if fields.get("readers") is None:
+        fields["readers"] = (
+            0 if is_memory_path(fspath, bool(fields.get("uri"))) else DEFAULT_READERS
+        )
+    return Options(path=fspath, **fields)

@@ -10,20 +10,34 @@ the conditions litegate itself detects are subclasses of :class:`Error`::
     │   ├── WriteTimeout  the write lane (queue space or the lane itself) was not had in time
     │   └── QueryTimeout  a statement ran past its time limit and was interrupted
     ├── Busy              another process held the file's write lock past the deadline
+    ├── RolledBack        a transaction did not commit: SQLite rolled it back, or it was aborted
     ├── Misuse            the API was used in a way that would deadlock or corrupt state
+    │   ├── CrossThreadUse   (litegate.debug) a sqlite3 connection used from another thread
+    │   └── ConcurrentUse    (litegate.debug) a shared sqlite3 connection used by two at once
     └── MigrationError    a migration failed; nothing of it was applied
+
+``CrossThreadUse`` and ``ConcurrentUse`` are raised only by the runtime misuse detector
+(:mod:`litegate.debug`, which re-exports them); they are also :class:`sqlite3.ProgrammingError`,
+so existing ``except sqlite3.ProgrammingError`` handlers still catch them.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
+
 __all__ = (
     "Busy",
     "Closed",
+    "ConcurrentUse",
+    "CrossThreadUse",
     "Error",
     "MigrationError",
     "Misuse",
     "PoolTimeout",
+    "Origin",
     "QueryTimeout",
+    "RolledBack",
     "Timeout",
     "WriteTimeout",
 )
@@ -66,8 +80,56 @@ class Busy(Error):
     """Another process held the database's write lock for longer than the busy deadline."""
 
 
+class RolledBack(Error):
+    """A transaction did not commit: SQLite rolled it back (an interrupted or failed statement,
+    an ``ON CONFLICT ROLLBACK``, an I/O error) or it was aborted. Nothing of it was committed;
+    run it again from the start."""
+
+
 class Misuse(Error):
     """The API was used in a way that would deadlock or break isolation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a connection tracked by :mod:`litegate.debug` was made.
+
+    :ivar thread_name: name of the creating thread
+    :ivar thread_id: :func:`threading.get_ident` of the creating thread
+    :ivar stack: formatted stack frames, outermost first
+    :ivar check_same_thread: the value passed to :func:`sqlite3.connect`
+    """
+
+    thread_name: str
+    thread_id: int
+    stack: tuple[str, ...]
+    check_same_thread: bool
+
+
+class CrossThreadUse(Misuse, sqlite3.ProgrammingError):
+    """A connection made with ``check_same_thread=True`` was used from another thread
+    (raised by :mod:`litegate.debug`).
+
+    :ivar created: where and in which thread the connection was made
+    """
+
+    def __init__(self, message: str, created: Origin) -> None:
+        super().__init__(message)
+        self.created = created
+
+
+class ConcurrentUse(Misuse, sqlite3.ProgrammingError):
+    """A shared connection was used by two threads at once, or inside another's transaction
+    (raised by :mod:`litegate.debug`).
+
+    :ivar created: where and in which thread the connection was made
+    :ivar holder: the name of the thread that was using the connection
+    """
+
+    def __init__(self, message: str, created: Origin, holder: str) -> None:
+        super().__init__(message)
+        self.created = created
+        self.holder = holder
 
 
 class MigrationError(Error):

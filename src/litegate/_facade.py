@@ -3,17 +3,21 @@ unclosed-database warning."""
 
 from __future__ import annotations
 
-import os
 import warnings
 
-from ._config import DEFAULT, Options
+from ._config import Options
 from ._engine import Engine
+from ._types import DEFAULT, Limit, Wait
 
 __all__ = ("Facade",)
 
 
 class Facade:
-    """Base of :class:`~litegate.Database` and :class:`~litegate.AsyncDatabase`."""
+    """Base of :class:`~litegate.Database` and :class:`~litegate.AsyncDatabase`.
+
+    A facade holds no state of its own but the engine and two defaults (set once, read by
+    any thread).
+    """
 
     _close_hint = "close it"  # how to close it, for the ResourceWarning
 
@@ -23,10 +27,10 @@ class Facade:
         self._timeout = engine.opts.timeout  # the defaults, kept here for the hot paths
         self._time_limit = engine.opts.time_limit
 
-    def _t(self, timeout: float | None) -> float | None:
+    def _t(self, timeout: Wait) -> float | None:
         return self._timeout if timeout is DEFAULT else timeout
 
-    def _l(self, time_limit: float | None) -> float | None:
+    def _l(self, time_limit: Limit) -> float | None:
         return self._time_limit if time_limit is DEFAULT else time_limit
 
     @property
@@ -44,7 +48,7 @@ class Facade:
     def __del__(self) -> None:
         # Keep this minimal: warn and signal the writer to drain and stop.
         engine = getattr(self, "_engine", None)
-        if engine is None or not self._owner or engine.closed or engine._pid != os.getpid():
+        if engine is None or not self._owner or not engine.open_in_this_process:
             return
         warnings.warn(
             f"litegate database {engine.opts.name!r} was never closed; {self._close_hint}",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 
-from ._connection import run_script
 from ._errors import MigrationError
+from ._statements import run_script
 
 __all__ = ("MIGRATION_BUSY_TIMEOUT", "Migration", "apply_migrations")
 

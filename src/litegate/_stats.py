@@ -1,15 +1,10 @@
-"""Counters (mutable, each written by the thread that owns it) and the public Stats snapshot."""
+"""The public :class:`Stats` snapshot, and :func:`percentile` (used by the engine and the tools)."""
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
-from ._connection import BusyCounter
-
-__all__ = ("Counters", "Stats", "percentile")
-
-_WINDOW = 4096  # latency samples kept per kind (the most recent ones)
+__all__ = ("Stats", "percentile")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -19,48 +14,6 @@ def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[k]
-
-
-class Counters(BusyCounter):
-    """Live counters. Writer-thread fields are written only by the writer; ``deque.append`` is
-    atomic under the GIL, so readers of a snapshot see a consistent-enough picture without locks.
-    """
-
-    __slots__ = (
-        "batch_sizes",
-        "batches",
-        "checkpoints",
-        "jobs_failed",
-        "jobs_ok",
-        "lane_holds",
-        "lane_wait",
-        "long_holds",
-        "max_batch",
-        "read_latency",
-        "reads",
-        "transactions",
-        "wal_bytes",
-        "wal_warnings",
-        "write_latency",
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches = 0
-        self.jobs_ok = 0
-        self.jobs_failed = 0
-        self.max_batch = 0
-        self.batch_sizes: deque[int] = deque(maxlen=_WINDOW)
-        self.write_latency: deque[float] = deque(maxlen=_WINDOW)
-        self.read_latency: deque[float] = deque(maxlen=_WINDOW)
-        self.lane_wait: deque[float] = deque(maxlen=_WINDOW)
-        self.lane_holds: deque[float] = deque(maxlen=_WINDOW)
-        self.reads = 0
-        self.transactions = 0
-        self.long_holds = 0
-        self.checkpoints = 0
-        self.wal_bytes = 0
-        self.wal_warnings = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,10 +49,10 @@ def _build_parser() -> argparse.ArgumentParser:
         try:
             module = cast(_Command, importlib.import_module(module_name))
         except ImportError as exc:  # one command's missing extra must not break the others
-            p.set_defaults(_run=_unavailable(name, exc))
+            p.set_defaults(handler=_unavailable(name, exc))
             continue
         module.configure(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(handler=module.run)
     return parser
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    code: int = args._run(args)
+    code: int = args.handler(args)
     return code
 
 

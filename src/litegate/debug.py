@@ -29,10 +29,11 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from ._errors import Misuse
+from ._errors import ConcurrentUse as ConcurrentUse
+from ._errors import CrossThreadUse as CrossThreadUse
+from ._errors import Origin as Origin
 
 __all__ = (
     "ConcurrentUse",
@@ -58,46 +59,6 @@ _FIX_CONCURRENT = (
     "Fix: hold one threading.Lock from a unit of work's first statement to its commit, "
     "or share a litegate.Database, which serialises writes on one writer thread."
 )
-
-
-class CrossThreadUse(Misuse, sqlite3.ProgrammingError):
-    """A connection made with ``check_same_thread=True`` was used from another thread.
-
-    :ivar created: where and in which thread the connection was made
-    """
-
-    def __init__(self, message: str, created: Origin) -> None:
-        super().__init__(message)
-        self.created = created
-
-
-class ConcurrentUse(Misuse, sqlite3.ProgrammingError):
-    """A shared connection was used by two threads at once, or inside another's transaction.
-
-    :ivar created: where and in which thread the connection was made
-    :ivar holder: the name of the thread that was using the connection
-    """
-
-    def __init__(self, message: str, created: Origin, holder: str) -> None:
-        super().__init__(message)
-        self.created = created
-        self.holder = holder
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a tracked connection was made.
-
-    :ivar thread_name: name of the creating thread
-    :ivar thread_id: :func:`threading.get_ident` of the creating thread
-    :ivar stack: formatted stack frames, outermost first
-    :ivar check_same_thread: the value passed to :func:`sqlite3.connect`
-    """
-
-    thread_name: str
-    thread_id: int
-    stack: tuple[str, ...]
-    check_same_thread: bool
 
 
 _lock = threading.Lock()
@@ -154,28 +115,28 @@ def _connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
 
 
 def _connection_class(base: type) -> type:
-    if issubclass(base, _TrackedConnection):
-        return base
     if base is sqlite3.Connection:
         return _TrackedConnection
-    with _lock:
-        cls = _connection_classes.get(base)
-        if cls is None:
-            cls = type(f"Tracked{base.__name__}", (_TrackedConnection, base), {})
-            _connection_classes[base] = cls
-        return cls
+    return _tracked(base, _TrackedConnection, _connection_classes)
 
 
 def _cursor_class(base: Any) -> Any:
-    if not isinstance(base, type) or issubclass(base, _TrackedCursor):
+    if not isinstance(base, type):
         return base  # a factory function: its cursors stay untracked
     if base is sqlite3.Cursor:
         return _TrackedCursor
+    return _tracked(base, _TrackedCursor, _cursor_classes)
+
+
+def _tracked(base: type, tracked: type, cache: dict[type, type]) -> type:
+    """``base``'s tracked subclass (made once per class; ``base`` if it is tracked)."""
+    if issubclass(base, tracked):
+        return base
     with _lock:
-        cls = _cursor_classes.get(base)
+        cls = cache.get(base)
         if cls is None:
-            cls = type(f"Tracked{base.__name__}", (_TrackedCursor, base), {})
-            _cursor_classes[base] = cls
+            cls = type(f"Tracked{base.__name__}", (tracked, base), {})
+            cache[base] = cls
         return cls
 
 

@@ -29,8 +29,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import starlette as _starlette
-from ._async import AsyncDatabase
-from ._database import Database
+from ._database import AsyncDatabase, Database
 from .starlette import lifespan as lifespan
 from .starlette import prometheus_text as prometheus_text
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._async import AsyncDatabase
-from ._config import DEFAULT
-from ._database import Database
+from ._database import AsyncDatabase, Database
 from ._errors import MigrationError
 from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration
+from ._types import DEFAULT, Wait
 
 __all__ = ("Migration", "MigrationError", "current_version", "migrate", "migrate_async")
 
@@ -34,7 +33,7 @@ def migrate(
     db: Database,
     steps: Sequence[Migration],
     *,
-    timeout: float | None = DEFAULT,
+    timeout: Wait = DEFAULT,
     busy_timeout: float = MIGRATION_BUSY_TIMEOUT,
 ) -> int:
     """Apply the steps past the database's version; returns the new version.
@@ -49,7 +48,7 @@ async def migrate_async(
     db: AsyncDatabase,
     steps: Sequence[Migration],
     *,
-    timeout: float | None = DEFAULT,
+    timeout: Wait = DEFAULT,
     busy_timeout: float = MIGRATION_BUSY_TIMEOUT,
 ) -> int:
     """:func:`migrate` for an :class:`~litegate.AsyncDatabase` (never blocks the loop)."""

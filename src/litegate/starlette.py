@@ -30,14 +30,14 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Unpack
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ._async import AsyncDatabase, connect_async
-from ._database import Database
+from ._config import ConnectOptions
+from ._database import AsyncDatabase, Database, connect_async
 from ._errors import Busy, Closed, Timeout
 from ._migrations import Migration
 from ._stats import Stats
@@ -61,7 +61,7 @@ def lifespan(
     migrations: Sequence[Migration] | None = None,
     state_key: str = "db",
     close_timeout: float | None = None,
-    **options: Any,
+    **options: Unpack[ConnectOptions],
 ) -> Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]:
     """A Starlette ``lifespan=``: opens the database at startup, closes it at shutdown.
 
@@ -101,8 +101,7 @@ def get_db(request: Request, state_key: str = "db") -> AsyncDatabase:
 
 def get_sync_db(request: Request, state_key: str = "db") -> Database:
     """A sync :class:`Database` on the same engine, for ``def`` routes (they run on threads)."""
-    sync: Database = get_db(request, state_key).as_sync()
-    return sync
+    return get_db(request, state_key).as_sync()
 
 
 _HELP = {

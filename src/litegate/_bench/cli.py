@@ -25,13 +25,16 @@ import json
 import sys
 from typing import Any
 
-from . import DEFAULT_POOL_SIZE, DEFAULT_SECONDS, WORKLOADS, format_report, run_benchmark
-from .async_ import (
+from .contenders import DEFAULT_POOL_SIZE
+from .report import format_report
+from .suites import (
     ASYNC_WORKLOADS,
     DEFAULT_ASYNC_SECONDS,
+    DEFAULT_SECONDS,
     DEFAULT_TASKS,
-    format_async_report,
+    SYNC_THREADS,
     run_async_benchmark,
+    run_benchmark,
 )
 
 __all__ = ("configure", "parse_tasks", "run")
@@ -90,7 +93,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workload",
-        choices=sorted({*WORKLOADS, *ASYNC_WORKLOADS}) + ["all"],
+        choices=sorted({*SYNC_THREADS, *ASYNC_WORKLOADS}) + ["all"],
         default="all",
         help="mixed (90%% reads), writes, reads (async only) or all (default)",
     )
@@ -138,7 +141,7 @@ def _chosen(names: list[str], workload: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen suites, print the tables to stdout (progress to stderr)."""
     suite: str = getattr(args, "suite", "all")
-    sync_workloads = _chosen(list(WORKLOADS), args.workload) if suite != "async" else []
+    sync_workloads = _chosen(list(SYNC_THREADS), args.workload) if suite != "async" else []
     async_workloads = _chosen(list(ASYNC_WORKLOADS), args.workload) if suite != "sync" else []
     if not sync_workloads and not async_workloads:
         sys.stderr.write(f"litegate bench: the {suite} suite has no workload {args.workload!r}\n")
@@ -169,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             reference=not args.no_reference,
             progress=_progress,
         )
-        texts.append(format_async_report(aresult))
+        texts.append(format_report(aresult))
         out["async"] = aresult.as_dict()
         ok = ok and aresult.ok
     out["suite"] = suite

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import analyze_paths
+from ._paths import analyze_paths
 from ._report import to_json, to_sarif, to_text
 from ._rules import RULES
 

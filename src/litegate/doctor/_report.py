@@ -8,7 +8,7 @@ from itertools import groupby
 from typing import Any
 
 from .._version import __version__
-from . import Report
+from ._paths import Report
 from ._rules import RULES
 
 __all__ = ("to_json", "to_sarif", "to_text")

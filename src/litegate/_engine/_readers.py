@@ -9,14 +9,14 @@ each loop with one ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections import deque
+from time import monotonic
 
-from ._connection import run_limited
-from ._errors import Closed
+from .._errors import Closed
+from ._connection import EngineConnection
 from ._jobs import AsyncJob, Outbox, flush
-from ._pool import PerThreadPool, ReadPool
+from ._pool import ReaderPool
 
 __all__ = ("ReaderThreads",)
 
@@ -25,9 +25,14 @@ _TAKE = 8
 
 
 class ReaderThreads:
-    """Up to ``count`` daemon threads, started on demand."""
+    """Up to ``count`` daemon threads, started on demand.
 
-    def __init__(self, pool: ReadPool | PerThreadPool, count: int, name: str) -> None:
+    ``_queue``, ``_threads``, ``_idle``, ``_closed`` and ``submitted`` are guarded by
+    ``_cond``'s lock; ``outbox`` is a ``deque`` (thread-safe appends and pops) filled and
+    flushed by the reader threads.
+    """
+
+    def __init__(self, pool: ReaderPool, count: int, name: str) -> None:
         self.pool = pool
         self.count = max(1, count)
         self.name = name
@@ -102,10 +107,13 @@ class ReaderThreads:
         if job.cancelled:
             return
         pinned = job.pinned
-        conn: sqlite3.Connection
+        conn: EngineConnection
         if pinned is None:
+            deadline = job.deadline
             try:
-                conn = self.pool.acquire(job.deadline)
+                conn = self.pool.acquire(
+                    None if deadline is None else max(deadline - monotonic(), 0)
+                )
             except BaseException as exc:
                 if not job.cancelled:
                     job.finish(error=exc)
@@ -115,12 +123,8 @@ class ReaderThreads:
         try:
             if not job.start(conn):
                 return
-            try:
-                result = run_limited(conn, job.time_limit, job.sql, job.run)
-            except BaseException as exc:
-                job.finish(error=exc)
-            else:
-                job.finish(result)
+            if job.execute(conn) and pinned is None:  # (a snapshot's queries: not reads)
+                conn.reads += 1
         finally:
             if pinned is None:
                 self.pool.release(conn)

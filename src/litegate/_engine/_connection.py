@@ -1,7 +1,7 @@
-"""Opening and configuring one sqlite3 connection, plus the statement helpers every lane uses.
+"""Opening and configuring one connection, transaction control on the writer, time limits.
 
 Nothing here starts threads or takes engine locks: these functions run on whichever thread
-currently owns the connection (the writer thread, a reader's borrower, a transaction's caller).
+currently owns the connection (the writer thread, a reader's borrower, a lease holder).
 """
 
 from __future__ import annotations
@@ -10,35 +10,35 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from threading import get_ident
 from typing import Any, TypeVar
 
-from ._config import Options
-from ._errors import Busy, QueryTimeout
+from .._config import Options
+from .._errors import Busy, QueryTimeout
+from .._types import Bound, Fn
+from ._counters import Counters
 
 __all__ = (
-    "Params",
-    "Result",
+    "BEGIN_IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    "EngineConnection",
     "TxnGuard",
     "begin_immediate",
+    "begin_snapshot",
     "clear_time_limit",
+    "commit_or_rollback",
+    "end_transaction",
     "is_busy",
     "open_connection",
-    "run_execute",
-    "run_executemany",
+    "rollback",
     "run_limited",
-    "run_query",
-    "run_script",
     "set_time_limit",
-    "split_script",
     "translate_interrupt",
 )
 
 logger = logging.getLogger("litegate")
 
-Params = Sequence[Any] | dict[str, Any]
 T = TypeVar("T")
 
 _SQLITE_BUSY = 5
@@ -51,20 +51,6 @@ BEGIN_IMMEDIATE = "BEGIN IMMEDIATE /* litegate */"
 BEGIN_READ = "BEGIN DEFERRED /* litegate */"
 COMMIT = "COMMIT /* litegate */"
 ROLLBACK = "ROLLBACK /* litegate */"
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What a write statement did.
-
-    :ivar rowcount: rows changed (``-1`` where sqlite3 does not know)
-    :ivar lastrowid: rowid of the last inserted row (``None`` if none)
-    :ivar rows: rows returned by a ``RETURNING`` clause (empty otherwise)
-    """
-
-    rowcount: int
-    lastrowid: int | None
-    rows: list[Any]
 
 
 class TxnGuard:
@@ -106,14 +92,27 @@ def _retry_busy(conn: sqlite3.Connection, sql: str, deadline: float) -> Any:
             delay = min(delay * 2, 0.05)
 
 
-def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
+class EngineConnection(sqlite3.Connection):
+    """The engine's connections: a plain ``sqlite3.Connection`` plus a read counter.
+
+    ``reads`` is written only by whoever holds the connection at the time (a borrower, the
+    lane holder): one writer at a time, handed over through the pool's queue or the lane's
+    lock, so no increment is ever lost. :meth:`LocalEngine.stats` sums it without a lock (a
+    value read mid-increment is merely one behind).
+    """
+
+    __slots__ = ("reads",)
+    reads: int
+
+
+def open_connection(opts: Options, *, reader: bool) -> EngineConnection:
     """Open one connection configured for its role (writer or read-only reader).
 
     Blocks for at most ``opts.busy_timeout`` while another process initialises the file.
     """
-    # sqlite3.Connection itself, not sqlite3.connect: litegate.debug wraps the latter to watch
+    # A Connection subclass, not sqlite3.connect: litegate.debug wraps the latter to watch
     # user connections; the engine serialises its own, which it hands between threads.
-    conn = sqlite3.Connection(
+    conn = EngineConnection(
         opts.path,
         # Readers wait in SQLite's busy handler (rare in WAL: only during recovery); the
         # writer must not sleep there, it retries BEGIN IMMEDIATE itself (begin_immediate).
@@ -123,6 +122,7 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
         uri=opts.uri,
         cached_statements=256,
     )
+    conn.reads = 0
     try:
         conn.row_factory = opts.row_factory
         deadline = time.monotonic() + opts.busy_timeout
@@ -155,22 +155,11 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
     return (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
-class BusyCounter:
-    """Where begin_immediate reports its retries (the engine's stats)."""
-
-    __slots__ = ("busy_retries", "busy_timeouts", "busy_wait_max")
-
-    def __init__(self) -> None:
-        self.busy_retries = 0
-        self.busy_timeouts = 0
-        self.busy_wait_max = 0.0
-
-
 def begin_immediate(
     conn: sqlite3.Connection,
     guard: TxnGuard,
     busy_timeout: float,
-    counter: BusyCounter,
+    counter: Counters,
     sql: str = BEGIN_IMMEDIATE,
 ) -> None:
     """``BEGIN IMMEDIATE``, retrying while another process holds the write lock.
@@ -227,6 +216,38 @@ def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None
         guard.revoke()
 
 
+def begin_snapshot(conn: sqlite3.Connection, guard: TxnGuard | None) -> None:
+    """Open a read transaction and pin its snapshot now (a deferred BEGIN takes its snapshot
+    at the first read). ``guard``: the writer's authorizer, which must permit the BEGIN."""
+    if guard is not None:
+        guard.permit()
+    try:
+        conn.execute(BEGIN_READ)
+    finally:
+        if guard is not None:
+            guard.revoke()
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+
+
+def rollback(conn: sqlite3.Connection, guard: TxnGuard) -> None:
+    """``ROLLBACK`` on the writer (nothing when no transaction is open)."""
+    end_transaction(conn, guard, ROLLBACK)
+
+
+def commit_or_rollback(conn: sqlite3.Connection, guard: TxnGuard) -> None:
+    """``COMMIT``; if it fails, ``ROLLBACK`` (so the connection is never left in a failed
+    transaction) and re-raise the COMMIT's error (a failed rollback is logged, never raised
+    in its place)."""
+    try:
+        end_transaction(conn, guard, COMMIT)
+    except BaseException:
+        try:
+            rollback(conn, guard)
+        except Exception:
+            logger.exception("litegate: rollback after a failed COMMIT failed")
+        raise
+
+
 def set_time_limit(conn: sqlite3.Connection, limit: float) -> float:
     """Interrupt statements on ``conn`` that run past ``limit`` seconds from now."""
     deadline = time.monotonic() + limit
@@ -259,11 +280,7 @@ def translate_interrupt(
 
 
 def run_limited(
-    conn: sqlite3.Connection,
-    limit: float | None,
-    sql: str | None,
-    fn: Callable[..., T],
-    *args: Any,
+    conn: sqlite3.Connection, limit: Bound, sql: str | None, fn: Fn[T], *args: Any
 ) -> T:
     """``fn(conn, *args)``, interrupted with :class:`QueryTimeout` after ``limit`` seconds."""
     if limit is None:
@@ -278,75 +295,3 @@ def run_limited(
         raise err from exc
     finally:
         clear_time_limit(conn)
-
-
-# Result's slots set directly: a frozen dataclass's __init__ goes through object.__setattr__
-# for each field (~1 us, on every write; this is ~0.4 us).
-_new_object = object.__new__
-_set_rowcount = vars(Result)["rowcount"].__set__
-_set_lastrowid = vars(Result)["lastrowid"].__set__
-_set_rows = vars(Result)["rows"].__set__
-
-
-def run_execute(conn: sqlite3.Connection, sql: str, params: Params = ()) -> Result:
-    cur = conn.execute(sql, params)
-    try:
-        result: Result = _new_object(Result)
-        _set_rows(result, cur.fetchall())
-        _set_rowcount(result, cur.rowcount)
-        _set_lastrowid(result, cur.lastrowid)
-        return result
-    finally:
-        cur.close()
-
-
-def run_executemany(conn: sqlite3.Connection, sql: str, seq: Iterable[Params]) -> Result:
-    cur = conn.executemany(sql, seq)
-    try:
-        return Result(cur.rowcount, cur.lastrowid, [])
-    finally:
-        cur.close()
-
-
-def run_query(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[Any]:
-    cur = conn.execute(sql, params)
-    try:
-        return cur.fetchall()
-    finally:
-        cur.close()
-
-
-def split_script(script: str) -> Iterator[str]:
-    """Split an SQL script into complete statements (string literals and triggers respected).
-
-    ``sqlite3.Connection.executescript`` commits any open transaction first, which would break
-    group commit, so scripts are run statement by statement inside the lane's transaction.
-    """
-    start = 0
-    i = script.find(";")
-    while i != -1:
-        chunk = script[start : i + 1]
-        if sqlite3.complete_statement(chunk):
-            if chunk.strip(" \t\r\n;"):
-                yield chunk
-            start = i + 1
-        i = script.find(";", i + 1)
-    rest = script[start:]
-    if rest.strip() and _has_code(rest):
-        yield rest
-
-
-def _has_code(text: str) -> bool:
-    """True if text holds anything but whitespace and comments."""
-    lines = [ln.split("--", 1)[0] for ln in text.splitlines()]
-    stripped = "\n".join(lines)
-    while "/*" in stripped:
-        a = stripped.index("/*")
-        b = stripped.find("*/", a + 2)
-        stripped = stripped[:a] + (stripped[b + 2 :] if b != -1 else "")
-    return bool(stripped.strip())
-
-
-def run_script(conn: sqlite3.Connection, script: str) -> None:
-    for statement in split_script(script):
-        conn.execute(statement).close()

@@ -16,7 +16,12 @@ import time
 from _thread import allocate_lock as _lock_type
 from collections import deque
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
+
+from .._errors import Misuse, RolledBack
+from .._types import Args, Bound, Fn
+from ._connection import EngineConnection, run_limited
 
 __all__ = (
     "EXCLUSIVE",
@@ -45,12 +50,7 @@ class BaseJob:
     kind: int
 
     def __init__(
-        self,
-        kind: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        sql: str | None = None,
-        time_limit: float | None = None,
+        self, kind: int, fn: Fn[Any], args: Args, sql: str | None = None, time_limit: Bound = None
     ) -> None:
         self.kind = kind
         self.fn = fn
@@ -64,6 +64,17 @@ class BaseJob:
     def run(self, conn: sqlite3.Connection) -> Any:
         """Run the job's function on ``conn`` in the caller's contextvars context."""
         return self.ctx.run(self.fn, conn, *self.args)
+
+    def execute(self, conn: sqlite3.Connection) -> bool:
+        """Run the job on ``conn`` under its time limit and publish the outcome (its result,
+        or whatever it raised: any BaseException goes to its caller). True if it succeeded."""
+        try:
+            result = run_limited(conn, self.time_limit, self.sql, self.run)
+        except BaseException as exc:
+            self.finish(error=exc)
+            return False
+        self.finish(result)
+        return True
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         raise NotImplementedError
@@ -85,42 +96,24 @@ class BaseJob:
 
 
 class Job(BaseJob):
-    """A thread caller's job. The caller blocks on ``_done``, a raw lock that the lane releases
-    once the outcome is final (for writes: after the COMMIT that made it durable)."""
+    """A thread caller's job. The caller blocks on ``done``, a raw lock that the lane releases
+    once the outcome is final (for writes: after the COMMIT that made it durable); ``result``
+    and ``error`` are written before that release and read after the caller's acquire."""
 
-    __slots__ = ("_done",)
+    __slots__ = ("done",)
 
     def __init__(
-        self,
-        kind: int,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        sql: str | None = None,
-        time_limit: float | None = None,
+        self, kind: int, fn: Fn[Any], args: Args, sql: str | None = None, time_limit: Bound = None
     ) -> None:
-        # BaseJob.__init__ unrolled: one frame less on every thread write.
-        self.kind = kind
-        self.fn = fn
-        self.args = args
-        self.sql = sql
-        self.time_limit = time_limit
-        self.ctx = contextvars.copy_context()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self._done = done = _lock_type()
+        super().__init__(kind, fn, args, sql, time_limit)
+        self.done = done = _lock_type()
         done.acquire()
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
         """Called from the lane's thread: publish the outcome and wake the caller."""
         self.result = result
         self.error = error
-        self._done.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        """Block the calling thread until finished; False if ``timeout`` ran out first."""
-        if timeout is None:
-            return self._done.acquire()
-        return self._done.acquire(timeout=max(timeout, 0.0))
+        self.done.release()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -142,13 +135,13 @@ class LaneHold(Job):
     writer connection: no thread hop per statement.
     """
 
-    __slots__ = ("_released", "direct")
+    __slots__ = ("_released", "ident")
 
     def __init__(self) -> None:
         super().__init__(EXCLUSIVE, _noop, ())
         self._released = _lock_type()
         self._released.acquire()
-        self.direct = False  # taken directly from an idle lane (no writer thread involved)
+        self.ident = get_ident()  # the thread that will hold the lane
 
     def release(self) -> None:
         self._released.release()
@@ -183,9 +176,9 @@ class AsyncJob(BaseJob):
         self,
         kind: int,
         fn: Callable[..., Any],
-        args: tuple[Any, ...],
+        args: Args,
         sql: str | None,
-        time_limit: float | None,
+        time_limit: Bound,
         loop: asyncio.AbstractEventLoop,
         outbox: Outbox,
     ) -> None:
@@ -195,7 +188,7 @@ class AsyncJob(BaseJob):
         self.outbox = outbox
         self.state = AsyncJob.QUEUED
         self.running_on: sqlite3.Connection | None = None
-        self.pinned: sqlite3.Connection | None = None  # run on this connection, not the pool's
+        self.pinned: EngineConnection | None = None  # run on this connection, not the pool's
         self.deadline: float | None = None  # for the pool wait of a reader thread
         self.finished: threading.Event | None = None  # set when finished (if someone waits)
         self._lock = threading.Lock()
@@ -216,15 +209,7 @@ class AsyncJob(BaseJob):
     def cancel(self) -> bool:
         """Loop thread: cancel a job. True if it never started (and never will); a running read
         is interrupted so its connection is free at once."""
-        with self._lock:
-            if self.state == AsyncJob.QUEUED:
-                self.state = AsyncJob.CANCELLED
-                if self.finished is not None:
-                    self.finished.set()  # it will never run
-                return True
-            if self.state == AsyncJob.RUNNING and self.running_on is not None:
-                self.running_on.interrupt()
-            return False
+        return self.withdraw(interrupt=True)
 
     def attach(self, conn: sqlite3.Connection) -> None:
         """The job starts running on ``conn`` now: a cancellation may interrupt it."""
@@ -232,14 +217,17 @@ class AsyncJob(BaseJob):
             if self.state == AsyncJob.RUNNING:
                 self.running_on = conn
 
-    def withdraw(self) -> bool:
-        """Cancel only if it has not started (a timeout: a running job is left to finish)."""
+    def withdraw(self, *, interrupt: bool = False) -> bool:
+        """Cancel only if it has not started (a timeout: a running job is left to finish, unless
+        ``interrupt``). True if it never started (and never will)."""
         with self._lock:
             if self.state == AsyncJob.QUEUED:
                 self.state = AsyncJob.CANCELLED
                 if self.finished is not None:
                     self.finished.set()  # it will never run
                 return True
+            if interrupt and self.state == AsyncJob.RUNNING and self.running_on is not None:
+                self.running_on.interrupt()
             return False
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
@@ -296,7 +284,8 @@ class AsyncLaneHold(AsyncJob):
     future at once. :meth:`end` (safe from any thread, idempotent) ends the hold; operations
     sent after that fail at once. Once ``txn_required`` is set (after ``BEGIN``), an operation
     finds the transaction gone -- SQLite rolled it back after an interrupt or a failed
-    statement -- fails with Misuse instead of running in autocommit mode, and ``lost`` is set.
+    statement -- fails with RolledBack instead of running in autocommit mode, and ``lost`` is
+    set.
     """
 
     __slots__ = ("_ops_lock", "closed_ops", "ended", "lost", "ops", "txn_required")
@@ -311,15 +300,9 @@ class AsyncLaneHold(AsyncJob):
         self.lost = False
 
     def submit(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        sql: str | None,
-        time_limit: float | None,
+        self, fn: Callable[..., Any], args: Args, sql: str | None, time_limit: Bound
     ) -> AsyncJob:
         """Loop thread: queue one operation for the writer; await ``job.future``."""
-        from ._errors import Misuse
-
         job = AsyncJob(READ, fn, args, sql, time_limit, self.loop, self.outbox)
         with self._ops_lock:
             if self.ended or self.closed_ops:
@@ -337,8 +320,6 @@ class AsyncLaneHold(AsyncJob):
     def _close_ops(self) -> None:
         """Writer thread, at the end: fail whatever was queued behind the end (nothing else
         will ever run it)."""
-        from ._errors import Misuse
-
         with self._ops_lock:
             self.closed_ops = True
             while True:
@@ -351,9 +332,6 @@ class AsyncLaneHold(AsyncJob):
         flush(self.outbox)
 
     def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
-        from ._connection import run_limited  # local: _connection imports nothing from here
-        from ._errors import Misuse
-
         start = time.monotonic()
         warned = False
         outbox = self.outbox
@@ -373,17 +351,12 @@ class AsyncLaneHold(AsyncJob):
             if self.txn_required and not conn.in_transaction:
                 self.lost = True
                 op.finish(
-                    error=Misuse(
+                    error=RolledBack(
                         "the transaction was rolled back by SQLite (an interrupted or failed "
                         "statement); nothing of it will commit. Leave the block and start again"
                     )
                 )
                 flush(outbox)
                 continue
-            try:
-                result = run_limited(conn, op.time_limit, op.sql, op.run)
-            except BaseException as exc:
-                op.finish(error=exc)
-            else:
-                op.finish(result)
+            op.execute(conn)
             flush(outbox)

@@ -1,0 +1,66 @@
+"""The engine: who owns each connection, which thread uses it, and how calls reach it.
+
+Facades see only the interface (:mod:`._interface`); everything else in this package is the
+local implementation, :class:`LocalEngine`. The data flow, in the spirit of CPython's
+``concurrent/futures/process.py``::
+
+  caller threads                          write lane (_lane, _batch)
+  ──────────────                          ───────────────────────────────────────────────
+  Database.execute ─ write ─► lane.call ─┬─ lane idle: run the job here, plus what queued,
+                                         │  as one group commit (BEGIN IMMEDIATE ... COMMIT)
+                                         └─ lane busy: Job ─► _queue ─► writer thread takes
+                                            a batch, group-commits it, releases each
+                                            Job.done after the COMMIT
+  Transaction ─ lease ─► lane.take ─┬─ idle: the caller's thread holds the writer conn
+                                    └─ busy: LaneHold ─► _queue ─► writer grants it and
+                                       parks until the LaneLease is released
+
+  asyncio tasks (loop thread)
+  ───────────────────────────
+  AsyncDatabase.execute ─ write_async ─► AsyncJob ─► _queue ─► writer group-commits ─►
+      outbox ─► flush: one call_soon_threadsafe per loop per batch ─► futures resolved
+  AsyncTransaction ─ lease_async ─► AsyncLaneHold ─► _queue ─► writer grants it, then runs
+      the task's operations (its ops queue) one by one, answering each via the outbox
+
+  read pool (_pool) and reader threads (_readers)
+  ───────────────────────────────────────────────
+  Database.query ─ query ─► pool.query: borrow a reader on the caller's thread, run, give back
+  AsyncDatabase.query ─ query_inline ─► an idle reader, on the loop, within INLINE_BUDGET
+                      └ (MISS) read_async ─► ReaderThreads queue ─► a reader thread borrows,
+                        runs, and answers a batch via its outbox
+  snapshots, iterations ─ borrow / borrow_async ─► one reader held across calls
+  readers=0: every read is a lane job (a READ Job / AsyncJob), run outside any transaction
+
+Who owns what: the writer connection belongs to the lane holder of the moment (the writer
+thread, a direct caller, or a lease holder); a reader belongs to its borrower until returned;
+futures are resolved only on their own loop. Each module states, in a table, who writes each
+shared field and what guards it. ``fork()`` and exit are handled in :mod:`._fork`.
+"""
+
+from __future__ import annotations
+
+from .._config import Options
+from ._bridge import INLINE_BUDGET, MISS
+from ._fork import live
+from ._interface import AsyncReadLease, AsyncWriteLease, Engine, ReadLease, WriteLease
+from ._local import LocalEngine
+
+__all__ = (
+    "INLINE_BUDGET",
+    "MISS",
+    "AsyncReadLease",
+    "AsyncWriteLease",
+    "Engine",
+    "LocalEngine",
+    "ReadLease",
+    "WriteLease",
+    "live",
+    "open_engine",
+)
+
+
+def open_engine(opts: Options) -> Engine:
+    """The engine for ``opts`` (today: always a :class:`LocalEngine`). Blocks while the
+    writer connection is opened (at most ``busy_timeout`` if another process initialises the
+    file). :raises ValueError: an invalid option :raises sqlite3.Error: cannot be opened"""
+    return LocalEngine(opts)

@@ -1,0 +1,183 @@
+"""Async leases: a connection held by one asyncio task across several awaits.
+
+* :class:`AsyncLaneLease` -- the write lane, for an async transaction (or, with ``readers=0``,
+  a snapshot). Its operations run on the writer thread, one at a time in the order sent, while
+  the writer parks in the hold (:class:`~._jobs.AsyncLaneHold`); the loop never runs them.
+* :class:`AsyncPooledRead` -- a reader kept across awaits (snapshots, iterations): point
+  queries run inline on the loop under :data:`~._bridge.INLINE_BUDGET`, the rest on a reader
+  thread pinned to this connection.
+
+A lease belongs to the task that took it. Shared with other threads: the hold's operation queue
+(a ``SimpleQueue``, guarded by the hold) and, for a pooled read, the in-flight job (handed to a
+reader thread; its ``finished`` event says when that thread is done with the connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import RolledBack
+from .._statements import run_query
+from .._types import Args, Bound, Params
+from ._bridge import MISS, await_job, run_inline, uncancellable
+from ._connection import (
+    EngineConnection,
+    TxnGuard,
+    begin_immediate,
+    begin_snapshot,
+    commit_or_rollback,
+)
+from ._counters import Counters
+from ._jobs import READ, AsyncJob, AsyncLaneHold
+from ._pool import ReaderPool
+from ._readers import ReaderThreads
+
+__all__ = ("AsyncLaneLease", "AsyncPooledRead")
+
+logger = logging.getLogger("litegate")
+_INFLIGHT_WAIT = 30.0  # seconds a release waits for its interrupted query
+
+
+class AsyncLaneLease:
+    """The write lane, held for an asyncio task until :meth:`end`."""
+
+    __slots__ = ("_began", "_busy_timeout", "_counters", "_guard", "_hold", "committed")
+
+    def __init__(
+        self, hold: AsyncLaneHold, guard: TxnGuard, counters: Counters, busy_timeout: float
+    ) -> None:
+        self._hold = hold
+        self._guard = guard
+        self._counters = counters
+        self._busy_timeout = busy_timeout
+        self._began = False
+        self.committed = False  # the COMMIT went through (set even if cancelled meanwhile)
+
+    @property
+    def lost(self) -> bool:
+        """SQLite rolled the transaction back: every later operation raises RolledBack."""
+        return self._hold.lost
+
+    async def begin(self, busy_timeout: float | None = None) -> None:
+        """``BEGIN IMMEDIATE`` on the writer (retrying while another process holds the lock).
+
+        :raises Busy: the lock stayed taken for ``busy_timeout`` (default: the database's)
+        """
+        timeout = self._busy_timeout if busy_timeout is None else busy_timeout
+        await self.run(begin_immediate, (self._guard, timeout, self._counters), None, None)
+        self._began = True
+        self._hold.txn_required = True
+
+    async def begin_snapshot(self) -> None:
+        """A read transaction pinned now (``readers=0`` snapshots)."""
+        await self.run(begin_snapshot, (self._guard,), None, None)
+        self._hold.txn_required = True
+
+    def post(self, fn: Callable[..., Any], args: Args) -> asyncio.Future[Any]:
+        """Send ``fn(conn, *args)`` without waiting: it runs after everything sent before it.
+
+        :raises Misuse: the lease has ended
+        """
+        return self._hold.submit(fn, args, None, None).future
+
+    async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
+        """``fn(conn, *args)`` on the writer thread; a cancellation interrupts it (SQLite then
+        rolls the transaction back: :attr:`lost`).
+
+        :raises RolledBack: SQLite had already rolled the transaction back
+        :raises Misuse: the lease has ended
+        """
+        return await await_job(self._hold.submit(fn, args, sql, limit), None)
+
+    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        rows: list[Any] = await self.run(run_query, (sql, params), sql, limit)
+        return rows
+
+    async def commit(self) -> None:
+        """``COMMIT`` on the writer. Not interrupted once sent: a cancellation meanwhile is
+        re-raised after it finished, with :attr:`committed` telling whether it took effect.
+
+        :raises RolledBack: the transaction was already gone (nothing committed)
+        """
+        job = self._hold.submit(commit_or_rollback, (self._guard,), None, None)
+        try:
+            _, cancelled = await uncancellable(job.future)
+        except RolledBack as err:
+            raise RolledBack(f"the transaction did not commit: {err}") from err
+        self.committed = True
+        if cancelled:
+            raise asyncio.CancelledError
+
+    def end(self) -> None:
+        """Give the lane back; the writer rolls back whatever is still open. Idempotent, never
+        blocks, safe at any point (also when the lease was never granted)."""
+        if self._began:
+            self._began = False
+            self._counters.transactions += 1  # before the end: the lane is still ours
+        self._hold.end()
+
+    async def release(self) -> None:
+        self.end()
+
+
+class AsyncPooledRead:
+    """A reader held across awaits by one task until :meth:`release`."""
+
+    __slots__ = ("_conn", "_inflight", "_pool", "_readers")
+
+    def __init__(self, pool: ReaderPool, conn: EngineConnection, readers: ReaderThreads) -> None:
+        self._pool = pool
+        self._conn: EngineConnection | None = conn
+        self._readers = readers
+        self._inflight: AsyncJob | None = None  # the last job sent to a reader thread
+
+    def _live(self) -> EngineConnection:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("the reader lease has ended")  # pragma: no cover - facade checks
+        return conn
+
+    async def begin_snapshot(self) -> None:
+        """A read transaction pinned now (BEGIN and one page read: runs on the loop)."""
+        begin_snapshot(self._live(), None)
+
+    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        """The rows of a query: inline when it fits the budget, else on a reader thread."""
+        if limit is None:
+            rows: list[Any] = run_inline(self._live(), run_query, (sql, params))
+            if rows is not MISS:
+                return rows
+        result: list[Any] = await self.run(run_query, (sql, params), sql, limit)
+        return result
+
+    async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
+        """``fn(conn, *args)`` on a reader thread (this connection); cancellation interrupts."""
+        job = AsyncJob(READ, fn, args, sql, limit, asyncio.get_running_loop(), self._readers.outbox)
+        job.pinned = self._live()
+        job.finished = threading.Event()
+        self._inflight = job
+        self._readers.submit(job)
+        return await await_job(job, None)
+
+    async def release(self) -> None:
+        """Give the reader back, once no reader thread uses it any more. Idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        job, self._inflight = self._inflight, None
+        if job is not None and job.finished is not None and not job.finished.is_set():
+            # A cancelled query is being interrupted on a reader thread: the connection is
+            # still in that thread's hands until it finishes (soon, interrupted).
+            waiter = asyncio.ensure_future(asyncio.to_thread(job.finished.wait, _INFLIGHT_WAIT))
+            try:
+                finished = await asyncio.shield(waiter)
+            except asyncio.CancelledError:  # give it back when the thread is done with it
+                waiter.add_done_callback(lambda _: self._pool.release(conn))
+                raise
+            if not finished:
+                logger.error("litegate: an interrupted snapshot query did not finish")
+        self._pool.release(conn)  # check-in rolls the read transaction back (fast)

@@ -1,0 +1,583 @@
+"""The write lane: one writer connection, a bounded queue of jobs, the writer thread.
+
+Who uses the writer connection: exactly one *lane holder* at a time --
+
+* the writer thread, running a batch it took from the queue (group commit, lane reads);
+* a thread caller that found the lane idle and runs its own job (plus what queued) directly;
+* the holder of a lease (:mod:`._lease`, :mod:`._async_lease`): a sync lease is used on its
+  holder's thread; an async lease's operations run on the writer thread, which parks in the
+  hold meanwhile.
+
+Shared fields and their guards:
+
+===================  ==================================  ===================================
+field                written by                          guard
+===================  ==================================  ===================================
+_queue, _closing,    callers, the writer thread          ``_lock`` (``_not_full`` and
+_paused, _sleeping                                       ``_inactive`` are its conditions)
+_active, user        whoever takes / gives back the      ``_lock``; ``user`` is read without
+                     lane                                it only by a thread comparing it
+                                                         with its own ident (a stale value
+                                                         never equals it)
+owner, _held_since   lease grant and release             ``_lock``; read without it only to
+                                                         compare with the reader's own ident,
+                                                         or for a message
+_hold_reported       writer thread, lane givers          ``_lock``
+_conn, _dirty,       the lane holder                     the lane (one holder at a time)
+_next_wal_check
+outbox               lane holders append; ``flush``      ``deque`` appends and pops are
+                     pops (holders, ``close``)           documented thread-safe
+_bell                writer acquires; callers release    a raw lock; released only under
+                     it (ring) while it sleeps           ``_lock`` while ``_sleeping``
+===================  ==================================  ===================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from _thread import allocate_lock
+from collections import deque
+from collections.abc import Callable
+from threading import get_ident
+from time import monotonic
+
+from .._config import Options
+from .._errors import Closed, WriteTimeout
+from .._types import Bound
+from ._batch import group_commit, run_reads
+from ._connection import EngineConnection, TxnGuard, open_connection, rollback
+from ._counters import Counters
+from ._jobs import EXCLUSIVE, WRITE, AsyncLaneHold, BaseJob, Job, LaneHold, Outbox, flush
+
+__all__ = ("WriteLane",)
+
+logger = logging.getLogger("litegate")
+
+_SHUTDOWN_CHECKPOINT_SECONDS = 2.0
+
+
+class WriteLane:
+    """Owns the writer connection and the thread that uses it."""
+
+    def __init__(
+        self, opts: Options, counters: Counters, on_large_wal: Callable[[int], None]
+    ) -> None:
+        self.opts = opts
+        self.counters = counters
+        self.guard = TxnGuard()
+        self._conn = open_connection(opts, reader=False)
+        self._conn.set_authorizer(self.guard)
+        files = [row[2] for row in self._conn.execute("PRAGMA database_list") if row[1] == "main"]
+        self._wal_path = files[0] + "-wal" if files and files[0] else None
+        self._on_large_wal = on_large_wal
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._inactive = threading.Condition(self._lock)
+        self._queue: deque[BaseJob] = deque()
+        self._closing = False
+        self._paused = False  # fork(): nobody may start using the connection
+        self._active = False  # someone is using the connection
+        self.user: int | None = None  # the thread using it (for re-entrance checks)
+        self.owner: int | None = None  # the thread holding a sync lease
+        self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
+        self._hold_reported = False
+        # The writer thread sleeps on a bell (a raw lock, released to ring) rather than a
+        # Condition: under the GIL a Condition's Python-level wait/notify cost more than a
+        # small write.
+        self._bell = allocate_lock()
+        self._bell.acquire()
+        self._sleeping = False
+        self.outbox: Outbox = deque()  # finished async jobs, delivered in batches
+        self._poll = min(1.0, max(opts.hold_warn / 4, 0.01))
+        self._dirty = False
+        self._next_wal_check = 0.0
+        self._thread = threading.Thread(
+            target=self._run, name=f"litegate-writer:{opts.name}", daemon=True
+        )
+        self._thread.start()
+
+    # ---- what others may read ---------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def reads(self) -> int:
+        """Reads run through the lane (``readers=0``)."""
+        return self._conn.reads
+
+    def reentrance(self, ident: int) -> str | None:
+        """Why thread ``ident`` must not wait for the lane (it holds it), or None."""
+        if self.owner == ident:
+            return (
+                "inside a transaction held by this thread; it would wait for the transaction "
+                "to end (a deadlock). Use the transaction object (tx.execute, tx.savepoint()) "
+                "instead"
+            )
+        if self.user == ident:
+            return (
+                "from inside a run_write/run_read function running on the write lane; it "
+                "would wait for that function to end (a deadlock). Use the connection the "
+                "function was given"
+            )
+        return None
+
+    def held_by(self, ident: int) -> EngineConnection | None:
+        """The writer connection if thread ``ident`` holds a sync lease, else None."""
+        return self._conn if self.owner == ident else None
+
+    def timeout_error(self, what: str, waited: float | None) -> WriteTimeout:
+        """The :class:`WriteTimeout` of a caller that waited ``waited`` seconds for the lane."""
+        return WriteTimeout(
+            f"{what} did not get the write lane within {waited or 0.0:.2f}s ({self.depth} job(s) "
+            f"queued; {self._hold_text()}). Raise timeout=, or keep transactions short"
+        )
+
+    def _hold_text(self) -> str:
+        since = self._held_since  # (read without the lock: a message only)
+        if not since:
+            return "no transaction holds it now"
+        return f"a transaction has held it for {monotonic() - since:.2f}s"
+
+    # ---- queueing ----------------------------------------------------------------------
+    def try_submit(self, job: BaseJob) -> bool:
+        """Queue ``job`` if there is room; never blocks. False when the queue is full.
+
+        :raises Closed: the lane is closing
+        """
+        with self._lock:
+            if self._closing:
+                raise Closed("the database is closed; no new writes are accepted")
+            if len(self._queue) >= self.opts.queue_size:
+                return False
+            self._queue.append(job)
+            if len(self._queue) == 1 and not self._active:
+                self._ring()  # (an active direct user combines it, or rings)
+            return True
+
+    def submit(self, job: BaseJob, deadline: float | None) -> None:
+        """Queue ``job``; waits for space until ``deadline`` (monotonic) when the queue is full.
+
+        :raises WriteTimeout: the queue stayed full until the deadline
+        :raises Closed: the lane is closing
+        """
+        if self.try_submit(job):
+            return
+        cap = self.opts.queue_size
+        with self._lock:
+            start = monotonic()
+            while len(self._queue) >= cap:
+                if self._closing:
+                    raise Closed("the database was closed while this write waited")
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise WriteTimeout(
+                        f"the write queue stayed full ({cap} jobs waiting) for "
+                        f"{monotonic() - start:.2f}s; the load outruns the writer or a "
+                        f"transaction holds the lane ({self._hold_text()}). Raise timeout= "
+                        "or queue_size=, or keep transactions short"
+                    )
+                self._not_full.wait(1.0 if remaining is None else min(remaining, 1.0))
+            if self._closing:
+                raise Closed("the database was closed while this write waited")
+            self._queue.append(job)
+            if len(self._queue) == 1:
+                self._ring()
+
+    def cancel(self, job: BaseJob) -> bool:
+        """Remove a job that has not started. True if removed (it will never run)."""
+        with self._lock:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return False
+            self._not_full.notify()
+            return True
+
+    def _take_queued(self, limit: int) -> list[BaseJob]:
+        """Lock held: pop up to ``limit`` queued jobs from the front, stopping at a queued
+        exclusive job (a lease is never overtaken)."""
+        queue = self._queue
+        was_full = len(queue) >= self.opts.queue_size
+        taken: list[BaseJob] = []
+        while queue and len(taken) < limit and queue[0].kind != EXCLUSIVE:
+            taken.append(queue.popleft())
+        if was_full and taken:
+            self._not_full.notify_all()
+        return taken
+
+    # ---- thread callers ----------------------------------------------------------------
+    # When the lane is idle (nothing queued, nobody on the connection) a thread caller runs
+    # its job -- or its whole transaction -- on its own thread: no hop to the writer thread
+    # and back, which under the GIL costs far more than a small write. Under contention
+    # callers queue as usual and the writer group-commits them.
+    def call(self, job: Job, timeout: Bound, what: str) -> None:
+        """Run a thread caller's job: on an idle lane directly (committing what queued with
+        it), else queued for the writer. Returns when ``job`` has its outcome. Waits up to
+        ``timeout`` seconds for the lane (``None``: no bound).
+
+        :raises WriteTimeout: it did not get the lane in time (then it never runs)
+        :raises Closed: the lane is closing, or the writer stopped
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        taken = self._enter(job, deadline)
+        if taken is None:
+            done = job.done
+            if deadline is None:
+                done.acquire()
+            elif not done.acquire(True, max(deadline - monotonic(), 0.0)):
+                self._late(job, what, timeout)
+            return
+        try:
+            self._run_direct(job, taken)
+        finally:
+            self._end_direct()
+
+    def _late(self, job: Job, what: str, waited: float | None) -> None:
+        """A queued job's caller timed out: withdraw the job if it has not started, else wait
+        for it (it is running, bounded by its time limit)."""
+        if self.cancel(job):
+            raise self.timeout_error(what, waited)
+        while not job.done.acquire(True, 1.0):
+            if not self.alive:
+                raise Closed("the writer stopped before this job finished")
+
+    def _enter(self, job: BaseJob, deadline: float | None) -> list[BaseJob] | None:
+        """Under one lock: take the idle lane (returns the queued writes handed over), or
+        queue ``job`` (returns None; waits for room until ``deadline`` if the queue is full).
+        """
+        with self._lock:
+            if self._closing:
+                raise Closed("the database is closed; no new writes are accepted")
+            queue = self._queue
+            if not self._active and not self._paused and (not queue or queue[0].kind != EXCLUSIVE):
+                # Writes already queued are committed in our batch: the writer thread, slow
+                # to get the GIL while other threads run, is only needed when no thread
+                # caller comes along.
+                taken = self._take_queued(self.opts.max_batch - 1)
+                self._active = True
+                self.user = get_ident()
+                return taken
+            if len(queue) < self.opts.queue_size:
+                queue.append(job)
+                if len(queue) == 1 and not self._active:
+                    self._ring()
+                return None
+        self.submit(job, deadline)
+        return None
+
+    def _run_direct(self, job: BaseJob, taken: list[BaseJob]) -> None:
+        """On the calling thread: our job and the ones taken over, as one group commit.
+        (Committing further batches here would hold the file's write lock back to back and
+        starve other processes; what queues meanwhile is taken by the next caller, or by the
+        writer thread.)"""
+        if taken:
+            self._process([job, *taken])
+            flush(self.outbox)
+        elif job.kind == WRITE:
+            self._commit([job])
+        else:
+            run_reads(self._conn, self.guard, [job])
+
+    def _end_direct(self) -> None:
+        """Give the lane back; the writer takes over whatever queued meanwhile."""
+        with self._lock:
+            self._active = False
+            self.user = None
+            self.owner = None
+            self._held_since = 0.0
+            self._hold_reported = False
+            if self._queue or self._closing:
+                self._ring()
+            if self._paused:
+                self._inactive.notify_all()
+
+    # ---- leases --------------------------------------------------------------------------
+    def take(self, timeout: Bound, what: str) -> tuple[EngineConnection, LaneHold | None]:
+        """Hold the lane for the calling thread: directly when it is idle (returns
+        ``(conn, None)``), else through the writer thread, which grants a queued
+        :class:`LaneHold` and parks until :meth:`give_back`. Waits up to ``timeout`` seconds.
+
+        :raises WriteTimeout: not granted in time (the request is withdrawn)
+        :raises Closed: the lane is closing
+        """
+        me = get_ident()
+        with self._lock:
+            if self._closing:
+                raise Closed("the database is closed; no new writes are accepted")
+            if not (self._active or self._paused or self._queue):
+                self._active = True
+                self.user = self.owner = me
+                self._held_since = monotonic()
+                return self._conn, None
+        hold = LaneHold()
+        deadline = None if timeout is None else monotonic() + timeout
+        self.submit(hold, deadline)
+        try:
+            if deadline is None:
+                hold.done.acquire()
+            elif not hold.done.acquire(True, max(deadline - monotonic(), 0.0)):
+                self._late(hold, what, timeout)
+        except WriteTimeout:
+            raise  # withdrawn: it never gets the lane
+        except BaseException:  # e.g. KeyboardInterrupt while waiting: never strand the lane
+            if not self.cancel(hold):
+                self.give_back(hold)  # granted (or about to be): hand it straight back
+            raise
+        return self._conn, hold
+
+    def give_back(self, hold: LaneHold | None) -> None:
+        """End a lease taken with :meth:`take` (its holder has ended any transaction)."""
+        if hold is None:
+            self.counters.lane_holds.append(monotonic() - self._held_since)
+            self._end_direct()
+            return
+        with self._lock:
+            self.owner = None
+            self._held_since = 0.0
+        hold.release()
+
+    def _grant(self, hold: BaseJob) -> None:
+        """Lane holder: hand the lane to a queued lease and park until it is given back."""
+        with self._lock:
+            self.owner = hold.ident if isinstance(hold, LaneHold) else None
+            self._held_since = monotonic()
+        hold.finish()
+        flush(self.outbox)
+        held = hold.hold(self.opts.hold_warn, self._report_long_hold, self._conn)
+        with self._lock:
+            self.owner = None
+            self._held_since = 0.0
+        self.counters.lane_holds.append(held)
+        conn = self._conn
+        if conn.in_transaction:  # never leak a transaction past its hold
+            if not isinstance(hold, AsyncLaneHold):  # a sync holder must end its own
+                logger.error("litegate: a lane holder left a transaction open; rolling it back")
+            rollback(conn, self.guard)  # (an async hold ends this way)
+
+    def _watch_direct_hold(self) -> None:
+        """Writer thread, lock held: report a direct lease held past hold_warn."""
+        if self.owner is not None and self._held_since and not self._hold_reported:
+            held = monotonic() - self._held_since
+            if held > self.opts.hold_warn:
+                self._hold_reported = True
+                self._report_long_hold(held)
+
+    def _report_long_hold(self, held: float) -> None:
+        """Writer thread: count and log a lease held past ``hold_warn``."""
+        self.counters.long_holds += 1
+        logger.warning(
+            "litegate: a transaction on %s has held the write lane for %.2fs (hold_warn=%ss); "
+            "every other writer waits behind it. Keep transactions short: do slow work "
+            "(network, files) before `with db.transaction()`",
+            self.opts.name,
+            held,
+            self.opts.hold_warn,
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def close(self, deadline: float) -> None:
+        """Stop accepting jobs, let the writer drain the queue, checkpoint and close; jobs still
+        queued when ``deadline`` passes fail with :class:`Closed`."""
+        self.start_close()
+        if self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - monotonic()))
+        if self._thread.is_alive():
+            with self._lock:
+                left = list(self._queue)
+                self._queue.clear()
+            for job in left:
+                job.finish(error=Closed("the database was closed before this write ran"))
+            flush(self.outbox)
+            logger.warning(
+                "litegate: writer for %s did not finish within the close timeout (%s); "
+                "%d queued job(s) failed with Closed",
+                self.opts.name,
+                self._hold_text(),
+                len(left),
+            )
+
+    def start_close(self) -> None:
+        """Signal the writer to drain and stop, without waiting (for ``__del__`` and forks)."""
+        with self._lock:
+            self._closing = True
+            self._ring()
+            self._not_full.notify_all()
+
+    def pause_for_fork(self, deadline: float) -> bool:
+        """Take ``_lock`` and keep it (until :meth:`resume_after_fork`), with the connection
+        idle if that happens before ``deadline``. Returns whether it is idle."""
+        self._lock.acquire()
+        self._paused = True
+        while self._active:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                return False
+            self._inactive.wait(remaining)
+        return True
+
+    def resume_after_fork(self) -> None:
+        self._paused = False
+        self._ring()
+        self._lock.release()
+
+    def inherited_connection(self) -> sqlite3.Connection:
+        """After fork, in the child: the writer connection copied from the parent (to close or
+        to abandon; the child's writer thread does not exist)."""
+        return self._conn
+
+    # ---- writer thread ---------------------------------------------------------------------
+    def _ring(self) -> None:
+        """Wake the writer thread if it sleeps (called with ``_lock`` held)."""
+        if self._sleeping:
+            try:
+                self._bell.release()
+            except RuntimeError:  # rung already
+                pass
+
+    def _run(self) -> None:
+        cap = self.opts.queue_size
+        max_batch = self.opts.max_batch
+        bell = self._bell
+        try:
+            quiet = False  # the last wait was an idle one that nobody rang
+            while True:
+                jobs: list[BaseJob] | None = None
+                idle = False
+                with self._lock:
+                    self._sleeping = False
+                    if self._active or self._paused:  # a caller runs on the lane itself
+                        self._watch_direct_hold()
+                        wait, idle_wait = self._poll, False
+                    elif self._queue:
+                        was_full = len(self._queue) >= cap
+                        n = min(len(self._queue), max_batch)
+                        jobs = [self._queue.popleft() for _ in range(n)]
+                        if was_full:
+                            self._not_full.notify_all()
+                    elif self._closing:
+                        return
+                    elif self._dirty and quiet:
+                        idle = True
+                    else:
+                        wait, idle_wait = (
+                            (self.opts.checkpoint_idle, True) if self._dirty else (1.0, False)
+                        )
+                    if jobs is None and not idle:
+                        self._sleeping = True
+                    else:
+                        self._active = True
+                        self.user = get_ident()
+                if jobs is None and not idle:
+                    quiet = not bell.acquire(True, wait) and idle_wait
+                    continue
+                quiet = False
+                try:
+                    if jobs is None:
+                        self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
+                    else:
+                        self._process(jobs)
+                        flush(self.outbox)
+                finally:
+                    with self._lock:
+                        self._active = False
+                        self.user = None
+                        if self._paused:
+                            self._inactive.notify_all()
+        except BaseException:  # pragma: no cover - a bug in the lane itself
+            logger.exception("litegate: writer thread for %s crashed", self.opts.name)
+            with self._lock:
+                self._closing = True
+                left = list(self._queue)
+                self._queue.clear()
+            for job in left:
+                job.finish(error=Closed("the writer thread crashed; see the log"))
+            flush(self.outbox)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        conn = self._conn
+        try:
+            if conn.in_transaction:
+                rollback(conn, self.guard)
+            if not self.opts.memory:
+                deadline = monotonic() + _SHUTDOWN_CHECKPOINT_SECONDS
+                while not self._checkpoint("TRUNCATE") and monotonic() < deadline:
+                    time.sleep(0.01)
+        except Exception:
+            logger.exception("litegate: final checkpoint of %s failed", self.opts.name)
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                logger.exception("litegate: closing the writer of %s failed", self.opts.name)
+
+    # ---- the lane holder ---------------------------------------------------------------------
+    def _process(self, jobs: list[BaseJob]) -> None:
+        segment: list[BaseJob] = []
+        reads: list[BaseJob] = []
+        for job in jobs:
+            kind = job.kind
+            # A cancelled async job is skipped. A started write is never interrupted (it
+            # shares the batch's transaction); a lane read may be, but only while it runs
+            # (run_reads attaches it), never during the others' group commit.
+            if type(job) is not Job and not job.start(None):  # (a thread's job: always)
+                continue
+            if kind == WRITE:
+                segment.append(job)
+            elif kind == EXCLUSIVE:
+                if segment:
+                    self._commit(segment)
+                    segment = []
+                if reads:
+                    run_reads(self._conn, self.guard, reads)
+                    reads = []
+                self._grant(job)
+            else:
+                reads.append(job)
+        if segment:
+            self._commit(segment)
+        if reads:
+            run_reads(self._conn, self.guard, reads)
+        now = monotonic()
+        if now >= self._next_wal_check:
+            self._next_wal_check = now + 1.0
+            self._check_wal()
+
+    def _commit(self, jobs: list[BaseJob]) -> None:
+        if group_commit(self._conn, self.guard, self.opts.busy_timeout, self.counters, jobs):
+            self._dirty = True
+
+    def _checkpoint(self, mode: str) -> bool:
+        """Checkpoint the WAL; True if it completed (no reader or writer in the way)."""
+        self._dirty = False
+        try:
+            busy, _, _ = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        self.counters.checkpoints += 1
+        self._check_wal()
+        return not busy
+
+    def _check_wal(self) -> None:
+        if self._wal_path is None:
+            return
+        try:
+            size = os.path.getsize(self._wal_path)
+        except OSError:
+            size = 0
+        c = self.counters
+        c.wal_bytes = size
+        if size > self.opts.wal_warn_bytes:
+            c.wal_warnings += 1
+            if c.wal_warnings == 1 or c.wal_warnings % 60 == 0:
+                self._on_large_wal(size)

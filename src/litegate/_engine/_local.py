@@ -1,0 +1,514 @@
+"""The local engine: one write lane plus one read pool for a database file, in this process.
+
+:class:`LocalEngine` implements :class:`~._interface.Engine`; the data flow is drawn in the
+package docstring (:mod:`litegate._engine`).
+
+Shared fields and their guards:
+
+===================================  =====================================================
+field                                guard
+===================================  =====================================================
+_state, _closer                      ``_lock``; ``_state`` is also read without it on the
+                                     hot paths (a call that races a close is refused by
+                                     the lane's or the pool's own closed check)
+_readers, _side_pool                 created once under ``_lock`` (double-checked)
+_forked, _fork_busy, _fork_idle      written by the forking thread in the fork hooks (no
+                                     other thread runs in the child then); ``_forked`` is
+                                     cleared under ``_lock`` by the first use in the child
+_lane, _pool, _counters              set in ``__init__`` (and replaced under ``_lock`` in a
+                                     forked child, before any other thread of it uses them)
+_pid                                 as ``_lane``
+===================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from threading import get_ident
+from time import monotonic, perf_counter
+from typing import Any, TypeVar
+
+from .._config import Options
+from .._errors import Closed, Misuse, PoolTimeout
+from .._statements import run_query
+from .._stats import Stats, percentile
+from .._types import Args, Bound, Fn, Params
+from . import _fork
+from ._async_lease import AsyncLaneLease, AsyncPooledRead
+from ._bridge import MISS, await_job, borrow, run_inline, submit
+from ._connection import run_limited
+from ._counters import Counters
+from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
+from ._lane import WriteLane
+from ._lease import LaneLease, NestedRead, PooledRead
+from ._pool import ReaderPool, ReadPool, make_pool, thread_name
+from ._readers import ReaderThreads
+
+__all__ = ("LocalEngine",)
+
+logger = logging.getLogger("litegate")
+
+T = TypeVar("T")
+
+_OPEN, _CLOSING, _CLOSED = 0, 1, 2
+_ABANDONED: list[object] = []  # connections in use at a fork, in the child: never closed
+_EXIT_CLOSE_TIMEOUT = 5.0
+_PER_THREAD_READERS = 4  # reader threads (and side-pool size) for async use in per-thread mode
+
+
+def _ms(samples: Any, q: float) -> float:
+    return round(percentile(list(samples), q) * 1000.0, 3)
+
+
+class LocalEngine:
+    """Owns the write lane and the read pool of one database file. Thread-safe."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts.validate()
+        self._lock = threading.Lock()
+        self._closed_event = threading.Event()
+        self._state = _OPEN
+        self._closer = False  # a close() call is doing the work (start_close only signals)
+        self._forked = False
+        self._fork_busy = False
+        self._fork_idle = True
+        self._pid = os.getpid()
+        self._open()
+        _fork.register(self)
+
+    def _open(self) -> None:
+        self._counters = Counters()
+        self._lane = WriteLane(self.opts, self._counters, self._warn_large_wal)
+        try:
+            self._pool: ReaderPool | None = make_pool(self.opts)
+        except BaseException:
+            self._lane.close(monotonic() + 1.0)
+            raise
+        self._readers: ReaderThreads | None = None
+        self._side_pool: ReadPool | None = None
+
+    def _reader_threads(self) -> ReaderThreads:
+        """Reader threads for async callers (started on first use). Pool modes only."""
+        r = self._readers
+        if r is None:
+            with self._lock:
+                if self._readers is None:
+                    pool = self._pool
+                    assert pool is not None
+                    count = pool.size if isinstance(pool, ReadPool) else _PER_THREAD_READERS
+                    self._readers = ReaderThreads(pool, count, self.opts.name)
+                r = self._readers
+        return r
+
+    def _borrow_pool(self) -> ReaderPool:
+        """Where an async snapshot borrows a connection it keeps across awaits: the pool
+        itself, or (per-thread mode, whose connections belong to threads) a side pool."""
+        pool = self._pool
+        if isinstance(pool, ReadPool):
+            return pool
+        side = self._side_pool
+        if side is None:
+            with self._lock:
+                if self._side_pool is None:
+                    self._side_pool = ReadPool(self.opts, _PER_THREAD_READERS)
+                side = self._side_pool
+        return side
+
+    def _pools(self) -> list[ReaderPool]:
+        return [p for p in (self._pool, self._side_pool) if p is not None]
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._state != _OPEN
+
+    @property
+    def open_in_this_process(self) -> bool:
+        return self._state == _OPEN and self._pid == os.getpid()
+
+    def check(self) -> None:
+        """Raise :class:`Closed` after close; reopen connections after a fork."""
+        if self._state:
+            raise Closed(
+                f"the database {self.opts.name!r} is closed; open a new one with litegate.connect"
+            )
+        if self._forked:
+            self._reopen_after_fork()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain queued writes, checkpoint, close every connection. Idempotent.
+
+        Blocks up to ``timeout`` seconds (default: the database's ``timeout``, at least 5 s);
+        writes still queued then fail with :class:`Closed`.
+        """
+        with self._lock:
+            state = self._state
+            mine = state == _OPEN or (state == _CLOSING and not self._closer)
+            if mine:
+                self._state = _CLOSING
+                self._closer = True
+        if not mine:
+            if state == _CLOSING:
+                self._closed_event.wait(timeout if timeout is not None else 30.0)
+            return
+        _fork.unregister(self)
+        try:
+            if self._forked:
+                if self._fork_busy:
+                    self._abandon()
+                else:
+                    self._close_inherited()
+                return
+            if timeout is None:
+                timeout = max(self.opts.timeout or 0.0, _EXIT_CLOSE_TIMEOUT)
+            deadline = monotonic() + timeout
+            if self._readers is not None:
+                self._readers.close(max(0.0, min(1.0, deadline - monotonic())))
+            self._lane.close(deadline)
+            for pool in self._pools():
+                pool.close()
+        finally:
+            self._state = _CLOSED
+            self._closed_event.set()
+
+    async def close_async(self, timeout: float | None = None) -> None:
+        """:meth:`close` in a worker thread: the loop keeps running meanwhile."""
+        if not self.closed:
+            await asyncio.to_thread(self.close, timeout)
+
+    def start_close(self) -> None:
+        """Begin closing without blocking (for ``__del__``): the writer drains and exits.
+        Does nothing if a lifecycle change is under way (that one finishes the job)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if not (self._state == _OPEN and not self._forked and self._pid == os.getpid()):
+                return
+            self._state = _CLOSING
+        finally:
+            self._lock.release()
+        _fork.unregister(self)
+        self._lane.start_close()
+        if self._readers is not None:
+            self._readers.close(0.0)
+        for pool in self._pools():
+            pool.close()
+
+    # ---- fork (see _fork) ------------------------------------------------------------------
+    def before_fork(self, deadline: float) -> None:
+        idle = self._lane.pause_for_fork(deadline)
+        for pool in self._pools():
+            idle = pool.quiesce(deadline) and idle
+        self._fork_idle = idle
+
+    def _resume_after_fork(self) -> None:
+        for pool in reversed(self._pools()):
+            pool.resume()
+        self._lane.resume_after_fork()
+
+    def after_fork_in_parent(self) -> None:
+        self._resume_after_fork()
+
+    def after_fork_in_child(self) -> None:
+        # Runs in the child right after fork(): record the state, replace locks, no I/O.
+        self._resume_after_fork()
+        self._fork_busy = not self._fork_idle
+        self._lock = threading.Lock()
+        self._closed_event = threading.Event()
+        self._forked = True
+
+    def _reopen_after_fork(self) -> None:
+        with self._lock:
+            if not self._forked:
+                return
+            if self.opts.memory:
+                raise Misuse(
+                    "an in-memory database cannot be used in a forked child: the child would "
+                    "see a stale copy. Open the database after the fork (e.g. in the worker)"
+                )
+            if self._fork_busy:
+                raise Misuse(
+                    f"the database {self.opts.name!r} was in use by another thread when this "
+                    "process forked, so SQLite's lock state cannot be carried into the child. "
+                    "Open the database in the child (e.g. gunicorn's post_fork hook), or fork "
+                    "while it is idle"
+                )
+            self._close_inherited()
+            self._pid = os.getpid()
+            self._open()
+            self._forked = False
+
+    def _inherited(self) -> list[Any]:
+        conns: list[Any] = [self._lane.inherited_connection()]
+        for pool in self._pools():
+            conns.extend(pool.abandon())
+        return conns
+
+    def _close_inherited(self) -> None:
+        for conn in self._inherited():
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover
+                logger.exception("litegate: closing an inherited connection failed")
+
+    def _abandon(self) -> None:
+        """Forget connections that were in use at the fork, never closing them (a thread of
+        the parent may have been inside SQLite: its mutexes are copied locked)."""
+        _ABANDONED.extend(self._inherited())
+
+    # ---- writes ----------------------------------------------------------------------------
+    def _no_reentry(self, what: str) -> None:
+        """Refuse a call that would wait for the lane this very thread holds (a deadlock)."""
+        why = self._lane.reentrance(get_ident())
+        if why is not None:
+            raise Misuse(f"{what} was called on the database {why}")
+
+    def write(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
+    ) -> T:
+        if self._state or self._forked:
+            self.check()
+        lane = self._lane
+        if lane.owner is not None or lane.user is not None:
+            self._no_reentry("a write")
+        t0 = perf_counter()
+        job = Job(WRITE, fn, args, sql, time_limit)
+        lane.call(job, timeout, "the write")
+        self._counters.write_latency.append(perf_counter() - t0)
+        error = job.error
+        if error is not None:
+            job.error = None  # break the traceback -> frame -> job cycle
+            raise error
+        result: T = job.result
+        return result
+
+    async def _lane_job(
+        self,
+        kind: int,
+        fn: Callable[..., Any],
+        args: Args,
+        timeout: Bound,
+        time_limit: Bound,
+        sql: str | None,
+        what: str,
+    ) -> Any:
+        """An asyncio caller's job on the lane: queued without blocking the loop, answered in
+        a batch after its group commit (or its run, for a lane read)."""
+        lane = self._lane
+        job = AsyncJob(kind, fn, args, sql, time_limit, asyncio.get_running_loop(), lane.outbox)
+        await submit(lane, job, timeout)
+        m0 = monotonic()
+        return await await_job(job, timeout, lambda: lane.timeout_error(what, monotonic() - m0))
+
+    async def write_async(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
+    ) -> T:
+        self.check()
+        t0 = perf_counter()
+        result: T = await self._lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
+        self._counters.write_latency.append(perf_counter() - t0)
+        return result
+
+    def lease(self, timeout: Bound, what: str = "the transaction") -> LaneLease:
+        self.check()
+        self._no_reentry(what)
+        t0 = monotonic()
+        conn, hold = self._lane.take(timeout, what)
+        self._counters.lane_wait.append(monotonic() - t0)
+        return LaneLease(self._lane, conn, hold, self._counters, self.opts.busy_timeout)
+
+    async def lease_async(self, timeout: Bound, what: str = "the transaction") -> AsyncLaneLease:
+        self.check()
+        lane = self._lane
+        hold = AsyncLaneHold(asyncio.get_running_loop(), lane.outbox)
+        t0 = monotonic()
+        try:
+            await submit(lane, hold, timeout)
+            await await_job(hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
+        except BaseException:
+            if hold.state != AsyncJob.CANCELLED:
+                hold.end()
+            raise
+        self._counters.lane_wait.append(monotonic() - t0)
+        return AsyncLaneLease(hold, lane.guard, self._counters, self.opts.busy_timeout)
+
+    # ---- reads -------------------------------------------------------------------------------
+    def query(
+        self, sql: str, params: Params, timeout: Bound, time_limit: Bound, first: bool
+    ) -> Any:
+        if self._state or self._forked:
+            self.check()
+        pool = self._pool
+        if pool is None or time_limit is not None:
+            rows: list[Any] = self.read(run_query, (sql, params), timeout, time_limit, sql)
+            return (rows[0] if rows else None) if first else rows
+        t0 = perf_counter()
+        result = pool.query(sql, params, timeout, first)
+        self._counters.read_latency.append(perf_counter() - t0)
+        return result
+
+    def read(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
+    ) -> T:
+        self.check()
+        t0 = perf_counter()
+        pool = self._pool
+        if pool is None:
+            result = self._lane_read(fn, args, timeout, time_limit, sql)
+        else:
+            conn = pool.acquire(timeout)
+            try:
+                result = run_limited(conn, time_limit, sql, fn, *args)
+                conn.reads += 1
+            finally:
+                pool.release(conn)
+        self._counters.read_latency.append(perf_counter() - t0)
+        return result
+
+    def _lane_read(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None
+    ) -> T:
+        conn = self._lane.held_by(get_ident())
+        if conn is not None:  # this thread holds the lane: read on it (its own writes too)
+            result = run_limited(conn, time_limit, sql, fn, *args)
+            conn.reads += 1
+            return result
+        self._no_reentry("a read")
+        job = Job(READ, fn, args, sql, time_limit)
+        self._lane.call(job, timeout, "the read")
+        outcome: T = job.outcome()
+        return outcome
+
+    def query_inline(self, sql: str, params: Params) -> Any:
+        if self._state or self._forked:
+            self.check()
+        pool = self._pool
+        conn = None if pool is None else pool.try_acquire()
+        if conn is None:
+            return MISS
+        assert pool is not None
+        t0 = perf_counter()
+        try:
+            rows = run_inline(conn, run_query, (sql, params))
+            if rows is not MISS:
+                conn.reads += 1
+        finally:
+            pool.release(conn)
+        if rows is not MISS:
+            self._counters.read_latency.append(perf_counter() - t0)
+        return rows
+
+    async def read_async(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
+    ) -> T:
+        self.check()
+        t0 = perf_counter()
+        result: T
+        if self._pool is None:
+            result = await self._lane_job(READ, fn, args, timeout, time_limit, sql, "the read")
+        else:
+            readers = self._reader_threads()
+            job = AsyncJob(
+                READ, fn, args, sql, time_limit, asyncio.get_running_loop(), readers.outbox
+            )
+            job.deadline = None if timeout is None else monotonic() + timeout
+            readers.submit(job)
+            result = await await_job(job, timeout, lambda: self._pool_timeout(timeout))
+        self._counters.read_latency.append(perf_counter() - t0)
+        return result
+
+    def _pool_timeout(self, timeout: Bound) -> PoolTimeout:
+        pool = self._pool
+        assert pool is not None
+        return PoolTimeout(
+            f"no reader served this read within {timeout}s: pool size {pool.size}, "
+            f"{self._reader_threads().depth} async read(s) queued, "
+            f"{pool.in_use} reader(s) in use. Raise readers= or timeout="
+        )
+
+    def borrow(
+        self, timeout: Bound, what: str = "the snapshot"
+    ) -> PooledRead | NestedRead | LaneLease:
+        self.check()
+        pool = self._pool
+        if pool is not None:
+            return PooledRead(pool, pool.acquire(timeout))
+        conn = self._lane.held_by(get_ident())
+        if conn is not None:
+            return NestedRead(conn)
+        return self.lease(timeout, what)
+
+    async def borrow_async(
+        self, timeout: Bound, what: str = "the snapshot"
+    ) -> AsyncPooledRead | AsyncLaneLease:
+        self.check()
+        if self._pool is None:
+            return await self.lease_async(timeout, what)
+        pool = self._borrow_pool()
+        conn = await borrow(pool, timeout)
+        return AsyncPooledRead(pool, conn, self._reader_threads())
+
+    # ---- diagnostics -------------------------------------------------------------------------
+    def _warn_large_wal(self, size: int) -> None:
+        pool = self._pool
+        longest = None if pool is None else pool.longest_holder()
+        holders = ""
+        if longest is not None:
+            ident, since = longest
+            holders = (
+                f"; the longest-held reader ({thread_name(ident)}) has been in use for "
+                f"{monotonic() - since:.1f}s"
+            )
+        logger.warning(
+            "litegate: the WAL of %s is %.1f MiB (wal_warn_bytes=%d): checkpoints cannot "
+            "reset it while readers keep old snapshots open%s. End long iterations and "
+            "snapshots sooner",
+            self.opts.name,
+            size / 1048576,
+            self.opts.wal_warn_bytes,
+            holders,
+        )
+
+    def stats(self) -> Stats:
+        c = self._counters
+        pool = self._pool
+        sizes = list(c.batch_sizes)
+        holds = list(c.lane_holds)
+        return Stats(
+            queue_depth=self._lane.depth,
+            queue_capacity=self.opts.queue_size,
+            batches=c.batches,
+            jobs_ok=c.jobs_ok,
+            jobs_failed=c.jobs_failed,
+            max_batch_size=c.max_batch,
+            mean_batch_size=round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+            write_p50_ms=_ms(c.write_latency, 0.5),
+            write_p99_ms=_ms(c.write_latency, 0.99),
+            read_p50_ms=_ms(c.read_latency, 0.5),
+            read_p99_ms=_ms(c.read_latency, 0.99),
+            reads=self._lane.reads + sum(p.reads for p in self._pools()),
+            transactions=c.transactions,
+            lane_wait_p50_ms=_ms(c.lane_wait, 0.5),
+            lane_wait_p99_ms=_ms(c.lane_wait, 0.99),
+            lane_hold_p99_ms=_ms(holds, 0.99),
+            lane_hold_max_ms=round(max(holds, default=0.0) * 1000.0, 3),
+            long_holds=c.long_holds,
+            readers_mode="lane" if pool is None else pool.mode,
+            pool_size=0 if pool is None else pool.size,
+            pool_open=0 if pool is None else pool.open_count,
+            pool_in_use=0 if pool is None else pool.in_use,
+            pool_waiting=0 if pool is None else pool.waiting,
+            pool_waits=0 if pool is None else pool.waits,
+            pool_timeouts=0 if pool is None else pool.timeouts,
+            pool_wait_p99_ms=0.0 if pool is None else _ms(pool.wait_times, 0.99),
+            busy_retries=c.busy_retries,
+            busy_timeouts=c.busy_timeouts,
+            busy_wait_max_ms=round(c.busy_wait_max * 1000.0, 3),
+            checkpoints=c.checkpoints,
+            wal_bytes=c.wal_bytes,
+            wal_warnings=c.wal_warnings,
+        )

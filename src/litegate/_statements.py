@@ -1,0 +1,151 @@
+"""What each statement method does on a connection: the functions the facades hand to the engine
+as jobs (``fn(conn, *args)``), and :class:`Result`.
+
+Nothing here takes locks or knows threads: these run on whichever thread holds the connection
+(the writer thread, a reader's borrower, a transaction's caller).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._types import Params
+
+__all__ = (
+    "Result",
+    "close_cursor",
+    "exec_sql",
+    "fetch",
+    "fetch_page",
+    "first_value",
+    "open_cursor",
+    "rollback_to_savepoint",
+    "run_execute",
+    "run_executemany",
+    "run_query",
+    "run_script",
+    "split_script",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a write statement did.
+
+    :ivar rowcount: rows changed (``-1`` where sqlite3 does not know)
+    :ivar lastrowid: rowid of the last inserted row (``None`` if none)
+    :ivar rows: rows returned by a ``RETURNING`` clause (empty otherwise)
+    """
+
+    rowcount: int
+    lastrowid: int | None
+    rows: list[Any]
+
+
+# Result's slots set directly: a frozen dataclass's __init__ goes through object.__setattr__
+# for each field (~1 us, on every write; this is ~0.4 us).
+_new_object = object.__new__
+_set_rowcount = vars(Result)["rowcount"].__set__
+_set_lastrowid = vars(Result)["lastrowid"].__set__
+_set_rows = vars(Result)["rows"].__set__
+
+
+def run_execute(conn: sqlite3.Connection, sql: str, params: Params = ()) -> Result:
+    cur = conn.execute(sql, params)
+    try:
+        result: Result = _new_object(Result)
+        _set_rows(result, cur.fetchall())
+        _set_rowcount(result, cur.rowcount)
+        _set_lastrowid(result, cur.lastrowid)
+        return result
+    finally:
+        cur.close()
+
+
+def run_executemany(conn: sqlite3.Connection, sql: str, seq: Iterable[Params]) -> Result:
+    cur = conn.executemany(sql, seq)
+    try:
+        return Result(cur.rowcount, cur.lastrowid, [])
+    finally:
+        cur.close()
+
+
+def fetch(conn: sqlite3.Connection, sql: str, params: Params, first: bool) -> Any:
+    """The rows of a query, or (``first``) its first row or None."""
+    cur = conn.execute(sql, params)
+    try:
+        return cur.fetchone() if first else cur.fetchall()
+    finally:
+        cur.close()
+
+
+def run_query(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[Any]:
+    rows: list[Any] = fetch(conn, sql, params, False)
+    return rows
+
+
+def first_value(rows: list[Any]) -> Any:
+    """The first column of the first row, or ``None``."""
+    return rows[0][0] if rows else None
+
+
+def open_cursor(conn: sqlite3.Connection, sql: str, params: Params) -> sqlite3.Cursor:
+    return conn.execute(sql, params)
+
+
+def fetch_page(conn: sqlite3.Connection, cursor: sqlite3.Cursor, n: int) -> list[Any]:
+    return cursor.fetchmany(n)
+
+
+def close_cursor(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> None:
+    cursor.close()
+
+
+def exec_sql(conn: sqlite3.Connection, sql: str) -> None:
+    conn.execute(sql).close()
+
+
+def rollback_to_savepoint(conn: sqlite3.Connection, name: str) -> None:
+    """Undo a savepoint and end it (nothing, if SQLite already ended the transaction)."""
+    if conn.in_transaction:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+
+
+def split_script(script: str) -> Iterator[str]:
+    """Split an SQL script into complete statements (string literals and triggers respected).
+
+    ``sqlite3.Connection.executescript`` commits any open transaction first, which would break
+    group commit, so scripts are run statement by statement inside the lane's transaction.
+    """
+    start = 0
+    i = script.find(";")
+    while i != -1:
+        chunk = script[start : i + 1]
+        if sqlite3.complete_statement(chunk):
+            if chunk.strip(" \t\r\n;"):
+                yield chunk
+            start = i + 1
+        i = script.find(";", i + 1)
+    rest = script[start:]
+    if rest.strip() and _has_code(rest):
+        yield rest
+
+
+def _has_code(text: str) -> bool:
+    """True if text holds anything but whitespace and comments."""
+    lines = [ln.split("--", 1)[0] for ln in text.splitlines()]
+    stripped = "\n".join(lines)
+    while "/*" in stripped:
+        a = stripped.index("/*")
+        b = stripped.find("*/", a + 2)
+        stripped = stripped[:a] + (stripped[b + 2 :] if b != -1 else "")
+    return bool(stripped.strip())
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in split_script(script):
+        conn.execute(statement).close()
