@@ -34,13 +34,17 @@ PERIOD = 0.001
 MARGIN = 0.025
 """Seconds of lateness tolerated beyond INLINE_BUDGET.
 
-Calibrated on the 2-core development machine (shared with other test suites), 8 runs of the
-async suite (5 at load ~1, 3 with a second test suite running beside it), worst lag per test:
+Calibrated on the 2-core development machine (shared with other test suites): 8 runs of the
+async suite on 3.11 (5 at load ~1, 3 with a second test suite running beside it), then 2 runs
+each on 3.11 and 3.13 under coverage (as `make test` runs them). Worst lag per test:
 
-* ordinary async tests (API, transactions, cancellation, timeouts): 1-4 ms, median 1 ms;
+* ordinary async tests (API, transactions, cancellation, timeouts): 1-4.5 ms, median 1 ms;
 * long statements on the writer/reader threads, 100k-row executemany: up to 16 ms (GIL
   hand-offs: a thread running Python keeps the GIL for up to the 5 ms switch interval);
-* the cancellation storm (waves of 250 tasks made ready at once): up to 19 ms.
+* the shutdown-drain tests (300 requests through Starlette/FastAPI in process): up to 20 ms;
+* bursts of hundreds of tasks made ready at once (the thousand-task and cancellation-storm
+  tests): 15-90 ms, spread over hundreds of short steps (the longest single step measured
+  7.7 ms). Those tests opt out, saying so.
 
 The wall-clock lateness also held 40-100 ms of time in which the loop thread was runnable but
 had no CPU; that is the machine's load, not the loop being held, and is discounted per tick
@@ -48,8 +52,8 @@ had no CPU; that is the machine's load, not the loop being held, and is discount
 they are neither litegate nor the test: asyncio debug mode (its per-handle tracebacks stat()
 source files; 10-600 ms: lag is not enforced on debug loops) and full GC collections over the
 session's heap (30-40 ms: conftest freezes the heap before each async test). 25 ms stays above
-everything measured, and well below what a real block on the loop costs (a sync commit, a
-lock held by a thread, a pool wait).
+everything measured in the tests that keep the check, and below what a real block on the loop
+costs (a sync commit, a lock held by a thread, a pool wait: tens of ms to seconds).
 """
 
 LIMIT = INLINE_BUDGET + MARGIN
