@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import random
 import sqlite3
 import threading
@@ -19,6 +20,10 @@ from helpers import lane_held_async
 SLOW_SELECT = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
     "SELECT count(*) FROM (SELECT x FROM c LIMIT 6000000)"
+)
+SLOW_INSERT = (  # into the regressions' table t; runs for seconds unless interrupted
+    "INSERT INTO t SELECT i FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL "
+    "SELECT i+1 FROM c WHERE i < 30000000) SELECT i FROM c) WHERE i = -1"
 )
 SCHEMA = """
 CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, qty INT DEFAULT 0);
@@ -409,3 +414,68 @@ async def test_unclosed_async_database_warns(db_path: str) -> None:
         del adb
         gc.collect()
     await asyncio.to_thread(engine.close, timeout=5)
+
+
+# ---- regressions found by review, each named after the failure it pins ----------------
+async def test_caught_timeout_inside_async_transaction_never_autocommits(db_path: str) -> None:
+    """The cancelled statement was interrupted and SQLite rolled the transaction back; later
+    statements ran in autocommit mode and tx.committed said True."""
+    async with litegate.connect_async(db_path) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        tx = adb.transaction()
+        with pytest.raises(litegate.RolledBack, match="did not commit"):
+            async with tx:
+                await tx.execute("INSERT INTO t VALUES ('first')")
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await tx.execute(SLOW_INSERT)
+                with pytest.raises(litegate.RolledBack, match="rolled back"):
+                    await tx.execute("INSERT INTO t VALUES ('second')")
+        assert await adb.query("SELECT x FROM t") == []
+    assert not tx.committed
+
+
+async def test_async_savepoint_rolls_back_on_a_caught_timeout(db_path: str) -> None:
+    async with litegate.connect_async(db_path) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        async with adb.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES ('outer')")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    async with tx.savepoint():
+                        await tx.execute("INSERT INTO t VALUES ('inside')")
+                        await asyncio.sleep(1)
+        assert tx.committed
+        assert [r[0] for r in await adb.query("SELECT x FROM t")] == ["outer"]
+
+
+async def test_operation_queued_after_the_block_ended_fails_instead_of_hanging(
+    db_path: str,
+) -> None:
+    async with litegate.connect_async(db_path) as adb:
+        await adb.execute("CREATE TABLE t(x UNIQUE)")
+        await adb.execute("INSERT INTO t VALUES (1)")
+        b: asyncio.Task[litegate.Result] | None = None
+        with pytest.raises(ValueError):
+            async with adb.transaction() as tx:
+                b = asyncio.create_task(tx.execute("INSERT INTO t VALUES (1)"))
+                await asyncio.sleep(0)
+                raise ValueError("leave the block")
+        assert b is not None
+        with pytest.raises((sqlite3.IntegrityError, litegate.Misuse)):
+            await asyncio.wait_for(b, 5)
+
+
+async def test_async_rollback_by_exception_logs_no_error(
+    db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="litegate")
+
+    async with litegate.connect_async(db_path) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        with pytest.raises(KeyError):
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO t VALUES (1)")
+                raise KeyError
+        assert await adb.query_value("SELECT count(*) FROM t") == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

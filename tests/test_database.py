@@ -7,6 +7,7 @@ import contextvars
 import gc
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,17 @@ def test_engine_connections_are_exempt_from_the_misuse_detector(db_path: str) ->
             assert db.run_write(debug.origin) is None  # the writer connection
     finally:
         debug.disable()
+
+
+# ---- regressions found by review, each named after the failure it pins ----------------
+def test_database_call_inside_run_write_is_misuse_not_a_deadlock(tmp_path: Path) -> None:
+    with litegate.connect(str(tmp_path / "r.db")) as db:
+        db.execute("CREATE TABLE t(x)")
+        t0 = time.monotonic()
+        with pytest.raises(litegate.Misuse, match="run_write"):
+            db.run_write(lambda conn: db.execute("INSERT INTO t VALUES (1)"), timeout=None)
+        assert db.run_write(lambda conn: db.query_value("SELECT 7")) == 7  # a pool read is fine
+        assert time.monotonic() - t0 < 1
+    with litegate.connect(str(tmp_path / "r0.db"), readers=0) as db:
+        with pytest.raises(litegate.Misuse, match="run_write"):
+            db.run_write(lambda conn: db.query_value("SELECT 1"), timeout=None)
