@@ -13,7 +13,7 @@ endif
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest demo bench clean browser
+.PHONY: venv test lint typecheck pytest ci soak demo bench clean browser
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYBIN)" || { echo "error: interpreter '$(PYTHON)' not found" >&2; exit 2; }
@@ -38,10 +38,24 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| { echo "error: could not install chromium; the browser test needs it" >&2; exit 2; }; }
 
+# Coverage of src/litegate (threads and the Python subprocesses the tests start included); the
+# report lists only files with missing lines and fails below the floor (pyproject
+# [tool.coverage.report] fail_under). Data stays inside the venv, one per interpreter.
+# `make pytest COV= PYTEST_ARGS=tests/test_x.py` runs a subset without it.
+COV ?= --cov --cov-report=term-missing:skip-covered
 pytest: $(STAMP) browser
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	COVERAGE_FILE=$(abspath $(VENV))/.coverage $(VPY) -m pytest $(COV) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# What CI runs (.ci/run): the full `make test` on Python 3.11, then on 3.13.
+ci:
+	$(MAKE) test
+	$(MAKE) test PYTHON=python3.13
+
+# The long forms of the stress tests (tests/stress, marker `stress`): minutes, not seconds.
+soak: $(STAMP)
+	LITEGATE_STRESS=long $(VPY) -m pytest -m stress -o timeout=1800 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VPY) -m litegate demo

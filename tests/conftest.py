@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+import gc
+import importlib.util
+import inspect
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,6 +13,7 @@ from typing import Any
 import pytest
 
 import litegate
+import loop_lag
 from litegate._engine import live
 
 # Every test body that can runs in every read mode.
@@ -16,6 +22,81 @@ READ_MODES = [
     pytest.param("per-thread", id="per-thread"),
     pytest.param(0, id="readers=0"),
 ]
+
+
+def _eager_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    return loop
+
+
+# Every `async def` test runs on each of these loops (anyio's plugin, `anyio_mode = "auto"`):
+# - asyncio: the default loop; the loop-lag check (tests/loop_lag.py) is enforced here.
+# - asyncio-debug: debug mode raises on a loop call from a foreign thread and reports
+#   never-awaited coroutines. Its bookkeeping (a source traceback, with a stat() per frame, for
+#   every handle and future) stalls the loop by itself for 10-60 ms, so lag is not enforced.
+# - uvloop, when installed; eager (3.12+): tasks run their first step inside create_task(),
+#   so litegate must not assume a new task has not started yet.
+ASYNC_BACKENDS = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("asyncio", {"debug": True}), id="asyncio-debug"),
+]
+if importlib.util.find_spec("uvloop") is not None:
+    ASYNC_BACKENDS.append(pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"))
+if sys.version_info >= (3, 12):
+    ASYNC_BACKENDS.append(pytest.param(("asyncio", {"loop_factory": _eager_loop}), id="eager"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.no_debug_loop(reason)`` keeps a test off the asyncio-debug loop (where its
+    bookkeeping makes a burst of a thousand tasks 5-10x slower and trips default timeouts)."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_debug = callspec is not None and callspec.id.split("-")[:2] == ["asyncio", "debug"]
+        (drop if on_debug and item.get_closest_marker("no_debug_loop") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(params=ASYNC_BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _loop_lag(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail an ``async def`` test in which the event loop was held longer than litegate's
+    inline budget plus a margin (tests/loop_lag.py). ``@pytest.mark.blocks_loop("reason")``
+    opts a test out: only for a test that blocks the loop itself, never for litegate."""
+    item = request.node
+    test = getattr(item, "obj", None)
+    if not isinstance(item, pytest.Function) or not inspect.iscoroutinefunction(test):
+        yield
+        return
+    marker = item.get_closest_marker("blocks_loop")
+    if marker is not None and not (marker.args and str(marker.args[0]).strip()):
+        pytest.fail("@pytest.mark.blocks_loop needs a reason", pytrace=False)
+    # Whatever is alive now (pytest, the frameworks, earlier tests' leftovers) stays out of the
+    # cyclic GC during the test: otherwise a full collection walks that heap and stalls the
+    # loop for 10-40 ms, which is the session's heap, not litegate, holding the loop.
+    gc.collect()
+    gc.freeze()
+    item.obj = loop_lag.wrap(test, item.nodeid, opted_out=marker is not None)
+    try:
+        yield
+    finally:
+        item.obj = test
+
+
+@pytest.fixture
+def no_sniffio_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx and httpcore try ``import sniffio`` on every request; when it is not installed the
+    failed import is not cached, and each request scans sys.path on the event loop (~5 ms,
+    more under load). Recording it as absent makes that import fail at once."""
+    if importlib.util.find_spec("sniffio") is None:
+        monkeypatch.setitem(sys.modules, "sniffio", None)
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import litegate
@@ -45,6 +46,21 @@ def lane_held(db: litegate.Database) -> Iterator[None]:
         release.set()
         t.join(20)
         assert not errors, errors
+
+
+@asynccontextmanager
+async def lane_held_async(db: litegate.Database) -> AsyncIterator[None]:
+    """:func:`lane_held` for an ``async def`` test: entering and leaving wait in a thread, so
+    the test does not block its own event loop."""
+    cm = lane_held(db)
+    await asyncio.to_thread(cm.__enter__)
+    try:
+        yield
+    except BaseException as exc:
+        await asyncio.to_thread(cm.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await asyncio.to_thread(cm.__exit__, None, None, None)
 
 
 class Outcome:

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -52,11 +53,15 @@ def server_command(server: str, port: int) -> list[str]:
     ]
 
 
+@pytest.mark.blocks_loop("litegate runs in the server process; this loop runs only httpx")
+@pytest.mark.usefixtures("no_sniffio_scan")
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
-def test_concurrent_requests_under_a_real_server(server: str, tmp_path: Path) -> None:
+async def test_concurrent_requests_under_a_real_server(server: str, tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "ASGI_TEST_DB": str(tmp_path / "asgi.db"), "PYTHONPATH": str(TESTS)}
-    proc = subprocess.Popen(
+    # started, waited for and stopped off the loop: the loop here is the load generator's
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
         server_command(server, port),
         cwd=TESTS,
         env=env,
@@ -67,47 +72,51 @@ def test_concurrent_requests_under_a_real_server(server: str, tmp_path: Path) ->
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/count", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
+        limits = httpx.Limits(max_connections=50)
+        # built off the loop: it loads the CA certificates (tens of ms)
+        client = await asyncio.to_thread(
+            httpx.AsyncClient, base_url=base, limits=limits, timeout=30
+        )
+        async with client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if (await client.get("/count", timeout=1)).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None:
+                    raise AssertionError((await asyncio.to_thread(proc.communicate))[0])
+                assert time.monotonic() < deadline, "server did not start"
+                await asyncio.sleep(0.05)
 
-        async def load() -> list[str]:
-            limits = httpx.Limits(max_connections=50)
-            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-                sem = asyncio.Semaphore(50)
+            sem = asyncio.Semaphore(50)
 
-                async def one(i: int) -> str | None:
-                    async with sem:
-                        r = await client.post("/write", params={"tag": f"w{i}"})
-                        return f"w{i}" if r.status_code == 200 else None
+            async def one(i: int) -> str | None:
+                async with sem:
+                    r = await client.post("/write", params={"tag": f"w{i}"})
+                    return f"w{i}" if r.status_code == 200 else None
 
-                done = await asyncio.gather(*(one(i) for i in range(400)))
-            return [t for t in done if t is not None]
-
-        acked = asyncio.run(load())
-        assert len(acked) == 400
-        assert httpx.get(base + "/count", timeout=5).json() == {"n": 400}
+            done = await asyncio.gather(*(one(i) for i in range(400)))
+            acked = [t for t in done if t is not None]
+            assert len(acked) == 400
+            assert (await client.get("/count", timeout=5)).json() == {"n": 400}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(20)
+            await asyncio.to_thread(proc.wait, 20)
         except subprocess.TimeoutExpired:  # pragma: no cover
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            await asyncio.to_thread(proc.wait, 5)
         if proc.stdout is not None:
             proc.stdout.close()
     # graceful shutdown closed the database: the file has everything, WAL checkpointed
-    import sqlite3
+    assert await asyncio.to_thread(_count_rows, tmp_path / "asgi.db") == 400
 
-    conn = sqlite3.connect(tmp_path / "asgi.db")
+
+def _count_rows(path: Path) -> int:
+    conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 400
+        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
     finally:
         conn.close()

@@ -4,32 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 import litegate
-from helpers import lane_held
-
-T = TypeVar("T")
+from helpers import lane_held_async
 
 SLOW_SELECT = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
     "SELECT count(*) FROM (SELECT x FROM c LIMIT 6000000)"
 )
+SLOW_INSERT = (  # into the regressions' table t; runs for seconds unless interrupted
+    "INSERT INTO t SELECT i FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL "
+    "SELECT i+1 FROM c WHERE i < 30000000) SELECT i FROM c) WHERE i = -1"
+)
 SCHEMA = """
 CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, qty INT DEFAULT 0);
 CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INT NOT NULL CHECK (balance >= 0));
 """
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro, debug=False)
 
 
 async def until(pred: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -45,171 +44,151 @@ async def open_db(path: str, readers: Any, **kw: Any) -> litegate.AsyncDatabase:
     return adb
 
 
-def test_async_api(db_path: str, readers: Any) -> None:
-    async def main() -> None:
-        async with litegate.connect_async(db_path, readers=readers) as adb:
-            await adb.executescript(SCHEMA)
-            res = await adb.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("a", 1))
-            assert (res.rowcount, res.lastrowid) == (1, 1)
-            await adb.executemany(
-                "INSERT INTO items(name, qty) VALUES (?, ?)", [("b", 2), ("c", 3)]
+async def test_async_api(db_path: str, readers: Any) -> None:
+    async with litegate.connect_async(db_path, readers=readers) as adb:
+        await adb.executescript(SCHEMA)
+        res = await adb.execute("INSERT INTO items(name, qty) VALUES (?, ?)", ("a", 1))
+        assert (res.rowcount, res.lastrowid) == (1, 1)
+        await adb.executemany("INSERT INTO items(name, qty) VALUES (?, ?)", [("b", 2), ("c", 3)])
+        assert [r["name"] for r in await adb.query("SELECT name FROM items ORDER BY id")] == [
+            "a",
+            "b",
+            "c",
+        ]
+        assert (await adb.query_one("SELECT qty FROM items WHERE name='b'"))["qty"] == 2
+        assert await adb.query_one("SELECT 1 WHERE 0") is None
+        assert await adb.query_value("SELECT sum(qty) FROM items") == 6
+        assert [
+            r[0] async for r in adb.iterate("SELECT qty FROM items ORDER BY qty", arraysize=2)
+        ] == [1, 2, 3]
+        assert (
+            await adb.run_write(
+                lambda c, n: c.execute("DELETE FROM items WHERE name=?", (n,)).rowcount, "c"
             )
-            assert [r["name"] for r in await adb.query("SELECT name FROM items ORDER BY id")] == [
-                "a",
-                "b",
-                "c",
-            ]
-            assert (await adb.query_one("SELECT qty FROM items WHERE name='b'"))["qty"] == 2
-            assert await adb.query_one("SELECT 1 WHERE 0") is None
-            assert await adb.query_value("SELECT sum(qty) FROM items") == 6
-            assert [
-                r[0] async for r in adb.iterate("SELECT qty FROM items ORDER BY qty", arraysize=2)
-            ] == [1, 2, 3]
-            assert (
-                await adb.run_write(
-                    lambda c, n: c.execute("DELETE FROM items WHERE name=?", (n,)).rowcount, "c"
-                )
-                == 1
-            )
-            assert (
-                await adb.run_read(lambda c: c.execute("SELECT count(*) FROM items").fetchone()[0])
-                == 2
-            )
+            == 1
+        )
+        assert (
+            await adb.run_read(lambda c: c.execute("SELECT count(*) FROM items").fetchone()[0]) == 2
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            await adb.execute("INSERT INTO items(name) VALUES ('a')")
+        with pytest.raises(sqlite3.OperationalError):
+            await adb.query("SELECT * FROM nowhere")
+        assert await adb.migrate(["CREATE TABLE m(x)"]) == 1
+        stats = await adb.stats()
+        assert stats.jobs_ok >= 4 and stats.reads >= 5
+    assert adb.closed
+    with pytest.raises(litegate.Closed):
+        await adb.query("SELECT 1")
+    with pytest.raises(litegate.Closed):
+        await adb.execute("SELECT 1")
+
+
+async def test_async_transactions_and_savepoints(db_path: str, readers: Any) -> None:
+    adb = await open_db(db_path, readers)
+    try:
+        async with adb.transaction() as tx:
+            await tx.execute("INSERT INTO items(name) VALUES ('outer')")
+            async with tx.savepoint():
+                await tx.execute("INSERT INTO items(name) VALUES ('kept')")
             with pytest.raises(sqlite3.IntegrityError):
-                await adb.execute("INSERT INTO items(name) VALUES ('a')")
-            with pytest.raises(sqlite3.OperationalError):
-                await adb.query("SELECT * FROM nowhere")
-            assert await adb.migrate(["CREATE TABLE m(x)"]) == 1
-            stats = await adb.stats()
-            assert stats.jobs_ok >= 4 and stats.reads >= 5
-        assert adb.closed
-        with pytest.raises(litegate.Closed):
-            await adb.query("SELECT 1")
-        with pytest.raises(litegate.Closed):
-            await adb.execute("SELECT 1")
-
-    run(main())
-
-
-def test_async_transactions_and_savepoints(db_path: str, readers: Any) -> None:
-    async def main() -> None:
-        adb = await open_db(db_path, readers)
-        try:
-            async with adb.transaction() as tx:
-                await tx.execute("INSERT INTO items(name) VALUES ('outer')")
                 async with tx.savepoint():
-                    await tx.execute("INSERT INTO items(name) VALUES ('kept')")
-                with pytest.raises(sqlite3.IntegrityError):
-                    async with tx.savepoint():
-                        await tx.execute("INSERT INTO items(name) VALUES ('x')")
-                        await tx.execute("INSERT INTO items(name) VALUES ('x')")
-                assert await tx.query_value("SELECT count(*) FROM items") == 2
-                assert [r[0] async for r in tx.iterate("SELECT name FROM items ORDER BY id")] == [
-                    "outer",
-                    "kept",
-                ]
-            assert tx.committed
-            with pytest.raises(RuntimeError):
-                async with adb.transaction() as tx2:
-                    await tx2.execute("INSERT INTO items(name) VALUES ('gone')")
-                    raise RuntimeError
-            assert not tx2.committed
-            assert [r[0] for r in await adb.query("SELECT name FROM items ORDER BY id")] == [
+                    await tx.execute("INSERT INTO items(name) VALUES ('x')")
+                    await tx.execute("INSERT INTO items(name) VALUES ('x')")
+            assert await tx.query_value("SELECT count(*) FROM items") == 2
+            assert [r[0] async for r in tx.iterate("SELECT name FROM items ORDER BY id")] == [
                 "outer",
                 "kept",
             ]
-            async with adb.snapshot() as snap:
-                assert await snap.query_value("SELECT count(*) FROM items") == 2
-        finally:
-            await adb.close()
-
-    run(main())
+        assert tx.committed
+        with pytest.raises(RuntimeError):
+            async with adb.transaction() as tx2:
+                await tx2.execute("INSERT INTO items(name) VALUES ('gone')")
+                raise RuntimeError
+        assert not tx2.committed
+        assert [r[0] for r in await adb.query("SELECT name FROM items ORDER BY id")] == [
+            "outer",
+            "kept",
+        ]
+        async with adb.snapshot() as snap:
+            assert await snap.query_value("SELECT count(*) FROM items") == 2
+    finally:
+        await adb.close()
 
 
 @pytest.mark.parametrize("what", ["read", "write", "connect-close"])
-def test_event_loop_keeps_ticking_during_a_long_statement(
+async def test_event_loop_keeps_ticking_during_a_long_statement(
     db_path: str, readers: Any, what: str
 ) -> None:
-    async def main() -> None:
-        ticks = 0
-        stop = asyncio.Event()
+    ticks = 0
+    stop = asyncio.Event()
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
 
-        t = asyncio.create_task(ticker())
+    t = asyncio.create_task(ticker())
+    t0 = time.monotonic()
+    adb = await open_db(db_path, readers)
+    try:
+        if what == "read":
+            assert await adb.query_value(SLOW_SELECT) == 6000000
+        elif what == "write":
+            await adb.execute(
+                "INSERT INTO items(name) SELECT 'z' || x FROM (WITH RECURSIVE c(x) AS "
+                "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c LIMIT 1500000)"
+            )
+        else:
+            # built off the loop: the test must not hold its own loop for tens of ms
+            rows = await asyncio.to_thread(lambda: [(f"n{i}",) for i in range(100000)])
+            await adb.executemany("INSERT INTO items(name) VALUES (?)", rows)
+    finally:
+        await adb.close()
+    elapsed = time.monotonic() - t0
+    stop.set()
+    await t
+    if what != "connect-close":
+        assert elapsed >= 1.0, f"the statement should run >= 1 s to prove anything ({elapsed:.2f}s)"
+    # a blocked loop would tick about once; a free one ~elapsed/0.01 times
+    assert ticks >= max(5, elapsed / 0.01 * 0.3), (ticks, elapsed)
+
+
+async def test_inline_reads_move_to_a_thread_when_over_budget(db_path: str) -> None:
+    adb = await open_db(db_path, 2)
+    try:
+        await adb.query_value("SELECT 1")  # the first read opens a reader (in a thread)
+        threads = adb._engine._reader_threads()  # type: ignore[attr-defined]
+        before = threads.submitted
+        for _ in range(50):
+            assert await adb.query_value("SELECT 1") == 1
+        assert threads.submitted == before  # point reads ran inline on the loop
+        n = await adb.query_value(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+            "SELECT count(*) FROM (SELECT x FROM c LIMIT 2000000)"
+        )
+        assert n == 2000000
+        assert threads.submitted == before + 1  # the long one was moved to a thread
+    finally:
+        await adb.close()
+
+
+async def test_running_read_is_interrupted_by_cancellation(db_path: str) -> None:
+    adb = await open_db(db_path, 1)
+    try:
+        slow = asyncio.create_task(adb.query_value(SLOW_SELECT))
+        await until(lambda: _in_use(adb))
         t0 = time.monotonic()
-        adb = await open_db(db_path, readers)
-        try:
-            if what == "read":
-                assert await adb.query_value(SLOW_SELECT) == 6000000
-            elif what == "write":
-                await adb.execute(
-                    "INSERT INTO items(name) SELECT 'z' || x FROM (WITH RECURSIVE c(x) AS "
-                    "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c LIMIT 1500000)"
-                )
-            else:
-                await adb.executemany(
-                    "INSERT INTO items(name) VALUES (?)", [(f"n{i}",) for i in range(100000)]
-                )
-        finally:
-            await adb.close()
-        elapsed = time.monotonic() - t0
-        stop.set()
-        await t
-        if what != "connect-close":
-            assert elapsed >= 1.0, (
-                f"the statement should run >= 1 s to prove anything ({elapsed:.2f}s)"
-            )
-        # a blocked loop would tick about once; a free one ~elapsed/0.01 times
-        assert ticks >= max(5, elapsed / 0.01 * 0.3), (ticks, elapsed)
-
-    run(main())
-
-
-def test_inline_reads_move_to_a_thread_when_over_budget(db_path: str) -> None:
-    async def main() -> None:
-        adb = await open_db(db_path, 2)
-        try:
-            await adb.query_value("SELECT 1")  # the first read opens a reader (in a thread)
-            threads = adb._engine._reader_threads()  # type: ignore[attr-defined]
-            before = threads.submitted
-            for _ in range(50):
-                assert await adb.query_value("SELECT 1") == 1
-            assert threads.submitted == before  # point reads ran inline on the loop
-            n = await adb.query_value(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
-                "SELECT count(*) FROM (SELECT x FROM c LIMIT 2000000)"
-            )
-            assert n == 2000000
-            assert threads.submitted == before + 1  # the long one was moved to a thread
-        finally:
-            await adb.close()
-
-    run(main())
-
-
-def test_running_read_is_interrupted_by_cancellation(db_path: str) -> None:
-    async def main() -> None:
-        adb = await open_db(db_path, 1)
-        try:
-            slow = asyncio.create_task(adb.query_value(SLOW_SELECT))
-            await until(lambda: _in_use(adb))
-            t0 = time.monotonic()
-            slow.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await slow
-            # the only reader is free at once: the next read does not wait for the slow one
-            assert await adb.query_value("SELECT 42", timeout=2) == 42
-            assert time.monotonic() - t0 < 2
-            await until(lambda: _idle(adb))
-        finally:
-            await adb.close()
-
-    run(main())
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # the only reader is free at once: the next read does not wait for the slow one
+        assert await adb.query_value("SELECT 42", timeout=2) == 42
+        assert time.monotonic() - t0 < 2
+        await until(lambda: _idle(adb))
+    finally:
+        await adb.close()
 
 
 async def _in_use(adb: litegate.AsyncDatabase) -> bool:
@@ -220,160 +199,151 @@ async def _idle(adb: litegate.AsyncDatabase) -> bool:
     return (await adb.stats()).pool_in_use == 0
 
 
-def test_cancelled_queued_write_never_runs(db_path: str, readers: Any) -> None:
-    async def main() -> None:
-        adb = await open_db(db_path, readers)
-        db = adb.as_sync()
-        try:
-            with lane_held(db):
-                task = asyncio.create_task(adb.execute("INSERT INTO items(name) VALUES ('never')"))
-                await until(lambda: _queued(adb, 1))
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-            await adb.execute("INSERT INTO items(name) VALUES ('after')")
-            assert [r[0] for r in await adb.query("SELECT name FROM items")] == ["after"]
-        finally:
-            await adb.close()
-
-    run(main())
+async def test_cancelled_queued_write_never_runs(db_path: str, readers: Any) -> None:
+    adb = await open_db(db_path, readers)
+    db = adb.as_sync()
+    try:
+        async with lane_held_async(db):
+            task = asyncio.create_task(adb.execute("INSERT INTO items(name) VALUES ('never')"))
+            await until(lambda: _queued(adb, 1))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await adb.execute("INSERT INTO items(name) VALUES ('after')")
+        assert [r[0] for r in await adb.query("SELECT name FROM items")] == ["after"]
+    finally:
+        await adb.close()
 
 
 async def _queued(adb: litegate.AsyncDatabase, n: int) -> bool:
     return (await adb.stats()).queue_depth == n
 
 
-def test_cancelled_transaction_rolls_back_and_frees_the_lane(db_path: str, readers: Any) -> None:
-    async def main() -> None:
-        adb = await open_db(db_path, readers)
-        try:
-            inside = asyncio.Event()
+async def test_cancelled_transaction_rolls_back_and_frees_the_lane(
+    db_path: str, readers: Any
+) -> None:
+    adb = await open_db(db_path, readers)
+    try:
+        inside = asyncio.Event()
 
-            async def stuck() -> None:
-                async with adb.transaction() as tx:
-                    await tx.execute("INSERT INTO items(name) VALUES ('trace')")
-                    inside.set()
-                    await asyncio.Event().wait()
+        async def stuck() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO items(name) VALUES ('trace')")
+                inside.set()
+                await asyncio.Event().wait()
 
-            task = asyncio.create_task(stuck())
-            await inside.wait()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            async with adb.transaction(timeout=1) as tx:
-                assert await tx.query_value("SELECT count(*) FROM items") == 0
-            assert await adb.query_value("SELECT count(*) FROM items") == 0
-        finally:
-            await adb.close()
-
-    run(main())
-
-
-def test_async_timeouts(db_path: str) -> None:
-    async def main() -> None:
-        adb = await open_db(db_path, 1)
-        db = adb.as_sync()
-        try:
-            with lane_held(db):
-                with pytest.raises(litegate.WriteTimeout, match="did not get the write lane"):
-                    await adb.execute("INSERT INTO items(name) VALUES ('late')", timeout=0.1)
-                with pytest.raises(litegate.WriteTimeout):
-                    async with adb.transaction(timeout=0.1):
-                        pass  # pragma: no cover
-            it = db.iterate("SELECT 1 UNION ALL SELECT 2")
-            next(it)  # the only reader is held
-            with pytest.raises(litegate.PoolTimeout):
-                await adb.query("SELECT 1", timeout=0.1)
-            it.close()
-            assert await adb.query_value("SELECT count(*) FROM items") == 0
-        finally:
-            await adb.close()
-
-    run(main())
+        task = asyncio.create_task(stuck())
+        await inside.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with adb.transaction(timeout=1) as tx:
+            assert await tx.query_value("SELECT count(*) FROM items") == 0
+        assert await adb.query_value("SELECT count(*) FROM items") == 0
+    finally:
+        await adb.close()
 
 
-def test_close_fails_waiting_tasks_with_closed(db_path: str) -> None:
-    async def main() -> None:
-        adb = await open_db(db_path, 1)
-        db = adb.as_sync()
+async def test_async_timeouts(db_path: str) -> None:
+    adb = await open_db(db_path, 1)
+    db = adb.as_sync()
+    try:
+        async with lane_held_async(db):
+            with pytest.raises(litegate.WriteTimeout, match="did not get the write lane"):
+                await adb.execute("INSERT INTO items(name) VALUES ('late')", timeout=0.1)
+            with pytest.raises(litegate.WriteTimeout):
+                async with adb.transaction(timeout=0.1):
+                    pass  # pragma: no cover
         it = db.iterate("SELECT 1 UNION ALL SELECT 2")
-        next(it)  # hold the only reader so async reads queue up
-        waiting = [asyncio.create_task(adb.run_read(lambda c: 1, timeout=None)) for _ in range(5)]
-        await asyncio.sleep(0.05)
-        assert not any(t.done() for t in waiting)
-        it.close()
-        closer = asyncio.create_task(adb.close())
-        results = await asyncio.gather(*waiting, return_exceptions=True)
-        await closer
-        assert all(r == 1 or isinstance(r, litegate.Closed) for r in results), results
-
-    run(main())
+        await asyncio.to_thread(next, it)  # the only reader is held (taken off the loop)
+        with pytest.raises(litegate.PoolTimeout):
+            await adb.query("SELECT 1", timeout=0.1)
+        await asyncio.to_thread(it.close)
+        assert await adb.query_value("SELECT count(*) FROM items") == 0
+    finally:
+        await adb.close()
 
 
-def test_thousand_tasks_keep_every_invariant(db_path: str, readers: Any) -> None:
+async def test_close_fails_waiting_tasks_with_closed(db_path: str) -> None:
+    adb = await open_db(db_path, 1)
+    db = adb.as_sync()
+    it = db.iterate("SELECT 1 UNION ALL SELECT 2")
+    await asyncio.to_thread(next, it)  # hold the only reader so async reads queue up
+    waiting = [asyncio.create_task(adb.run_read(lambda c: 1, timeout=None)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert not any(t.done() for t in waiting)
+    await asyncio.to_thread(it.close)
+    closer = asyncio.create_task(adb.close())
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    await closer
+    assert all(r == 1 or isinstance(r, litegate.Closed) for r in results), results
+
+
+@pytest.mark.blocks_loop(
+    "1000 tasks ready at once: one loop iteration runs hundreds of task steps back to back "
+    "(20-60 ms in all); the longest single step measured 7.7 ms"
+)
+@pytest.mark.no_debug_loop(
+    "11-16 s there under coverage, and transactions queued behind ~500 jobs time out"
+)
+async def test_thousand_tasks_keep_every_invariant(db_path: str, readers: Any) -> None:
     accounts, start_balance = 20, 500
+    adb = await open_db(db_path, readers)
+    try:
+        await adb.executemany(
+            "INSERT INTO accounts VALUES (?, ?)", [(i, start_balance) for i in range(accounts)]
+        )
+        acked: list[str] = []
 
-    async def main() -> None:
-        adb = await open_db(db_path, readers)
-        try:
-            await adb.executemany(
-                "INSERT INTO accounts VALUES (?, ?)", [(i, start_balance) for i in range(accounts)]
-            )
-            acked: list[str] = []
-
-            async def task(k: int) -> None:
-                rng = random.Random(k)
-                for i in range(6):
-                    r = rng.random()
-                    if r < 0.4:
-                        assert (
-                            await adb.query_value(
-                                "SELECT balance FROM accounts WHERE id=?",
-                                (rng.randrange(accounts),),
-                            )
-                            >= 0
+        async def task(k: int) -> None:
+            rng = random.Random(k)
+            for i in range(6):
+                r = rng.random()
+                if r < 0.4:
+                    assert (
+                        await adb.query_value(
+                            "SELECT balance FROM accounts WHERE id=?",
+                            (rng.randrange(accounts),),
                         )
-                    elif r < 0.7:
-                        await adb.execute("INSERT INTO items(name) VALUES (?)", (f"{k}-{i}",))
-                        acked.append(f"{k}-{i}")
-                    elif r < 0.9:
-                        a, b = rng.sample(range(accounts), 2)
-                        async with adb.transaction() as tx:
-                            if (
-                                await tx.query_value(
-                                    "SELECT balance FROM accounts WHERE id=?", (a,)
-                                )
-                                >= 5
-                            ):
-                                await tx.execute(
-                                    "UPDATE accounts SET balance = balance - 5 WHERE id=?", (a,)
-                                )
-                                await tx.execute(
-                                    "UPDATE accounts SET balance = balance + 5 WHERE id=?", (b,)
-                                )
-                    else:
-                        async with adb.snapshot() as snap:
-                            assert (
-                                await snap.query_value("SELECT sum(balance) FROM accounts")
-                                == accounts * start_balance
+                        >= 0
+                    )
+                elif r < 0.7:
+                    await adb.execute("INSERT INTO items(name) VALUES (?)", (f"{k}-{i}",))
+                    acked.append(f"{k}-{i}")
+                elif r < 0.9:
+                    a, b = rng.sample(range(accounts), 2)
+                    async with adb.transaction() as tx:
+                        if (
+                            await tx.query_value("SELECT balance FROM accounts WHERE id=?", (a,))
+                            >= 5
+                        ):
+                            await tx.execute(
+                                "UPDATE accounts SET balance = balance - 5 WHERE id=?", (a,)
                             )
+                            await tx.execute(
+                                "UPDATE accounts SET balance = balance + 5 WHERE id=?", (b,)
+                            )
+                else:
+                    async with adb.snapshot() as snap:
+                        assert (
+                            await snap.query_value("SELECT sum(balance) FROM accounts")
+                            == accounts * start_balance
+                        )
 
-            await asyncio.gather(*(task(k) for k in range(1000)))
-            assert (
-                await adb.query_value("SELECT sum(balance) FROM accounts")
-                == accounts * start_balance
-            )
-            assert sorted(r[0] for r in await adb.query("SELECT name FROM items")) == sorted(acked)
-            assert (await adb.stats()).jobs_failed == 0
-        finally:
-            await adb.close()
-
-    run(main())
+        await asyncio.gather(*(task(k) for k in range(1000)))
+        assert (
+            await adb.query_value("SELECT sum(balance) FROM accounts") == accounts * start_balance
+        )
+        assert sorted(r[0] for r in await adb.query("SELECT name FROM items")) == sorted(acked)
+        assert (await adb.stats()).jobs_failed == 0
+    finally:
+        await adb.close()
 
 
-def test_sync_and_async_share_one_engine(db_path: str, readers: Any) -> None:
-    db = litegate.connect(db_path, readers=readers)
-    db.executescript(SCHEMA)
+async def test_sync_and_async_share_one_engine(db_path: str, readers: Any) -> None:
+    # the sync calls of this test run in threads: only litegate's async calls use the loop
+    db = await asyncio.to_thread(litegate.connect, db_path, readers=readers)
+    await asyncio.to_thread(db.executescript, SCHEMA)
     adb = db.as_async()
     errors: list[BaseException] = []
 
@@ -385,29 +355,27 @@ def test_sync_and_async_share_one_engine(db_path: str, readers: Any) -> None:
         except BaseException as exc:  # pragma: no cover
             errors.append(exc)
 
-    async def tasks() -> None:
-        async def one(k: int) -> None:
-            for i in range(50):
-                await adb.execute("INSERT INTO items(name) VALUES (?)", (f"a{k}-{i}",))
-                await adb.query("SELECT count(*) FROM items")
-
-        await asyncio.gather(*(one(k) for k in range(8)))
+    async def one(k: int) -> None:
+        for i in range(50):
+            await adb.execute("INSERT INTO items(name) VALUES (?)", (f"a{k}-{i}",))
+            await adb.query("SELECT count(*) FROM items")
 
     try:
         threads = [threading.Thread(target=thread_worker, args=(k,)) for k in range(4)]
         for t in threads:
             t.start()
-        run(tasks())
+        await asyncio.gather(*(one(k) for k in range(8)))
         for t in threads:
-            t.join()
+            await asyncio.to_thread(t.join)
         assert errors == []
-        assert db.query_value("SELECT count(*) FROM items") == 4 * 100 + 8 * 50
-        assert db.stats().max_batch_size > 1
+        assert await adb.query_value("SELECT count(*) FROM items") == 4 * 100 + 8 * 50
+        assert (await adb.stats()).max_batch_size > 1
     finally:
-        db.close()
+        await asyncio.to_thread(db.close)
 
 
 def test_several_event_loops_at_once(db_path: str) -> None:
+    # stays sync: it runs four event loops, one per thread (asyncio.run in each)
     db = litegate.connect(db_path)
     db.executescript(SCHEMA)
     adb = db.as_async()
@@ -439,13 +407,75 @@ def test_several_event_loops_at_once(db_path: str) -> None:
         db.close()
 
 
-def test_unclosed_async_database_warns(db_path: str) -> None:
-    async def main() -> litegate.AsyncDatabase:
-        return await litegate.connect_async(db_path)
-
-    adb = run(main())
+async def test_unclosed_async_database_warns(db_path: str) -> None:
+    adb = await litegate.connect_async(db_path)
     engine = adb._engine
     with pytest.warns(ResourceWarning, match="never closed"):
         del adb
         gc.collect()
-    engine.close(timeout=5)
+    await asyncio.to_thread(engine.close, timeout=5)
+
+
+# ---- regressions found by review, each named after the failure it pins ----------------
+async def test_caught_timeout_inside_async_transaction_never_autocommits(db_path: str) -> None:
+    """The cancelled statement was interrupted and SQLite rolled the transaction back; later
+    statements ran in autocommit mode and tx.committed said True."""
+    async with litegate.connect_async(db_path) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        tx = adb.transaction()
+        with pytest.raises(litegate.RolledBack, match="did not commit"):
+            async with tx:
+                await tx.execute("INSERT INTO t VALUES ('first')")
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await tx.execute(SLOW_INSERT)
+                with pytest.raises(litegate.RolledBack, match="rolled back"):
+                    await tx.execute("INSERT INTO t VALUES ('second')")
+        assert await adb.query("SELECT x FROM t") == []
+    assert not tx.committed
+
+
+async def test_async_savepoint_rolls_back_on_a_caught_timeout(db_path: str) -> None:
+    async with litegate.connect_async(db_path) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        async with adb.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES ('outer')")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    async with tx.savepoint():
+                        await tx.execute("INSERT INTO t VALUES ('inside')")
+                        await asyncio.sleep(1)
+        assert tx.committed
+        assert [r[0] for r in await adb.query("SELECT x FROM t")] == ["outer"]
+
+
+async def test_operation_queued_after_the_block_ended_fails_instead_of_hanging(
+    db_path: str,
+) -> None:
+    async with litegate.connect_async(db_path) as adb:
+        await adb.execute("CREATE TABLE t(x UNIQUE)")
+        await adb.execute("INSERT INTO t VALUES (1)")
+        b: asyncio.Task[litegate.Result] | None = None
+        with pytest.raises(ValueError):
+            async with adb.transaction() as tx:
+                b = asyncio.create_task(tx.execute("INSERT INTO t VALUES (1)"))
+                await asyncio.sleep(0)
+                raise ValueError("leave the block")
+        assert b is not None
+        with pytest.raises((sqlite3.IntegrityError, litegate.Misuse)):
+            await asyncio.wait_for(b, 5)
+
+
+async def test_async_rollback_by_exception_logs_no_error(
+    db_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="litegate")
+
+    async with litegate.connect_async(db_path) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        with pytest.raises(KeyError):
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO t VALUES (1)")
+                raise KeyError
+        assert await adb.query_value("SELECT count(*) FROM t") == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

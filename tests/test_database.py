@@ -7,6 +7,7 @@ import contextvars
 import gc
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -258,18 +259,13 @@ class Store:
         }
 
 
-def test_store_built_in_main_thread_works_from_to_thread_and_threads(
+@pytest.mark.blocks_loop("the scenario: a sync Database opened and closed on the loop thread")
+async def test_store_built_in_main_thread_works_from_to_thread_and_threads(
     db_path: str, readers: Any
 ) -> None:
-    store = Store(db_path, readers)
+    store = Store(db_path, readers)  # built on the test's (loop) thread, on purpose
     try:
-
-        async def main() -> list[int]:
-            return await asyncio.gather(
-                *(asyncio.to_thread(store.add, f"doc{i}") for i in range(50))
-            )
-
-        ids = asyncio.run(main())
+        ids = await asyncio.gather(*(asyncio.to_thread(store.add, f"doc{i}") for i in range(50)))
         errors: list[BaseException] = []
 
         def worker(k: int) -> None:
@@ -284,12 +280,12 @@ def test_store_built_in_main_thread_works_from_to_thread_and_threads(
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            await asyncio.to_thread(t.join)
         assert errors == []
         assert sorted(ids) == sorted(set(ids)) and len(ids) == 50
-        assert store.status_counts() == {"new": 150}
+        assert await asyncio.to_thread(store.status_counts) == {"new": 150}
     finally:
-        store.db.close()
+        await asyncio.to_thread(store.db.close)
 
 
 def test_engine_connections_are_exempt_from_the_misuse_detector(db_path: str) -> None:
@@ -313,3 +309,17 @@ def test_engine_connections_are_exempt_from_the_misuse_detector(db_path: str) ->
             assert db.run_write(debug.origin) is None  # the writer connection
     finally:
         debug.disable()
+
+
+# ---- regressions found by review, each named after the failure it pins ----------------
+def test_database_call_inside_run_write_is_misuse_not_a_deadlock(tmp_path: Path) -> None:
+    with litegate.connect(str(tmp_path / "r.db")) as db:
+        db.execute("CREATE TABLE t(x)")
+        t0 = time.monotonic()
+        with pytest.raises(litegate.Misuse, match="run_write"):
+            db.run_write(lambda conn: db.execute("INSERT INTO t VALUES (1)"), timeout=None)
+        assert db.run_write(lambda conn: db.query_value("SELECT 7")) == 7  # a pool read is fine
+        assert time.monotonic() - t0 < 1
+    with litegate.connect(str(tmp_path / "r0.db"), readers=0) as db:
+        with pytest.raises(litegate.Misuse, match="run_write"):
+            db.run_write(lambda conn: db.query_value("SELECT 1"), timeout=None)

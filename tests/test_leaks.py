@@ -35,7 +35,7 @@ def test_open_close_fifty_times_leaks_nothing(tmp_path: Path) -> None:
             await adb.execute("UPDATE t SET x = x WHERE x = 0")
             await adb.run_read(lambda c: c.execute("SELECT 1").fetchall())
 
-        asyncio.run(use())
+        asyncio.run(use())  # a fresh loop per round: its own FDs must come back too
         db.close()
     for t in threading.enumerate():
         if t.name.startswith("litegate-"):

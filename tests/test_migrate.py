@@ -77,21 +77,24 @@ def test_four_processes_starting_at_once_apply_each_step_exactly_once(tmp_path: 
         conn.close()
 
 
-def test_sync_and_async_forms(db_path: str) -> None:
+async def test_sync_and_async_forms(db_path: str) -> None:
     steps: list[litegate.Migration] = ["CREATE TABLE t(x)", "INSERT INTO t VALUES (1)"]
-    with litegate.connect(db_path) as db:
-        assert current_version(db) == 0
-        assert migrate(db, steps[:1]) == 1
-        assert current_version(db) == 1
 
-    async def main() -> int:
-        async with litegate.connect_async(db_path) as adb:
-            return await migrate_async(adb, steps)
+    def sync_first() -> None:
+        with litegate.connect(db_path) as db:
+            assert current_version(db) == 0
+            assert migrate(db, steps[:1]) == 1
+            assert current_version(db) == 1
 
-    assert asyncio.run(main()) == 2
-    with litegate.connect(db_path) as db:
-        assert db.query_value("SELECT count(*) FROM t") == 1
-        with pytest.raises(litegate.MigrationError, match="failed"):
-            migrate(db, [*steps, "INSERT INTO t VALUES (2)", "BOGUS"])
-        assert current_version(db) == 2
-        assert db.query_value("SELECT count(*) FROM t") == 1  # step 3 was rolled back with 4
+    def sync_after() -> None:
+        with litegate.connect(db_path) as db:
+            assert db.query_value("SELECT count(*) FROM t") == 1
+            with pytest.raises(litegate.MigrationError, match="failed"):
+                migrate(db, [*steps, "INSERT INTO t VALUES (2)", "BOGUS"])
+            assert current_version(db) == 2
+            assert db.query_value("SELECT count(*) FROM t") == 1  # step 3 was rolled back with 4
+
+    await asyncio.to_thread(sync_first)  # the sync form runs off the loop, as in an app
+    async with litegate.connect_async(db_path) as adb:
+        assert await migrate_async(adb, steps) == 2
+    await asyncio.to_thread(sync_after)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -255,3 +256,44 @@ def test_a_query_that_leaves_a_transaction_open_is_cleaned(db_path: str, mode: i
         assert db.query_value("SELECT count(*) FROM t") == 1  # ...unless check-in ended it
         assert db.query_one("SELECT x FROM t")[0] == 1
         assert db.stats().pool_in_use == 0
+
+
+# ---- regressions found by review, each named after the failure it pins ----------------
+async def test_cancelled_snapshot_query_keeps_its_reader_until_it_stops(db_path: str) -> None:
+    def on_connect(conn: sqlite3.Connection) -> None:
+        def slow(x: object) -> object:
+            time.sleep(0.5)
+            return x
+
+        conn.create_function("slow", 1, slow)
+
+    async with litegate.connect_async(db_path, readers=1, on_connect=on_connect) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        await adb.execute("INSERT INTO t VALUES (1)")
+
+        async def snap_task() -> None:
+            async with adb.snapshot() as snap:
+                async for _ in snap.iterate("SELECT slow(x) FROM t"):
+                    pass
+
+        lags: list[float] = []
+
+        async def heartbeat() -> None:
+            while True:
+                t = time.monotonic()
+                await asyncio.sleep(0.01)
+                lags.append(time.monotonic() - t)
+
+        hb = asyncio.create_task(heartbeat())
+        t = asyncio.create_task(snap_task())
+        await asyncio.sleep(0.1)
+        lags.clear()
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        await asyncio.sleep(0.05)
+        hb.cancel()
+        assert max(lags) < 0.3  # the loop was not held by the reader's ROLLBACK
+        # the reader came back clean and works
+        assert await adb.query_value("SELECT count(*) FROM t", timeout=5) == 1
+        assert (await adb.stats()).pool_in_use == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 import litegate
-from helpers import Outcome, lane_held, wait_for
+from helpers import Outcome, lane_held, lane_held_async, wait_for
 from litegate._engine import _batch
 
 SLOW_INSERT = (
@@ -230,3 +231,94 @@ def test_growing_wal_is_reported(db_path: str, caplog: pytest.LogCaptureFixture)
             wait_for(lambda: db.stats().wal_warnings > 0, what="a WAL warning")
         assert db.stats().wal_bytes > 64 * 1024
     assert any("WAL of" in r.getMessage() for r in caplog.records)
+
+
+# ---- regressions found by review, each named after the failure it pins ----------------
+async def test_cancelled_lane_read_does_not_interrupt_another_callers_write(db_path: str) -> None:
+    slow = (
+        "INSERT INTO t SELECT i FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL "
+        "SELECT i+1 FROM c WHERE i < 3000000) SELECT i FROM c) WHERE i % 1000000 = 0"
+    )
+    async with litegate.connect_async(db_path, readers=0) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        async with lane_held_async(adb.as_sync()):
+            w = asyncio.create_task(adb.execute(slow))
+            r = asyncio.create_task(adb.query("SELECT count(*) FROM t"))
+            await asyncio.sleep(0.05)  # both queued behind the transaction
+        await asyncio.sleep(0.1)  # the writer runs the batch [w, r]; w is running
+        r.cancel()
+        res = await w
+        assert res.rowcount == 3
+        assert await adb.query_value("SELECT count(*) FROM t") == 3
+
+
+def test_write_function_that_swallows_a_rollback_fails_without_losing_its_batch(
+    db_path: str,
+) -> None:
+    with litegate.connect(db_path) as db:
+        db.execute("CREATE TABLE t(x UNIQUE)")
+        db.execute("INSERT INTO t VALUES ('dup')")
+
+        def tolerant(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute("INSERT OR ROLLBACK INTO t VALUES ('dup')")
+            except sqlite3.IntegrityError:
+                pass
+
+        with lane_held(db):
+            a = Outcome(lambda: db.execute("INSERT INTO t VALUES ('A')"))
+            wait_for(lambda: db.stats().queue_depth == 1)
+            b = Outcome(lambda: db.run_write(tolerant))
+            wait_for(lambda: db.stats().queue_depth == 2)
+            c = Outcome(lambda: db.execute("INSERT INTO t VALUES ('C')"))
+            wait_for(lambda: db.stats().queue_depth == 3)
+        assert a.join().error is None and c.join().error is None
+        assert isinstance(b.join().error, litegate.RolledBack)
+        assert [r[0] for r in db.query("SELECT x FROM t ORDER BY x")] == ["A", "C", "dup"]
+
+
+def test_interrupt_while_waiting_for_the_lane_does_not_strand_it(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with litegate.connect(db_path, timeout=1.0) as db:
+        db.execute("CREATE TABLE t(x)")
+        from litegate._engine import _lane
+
+        class InterruptedWait:
+            """A LaneHold's ``done`` whose waiter gets "Ctrl-C" once the writer granted it."""
+
+            def __init__(self, lock: Any) -> None:
+                self.lock = lock
+
+            def acquire(self, *_: object) -> bool:
+                time.sleep(0.2)  # let the writer grant it, then "Ctrl-C"
+                raise KeyboardInterrupt
+
+            def release(self) -> None:
+                self.lock.release()
+
+        class InterruptedHold(_lane.LaneHold):
+            __slots__ = ()
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.done = InterruptedWait(self.done)
+
+        with lane_held(db):
+            monkeypatch.setattr(_lane, "LaneHold", InterruptedHold)
+            got: list[BaseException] = []
+
+            def waiter() -> None:
+                try:
+                    with db.transaction():
+                        pass  # pragma: no cover
+                except BaseException as exc:
+                    got.append(exc)
+
+            t = threading.Thread(target=waiter)
+            t.start()
+            t.join(5)
+            monkeypatch.undo()
+        assert len(got) == 1 and isinstance(got[0], KeyboardInterrupt)
+        db.execute("INSERT INTO t VALUES (1)", timeout=2)  # the lane is not stranded
+        assert db.query_value("SELECT count(*) FROM t") == 1

@@ -1,0 +1,212 @@
+"""Loop-lag monitor: a ticker task on the test's event loop that records how late it wakes.
+
+An ``async def`` test runs with a ticker beside it (conftest ``_loop_lag``, autouse). The
+ticker sleeps :data:`PERIOD`; any lateness beyond that is time in which the loop could not run
+a ready callback, because some callback, task step or inline read held it. The test fails when
+the worst lateness exceeds the declared inline budget (``litegate._async.INLINE_BUDGET``: the
+one thing litegate itself may run on the loop) plus :data:`MARGIN`.
+
+Where: a sampler thread looks at the loop thread's stack whenever the loop has not ticked for
+longer than the limit, and the failure message lists the places it found the loop stuck.
+
+Set ``LITEGATE_LOOP_LAG_LOG=FILE`` to append one line per async test (node id, worst lag, worst
+raw lag, ticks, median lag; in ms) to re-measure the distribution that :data:`MARGIN` rests on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from types import FrameType
+from typing import Any
+
+from litegate._async import INLINE_BUDGET
+
+PERIOD = 0.001
+"""Seconds the ticker sleeps between wake-ups."""
+
+MARGIN = 0.025
+"""Seconds of lateness tolerated beyond INLINE_BUDGET.
+
+Calibrated on the 2-core development machine (shared with other test suites): 8 runs of the
+async suite on 3.11 (5 at load ~1, 3 with a second test suite running beside it), then 2 runs
+each on 3.11 and 3.13 under coverage (as `make test` runs them). Worst lag per test:
+
+* ordinary async tests (API, transactions, cancellation, timeouts): 1-4.5 ms, median 1 ms;
+* long statements on the writer/reader threads, 100k-row executemany: up to 16 ms (GIL
+  hand-offs: a thread running Python keeps the GIL for up to the 5 ms switch interval);
+* the shutdown-drain tests (300 requests through Starlette/FastAPI in process): up to 20 ms;
+* bursts of hundreds of tasks made ready at once (the thousand-task and cancellation-storm
+  tests): 15-90 ms, spread over hundreds of short steps (the longest single step measured
+  7.7 ms). Those tests opt out, saying so.
+
+The wall-clock lateness also held 40-100 ms of time in which the loop thread was runnable but
+had no CPU; that is the machine's load, not the loop being held, and is discounted per tick
+(:class:`_RunQueueWait`). Two more sources of stalls are kept out of the measurement because
+they are neither litegate nor the test: asyncio debug mode (its per-handle tracebacks stat()
+source files; 10-600 ms: lag is not enforced on debug loops) and full GC collections over the
+session's heap (30-40 ms: conftest freezes the heap before each async test). 25 ms stays above
+everything measured in the tests that keep the check, and below what a real block on the loop
+costs (a sync commit, a lock held by a thread, a pool wait: tens of ms to seconds).
+"""
+
+LIMIT = INLINE_BUDGET + MARGIN
+
+_SAMPLE_EVERY = 0.005  # the sampler's period: at least 4 looks at a stall longer than LIMIT
+
+
+class LoopLag:
+    """Lateness of a ticker task while one test coroutine runs, and where the loop stalled."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []  # per tick: lateness minus the loop thread's run-queue wait
+        self.raw: list[float] = []  # per tick: wall-clock lateness
+        self.stalls: Counter[str] = Counter()  # where the sampler found the stalled loop
+        self._last_tick = time.monotonic()
+        self._ticked = asyncio.Event()  # set after each tick's measurement (and at the start)
+
+    @property
+    def worst(self) -> float:
+        return max(self.lags, default=0.0)
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        queued = _RunQueueWait()
+        try:
+            while True:
+                t, w = loop.time(), queued()
+                self._last_tick = time.monotonic()
+                self._ticked.set()
+                await asyncio.sleep(PERIOD)
+                late = loop.time() - t - PERIOD
+                self.raw.append(late)
+                self.lags.append(late - (queued() - w))
+        finally:
+            queued.close()
+
+    def _sample(self, loop_thread: int, stop: threading.Event) -> None:
+        """Sampler thread: while the loop is stalled, note where its thread is."""
+        while not stop.wait(_SAMPLE_EVERY):
+            if time.monotonic() - self._last_tick > LIMIT:
+                frame = sys._current_frames().get(loop_thread)
+                if frame is not None:
+                    self.stalls[_where(frame)] += 1
+
+    async def watch(self, coro: Awaitable[Any]) -> Any:
+        """Await ``coro`` with the ticker (and the sampler) running; both stop when it ends."""
+        stop = threading.Event()
+        sampler = threading.Thread(
+            target=self._sample, args=(threading.get_ident(), stop), name="loop-lag-sampler"
+        )
+        ticker = asyncio.ensure_future(self._tick())
+        sampler.start()
+        await self._ticked.wait()  # the first tick starts before the test does
+        try:
+            return await coro
+        finally:
+            # and one more ends after it: a stall in the test's last step counts too
+            self._ticked.clear()
+            if not ticker.done():
+                await self._ticked.wait()
+            stop.set()
+            ticker.cancel()
+            try:
+                await ticker
+            except asyncio.CancelledError:
+                pass
+            sampler.join()
+
+    def report(self, nodeid: str) -> None:
+        """Append this test's figures to ``$LITEGATE_LOOP_LAG_LOG`` (calibration runs)."""
+        path = os.environ.get("LITEGATE_LOOP_LAG_LOG")
+        if not path or not self.lags:
+            return
+        where = "; ".join(f"{n}x {w}" for w, n in self.stalls.most_common(3))
+        with open(path, "a") as f:
+            f.write(
+                f"{nodeid}\t{self.worst * 1000:.3f}\t{max(self.raw) * 1000:.3f}\t"
+                f"{len(self.lags)}\t{statistics.median(self.lags) * 1000:.3f}\t{where}\n"
+            )
+
+    def failure(self) -> str | None:
+        """Why the test fails, or None when the loop was never held longer than LIMIT."""
+        if self.worst <= LIMIT:
+            return None
+        over = sum(lag > LIMIT for lag in self.lags)
+        where = "\n".join(f"  {n:4d} x {w}" for w, n in self.stalls.most_common(5))
+        return (
+            f"the event loop was held for {self.worst * 1000:.1f} ms (limit: inline budget "
+            f"{INLINE_BUDGET * 1000:g} ms + margin {MARGIN * 1000:g} ms); {over} of "
+            f"{len(self.lags)} ticks were late beyond the limit. Where the stalled loop thread "
+            f"was (samples every {_SAMPLE_EVERY * 1000:g} ms, innermost frame first):\n"
+            f"{where or '  (no sample)'}\n"
+            "If the test itself blocks the loop on purpose, mark it "
+            '@pytest.mark.blocks_loop("reason").'
+        )
+
+
+def _where(frame: FrameType | None, depth: int = 6) -> str:
+    """The innermost ``depth`` frames of a stack, as ``file:line function`` joined by ``<``
+    (a run of import machinery frames counts as one: ``(import)``)."""
+    parts: list[str] = []
+    while frame is not None and len(parts) < depth:
+        code = frame.f_code
+        if code.co_filename.startswith("<frozen importlib"):
+            if not parts or parts[-1] != "(import)":
+                parts.append("(import)")
+        else:
+            name = "/".join(code.co_filename.split(os.sep)[-2:])
+            parts.append(f"{name}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return " < ".join(parts)
+
+
+class _RunQueueWait:
+    """Seconds the calling thread has spent runnable but not running (waiting for a CPU).
+
+    That time is the machine's load, not the loop being held, so a late tick is charged only
+    for the rest. Linux ``/proc/thread-self/schedstat`` (second field, ns); elsewhere 0.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def __call__(self) -> float:
+        if self._fd is None:
+            return 0.0
+        return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def wrap(
+    test: Callable[..., Awaitable[Any]], nodeid: str, *, opted_out: bool
+) -> Callable[..., Awaitable[Any]]:
+    """An ``async def`` that runs ``test`` under :meth:`LoopLag.watch`, then fails it (as the
+    test's own failure, not a teardown error) when the loop was held too long. Not enforced
+    when the test opted out, or on a debug-mode loop (its own bookkeeping stalls the loop)."""
+
+    async def watched(**kwargs: Any) -> Any:
+        lag = LoopLag()
+        result = await lag.watch(test(**kwargs))
+        lag.report(nodeid)
+        enforce = not opted_out and not asyncio.get_running_loop().get_debug()
+        if enforce and (why := lag.failure()) is not None:
+            raise AssertionError(why)
+        return result
+
+    watched.__name__ = getattr(test, "__name__", "watched")
+    watched.__qualname__ = getattr(test, "__qualname__", "watched")
+    return watched
