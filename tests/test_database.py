@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import litegate
+from helpers import wait_for
 
 
 def test_execute_returns_result_after_commit(db: litegate.Database, db_path: str) -> None:
@@ -323,3 +324,88 @@ def test_database_call_inside_run_write_is_misuse_not_a_deadlock(tmp_path: Path)
     with litegate.connect(str(tmp_path / "r0.db"), readers=0) as db:
         with pytest.raises(litegate.Misuse, match="run_write"):
             db.run_write(lambda conn: db.query_value("SELECT 1"), timeout=None)
+
+
+_FINALIZER_SCRIPT = """
+import faulthandler, gc, os, sys, tempfile, time, warnings
+faulthandler.dump_traceback_later(20, exit=True)
+import litegate
+from litegate._engine import _fork, _lane
+warnings.simplefilter("ignore", ResourceWarning)
+d = tempfile.mkdtemp()
+case = sys.argv[1]
+gc.disable()
+db = litegate.connect(os.path.join(d, "a.db"))
+db.execute("CREATE TABLE t(x)")
+view = db.as_async().as_sync()  # keeps the engine in use after its owner is garbage
+engine = view._engine
+db.cycle = db
+del db  # the owner facade is cyclic garbage: the collector will run its finaliser
+if case == "lane-lock":  # collected while this thread holds the lane's lock
+    real = _lane.WriteLane._take_queued
+    _lane.WriteLane._take_queued = lambda self, limit: (gc.collect(), real(self, limit))[1]
+    view.execute("INSERT INTO t VALUES (1)")
+elif case == "registry-lock":  # collected while this thread holds the fork registry's lock
+    class Registry(type(_fork._registry)):
+        def add(self, item):
+            gc.collect()
+            return super().add(item)
+    _fork._registry = Registry(list(_fork._registry))
+    litegate.connect(os.path.join(d, "b.db")).close()
+elif case == "fork":  # collected inside fork()'s hooks
+    gc.enable()
+    gc.set_threshold(1, 1, 1)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    gc.set_threshold(700, 10, 10)
+deadline = time.monotonic() + 10
+while not engine.closed and time.monotonic() < deadline:
+    gc.collect()
+    time.sleep(0.01)
+print("closed" if engine.closed else "open")
+"""
+
+
+@pytest.mark.parametrize("case", ["lane-lock", "registry-lock", "fork"])
+def test_an_unclosed_database_finalised_anywhere_never_deadlocks_and_closes(case: str) -> None:
+    """Regression: Database.__del__ took engine, lane and fork-registry locks, so a garbage
+    collection that ran while the same thread held one of them deadlocked it (in connect(),
+    in fork(), in a write). The finaliser now takes no lock; the writer closes the engine."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FINALIZER_SCRIPT, case],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "closed", out.stdout + out.stderr[-3000:]
+
+
+def test_an_unclosed_database_is_closed_even_while_its_engine_lock_is_taken(
+    db_path: str,
+) -> None:
+    """Regression: the finaliser gave up when the engine's lock was taken (by lazy set-up on
+    another thread), and the engine stayed open until exit."""
+    db = litegate.connect(db_path)
+    engine = db._engine
+    inside, leave = threading.Event(), threading.Event()
+
+    def lazy_setup() -> None:
+        with engine._lock:  # type: ignore[attr-defined]
+            inside.set()
+            leave.wait(10)
+
+    t = threading.Thread(target=lazy_setup)
+    t.start()
+    assert inside.wait(10)
+    with pytest.warns(ResourceWarning, match="never closed"):
+        del db
+        gc.collect()
+    leave.set()
+    t.join(10)
+    wait_for(lambda: engine.closed, what="the engine to close")

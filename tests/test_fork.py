@@ -3,6 +3,7 @@ parent's engine is untouched. An in-memory database refuses to be used in a fork
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import multiprocessing
 import os
@@ -483,3 +484,111 @@ def test_plain_sqlite_sees_the_childs_writes(tmp_path: Path) -> None:
         finally:
             conn.close()
         assert n == 2 * 10 + 2
+
+
+@pytest.mark.parametrize("busy", [pytest.param(False, id="idle"), pytest.param(True, id="busy")])
+def test_per_thread_fork_with_another_threads_reader(db_path: str, busy: bool) -> None:
+    """readers="per-thread": in the child, CPython drops the other threads' thread-locals
+    before the fork hooks run, which collected their readers and closed them -- a hang when
+    that thread was inside SQLite at the fork. The child now never closes them: an idle fork
+    works in the child, a busy one is refused with Misuse; neither hangs."""
+    with litegate.connect(db_path, readers="per-thread") as db:
+        _setup(db)
+        db.executemany(INSERT, [("parent", i) for i in range(300)])
+        started, stop = threading.Event(), threading.Event()
+
+        def slow(conn: sqlite3.Connection) -> None:
+            started.set()
+            while not stop.is_set():  # one long statement after another, inside SQLite
+                conn.execute("SELECT count(*) FROM t a, t b, t c WHERE a.n < 50").fetchall()
+
+        def worker() -> None:
+            db.query("SELECT 1")  # this thread's reader
+            if busy:
+                db.run_read(slow)
+            else:
+                started.set()
+                stop.wait(30)
+
+        th = threading.Thread(target=worker)
+        th.start()
+        assert started.wait(10)
+
+        def child() -> None:
+            if busy:
+                with pytest.raises(litegate.Misuse, match="in use by another thread"):
+                    db.query_value("SELECT count(*) FROM t")
+            else:
+                assert db.query_value("SELECT count(*) FROM t") == 301
+
+        try:
+            run_in_child(child)
+        finally:
+            stop.set()
+            th.join(30)
+        assert db.query_value("SELECT count(*) FROM t") == 301
+
+
+async def test_per_thread_fork_quiesce_never_blocks_the_loop(db_path: str) -> None:
+    """Regression: while fork() waited for a busy per-thread reader, stats() and the loop's
+    inline reads waited for it too (about a second, on the event loop). The loop-lag check of
+    this async test fails if the loop is held."""
+    db = await asyncio.to_thread(litegate.connect, db_path, readers="per-thread")
+    try:
+        await asyncio.to_thread(_setup, db)
+        adb = db.as_async()
+        assert await adb.query_value("SELECT count(*) FROM t") == 1
+        holding, leave = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with db.snapshot() as snap:
+                snap.query("SELECT 1")
+                holding.set()
+                leave.wait(10)
+
+        th = threading.Thread(target=holder)
+        th.start()
+        await asyncio.to_thread(holding.wait, 10)
+
+        def forker() -> None:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+
+        fork = asyncio.ensure_future(asyncio.to_thread(forker))
+        await asyncio.sleep(0.05)  # fork() is waiting for the holder's reader now
+        for _ in range(20):
+            assert (await adb.stats()).readers_mode == "per-thread"
+            assert await adb.query_value("SELECT count(*) FROM t") == 1
+        await fork
+        leave.set()
+        await asyncio.to_thread(th.join, 10)
+    finally:
+        await asyncio.to_thread(db.close)
+
+
+def test_an_interrupted_fork_hook_leaves_the_parent_working_and_the_child_refusing(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C inside fork()'s before-hook (while it holds an engine still): the fork goes
+    ahead, the hook undoes what it held (nothing stays locked in the parent), and the child,
+    whose copy was never held still, refuses the engine instead of using it."""
+    with litegate.connect(db_path, readers=2) as db:
+        _setup(db)
+        pool = db._engine._pool  # type: ignore[attr-defined]
+
+        def interrupted(deadline: float) -> bool:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(pool, "quiesce", interrupted)
+
+        def child() -> None:
+            with pytest.raises(litegate.Misuse, match="in use by another thread"):
+                db.query_value("SELECT count(*) FROM t")
+
+        run_in_child(child)
+        monkeypatch.undo()
+        assert "holding the databases still for fork() failed" in caplog.text
+        _parent_still_works(db, expected_child_rows=0)
+        run_in_child(lambda: None)  # the registry's lock was released: forks go on working

@@ -201,3 +201,50 @@ def test_snapshot_cannot_write(db: litegate.Database, readers: Any) -> None:
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             snap.query("INSERT INTO items(name) VALUES ('x')")
     assert _count(db) == 0
+
+
+def test_run_that_swallows_a_rollback_lets_nothing_autocommit(db: litegate.Database) -> None:
+    """Regression: a tx.run function that caught the error of an INSERT OR ROLLBACK (SQLite had
+    rolled the transaction back) went unnoticed: later statements autocommitted one by one."""
+
+    def swallow(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("INSERT OR ROLLBACK INTO items(name) VALUES ('dup')")
+        except sqlite3.IntegrityError:
+            pass
+
+    db.execute("INSERT INTO items(name) VALUES ('dup')")
+    with pytest.raises(litegate.RolledBack, match="did not commit"):
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO items(name) VALUES ('before')")
+            with pytest.raises(litegate.RolledBack):
+                tx.run(swallow)
+            with pytest.raises(litegate.RolledBack):
+                tx.execute("INSERT INTO items(name) VALUES ('after')")
+    assert [r[0] for r in db.query("SELECT name FROM items")] == ["dup"]
+
+
+def test_a_transaction_may_be_entered_again_after_a_timeout(db: litegate.Database) -> None:
+    with lane_held(db):
+        tx = db.transaction(timeout=0.05)
+        with pytest.raises(litegate.WriteTimeout):
+            tx.__enter__()
+    with tx:
+        tx.execute("INSERT INTO items(name) VALUES ('retried')")
+    assert db.query_value("SELECT name FROM items") == "retried"
+    with pytest.raises(litegate.Misuse, match="only once"):
+        tx.__enter__()
+
+
+def test_iterating_after_the_block_never_reads_the_writer_connection(
+    db: litegate.Database,
+) -> None:
+    """Regression: tx.iterate's generator kept reading the writer connection after the block
+    had given the lane back."""
+    db.executemany("INSERT INTO items(name) VALUES (?)", [(f"n{i}",) for i in range(10)])
+    with db.transaction() as tx:
+        rows = tx.iterate("SELECT name FROM items ORDER BY name", arraysize=1)
+        assert next(rows)[0] == "n0"
+    db.execute("INSERT INTO items(name) VALUES ('later')")
+    with pytest.raises(litegate.Misuse, match="not active"):
+        next(rows)

@@ -322,3 +322,111 @@ def test_interrupt_while_waiting_for_the_lane_does_not_strand_it(
         assert len(got) == 1 and isinstance(got[0], KeyboardInterrupt)
         db.execute("INSERT INTO t VALUES (1)", timeout=2)  # the lane is not stranded
         assert db.query_value("SELECT count(*) FROM t") == 1
+
+
+def test_a_lease_request_failed_by_close_is_not_a_grant(db_path: str) -> None:
+    """Regression: close() timed out while a transaction held the lane and failed a queued
+    lease request with Closed; take() handed it back as granted, so the waiter's release
+    rolled back the holder's transaction and cleared its ownership: the holder's later
+    statements autocommitted although its block raised."""
+    db = litegate.connect(db_path)
+    db.execute("CREATE TABLE t(x)")
+    inside, go = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def holder() -> None:
+        try:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO t VALUES ('x-1')")
+                inside.set()
+                go.wait(10)
+                tx.execute("INSERT INTO t VALUES ('x-2')")
+                raise RuntimeError("nothing of this block may commit")
+        except BaseException as exc:
+            seen["holder"] = exc
+
+    x = threading.Thread(target=holder)
+    x.start()
+    assert inside.wait(10)
+    waiter = Outcome(lambda: db.transaction().__enter__())
+    wait_for(lambda: db.stats().queue_depth == 1)
+    db.close(timeout=0.2)  # times out: the holder still has the lane
+    assert isinstance(waiter.join().error, litegate.Closed)
+    go.set()
+    x.join(10)
+    assert isinstance(seen["holder"], RuntimeError)
+    with sqlite3.connect(db_path) as plain:
+        assert plain.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+    plain.close()
+
+
+def test_an_interrupted_lease_request_never_makes_its_caller_the_owner(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a caller interrupted (KeyboardInterrupt) after the writer took its queued
+    request gave it back, then the writer's grant made it the lane's owner again: its own
+    db.execute raised Misuse and, with readers=0, its reads ran on the writer's connection
+    while the writer thread held the lane."""
+    from litegate._engine import _lane
+
+    with litegate.connect(db_path, readers=0) as db:
+        db.execute("CREATE TABLE t(x)")
+        lane = db._engine._lane  # type: ignore[attr-defined]
+        granting, in_hold, leave = threading.Event(), threading.Event(), threading.Event()
+        real_grant, real_hold = _lane.WriteLane._grant, _lane.LaneHold.hold
+
+        def slow_grant(self: Any, hold: Any) -> None:
+            granting.set()
+            time.sleep(0.2)  # the caller is interrupted meanwhile
+            real_grant(self, hold)
+
+        def slow_hold(self: Any, *args: Any) -> float:
+            in_hold.set()
+            leave.wait(10)
+            return float(real_hold(self, *args))
+
+        class InterruptedWait:
+            def __init__(self, lock: Any) -> None:
+                self.lock = lock
+
+            def acquire(self, *_: object) -> bool:
+                granting.wait(10)  # the writer has taken the request: "Ctrl-C" now
+                raise KeyboardInterrupt
+
+            def release(self) -> None:
+                self.lock.release()
+
+        class InterruptedHold(_lane.LaneHold):
+            __slots__ = ()
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.done = InterruptedWait(self.done)
+
+        monkeypatch.setattr(_lane.WriteLane, "_grant", slow_grant)
+        monkeypatch.setattr(_lane.LaneHold, "hold", slow_hold)
+        with lane_held(db):
+            monkeypatch.setattr(_lane, "LaneHold", InterruptedHold)
+            caller: dict[str, Any] = {}
+
+            def interrupted() -> None:
+                caller["ident"] = threading.get_ident()
+                try:
+                    with db.transaction():
+                        pass  # pragma: no cover
+                except BaseException as exc:
+                    caller["error"] = exc
+                    assert in_hold.wait(10)  # the writer grants the abandoned request now
+                    caller["owner"] = lane.owner
+                    caller["held_by"] = lane.held_by(threading.get_ident())
+
+            t = threading.Thread(target=interrupted)
+            t.start()
+            wait_for(lambda: lane.depth == 1)
+        t.join(10)
+        leave.set()
+        monkeypatch.undo()
+        assert isinstance(caller["error"], KeyboardInterrupt)
+        assert caller["owner"] != caller["ident"] and caller["held_by"] is None
+        db.execute("INSERT INTO t VALUES (1)", timeout=5)  # the lane is not stranded
+        assert db.query_value("SELECT count(*) FROM t") == 1

@@ -84,8 +84,8 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
     async def __aenter__(self) -> Self:
         if self._entered:
             raise Misuse("an AsyncTransaction can be entered only once")
-        self._entered = True
         lease = await self._engine.lease_async(self._timeout, "the transaction")
+        self._entered = True  # (not before: a timed-out enter may be retried)
         try:
             await lease.begin(self._busy_timeout)
         except BaseException:

@@ -64,7 +64,11 @@ class _Reads:
         """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open."""
         cur = self._lease().conn.execute(sql, params)
         try:
-            while rows := cur.fetchmany(arraysize):
+            while True:
+                self._lease()  # checked before every page: never read after the block ended
+                rows = cur.fetchmany(arraysize)
+                if not rows:
+                    return
                 yield from rows
         finally:
             cur.close()
@@ -100,8 +104,8 @@ class Transaction(TransactionBase, _Reads):
     def __enter__(self) -> Self:
         if self._entered:
             raise Misuse("a Transaction can be entered only once")
-        self._entered = True
         lease = self._engine.lease(self._timeout, "the transaction")
+        self._entered = True  # (not before: a timed-out enter may be retried)
         try:
             lease.begin(self._busy_timeout)
         except BaseException:

@@ -156,11 +156,18 @@ class AsyncPooledRead:
 
     async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
         """``fn(conn, *args)`` on a reader thread (this connection); cancellation interrupts."""
+        conn = self._live()
+        previous = self._inflight
+        if previous is not None and previous.finished is not None:
+            # A cancelled (interrupted) job may still be on a reader thread: one user of the
+            # connection at a time, so wait for it (it ends soon: it was interrupted).
+            if not previous.finished.is_set():
+                await asyncio.to_thread(previous.finished.wait, _INFLIGHT_WAIT)
         job = AsyncJob(READ, fn, args, sql, limit, asyncio.get_running_loop(), self._readers.outbox)
-        job.pinned = self._live()
+        job.pinned = conn
         job.finished = threading.Event()
-        self._inflight = job
         self._readers.submit(job)
+        self._inflight = job  # (after submit: a job refused with Closed never runs)
         return await await_job(job, None)
 
     async def release(self) -> None:

@@ -108,7 +108,11 @@ async def borrow(pool: ReaderPool, timeout: Bound) -> sqlite3.Connection:
     if conn is not None:
         return conn
     loop = asyncio.get_running_loop()
-    fut = loop.run_in_executor(None, pool.acquire, timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout  # from now, not from
+    fut = loop.run_in_executor(  # when an executor thread gets to it
+        None,
+        lambda: pool.acquire(None if deadline is None else max(deadline - time.monotonic(), 0)),
+    )
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:

@@ -10,8 +10,9 @@ and opens its own. If a connection was in use at the fork, the child cannot tell
 carries: that engine refuses with :class:`~litegate.Misuse` instead.
 
 Shared fields: ``_registry`` is guarded by ``_lock``, which ``fork()`` holds from the
-before-hook to the after-hooks (so the child never inherits it taken); ``_forking`` is written
-only by the forking thread inside those hooks (the interpreter runs one fork at a time).
+before-hook to the after-hooks (so the child never inherits it taken); ``_forking`` and
+``_unsafe`` are written only by the forking thread inside those hooks (under ``_lock`` too).
+Nothing here runs from ``__del__`` (an unclosed database's finaliser takes no lock at all).
 """
 
 from __future__ import annotations
@@ -48,12 +49,16 @@ class Forkable(Protocol):
     def after_fork_in_child(self) -> None:
         """Undo :meth:`before_fork` and mark the connections inherited (no I/O here)."""
 
+    def refuse_after_fork(self) -> None:
+        """In the child, for an engine that could not be held still: refuse every use."""
+
     def close(self, timeout: float | None = None) -> None: ...
 
 
 _lock = threading.Lock()
 _registry: weakref.WeakSet[Forkable] = weakref.WeakSet()
-_forking: list[Forkable] = []
+_forking: list[Forkable] = []  # held still by the before-hook
+_unsafe: list[Forkable] = []  # the before-hook was interrupted before holding these still
 _EXIT_CLOSE_TIMEOUT = 5.0
 
 
@@ -75,23 +80,33 @@ def live() -> list[Forkable]:
 
 def _before_fork() -> None:
     _lock.acquire()
-    _forking[:] = [e for e in _registry if e.open_in_this_process]
+    engines = [e for e in _registry if e.open_in_this_process]
     deadline = time.monotonic() + FORK_QUIESCE
-    for engine in _forking:
-        engine.before_fork(deadline)
+    for i, engine in enumerate(engines):
+        try:
+            engine.before_fork(deadline)  # (undoes its own part if interrupted)
+        except BaseException:  # e.g. KeyboardInterrupt: the fork goes ahead regardless
+            _unsafe.extend(engines[i:])
+            logger.exception("litegate: holding the databases still for fork() failed")
+            return
+        _forking.append(engine)
 
 
 def _after_fork_in_parent() -> None:
     for engine in _forking:
         engine.after_fork_in_parent()
     _forking.clear()
+    _unsafe.clear()
     _lock.release()
 
 
 def _after_fork_in_child() -> None:
     for engine in _forking:
         engine.after_fork_in_child()
+    for engine in _unsafe:
+        engine.refuse_after_fork()
     _forking.clear()
+    _unsafe.clear()
     _lock.release()
 
 

@@ -45,8 +45,8 @@ what)``                            :class:`AsyncReadLease`                 loop
 ``check()``                        raises Closed after close               --
 ``close(timeout)``, ``await        drain queued writes, checkpoint,        <= timeout
 close_async(timeout)``             close; idempotent
-``start_close()``                  begin closing, never blocks (for        --
-                                   ``__del__``)
+``start_close()``                  begin closing; never blocks nor waits   --
+                                   for a lock (it runs from ``__del__``)
 ``stats()``                        a frozen :class:`~litegate.Stats`       never blocks
 ``opts``, ``closed``,              options; closed yet; open and owned     --
 ``open_in_this_process``           by this process (not a fork's copy)

@@ -14,14 +14,25 @@ Shared fields and their guards:
 field                written by                          guard
 ===================  ==================================  ===================================
 _queue, _closing,    callers, the writer thread          ``_lock`` (``_not_full`` and
-_paused, _sleeping                                       ``_inactive`` are its conditions)
+_paused, _sleeping                                       ``_inactive`` are its conditions),
+                                                         except that ``request_close`` (from
+                                                         ``__del__``) sets ``_closing`` and
+                                                         ``_then`` without it, then rings;
+                                                         the writer re-reads ``_closing``
+                                                         under the lock at least every second,
+                                                         and fails whatever was queued after
+                                                         it stopped
 _active, user        whoever takes / gives back the      ``_lock``; ``user`` is read without
                      lane                                it only by a thread comparing it
                                                          with its own ident (a stale value
                                                          never equals it)
-owner, _held_since   lease grant and release             ``_lock``; read without it only to
-                                                         compare with the reader's own ident,
-                                                         or for a message
+owner                a sync lease holder, for itself     ``_lock``; read without it only to
+                     (once granted; cleared at release)  compare with the reader's own ident
+                                                         (only that thread ever sets it to
+                                                         its ident, so a stale value never
+                                                         equals it)
+_held_since          lease grants and releases           ``_lock``; read without it only for
+                                                         a message
 _hold_reported       writer thread, lane givers          ``_lock``
 _conn, _dirty,       the lane holder                     the lane (one holder at a time)
 _next_wal_check,
@@ -93,6 +104,7 @@ class WriteLane:
         self._bell.acquire()
         self._sleeping = False
         self.outbox: Outbox = deque()  # finished async jobs, delivered in batches
+        self._then: Callable[[], None] | None = None  # run by the writer after it stopped
         self._poll = min(1.0, max(opts.hold_warn / 4, 0.01))
         self._dirty = False
         self._next_wal_check = 0.0
@@ -305,7 +317,7 @@ class WriteLane:
         :class:`LaneHold` and parks until :meth:`give_back`. Waits up to ``timeout`` seconds.
 
         :raises WriteTimeout: not granted in time (the request is withdrawn)
-        :raises Closed: the lane is closing
+        :raises Closed: the lane is closing, or closed before granting it
         """
         me = get_ident()
         with self._lock:
@@ -328,8 +340,13 @@ class WriteLane:
             raise  # withdrawn: it never gets the lane
         except BaseException:  # e.g. KeyboardInterrupt while waiting: never strand the lane
             if not self.cancel(hold):
-                self.give_back(hold)  # granted (or about to be): hand it straight back
+                hold.release()  # granted (or about to be): the writer takes it straight back
             raise
+        if hold.error is not None:  # failed, never granted (closed meanwhile)
+            error, hold.error = hold.error, None
+            raise error
+        with self._lock:  # set by the holder itself, once granted: see the table
+            self.owner = me
         return self._conn, hold
 
     def give_back(self, hold: LaneHold | None) -> None:
@@ -339,20 +356,18 @@ class WriteLane:
             self._end_direct()
             return
         with self._lock:
-            self.owner = None
-            self._held_since = 0.0
+            if self.owner == hold.ident:
+                self.owner = None
         hold.release()
 
     def _grant(self, hold: BaseJob) -> None:
         """Lane holder: hand the lane to a queued lease and park until it is given back."""
-        with self._lock:
-            self.owner = hold.ident if isinstance(hold, LaneHold) else None
+        with self._lock:  # (``owner`` is set by a sync holder itself, once it has the grant)
             self._held_since = monotonic()
         hold.finish()
         flush(self.outbox)
         held = hold.hold(self.opts.hold_warn, self._report_long_hold, self._conn)
         with self._lock:
-            self.owner = None
             self._held_since = 0.0
         self.counters.lane_holds.append(held)
         conn = self._conn
@@ -386,8 +401,9 @@ class WriteLane:
         """Stop accepting jobs, let the writer drain the queue, checkpoint and close; jobs still
         queued when ``deadline`` passes fail with :class:`Closed`."""
         self.start_close()
-        if self._thread is not threading.current_thread():
-            self._thread.join(max(0.0, deadline - monotonic()))
+        if self._thread is threading.current_thread():
+            return  # the writer itself, stopping (after request_close): it drained the queue
+        self._thread.join(max(0.0, deadline - monotonic()))
         if self._thread.is_alive():
             with self._lock:
                 left = list(self._queue)
@@ -403,8 +419,19 @@ class WriteLane:
                 len(left),
             )
 
+    def request_close(self, then: Callable[[], None]) -> None:
+        """Ask the writer to drain the queue and stop, then call ``then()`` on its thread.
+        Takes no lock and never blocks: it runs from ``__del__`` (see the table for how the
+        writes below are seen)."""
+        self._then = then  # (written before _closing; the writer reads it after stopping)
+        self._closing = True
+        try:
+            self._bell.release()  # wake it now if it sleeps (else it sees _closing next turn)
+        except RuntimeError:  # rung already
+            pass
+
     def start_close(self) -> None:
-        """Signal the writer to drain and stop, without waiting (for ``__del__`` and forks)."""
+        """Signal the writer to drain and stop, without waiting."""
         with self._lock:
             self._closing = True
             self._ring()
@@ -415,11 +442,15 @@ class WriteLane:
         idle if that happens before ``deadline``. Returns whether it is idle."""
         self._lock.acquire()
         self._paused = True
-        while self._active:
-            remaining = deadline - monotonic()
-            if remaining <= 0:
-                return False
-            self._inactive.wait(remaining)
+        try:
+            while self._active:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    return False
+                self._inactive.wait(remaining)
+        except BaseException:  # interrupted: leave nothing held
+            self.resume_after_fork()
+            raise
         return True
 
     def resume_after_fork(self) -> None:
@@ -492,15 +523,24 @@ class WriteLane:
                             self._inactive.notify_all()
         except BaseException:  # pragma: no cover - a bug in the lane itself
             logger.exception("litegate: writer thread for %s crashed", self.opts.name)
-            with self._lock:
-                self._closing = True
-                left = list(self._queue)
-                self._queue.clear()
-            for job in left:
-                job.finish(error=Closed("the writer thread crashed; see the log"))
-            flush(self.outbox)
+            self._fail_queued("the writer thread crashed; see the log")
         finally:
+            # Whatever was queued after the writer decided to stop (a caller that saw
+            # _closing late: request_close writes it without the lock) fails, never hangs.
+            self._fail_queued("the database was closed before this write ran")
             self._shutdown()
+            then = self._then
+            if then is not None:
+                then()
+
+    def _fail_queued(self, why: str) -> None:
+        with self._lock:
+            self._closing = True
+            left = list(self._queue)
+            self._queue.clear()
+        for job in left:
+            job.finish(error=Closed(why))
+        flush(self.outbox)
 
     def _shutdown(self) -> None:
         conn = self._conn

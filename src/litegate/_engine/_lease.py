@@ -17,7 +17,7 @@ import logging
 import sqlite3
 from typing import TypeVar
 
-from .._errors import Misuse
+from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
 from ._connection import (
     begin_immediate,
@@ -47,6 +47,7 @@ class _Lease:
 
     __slots__ = ("_conn",)
     _conn: sqlite3.Connection | None  # (each subclass sets it first thing: no super() call)
+    _began = False  # a write transaction was begun (LaneLease: a slot)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -71,9 +72,15 @@ class _Lease:
         conn = self._conn  # (the conn property inlined: this runs once per statement)
         if conn is None:
             raise _ended()
-        if limit is None:
-            return fn(conn, *args)
-        return run_limited(conn, limit, sql, fn, *args)
+        result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
+        if self._began and not conn.in_transaction:
+            # fn caught an error after which SQLite rolled the transaction back: whatever it
+            # or a later statement does would run in autocommit mode. Never let it.
+            raise RolledBack(
+                "a function caught an error after which SQLite rolled the whole transaction "
+                "back; nothing of it will commit. Let such errors propagate"
+            )
+        return result
 
 
 class LaneLease(_Lease):

@@ -8,9 +8,11 @@ Shared fields and their guards:
 ===================================  =====================================================
 field                                guard
 ===================================  =====================================================
-_state, _closer                      ``_lock``; ``_state`` is also read without it on the
-                                     hot paths (a call that races a close is refused by
-                                     the lane's or the pool's own closed check)
+_state, _closer                      ``_lock`` (``start_close``, from ``__del__``, writes
+                                     ``_state`` only if it gets the lock without waiting);
+                                     ``_state`` is also read without it on the hot paths
+                                     (a call that races a close is refused by the lane's
+                                     or the pool's own closed check)
 _readers, _side_pool                 created once under ``_lock`` (double-checked)
 _forked, _fork_busy, _fork_idle      written by the forking thread in the fork hooks (no
                                      other thread runs in the child then); ``_forked`` is
@@ -172,7 +174,8 @@ class LocalEngine:
             for pool in self._pools():
                 pool.close()
         finally:
-            self._state = _CLOSED
+            with self._lock:
+                self._state = _CLOSED
             self._closed_event.set()
 
     async def close_async(self, timeout: float | None = None) -> None:
@@ -181,28 +184,41 @@ class LocalEngine:
             await asyncio.to_thread(self.close, timeout)
 
     def start_close(self) -> None:
-        """Begin closing without blocking (for ``__del__``): the writer drains and exits.
-        Does nothing if a lifecycle change is under way (that one finishes the job)."""
-        if not self._lock.acquire(blocking=False):
+        """Begin closing without blocking and without waiting for any lock: it runs from
+        ``__del__``, possibly while this very thread holds one of the engine's locks. The
+        writer drains the queue, stops, and then closes the rest (:meth:`close`, on its own
+        thread)."""
+        if self._state != _OPEN or self._forked or self._pid != os.getpid():
             return
-        try:
-            if not (self._state == _OPEN and not self._forked and self._pid == os.getpid()):
+        if self._lock.acquire(blocking=False):  # (if taken, close() will set it in a moment)
+            try:
+                if self._state == _OPEN:
+                    self._state = _CLOSING
+            finally:
+                self._lock.release()
+        self._lane.request_close(self._close_after_writer)
+
+    def _close_after_writer(self) -> None:
+        """Writer thread, after it stopped for :meth:`start_close`: close the rest (unless a
+        :meth:`close` call is already doing it: it may be joining this very thread)."""
+        with self._lock:
+            if self._closer:
                 return
-            self._state = _CLOSING
-        finally:
-            self._lock.release()
-        _fork.unregister(self)
-        self._lane.start_close()
-        if self._readers is not None:
-            self._readers.close(0.0)
-        for pool in self._pools():
-            pool.close()
+        self.close(_EXIT_CLOSE_TIMEOUT)
 
     # ---- fork (see _fork) ------------------------------------------------------------------
     def before_fork(self, deadline: float) -> None:
         idle = self._lane.pause_for_fork(deadline)
-        for pool in self._pools():
-            idle = pool.quiesce(deadline) and idle
+        held: list[ReaderPool] = []
+        try:
+            for pool in self._pools():
+                idle = pool.quiesce(deadline) and idle
+                held.append(pool)
+        except BaseException:  # interrupted: undo what was done (the fork proceeds anyway)
+            for pool in reversed(held):
+                pool.resume()
+            self._lane.resume_after_fork()
+            raise
         self._fork_idle = idle
 
     def _resume_after_fork(self) -> None:
@@ -217,6 +233,13 @@ class LocalEngine:
         # Runs in the child right after fork(): record the state, replace locks, no I/O.
         self._resume_after_fork()
         self._fork_busy = not self._fork_idle
+        self._lock = threading.Lock()
+        self._closed_event = threading.Event()
+        self._forked = True
+
+    def refuse_after_fork(self) -> None:
+        # In the child of a fork that could not hold this engine still: refuse every use.
+        self._fork_busy = True
         self._lock = threading.Lock()
         self._closed_event = threading.Event()
         self._forked = True

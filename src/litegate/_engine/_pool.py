@@ -13,6 +13,7 @@ connection, and :attr:`ReaderPool.reads` sums them.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -162,9 +163,11 @@ class ReadPool(_Borrowing):
     field                         guard
     ============================  ======================================================
     _free                         its own (``SimpleQueue`` is thread-safe)
-    _unopened, _open, _readers,   ``_lock``
-    _retired, _waiting, waits,
-    timeouts, _stash
+    _unopened, _open, _waiting,   ``_lock``
+    waits, timeouts, _stash
+    _readers, _retired            written under ``_lock``; ``_readers`` is a tuple replaced
+                                  whole (copy on write), so :attr:`reads` reads both
+                                  without it (never blocked, e.g. by a fork's quiesce)
     _holders                      single dict operations by borrowers (``d[k] = v``,
                                   ``d.pop(k)``: documented atomic); read as a copy
     _closed                       written once by :meth:`close` / :meth:`abandon`;
@@ -188,7 +191,7 @@ class ReadPool(_Borrowing):
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._unopened = size
         self._open = 0
-        self._readers: set[_Reader] = set()
+        self._readers: tuple[_Reader, ...] = ()
         self._retired = 0  # reads of readers closed since
         self._holders: dict[int, _Reader] = {}  # id(conn) -> its reader, while borrowed
         self._waiting = 0
@@ -212,8 +215,7 @@ class ReadPool(_Borrowing):
 
     @property
     def reads(self) -> int:
-        with self._lock:
-            return self._retired + sum(reader.reads for reader in self._readers)
+        return self._retired + sum(reader.reads for reader in self._readers)
 
     def acquire(self, timeout: Bound) -> sqlite3.Connection:
         if self._closed:
@@ -319,7 +321,7 @@ class ReadPool(_Borrowing):
             self._free.put(None)
             raise
         with self._lock:
-            self._readers.add(reader)
+            self._readers = (*self._readers, reader)
         if self._closed:
             self._discard(reader)
             raise Closed("the database is closed")
@@ -393,7 +395,7 @@ class ReadPool(_Borrowing):
     def _discard(self, reader: _Reader) -> None:
         with self._lock:
             if reader in self._readers:
-                self._readers.discard(reader)
+                self._readers = tuple(r for r in self._readers if r is not reader)
                 self._retired += reader.reads
                 self._open -= 1
         _close_quietly(reader.conn)
@@ -433,7 +435,7 @@ class ReadPool(_Borrowing):
             if stashed == self._open or monotonic() >= deadline:
                 return stashed == self._open
             self.resume()
-            sleep(0.0002)
+            sleep(0.0002)  # (interrupted here: nothing is held)
 
     def resume(self) -> None:
         for item in self._stash:
@@ -451,8 +453,9 @@ class _Slot:
     cleared, the slot is collected and its connection closed (from that thread).
 
     ``depth`` and ``reads`` are written only by the slot's own thread. ``busy`` (a raw lock)
-    is held by that thread while ``depth > 0``, and by fork while it forks: a borrow never
-    overlaps a fork.
+    is held by that thread while ``depth > 0``, and by ``fork()`` while it forks; if fork
+    cannot get it (the reader stays in use past the quiesce deadline) the child refuses the
+    engine instead.
     """
 
     __slots__ = ("__weakref__", "busy", "conn", "depth", "pool", "reads")
@@ -471,10 +474,26 @@ class _Slot:
 class PerThreadPool(_Borrowing):
     """One reader per OS thread, opened on the thread's first read.
 
-    Shared fields and their guards: ``_slots``, ``_retired``, ``_closed`` (set) and
-    ``_held`` under ``_lock`` (an RLock: a slot collected while its thread holds the lock
-    re-enters it); ``_closed`` is read without the lock and re-checked under it; a slot's
-    fields as :class:`_Slot` says.
+    Shared fields and their guards:
+
+    ==================  ===================================================================
+    field               guard
+    ==================  ===================================================================
+    _slots, _retired,   written under ``_lock`` (an RLock: a slot collected by the garbage
+    _orphans, _closed   collector while its thread holds the lock re-enters it); ``_slots``
+                        is a tuple of weak references replaced whole (copy on write), so
+                        the statistics read it without the lock; ``_closed`` is read
+                        without it and re-checked under it
+    _opening            held while a thread opens its reader, and by ``fork()`` from its
+                        quiesce to its resume: no connection is opened across a fork
+                        (``fork()`` also takes ``_lock``, briefly, for the fork itself)
+    _held               the forking thread (between quiesce and resume)
+    a slot's fields     as :class:`_Slot` says
+    ==================  ===================================================================
+
+    In a forked child the dead threads' slots are collected before the engine hears of the
+    fork (CPython clears their thread-locals first): their connections are kept, never closed
+    there (a thread may have been inside SQLite at the fork), and handed to :meth:`abandon`.
     """
 
     mode = "per-thread"
@@ -483,9 +502,12 @@ class PerThreadPool(_Borrowing):
         self.opts = opts
         self._local = threading.local()
         self._lock = threading.RLock()
-        self._slots: dict[int, weakref.ref[_Slot]] = {}
+        self._opening = threading.Lock()
+        self._slots: tuple[weakref.ref[_Slot], ...] = ()
         self._retired = 0
+        self._orphans: list[sqlite3.Connection] = []  # a forked child's dead threads' readers
         self._closed = False
+        self._pid = os.getpid()
         self._held: list[_Slot] = []  # slots whose busy lock fork() holds
         self.size = 0
         self.waits = 0
@@ -493,9 +515,7 @@ class PerThreadPool(_Borrowing):
         self.wait_times: deque[float] = deque(maxlen=1)
 
     def _live_slots(self) -> list[_Slot]:
-        with self._lock:
-            refs = list(self._slots.values())
-        return [slot for slot in (ref() for ref in refs) if slot is not None]
+        return [slot for slot in (ref() for ref in self._slots) if slot is not None]
 
     @property
     def in_use(self) -> int:
@@ -511,18 +531,20 @@ class PerThreadPool(_Borrowing):
 
     @property
     def reads(self) -> int:
-        with self._lock:
-            retired = self._retired
-        return retired + sum(slot.reads for slot in self._live_slots())
+        return self._retired + sum(slot.reads for slot in self._live_slots())
 
     def _slot(self) -> _Slot:
         slot: _Slot | None = getattr(self._local, "slot", None)
         if slot is None:
-            with self._lock:  # (fork holds it: no connection is opened during a fork)
+            with self._opening:  # (fork holds it: no connection is opened during a fork)
                 if self._closed:
                     raise Closed("the database is closed")
                 slot = _Slot(self, open_connection(self.opts, reader=True))
-                self._slots[id(slot)] = weakref.ref(slot)
+            with self._lock:
+                if self._closed:
+                    _close_quietly(slot.conn)
+                    raise Closed("the database is closed")
+                self._slots = (*self._slots, weakref.ref(slot))
             self._local.slot = slot
         return slot
 
@@ -563,7 +585,10 @@ class PerThreadPool(_Borrowing):
         slot: _Slot | None = getattr(self._local, "slot", None)
         if slot is None or self._closed:
             return None
-        return self.acquire(None)
+        if slot.depth == 0 and not slot.busy.acquire(False):
+            return None  # a fork holds it: never wait here (the loop calls this)
+        slot.depth += 1
+        return slot.conn
 
     def release(self, conn: sqlite3.Connection, reads: int = 0) -> None:
         # A nested borrow in the same thread (a query inside a snapshot) shares the
@@ -585,40 +610,58 @@ class PerThreadPool(_Borrowing):
         return None
 
     def _forget(self, slot: _Slot) -> None:
+        """A slot was collected (its thread ended): close its reader -- or, in a forked
+        child, keep it unclosed for :meth:`abandon` (see the class docstring)."""
         with self._lock:
-            if self._slots.pop(id(slot), None) is not None:
-                self._retired += slot.reads
-                _close_quietly(slot.conn)
+            kept = [ref for ref in self._slots if ref() is not None and ref() is not slot]
+            if len(kept) == len(self._slots):
+                return  # forgotten already (closed or abandoned)
+            self._slots = tuple(kept)
+            self._retired += slot.reads
+            if os.getpid() != self._pid:
+                self._orphans.append(slot.conn)
+                return
+        _close_quietly(slot.conn)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            slots = [slot for slot in (ref() for ref in self._slots.values()) if slot is not None]
-            self._slots = {}
+            slots = self._live_slots()
+            self._slots = ()
             self._retired += sum(slot.reads for slot in slots)
         for slot in slots:
             _close_quietly(slot.conn)
 
     def quiesce(self, deadline: float) -> bool:
-        self._lock.acquire()
+        self._opening.acquire()
         idle = True
-        for slot in self._live_slots():
-            if slot.busy.acquire(True, max(0.0, deadline - monotonic())):
-                self._held.append(slot)
-            else:
-                idle = False
+        try:
+            for slot in self._live_slots():
+                if slot.busy.acquire(True, max(0.0, deadline - monotonic())):
+                    self._held.append(slot)
+                else:
+                    idle = False
+        except BaseException:  # interrupted: leave nothing held
+            for slot in self._held:
+                slot.busy.release()
+            self._held.clear()
+            self._opening.release()
+            raise
+        self._lock.acquire()  # across the fork itself: the child never inherits it taken
         return idle
 
     def resume(self) -> None:
+        self._lock.release()
         for slot in self._held:
             slot.busy.release()
         self._held.clear()
-        self._lock.release()
+        self._opening.release()
 
     def abandon(self) -> list[sqlite3.Connection]:
         with self._lock:
-            conns: list[sqlite3.Connection] = [slot.conn for slot in self._live_slots()]
-            self._slots = {}
+            conns = [slot.conn for slot in self._live_slots()] + self._orphans
+            self._slots = ()
+            self._orphans = []
             self._closed = True
             self._local = threading.local()
         return conns

@@ -99,7 +99,7 @@ class ReaderThreads:
                     self._run_one(job)
                 except BaseException:  # pragma: no cover - a bug here must not kill the thread
                     logger.exception("litegate: reader thread failed a job")
-                    if not job.future.done():
+                    if job.state != AsyncJob.DONE:  # (this thread is its only finisher)
                         job.finish(error=Closed("internal error in a reader thread"))
             flush(outbox)
 
