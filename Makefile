@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src/
+	$(VENV)/bin/mypy --strict tests/
 
 # The stats page is tested in a real browser: Debian's chromium, installed when missing.
 browser:

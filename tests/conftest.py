@@ -50,7 +50,8 @@ if sys.version_info >= (3, 12):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``@pytest.mark.no_debug_loop(reason)`` keeps a test off the asyncio-debug loop (where its
     bookkeeping makes a burst of a thousand tasks 5-10x slower and trips default timeouts)."""
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_debug = callspec is not None and callspec.id.split("-")[:2] == ["asyncio", "debug"]

@@ -102,7 +102,9 @@ SCENARIOS = {
 }
 
 
-def _run(path: Path, body: str, readers: object, threads: int = 4, per_thread: int = 50):
+def _run(
+    path: Path, body: str, readers: object, threads: int = 4, per_thread: int = 50
+) -> tuple[subprocess.CompletedProcess[str], float]:
     script = textwrap.dedent(PRELUDE).replace("READERS", repr(readers)).replace(
         "PER_THREAD", str(per_thread)
     ) + textwrap.dedent(body).replace("THREADS", str(threads)).replace(

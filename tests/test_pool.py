@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from contextlib import closing
+from typing import Any
 
 import pytest
 
@@ -246,7 +247,7 @@ def test_per_thread_fork_quiesce_waits_for_a_borrow_and_blocks_new_ones(db_path:
 
 
 @pytest.mark.parametrize("mode", [1, "per-thread"])
-def test_a_query_that_leaves_a_transaction_open_is_cleaned(db_path: str, mode: int | str) -> None:
+def test_a_query_that_leaves_a_transaction_open_is_cleaned(db_path: str, mode: Any) -> None:
     with litegate.connect(db_path, readers=mode) as db:
         db.execute("CREATE TABLE t(x)")
         assert db.query_value("SELECT 1") == 1  # the reader is open (the first borrow opens it)
@@ -261,7 +262,7 @@ def test_a_query_that_leaves_a_transaction_open_is_cleaned(db_path: str, mode: i
 # ---- regressions found by review, each named after the failure it pins ----------------
 async def test_cancelled_snapshot_query_keeps_its_reader_until_it_stops(db_path: str) -> None:
     def on_connect(conn: sqlite3.Connection) -> None:
-        def slow(x: object) -> object:
+        def slow(x: int) -> int:
             time.sleep(0.5)
             return x
 

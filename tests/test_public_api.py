@@ -43,9 +43,12 @@ def test_error_tree() -> None:
     assert not issubclass(litegate.RolledBack, litegate.Misuse)  # SQLite's rollback is no misuse
     from litegate import debug
 
-    for exc in (debug.CrossThreadUse, debug.ConcurrentUse):
-        assert issubclass(exc, litegate.Misuse) and issubclass(exc, sqlite3.ProgrammingError)
-        assert exc.__name__ in litegate._errors.__doc__  # drawn in the documented tree
+    for detector_error in (debug.CrossThreadUse, debug.ConcurrentUse):
+        assert issubclass(detector_error, litegate.Misuse)
+        assert issubclass(detector_error, sqlite3.ProgrammingError)
+        assert detector_error.__name__ in (
+            litegate._errors.__doc__ or ""
+        )  # drawn in the documented tree
 
 
 def test_core_imports_only_stdlib() -> None:

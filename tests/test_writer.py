@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 import litegate
 from helpers import Outcome, lane_held, lane_held_async, wait_for
 from litegate._engine import _batch
+from litegate._engine._connection import end_transaction
+from litegate._engine._jobs import LaneHold
 
 SLOW_INSERT = (
     "INSERT INTO items(name) SELECT 'z' || x FROM (WITH RECURSIVE c(x) AS "
@@ -36,8 +39,7 @@ def test_failing_job_fails_alone_in_its_batch(db: litegate.Database) -> None:
     names = ["a", "b", "taken", "c", "d"]
     with lane_held(db):
         outs = [
-            Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,)))
-            for n in names
+            Outcome(partial(db.execute, "INSERT INTO items(name) VALUES (?)", (n,))) for n in names
         ]
         wait_for(lambda: db.stats().queue_depth == 5, what="5 queued jobs")
     for o in outs:
@@ -93,7 +95,7 @@ def test_deferred_constraint_at_commit_fails_only_the_guilty_job(db_path: str) -
 def test_failed_commit_fails_the_whole_batch(
     db: litegate.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = _batch.end_transaction
+    real = end_transaction
     failures = [sqlite3.OperationalError("disk I/O error")]
 
     def flaky(conn: sqlite3.Connection, guard: Any, sql: str) -> None:
@@ -106,8 +108,7 @@ def test_failed_commit_fails_the_whole_batch(
     with lane_held(db):
         monkeypatch.setattr(_batch, "end_transaction", flaky)
         outs = [
-            Outcome(lambda n=n: db.execute("INSERT INTO items(name) VALUES (?)", (n,)))
-            for n in "xyz"
+            Outcome(partial(db.execute, "INSERT INTO items(name) VALUES (?)", (n,))) for n in "xyz"
         ]
         wait_for(lambda: db.stats().queue_depth == 3)
     for o in outs:
@@ -155,7 +156,7 @@ def test_write_queue_at_its_bound(db_path: str) -> None:
         db.execute("CREATE TABLE t(x)")
         with lane_held(db):
             queued = [
-                Outcome(lambda i=i: db.execute("INSERT INTO t VALUES (?)", (i,))) for i in (1, 2)
+                Outcome(partial(db.execute, "INSERT INTO t VALUES (?)", (i,))) for i in (1, 2)
             ]
             wait_for(lambda: db.stats().queue_depth == 2)
             t0 = time.monotonic()
@@ -297,12 +298,10 @@ def test_interrupt_while_waiting_for_the_lane_does_not_strand_it(
             def release(self) -> None:
                 self.lock.release()
 
-        class InterruptedHold(_lane.LaneHold):
-            __slots__ = ()
-
+        class InterruptedHold(LaneHold):
             def __init__(self) -> None:
                 super().__init__()
-                self.done = InterruptedWait(self.done)
+                self.done = InterruptedWait(self.done)  # type: ignore[assignment]
 
         with lane_held(db):
             monkeypatch.setattr(_lane, "LaneHold", InterruptedHold)
@@ -373,7 +372,7 @@ def test_an_interrupted_lease_request_never_makes_its_caller_the_owner(
         db.execute("CREATE TABLE t(x)")
         lane = db._engine._lane  # type: ignore[attr-defined]
         granting, in_hold, leave = threading.Event(), threading.Event(), threading.Event()
-        real_grant, real_hold = _lane.WriteLane._grant, _lane.LaneHold.hold
+        real_grant, real_hold = _lane.WriteLane._grant, LaneHold.hold
 
         def slow_grant(self: Any, hold: Any) -> None:
             granting.set()
@@ -396,15 +395,13 @@ def test_an_interrupted_lease_request_never_makes_its_caller_the_owner(
             def release(self) -> None:
                 self.lock.release()
 
-        class InterruptedHold(_lane.LaneHold):
-            __slots__ = ()
-
+        class InterruptedHold(LaneHold):
             def __init__(self) -> None:
                 super().__init__()
-                self.done = InterruptedWait(self.done)
+                self.done = InterruptedWait(self.done)  # type: ignore[assignment]
 
         monkeypatch.setattr(_lane.WriteLane, "_grant", slow_grant)
-        monkeypatch.setattr(_lane.LaneHold, "hold", slow_hold)
+        monkeypatch.setattr(LaneHold, "hold", slow_hold)
         with lane_held(db):
             monkeypatch.setattr(_lane, "LaneHold", InterruptedHold)
             caller: dict[str, Any] = {}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from ._async_transaction import AsyncSavepoint, AsyncSnapshot, AsyncTransaction
@@ -169,7 +169,7 @@ class AsyncMethods(Facade):
 
     async def iterate(
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, arraysize: int = 256
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Stream rows (``async for``); holds a reader (readers=0: the lane) until it ends."""
         async with self.snapshot(timeout=timeout, time_limit=None) as snap:
             async for row in snap.iterate(sql, params, arraysize=arraysize):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Self, TypeVar
 
 from . import _statements as stmt
@@ -57,7 +57,7 @@ class _AsyncReads:
 
     async def iterate(
         self, sql: str, params: Params = (), *, arraysize: int = 256
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Stream rows, fetched ``arraysize`` at a time."""
         cursor = await self._run(stmt.open_cursor, (sql, params), sql, None)
         try:

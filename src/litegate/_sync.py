@@ -6,7 +6,7 @@ at most the stated bound and never blocks any other thread for longer than its o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from ._facade import Facade
@@ -141,7 +141,7 @@ class SyncMethods(Facade):
 
     def iterate(
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, arraysize: int = 256
-    ) -> Iterator[Any]:
+    ) -> Generator[Any, None, None]:
         """Stream rows without loading them all. Holds a reader (with ``readers=0``: the lane)
         until the iteration ends or the generator is closed; close it early with
         ``contextlib.closing`` when you stop before the end."""

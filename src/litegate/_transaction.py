@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any, Self, TypeVar
 
 from . import _statements as stmt
@@ -60,7 +60,9 @@ class _Reads:
         """The first column of the first row, or ``None`` when there is no row."""
         return stmt.first_value(self.query(sql, params, time_limit=time_limit))
 
-    def iterate(self, sql: str, params: Params = (), *, arraysize: int = 256) -> Iterator[Any]:
+    def iterate(
+        self, sql: str, params: Params = (), *, arraysize: int = 256
+    ) -> Generator[Any, None, None]:
         """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open."""
         cur = self._lease().conn.execute(sql, params)
         try:
