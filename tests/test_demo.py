@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import litegate.cli
-from litegate._demo import TOTAL, Observed, check_invariants, run_demo
+from litegate._demo.threads import TOTAL, Observed, check_invariants, run_demo
 
 
 def _good() -> Observed:

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,28 @@ def test_write_function_that_swallows_a_rollback_fails_without_losing_its_batch(
         assert [r[0] for r in db.query("SELECT x FROM t ORDER BY x")] == ["A", "C", "dup"]
 
 
+def _interrupted_hold(before: Callable[[], object]) -> type[LaneHold]:
+    """A LaneHold whose waiter gets "Ctrl-C" (KeyboardInterrupt) after ``before()``."""
+
+    class InterruptedWait:
+        def __init__(self, lock: Any) -> None:
+            self.lock = lock
+
+        def acquire(self, *_: object) -> bool:
+            before()
+            raise KeyboardInterrupt
+
+        def release(self) -> None:
+            self.lock.release()
+
+    class InterruptedHold(LaneHold):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = InterruptedWait(self.done)  # type: ignore[assignment]
+
+    return InterruptedHold
+
+
 def test_interrupt_while_waiting_for_the_lane_does_not_strand_it(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -285,23 +308,7 @@ def test_interrupt_while_waiting_for_the_lane_does_not_strand_it(
         db.execute("CREATE TABLE t(x)")
         from litegate._engine import _lane
 
-        class InterruptedWait:
-            """A LaneHold's ``done`` whose waiter gets "Ctrl-C" once the writer granted it."""
-
-            def __init__(self, lock: Any) -> None:
-                self.lock = lock
-
-            def acquire(self, *_: object) -> bool:
-                time.sleep(0.2)  # let the writer grant it, then "Ctrl-C"
-                raise KeyboardInterrupt
-
-            def release(self) -> None:
-                self.lock.release()
-
-        class InterruptedHold(LaneHold):
-            def __init__(self) -> None:
-                super().__init__()
-                self.done = InterruptedWait(self.done)  # type: ignore[assignment]
+        InterruptedHold = _interrupted_hold(lambda: time.sleep(0.2))  # granted by then
 
         with lane_held(db):
             monkeypatch.setattr(_lane, "LaneHold", InterruptedHold)
@@ -384,21 +391,7 @@ def test_an_interrupted_lease_request_never_makes_its_caller_the_owner(
             leave.wait(10)
             return float(real_hold(self, *args))
 
-        class InterruptedWait:
-            def __init__(self, lock: Any) -> None:
-                self.lock = lock
-
-            def acquire(self, *_: object) -> bool:
-                granting.wait(10)  # the writer has taken the request: "Ctrl-C" now
-                raise KeyboardInterrupt
-
-            def release(self) -> None:
-                self.lock.release()
-
-        class InterruptedHold(LaneHold):
-            def __init__(self) -> None:
-                super().__init__()
-                self.done = InterruptedWait(self.done)  # type: ignore[assignment]
+        InterruptedHold = _interrupted_hold(lambda: granting.wait(10))  # taken by the writer
 
         monkeypatch.setattr(_lane.WriteLane, "_grant", slow_grant)
         monkeypatch.setattr(LaneHold, "hold", slow_hold)
