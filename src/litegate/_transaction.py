@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from collections.abc import Callable, Generator
 from typing import Any, Self, TypeVar
 
@@ -76,6 +77,20 @@ class _Reads:
             cur.close()
 
 
+def _release(lease: WriteLease) -> None:
+    """``lease.release()``, completed even if an interrupt (Ctrl-C) cuts it short -- a lane
+    left held would block every writer -- and the interrupt raised afterwards."""
+    interrupted: BaseException | None = None
+    for _ in range(3):  # (release is idempotent: a second call finishes what the first began)
+        try:
+            lease.release()
+            break
+        except (KeyboardInterrupt, SystemExit) as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
 class TransactionBase:
     """What a sync and an async transaction are given: the engine and their bounds."""
 
@@ -106,15 +121,20 @@ class Transaction(TransactionBase, _Reads):
     def __enter__(self) -> Self:
         if self._entered:
             raise Misuse("a Transaction can be entered only once")
-        lease = self._engine.lease(self._timeout, "the transaction")
-        self._entered = True  # (not before: a timed-out enter may be retried)
+        engine = self._engine
+        lease: WriteLease | None = None
         try:
+            lease = engine.lease(self._timeout, "the transaction", self, sys._getframe(1))
+            self._entered = True  # (not before: a timed-out enter may be retried)
             lease.begin(self._busy_timeout)
-        except BaseException:
-            lease.release()
+            self._write_lease = lease
+            self._active = True
+        except BaseException:  # (an interrupt included: the lane is never left held)
+            self._active = False
+            if lease is not None:
+                _release(lease)
+            engine.recover(self)  # (interrupted before ``lease`` was stored)
             raise
-        self._write_lease = lease
-        self._active = True
         return self
 
     def __exit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
@@ -130,7 +150,8 @@ class Transaction(TransactionBase, _Reads):
                 raise RolledBack(f"the transaction did not commit: {self._aborted}")
         finally:
             self._active = False
-            lease.release()
+            _release(lease)
+            self._engine.recover(self)  # (a release cut short before it reached the lane)
 
     def _lease(self) -> WriteLease:
         lease = self._write_lease

@@ -31,6 +31,11 @@ owner                a sync lease holder, for itself     ``_lock``; read without
                                                          (only that thread ever sets it to
                                                          its ident, so a stale value never
                                                          equals it)
+_sync_hold           its holder (set once granted,        ``_lock``
+                     cleared at give-back)
+holder,              the sync lease holder (``take``),   the lane (only its holder's thread
+holder_frame         cleared when the lane is given      reads them: see ``_drop_stale``)
+                     back
 _held_since          lease grants and releases           ``_lock``; read without it only for
                                                          a message
 _hold_reported       writer thread, lane givers          ``_lock``
@@ -49,6 +54,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from _thread import allocate_lock
@@ -56,6 +62,7 @@ from collections import deque
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic
+from types import FrameType
 
 from .._config import Options
 from .._errors import Closed, WriteTimeout
@@ -117,6 +124,9 @@ class WriteLane:
         self._active = False  # someone is using the connection
         self.user: int | None = None  # the thread using it (for re-entrance checks)
         self.owner: int | None = None  # the thread holding a sync lease
+        self._sync_hold: LaneHold | None = None  # a sync lease granted through the writer
+        self.holder: object = None  # who took the sync lease (see recover)
+        self.holder_frame: FrameType | None = None  # where the sync lease's block runs
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
         self._hold_reported = False
         # The writer thread sleeps on a bell (a raw lock, released to ring) rather than a
@@ -180,6 +190,7 @@ class WriteLane:
 
     def reentrance(self, ident: int) -> str | None:
         """Why thread ``ident`` must not wait for the lane (it holds it), or None."""
+        self._drop_stale(ident)
         if self.owner == ident:
             return (
                 "inside a transaction held by this thread; it would wait for the transaction "
@@ -196,7 +207,31 @@ class WriteLane:
 
     def held_by(self, ident: int) -> sqlite3.Connection | None:
         """The writer connection if thread ``ident`` holds a sync lease, else None."""
+        if self.owner != ident:
+            return None
+        self._drop_stale(ident)
         return self._conn if self.owner == ident else None
+
+    def _drop_stale(self, ident: int) -> None:
+        """Thread ``ident``, calling in: if it holds a sync lease whose block is no longer on
+        its stack, the block was left without its end -- an interrupt (Ctrl-C) landed as its
+        ``__exit__`` began, where no context manager written in Python can act. Roll that
+        transaction back and give the lane back, so the thread is not refused as if inside it.
+        """
+        frame = self.holder_frame
+        if frame is None or self.owner != ident:
+            return
+        current: FrameType | None = sys._getframe(1)
+        while current is not None:
+            if current is frame:
+                return  # still inside the block
+            current = current.f_back
+        logger.warning(
+            "litegate: a transaction on %s was left without its end (interrupted as its block "
+            "ended, e.g. by Ctrl-C); rolled it back and gave the write lane back",
+            self.opts.name,
+        )
+        self.recover(ident, self.holder)
 
     def closed_error(self, what: str) -> Closed:
         """The :class:`Closed` for ``what``, saying why when the lane stopped on its own."""
@@ -397,6 +432,7 @@ class WriteLane:
         """Give the lane back; the writer takes over whatever queued meanwhile."""
         with self._lock:
             self.owner = None
+            self.holder = self.holder_frame = None
             self._held_since = 0.0
             self._hold_reported = False
             self._active = False
@@ -407,7 +443,9 @@ class WriteLane:
                 self._inactive.notify_all()
 
     # ---- leases --------------------------------------------------------------------------
-    def take(self, timeout: Bound, what: str) -> tuple[sqlite3.Connection, LaneHold | None]:
+    def take(
+        self, timeout: Bound, what: str, holder: object = None, frame: FrameType | None = None
+    ) -> tuple[sqlite3.Connection, LaneHold | None]:
         """Hold the lane for the calling thread: directly when it is idle (returns
         ``(conn, None)``), else through the writer thread, which grants a queued
         :class:`LaneHold` and parks until :meth:`give_back`. Waits up to ``timeout`` seconds.
@@ -416,19 +454,20 @@ class WriteLane:
         :raises Closed: the lane is closing, or closed before granting it
         """
         me = get_ident()
-        with self._lock:
-            if self._closing:
-                raise self.closed_error("the database is closed; no new writes are accepted")
-            if not (self._active or self._paused or self._queue):
-                self.user = self.owner = me
-                self._held_since = monotonic()
-                self._active = True
-        if self.user == me:  # holding it directly
-            try:
+        try:
+            with self._lock:
+                if self._closing:
+                    raise self.closed_error("the database is closed; no new writes are accepted")
+                if not (self._active or self._paused or self._queue):
+                    self.user = self.owner = me
+                    self.holder, self.holder_frame = holder, frame
+                    self._held_since = monotonic()
+                    self._active = True
+            if self.user == me:  # holding it directly
                 return self._ready(), None
-            except BaseException:
-                self._end_direct()
-                raise
+        except BaseException:  # (an interrupt included: never strand the lane)
+            self.recover(me, holder)
+            raise
         hold = LaneHold()
         deadline = None if timeout is None else monotonic() + timeout
         self.submit(hold, deadline)
@@ -443,20 +482,60 @@ class WriteLane:
         if hold.error is not None:  # failed, never granted (closed meanwhile)
             error, hold.error = hold.error, None
             raise error
-        with self._lock:  # set by the holder itself, once granted: see the table
-            self.owner = me
+        try:
+            with self._lock:  # set by the holder itself, once granted: see the table
+                self._sync_hold = hold
+                self.holder, self.holder_frame = holder, frame
+                self.owner = me
+        except BaseException:
+            self.recover(me, holder)
+            raise
         return self._conn, hold
 
     def give_back(self, hold: LaneHold | None) -> None:
-        """End a lease taken with :meth:`take` (its holder has ended any transaction)."""
+        """End a lease taken with :meth:`take` (its holder has ended any transaction).
+        Idempotent: what was given back already is left alone."""
         if hold is None:
-            self.counters.lane_holds.append(monotonic() - self._held_since)
-            self._end_direct()
+            if self.user == get_ident():
+                try:
+                    self.counters.lane_holds.append(monotonic() - self._held_since)
+                finally:
+                    self._end_direct()
+            return
+        try:
+            with self._lock:
+                if self._sync_hold is hold:
+                    self._sync_hold = None
+                if self.owner == hold.ident:
+                    self.owner = None
+                    self.holder = self.holder_frame = None
+        finally:
+            hold.release()
+
+    def recover(self, ident: int, holder: object) -> None:
+        """After an exception (an interrupt) escaped a lease's set-up or release on thread
+        ``ident``, before its holder had the lease object to release: if ``holder`` (on that
+        thread) still holds the lane (directly, or granted by the writer), end its transaction
+        and give the lane back. Idempotent; a no-op for anyone else."""
+        if self._sync_hold is None and self.user != ident:
+            return  # (unlocked reads: only thread ``ident`` sets either to its own)
+        if self.holder is not holder:
             return
         with self._lock:
-            if self.owner == hold.ident:
-                self.owner = None
-        hold.release()
+            hold = self._sync_hold
+            if hold is not None and hold.ident != ident:
+                hold = None
+        direct = self.user == ident and self.owner == ident
+        if hold is None and not direct:
+            return
+        self.guard.revoke()
+        conn = self._conn
+        if is_open(conn) and conn.in_transaction:
+            rollback_quietly(conn, self.guard)
+        if hold is not None:
+            self.give_back(hold)
+        else:
+            self._end_direct()
 
     def _grant(self, hold: BaseJob) -> None:
         """Lane holder: hand the lane to a queued lease and park until it is given back."""

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic, perf_counter
+from types import FrameType
 from typing import Any, TypeVar
 
 from .._config import Options
@@ -369,15 +370,30 @@ class LocalEngine:
         self._counters.write_latency.append(perf_counter() - t0)
         return result
 
-    def lease(self, timeout: Bound, what: str = "the transaction") -> LaneLease:
+    def lease(
+        self,
+        timeout: Bound,
+        what: str = "the transaction",
+        holder: object = None,
+        frame: FrameType | None = None,
+    ) -> LaneLease:
         self.check()
         lane = self._lane
         if lane.owner is not None or lane.user is not None:
             self._no_reentry(what)
         t0 = monotonic()
-        conn, hold = lane.take(timeout, what)
-        self._counters.lane_wait.append(monotonic() - t0)
-        return LaneLease(self._lane, conn, hold, self._counters, self.opts.busy_timeout)
+        try:
+            conn, hold = lane.take(timeout, what, holder, frame)
+            self._counters.lane_wait.append(monotonic() - t0)
+            return LaneLease(lane, conn, hold, self._counters, self.opts.busy_timeout)
+        except BaseException:  # (interrupted before the caller has the lease to release)
+            lane.recover(get_ident(), holder)
+            raise
+
+    def recover(self, holder: object) -> None:
+        """After an exception (Ctrl-C) escaped :meth:`lease` or a lease's release on this
+        thread: give back the write lane if ``holder`` still holds it. Idempotent."""
+        self._lane.recover(get_ident(), holder)
 
     async def lease_async(self, timeout: Bound, what: str = "the transaction") -> AsyncLaneLease:
         self.check()
