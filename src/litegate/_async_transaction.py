@@ -12,7 +12,7 @@ from typing import Any, Self, TypeVar
 from . import _statements as stmt
 from ._args import check_arraysize, check_callable, check_sql, limit_arg, param_sets
 from ._engine import AsyncReadLease, AsyncWriteLease, Engine
-from ._errors import Misuse
+from ._errors import Misuse, RolledBack
 from ._statements import Result
 from ._transaction import TransactionBase
 from ._types import DEFAULT, Args, Bound, ExcType, Limit, Params, ParamSeq, Tb
@@ -179,7 +179,10 @@ class AsyncSavepoint:
         if not tx._active or lease is None or lease.lost:
             return
         if exc_type is None:
-            await tx.run(stmt.exec_sql, f"RELEASE {self._name}")
+            try:
+                await tx.run(stmt.exec_sql, f"RELEASE {self._name}")
+            except RolledBack:
+                pass  # SQLite ended the whole transaction: as in sync, the block's end says so
             return
         # Roll the savepoint back, never masking the original exception. On a cancellation
         # the operation is queued without waiting: the writer runs operations in order, so
@@ -188,6 +191,8 @@ class AsyncSavepoint:
             future = lease.post(stmt.rollback_to_savepoint, (self._name,))
             if exc_type is not asyncio.CancelledError:
                 await future
+        except RolledBack:
+            pass  # nothing left to undo: SQLite rolled the whole transaction back
         except Exception:
             logger.exception("litegate: rolling back savepoint %s failed", self._name)
 
