@@ -448,7 +448,6 @@ class Engine:
     """The database under test and how to call it (sync, or async through one event loop)."""
 
     db: litegate.Database
-    readers: int
     runner: asyncio.Runner | None = None
     marks: int = 0
 
@@ -479,12 +478,10 @@ class Engine:
         assert self.db.query_value("SELECT count(*) FROM uniq WHERE k = 1") == 1
 
 
-def _rolled_back(call: Call, error: BaseException | None, readers: int) -> bool:
+def _rolled_back(call: Call, error: BaseException | None) -> bool:
     """Whether the call must have left no trace (a refused call, a read, an abandoned block)."""
     if call.name in READ_NAMES or call.name == "close":
-        # With readers=0 a writing statement given to a read commits, even when the read then
-        # fails (the xfail test below); drop this exemption when that is fixed.
-        return readers != 0
+        return True
     if call.name == "transaction":
         return error is not None or call.rollback
     return error is not None
@@ -499,7 +496,7 @@ def _exercise(engine: Engine, call: Call) -> None:
     if call.invalid() or call.name == "close":  # refused in the caller: nothing reached the lane
         after = engine.db.stats()
         assert (after.jobs_ok, after.jobs_failed) == (jobs.jobs_ok, jobs.jobs_failed), call
-    if _rolled_back(call, error, engine.readers):
+    if _rolled_back(call, error):
         assert engine.content() == before, f"{call!r} ({error!r}) changed the database"
     engine.healthy()
 
@@ -510,10 +507,10 @@ def _engine(tmp_path: Path, readers: int, use_async: bool) -> Iterator[Engine]:
     try:
         db.executescript(SCHEMA)
         if not use_async:
-            yield Engine(db, readers)
+            yield Engine(db)
             return
         with asyncio.Runner() as runner:
-            yield Engine(db, readers, runner)
+            yield Engine(db, runner)
     finally:
         db.close()
 
@@ -579,23 +576,7 @@ WRITING_READS: list[Callable[[litegate.Database], object]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    "readers",
-    [
-        2,
-        "per-thread",
-        pytest.param(
-            0,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="readers=0: reads run on the writer outside any transaction, so a "
-                "writing statement given to query()/run_read() autocommits (nothing may commit "
-                "outside the lane's own COMMIT; issue 10, deliverable 2). When fixed, also drop "
-                "the readers=0 exemption in _rolled_back",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("readers", [2, "per-thread", 0])
 @pytest.mark.parametrize("read", range(len(WRITING_READS)))
 def test_a_read_method_never_writes(tmp_path: Path, readers: Any, read: int) -> None:
     with litegate.connect(str(tmp_path / "r.db"), readers=readers) as db:
