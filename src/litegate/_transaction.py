@@ -15,6 +15,14 @@ from collections.abc import Callable, Generator
 from typing import Any, Self, TypeVar
 
 from . import _statements as stmt
+from ._args import (
+    check_arraysize,
+    check_callable,
+    check_param_sets,
+    check_sql,
+    limit_arg,
+    not_a_str,
+)
 from ._engine import Engine, ReadLease, WriteLease
 from ._errors import Misuse, RolledBack
 from ._statements import Result
@@ -25,6 +33,8 @@ __all__ = ("Savepoint", "Snapshot", "Transaction", "TransactionBase")
 logger = logging.getLogger("litegate")
 _savepoint_ids = itertools.count(1)
 T = TypeVar("T")
+# The statement functions whose first argument is the caller's SQL text (checked lazily).
+_SQL_FIRST = (stmt.run_query, stmt.fetch, stmt.run_execute)
 
 
 class _Reads:
@@ -38,11 +48,13 @@ class _Reads:
 
     def _call(self, time_limit: Limit, sql: str | None, fn: Any, *args: Any) -> Any:
         lease = self._lease()
-        limit = self._time_limit if time_limit is DEFAULT else time_limit
+        limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
         try:
             return lease.run(fn, args, sql, limit)
-        except BaseException:
+        except BaseException as exc:
             self._after_error()
+            if isinstance(exc, TypeError) and fn in _SQL_FIRST and not isinstance(args[0], str):
+                raise not_a_str(args[0]) from None  # (here, not up front: free on the hot path)
             raise
 
     def _after_error(self) -> None:
@@ -64,7 +76,13 @@ class _Reads:
     def iterate(
         self, sql: str, params: Params = (), *, arraysize: int = 256
     ) -> Generator[Any, None, None]:
-        """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open."""
+        """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open.
+        Bad arguments raise here, not at the first row."""
+        check_sql(sql)
+        check_arraysize(arraysize)
+        return self._iterate(sql, params, arraysize)
+
+    def _iterate(self, sql: str, params: Params, arraysize: int) -> Generator[Any, None, None]:
         cur = self._lease().conn.execute(sql, params)
         try:
             while True:
@@ -179,16 +197,21 @@ class Transaction(TransactionBase, _Reads):
         return result
 
     def executemany(self, sql: str, seq: ParamSeq, *, time_limit: Limit = DEFAULT) -> Result:
-        """Run one statement for every parameter set in ``seq``."""
+        """Run one statement for every parameter set in ``seq`` (streamed: an iterator is not
+        loaded first)."""
+        check_sql(sql)
+        check_param_sets(seq)
         result: Result = self._call(time_limit, sql, stmt.run_executemany, sql, seq)
         return result
 
     def executescript(self, script: str, *, time_limit: Limit = DEFAULT) -> None:
         """Run several statements (inside this transaction, unlike sqlite3's executescript)."""
+        check_sql(script, "script")
         self._call(time_limit, None, stmt.run_script, script)
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(conn, *args)`` on the writer connection, inside this transaction."""
+        check_callable(fn)
         result: T = self._call(DEFAULT, None, fn, *args)
         return result
 
