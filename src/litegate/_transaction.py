@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import sys
 from collections.abc import Callable, Generator
 from typing import Any, Self, TypeVar
 
@@ -142,7 +141,7 @@ class Transaction(TransactionBase, _Reads):
         engine = self._engine
         lease: WriteLease | None = None
         try:
-            lease = engine.lease(self._timeout, "the transaction", self, sys._getframe(1))
+            lease = engine.lease(self._timeout, "the transaction", self)
             self._entered = True  # (not before: a timed-out enter may be retried)
             lease.begin(self._busy_timeout)
             self._write_lease = lease

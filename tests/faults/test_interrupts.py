@@ -265,3 +265,39 @@ def test_interrupts_never_reach_other_threads_writes(db: litegate.Database) -> N
     assert committed == len(results) == len(started), (committed, len(results), len(started))
     assert sum(outcomes.values()) > 20
     wait_for(lambda: db.stats().queue_depth == 0, what="an empty queue")
+
+
+def test_a_transaction_abandoned_without_its_end_is_rolled_back(db: litegate.Database) -> None:
+    """What an interrupt at ``__exit__``'s first instruction leaves: a transaction entered and
+    never ended. Once the transaction object is gone, the lane is rolled back and given back --
+    by the writer thread even if the holding thread never calls again."""
+    tx = db.transaction()
+    tx.__enter__()
+    tx.execute("INSERT INTO t(id, who) VALUES (1, 'abandoned')")
+    del tx  # (the block's frame, and with it the object, is gone)
+    other: list[object] = []
+
+    def writer() -> None:
+        db.execute("INSERT INTO t(id, who) VALUES (2, 'other thread')", timeout=WORKER_TIMEOUT)
+        other.append("ok")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    t.join(WORKER_TIMEOUT + 1)
+    assert other == ["ok"]
+    assert db.query_value("SELECT group_concat(who) FROM t") == "other thread"
+    assert _lock_is_free(Path(db.path))
+
+
+def test_a_transaction_entered_by_hand_is_not_taken_for_abandoned(db: litegate.Database) -> None:
+    """An ExitStack (or a test) may enter a transaction in one frame and leave it in another:
+    as long as the object lives, the lane stays its."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        tx = stack.enter_context(db.transaction())
+        tx.execute("INSERT INTO t(id, who) VALUES (1, 'held')")
+        with pytest.raises(litegate.Misuse, match="deadlock"):
+            db.execute("INSERT INTO t(id, who) VALUES (2, 'x')")
+        tx.execute("INSERT INTO t(id, who) VALUES (3, 'held')")
+    assert db.query_value("SELECT count(*) FROM t") == 2

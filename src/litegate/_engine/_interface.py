@@ -18,8 +18,8 @@ time_limit, sql)``                 returns its result after the COMMIT     for t
 ``await write_async(...)``         the same for an asyncio caller          never blocks the
                                                                            loop; same errors
 **the lane, held (a lease)**
-``lease(timeout, what, holder,     the write lane for this thread:         waits <= timeout:
-frame)``                           a :class:`WriteLease`; the writer       WriteTimeout;
+``lease(timeout, what, holder)``   the write lane for this thread:         waits <= timeout:
+                                   a :class:`WriteLease`; the writer       WriteTimeout;
                                    connection is reachable only through    Misuse if this
                                    it while it is live                     thread holds it
 ``await lease_async(timeout,       the lane for an asyncio task: an        never blocks the
@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 from .._config import Options
@@ -184,11 +183,10 @@ class Engine(Protocol):
         timeout: Bound,
         what: str = ...,
         holder: object = None,
-        frame: FrameType | None = None,
     ) -> WriteLease:
-        """``holder``: who asks (for :meth:`recover`); ``frame``: the frame whose block holds
-        the lease (a block left without its end, e.g. by Ctrl-C, is then recognised and its
-        lane given back at the thread's next call)."""
+        """``holder``: who asks (for :meth:`recover`; if it is collected while it still holds
+        the lane -- its block was left without its end, e.g. by Ctrl-C -- the lane is rolled
+        back and given back)."""
 
     async def lease_async(self, timeout: Bound, what: str = ...) -> AsyncWriteLease: ...
 

@@ -33,9 +33,11 @@ owner                a sync lease holder, for itself     ``_lock``; read without
                                                          equals it)
 _sync_hold           its holder (set once granted,        ``_lock``
                      cleared at give-back)
-holder,              the sync lease holder (``take``),   the lane (only its holder's thread
-holder_frame         cleared when the lane is given      reads them: see ``_drop_stale``)
-                     back
+holder               the sync lease holder (``take``): a  the lane; its weakref callback sets
+                     weakref to who asked, cleared when  only ``_stale`` (a bool) and
+                     the lane is given back              releases a granted hold (a raw lock)
+_stale               the holder's weakref callback       read by the owner thread and the
+                     (set), a new lease (cleared)        writer; acted on under ``_lock``
 _held_since          lease grants and releases           ``_lock``; read without it only for
                                                          a message
 _hold_reported       writer thread, lane givers          ``_lock``
@@ -54,15 +56,14 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
+import weakref
 from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic
-from types import FrameType
 
 from .._config import Options
 from .._errors import Closed, WriteTimeout
@@ -125,8 +126,8 @@ class WriteLane:
         self.user: int | None = None  # the thread using it (for re-entrance checks)
         self.owner: int | None = None  # the thread holding a sync lease
         self._sync_hold: LaneHold | None = None  # a sync lease granted through the writer
-        self.holder: object = None  # who took the sync lease (see recover)
-        self.holder_frame: FrameType | None = None  # where the sync lease's block runs
+        self.holder: weakref.ref[object] | None = None  # who took the sync lease (recover)
+        self._stale = False  # that holder was collected without giving the lane back
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
         self._hold_reported = False
         # The writer thread sleeps on a bell (a raw lock, released to ring) rather than a
@@ -213,25 +214,43 @@ class WriteLane:
         return self._conn if self.owner == ident else None
 
     def _drop_stale(self, ident: int) -> None:
-        """Thread ``ident``, calling in: if it holds a sync lease whose block is no longer on
-        its stack, the block was left without its end -- an interrupt (Ctrl-C) landed as its
-        ``__exit__`` began, where no context manager written in Python can act. Roll that
-        transaction back and give the lane back, so the thread is not refused as if inside it.
-        """
-        frame = self.holder_frame
-        if frame is None or self.owner != ident:
-            return
-        current: FrameType | None = sys._getframe(1)
-        while current is not None:
-            if current is frame:
-                return  # still inside the block
-            current = current.f_back
+        """Thread ``ident``, calling in: if the transaction that holds the lane for it is gone
+        (collected) without giving the lane back -- an interrupt (Ctrl-C) landed as its
+        ``__exit__`` began, where no context manager written in Python can act -- roll it back
+        and give the lane back, instead of refusing the call as if inside it."""
+        if self._stale and self.owner == ident:
+            self._recover_stale()
+
+    def _holder_gone(self, ref: weakref.ref[object]) -> None:
+        """Weakref callback (any thread, possibly inside the GC): the holder of the lane was
+        collected. Only flags it (no lock: the GC may run inside this lane's own lock); a
+        granted hold is released at once (a raw lock), the rest is done by the next caller
+        from that thread or by the writer thread (:meth:`_recover_stale`)."""
+        if self.holder is ref:
+            self._stale = True
+            hold = self._sync_hold
+            if hold is not None:
+                hold.release()
+
+    def _recover_stale(self) -> None:
+        """Roll back and give back a lane whose holder is gone (see :meth:`_drop_stale`)."""
+        with self._lock:
+            if not self._stale:
+                return
+            self._stale = False
+            owner = self.owner
+            direct = owner is not None and self.user == owner and self._sync_hold is None
+        if not direct:
+            return  # (a granted hold was released: the writer rolls back after it)
         logger.warning(
             "litegate: a transaction on %s was left without its end (interrupted as its block "
             "ended, e.g. by Ctrl-C); rolled it back and gave the write lane back",
             self.opts.name,
         )
-        self.recover(ident, self.holder)
+        conn = self._conn
+        if is_open(conn) and conn.in_transaction:
+            rollback_quietly(conn, self.guard)
+        self._end_direct()
 
     def closed_error(self, what: str) -> Closed:
         """The :class:`Closed` for ``what``, saying why when the lane stopped on its own."""
@@ -432,7 +451,7 @@ class WriteLane:
         """Give the lane back; the writer takes over whatever queued meanwhile."""
         with self._lock:
             self.owner = None
-            self.holder = self.holder_frame = None
+            self.holder = None
             self._held_since = 0.0
             self._hold_reported = False
             self._active = False
@@ -444,7 +463,7 @@ class WriteLane:
 
     # ---- leases --------------------------------------------------------------------------
     def take(
-        self, timeout: Bound, what: str, holder: object = None, frame: FrameType | None = None
+        self, timeout: Bound, what: str, holder: object = None
     ) -> tuple[sqlite3.Connection, LaneHold | None]:
         """Hold the lane for the calling thread: directly when it is idle (returns
         ``(conn, None)``), else through the writer thread, which grants a queued
@@ -459,8 +478,9 @@ class WriteLane:
                 if self._closing:
                     raise self.closed_error("the database is closed; no new writes are accepted")
                 if not (self._active or self._paused or self._queue):
+                    self._stale = False  # (the holder first: recover tells its own by it)
+                    self.holder = None if holder is None else weakref.ref(holder, self._holder_gone)
                     self.user = self.owner = me
-                    self.holder, self.holder_frame = holder, frame
                     self._held_since = monotonic()
                     self._active = True
             if self.user == me:  # holding it directly
@@ -485,7 +505,8 @@ class WriteLane:
         try:
             with self._lock:  # set by the holder itself, once granted: see the table
                 self._sync_hold = hold
-                self.holder, self.holder_frame = holder, frame
+                self._stale = False
+                self.holder = None if holder is None else weakref.ref(holder, self._holder_gone)
                 self.owner = me
         except BaseException:
             self.recover(me, holder)
@@ -508,7 +529,7 @@ class WriteLane:
                     self._sync_hold = None
                 if self.owner == hold.ident:
                     self.owner = None
-                    self.holder = self.holder_frame = None
+                    self.holder = None
         finally:
             hold.release()
 
@@ -519,8 +540,9 @@ class WriteLane:
         and give the lane back. Idempotent; a no-op for anyone else."""
         if self._sync_hold is None and self.user != ident:
             return  # (unlocked reads: only thread ``ident`` sets either to its own)
-        if self.holder is not holder:
-            return
+        ref = self.holder
+        if ref is not None and ref() is not holder:
+            return  # (another lease of this thread: e.g. a nested transaction was refused)
         with self._lock:
             hold = self._sync_hold
             if hold is not None and hold.ident != ident:
@@ -547,6 +569,10 @@ class WriteLane:
         held = hold.hold(self.opts.hold_warn, self._report_long_hold, self._conn)
         with self._lock:
             self._held_since = 0.0
+            if self._sync_hold is hold:  # (released by _holder_gone: its holder is gone)
+                self._sync_hold = None
+                self.owner = self.holder = None
+                self._stale = False
         self.counters.lane_holds.append(held)
         conn = self._conn
         if not is_open(conn):
@@ -686,6 +712,8 @@ class WriteLane:
                         self._active = True
                         self.user = get_ident()
                 if jobs is None and not idle:
+                    if self._stale:  # a direct holder is gone without giving the lane back
+                        self._recover_stale()
                     quiet = not bell.acquire(True, wait) and idle_wait
                     continue
                 quiet = False

@@ -33,7 +33,6 @@ import threading
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic, perf_counter
-from types import FrameType
 from typing import Any, TypeVar
 
 from .._config import Options
@@ -375,7 +374,6 @@ class LocalEngine:
         timeout: Bound,
         what: str = "the transaction",
         holder: object = None,
-        frame: FrameType | None = None,
     ) -> LaneLease:
         self.check()
         lane = self._lane
@@ -383,7 +381,7 @@ class LocalEngine:
             self._no_reentry(what)
         t0 = monotonic()
         try:
-            conn, hold = lane.take(timeout, what, holder, frame)
+            conn, hold = lane.take(timeout, what, holder)
             self._counters.lane_wait.append(monotonic() - t0)
             return LaneLease(lane, conn, hold, self._counters, self.opts.busy_timeout)
         except BaseException:  # (interrupted before the caller has the lease to release)
