@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from ._async_transaction import AsyncSavepoint, AsyncSnapshot, AsyncTransaction
@@ -172,8 +173,11 @@ class AsyncMethods(Facade):
     ) -> AsyncGenerator[Any, None]:
         """Stream rows (``async for``); holds a reader (readers=0: the lane) until it ends."""
         async with self.snapshot(timeout=timeout, time_limit=None) as snap:
-            async for row in snap.iterate(sql, params, arraysize=arraysize):
-                yield row
+            # aclosing: left early (break, cancellation), the inner iteration ends here, inside
+            # the snapshot, rather than whenever the garbage collector finalizes it
+            async with aclosing(snap.iterate(sql, params, arraysize=arraysize)) as rows:
+                async for row in rows:
+                    yield row
 
     def snapshot(self, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT) -> AsyncSnapshot:
         """``async with adb.snapshot() as snap:`` -- one consistent read state."""

@@ -23,10 +23,25 @@ logger = logging.getLogger("litegate")
 T = TypeVar("T")
 
 
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Retrieve an unawaited operation's outcome (a failure is already the block's concern:
+    unretrieved, asyncio would log it at ERROR)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _AsyncReads:
-    """Query methods shared by async transactions and snapshots, over an async lease."""
+    """Query methods shared by async transactions and snapshots, over an async lease.
+
+    The cursors of iterations still open are kept in ``_cursors`` (this task's alone): the
+    block closes them before it gives its connection back, since an iteration left early
+    (``break``, a cancellation) is finalized later, after the block, when its connection
+    belongs to someone else -- and an open cursor keeps its statement's snapshot alive even
+    after the block's ROLLBACK.
+    """
 
     _time_limit: float | None
+    _cursors: set[Any] | None = None  # (class default: created by the first iteration)
 
     def _live(self) -> AsyncReadLease:
         """The live lease. :raises Misuse: outside the block"""
@@ -60,12 +75,27 @@ class _AsyncReads:
     ) -> AsyncGenerator[Any, None]:
         """Stream rows, fetched ``arraysize`` at a time."""
         cursor = await self._run(stmt.open_cursor, (sql, params), sql, None)
+        cursors = self._cursors
+        if cursors is None:
+            cursors = self._cursors = set()
+        cursors.add(cursor)
         try:
             while rows := await self._run(stmt.fetch_page, (cursor, arraysize), None, None):
                 for row in rows:
                     yield row
         finally:
-            await self._run(stmt.close_cursor, (cursor,), None, None)
+            if cursor in cursors:  # else the block has ended and closed it
+                await self._run(stmt.close_cursor, (cursor,), None, None)
+                cursors.discard(cursor)
+
+    def _open_cursors(self) -> list[Any]:
+        """The block is ending: the cursors its iterations left open (forgotten here)."""
+        cursors = self._cursors
+        if not cursors:
+            return []
+        left = list(cursors)
+        cursors.clear()
+        return left
 
 
 class AsyncTransaction(TransactionBase, _AsyncReads):
@@ -100,6 +130,9 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
         assert lease is not None
         was_active, self._active = self._active, False
         try:
+            left = self._open_cursors()
+            if left:  # closed on the writer before the COMMIT / the rollback (ops run in order)
+                lease.post(stmt.close_cursors, (left,)).add_done_callback(_consume)
             if exc_type is None and was_active:
                 try:
                     await lease.commit()
@@ -201,7 +234,7 @@ class AsyncSnapshot(_AsyncReads):
     async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
-            await lease.release()
+            await lease.release(self._open_cursors())
 
     def _live(self) -> AsyncReadLease:
         lease = self._lease
