@@ -113,7 +113,7 @@ def test_reads_inside_a_transaction_in_lane_mode_run_inline(db_path: str) -> Non
 def test_user_commit_inside_transaction_is_refused(db: litegate.Database) -> None:
     with db.transaction() as tx:
         tx.execute("INSERT INTO items(name) VALUES ('a')")
-        with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        with pytest.raises(litegate.Refused, match="refused COMMIT"):
             tx.execute("COMMIT")
         tx.execute("INSERT INTO items(name) VALUES ('b')")
     assert _count(db) == 2

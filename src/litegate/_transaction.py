@@ -64,7 +64,7 @@ class _Reads:
         self, sql: str, params: Params = (), *, arraysize: int = 256
     ) -> Generator[Any, None, None]:
         """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open."""
-        cur = self._lease().conn.execute(sql, params)
+        cur = self._lease().run(stmt.open_cursor, (sql, params), sql, None)
         try:
             while True:
                 self._lease()  # checked before every page: never read after the block ended

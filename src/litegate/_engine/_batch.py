@@ -11,6 +11,7 @@ import sqlite3
 import time
 
 from .._errors import RolledBack
+from ._authorizer import explain
 from ._connection import (
     COMMIT,
     TxnGuard,
@@ -111,7 +112,7 @@ def group_commit(
                     )
             except BaseException as exc:
                 c.jobs_failed += 1
-                job.finish(error=exc)
+                job.finish(error=explain(exc))  # (a refused statement: say what and why)
                 if savepoints and conn.in_transaction:
                     conn.execute(_ROLLBACK_TO)
                     conn.execute(_RELEASE)

@@ -14,8 +14,9 @@ from threading import get_ident
 from typing import Any, TypeVar
 
 from .._config import Options
-from .._errors import Busy, QueryTimeout
+from .._errors import Busy, Misuse, QueryTimeout
 from .._types import Bound, Fn
+from ._authorizer import GUARDED, ReaderGuard, explain, refuse_transaction, reraise, verdict
 from ._counters import Counters
 
 __all__ = (
@@ -54,7 +55,8 @@ ROLLBACK = "ROLLBACK /* litegate */"
 
 
 class TxnGuard:
-    """An authorizer that refuses BEGIN/COMMIT/ROLLBACK from user code on the writer.
+    """The writer's authorizer: refuses BEGIN/COMMIT/ROLLBACK from user code, and what
+    :mod:`._authorizer` refuses on every connection (state-changing PRAGMAs, ATTACH).
 
     The lane owns transaction boundaries: a job that committed on its own would commit other
     callers' half-done work. Savepoints stay allowed. Transaction control is permitted only to
@@ -74,10 +76,21 @@ class TxnGuard:
     def revoke(self) -> None:
         self._allowed = 0
 
-    def __call__(self, action: int, *_: object) -> int:
-        if action == sqlite3.SQLITE_TRANSACTION and self._allowed != get_ident():
-            return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
+    def __call__(
+        self, action: int, arg1: str | None = None, arg2: str | None = None, *_: object
+    ) -> int:
+        # Called for every action of every statement prepared (not for cached ones): one set
+        # lookup for the common actions.
+        if action not in GUARDED:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_TRANSACTION:
+            if self._allowed != get_ident():
+                return refuse_transaction(arg1)
+            return sqlite3.SQLITE_OK
+        return verdict(action, arg1, arg2)
+
+
+_READER_GUARD = ReaderGuard()
 
 
 def _retry_busy(conn: sqlite3.Connection, sql: str, deadline: float) -> Any:
@@ -129,6 +142,8 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
             conn.execute(f"PRAGMA {key}={value if isinstance(value, int) else repr(str(value))}")
         if opts.on_connect is not None:
             opts.on_connect(conn)
+        if reader:  # (the writer's, a TxnGuard, is installed by the lane)
+            conn.set_authorizer(_READER_GUARD)
     except BaseException:
         conn.close()
         raise
@@ -275,16 +290,35 @@ def translate_interrupt(
 def run_limited(
     conn: sqlite3.Connection, limit: Bound, sql: str | None, fn: Fn[T], *args: Any
 ) -> T:
-    """``fn(conn, *args)``, interrupted with :class:`QueryTimeout` after ``limit`` seconds."""
+    """``fn(conn, *args)``, interrupted with :class:`QueryTimeout` after ``limit`` seconds.
+
+    :raises Refused: ``fn`` ran a statement the connection's authorizer refused
+    :raises Misuse: ``fn`` closed the connection (it is the engine's, shared)
+    """
     if limit is None:
-        return fn(conn, *args)
-    deadline = set_time_limit(conn, limit)
+        try:
+            result = fn(conn, *args)
+        except sqlite3.DatabaseError as exc:
+            reraise(exc)
+    else:
+        deadline = set_time_limit(conn, limit)
+        try:
+            result = fn(conn, *args)
+        except BaseException as exc:
+            err = translate_interrupt(explain(exc), deadline, limit, sql)
+            if err is exc:
+                raise
+            raise err from exc
+        finally:
+            try:
+                clear_time_limit(conn)
+            except sqlite3.ProgrammingError:  # fn closed it: reported below
+                pass
     try:
-        return fn(conn, *args)
-    except BaseException as exc:
-        err = translate_interrupt(exc, deadline, limit, sql)
-        if err is exc:
-            raise
-        raise err from exc
-    finally:
-        clear_time_limit(conn)
+        conn.in_transaction  # noqa: B018 (raises on a closed connection)
+    except sqlite3.ProgrammingError:
+        raise Misuse(
+            "the function closed the connection it was given: litegate's connections are "
+            "shared and must stay open (a closed reader is replaced when it is given back)"
+        ) from None
+    return result

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
+from ._authorizer import reraise
 from ._connection import (
     begin_immediate,
     begin_snapshot,
@@ -72,7 +73,10 @@ class _Lease:
         conn = self._conn  # (the conn property inlined: this runs once per statement)
         if conn is None:
             raise _ended()
-        result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
+        try:
+            result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
+        except sqlite3.DatabaseError as exc:
+            reraise(exc)  # (a refused statement: Refused, saying which)
         if self._began and not conn.in_transaction:
             # fn caught an error after which SQLite rolled the transaction back: whatever it
             # or a later statement does would run in autocommit mode. Never let it.
