@@ -98,7 +98,10 @@ class Options:
         ``writable_schema`` and ``schema_version`` (they can corrupt the database), and
         values of the database file (``user_version``, ``application_id``: set them with a
         write or a migration)
-    :param on_connect: called with each new connection after it is configured
+    :param on_connect: called with each new connection after it is configured, before
+        litegate installs its authorizer (which refuses state-changing PRAGMAs and ATTACH
+        through the API, and replaces an authorizer set here): the place to ``ATTACH`` a
+        database on every connection
     """
 
     path: str
