@@ -388,12 +388,11 @@ class ReadPool(_Borrowing):
             return
         reader.reads += reads
         try:
-            clean = not conn.in_transaction or _checkin(conn)
+            if conn.in_transaction and not _checkin(conn):
+                self._replace(reader)
+                return
         except sqlite3.ProgrammingError:  # closed by the function it was lent to
-            clean = False
-        if not clean:
-            self._discard(reader)
-            self._free.put(None)  # the slot is free again; a borrower opens a new one
+            self._replace(reader)
             return
         if self._closed:
             self._discard(reader)
@@ -401,6 +400,11 @@ class ReadPool(_Borrowing):
         self._free.put(reader)
         if self._closed:  # close() ran meanwhile and may have missed it
             self._drain()
+
+    def _replace(self, reader: _Reader) -> None:
+        """Close a broken reader; its slot is free again (a borrower opens a new one)."""
+        self._discard(reader)
+        self._free.put(None)
 
     def _discard(self, reader: _Reader) -> None:
         with self._lock:
