@@ -34,6 +34,22 @@ def test_guards_refuse_state_changing_pragmas_and_attach(guard: Any) -> None:
         assert guard(action, "t", "x", "main", None) == OK
 
 
+def test_the_writer_guard_permits_the_engines_own_statements_on_its_thread() -> None:
+    guard = TxnGuard()
+    guard.permit()
+    try:
+        assert guard(PRAGMA, "query_only", "1", None, None) == OK
+        assert guard(sqlite3.SQLITE_TRANSACTION, "BEGIN", None, None, None) == OK
+        seen: list[int] = []
+        t = threading.Thread(target=lambda: seen.append(guard(PRAGMA, "query_only", "1")))
+        t.start()
+        t.join()
+        assert seen == [DENY]  # not for another thread
+    finally:
+        guard.revoke()
+    assert guard(PRAGMA, "query_only", "1", None, None) == DENY
+
+
 def test_only_the_writer_guard_refuses_transaction_control() -> None:
     assert TxnGuard()(sqlite3.SQLITE_TRANSACTION, "COMMIT", None, None, None) == DENY
     # a reader's transactions are its borrower's own (snapshots begin one there)

@@ -70,7 +70,8 @@ class TxnGuard:
         self._allowed = 0
 
     def permit(self) -> None:
-        """Allow transaction control on this thread until :meth:`revoke`."""
+        """Allow the engine's own statements on this thread until :meth:`revoke`: transaction
+        control, and any PRAGMA (e.g. a lane that switches ``query_only`` for lane reads)."""
         self._allowed = get_ident()
 
     def revoke(self) -> None:
@@ -81,12 +82,10 @@ class TxnGuard:
     ) -> int:
         # Called for every action of every statement prepared (not for cached ones): one set
         # lookup for the common actions.
-        if action not in GUARDED:
+        if action not in GUARDED or self._allowed == get_ident():
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_TRANSACTION:
-            if self._allowed != get_ident():
-                return refuse_transaction(arg1)
-            return sqlite3.SQLITE_OK
+            return refuse_transaction(arg1)
         return verdict(action, arg1, arg2)
 
 
