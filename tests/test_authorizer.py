@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import litegate
+from helpers import write_elsewhere
 from litegate._engine._authorizer import PRAGMAS_WITH_ARGUMENT, ReaderGuard, explain
 from litegate._engine._connection import TxnGuard
 
@@ -85,12 +86,7 @@ def test_explain_names_the_refusal_only_on_the_refusing_thread(tmp_path: Path) -
 def _writes_work(db: litegate.Database, path: str) -> None:
     db.execute("INSERT INTO t VALUES (1)")
     assert db.query_value("SELECT count(*) FROM t") == 1
-    other = sqlite3.connect(path, timeout=1.0)  # and another connection can write too
-    try:
-        other.execute("INSERT INTO t VALUES (2)")
-        other.commit()
-    finally:
-        other.close()
+    write_elsewhere(path, timeout=1.0)  # and another connection can write too
     assert db.query_value("SELECT count(*) FROM t") == 2
 
 

@@ -13,7 +13,7 @@ from . import _statements as stmt
 from ._engine import AsyncReadLease, AsyncWriteLease, Engine
 from ._errors import Misuse
 from ._statements import Result
-from ._transaction import TransactionBase
+from ._transaction import OpenCursors, TransactionBase
 from ._types import DEFAULT, Args, Bound, ExcType, Limit, Params, ParamSeq, Tb
 
 __all__ = ("AsyncSavepoint", "AsyncSnapshot", "AsyncTransaction")
@@ -30,18 +30,12 @@ def _consume(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-class _AsyncReads:
-    """Query methods shared by async transactions and snapshots, over an async lease.
-
-    The cursors of iterations still open are kept in ``_cursors`` (this task's alone): the
-    block closes them before it gives its connection back, since an iteration left early
-    (``break``, a cancellation) is finalized later, after the block, when its connection
-    belongs to someone else -- and an open cursor keeps its statement's snapshot alive even
-    after the block's ROLLBACK.
-    """
+class _AsyncReads(OpenCursors):
+    """Query methods shared by async transactions and snapshots, over an async lease. The
+    cursors of iterations still open are closed on the connection's thread before the block
+    gives it back (see :class:`OpenCursors`)."""
 
     _time_limit: float | None
-    _cursors: set[Any] | None = None  # (class default: created by the first iteration)
 
     def _live(self) -> AsyncReadLease:
         """The live lease. :raises Misuse: outside the block"""
@@ -75,10 +69,7 @@ class _AsyncReads:
     ) -> AsyncGenerator[Any, None]:
         """Stream rows, fetched ``arraysize`` at a time."""
         cursor = await self._run(stmt.open_cursor, (sql, params), sql, None)
-        cursors = self._cursors
-        if cursors is None:
-            cursors = self._cursors = set()
-        cursors.add(cursor)
+        cursors = self._track(cursor)
         try:
             while rows := await self._run(stmt.fetch_page, (cursor, arraysize), None, None):
                 for row in rows:
@@ -87,15 +78,6 @@ class _AsyncReads:
             if cursor in cursors:  # else the block has ended and closed it
                 await self._run(stmt.close_cursor, (cursor,), None, None)
                 cursors.discard(cursor)
-
-    def _open_cursors(self) -> list[Any]:
-        """The block is ending: the cursors its iterations left open (forgotten here)."""
-        cursors = self._cursors
-        if not cursors:
-            return []
-        left = list(cursors)
-        cursors.clear()
-        return left
 
 
 class AsyncTransaction(TransactionBase, _AsyncReads):

@@ -19,14 +19,43 @@ from ._errors import Misuse, RolledBack
 from ._statements import Result
 from ._types import DEFAULT, Bound, ExcType, Limit, Params, ParamSeq, Tb
 
-__all__ = ("Savepoint", "Snapshot", "Transaction", "TransactionBase")
+__all__ = ("OpenCursors", "Savepoint", "Snapshot", "Transaction", "TransactionBase")
 
 logger = logging.getLogger("litegate")
 _savepoint_ids = itertools.count(1)
 T = TypeVar("T")
 
 
-class _Reads:
+class OpenCursors:
+    """The cursors of a block's iterations still open (the block's user's alone), closed when
+    the block ends, before it gives its connection back.
+
+    An iteration left early (``break``, an exception, a cancellation) is finalized later --
+    after the block, when its connection belongs to someone else -- and an open cursor keeps
+    its statement's snapshot alive even after the block's ROLLBACK: the next borrower of that
+    reader would read stale data, and the writer would stay in a read transaction.
+    """
+
+    _cursors: set[Any] | None = None  # (class default: created by the first iteration)
+
+    def _track(self, cursor: Any) -> set[Any]:
+        cursors = self._cursors
+        if cursors is None:
+            cursors = self._cursors = set()
+        cursors.add(cursor)
+        return cursors
+
+    def _open_cursors(self) -> list[Any]:
+        """The block is ending: the cursors its iterations left open (forgotten here)."""
+        cursors = self._cursors
+        if not cursors:
+            return []
+        left = list(cursors)
+        cursors.clear()
+        return left
+
+
+class _Reads(OpenCursors):
     """Query methods shared by transactions and snapshots, over a lease."""
 
     _time_limit: float | None
@@ -65,6 +94,7 @@ class _Reads:
     ) -> Generator[Any, None, None]:
         """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open."""
         cur = self._lease().run(stmt.open_cursor, (sql, params), sql, None)
+        cursors = self._track(cur)
         try:
             while True:
                 self._lease()  # checked before every page: never read after the block ended
@@ -73,7 +103,9 @@ class _Reads:
                     return
                 yield from rows
         finally:
-            cur.close()
+            if cur in cursors:  # else the block has ended and closed it
+                cursors.discard(cur)
+                cur.close()
 
 
 class TransactionBase:
@@ -121,6 +153,7 @@ class Transaction(TransactionBase, _Reads):
         lease = self._write_lease
         assert lease is not None
         try:
+            stmt.close_cursors(None, self._open_cursors())  # (this thread holds the lane)
             if self._active and lease.in_transaction:
                 if exc_type is None:
                     lease.commit()
@@ -228,6 +261,7 @@ class Snapshot(_Reads):
     def __exit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease, self._read_lease = self._read_lease, None
         if lease is not None:
+            stmt.close_cursors(None, self._open_cursors())  # (this thread holds it)
             lease.release()  # its check-in (or the lane's release) ends the read transaction
 
     def _lease(self) -> ReadLease:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import litegate
+from helpers import write_elsewhere
 
 Entry = Callable[[litegate.Database, str], Any]
 
@@ -166,12 +167,7 @@ def assert_whole(db: litegate.Database, path: str) -> None:
         finally:
             for snap in snaps:
                 snap.__exit__(None, None, None)
-    other = sqlite3.connect(path, timeout=BUSY_TIMEOUT)  # another connection can write
-    try:
-        other.execute("INSERT INTO t VALUES (2)")
-        other.commit()
-    finally:
-        other.close()
+    write_elsewhere(path, timeout=BUSY_TIMEOUT)  # another connection can write
     assert db.query_value("SELECT count(*) FROM t") == before + 2
 
 
