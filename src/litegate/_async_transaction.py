@@ -112,8 +112,8 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
         assert lease is not None
         was_active, self._active = self._active, False
         try:
-            left = self._open_cursors()
-            if left:  # closed on the writer before the COMMIT / the rollback (ops run in order)
+            if self._cursors:  # closed on the writer before the COMMIT / rollback (in order)
+                left = self._open_cursors()
                 lease.post(stmt.close_cursors, (left,)).add_done_callback(_consume)
             if exc_type is None and was_active:
                 try:
@@ -202,6 +202,7 @@ class AsyncSnapshot(_AsyncReads):
         self._timeout = timeout
         self._time_limit = time_limit
         self._lease: AsyncReadLease | None = None
+        self._cursors = None
 
     async def __aenter__(self) -> Self:
         lease = await self._engine.borrow_async(self._timeout, "the snapshot")
@@ -216,7 +217,7 @@ class AsyncSnapshot(_AsyncReads):
     async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
-            await lease.release(self._open_cursors())
+            await lease.release(self._open_cursors() if self._cursors else ())
 
     def _live(self) -> AsyncReadLease:
         lease = self._lease
