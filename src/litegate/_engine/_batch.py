@@ -30,7 +30,6 @@ __all__ = (
     "copy_error",
     "group_commit",
     "is_open",
-    "is_open_in_transaction",
     "job_error",
     "run_reads",
 )
@@ -109,14 +108,6 @@ def is_open(conn: sqlite3.Connection) -> bool:
     except sqlite3.ProgrammingError:
         return False
     return True
-
-
-def is_open_in_transaction(conn: sqlite3.Connection) -> bool:
-    """Open and inside a transaction (False for a closed connection)."""
-    try:
-        return conn.in_transaction
-    except sqlite3.ProgrammingError:
-        return False
 
 
 def job_error(exc: BaseException, alive: bool = True, *, reading: bool = False) -> BaseException:

@@ -65,31 +65,25 @@ class TxnGuard:
     statement), so no other thread can widen or narrow it by accident.
     """
 
-    __slots__ = ("_allowed", "_gate")
+    __slots__ = ("_allowed", "gate")
 
     def __init__(self) -> None:
         self._allowed = 0
-        # The flag of the writer's commit gate (None: unavailable): open exactly while
-        # transaction control is permitted, so only the lane's own COMMIT commits. (Written
-        # here directly: a method call per open and close cost ~4% of a single write.)
-        self._gate: bytearray | None = None
+        # The flag of the writer's commit gate (None: unavailable): :func:`end_transaction`
+        # opens it for the lane's own COMMIT only. (Written there directly: a method call per
+        # open and close cost ~4% of a single write, benchmarks/hot_paths.py.)
+        self.gate: bytearray | None = None
 
     def set_gate(self, gate: CommitGate | None) -> None:
         """Install the commit gate of the connection this guard watches (closed)."""
-        self._gate = None if gate is None else gate.flag
+        self.gate = None if gate is None else gate.flag
 
     def permit(self) -> None:
         """Allow the engine's own statements on this thread until :meth:`revoke`: transaction
         control, and any PRAGMA (e.g. a lane that switches ``query_only`` for lane reads)."""
         self._allowed = get_ident()
-        flag = self._gate
-        if flag is not None:
-            flag[0] = OPEN
 
     def revoke(self) -> None:
-        flag = self._gate
-        if flag is not None:
-            flag[0] = SHUT
         self._allowed = 0
 
     def __call__(
@@ -226,9 +220,14 @@ def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None
     if not conn.in_transaction:
         return
     guard.permit()
+    gate = guard.gate
+    if gate is not None:
+        gate[0] = OPEN  # (the lane's own COMMIT: the one the gate lets through)
     try:
         conn.execute(sql)
     finally:
+        if gate is not None:
+            gate[0] = SHUT
         guard.revoke()
 
 

@@ -129,6 +129,7 @@ class WriteLane:
         self._sync_hold: LaneHold | None = None  # a sync lease granted through the writer
         self.holder: weakref.ref[object] | None = None  # who took the sync lease (recover)
         self._stale = False  # that holder was collected without giving the lane back
+        self._on_holder_gone = self._holder_gone  # (bound once: a transaction's cost)
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
         self._hold_reported = False
         # The writer thread sleeps on a bell (a raw lock, released to ring) rather than a
@@ -171,6 +172,11 @@ class WriteLane:
             )
             rollback(conn, self.guard)
         return conn
+
+    def replace_closed(self) -> None:
+        """Lane holder (a lease being released): the writer connection was closed by a
+        function it was lent to; open a new one for the next holder."""
+        self._reopen("a transaction's function closed the write lane's connection")
 
     def _reopen(self, why: str) -> sqlite3.Connection:
         """Lane holder: replace the writer connection (the old one is closed or unusable)."""
@@ -487,17 +493,14 @@ class WriteLane:
                     raise self.closed_error("the database is closed; no new writes are accepted")
                 if not (self._active or self._paused or self._queue):
                     self._stale = False  # (the holder first: recover tells its own by it)
-                    self.holder = None if holder is None else weakref.ref(holder, self._holder_gone)
+                    self.holder = (
+                        None if holder is None else weakref.ref(holder, self._on_holder_gone)
+                    )
                     self.user = self.owner = me
                     self._held_since = monotonic()
                     self._active = True
-            if self.user == me:  # holding it directly
-                conn = self._conn
-                try:
-                    fit = not conn.in_transaction  # (_ready inlined: this runs per transaction)
-                except sqlite3.ProgrammingError:  # closed by a function
-                    fit = False
-                return (conn if fit else self._ready()), None
+            if self.user == me:  # holding it directly (every holder leaves the connection fit:
+                return self._conn, None  # rolled back, and reopened if closed, at release)
         except BaseException:  # (an interrupt included: never strand the lane)
             self.recover(me, holder)
             raise
@@ -519,7 +522,7 @@ class WriteLane:
             with self._lock:  # set by the holder itself, once granted: see the table
                 self._sync_hold = hold
                 self._stale = False
-                self.holder = None if holder is None else weakref.ref(holder, self._holder_gone)
+                self.holder = None if holder is None else weakref.ref(holder, self._on_holder_gone)
                 self.owner = me
         except BaseException:
             self.recover(me, holder)

@@ -20,7 +20,6 @@ from typing import TypeVar
 from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
 from ._authorizer import explain
-from ._batch import is_open_in_transaction
 from ._commit_gate import refused_error
 from ._connection import (
     begin_immediate,
@@ -83,9 +82,7 @@ class _Lease:
         if conn is None:
             raise _ended()
         began = self._began
-        if began and not conn.in_transaction:
-            raise _rolled_back()  # (a statement now would run in autocommit mode: never)
-        try:
+        try:  # (after SQLite rolled the transaction back, the commit gate refuses a write)
             result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
         except sqlite3.DatabaseError as exc:
             err = refused_error(explain(exc), in_transaction=began)
@@ -152,7 +149,12 @@ class LaneLease(_Lease):
         call again after an interrupt cut it short (the lane's give-back is idempotent)."""
         conn, self._conn = self._conn, None
         try:
-            if conn is not None and is_open_in_transaction(conn):
+            try:
+                open_txn = conn is not None and conn.in_transaction
+            except sqlite3.ProgrammingError:  # closed by a function it was lent to
+                open_txn = False
+                self._lane.replace_closed()
+            if open_txn and conn is not None:
                 if self._began:  # a transaction's holder ends it itself: this is a bug
                     logger.error("litegate: a lane holder left a transaction open; rolling back")
                 rollback(conn, self._lane.guard)
