@@ -388,3 +388,19 @@ async def test_async_close_inside_own_transaction_is_refused_at_once(tmp_path: P
     finally:
         await adb.close()
     assert adb.closed
+
+
+# ---- messages that say what is true -----------------------------------------------------------
+async def test_write_timeout_names_the_async_transaction_holding_the_lane(tmp_path: Path) -> None:
+    """It used to say "no transaction holds it now" while an async transaction held it."""
+    db = _fresh(tmp_path)
+    adb = db.as_async()
+    try:
+        async with adb.transaction() as tx:
+            await tx.execute("INSERT INTO t(id, v) VALUES (1, 'held')")
+            with pytest.raises(litegate.WriteTimeout, match="a transaction has held it for"):
+                await asyncio.to_thread(
+                    db.execute, "INSERT INTO t(id, v) VALUES (2, 'x')", (), timeout=0.2
+                )
+    finally:
+        db.close()
