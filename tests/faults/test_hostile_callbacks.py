@@ -29,6 +29,9 @@ KINDS: list[type[BaseException]] = [
     type("CustomBase", (BaseException,), {}),
 ]
 ANSWER_TIMEOUT = 10.0  # an answer that has not come by then never will (the bug: forever)
+# The async tests check the database's state through the sync facade between their steps (and
+# close it): those checks, not litegate's async calls, block the loop for a moment.
+pytestmark = pytest.mark.blocks_loop("state is checked through the sync Database between steps")
 
 
 def _fresh(tmp_path: Path, **options: Any) -> litegate.Database:
