@@ -64,9 +64,9 @@ async def _outcome(awaitable: Any) -> Any:
 
 
 def _expected(kind: type[BaseException], async_: bool) -> type[BaseException]:
-    # asyncio cannot carry StopIteration in a future: an async caller gets a RuntimeError
-    # caused by it (as PEP 479 does for generators).
-    return RuntimeError if async_ and kind is StopIteration else kind
+    # A coroutine cannot take StopIteration (asyncio refuses it in a future) or GeneratorExit
+    # (it could not await its cleanup): an async caller gets a RuntimeError caused by it.
+    return RuntimeError if async_ and kind in (StopIteration, GeneratorExit) else kind
 
 
 # ---- any BaseException fails its own call only --------------------------------------------------

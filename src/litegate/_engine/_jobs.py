@@ -282,10 +282,12 @@ class AsyncJob(BaseJob):
 
 
 def deliverable(error: BaseException) -> BaseException:
-    """``error`` as a future can carry it: asyncio refuses ``StopIteration`` (it would end the
-    awaiting coroutine as if it returned), so it becomes a ``RuntimeError`` caused by it, as
-    PEP 479 does for generators."""
-    if isinstance(error, StopIteration):
+    """``error`` as an awaiting coroutine can take it: asyncio refuses ``StopIteration`` in a
+    future (it would end the coroutine as if it returned), and ``GeneratorExit`` raised into a
+    coroutine forbids it to await again (``async with`` cleanup then fails: "coroutine ignored
+    GeneratorExit"), so either becomes a ``RuntimeError`` caused by it, as PEP 479 does for
+    generators."""
+    if isinstance(error, (StopIteration, GeneratorExit)):
         wrapped = RuntimeError(f"the function raised {type(error).__name__}: {error!r}")
         wrapped.__cause__ = error
         return wrapped
