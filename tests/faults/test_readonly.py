@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures.thread  # noqa: F401 - asyncio.to_thread imports it lazily (see below)
 import os
-import shutil
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dbfiles import wal_snapshot
 from forked import NOBODY, LogRecords, drop_privileges, reachable_dir, run_forked
 
 import litegate
@@ -45,25 +45,24 @@ READONLY = "attempt to write a readonly database"
 
 
 def _make(path: Path, *, wal: bool, keep_wal: bool = False) -> None:
-    """A database with ``t(x)`` = ROWS, made as the test's own user and closed. ``keep_wal``:
-    the rows stay in a -wal file (with its -shm), not checkpointed into the database, as a
-    crashed or still running writer leaves them."""
-    conn = sqlite3.connect(path)
+    """A database with ``t(x)`` = ROWS, made as the test's own user. ``keep_wal``: the rows are
+    only in its -wal (with a -shm), as a killed writer leaves them; else it is closed (no -wal,
+    no -shm)."""
+
+    def build(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t(x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(x,) for x in ROWS])
+
+    if keep_wal:
+        wal_snapshot(path, build)
+        return
+    conn = sqlite3.connect(path, isolation_level=None)
     try:
         if wal:
             conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute("CREATE TABLE t(x)")
-        conn.executemany("INSERT INTO t VALUES (?)", [(x,) for x in ROWS])
-        conn.commit()
-        if keep_wal:  # (closing the last connection would checkpoint and delete them)
-            for suffix in ("-wal", "-shm"):
-                shutil.copyfile(f"{path}{suffix}", f"{path}{suffix}.keep")
+        build(conn)
     finally:
         conn.close()
-    if keep_wal:
-        for suffix in ("-wal", "-shm"):
-            os.rename(f"{path}{suffix}.keep", f"{path}{suffix}")
 
 
 def _give(path: Path) -> None:
