@@ -10,7 +10,8 @@ import logging
 import sqlite3
 import time
 
-from .._errors import RolledBack
+from .._errors import Misuse, RolledBack
+from ._commit_gate import refused_error
 from ._connection import (
     COMMIT,
     TxnGuard,
@@ -23,7 +24,7 @@ from ._connection import (
 from ._counters import Counters
 from ._jobs import BaseJob
 
-__all__ = ("copy_error", "group_commit", "run_reads")
+__all__ = ("LaneBroken", "copy_error", "group_commit", "is_open", "job_error", "run_reads")
 
 logger = logging.getLogger("litegate")
 
@@ -52,15 +53,96 @@ def copy_error(exc: BaseException) -> BaseException:
 
 def run_reads(conn: sqlite3.Connection, guard: TxnGuard, jobs: list[BaseJob]) -> int:
     """Lane reads (``readers=0``), each outside any transaction, each answered at once.
-    Returns how many succeeded."""
+    Returns how many succeeded. A function that leaves a transaction open fails: it is rolled
+    back before anything else runs.
+
+    :raises LaneBroken: a function closed the connection (the lane reopens it)
+    """
     ok = 0
-    for job in jobs:
+    for i, job in enumerate(jobs):
         job.attach(conn)
-        if job.execute(conn):
-            ok += 1
-        if conn.in_transaction:  # pragma: no cover - the guard forbids BEGIN
-            rollback(conn, guard)
+        try:
+            result = run_limited(conn, job.time_limit, job.sql, job.run)
+            if conn.in_transaction:
+                raise Misuse(
+                    "a run_read function left a transaction open on the write lane's "
+                    "connection (readers=0); it was rolled back"
+                )
+        except BaseException as exc:
+            alive = is_open(conn)
+            job.finish(error=job_error(exc, alive, reading=True))
+            if not alive:
+                raise LaneBroken(
+                    "a run_read function closed the connection", jobs[i + 1 :]
+                ) from exc
+            if conn.in_transaction:
+                rollback(conn, guard)
+            continue
+        job.finish(result)
+        ok += 1
     return ok
+
+
+class LaneBroken(Exception):
+    """The writer connection cannot be used any more (user code closed it, or a rollback
+    failed). ``jobs``: those of the batch that were not answered and did not commit; the lane
+    reopens its connection and runs them again."""
+
+    def __init__(self, why: str, jobs: list[BaseJob]) -> None:
+        super().__init__(why)
+        self.jobs = jobs
+
+
+def is_open(conn: sqlite3.Connection) -> bool:
+    """False if ``conn`` was closed (by a job's function: the lane never closes it mid-use)."""
+    try:
+        conn.in_transaction  # noqa: B018 - raises ProgrammingError once closed
+    except sqlite3.ProgrammingError:
+        return False
+    return True
+
+
+def job_error(exc: BaseException, alive: bool = True, *, reading: bool = False) -> BaseException:
+    """What the caller of a failed lane job is told: ``exc``, except where the lane knows
+    better (the function closed the connection; its statement was refused by the commit gate).
+    """
+    if alive:
+        return refused_error(exc, in_transaction=not reading)
+    err = Misuse(
+        "the function closed the write lane's connection; it failed (the lane opened a new "
+        "connection). Never close a connection litegate lends you"
+    )
+    err.__cause__ = exc
+    return err
+
+
+def _undo_savepoint(conn: sqlite3.Connection) -> bool:
+    """Undo the failed job's savepoint. False if that cannot be done (the transaction is gone,
+    or the function released or broke the lane's savepoint): the caller rolls back all."""
+    try:
+        if not conn.in_transaction:
+            return False
+        conn.execute(_ROLLBACK_TO)
+        conn.execute(_RELEASE)
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _rollback_all(conn: sqlite3.Connection, guard: TxnGuard, again: list[BaseJob]) -> None:
+    """Roll the batch's transaction back.
+
+    :raises LaneBroken: the connection is closed or refuses the rollback (``again`` are the
+        jobs to run again on a new one)
+    """
+    try:
+        rollback(conn, guard)
+    except BaseException as exc:
+        if isinstance(exc, sqlite3.Error) or not is_open(conn):
+            raise LaneBroken(
+                f"the lane could not roll back its transaction: {exc!r}", again
+            ) from exc
+        raise
 
 
 def group_commit(
@@ -77,7 +159,13 @@ def group_commit(
     If the COMMIT fails on a deferred constraint, each job is retried alone so only the
     guilty one fails; any other COMMIT failure fails every job of the batch.
 
+    Whatever a job raises (any ``BaseException``) fails that job alone and goes to its caller
+    only. An exception that escapes (an interrupt of the lane holder's own thread) leaves no
+    transaction open.
+
     Runs on the lane holder's thread. Returns whether anything was committed.
+
+    :raises LaneBroken: a job closed the connection, or it refuses to roll back
     """
     pending = jobs
     careful = False  # savepoint per job, after a failure in this batch
@@ -86,6 +174,8 @@ def group_commit(
         try:
             begin_immediate(conn, guard, busy_timeout, c)
         except BaseException as exc:
+            if conn.in_transaction:  # (interrupted just after the BEGIN)
+                rollback(conn, guard)
             c.jobs_failed += len(pending)
             for job in pending:
                 job.finish(error=copy_error(exc))
@@ -93,37 +183,44 @@ def group_commit(
         savepoints = careful and len(pending) > 1
         done: list[tuple[BaseJob, object]] = []
         restart: list[BaseJob] | None = None
-        for i, job in enumerate(pending):
-            try:
-                if savepoints:
-                    conn.execute(_SAVEPOINT)
-                if job.time_limit is None:  # job.run inline: this runs once per write
-                    result = job.ctx.run(job.fn, conn, *job.args)
+        try:
+            for i, job in enumerate(pending):
+                try:
+                    if savepoints:
+                        conn.execute(_SAVEPOINT)
+                    if job.time_limit is None:  # job.run inline: this runs once per write
+                        result = job.ctx.run(job.fn, conn, *job.args)
+                    else:
+                        result = run_limited(conn, job.time_limit, job.sql, job.run)
+                    if savepoints:
+                        conn.execute(_RELEASE)
+                    if not conn.in_transaction:  # it swallowed an error that ended the txn
+                        raise RolledBack(
+                            "this write's function caught an error after which SQLite rolled "
+                            "the whole transaction back: the write failed (the others of its "
+                            "batch are run again). Let such errors propagate"
+                        )
+                except BaseException as exc:
+                    alive = is_open(conn)
+                    c.jobs_failed += 1
+                    job.finish(error=job_error(exc, alive))
+                    rest = [j for j, _ in done] + pending[i + 1 :]
+                    if not alive:
+                        raise LaneBroken("a write's function closed the connection", rest) from exc
+                    if savepoints and _undo_savepoint(conn):
+                        continue
+                    # Undo everything (it may hold the failed job's partial work) and run
+                    # the others again, carefully.
+                    _rollback_all(conn, guard, rest)
+                    restart = rest
+                    careful = True
+                    break
                 else:
-                    result = run_limited(conn, job.time_limit, job.sql, job.run)
-                if savepoints:
-                    conn.execute(_RELEASE)
-                if not conn.in_transaction:  # it swallowed an error that ended the txn
-                    raise RolledBack(
-                        "this write's function caught an error after which SQLite rolled "
-                        "the whole transaction back: the write failed (the others of its "
-                        "batch are run again). Let such errors propagate"
-                    )
-            except BaseException as exc:
-                c.jobs_failed += 1
-                job.finish(error=exc)
-                if savepoints and conn.in_transaction:
-                    conn.execute(_ROLLBACK_TO)
-                    conn.execute(_RELEASE)
-                    continue
-                # Undo everything (it may hold the failed job's partial work) and run
-                # the others again, carefully.
+                    done.append((job, result))
+        except BaseException:  # escaping the loop: never leave the transaction open
+            if is_open(conn) and conn.in_transaction:
                 rollback(conn, guard)
-                restart = [j for j, _ in done] + pending[i + 1 :]
-                careful = True
-                break
-            else:
-                done.append((job, result))
+            raise
         if restart is not None:
             pending = restart
             continue

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from .._config import Options
 from .._errors import Busy, QueryTimeout
 from .._types import Bound, Fn
+from ._commit_gate import CommitGate
 from ._counters import Counters
 
 __all__ = (
@@ -68,16 +69,25 @@ class TxnGuard:
     statement), so no other thread can widen or narrow it by accident.
     """
 
-    __slots__ = ("_allowed",)
+    __slots__ = ("_allowed", "gate")
 
     def __init__(self) -> None:
         self._allowed = 0
+        # The writer's commit gate (None: unavailable, or a reader): open exactly while
+        # transaction control is permitted, so only the lane's own COMMIT commits.
+        self.gate: CommitGate | None = None
 
     def permit(self) -> None:
         """Allow transaction control on this thread until :meth:`revoke`."""
         self._allowed = get_ident()
+        gate = self.gate
+        if gate is not None:
+            gate.open()
 
     def revoke(self) -> None:
+        gate = self.gate
+        if gate is not None:
+            gate.close()
         self._allowed = 0
 
     def __call__(self, action: int, *_: object) -> int:

@@ -13,7 +13,7 @@ field                      written by                      guard / ordering
 fn, args, sql, time_limit  the caller, before queueing     the queue hand-off (a lock)
 ctx, deadline, pinned,
 finished
-result, error              the worker, before answering    ``Job.done`` released after them;
+result, error, answered    the worker, before answering    ``Job.done`` released after them;
                                                            an async job's ``outbox.append``
                                                            then ``call_soon_threadsafe``
 AsyncJob.state,            loop (cancel, withdraw) and     ``AsyncJob._lock``
@@ -42,6 +42,7 @@ from typing import Any
 
 from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
+from ._commit_gate import refused_error
 from ._connection import run_limited
 
 __all__ = (
@@ -54,6 +55,7 @@ __all__ = (
     "Job",
     "LaneHold",
     "Outbox",
+    "deliverable",
     "flush",
 )
 
@@ -67,7 +69,7 @@ Outbox = deque["AsyncJob"]
 class BaseJob:
     """What a lane needs of a job: a function to run and a way to publish the outcome."""
 
-    __slots__ = ("args", "ctx", "error", "fn", "kind", "result", "sql", "time_limit")
+    __slots__ = ("answered", "args", "ctx", "error", "fn", "kind", "result", "sql", "time_limit")
     kind: int
 
     def __init__(
@@ -81,6 +83,7 @@ class BaseJob:
         self.ctx = contextvars.copy_context()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.answered = False  # finish() was called (the outcome is published)
 
     def run(self, conn: sqlite3.Connection) -> Any:
         """Run the job's function on ``conn`` in the caller's contextvars context."""
@@ -92,7 +95,7 @@ class BaseJob:
         try:
             result = run_limited(conn, self.time_limit, self.sql, self.run)
         except BaseException as exc:
-            self.finish(error=exc)
+            self.finish(error=refused_error(exc))
             return False
         self.finish(result)
         return True
@@ -136,6 +139,7 @@ class Job(BaseJob):
         self.ctx = contextvars.copy_context()
         self.result: Any = None
         self.error: BaseException | None = None
+        self.answered = False
         self.done = done = _lock_type()
         done.acquire()
 
@@ -143,6 +147,7 @@ class Job(BaseJob):
         """Called from the lane's thread: publish the outcome and wake the caller."""
         self.result = result
         self.error = error
+        self.answered = True
         self.done.release()
 
     def outcome(self) -> Any:
@@ -266,22 +271,42 @@ class AsyncJob(BaseJob):
             self.running_on = None
         self.result = result
         self.error = error
+        self.answered = True
         self.outbox.append(self)
         if self.finished is not None:
             self.finished.set()
 
 
+def deliverable(error: BaseException) -> BaseException:
+    """``error`` as a future can carry it: asyncio refuses ``StopIteration`` (it would end the
+    awaiting coroutine as if it returned), so it becomes a ``RuntimeError`` caused by it, as
+    PEP 479 does for generators."""
+    if isinstance(error, StopIteration):
+        wrapped = RuntimeError(f"the function raised {type(error).__name__}: {error!r}")
+        wrapped.__cause__ = error
+        return wrapped
+    return error
+
+
 def _deliver(jobs: list[AsyncJob]) -> None:
-    """On the loop: resolve the futures of a batch of finished jobs."""
+    """On the loop: resolve the futures of a batch of finished jobs. One job's outcome can never
+    keep the others from theirs."""
     for job in jobs:
         fut = job.future
-        if not fut.done():
-            if job.error is not None:
-                fut.set_exception(job.error)
+        error, result = job.error, job.result
+        job.error = job.result = None
+        if fut.done():
+            continue
+        try:
+            if error is not None:
+                fut.set_exception(deliverable(error))
             else:
-                fut.set_result(job.result)
-        job.error = None
-        job.result = None
+                fut.set_result(result)
+        except BaseException as exc:  # (a future refusing an outcome: answer it anyway)
+            if not fut.done():
+                failed = RuntimeError(f"litegate could not deliver this call's outcome: {exc!r}")
+                failed.__cause__ = error
+                fut.set_exception(failed)
 
 
 def flush(outbox: Outbox) -> None:

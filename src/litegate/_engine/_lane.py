@@ -60,8 +60,16 @@ from time import monotonic
 from .._config import Options
 from .._errors import Closed, WriteTimeout
 from .._types import Bound
-from ._batch import group_commit, run_reads
-from ._connection import TxnGuard, cannot_write, is_read_only, open_connection, rollback
+from . import _commit_gate
+from ._batch import LaneBroken, group_commit, is_open, run_reads
+from ._connection import (
+    TxnGuard,
+    cannot_write,
+    is_read_only,
+    open_connection,
+    rollback,
+    rollback_quietly,
+)
 from ._counters import Counters
 from ._jobs import EXCLUSIVE, WRITE, AsyncLaneHold, BaseJob, Job, LaneHold, Outbox, flush
 
@@ -70,22 +78,43 @@ __all__ = ("WriteLane",)
 logger = logging.getLogger("litegate")
 
 _SHUTDOWN_CHECKPOINT_SECONDS = 2.0
+_LIVENESS_POLL = 1.0  # seconds between a waiting caller's checks that the writer still runs
+
+# Signal handlers (KeyboardInterrupt) run only on the main thread. So a main-thread caller that
+# finds the lane idle runs only its own job there, never other threads' queued ones: an
+# interrupt of the main thread must not land inside another caller's write (it would fail that
+# write with the main thread's KeyboardInterrupt). Refreshed in a forked child.
+_main_thread = threading.main_thread().ident
+
+
+def _refresh_main_thread() -> None:
+    global _main_thread
+    _main_thread = threading.main_thread().ident
+
+
+os.register_at_fork(after_in_child=_refresh_main_thread)
 
 
 class WriteLane:
     """Owns the writer connection and the thread that uses it."""
 
     def __init__(
-        self, opts: Options, counters: Counters, on_large_wal: Callable[[int], None]
+        self,
+        opts: Options,
+        counters: Counters,
+        on_large_wal: Callable[[int], None],
+        on_broken: Callable[[str], None] | None = None,
     ) -> None:
         self.opts = opts
         self.counters = counters
         self.guard = TxnGuard()
-        self._conn = open_connection(opts, reader=False)
-        self._conn.set_authorizer(self.guard)
+        self._conn = self._open_writer()
         files = [row[2] for row in self._conn.execute("PRAGMA database_list") if row[1] == "main"]
         self._wal_path = files[0] + "-wal" if files and files[0] else None
         self._on_large_wal = on_large_wal
+        self._on_broken = on_broken
+        self.broken: str | None = None  # why the lane stopped on its own (written once, lock)
+        self._batch: list[BaseJob] = []  # the writer thread's current batch (the writer only)
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._inactive = threading.Condition(self._lock)
@@ -113,6 +142,39 @@ class WriteLane:
             target=self._run, name=f"litegate-writer:{opts.name}", daemon=True
         )
         self._thread.start()
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """A writer connection with the lane's authorizer and commit gate installed."""
+        conn = open_connection(self.opts, reader=False)
+        conn.set_authorizer(self.guard)
+        self.guard.gate = _commit_gate.install(conn)
+        return conn
+
+    def _ready(self) -> sqlite3.Connection:
+        """Lane holder, before a batch or a grant: the writer connection, fit for use. One a
+        function closed is replaced; a transaction the lane did not open (left by an
+        interrupted holder) is rolled back first, never built upon."""
+        conn = self._conn
+        if not is_open(conn):
+            return self._reopen("a function closed the write lane's connection")
+        if conn.in_transaction:
+            logger.error(
+                "litegate: the writer connection of %s was inside a transaction the lane did "
+                "not open (an interrupted holder); rolled it back",
+                self.opts.name,
+            )
+            rollback(conn, self.guard)
+        return conn
+
+    def _reopen(self, why: str) -> sqlite3.Connection:
+        """Lane holder: replace the writer connection (the old one is closed or unusable)."""
+        logger.error("litegate: %s on %s; opening a new one", why, self.opts.name)
+        try:
+            self._conn.close()
+        except Exception:  # pragma: no cover - closing a broken connection
+            pass
+        self._conn = self._open_writer()
+        return self._conn
 
     # ---- what others may read ---------------------------------------------------------
     @property
@@ -143,6 +205,13 @@ class WriteLane:
         """The writer connection if thread ``ident`` holds a sync lease, else None."""
         return self._conn if self.owner == ident else None
 
+    def closed_error(self, what: str) -> Closed:
+        """The :class:`Closed` for ``what``, saying why when the lane stopped on its own."""
+        why = self.broken
+        if why is None:
+            return Closed(what)
+        return Closed(f"{what}: the write lane stopped ({why}); the database is closed")
+
     def timeout_error(self, what: str, waited: float | None) -> WriteTimeout:
         """The :class:`WriteTimeout` of a caller that waited ``waited`` seconds for the lane."""
         return WriteTimeout(
@@ -164,7 +233,7 @@ class WriteLane:
         """
         with self._lock:
             if self._closing:
-                raise Closed("the database is closed; no new writes are accepted")
+                raise self.closed_error("the database is closed; no new writes are accepted")
             if len(self._queue) >= self.opts.queue_size:
                 return False
             self._queue.append(job)
@@ -237,27 +306,62 @@ class WriteLane:
         :raises Closed: the lane is closing, or the writer stopped
         """
         deadline = None if timeout is None else monotonic() + timeout
-        taken = self._enter(job, deadline)
-        if taken is None:
-            done = job.done
-            if deadline is None:
-                done.acquire()
-            elif not done.acquire(True, max(deadline - monotonic(), 0.0)):
-                self._late(job, what, timeout)
-            return
+        taken: list[BaseJob] | None = None
         try:
+            taken = self._enter(job, deadline)
+            if taken is None:
+                self._wait(job, deadline, what, timeout)
+                return
             self._run_direct(job, taken)
-        finally:
             self._end_direct()
+        except BaseException:
+            # Interrupted (KeyboardInterrupt on the main thread) or the lane failed: leave the
+            # lane as a next caller needs it, then let the exception go on.
+            self._abandon(job, taken)
+            raise
 
-    def _late(self, job: Job, what: str, waited: float | None) -> None:
-        """A queued job's caller timed out: withdraw the job if it has not started, else wait
-        for it (it is running, bounded by its time limit)."""
+    def _wait(self, job: Job, deadline: float | None, what: str, waited: float | None) -> None:
+        """A queued job's caller waits for its outcome until ``deadline``; then withdraws it if
+        it has not started (:class:`WriteTimeout`), else waits for it (it is running, bounded
+        by its time limit). Never past the writer's end: :class:`Closed` then."""
+        done = job.done
+        while True:
+            remaining = _LIVENESS_POLL if deadline is None else deadline - monotonic()
+            if remaining <= 0:
+                break
+            if done.acquire(True, min(remaining, _LIVENESS_POLL)):
+                return
+            if not self.alive:
+                raise self.closed_error("the writer stopped before this write ran")
         if self.cancel(job):
             raise self.timeout_error(what, waited)
-        while not job.done.acquire(True, 1.0):
+        while not done.acquire(True, _LIVENESS_POLL):
             if not self.alive:
-                raise Closed("the writer stopped before this job finished")
+                raise self.closed_error("the writer stopped before this write finished")
+
+    def _abandon(self, job: BaseJob, taken: list[BaseJob] | None) -> None:
+        """Repair after an exception escaped :meth:`call` (idempotent; what a next caller
+        needs). Holding the lane directly: no transaction is left open, nothing taken over
+        stays unanswered, and the lane is given back. Queued: the job is withdrawn if it has
+        not started (else it runs to its end: its outcome is unknown to this caller)."""
+        if self.user != get_ident():
+            self.cancel(job)
+            return
+        self.guard.revoke()
+        conn = self._conn
+        open_txn = is_open(conn) and conn.in_transaction
+        if open_txn:
+            rollback_quietly(conn, self.guard)
+        for other in taken or ():
+            if not other.answered:  # (other threads' jobs: never run on the main thread)
+                other.finish(
+                    error=self.closed_error(
+                        "the write lane failed while running this write in a batch"
+                        + (" (rolled back)" if open_txn else "; it may have committed")
+                    )
+                )
+        flush(self.outbox)
+        self._end_direct()
 
     def _enter(self, job: BaseJob, deadline: float | None) -> list[BaseJob] | None:
         """Under one lock: take the idle lane (returns the queued writes handed over), or
@@ -265,16 +369,16 @@ class WriteLane:
         """
         with self._lock:
             if self._closing:
-                raise Closed("the database is closed; no new writes are accepted")
+                raise self.closed_error("the database is closed; no new writes are accepted")
             queue = self._queue
             if not self._active and not self._paused and (not queue or queue[0].kind != EXCLUSIVE):
                 # Writes already queued are committed in our batch: the writer thread, slow
                 # to get the GIL while other threads run, is only needed when no thread
-                # caller comes along.
-                taken = self._take_queued(self.opts.max_batch - 1)
+                # caller comes along (the main thread takes none: see _main_thread).
+                me = get_ident()
+                self.user = me  # (before _active: _abandon recognises the holder by it)
                 self._active = True
-                self.user = get_ident()
-                return taken
+                return [] if me == _main_thread else self._take_queued(self.opts.max_batch - 1)
             if len(queue) < self.opts.queue_size:
                 queue.append(job)
                 if len(queue) == 1 and not self._active:
@@ -291,20 +395,19 @@ class WriteLane:
         if taken:
             self._process([job, *taken])
             flush(self.outbox)
-        elif job.kind == WRITE:  # (_commit inlined: the single-write hot path)
-            if group_commit(self._conn, self.guard, self.opts.busy_timeout, self.counters, [job]):
-                self._dirty = True
+        elif job.kind == WRITE:
+            self._commit([job])
         else:
-            self.reads += run_reads(self._conn, self.guard, [job])
+            self._lane_reads([job])
 
     def _end_direct(self) -> None:
         """Give the lane back; the writer takes over whatever queued meanwhile."""
         with self._lock:
-            self._active = False
-            self.user = None
             self.owner = None
             self._held_since = 0.0
             self._hold_reported = False
+            self._active = False
+            self.user = None  # (last: _abandon recognises the holder by it)
             if self._queue or self._closing:
                 self._ring()
             if self._paused:
@@ -322,20 +425,22 @@ class WriteLane:
         me = get_ident()
         with self._lock:
             if self._closing:
-                raise Closed("the database is closed; no new writes are accepted")
+                raise self.closed_error("the database is closed; no new writes are accepted")
             if not (self._active or self._paused or self._queue):
-                self._active = True
                 self.user = self.owner = me
                 self._held_since = monotonic()
-                return self._conn, None
+                self._active = True
+        if self.user == me:  # holding it directly
+            try:
+                return self._ready(), None
+            except BaseException:
+                self._end_direct()
+                raise
         hold = LaneHold()
         deadline = None if timeout is None else monotonic() + timeout
         self.submit(hold, deadline)
         try:
-            if deadline is None:
-                hold.done.acquire()
-            elif not hold.done.acquire(True, max(deadline - monotonic(), 0.0)):
-                self._late(hold, what, timeout)
+            self._wait(hold, deadline, what, timeout)
         except WriteTimeout:
             raise  # withdrawn: it never gets the lane
         except BaseException:  # e.g. KeyboardInterrupt while waiting: never strand the lane
@@ -362,6 +467,7 @@ class WriteLane:
 
     def _grant(self, hold: BaseJob) -> None:
         """Lane holder: hand the lane to a queued lease and park until it is given back."""
+        self._ready()
         with self._lock:  # (``owner`` is set by a sync holder itself, once it has the grant)
             self._held_since = monotonic()
         hold.finish()
@@ -371,7 +477,9 @@ class WriteLane:
             self._held_since = 0.0
         self.counters.lane_holds.append(held)
         conn = self._conn
-        if conn.in_transaction:  # never leak a transaction past its hold
+        if not is_open(conn):
+            self._reopen("a transaction's function closed the write lane's connection")
+        elif conn.in_transaction:  # never leak a transaction past its hold
             if not isinstance(hold, AsyncLaneHold):  # a sync holder must end its own
                 logger.error("litegate: a lane holder left a transaction open; rolling it back")
             rollback(conn, self.guard)  # (an async hold ends this way)
@@ -513,7 +621,9 @@ class WriteLane:
                     if jobs is None:
                         self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
                     else:
+                        self._batch = jobs
                         self._process(jobs)
+                        self._batch = []
                         flush(self.outbox)
                 finally:
                     with self._lock:
@@ -521,9 +631,8 @@ class WriteLane:
                         self.user = None
                         if self._paused:
                             self._inactive.notify_all()
-        except BaseException:  # pragma: no cover - a bug in the lane itself
-            logger.exception("litegate: writer thread for %s crashed", self.opts.name)
-            self._fail_queued("the writer thread crashed; see the log")
+        except BaseException as exc:  # the lane cannot continue: stop visibly
+            self._stop_broken(exc)
         finally:
             # Whatever was queued after the writer decided to stop (a caller that saw
             # _closing late: request_close writes it without the lock) fails, never hangs.
@@ -533,13 +642,35 @@ class WriteLane:
             if then is not None:
                 then()
 
+    def _stop_broken(self, exc: BaseException) -> None:
+        """Writer thread, after an error it cannot recover from: log it once, answer every
+        waiter (the current batch and the queue) with :class:`Closed` saying why, and close the
+        database (``on_broken``)."""
+        why = f"its writer thread failed with {exc!r}"
+        with self._lock:
+            self.broken = why
+            self._closing = True
+        logger.error(
+            "litegate: the write lane of %s %s; closing it", self.opts.name, why, exc_info=exc
+        )
+        for job in self._batch:
+            if not job.answered:
+                job.finish(error=self.closed_error("this write did not finish"))
+        self._batch = []
+        self._fail_queued("the database was closed before this write ran")
+        if self._on_broken is not None:
+            try:
+                self._on_broken(why)
+            except Exception:  # pragma: no cover - closing the rest failed: logged there
+                logger.exception("litegate: closing %s after its lane stopped", self.opts.name)
+
     def _fail_queued(self, why: str) -> None:
         with self._lock:
             self._closing = True
             left = list(self._queue)
             self._queue.clear()
         for job in left:
-            job.finish(error=Closed(why))
+            job.finish(error=self.closed_error(why))
         flush(self.outbox)
 
     def _shutdown(self) -> None:
@@ -561,6 +692,7 @@ class WriteLane:
 
     # ---- the lane holder ---------------------------------------------------------------------
     def _process(self, jobs: list[BaseJob]) -> None:
+        self._ready()
         segment: list[BaseJob] = []
         reads: list[BaseJob] = []
         for job in jobs:
@@ -577,7 +709,7 @@ class WriteLane:
                     self._commit(segment)
                     segment = []
                 if reads:
-                    self.reads += run_reads(self._conn, self.guard, reads)
+                    self._lane_reads(reads)
                     reads = []
                 self._grant(job)
             else:
@@ -585,15 +717,37 @@ class WriteLane:
         if segment:
             self._commit(segment)
         if reads:
-            self.reads += run_reads(self._conn, self.guard, reads)
+            self._lane_reads(reads)
         now = monotonic()
         if now >= self._next_wal_check:
             self._next_wal_check = now + 1.0
             self._check_wal()
 
     def _commit(self, jobs: list[BaseJob]) -> None:
-        if group_commit(self._conn, self.guard, self.opts.busy_timeout, self.counters, jobs):
+        """Group-commit ``jobs``. If a job closed the connection (or it refused to roll back),
+        a new one is opened and the jobs that were neither answered nor committed run again
+        on it, once."""
+        try:
+            committed = group_commit(
+                self._conn, self.guard, self.opts.busy_timeout, self.counters, jobs
+            )
+        except LaneBroken as broken:
+            self._reopen(str(broken))
+            committed = bool(broken.jobs) and group_commit(
+                self._conn, self.guard, self.opts.busy_timeout, self.counters, broken.jobs
+            )
+        if committed:
             self._dirty = True
+
+    def _lane_reads(self, jobs: list[BaseJob]) -> None:
+        """Reads on the writer connection (``readers=0``), as :meth:`_commit` for a closed
+        connection."""
+        try:
+            self.reads += run_reads(self._conn, self.guard, jobs)
+        except LaneBroken as broken:
+            self._reopen(str(broken))
+            if broken.jobs:
+                self._lane_reads(broken.jobs)
 
     def _checkpoint(self, mode: str) -> bool:
         """Checkpoint the WAL; True if it completed (no reader or writer in the way), or if it

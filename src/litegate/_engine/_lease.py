@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
+from ._commit_gate import refused_error
 from ._connection import (
     begin_immediate,
     begin_snapshot,
@@ -36,6 +37,13 @@ __all__ = ("LaneLease", "NestedRead", "PooledRead")
 logger = logging.getLogger("litegate")
 
 T = TypeVar("T")
+
+
+def _rolled_back() -> RolledBack:
+    return RolledBack(
+        "a function caught an error after which SQLite rolled the whole transaction back; "
+        "nothing of it will commit. Let such errors propagate"
+    )
 
 
 def _ended() -> Misuse:
@@ -72,14 +80,20 @@ class _Lease:
         conn = self._conn  # (the conn property inlined: this runs once per statement)
         if conn is None:
             raise _ended()
-        result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
-        if self._began and not conn.in_transaction:
+        began = self._began
+        if began and not conn.in_transaction:
+            raise _rolled_back()  # (a statement now would run in autocommit mode: never)
+        try:
+            result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
+        except sqlite3.IntegrityError as exc:
+            err = refused_error(exc, in_transaction=began)
+            if err is exc:
+                raise
+            raise err from exc  # refused by the commit gate: say why
+        if began and not conn.in_transaction:
             # fn caught an error after which SQLite rolled the transaction back: whatever it
             # or a later statement does would run in autocommit mode. Never let it.
-            raise RolledBack(
-                "a function caught an error after which SQLite rolled the whole transaction "
-                "back; nothing of it will commit. Let such errors propagate"
-            )
+            raise _rolled_back()
         return result
 
 

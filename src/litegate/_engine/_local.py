@@ -26,6 +26,7 @@ _pid                                 as ``_lane``
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -35,7 +36,7 @@ from time import monotonic, perf_counter
 from typing import Any, TypeVar
 
 from .._config import Options
-from .._errors import Closed, Misuse, PoolTimeout
+from .._errors import Misuse, PoolTimeout
 from .._statements import run_query
 from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
@@ -60,6 +61,11 @@ _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 _ABANDONED: list[object] = []  # connections in use at a fork, in the child: never closed
 _EXIT_CLOSE_TIMEOUT = 5.0
 _PER_THREAD_READERS = 4  # reader threads (and side-pool size) for async use in per-thread mode
+# The lane hold of the async transaction the current task (and the tasks it starts) is inside:
+# closing the database from there would wait for that very transaction.
+_ASYNC_HOLD: contextvars.ContextVar[tuple[WriteLane, AsyncLaneHold] | None] = (
+    contextvars.ContextVar("litegate_async_hold", default=None)
+)
 
 
 def _ms(samples: Any, q: float) -> float:
@@ -84,7 +90,9 @@ class LocalEngine:
 
     def _open(self) -> None:
         self._counters = Counters()
-        self._lane = WriteLane(self.opts, self._counters, self._warn_large_wal)
+        self._lane = WriteLane(
+            self.opts, self._counters, self._warn_large_wal, on_broken=self._lane_broken
+        )
         try:
             self._pool: ReaderPool | None = make_pool(self.opts)
         except BaseException:
@@ -135,7 +143,7 @@ class LocalEngine:
     def check(self) -> None:
         """Raise :class:`Closed` after close; reopen connections after a fork."""
         if self._state:
-            raise Closed(
+            raise self._lane.closed_error(
                 f"the database {self.opts.name!r} is closed; open a new one with litegate.connect"
             )
         if self._forked:
@@ -146,7 +154,12 @@ class LocalEngine:
 
         Blocks up to ``timeout`` seconds (default: the database's ``timeout``, at least 5 s);
         writes still queued then fail with :class:`Closed`.
+
+        :raises Misuse: called by the holder of the write lane (inside its own transaction or
+            ``run_write`` function): it would wait for itself
         """
+        if self._state == _OPEN and not self._forked:
+            self._no_reentry("close()")
         with self._lock:
             state = self._state
             mine = state == _OPEN or (state == _CLOSING and not self._closer)
@@ -179,7 +192,16 @@ class LocalEngine:
             self._closed_event.set()
 
     async def close_async(self, timeout: float | None = None) -> None:
-        """:meth:`close` in a worker thread: the loop keeps running meanwhile."""
+        """:meth:`close` in a worker thread: the loop keeps running meanwhile.
+
+        :raises Misuse: called inside this task's own transaction (it would wait for it)
+        """
+        held = _ASYNC_HOLD.get()
+        if held is not None and held[0] is self._lane and not held[1].ended and not self.closed:
+            raise Misuse(
+                "close() was called inside this task's own transaction; it would wait for the "
+                "transaction to end (a deadlock). Leave the `async with` block first"
+            )
         if not self.closed:
             await asyncio.to_thread(self.close, timeout)
 
@@ -197,6 +219,11 @@ class LocalEngine:
             finally:
                 self._lock.release()
         self._lane.request_close(self._close_after_writer)
+
+    def _lane_broken(self, why: str) -> None:
+        """Writer thread, once its lane stopped on its own (it answered every waiter): the
+        whole database closes, visibly (``closed`` is true; calls raise Closed saying why)."""
+        self.start_close()
 
     def _close_after_writer(self) -> None:
         """Writer thread, after it stopped for :meth:`start_close`: close the rest (unless a
@@ -365,6 +392,7 @@ class LocalEngine:
                 hold.end()
             raise
         self._counters.lane_wait.append(monotonic() - t0)
+        _ASYNC_HOLD.set((lane, hold))
         return AsyncLaneLease(hold, lane.guard, self._counters, self.opts.busy_timeout)
 
     # ---- reads -------------------------------------------------------------------------------
