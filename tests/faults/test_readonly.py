@@ -2,8 +2,10 @@
 
 Each scenario runs in a forked child that, when the tests run as root (root ignores
 permissions), first drops to ``nobody`` (:mod:`forked`); what the child imports lazily must be
-imported here first (``nobody`` may not read the interpreter's own library). What litegate promises for a database
-this process cannot write (``mode=ro``, a 0444 file, a read-only directory or file system):
+imported here first (``nobody`` may not read the interpreter's own library).
+
+What litegate promises for a database this process cannot write (``mode=ro``, a 0444 file, a
+read-only directory or file system):
 
 * it opens whenever plain sqlite3 can read it -- the journal mode is left alone (a
   rollback-journal file in a read-only directory is not switched to WAL), and a WAL file that
@@ -18,7 +20,7 @@ this process cannot write (``mode=ro``, a 0444 file, a read-only directory or fi
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures.thread  # noqa: F401 - asyncio.to_thread imports it lazily (see below)
+import concurrent.futures.thread  # noqa: F401 - asyncio.to_thread imports it lazily
 import os
 import sqlite3
 import time
