@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import lane_held, lane_held_async, wait_for
 
 import litegate
+from helpers import lane_held, lane_held_async, wait_for
 from litegate._engine import _commit_gate
 
 KINDS: list[type[BaseException]] = [
@@ -56,7 +56,7 @@ async def _outcome(awaitable: Any) -> Any:
     task they escaped would stop the event loop, as asyncio does for any coroutine)."""
     try:
         return await awaitable
-    except BaseException as exc:  # noqa: BLE001 - the outcome is what is checked
+    except BaseException as exc:
         return exc
 
 
@@ -152,7 +152,7 @@ def test_thread_write_raising_any_exception_fails_alone(
     def call(i: int, fn: Any) -> None:
         try:
             outcomes[i] = db.run_write(fn, timeout=5)
-        except BaseException as exc:  # noqa: BLE001 - the outcome is what is checked
+        except BaseException as exc:
             outcomes[i] = exc
 
     def good(i: int) -> Any:
@@ -169,7 +169,7 @@ def test_thread_write_raising_any_exception_fails_alone(
             t.join(ANSWER_TIMEOUT)
             assert not t.is_alive()
         assert isinstance(outcomes.pop(99), kind)
-        assert outcomes == {i: 1 for i in range(8)}
+        assert outcomes == dict.fromkeys(range(8), 1)
         assert db.query_value("SELECT count(*) FROM t") == 8
         _serves(db, 1000)
     finally:
