@@ -220,8 +220,11 @@ def test_a_0444_file_is_warned_about_once_at_open(wal: bool, facade: str) -> Non
         _make(db, wal=wal)
         db.chmod(0o444)
         out = _as_nobody(str(db), facade=facade)
-        with sqlite3.connect(db) as conn:  # nothing was changed
+        conn = sqlite3.connect(db)  # nothing was changed
+        try:
             assert [r[0] for r in conn.execute("SELECT x FROM t ORDER BY x")] == ROWS
+        finally:
+            conn.close()
     _assert_read_only_use(out, "wal" if wal else "delete")
     # Once, at open: not again for each refused write (three of them) or each reader.
     (warning,) = _read_only_warnings(out, "WARNING")
