@@ -39,14 +39,22 @@ def can_drop_privileges() -> bool:
 
 
 def drop_privileges() -> None:
-    """In a child: become ``nobody`` (no supplementary groups), for good. A no-op when not
-    root: permissions already apply to us."""
+    """In a forked child: become ``nobody`` (real and effective ids, no supplementary groups,
+    no effective capabilities: file permissions apply). A no-op when not root: they already
+    apply to us. Root stays the *saved* id only so that :func:`run_forked` can take it back
+    after the scenario, for coverage to write its data file at exit."""
     if os.geteuid() != 0:
         return
     os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+    os.setresgid(NOBODY, NOBODY, 0)
+    os.setresuid(NOBODY, NOBODY, 0)
     assert os.geteuid() == NOBODY
+
+
+def _regain_privileges() -> None:
+    if os.getresuid()[2] == 0 and os.geteuid() != 0:
+        os.setresuid(0, 0, 0)
+        os.setresgid(0, 0, 0)
 
 
 @contextmanager
@@ -77,6 +85,7 @@ def run_forked(fn: Callable[[], T], *, timeout: float = 60.0) -> T:
                 payload = pickle.dumps((True, fn()))
             except BaseException:
                 payload = pickle.dumps((False, traceback.format_exc()))
+            _regain_privileges()
             with os.fdopen(w, "wb") as out:
                 out.write(payload)
             code = 0

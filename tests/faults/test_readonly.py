@@ -244,6 +244,23 @@ def test_closing_a_read_only_wal_database_is_quick(facade: str) -> None:
     assert not _read_only_warnings(out, "WARNING")
 
 
+@pytest.mark.parametrize("query", ["mode=ro", "immutable=1"])
+def test_a_database_opened_read_only_on_purpose_is_used_as_it_is(
+    tmp_path: Path, query: str
+) -> None:
+    """``mode=ro`` or ``immutable=1`` on a rollback-journal file, as whoever runs the tests
+    (root too): not switched to WAL (it was: the open failed), said at INFO only."""
+    db = tmp_path / "app.db"
+    _make(db, wal=False)
+    before = db.read_bytes()
+    out = _use(f"file:{db}?{query}", True, 2, "sync")
+    _assert_read_only_use(out, "delete")
+    assert not _read_only_warnings(out, "WARNING")
+    (info,) = _read_only_warnings(out, "INFO")
+    assert f"opened with {query}" in info
+    assert db.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["app.db"]
+
+
 def test_wal_database_in_read_only_directory_fails_at_open_like_plain_sqlite3() -> None:
     """With no -shm and no way to create one, plain sqlite3 cannot read a WAL database either:
     the same error at open, and the directory is left as it was."""
