@@ -249,7 +249,8 @@ def test_a_database_opened_read_only_on_purpose_is_used_as_it_is(
     tmp_path: Path, query: str
 ) -> None:
     """``mode=ro`` or ``immutable=1`` on a rollback-journal file, as whoever runs the tests
-    (root too): not switched to WAL (it was: the open failed), said at INFO only."""
+    (root too): left as it is and said at INFO only. (Found: with ``mode=ro`` the switch to
+    WAL failed the open; with ``immutable=1`` a warning blamed WAL mode, not read-only use.)"""
     db = tmp_path / "app.db"
     _make(db, wal=False)
     before = db.read_bytes()
