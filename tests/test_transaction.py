@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -248,3 +249,33 @@ def test_iterating_after_the_block_never_reads_the_writer_connection(
     db.execute("INSERT INTO items(name) VALUES ('later')")
     with pytest.raises(litegate.Misuse, match="not active"):
         next(rows)
+
+
+@pytest.mark.parametrize("leave", ["normally", "by-exception"])
+async def test_a_savepoint_left_after_sqlite_rolled_back_the_transaction_is_quiet(
+    db: litegate.Database, leave: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (found by tests/faults/test_model.py): after an INSERT OR ROLLBACK conflict
+    inside an async savepoint, leaving the savepoint raised RolledBack at the savepoint (sync:
+    quiet, the transaction's end raises), or logged it as a failed savepoint rollback."""
+    db.execute("INSERT INTO items(name) VALUES ('dup')")
+    conflict = "INSERT OR ROLLBACK INTO items(name) VALUES ('dup')"
+    with pytest.raises(litegate.RolledBack, match="did not commit"):
+        with db.transaction() as tx:
+            with contextlib.suppress(KeyError), tx.savepoint():
+                with pytest.raises(sqlite3.IntegrityError):
+                    tx.execute(conflict)
+                if leave == "by-exception":
+                    raise KeyError
+    with pytest.raises(litegate.RolledBack):
+        async with db.as_async().transaction() as atx:
+            with contextlib.suppress(KeyError):
+                async with atx.savepoint():
+                    with pytest.raises(sqlite3.IntegrityError):
+                        await atx.execute(conflict)
+                    if leave == "by-exception":
+                        raise KeyError
+            reached = True  # the savepoint's end did not raise
+    assert reached
+    assert [r[0] for r in db.query("SELECT name FROM items")] == ["dup"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

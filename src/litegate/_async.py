@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
+from . import _args
 from ._async_transaction import AsyncSavepoint, AsyncSnapshot, AsyncTransaction
 from ._engine import INLINE_BUDGET, MISS, Engine
 from ._facade import Facade
@@ -64,6 +65,8 @@ class AsyncMethods(Facade):
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one write statement in its own (group-committed) transaction; returns after COMMIT."""
+        if type(sql) is not str:
+            _args.check_sql(sql)
         return await self._engine.write_async(
             run_execute, (sql, params), self._t(timeout), self._l(time_limit), sql
         )
@@ -72,15 +75,16 @@ class AsyncMethods(Facade):
         self, sql: str, seq: ParamSeq, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one statement for every parameter set, in one transaction."""
-        rows = seq if isinstance(seq, list | tuple) else list(seq)
-        return await self._engine.write_async(
-            run_executemany, (sql, rows), self._t(timeout), self._l(time_limit), sql
-        )
+        _args.check_sql(sql)
+        wait, limit = self._t(timeout), self._l(time_limit)  # (checked before seq is consumed)
+        rows = _args.param_sets(seq)
+        return await self._engine.write_async(run_executemany, (sql, rows), wait, limit, sql)
 
     async def executescript(
         self, script: str, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> None:
         """Run several statements in one transaction (all or nothing)."""
+        _args.check_sql(script, "script")
         await self._engine.write_async(
             run_script, (script,), self._t(timeout), self._l(time_limit), None
         )
@@ -93,6 +97,7 @@ class AsyncMethods(Facade):
         time_limit: Limit = DEFAULT,
     ) -> T:
         """Call ``fn(conn, *args)`` on the writer thread inside a group-committed transaction."""
+        _args.check_callable(fn)
         return await self._engine.write_async(
             fn, tuple(args), self._t(timeout), self._l(time_limit), None
         )
@@ -112,7 +117,9 @@ class AsyncMethods(Facade):
     ) -> int:
         """Apply migrations past ``PRAGMA user_version`` in one transaction; returns the version
         (all or nothing; other processes wait up to ``busy_timeout`` for the one applying them)."""
-        tx = AsyncTransaction(self._engine, self._t(timeout), None, busy_timeout)
+        _args.check_migrations(migrations)
+        busy = _args.check_seconds(busy_timeout, "busy_timeout")
+        tx = AsyncTransaction(self._engine, self._t(timeout), None, busy)
         async with tx:
             _, after = await tx.run(apply_migrations, migrations)
         return int(after)
@@ -125,18 +132,26 @@ class AsyncMethods(Facade):
 
         Runs inline on the loop when a reader is idle and the query finishes within
         :data:`INLINE_BUDGET`; otherwise on a reader thread. :raises PoolTimeout: no reader
-        within ``timeout``
+        within ``timeout``; :raises TypeError, ValueError: a bad argument (README "Bad input")
         """
+        if timeout is not DEFAULT:
+            _args.timeout_arg(timeout)  # (checked even when the read runs inline and never waits)
         engine = self._engine
-        limit = self._time_limit if time_limit is DEFAULT else time_limit
+        limit = self._time_limit if time_limit is DEFAULT else _args.limit_arg(time_limit)
         if limit is None:
-            rows: list[Any] = engine.query_inline(sql, params)
+            try:
+                rows: list[Any] = engine.query_inline(sql, params)
+            except TypeError:
+                if not isinstance(sql, str):  # (here, not up front: free on the hot path)
+                    raise _args.not_a_str(sql) from None
+                raise
             if rows is not MISS:
                 now = time.perf_counter()
                 if now - self._last_yield > _YIELD_EVERY:
                     self._last_yield = now
                     await asyncio.sleep(0)
                 return rows
+        _args.check_sql(sql)  # (before it is queued for a reader thread)
         result: list[Any] = await engine.read_async(
             run_query, (sql, params), self._t(timeout), limit, sql
         )
@@ -163,14 +178,23 @@ class AsyncMethods(Facade):
         time_limit: Limit = DEFAULT,
     ) -> T:
         """Call ``fn(conn, *args)`` with a read-only connection on a reader thread."""
+        _args.check_callable(fn)
         return await self._engine.read_async(
             fn, tuple(args), self._t(timeout), self._l(time_limit), None
         )
 
-    async def iterate(
+    def iterate(
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, arraysize: int = 256
     ) -> AsyncGenerator[Any, None]:
-        """Stream rows (``async for``); holds a reader (readers=0: the lane) until it ends."""
+        """Stream rows (``async for``); holds a reader (readers=0: the lane) from the first row
+        until it ends. Bad arguments raise here, not at the first row."""
+        _args.check_sql(sql)
+        _args.check_arraysize(arraysize)
+        return self._iterate(sql, params, self._t(timeout), arraysize)
+
+    async def _iterate(
+        self, sql: str, params: Params, timeout: float | None, arraysize: int
+    ) -> AsyncGenerator[Any, None]:
         async with self.snapshot(timeout=timeout, time_limit=None) as snap:
             async for row in snap.iterate(sql, params, arraysize=arraysize):
                 yield row
@@ -185,8 +209,9 @@ class AsyncMethods(Facade):
         return self._engine.stats()
 
     async def close(self, timeout: float | None = None) -> None:
-        """Drain queued writes, checkpoint, close (in a thread: the loop keeps running)."""
-        await self._engine.close_async(timeout)
+        """Drain queued writes, checkpoint, close (in a thread: the loop keeps running).
+        :raises TypeError, ValueError: a bad ``timeout`` (checked first: nothing is closed)"""
+        await self._engine.close_async(_args.check_close_timeout(timeout))
 
     async def __aenter__(self) -> Self:
         return self

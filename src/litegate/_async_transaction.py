@@ -10,8 +10,9 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, Self, TypeVar
 
 from . import _statements as stmt
+from ._args import check_arraysize, check_callable, check_sql, limit_arg, param_sets
 from ._engine import AsyncReadLease, AsyncWriteLease, Engine
-from ._errors import Misuse
+from ._errors import Misuse, RolledBack
 from ._statements import Result
 from ._transaction import TransactionBase
 from ._types import DEFAULT, Args, Bound, ExcType, Limit, Params, ParamSeq, Tb
@@ -33,7 +34,7 @@ class _AsyncReads:
         raise NotImplementedError
 
     def _limit(self, time_limit: Limit) -> float | None:
-        return self._time_limit if time_limit is DEFAULT else time_limit
+        return self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
 
     async def _run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
         return await self._live().run(fn, args, sql, limit)
@@ -42,6 +43,8 @@ class _AsyncReads:
         self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT
     ) -> list[Any]:
         """All rows of a query."""
+        if type(sql) is not str:
+            check_sql(sql)
         return await self._live().query(sql, params, self._limit(time_limit))
 
     async def query_one(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
@@ -55,10 +58,16 @@ class _AsyncReads:
         """The first column of the first row, or ``None``."""
         return stmt.first_value(await self.query(sql, params, time_limit=time_limit))
 
-    async def iterate(
+    def iterate(
         self, sql: str, params: Params = (), *, arraysize: int = 256
     ) -> AsyncGenerator[Any, None]:
-        """Stream rows, fetched ``arraysize`` at a time."""
+        """Stream rows, fetched ``arraysize`` at a time. Bad arguments raise here, not at the
+        first row."""
+        check_sql(sql)
+        check_arraysize(arraysize)
+        return self._iterate(sql, params, arraysize)
+
+    async def _iterate(self, sql: str, params: Params, arraysize: int) -> AsyncGenerator[Any, None]:
         cursor = await self._run(stmt.open_cursor, (sql, params), sql, None)
         try:
             while rows := await self._run(stmt.fetch_page, (cursor, arraysize), None, None):
@@ -120,6 +129,8 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
         self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one statement in the transaction."""
+        if type(sql) is not str:
+            check_sql(sql)
         result: Result = await self._run(
             stmt.run_execute, (sql, params), sql, self._limit(time_limit)
         )
@@ -127,18 +138,20 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
 
     async def executemany(self, sql: str, seq: ParamSeq, *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement for every parameter set."""
-        rows = seq if isinstance(seq, list | tuple) else list(seq)
-        result: Result = await self._run(
-            stmt.run_executemany, (sql, rows), sql, self._limit(time_limit)
-        )
+        check_sql(sql)
+        limit = self._limit(time_limit)  # (checked before seq is consumed)
+        rows = param_sets(seq)
+        result: Result = await self._run(stmt.run_executemany, (sql, rows), sql, limit)
         return result
 
     async def executescript(self, script: str, *, time_limit: Limit = DEFAULT) -> None:
         """Run several statements inside this transaction."""
+        check_sql(script, "script")
         await self._run(stmt.run_script, (script,), None, self._limit(time_limit))
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(conn, *args)`` on the writer thread inside this transaction."""
+        check_callable(fn)
         result: T = await self._run(fn, tuple(args), None, self._time_limit)
         return result
 
@@ -166,7 +179,10 @@ class AsyncSavepoint:
         if not tx._active or lease is None or lease.lost:
             return
         if exc_type is None:
-            await tx.run(stmt.exec_sql, f"RELEASE {self._name}")
+            try:
+                await tx.run(stmt.exec_sql, f"RELEASE {self._name}")
+            except RolledBack:
+                pass  # SQLite ended the whole transaction: as in sync, the block's end says so
             return
         # Roll the savepoint back, never masking the original exception. On a cancellation
         # the operation is queued without waiting: the writer runs operations in order, so
@@ -175,6 +191,8 @@ class AsyncSavepoint:
             future = lease.post(stmt.rollback_to_savepoint, (self._name,))
             if exc_type is not asyncio.CancelledError:
                 await future
+        except RolledBack:
+            pass  # nothing left to undo: SQLite rolled the whole transaction back
         except Exception:
             logger.exception("litegate: rolling back savepoint %s failed", self._name)
 

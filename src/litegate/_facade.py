@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+from ._args import limit_arg, timeout_arg
 from ._config import Options
 from ._engine import Engine
 from ._types import DEFAULT, Limit, Wait
@@ -28,10 +29,12 @@ class Facade:
         self._time_limit = engine.opts.time_limit
 
     def _t(self, timeout: Wait) -> float | None:
-        return self._timeout if timeout is DEFAULT else timeout
+        """The bound a call waits for. :raises TypeError, ValueError: a bad ``timeout``"""
+        return self._timeout if timeout is DEFAULT else timeout_arg(timeout)
 
     def _l(self, time_limit: Limit) -> float | None:
-        return self._time_limit if time_limit is DEFAULT else time_limit
+        """A call's statement time limit. :raises TypeError, ValueError: a bad ``time_limit``"""
+        return self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
 
     @property
     def path(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
+from . import _args
 from ._facade import Facade
 from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
 from ._statements import Result, run_execute, run_executemany, run_script
@@ -37,12 +38,15 @@ class SyncMethods(Facade):
         :raises QueryTimeout: it ran past ``time_limit`` (rolled back)
         :raises Busy: another process held the write lock past ``busy_timeout``
         :raises RolledBack: SQLite rolled the write's transaction back
+        :raises TypeError, ValueError: a bad argument (README "Bad input"), before anything runs
         """
+        if type(sql) is not str:
+            _args.check_sql(sql)
         return self._engine.write(
             run_execute,
             (sql, params),
-            self._timeout if timeout is DEFAULT else timeout,
-            self._time_limit if time_limit is DEFAULT else time_limit,
+            self._timeout if timeout is DEFAULT else _args.timeout_arg(timeout),
+            self._time_limit if time_limit is DEFAULT else _args.limit_arg(time_limit),
             sql,
         )
 
@@ -50,15 +54,15 @@ class SyncMethods(Facade):
         self, sql: str, seq: ParamSeq, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Result:
         """Run one statement for every parameter set, all in one transaction."""
-        rows = seq if isinstance(seq, list | tuple) else list(seq)
-        return self._engine.write(
-            run_executemany, (sql, rows), self._t(timeout), self._l(time_limit), sql
-        )
+        _args.check_sql(sql)
+        wait, limit = self._t(timeout), self._l(time_limit)  # (checked before seq is consumed)
+        return self._engine.write(run_executemany, (sql, _args.param_sets(seq)), wait, limit, sql)
 
     def executescript(
         self, script: str, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> None:
         """Run several statements in one transaction (all or nothing)."""
+        _args.check_sql(script, "script")
         self._engine.write(run_script, (script,), self._t(timeout), self._l(time_limit), None)
 
     def run_write(
@@ -75,6 +79,7 @@ class SyncMethods(Facade):
         (refused with ``sqlite3.DatabaseError``: not authorized). If SQLite aborts the shared
         transaction, ``fn`` may be called again, so keep it free of outside side effects.
         """
+        _args.check_callable(fn)
         return self._engine.write(fn, tuple(args), self._t(timeout), self._l(time_limit), None)
 
     def transaction(self, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT) -> Transaction:
@@ -99,7 +104,9 @@ class SyncMethods(Facade):
         write lock (each waits up to ``busy_timeout`` seconds, default 60, for the one that
         applies them) and find the work done. :raises MigrationError: a step failed
         """
-        with Transaction(self._engine, self._t(timeout), None, busy_timeout) as tx:
+        _args.check_migrations(migrations)
+        busy = _args.check_seconds(busy_timeout, "busy_timeout")
+        with Transaction(self._engine, self._t(timeout), None, busy) as tx:
             _, after = tx.run(apply_migrations, migrations)
         return after
 
@@ -110,27 +117,41 @@ class SyncMethods(Facade):
         """All rows of a read-only query, from a reader connection.
 
         :raises PoolTimeout: no reader became free within ``timeout``
+        :raises TypeError, ValueError: a bad argument (README "Bad input")
         """
-        rows: list[Any] = self._engine.query(
-            sql,
-            params,
-            self._timeout if timeout is DEFAULT else timeout,
-            self._time_limit if time_limit is DEFAULT else time_limit,
-            False,
-        )
+        # query and query_one are hand-inlined copies (benchmarks/hot_paths.py: a shared
+        # helper costs a frame per read). A non-str sql is explained after sqlite3 refused it,
+        # not checked up front: free on the hot path, and nothing ran.
+        try:
+            rows: list[Any] = self._engine.query(
+                sql,
+                params,
+                self._timeout if timeout is DEFAULT else _args.timeout_arg(timeout),
+                self._time_limit if time_limit is DEFAULT else _args.limit_arg(time_limit),
+                False,
+            )
+        except TypeError:
+            if not isinstance(sql, str):
+                raise _args.not_a_str(sql) from None
+            raise
         return rows
 
     def query_one(
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
     ) -> Any:
         """The first row, or ``None``."""
-        return self._engine.query(
-            sql,
-            params,
-            self._timeout if timeout is DEFAULT else timeout,
-            self._time_limit if time_limit is DEFAULT else time_limit,
-            True,
-        )
+        try:
+            return self._engine.query(
+                sql,
+                params,
+                self._timeout if timeout is DEFAULT else _args.timeout_arg(timeout),
+                self._time_limit if time_limit is DEFAULT else _args.limit_arg(time_limit),
+                True,
+            )
+        except TypeError:
+            if not isinstance(sql, str):
+                raise _args.not_a_str(sql) from None
+            raise
 
     def query_value(
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT
@@ -143,9 +164,17 @@ class SyncMethods(Facade):
         self, sql: str, params: Params = (), *, timeout: Wait = DEFAULT, arraysize: int = 256
     ) -> Generator[Any, None, None]:
         """Stream rows without loading them all. Holds a reader (with ``readers=0``: the lane)
-        until the iteration ends or the generator is closed; close it early with
-        ``contextlib.closing`` when you stop before the end."""
-        lease = self._engine.borrow(self._t(timeout), "the iteration")
+        from the first row until the iteration ends or the generator is closed; close it early
+        with ``contextlib.closing`` when you stop before the end. Bad arguments raise here,
+        not at the first row."""
+        _args.check_sql(sql)
+        _args.check_arraysize(arraysize)
+        return self._iterate(sql, params, self._t(timeout), arraysize)
+
+    def _iterate(
+        self, sql: str, params: Params, timeout: float | None, arraysize: int
+    ) -> Generator[Any, None, None]:
+        lease = self._engine.borrow(timeout, "the iteration")
         try:
             cur = lease.conn.execute(sql, params)
             try:
@@ -169,6 +198,7 @@ class SyncMethods(Facade):
     ) -> T:
         """Call ``fn(conn, *args)`` with a read-only connection, in the calling thread
         (with ``readers=0``: on the writer thread, outside any transaction)."""
+        _args.check_callable(fn)
         return self._engine.read(fn, tuple(args), self._t(timeout), self._l(time_limit), None)
 
     # ---- the rest -------------------------------------------------------------------------
@@ -180,9 +210,10 @@ class SyncMethods(Facade):
         """Drain queued writes, checkpoint the WAL, close every connection. Idempotent.
 
         Blocks up to ``timeout`` seconds (default max(timeout option, 5 s)); writes still queued
-        after that fail with :class:`Closed`.
+        after that fail with :class:`Closed`. :raises TypeError, ValueError: a bad ``timeout``
+        (checked first: the database stays open)
         """
-        self._engine.close(timeout)
+        self._engine.close(_args.check_close_timeout(timeout))
 
     def __enter__(self) -> Self:
         return self

@@ -14,6 +14,14 @@ from collections.abc import Callable, Generator
 from typing import Any, Self, TypeVar
 
 from . import _statements as stmt
+from ._args import (
+    check_arraysize,
+    check_callable,
+    check_param_sets,
+    check_sql,
+    limit_arg,
+    not_a_str,
+)
 from ._engine import Engine, ReadLease, WriteLease
 from ._errors import Misuse, RolledBack
 from ._statements import Result
@@ -24,6 +32,8 @@ __all__ = ("Savepoint", "Snapshot", "Transaction", "TransactionBase")
 logger = logging.getLogger("litegate")
 _savepoint_ids = itertools.count(1)
 T = TypeVar("T")
+# The statement functions whose first argument is the caller's SQL text (checked lazily).
+_SQL_FIRST = (stmt.run_query, stmt.fetch, stmt.run_execute)
 
 
 class _Reads:
@@ -37,11 +47,13 @@ class _Reads:
 
     def _call(self, time_limit: Limit, sql: str | None, fn: Any, *args: Any) -> Any:
         lease = self._lease()
-        limit = self._time_limit if time_limit is DEFAULT else time_limit
+        limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
         try:
             return lease.run(fn, args, sql, limit)
-        except BaseException:
+        except BaseException as exc:
             self._after_error()
+            if isinstance(exc, TypeError) and fn in _SQL_FIRST and not isinstance(args[0], str):
+                raise not_a_str(args[0]) from None  # (here, not up front: free on the hot path)
             raise
 
     def _after_error(self) -> None:
@@ -63,7 +75,13 @@ class _Reads:
     def iterate(
         self, sql: str, params: Params = (), *, arraysize: int = 256
     ) -> Generator[Any, None, None]:
-        """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open."""
+        """Stream rows (fetched ``arraysize`` at a time) while the transaction/snapshot is open.
+        Bad arguments raise here, not at the first row."""
+        check_sql(sql)
+        check_arraysize(arraysize)
+        return self._iterate(sql, params, arraysize)
+
+    def _iterate(self, sql: str, params: Params, arraysize: int) -> Generator[Any, None, None]:
         cur = self._lease().conn.execute(sql, params)
         try:
             while True:
@@ -74,6 +92,20 @@ class _Reads:
                 yield from rows
         finally:
             cur.close()
+
+
+def _release(lease: WriteLease) -> None:
+    """``lease.release()``, completed even if an interrupt (Ctrl-C) cuts it short -- a lane
+    left held would block every writer -- and the interrupt raised afterwards."""
+    interrupted: BaseException | None = None
+    for _ in range(3):  # (release is idempotent: a second call finishes what the first began)
+        try:
+            lease.release()
+            break
+        except (KeyboardInterrupt, SystemExit) as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 class TransactionBase:
@@ -106,15 +138,20 @@ class Transaction(TransactionBase, _Reads):
     def __enter__(self) -> Self:
         if self._entered:
             raise Misuse("a Transaction can be entered only once")
-        lease = self._engine.lease(self._timeout, "the transaction")
-        self._entered = True  # (not before: a timed-out enter may be retried)
+        engine = self._engine
+        lease: WriteLease | None = None
         try:
+            lease = engine.lease(self._timeout, "the transaction", self)
+            self._entered = True  # (not before: a timed-out enter may be retried)
             lease.begin(self._busy_timeout)
-        except BaseException:
-            lease.release()
+            self._write_lease = lease
+            self._active = True
+        except BaseException:  # (an interrupt included: the lane is never left held)
+            self._active = False
+            if lease is not None:
+                _release(lease)
+            engine.recover(self)  # (interrupted before ``lease`` was stored)
             raise
-        self._write_lease = lease
-        self._active = True
         return self
 
     def __exit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
@@ -130,7 +167,8 @@ class Transaction(TransactionBase, _Reads):
                 raise RolledBack(f"the transaction did not commit: {self._aborted}")
         finally:
             self._active = False
-            lease.release()
+            _release(lease)
+            self._engine.recover(self)  # (a release cut short before it reached the lane)
 
     def _lease(self) -> WriteLease:
         lease = self._write_lease
@@ -158,16 +196,21 @@ class Transaction(TransactionBase, _Reads):
         return result
 
     def executemany(self, sql: str, seq: ParamSeq, *, time_limit: Limit = DEFAULT) -> Result:
-        """Run one statement for every parameter set in ``seq``."""
+        """Run one statement for every parameter set in ``seq`` (streamed: an iterator is not
+        loaded first)."""
+        check_sql(sql)
+        check_param_sets(seq)
         result: Result = self._call(time_limit, sql, stmt.run_executemany, sql, seq)
         return result
 
     def executescript(self, script: str, *, time_limit: Limit = DEFAULT) -> None:
         """Run several statements (inside this transaction, unlike sqlite3's executescript)."""
+        check_sql(script, "script")
         self._call(time_limit, None, stmt.run_script, script)
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(conn, *args)`` on the writer connection, inside this transaction."""
+        check_callable(fn)
         result: T = self._call(DEFAULT, None, fn, *args)
         return result
 

@@ -40,6 +40,8 @@ def migrate(
 
     :raises MigrationError: a step failed (nothing of this run was applied) or the database is
         newer than ``steps``
+    :raises TypeError: ``steps`` is not a sequence of SQL strings and callables (checked before
+        anything runs)
     """
     return db.migrate(steps, timeout=timeout, busy_timeout=busy_timeout)
 

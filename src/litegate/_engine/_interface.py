@@ -18,13 +18,17 @@ time_limit, sql)``                 returns its result after the COMMIT     for t
 ``await write_async(...)``         the same for an asyncio caller          never blocks the
                                                                            loop; same errors
 **the lane, held (a lease)**
-``lease(timeout, what)``           the write lane for this thread:         waits <= timeout:
+``lease(timeout, what, holder)``   the write lane for this thread:         waits <= timeout:
                                    a :class:`WriteLease`; the writer       WriteTimeout;
                                    connection is reachable only through    Misuse if this
                                    it while it is live                     thread holds it
 ``await lease_async(timeout,       the lane for an asyncio task: an        never blocks the
 what)``                            :class:`AsyncWriteLease`, whose         loop
                                    operations run off the loop
+``recover(holder)``                after an interrupt (Ctrl-C) escaped     never waits for
+                                   ``lease`` or a release on this thread:  the lane
+                                   give the lane back if ``holder`` still
+                                   holds it; idempotent
 **reads**
 ``query(sql, params, timeout,      a read-only query on a reader (the      waits <= timeout
 time_limit, first)``               read hot path)                          for a reader:
@@ -162,6 +166,10 @@ class Engine(Protocol):
 
     def stats(self) -> Stats: ...
 
+    def recover(self, holder: object) -> None:
+        """After an exception (Ctrl-C) escaped :meth:`lease` or a lease's release on the
+        calling thread: give back the write lane if ``holder`` still holds it. Idempotent."""
+
     def write(
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T: ...
@@ -170,7 +178,15 @@ class Engine(Protocol):
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T: ...
 
-    def lease(self, timeout: Bound, what: str = ...) -> WriteLease: ...
+    def lease(
+        self,
+        timeout: Bound,
+        what: str = ...,
+        holder: object = None,
+    ) -> WriteLease:
+        """``holder``: who asks (for :meth:`recover`; if it is collected while it still holds
+        the lane -- its block was left without its end, e.g. by Ctrl-C -- the lane is rolled
+        back and given back)."""
 
     async def lease_async(self, timeout: Bound, what: str = ...) -> AsyncWriteLease: ...
 

@@ -179,7 +179,11 @@ class LaneHold(Job):
         self.ident = get_ident()  # the thread that will hold the lane
 
     def release(self) -> None:
-        self._released.release()
+        """Give the lane back to the writer thread. Idempotent."""
+        try:
+            self._released.release()
+        except RuntimeError:  # released already
+            pass
 
     def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
         """Writer thread: wait until released; report once if held past ``warn_after``."""

@@ -31,6 +31,13 @@ owner                a sync lease holder, for itself     ``_lock``; read without
                                                          (only that thread ever sets it to
                                                          its ident, so a stale value never
                                                          equals it)
+_sync_hold           its holder (set once granted,        ``_lock``
+                     cleared at give-back)
+holder               the sync lease holder (``take``): a  the lane; its weakref callback sets
+                     weakref to who asked, cleared when  only ``_stale`` (a bool) and
+                     the lane is given back              releases a granted hold (a raw lock)
+_stale               the holder's weakref callback       read by the owner thread and the
+                     (set), a new lease (cleared)        writer; acted on under ``_lock``
 _held_since          lease grants and releases           ``_lock``; read without it only for
                                                          a message
 _hold_reported       writer thread, lane givers          ``_lock``
@@ -51,6 +58,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable
@@ -124,6 +132,9 @@ class WriteLane:
         self._active = False  # someone is using the connection
         self.user: int | None = None  # the thread using it (for re-entrance checks)
         self.owner: int | None = None  # the thread holding a sync lease
+        self._sync_hold: LaneHold | None = None  # a sync lease granted through the writer
+        self.holder: weakref.ref[object] | None = None  # who took the sync lease (recover)
+        self._stale = False  # that holder was collected without giving the lane back
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
         self._hold_reported = False
         # The writer thread sleeps on a bell (a raw lock, released to ring) rather than a
@@ -187,6 +198,7 @@ class WriteLane:
 
     def reentrance(self, ident: int) -> str | None:
         """Why thread ``ident`` must not wait for the lane (it holds it), or None."""
+        self._drop_stale(ident)
         if self.owner == ident:
             return (
                 "inside a transaction held by this thread; it would wait for the transaction "
@@ -203,7 +215,49 @@ class WriteLane:
 
     def held_by(self, ident: int) -> sqlite3.Connection | None:
         """The writer connection if thread ``ident`` holds a sync lease, else None."""
+        if self.owner != ident:
+            return None
+        self._drop_stale(ident)
         return self._conn if self.owner == ident else None
+
+    def _drop_stale(self, ident: int) -> None:
+        """Thread ``ident``, calling in: if the transaction that holds the lane for it is gone
+        (collected) without giving the lane back -- an interrupt (Ctrl-C) landed as its
+        ``__exit__`` began, where no context manager written in Python can act -- roll it back
+        and give the lane back, instead of refusing the call as if inside it."""
+        if self._stale and self.owner == ident:
+            self._recover_stale()
+
+    def _holder_gone(self, ref: weakref.ref[object]) -> None:
+        """Weakref callback (any thread, possibly inside the GC): the holder of the lane was
+        collected. Only flags it (no lock: the GC may run inside this lane's own lock); a
+        granted hold is released at once (a raw lock), the rest is done by the next caller
+        from that thread or by the writer thread (:meth:`_recover_stale`)."""
+        if self.holder is ref:
+            self._stale = True
+            hold = self._sync_hold
+            if hold is not None:
+                hold.release()
+
+    def _recover_stale(self) -> None:
+        """Roll back and give back a lane whose holder is gone (see :meth:`_drop_stale`)."""
+        with self._lock:
+            if not self._stale:
+                return
+            self._stale = False
+            owner = self.owner
+            direct = owner is not None and self.user == owner and self._sync_hold is None
+        if not direct:
+            return  # (a granted hold was released: the writer rolls back after it)
+        logger.warning(
+            "litegate: a transaction on %s was left without its end (interrupted as its block "
+            "ended, e.g. by Ctrl-C); rolled it back and gave the write lane back",
+            self.opts.name,
+        )
+        conn = self._conn
+        if is_open(conn) and conn.in_transaction:
+            rollback_quietly(conn, self.guard)
+        self._end_direct()
 
     def closed_error(self, what: str) -> Closed:
         """The :class:`Closed` for ``what``, saying why when the lane stopped on its own."""
@@ -404,6 +458,7 @@ class WriteLane:
         """Give the lane back; the writer takes over whatever queued meanwhile."""
         with self._lock:
             self.owner = None
+            self.holder = None
             self._held_since = 0.0
             self._hold_reported = False
             self._active = False
@@ -414,7 +469,9 @@ class WriteLane:
                 self._inactive.notify_all()
 
     # ---- leases --------------------------------------------------------------------------
-    def take(self, timeout: Bound, what: str) -> tuple[sqlite3.Connection, LaneHold | None]:
+    def take(
+        self, timeout: Bound, what: str, holder: object = None
+    ) -> tuple[sqlite3.Connection, LaneHold | None]:
         """Hold the lane for the calling thread: directly when it is idle (returns
         ``(conn, None)``), else through the writer thread, which grants a queued
         :class:`LaneHold` and parks until :meth:`give_back`. Waits up to ``timeout`` seconds.
@@ -423,19 +480,21 @@ class WriteLane:
         :raises Closed: the lane is closing, or closed before granting it
         """
         me = get_ident()
-        with self._lock:
-            if self._closing:
-                raise self.closed_error("the database is closed; no new writes are accepted")
-            if not (self._active or self._paused or self._queue):
-                self.user = self.owner = me
-                self._held_since = monotonic()
-                self._active = True
-        if self.user == me:  # holding it directly
-            try:
+        try:
+            with self._lock:
+                if self._closing:
+                    raise self.closed_error("the database is closed; no new writes are accepted")
+                if not (self._active or self._paused or self._queue):
+                    self._stale = False  # (the holder first: recover tells its own by it)
+                    self.holder = None if holder is None else weakref.ref(holder, self._holder_gone)
+                    self.user = self.owner = me
+                    self._held_since = monotonic()
+                    self._active = True
+            if self.user == me:  # holding it directly
                 return self._ready(), None
-            except BaseException:
-                self._end_direct()
-                raise
+        except BaseException:  # (an interrupt included: never strand the lane)
+            self.recover(me, holder)
+            raise
         hold = LaneHold()
         deadline = None if timeout is None else monotonic() + timeout
         self.submit(hold, deadline)
@@ -450,20 +509,62 @@ class WriteLane:
         if hold.error is not None:  # failed, never granted (closed meanwhile)
             error, hold.error = hold.error, None
             raise error
-        with self._lock:  # set by the holder itself, once granted: see the table
-            self.owner = me
+        try:
+            with self._lock:  # set by the holder itself, once granted: see the table
+                self._sync_hold = hold
+                self._stale = False
+                self.holder = None if holder is None else weakref.ref(holder, self._holder_gone)
+                self.owner = me
+        except BaseException:
+            self.recover(me, holder)
+            raise
         return self._conn, hold
 
     def give_back(self, hold: LaneHold | None) -> None:
-        """End a lease taken with :meth:`take` (its holder has ended any transaction)."""
+        """End a lease taken with :meth:`take` (its holder has ended any transaction).
+        Idempotent: what was given back already is left alone."""
         if hold is None:
-            self.counters.lane_holds.append(monotonic() - self._held_since)
-            self._end_direct()
+            if self.user == get_ident():
+                try:
+                    self.counters.lane_holds.append(monotonic() - self._held_since)
+                finally:
+                    self._end_direct()
             return
+        try:
+            with self._lock:
+                if self._sync_hold is hold:
+                    self._sync_hold = None
+                if self.owner == hold.ident:
+                    self.owner = None
+                    self.holder = None
+        finally:
+            hold.release()
+
+    def recover(self, ident: int, holder: object) -> None:
+        """After an exception (an interrupt) escaped a lease's set-up or release on thread
+        ``ident``, before its holder had the lease object to release: if ``holder`` (on that
+        thread) still holds the lane (directly, or granted by the writer), end its transaction
+        and give the lane back. Idempotent; a no-op for anyone else."""
+        if self._sync_hold is None and self.user != ident:
+            return  # (unlocked reads: only thread ``ident`` sets either to its own)
+        ref = self.holder
+        if ref is not None and ref() is not holder:
+            return  # (another lease of this thread: e.g. a nested transaction was refused)
         with self._lock:
-            if self.owner == hold.ident:
-                self.owner = None
-        hold.release()
+            hold = self._sync_hold
+            if hold is not None and hold.ident != ident:
+                hold = None
+        direct = self.user == ident and self.owner == ident
+        if hold is None and not direct:
+            return
+        self.guard.revoke()
+        conn = self._conn
+        if is_open(conn) and conn.in_transaction:
+            rollback_quietly(conn, self.guard)
+        if hold is not None:
+            self.give_back(hold)
+        else:
+            self._end_direct()
 
     def _grant(self, hold: BaseJob) -> None:
         """Lane holder: hand the lane to a queued lease and park until it is given back."""
@@ -475,6 +576,10 @@ class WriteLane:
         held = hold.hold(self.opts.hold_warn, self._report_long_hold, self._conn)
         with self._lock:
             self._held_since = 0.0
+            if self._sync_hold is hold:  # (released by _holder_gone: its holder is gone)
+                self._sync_hold = None
+                self.owner = self.holder = None
+                self._stale = False
         self.counters.lane_holds.append(held)
         conn = self._conn
         if not is_open(conn):
@@ -614,6 +719,8 @@ class WriteLane:
                         self._active = True
                         self.user = get_ident()
                 if jobs is None and not idle:
+                    if self._stale:  # a direct holder is gone without giving the lane back
+                        self._recover_stale()
                     quiet = not bell.acquire(True, wait) and idle_wait
                     continue
                 quiet = False

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
+from ._batch import is_open
 from ._commit_gate import refused_error
 from ._connection import (
     begin_immediate,
@@ -146,20 +147,21 @@ class LaneLease(_Lease):
             logger.exception("litegate: rollback failed")
 
     def release(self) -> None:
-        """Give the lane back, rolling back whatever is still open. Idempotent."""
-        conn = self._conn
-        if conn is None:
-            return
-        self._conn = None
+        """Give the lane back, rolling back whatever is still open. Idempotent, and safe to
+        call again after an interrupt cut it short (the lane's give-back is idempotent)."""
+        conn, self._conn = self._conn, None
         try:
-            if conn.in_transaction:
+            if conn is not None and is_open(conn) and conn.in_transaction:
                 if self._began:  # a transaction's holder ends it itself: this is a bug
                     logger.error("litegate: a lane holder left a transaction open; rolling back")
                 rollback(conn, self._lane.guard)
         finally:
-            if self._began:
-                self._counters.transactions += 1  # (still holding the lane: its guard)
-            self._lane.give_back(self._hold)
+            try:
+                if self._began:
+                    self._began = False
+                    self._counters.transactions += 1  # (still holding the lane: its guard)
+            finally:
+                self._lane.give_back(self._hold)
 
 
 class PooledRead(_Lease):

@@ -369,15 +369,29 @@ class LocalEngine:
         self._counters.write_latency.append(perf_counter() - t0)
         return result
 
-    def lease(self, timeout: Bound, what: str = "the transaction") -> LaneLease:
+    def lease(
+        self,
+        timeout: Bound,
+        what: str = "the transaction",
+        holder: object = None,
+    ) -> LaneLease:
         self.check()
         lane = self._lane
         if lane.owner is not None or lane.user is not None:
             self._no_reentry(what)
         t0 = monotonic()
-        conn, hold = lane.take(timeout, what)
-        self._counters.lane_wait.append(monotonic() - t0)
-        return LaneLease(self._lane, conn, hold, self._counters, self.opts.busy_timeout)
+        try:
+            conn, hold = lane.take(timeout, what, holder)
+            self._counters.lane_wait.append(monotonic() - t0)
+            return LaneLease(lane, conn, hold, self._counters, self.opts.busy_timeout)
+        except BaseException:  # (interrupted before the caller has the lease to release)
+            lane.recover(get_ident(), holder)
+            raise
+
+    def recover(self, holder: object) -> None:
+        """After an exception (Ctrl-C) escaped :meth:`lease` or a lease's release on this
+        thread: give back the write lane if ``holder`` still holds it. Idempotent."""
+        self._lane.recover(get_ident(), holder)
 
     async def lease_async(self, timeout: Bound, what: str = "the transaction") -> AsyncLaneLease:
         self.check()
