@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +19,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.001)
+
+
+def write_elsewhere(path: str, sql: str = "INSERT INTO t VALUES (2)", timeout: float = 5.0) -> None:
+    """Commit ``sql`` through a connection of its own: another process, as far as SQLite's
+    locks and snapshots are concerned."""
+    other = sqlite3.connect(path, timeout=timeout)
+    try:
+        other.execute(sql)
+        other.commit()
+    finally:
+        other.close()
 
 
 @contextmanager

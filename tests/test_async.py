@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import random
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 import litegate
-from helpers import lane_held_async
+from helpers import lane_held_async, write_elsewhere
 
 SLOW_SELECT = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
@@ -479,3 +480,67 @@ async def test_async_rollback_by_exception_logs_no_error(
                 raise KeyError
         assert await adb.query_value("SELECT count(*) FROM t") == 0
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("leave", ["break", "aclosing", "cancel", "snapshot-break", "tx-break"])
+async def test_leaving_async_iterate_early_logs_no_error(
+    db_path: str, readers: Any, leave: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: leaving ``async for row in adb.iterate(...)`` early (break, aclosing,
+    cancellation) logged ``Misuse('the snapshot is not active ...')`` at ERROR every time: the
+    inner iterator's cleanup ran after its snapshot had ended. Its cursor, left open on the
+    reader given back, also kept its snapshot: the next read there saw stale data."""
+    caplog.set_level(logging.ERROR)
+    async with litegate.connect_async(db_path, readers=readers, busy_timeout=1.0) as adb:
+        await adb.execute("CREATE TABLE t(x)")
+        await adb.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1000)])
+        seen: list[int] = []
+        reached = asyncio.Event()
+
+        async def consume() -> None:
+            async for row in adb.iterate("SELECT x FROM t ORDER BY x", arraysize=16):
+                seen.append(row[0])
+                if len(seen) == 5:
+                    if leave == "cancel":
+                        reached.set()
+                        await asyncio.sleep(30)
+                    break
+
+        if leave == "aclosing":
+            async with contextlib.aclosing(adb.iterate("SELECT x FROM t ORDER BY x")) as rows:
+                async for row in rows:
+                    seen.append(row[0])
+                    if len(seen) == 5:
+                        break
+        elif leave == "cancel":
+            task = asyncio.create_task(consume())
+            await reached.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        elif leave in ("snapshot-break", "tx-break"):
+            block = adb.snapshot() if leave == "snapshot-break" else adb.transaction()
+            async with block as snap:
+                async for row in snap.iterate("SELECT x FROM t ORDER BY x", arraysize=16):
+                    seen.append(row[0])
+                    if len(seen) == 5:
+                        break
+        else:
+            await consume()
+        del consume
+        for _ in range(5):  # let the generators' finalizer tasks run, then collect them
+            await asyncio.sleep(0.01)
+            gc.collect()
+        assert seen == [0, 1, 2, 3, 4]
+        # the reader (or the lane) came back: the next iteration and a write are served
+        assert [r[0] async for r in adb.iterate("SELECT x FROM t WHERE x < 3 ORDER BY x")] == [
+            0,
+            1,
+            2,
+        ]
+        await asyncio.to_thread(write_elsewhere, db_path)  # (its fsync off the loop)
+        await adb.execute("INSERT INTO t VALUES (1000)")  # no snapshot pinned on the writer
+        assert await adb.query_value("SELECT count(*) FROM t") == 1002  # nor on a reader
+        assert (await adb.stats()).pool_in_use == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -137,9 +137,9 @@ def test_write_on_a_reader_is_refused(db: litegate.Database) -> None:
 
 
 def test_user_transaction_control_in_a_job_is_refused(db: litegate.Database) -> None:
-    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+    with pytest.raises(litegate.Refused, match="refused COMMIT"):
         db.execute("COMMIT")
-    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+    with pytest.raises(litegate.Refused, match="refused COMMIT"):
         db.run_write(lambda c: c.commit() if c.in_transaction else c.execute("BEGIN"))
     db.execute("INSERT INTO items(name) VALUES ('still fine')")
     assert db.query_value("SELECT count(*) FROM items") == 1

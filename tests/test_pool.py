@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -298,3 +299,72 @@ async def test_cancelled_snapshot_query_keeps_its_reader_until_it_stops(db_path:
         # the reader came back clean and works
         assert await adb.query_value("SELECT count(*) FROM t", timeout=5) == 1
         assert (await adb.stats()).pool_in_use == 0
+
+
+# ---- a reader closed by the function it was lent to (issue 10, item 5) --------------------
+def _close(conn: sqlite3.Connection) -> str:
+    conn.close()
+    return "closed"
+
+
+def _all_readers_serve(db: litegate.Database, size: int) -> None:
+    """Every reader of the pool, held at once, answers (none was lost) and is read-only."""
+    snaps = [db.snapshot() for _ in range(size)]
+    for snap in snaps:
+        snap.__enter__()
+    try:
+        for snap in snaps:
+            assert snap.query_value("SELECT sum(x) FROM t") == 6
+            assert snap.query_value("PRAGMA query_only") == 1
+        assert db.stats().pool_open == size
+    finally:
+        for snap in snaps:
+            snap.__exit__(None, None, None)
+
+
+def test_run_read_closing_its_reader_fails_and_the_pool_replaces_it(
+    pooled: litegate.Database,
+) -> None:
+    """Regression: run_read(lambda c: c.close()) lost a pool slot for good (and failed with a
+    raw ProgrammingError from the check-in)."""
+    with pooled as db:
+        for _ in range(5):  # more than the pool's size: every slot comes back
+            with pytest.raises(litegate.Misuse, match="closed the connection"):
+                db.run_read(_close)
+        _all_readers_serve(db, 2)
+        assert db.stats().pool_in_use == 0
+
+
+def test_run_read_closing_its_per_thread_reader_fails_and_it_is_replaced(db_path: str) -> None:
+    with litegate.connect(db_path, readers="per-thread") as db:
+        db.executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
+        for _ in range(3):
+            with pytest.raises(litegate.Misuse, match="closed the connection"):
+                db.run_read(_close)
+            assert db.query_value("SELECT sum(x) FROM t") == 6
+            assert db.query_value("PRAGMA query_only") == 1
+        assert db.stats().pool_open == 1  # the closed ones were forgotten
+
+
+@pytest.mark.parametrize("readers", [2, "per-thread"])
+def test_async_run_read_closing_its_reader_fails_and_it_is_replaced(
+    db_path: str, readers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main(adb: litegate.AsyncDatabase) -> None:
+        for _ in range(6):  # the reader threads' pool (or per-thread readers) lose nothing
+            with pytest.raises(litegate.Misuse, match="closed the connection"):
+                await adb.run_read(_close)
+        sums = await asyncio.gather(
+            *(
+                adb.run_read(lambda c: c.execute("SELECT sum(x) FROM t").fetchone()[0])
+                for _ in range(8)
+            )
+        )
+        assert sums == [6] * 8
+
+    with litegate.connect(db_path, readers=readers) as db:
+        db.executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
+        asyncio.run(main(db.as_async()))
+        if readers == 2:
+            _all_readers_serve(db, 2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

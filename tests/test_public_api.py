@@ -41,6 +41,10 @@ def test_error_tree() -> None:
     ):
         assert issubclass(exc, litegate.Error)
     assert not issubclass(litegate.RolledBack, litegate.Misuse)  # SQLite's rollback is no misuse
+    # a refused statement: litegate's Misuse, and the DatabaseError SQLite's refusal always was
+    assert issubclass(litegate.Refused, litegate.Misuse)
+    assert issubclass(litegate.Refused, sqlite3.DatabaseError)
+    assert "Refused" in (litegate._errors.__doc__ or "")
     from litegate import debug
 
     for detector_error in (debug.CrossThreadUse, debug.ConcurrentUse):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import litegate
-from helpers import Outcome, lane_held, wait_for
+from helpers import Outcome, lane_held, wait_for, write_elsewhere
 
 
 def _count(db: litegate.Database) -> int:
@@ -114,7 +114,7 @@ def test_reads_inside_a_transaction_in_lane_mode_run_inline(db_path: str) -> Non
 def test_user_commit_inside_transaction_is_refused(db: litegate.Database) -> None:
     with db.transaction() as tx:
         tx.execute("INSERT INTO items(name) VALUES ('a')")
-        with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        with pytest.raises(litegate.Refused, match="refused COMMIT"):
             tx.execute("COMMIT")
         tx.execute("INSERT INTO items(name) VALUES ('b')")
     assert _count(db) == 2
@@ -279,3 +279,25 @@ async def test_a_savepoint_left_after_sqlite_rolled_back_the_transaction_is_quie
     assert reached
     assert [r[0] for r in db.query("SELECT name FROM items")] == ["dup"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("block", ["snapshot", "transaction"])
+def test_iteration_left_open_past_its_block_no_longer_pins_its_snapshot(
+    db_path: str, readers: Any, block: str
+) -> None:
+    """Regression: an iterator of snap.iterate / tx.iterate still open when its block ended
+    kept its cursor, whose statement kept its snapshot past the block's end: the next read on
+    that reader missed later writes, and on the writer, once another process had written,
+    every BEGIN IMMEDIATE failed (SQLITE_BUSY_SNAPSHOT) until Busy."""
+    with litegate.connect(db_path, readers=readers, busy_timeout=1.0) as db:
+        db.execute("CREATE TABLE t(x)")
+        db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+        with db.snapshot() if block == "snapshot" else db.transaction() as scope:
+            rows = scope.iterate("SELECT x FROM t ORDER BY x", arraysize=1)
+            assert next(rows)[0] == 0
+        write_elsewhere(db_path, "INSERT INTO t VALUES (100)")
+        assert db.query_value("SELECT count(*) FROM t") == 101
+        db.execute("INSERT INTO t VALUES (101)")
+        assert db.query_value("SELECT count(*) FROM t") == 102
+        with pytest.raises(litegate.Misuse, match="not active"):
+            next(rows)

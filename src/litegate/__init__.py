@@ -29,6 +29,7 @@ from ._errors import MigrationError as MigrationError
 from ._errors import Misuse as Misuse
 from ._errors import PoolTimeout as PoolTimeout
 from ._errors import QueryTimeout as QueryTimeout
+from ._errors import Refused as Refused
 from ._errors import RolledBack as RolledBack
 from ._errors import Timeout as Timeout
 from ._errors import WriteTimeout as WriteTimeout
@@ -61,6 +62,7 @@ __all__ = (
     "Params",
     "PoolTimeout",
     "QueryTimeout",
+    "Refused",
     "Result",
     "RolledBack",
     "Row",

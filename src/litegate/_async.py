@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from . import _args
@@ -196,8 +197,11 @@ class AsyncMethods(Facade):
         self, sql: str, params: Params, timeout: float | None, arraysize: int
     ) -> AsyncGenerator[Any, None]:
         async with self.snapshot(timeout=timeout, time_limit=None) as snap:
-            async for row in snap.iterate(sql, params, arraysize=arraysize):
-                yield row
+            # aclosing: left early (break, cancellation), the inner iteration ends here, inside
+            # the snapshot, rather than whenever the garbage collector finalizes it
+            async with aclosing(snap.iterate(sql, params, arraysize=arraysize)) as rows:
+                async for row in rows:
+                    yield row
 
     def snapshot(self, *, timeout: Wait = DEFAULT, time_limit: Limit = DEFAULT) -> AsyncSnapshot:
         """``async with adb.snapshot() as snap:`` -- one consistent read state."""

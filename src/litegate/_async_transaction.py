@@ -14,7 +14,7 @@ from ._args import check_arraysize, check_callable, check_sql, limit_arg, param_
 from ._engine import AsyncReadLease, AsyncWriteLease, Engine
 from ._errors import Misuse, RolledBack
 from ._statements import Result
-from ._transaction import TransactionBase
+from ._transaction import OpenCursors, TransactionBase
 from ._types import DEFAULT, Args, Bound, ExcType, Limit, Params, ParamSeq, Tb
 
 __all__ = ("AsyncSavepoint", "AsyncSnapshot", "AsyncTransaction")
@@ -24,8 +24,17 @@ logger = logging.getLogger("litegate")
 T = TypeVar("T")
 
 
-class _AsyncReads:
-    """Query methods shared by async transactions and snapshots, over an async lease."""
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Retrieve an unawaited operation's outcome (a failure is already the block's concern:
+    unretrieved, asyncio would log it at ERROR)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class _AsyncReads(OpenCursors):
+    """Query methods shared by async transactions and snapshots, over an async lease. The
+    cursors of iterations still open are closed on the connection's thread before the block
+    gives it back (see :class:`OpenCursors`)."""
 
     _time_limit: float | None
 
@@ -69,12 +78,15 @@ class _AsyncReads:
 
     async def _iterate(self, sql: str, params: Params, arraysize: int) -> AsyncGenerator[Any, None]:
         cursor = await self._run(stmt.open_cursor, (sql, params), sql, None)
+        cursors = self._track(cursor)
         try:
             while rows := await self._run(stmt.fetch_page, (cursor, arraysize), None, None):
                 for row in rows:
                     yield row
         finally:
-            await self._run(stmt.close_cursor, (cursor,), None, None)
+            if cursor in cursors:  # else the block has ended and closed it
+                await self._run(stmt.close_cursor, (cursor,), None, None)
+                cursors.discard(cursor)
 
 
 class AsyncTransaction(TransactionBase, _AsyncReads):
@@ -109,6 +121,9 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
         assert lease is not None
         was_active, self._active = self._active, False
         try:
+            if self._cursors:  # closed on the writer before the COMMIT / rollback (in order)
+                left = self._open_cursors()
+                lease.post(stmt.close_cursors, (left,)).add_done_callback(_consume)
             if exc_type is None and was_active:
                 try:
                     await lease.commit()
@@ -205,6 +220,7 @@ class AsyncSnapshot(_AsyncReads):
         self._timeout = timeout
         self._time_limit = time_limit
         self._lease: AsyncReadLease | None = None
+        self._cursors = None
 
     async def __aenter__(self) -> Self:
         lease = await self._engine.borrow_async(self._timeout, "the snapshot")
@@ -219,7 +235,7 @@ class AsyncSnapshot(_AsyncReads):
     async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
-            await lease.release()
+            await lease.release(self._open_cursors() if self._cursors else ())
 
     def _live(self) -> AsyncReadLease:
         lease = self._lease

@@ -13,6 +13,7 @@ from ._types import RowFactory
 __all__ = (
     "DEFAULT_BUSY_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "ENGINE_PRAGMAS",
     "ConnectOptions",
     "Options",
     "Readers",
@@ -33,6 +34,27 @@ DEFAULT_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 DEFAULT_HOLD_WARN = 1.0
 DEFAULT_CHECKPOINT_IDLE = 0.2
 DEFAULT_CACHE_KIB = 16 * 1024
+
+ENGINE_PRAGMAS: Mapping[str, str] = {
+    "journal_mode": (
+        "litegate keeps the database in WAL mode, which its read pool and group commit need"
+    ),
+    "locking_mode": (
+        "EXCLUSIVE would lock litegate's own readers, and every other process, out of the file"
+    ),
+    "query_only": "litegate makes its readers query_only and needs its writer writable",
+    "synchronous": "set it with connect(synchronous=...)",
+    "busy_timeout": (
+        "set it with connect(busy_timeout=...): the writer waits for other processes' locks "
+        "itself, with shorter sleeps than SQLite's busy handler"
+    ),
+    "writable_schema": "it can corrupt the database",
+    "schema_version": "it can corrupt the database",
+}
+"""PRAGMAs whose setting litegate owns (or that are dangerous): refused both in ``pragmas=``
+and through the API, with the reason given here."""
+
+_FILE_PRAGMAS = ("user_version", "application_id", "incremental_vacuum")
 
 Readers = int | Literal["per-thread"]
 Synchronous = Literal["FULL", "NORMAL", "EXTRA", "OFF"]
@@ -67,8 +89,19 @@ class Options:
     :param cache_kib: page cache per connection in KiB
     :param row_factory: row type for query results (default :class:`sqlite3.Row`)
     :param uri: treat ``path`` as a URI
-    :param pragmas: extra ``PRAGMA name = value`` applied to every connection
-    :param on_connect: called with each new connection after it is configured
+    :param pragmas: extra ``PRAGMA name = value`` applied to every connection (after
+        litegate's own settings, before ``on_connect``): per-connection tuning such as
+        ``mmap_size``, ``cache_size``, ``temp_store``, ``wal_autocheckpoint`` or
+        ``foreign_keys`` (litegate turns it on; ``0`` turns it off). Refused with
+        ``ValueError``: the settings litegate owns (``journal_mode``, ``locking_mode``,
+        ``query_only``, ``synchronous`` and ``busy_timeout``, which have their own options),
+        ``writable_schema`` and ``schema_version`` (they can corrupt the database), and
+        values of the database file (``user_version``, ``application_id``: set them with a
+        write or a migration)
+    :param on_connect: called with each new connection after it is configured, before
+        litegate installs its authorizer (which refuses state-changing PRAGMAs and ATTACH
+        through the API, and replaces an authorizer set here): the place to ``ATTACH`` a
+        database on every connection
     """
 
     path: str
@@ -129,9 +162,23 @@ class Options:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {v!r}")
         for key in self.pragmas:
-            if not key.replace("_", "").isalnum():
-                raise ValueError(f"invalid pragma name {key!r}")
+            _check_pragma(key)
         return self
+
+
+def _check_pragma(key: object) -> None:
+    """Refuse a ``pragmas=`` entry litegate cannot apply to each of its connections."""
+    if not isinstance(key, str) or not key.replace("_", "").isalnum():
+        raise ValueError(f"invalid pragma name {key!r}")
+    name = key.lower()
+    reason = ENGINE_PRAGMAS.get(name)
+    if reason is None and name in _FILE_PRAGMAS:
+        reason = (
+            "it changes the database file, not a connection (and the readers are read-only); "
+            f"run it once as a write: db.execute('PRAGMA {name}=...'), or in a migration"
+        )
+    if reason is not None:
+        raise ValueError(f"pragmas={{{key!r}: ...}} is not allowed: {reason}")
 
 
 class ConnectOptions(TypedDict, total=False):

@@ -12,11 +12,15 @@ the conditions litegate itself detects are subclasses of :class:`Error`::
     ├── Busy              another process held the file's write lock past the deadline
     ├── RolledBack        a transaction did not commit: SQLite rolled it back, or it was aborted
     ├── Misuse            the API was used in a way that would deadlock or corrupt state
+    │   ├── Refused          a statement that would break the shared engine (a PRAGMA that
+    │   │                    changes a connection's state, ATTACH, transaction control)
     │   ├── CrossThreadUse   (litegate.debug) a sqlite3 connection used from another thread
     │   └── ConcurrentUse    (litegate.debug) a shared sqlite3 connection used by two at once
     └── MigrationError    a migration failed; nothing of it was applied
 
-``CrossThreadUse`` and ``ConcurrentUse`` are raised only by the runtime misuse detector
+``Refused`` is also a :class:`sqlite3.DatabaseError` (SQLite's authorizer refused the
+statement: ``sqlite_errorcode`` is ``SQLITE_AUTH``), as the bare ``not authorized`` it replaces
+was. ``CrossThreadUse`` and ``ConcurrentUse`` are raised only by the runtime misuse detector
 (:mod:`litegate.debug`, which re-exports them); they are also :class:`sqlite3.ProgrammingError`,
 so existing ``except sqlite3.ProgrammingError`` handlers still catch them.
 """
@@ -37,6 +41,7 @@ __all__ = (
     "PoolTimeout",
     "Origin",
     "QueryTimeout",
+    "Refused",
     "RolledBack",
     "Timeout",
     "WriteTimeout",
@@ -88,6 +93,21 @@ class RolledBack(Error):
 
 class Misuse(Error):
     """The API was used in a way that would deadlock or break isolation."""
+
+
+class Refused(Misuse, sqlite3.DatabaseError):
+    """litegate refused a statement that would break the engine its connections share: a
+    PRAGMA that changes a connection's state (``locking_mode``, ``query_only``,
+    ``journal_mode``, ``cache_size``, ...), ``ATTACH``/``DETACH``, or ``BEGIN``/``COMMIT``/
+    ``ROLLBACK`` on the write lane. Nothing ran; the engine is unaffected. The message says
+    what to do instead (usually ``connect(pragmas=...)`` or ``on_connect=``).
+
+    :ivar what: the refused statement, e.g. ``"PRAGMA locking_mode=EXCLUSIVE"``
+    """
+
+    def __init__(self, message: str, *, what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = what
 
 
 @dataclass(frozen=True, slots=True)

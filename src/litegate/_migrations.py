@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 
+from ._engine import explain_refusal
 from ._errors import MigrationError
 from ._statements import run_script
 
@@ -44,9 +45,10 @@ def apply_migrations(conn: sqlite3.Connection, migrations: Sequence[Migration]) 
             else:
                 raise TypeError(f"a migration is an SQL string or a callable, got {step!r}")
         except Exception as exc:
+            cause = explain_refusal(exc)  # (on the thread that ran it: a refused PRAGMA, named)
             raise MigrationError(
-                f"migration {version} of {len(migrations)} failed: {exc}; nothing was applied "
-                f"(the database stays at version {before})"
-            ) from exc
+                f"migration {version} of {len(migrations)} failed: {cause}; nothing was "
+                f"applied (the database stays at version {before})"
+            ) from cause
         conn.execute(f"PRAGMA user_version = {version}")
     return before, len(migrations)

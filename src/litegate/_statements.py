@@ -17,6 +17,7 @@ from ._types import Params
 __all__ = (
     "Result",
     "close_cursor",
+    "close_cursors",
     "exec_sql",
     "fetch",
     "fetch_page",
@@ -105,6 +106,17 @@ def fetch_page(conn: sqlite3.Connection, cursor: sqlite3.Cursor, n: int) -> list
 
 def close_cursor(conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> None:
     cursor.close()
+
+
+def close_cursors(conn: sqlite3.Connection | None, cursors: Iterable[sqlite3.Cursor]) -> None:
+    """Close cursors an iteration left open (never raises: it runs at a block's end). An open
+    cursor keeps its statement's read snapshot alive even after a ROLLBACK, so a connection
+    given back with one would serve stale reads (and, on the writer, fail to begin)."""
+    for cursor in cursors:
+        try:
+            cursor.close()
+        except sqlite3.Error:  # its connection is gone: nothing left to close
+            pass
 
 
 def exec_sql(conn: sqlite3.Connection, sql: str) -> None:

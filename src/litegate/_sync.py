@@ -12,7 +12,7 @@ from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 from . import _args
 from ._facade import Facade
 from ._migrations import MIGRATION_BUSY_TIMEOUT, Migration, apply_migrations
-from ._statements import Result, run_execute, run_executemany, run_script
+from ._statements import Result, open_cursor, run_execute, run_executemany, run_script
 from ._stats import Stats
 from ._transaction import Snapshot, Transaction
 from ._types import DEFAULT, ExcType, Limit, Params, ParamSeq, Tb, Wait
@@ -76,8 +76,9 @@ class SyncMethods(Facade):
 
         ``fn`` runs on the writer thread, in the caller's contextvars context, grouped with
         other writes (a failure rolls back only its own work). It must not BEGIN/COMMIT itself
-        (refused with ``sqlite3.DatabaseError``: not authorized). If SQLite aborts the shared
-        transaction, ``fn`` may be called again, so keep it free of outside side effects.
+        (refused with :class:`~litegate.Refused`, as are ATTACH and PRAGMAs that change the
+        connection's state). If SQLite aborts the shared transaction, ``fn`` may be called
+        again, so keep it free of outside side effects.
         """
         _args.check_callable(fn)
         return self._engine.write(fn, tuple(args), self._t(timeout), self._l(time_limit), None)
@@ -176,7 +177,7 @@ class SyncMethods(Facade):
     ) -> Generator[Any, None, None]:
         lease = self._engine.borrow(timeout, "the iteration")
         try:
-            cur = lease.conn.execute(sql, params)
+            cur = lease.run(open_cursor, (sql, params), sql, None)
             try:
                 while rows := cur.fetchmany(arraysize):
                     yield from rows

@@ -27,7 +27,7 @@ from ._errors import Misuse, RolledBack
 from ._statements import Result
 from ._types import DEFAULT, Bound, ExcType, Limit, Params, ParamSeq, Tb
 
-__all__ = ("Savepoint", "Snapshot", "Transaction", "TransactionBase")
+__all__ = ("OpenCursors", "Savepoint", "Snapshot", "Transaction", "TransactionBase")
 
 logger = logging.getLogger("litegate")
 _savepoint_ids = itertools.count(1)
@@ -36,7 +36,38 @@ T = TypeVar("T")
 _SQL_FIRST = (stmt.run_query, stmt.fetch, stmt.run_execute)
 
 
-class _Reads:
+class OpenCursors:
+    """The cursors of a block's iterations still open (the block's user's alone), closed when
+    the block ends, before it gives its connection back.
+
+    An iteration left early (``break``, an exception, a cancellation) is finalized later --
+    after the block, when its connection belongs to someone else -- and an open cursor keeps
+    its statement's snapshot alive even after the block's ROLLBACK: the next borrower of that
+    reader would read stale data, and the writer would stay in a read transaction.
+    """
+
+    _cursors: set[Any] | None  # None until the first iteration (set by each __init__: an
+    # instance attribute is the cheaper read in every block's exit)
+
+    def _track(self, cursor: Any) -> set[Any]:
+        cursors = self._cursors
+        if cursors is None:
+            cursors = self._cursors = set()
+        cursors.add(cursor)
+        return cursors
+
+    def _open_cursors(self) -> list[Any]:
+        """The block is ending: the cursors its iterations left open (forgotten here). (Call
+        it only if ``_cursors``: a block that never iterated pays one attribute read.)"""
+        cursors = self._cursors
+        if not cursors:
+            return []
+        left = list(cursors)
+        cursors.clear()
+        return left
+
+
+class _Reads(OpenCursors):
     """Query methods shared by transactions and snapshots, over a lease."""
 
     _time_limit: float | None
@@ -82,7 +113,8 @@ class _Reads:
         return self._iterate(sql, params, arraysize)
 
     def _iterate(self, sql: str, params: Params, arraysize: int) -> Generator[Any, None, None]:
-        cur = self._lease().conn.execute(sql, params)
+        cur = self._lease().run(stmt.open_cursor, (sql, params), sql, None)
+        cursors = self._track(cur)
         try:
             while True:
                 self._lease()  # checked before every page: never read after the block ended
@@ -91,7 +123,9 @@ class _Reads:
                     return
                 yield from rows
         finally:
-            cur.close()
+            if cur in cursors:  # else the block has ended and closed it
+                cursors.discard(cur)
+                cur.close()
 
 
 def _release(lease: WriteLease) -> None:
@@ -120,6 +154,7 @@ class TransactionBase:
         self._busy_timeout = busy_timeout  # None: the database's
         self._entered = False
         self._active = False
+        self._cursors: set[Any] | None = None  # (see OpenCursors)
 
 
 class Transaction(TransactionBase, _Reads):
@@ -158,6 +193,8 @@ class Transaction(TransactionBase, _Reads):
         lease = self._write_lease
         assert lease is not None
         try:
+            if self._cursors:  # (this thread holds the lane)
+                stmt.close_cursors(None, self._open_cursors())
             if self._active and lease.in_transaction:
                 if exc_type is None:
                     lease.commit()
@@ -167,8 +204,11 @@ class Transaction(TransactionBase, _Reads):
                 raise RolledBack(f"the transaction did not commit: {self._aborted}")
         finally:
             self._active = False
-            _release(lease)
-            self._engine.recover(self)  # (a release cut short before it reached the lane)
+            try:
+                lease.release()
+            except (KeyboardInterrupt, SystemExit):
+                _release(lease)  # (finish what the interrupt cut short, then raise it)
+                raise
 
     def _lease(self) -> WriteLease:
         lease = self._write_lease
@@ -257,6 +297,7 @@ class Snapshot(_Reads):
         self._timeout = timeout
         self._time_limit = time_limit
         self._read_lease: ReadLease | None = None
+        self._cursors = None
 
     def __enter__(self) -> Self:
         lease = self._engine.borrow(self._timeout, "the snapshot")
@@ -271,6 +312,8 @@ class Snapshot(_Reads):
     def __exit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease, self._read_lease = self._read_lease, None
         if lease is not None:
+            if self._cursors:  # (this thread holds it)
+                stmt.close_cursors(None, self._open_cursors())
             lease.release()  # its check-in (or the lane's release) ends the read transaction
 
     def _lease(self) -> ReadLease:

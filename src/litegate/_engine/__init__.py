@@ -40,6 +40,7 @@ shared field and what guards it. ``fork()`` and exit are handled in :mod:`._fork
 from __future__ import annotations
 
 from .._config import Options
+from ._authorizer import explain as explain_refusal
 from ._bridge import INLINE_BUDGET, MISS
 from ._fork import live
 from ._interface import AsyncReadLease, AsyncWriteLease, Engine, ReadLease, WriteLease
@@ -54,6 +55,7 @@ __all__ = (
     "LocalEngine",
     "ReadLease",
     "WriteLease",
+    "explain_refusal",
     "live",
     "open_engine",
 )

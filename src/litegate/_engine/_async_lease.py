@@ -18,11 +18,11 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import RolledBack
-from .._statements import run_query
+from .._statements import close_cursors, run_query
 from .._types import Args, Bound, Params
 from ._bridge import MISS, await_job, run_inline, uncancellable
 from ._connection import (
@@ -40,6 +40,12 @@ __all__ = ("AsyncLaneLease", "AsyncPooledRead")
 
 logger = logging.getLogger("litegate")
 _INFLIGHT_WAIT = 30.0  # seconds a release waits for its interrupted query
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Retrieve an unawaited operation's outcome (unretrieved, asyncio logs it at ERROR)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class AsyncLaneLease:
@@ -120,7 +126,10 @@ class AsyncLaneLease:
             self._counters.transactions += 1  # before the end: the lane is still ours
         self._hold.end()
 
-    async def release(self) -> None:
+    async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
+        """Close ``cursors`` on the writer, then give the lane back (never blocks)."""
+        if cursors:  # (ops run in order: before the end)
+            self.post(close_cursors, (cursors,)).add_done_callback(_consume)
         self.end()
 
 
@@ -170,8 +179,9 @@ class AsyncPooledRead:
         self._inflight = job  # (after submit: a job refused with Closed never runs)
         return await await_job(job, None)
 
-    async def release(self) -> None:
-        """Give the reader back, once no reader thread uses it any more. Idempotent."""
+    async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
+        """Close ``cursors``, then give the reader back, once no reader thread uses it any
+        more. Idempotent."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -183,8 +193,15 @@ class AsyncPooledRead:
             try:
                 finished = await asyncio.shield(waiter)
             except asyncio.CancelledError:  # give it back when the thread is done with it
-                waiter.add_done_callback(lambda _: self._pool.release(conn))
+                waiter.add_done_callback(lambda _: self._give_back(conn, cursors))
                 raise
             if not finished:
                 logger.error("litegate: an interrupted snapshot query did not finish")
+        self._give_back(conn, cursors)
+
+    def _give_back(self, conn: sqlite3.Connection, cursors: Sequence[sqlite3.Cursor]) -> None:
+        # No reader thread uses the connection now: closing cursors here takes microseconds.
+        # (They must be closed first: a statement left open keeps its snapshot after the
+        # check-in's ROLLBACK, and the next borrower would read stale data.)
+        close_cursors(conn, cursors)
         self._pool.release(conn)  # check-in rolls the read transaction back (fast)

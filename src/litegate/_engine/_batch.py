@@ -11,6 +11,7 @@ import sqlite3
 import time
 
 from .._errors import Misuse, RolledBack
+from ._authorizer import explain
 from ._commit_gate import refused_error
 from ._connection import (
     COMMIT,
@@ -24,7 +25,15 @@ from ._connection import (
 from ._counters import Counters
 from ._jobs import BaseJob
 
-__all__ = ("LaneBroken", "copy_error", "group_commit", "is_open", "job_error", "run_reads")
+__all__ = (
+    "LaneBroken",
+    "copy_error",
+    "group_commit",
+    "is_open",
+    "is_open_in_transaction",
+    "job_error",
+    "run_reads",
+)
 
 logger = logging.getLogger("litegate")
 
@@ -102,12 +111,20 @@ def is_open(conn: sqlite3.Connection) -> bool:
     return True
 
 
+def is_open_in_transaction(conn: sqlite3.Connection) -> bool:
+    """Open and inside a transaction (False for a closed connection)."""
+    try:
+        return conn.in_transaction
+    except sqlite3.ProgrammingError:
+        return False
+
+
 def job_error(exc: BaseException, alive: bool = True, *, reading: bool = False) -> BaseException:
     """What the caller of a failed lane job is told: ``exc``, except where the lane knows
     better (the function closed the connection; its statement was refused by the commit gate).
     """
     if alive:
-        return refused_error(exc, in_transaction=not reading)
+        return refused_error(explain(exc), in_transaction=not reading)
     err = Misuse(
         "the function closed the write lane's connection; it failed (the lane opened a new "
         "connection). Never close a connection litegate lends you"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .._types import Args, Bound, Fn
+from ._authorizer import reraise
 from ._jobs import AsyncJob
 from ._lane import WriteLane
 from ._pool import ReaderPool
@@ -45,11 +46,11 @@ def run_inline(conn: sqlite3.Connection, fn: Fn[T], args: Args) -> T:
     conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
     try:
         return fn(conn, *args)
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:
         if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_INTERRUPT:
             result: T = MISS
             return result
-        raise
+        reraise(exc)  # a refused PRAGMA or ATTACH: say so
     finally:
         conn.set_progress_handler(None, 0)
 

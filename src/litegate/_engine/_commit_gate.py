@@ -30,10 +30,11 @@ from typing import Any
 
 from .._errors import Misuse, RolledBack
 
-__all__ = ("CommitGate", "available", "install", "is_refused", "refused_error")
+__all__ = ("OPEN", "SHUT", "CommitGate", "available", "install", "is_refused", "refused_error")
 
 logger = logging.getLogger("litegate")
 
+OPEN, SHUT = 0, ord("x")  # the flag's first byte: strlen 0 (commit) or 1 (roll back)
 _LIMIT = sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER
 _PROBE = 12_345  # a limit value nobody sets: proves the pointer is this connection's
 
@@ -90,21 +91,29 @@ def _db_pointer(conn: sqlite3.Connection) -> int | None:
 
 
 class CommitGate:
-    """Turns every commit on one connection into a rollback, except while :meth:`open`."""
+    """Turns every commit on one connection into a rollback, except while the first byte of
+    :attr:`flag` is :data:`OPEN` (:class:`~._connection.TxnGuard` writes it)."""
 
-    __slots__ = ("_conn", "_flag")
+    __slots__ = ("_conn", "_view", "flag")
 
-    def __init__(self, conn: sqlite3.Connection, flag: ctypes.Array[ctypes.c_char]) -> None:
-        self._conn = conn  # (keeps the connection, hence its hook's argument, alive together)
-        self._flag = flag
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        # A bytearray whose buffer is exported (so it cannot move or be resized) and whose
+        # address is the hook's argument: a store into it is one C-level byte write.
+        self.flag = bytearray((SHUT, 0))
+        self._view = ctypes.c_char.from_buffer(self.flag)
+
+    @property
+    def address(self) -> int:
+        return ctypes.addressof(self._view)
 
     def open(self) -> None:
         """Let the next commit through (the lane's own COMMIT)."""
-        self._flag[0] = b"\0"
+        self.flag[0] = OPEN
 
     def close(self) -> None:
         """Refuse commits again."""
-        self._flag[0] = b"x"
+        self.flag[0] = SHUT
 
 
 def install(conn: sqlite3.Connection) -> CommitGate | None:
@@ -113,9 +122,9 @@ def install(conn: sqlite3.Connection) -> CommitGate | None:
     if db is None or _LIB is None:
         return None
     lib, strlen, _ = _LIB
-    flag = ctypes.create_string_buffer(b"x", 2)
-    lib.sqlite3_commit_hook(db, strlen, ctypes.addressof(flag))
-    return CommitGate(conn, flag)
+    gate = CommitGate(conn)
+    lib.sqlite3_commit_hook(db, strlen, gate.address)
+    return gate
 
 
 def is_refused(exc: BaseException) -> bool:

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .._config import Options
-from .._errors import Busy, QueryTimeout
+from .._errors import Busy, Misuse, QueryTimeout
 from .._types import Bound, Fn
-from ._commit_gate import CommitGate
+from ._authorizer import GUARDED, ReaderGuard, explain, refuse_transaction, reraise, verdict
+from ._commit_gate import OPEN, SHUT, CommitGate
 from ._counters import Counters
 
 __all__ = (
@@ -61,7 +62,8 @@ ROLLBACK = "ROLLBACK /* litegate */"
 
 
 class TxnGuard:
-    """An authorizer that refuses BEGIN/COMMIT/ROLLBACK from user code on the writer.
+    """The writer's authorizer: refuses BEGIN/COMMIT/ROLLBACK from user code, and what
+    :mod:`._authorizer` refuses on every connection (state-changing PRAGMAs, ATTACH).
 
     The lane owns transaction boundaries: a job that committed on its own would commit other
     callers' half-done work. Savepoints stay allowed. Transaction control is permitted only to
@@ -69,31 +71,46 @@ class TxnGuard:
     statement), so no other thread can widen or narrow it by accident.
     """
 
-    __slots__ = ("_allowed", "gate")
+    __slots__ = ("_allowed", "_gate")
 
     def __init__(self) -> None:
         self._allowed = 0
-        # The writer's commit gate (None: unavailable, or a reader): open exactly while
-        # transaction control is permitted, so only the lane's own COMMIT commits.
-        self.gate: CommitGate | None = None
+        # The flag of the writer's commit gate (None: unavailable): open exactly while
+        # transaction control is permitted, so only the lane's own COMMIT commits. (Written
+        # here directly: a method call per open and close cost ~4% of a single write.)
+        self._gate: bytearray | None = None
+
+    def set_gate(self, gate: CommitGate | None) -> None:
+        """Install the commit gate of the connection this guard watches (closed)."""
+        self._gate = None if gate is None else gate.flag
 
     def permit(self) -> None:
-        """Allow transaction control on this thread until :meth:`revoke`."""
+        """Allow the engine's own statements on this thread until :meth:`revoke`: transaction
+        control, and any PRAGMA (e.g. a lane that switches ``query_only`` for lane reads)."""
         self._allowed = get_ident()
-        gate = self.gate
-        if gate is not None:
-            gate.open()
+        flag = self._gate
+        if flag is not None:
+            flag[0] = OPEN
 
     def revoke(self) -> None:
-        gate = self.gate
-        if gate is not None:
-            gate.close()
+        flag = self._gate
+        if flag is not None:
+            flag[0] = SHUT
         self._allowed = 0
 
-    def __call__(self, action: int, *_: object) -> int:
-        if action == sqlite3.SQLITE_TRANSACTION and self._allowed != get_ident():
-            return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
+    def __call__(
+        self, action: int, arg1: str | None = None, arg2: str | None = None, *_: object
+    ) -> int:
+        # Called for every action of every statement prepared (not for cached ones): one set
+        # lookup for the common actions.
+        if action not in GUARDED or self._allowed == get_ident():
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_TRANSACTION:
+            return refuse_transaction(arg1)
+        return verdict(action, arg1, arg2)
+
+
+_READER_GUARD = ReaderGuard()
 
 
 def _retry_busy(conn: sqlite3.Connection, sql: str, deadline: float) -> Any:
@@ -142,6 +159,8 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
             conn.execute(f"PRAGMA {key}={value if isinstance(value, int) else repr(str(value))}")
         if opts.on_connect is not None:
             opts.on_connect(conn)
+        if reader:  # (the writer's, a TxnGuard, is installed by the lane)
+            conn.set_authorizer(_READER_GUARD)
     except BaseException:
         conn.close()
         raise
@@ -359,16 +378,35 @@ def translate_interrupt(
 def run_limited(
     conn: sqlite3.Connection, limit: Bound, sql: str | None, fn: Fn[T], *args: Any
 ) -> T:
-    """``fn(conn, *args)``, interrupted with :class:`QueryTimeout` after ``limit`` seconds."""
+    """``fn(conn, *args)``, interrupted with :class:`QueryTimeout` after ``limit`` seconds.
+
+    :raises Refused: ``fn`` ran a statement the connection's authorizer refused
+    :raises Misuse: ``fn`` closed the connection (it is the engine's, shared)
+    """
     if limit is None:
-        return fn(conn, *args)
-    deadline = set_time_limit(conn, limit)
+        try:
+            result = fn(conn, *args)
+        except sqlite3.DatabaseError as exc:
+            reraise(exc)
+    else:
+        deadline = set_time_limit(conn, limit)
+        try:
+            result = fn(conn, *args)
+        except BaseException as exc:
+            err = translate_interrupt(explain(exc), deadline, limit, sql)
+            if err is exc:
+                raise
+            raise err from exc
+        finally:
+            try:
+                clear_time_limit(conn)
+            except sqlite3.ProgrammingError:  # fn closed it: reported below
+                pass
     try:
-        return fn(conn, *args)
-    except BaseException as exc:
-        err = translate_interrupt(exc, deadline, limit, sql)
-        if err is exc:
-            raise
-        raise err from exc
-    finally:
-        clear_time_limit(conn)
+        conn.in_transaction  # noqa: B018 (raises on a closed connection)
+    except sqlite3.ProgrammingError:
+        raise Misuse(
+            "the function closed the connection it was given: litegate's connections are "
+            "shared and must stay open (a closed reader is replaced when it is given back)"
+        ) from None
+    return result

@@ -63,7 +63,7 @@ close_async(timeout)``             close; idempotent
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .._config import Options
@@ -120,7 +120,8 @@ class AsyncReadLease(Protocol):
     async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
         """``fn(conn, *args)`` off the loop; a cancellation interrupts it."""
 
-    async def release(self) -> None: ...
+    async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
+        """Close ``cursors`` (iterations left open), then give the connection back. Idempotent."""
 
 
 class AsyncWriteLease(AsyncReadLease, Protocol):

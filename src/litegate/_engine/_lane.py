@@ -41,7 +41,8 @@ _stale               the holder's weakref callback       read by the owner threa
 _held_since          lease grants and releases           ``_lock``; read without it only for
                                                          a message
 _hold_reported       writer thread, lane givers          ``_lock``
-_conn, _dirty,       the lane holder                     the lane (one holder at a time)
+_conn, _gate,        the lane holder                     the lane (one holder at a time)
+_dirty,
 _next_wal_check,
 reads
 outbox               lane holders append; ``flush``      ``deque`` appends and pops are
@@ -158,7 +159,8 @@ class WriteLane:
         """A writer connection with the lane's authorizer and commit gate installed."""
         conn = open_connection(self.opts, reader=False)
         conn.set_authorizer(self.guard)
-        self.guard.gate = _commit_gate.install(conn)
+        self._gate = _commit_gate.install(conn)  # (kept alive as long as the connection)
+        self.guard.set_gate(self._gate)
         return conn
 
     def _ready(self) -> sqlite3.Connection:
@@ -449,8 +451,14 @@ class WriteLane:
         if taken:
             self._process([job, *taken])
             flush(self.outbox)
-        elif job.kind == WRITE:
-            self._commit([job])
+        elif job.kind == WRITE:  # (_commit inlined: the single-write hot path)
+            try:
+                if group_commit(
+                    self._conn, self.guard, self.opts.busy_timeout, self.counters, [job]
+                ):
+                    self._dirty = True
+            except LaneBroken as broken:
+                self._reopen(str(broken))
         else:
             self._lane_reads([job])
 
@@ -491,7 +499,12 @@ class WriteLane:
                     self._held_since = monotonic()
                     self._active = True
             if self.user == me:  # holding it directly
-                return self._ready(), None
+                conn = self._conn
+                try:
+                    fit = not conn.in_transaction  # (_ready inlined: this runs per transaction)
+                except sqlite3.ProgrammingError:  # closed by a function
+                    fit = False
+                return (conn if fit else self._ready()), None
         except BaseException:  # (an interrupt included: never strand the lane)
             self.recover(me, holder)
             raise

@@ -19,7 +19,8 @@ from typing import TypeVar
 
 from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
-from ._batch import is_open
+from ._authorizer import explain
+from ._batch import is_open_in_transaction
 from ._commit_gate import refused_error
 from ._connection import (
     begin_immediate,
@@ -86,11 +87,11 @@ class _Lease:
             raise _rolled_back()  # (a statement now would run in autocommit mode: never)
         try:
             result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
-        except sqlite3.IntegrityError as exc:
-            err = refused_error(exc, in_transaction=began)
+        except sqlite3.DatabaseError as exc:
+            err = refused_error(explain(exc), in_transaction=began)
             if err is exc:
                 raise
-            raise err from exc  # refused by the commit gate: say why
+            raise err from exc  # refused by the authorizer or the commit gate: say why
         if began and not conn.in_transaction:
             # fn caught an error after which SQLite rolled the transaction back: whatever it
             # or a later statement does would run in autocommit mode. Never let it.
@@ -151,7 +152,7 @@ class LaneLease(_Lease):
         call again after an interrupt cut it short (the lane's give-back is idempotent)."""
         conn, self._conn = self._conn, None
         try:
-            if conn is not None and is_open(conn) and conn.in_transaction:
+            if conn is not None and is_open_in_transaction(conn):
                 if self._began:  # a transaction's holder ends it itself: this is a bug
                     logger.error("litegate: a lane holder left a transaction open; rolling back")
                 rollback(conn, self._lane.guard)

@@ -28,6 +28,7 @@ from .._config import Options
 from .._errors import Closed, PoolTimeout
 from .._statements import fetch
 from .._types import Bound, Params
+from ._authorizer import reraise
 from ._connection import ROLLBACK, open_connection
 
 __all__ = ("PerThreadPool", "ReadPool", "ReaderPool", "make_pool", "thread_name")
@@ -103,12 +104,13 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
 
 
 def _checkin(conn: sqlite3.Connection) -> bool:
-    """Make a returned reader clean; False if it is broken and must be discarded.
-    (Time limits clear their own progress handler.)"""
-    if not conn.in_transaction:
-        return True
+    """Make a returned reader clean; False if it is broken and must be discarded: its
+    ROLLBACK failed, or the function it was lent to closed it (``ProgrammingError``: its
+    caller got :class:`~litegate.Misuse` from ``run_limited``). (Time limits clear their own
+    progress handler.)"""
     try:
-        conn.execute(ROLLBACK)
+        if conn.in_transaction:
+            conn.execute(ROLLBACK)
         return True
     except sqlite3.Error:
         return False
@@ -131,6 +133,8 @@ class _Borrowing:
             result = fetch(conn, sql, params, first)
             reads = 1
             return result
+        except sqlite3.DatabaseError as exc:
+            reraise(exc)  # (a refused PRAGMA or ATTACH: Refused, saying which)
         finally:
             self.release(conn, reads)
 
@@ -263,6 +267,8 @@ class ReadPool(_Borrowing):
                 cur.close()
             reads = 1
             return result
+        except sqlite3.DatabaseError as exc:
+            reraise(exc)  # (a refused PRAGMA or ATTACH: Refused, saying which)
         finally:
             self.release(conn, reads)
 
@@ -381,9 +387,12 @@ class ReadPool(_Borrowing):
             _close_quietly(conn)
             return
         reader.reads += reads
-        if conn.in_transaction and not _checkin(conn):
-            self._discard(reader)
-            self._free.put(None)  # the slot is free again; a borrower opens a new one
+        try:
+            if conn.in_transaction and not _checkin(conn):
+                self._replace(reader)
+                return
+        except sqlite3.ProgrammingError:  # closed by the function it was lent to
+            self._replace(reader)
             return
         if self._closed:
             self._discard(reader)
@@ -391,6 +400,11 @@ class ReadPool(_Borrowing):
         self._free.put(reader)
         if self._closed:  # close() ran meanwhile and may have missed it
             self._drain()
+
+    def _replace(self, reader: _Reader) -> None:
+        """Close a broken reader; its slot is free again (a borrower opens a new one)."""
+        self._discard(reader)
+        self._free.put(None)
 
     def _discard(self, reader: _Reader) -> None:
         with self._lock:
@@ -574,6 +588,8 @@ class PerThreadPool(_Borrowing):
                 cur.close()
             slot.reads += 1
             return result
+        except sqlite3.DatabaseError as exc:
+            reraise(exc)
         finally:
             slot.depth = 0
             clean = not conn.in_transaction or _checkin(conn)
