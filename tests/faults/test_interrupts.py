@@ -19,6 +19,7 @@ none of them saw the main thread's interrupt, and nothing waits past its timeout
 from __future__ import annotations
 
 import dis
+import gc
 import sqlite3
 import sys
 import threading
@@ -89,11 +90,20 @@ class _Interrupter:
 
 @contextmanager
 def _traced(tracer: _Interrupter) -> Iterator[None]:
+    # No cyclic garbage collection meanwhile: a collection runs the __del__ of some earlier
+    # test's leftovers (Facade.__del__) right where the interrupt is injected, and the
+    # interrupt is then reported as an unraisable exception instead of reaching the call.
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    previous = sys.gettrace()  # coverage's tracer, under `make test`: put it back after
     sys.settrace(tracer)
     try:
         yield
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
+        if gc_was_enabled:
+            gc.enable()
 
 
 def _lock_is_free(path: Path) -> bool:

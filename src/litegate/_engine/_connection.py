@@ -7,11 +7,13 @@ currently owns the connection (the writer thread, a reader's borrower, a lease h
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import time
 from threading import get_ident
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from .._config import Options
 from .._errors import Busy, Misuse, QueryTimeout
@@ -27,10 +29,12 @@ __all__ = (
     "TxnGuard",
     "begin_immediate",
     "begin_snapshot",
+    "cannot_write",
     "clear_time_limit",
     "commit_or_rollback",
     "end_transaction",
     "is_busy",
+    "is_read_only",
     "open_connection",
     "rollback",
     "rollback_quietly",
@@ -45,8 +49,10 @@ T = TypeVar("T")
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
 _SQLITE_INTERRUPT = 9
 _PROGRESS_STEPS = 1000
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids  # (os.access as SQLite's open(2) sees it)
 # Writer-issued transaction control. The trailing comment keeps these statement-cache entries
 # apart from a user's own "COMMIT" (which the TxnGuard must get to see and refuse).
 BEGIN_IMMEDIATE = "BEGIN IMMEDIATE /* litegate */"
@@ -133,11 +139,8 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
     )
     try:
         conn.row_factory = opts.row_factory
-        deadline = time.monotonic() + opts.busy_timeout
         if not reader and not opts.memory:
-            mode = _retry_busy(conn, "PRAGMA journal_mode=WAL", deadline)[0][0]
-            if str(mode).lower() != "wal":
-                logger.warning("litegate: %s could not be put in WAL mode (%s)", opts.path, mode)
+            _use_wal(conn, opts, time.monotonic() + opts.busy_timeout)
         conn.execute(f"PRAGMA synchronous={str(opts.synchronous).upper()}")
         conn.execute(f"PRAGMA cache_size=-{int(opts.cache_kib)}")
         conn.execute("PRAGMA temp_store=MEMORY")
@@ -156,6 +159,77 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, opts: Options, deadline: float) -> None:
+    """Writer: put the database in WAL mode, unless this process cannot write it.
+
+    A read-only database (``mode=ro``, ``immutable=1``, a file or directory this process may not
+    write, a read-only file system) is used as it is: its journal mode is left alone (plain
+    sqlite3 reads a rollback-journal file in a read-only directory, so litegate does too), reads
+    work, and every write fails with SQLite's own ``sqlite3.OperationalError`` ("attempt to
+    write a readonly database"). That is logged once here: at WARNING when nothing asked for it
+    (a 0444 file is easy to miss until the first write fails), at INFO for ``mode=ro`` and
+    ``immutable=1``. A file SQLite cannot read at all fails here as with plain sqlite3.
+    """
+    try:
+        mode = _retry_busy(conn, "PRAGMA journal_mode=WAL", deadline)[0][0]
+        refused: sqlite3.OperationalError | None = None
+    except sqlite3.OperationalError as exc:
+        if not is_read_only(exc):
+            raise
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        refused = exc
+    asked, why = _read_only_reason(conn, opts, refused)
+    if why is None:
+        if str(mode).lower() != "wal":
+            logger.warning("litegate: %s could not be put in WAL mode (%s)", opts.path, mode)
+    else:
+        logger.log(
+            logging.INFO if asked else logging.WARNING,
+            "litegate: %s is read-only (%s): reads work, every write fails with "
+            "sqlite3.OperationalError 'attempt to write a readonly database'; journal mode "
+            "left as %s",
+            opts.path,
+            why,
+            mode,
+        )
+
+
+def _read_only_reason(
+    conn: sqlite3.Connection, opts: Options, refused: sqlite3.OperationalError | None
+) -> tuple[bool, str | None]:
+    """Why the writer cannot write the database, if it cannot: ``(asked, reason)``, where
+    ``asked`` says the caller opened it read-only on purpose. Tells without writing anything."""
+    if opts.uri and opts.path.startswith("file:"):
+        query = parse_qs(urlsplit(opts.path).query)
+        if "ro" in query.get("mode", ()):
+            return True, "opened with mode=ro"
+        if any(v not in ("0", "false", "no", "off") for v in query.get("immutable", ())):
+            return True, "opened with immutable=1"
+    files = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+    if files and files[0] and not os.access(files[0], os.W_OK, effective_ids=_EFFECTIVE_IDS):
+        return False, "this process may not write the file: permissions or a read-only file system"
+    if refused is not None:
+        code = getattr(refused, "sqlite_errorcode", 0)
+        if code == sqlite3.SQLITE_READONLY_DIRECTORY:
+            return False, "its directory is not writable, so no journal or WAL can be created"
+        return False, f"SQLite refused to switch it to WAL: {refused} ({code})"
+    return False, None
+
+
+def cannot_write(conn: sqlite3.Connection, opts: Options) -> bool:
+    """Whether ``conn`` (opened with ``opts``) can never write its database: opened read-only,
+    or a file this process may not write. (A checkpoint then fails with ``SQLITE_READONLY``,
+    or with an I/O error for a file opened read-only.)"""
+    return _read_only_reason(conn, opts, None)[1] is not None
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's ``SQLITE_READONLY`` (any extended code): this connection can
+    never write the database, so retrying is pointless."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and (code or 0) & 0xFF == _SQLITE_READONLY
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:

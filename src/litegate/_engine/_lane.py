@@ -71,7 +71,14 @@ from .._errors import Closed, WriteTimeout
 from .._types import Bound
 from . import _commit_gate
 from ._batch import LaneBroken, group_commit, is_open, run_reads
-from ._connection import TxnGuard, open_connection, rollback, rollback_quietly
+from ._connection import (
+    TxnGuard,
+    cannot_write,
+    is_read_only,
+    open_connection,
+    rollback,
+    rollback_quietly,
+)
 from ._counters import Counters
 from ._jobs import EXCLUSIVE, WRITE, AsyncLaneHold, BaseJob, Job, LaneHold, Outbox, flush
 
@@ -866,12 +873,13 @@ class WriteLane:
                 self._lane_reads(broken.jobs)
 
     def _checkpoint(self, mode: str) -> bool:
-        """Checkpoint the WAL; True if it completed (no reader or writer in the way)."""
+        """Checkpoint the WAL; True if it completed (no reader or writer in the way), or if it
+        never can (a read-only database: not worth retrying)."""
         self._dirty = False
         try:
             busy, _, _ = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-        except sqlite3.OperationalError:
-            return False
+        except sqlite3.OperationalError as exc:
+            return is_read_only(exc) or cannot_write(self._conn, self.opts)
         self.counters.checkpoints += 1
         self._check_wal()
         return not busy
