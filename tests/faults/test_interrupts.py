@@ -39,7 +39,7 @@ from helpers import lane_held, wait_for
 PACKAGE = str(Path(litegate.__file__).parent)
 WORKER_TIMEOUT = 10.0
 # After these a signal handler may run (the eval loop checks its "eval breaker" there).
-_CHECKS_AFTER = frozenset({"CALL", "CALL_FUNCTION_EX", "JUMP_BACKWARD"})
+_CHECKS_AFTER = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX", "JUMP_BACKWARD"})
 
 
 @cache
@@ -63,12 +63,14 @@ class _Interrupter:
         if not frame.f_code.co_filename.startswith(PACKAGE):
             return None
         frame.f_trace_opcodes = True
-        frame.f_trace_lines = False
         return self._local
 
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
         if event != "opcode":
-            if event == "return":
+            if event == "line":
+                # (3.12+ ignores f_trace_opcodes set at the 'call' event: set again here)
+                frame.f_trace_opcodes = True
+            elif event == "return":
                 self._previous.pop(id(frame), None)
             return self._local
         op = _opnames(frame.f_code).get(frame.f_lasti, "")
