@@ -54,8 +54,8 @@ ci:
 	$(MAKE) test
 	$(MAKE) test PYTHON=python3.13
 
-# The long forms of the stress tests (marker `stress`: tests/stress, and the crash test of
-# tests/faults): minutes, not seconds.
+# The long forms of the stress tests (marker `stress`: tests/stress, and the crash, bad-input
+# and model tests of tests/faults): minutes, not seconds.
 soak: $(STAMP)
 	LITEGATE_STRESS=long $(VPY) -m pytest -m stress -o timeout=1800 $(PYTEST_ARGS)
 
