@@ -542,6 +542,7 @@ class WriteLane:
         if hold is None:
             if self.user == get_ident():
                 try:
+                    self._dirty = True  # (still the holder: the idle checkpoint follows)
                     self.counters.lane_holds.append(monotonic() - self._held_since)
                 finally:
                     self._end_direct()
@@ -590,6 +591,7 @@ class WriteLane:
         hold.finish()
         flush(self.outbox)
         held = hold.hold(self.opts.hold_warn, self._report_long_hold, self._conn)
+        self._dirty = True  # (a transaction wrote, most likely: the idle checkpoint follows)
         with self._lock:
             self._held_since = 0.0
             if self._sync_hold is hold:  # (released by _holder_gone: its holder is gone)
@@ -776,16 +778,16 @@ class WriteLane:
         logger.error(
             "litegate: the write lane of %s %s; closing it", self.opts.name, why, exc_info=exc
         )
+        if self._on_broken is not None:  # first: a waiter answered sees the database closed
+            try:
+                self._on_broken(why)
+            except Exception:  # pragma: no cover - closing the rest failed: logged there
+                logger.exception("litegate: closing %s after its lane stopped", self.opts.name)
         for job in self._batch:
             if not job.answered:
                 job.finish(error=self.closed_error("this write did not finish"))
         self._batch = []
         self._fail_queued("the database was closed before this write ran")
-        if self._on_broken is not None:
-            try:
-                self._on_broken(why)
-            except Exception:  # pragma: no cover - closing the rest failed: logged there
-                logger.exception("litegate: closing %s after its lane stopped", self.opts.name)
 
     def _fail_queued(self, why: str) -> None:
         with self._lock:

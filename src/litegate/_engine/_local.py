@@ -221,9 +221,12 @@ class LocalEngine:
         self._lane.request_close(self._close_after_writer)
 
     def _lane_broken(self, why: str) -> None:
-        """Writer thread, once its lane stopped on its own (it answered every waiter): the
+        """Writer thread, as its lane stops on its own (before it answers the waiters): the
         whole database closes, visibly (``closed`` is true; calls raise Closed saying why)."""
-        self.start_close()
+        with self._lock:  # (the writer thread: it may wait for the lock, unlike __del__)
+            if self._state == _OPEN:
+                self._state = _CLOSING
+        self._lane.request_close(self._close_after_writer)
 
     def _close_after_writer(self) -> None:
         """Writer thread, after it stopped for :meth:`start_close`: close the rest (unless a
