@@ -38,6 +38,9 @@ holder               the sync lease holder (``take``): a  the lane; its weakref 
                      the lane is given back              releases a granted hold (a raw lock)
 _stale               the holder's weakref callback       read by the owner thread and the
                      (set), a new lease (cleared)        writer; acted on under ``_lock``
+broken               the writer thread, once, as it      ``_lock``; read without it only for
+                     stops on its own                    a message
+_batch               the writer thread                   the writer thread only
 _held_since          lease grants and releases           ``_lock``; read without it only for
                                                          a message
 _hold_reported       writer thread, lane givers          ``_lock``
