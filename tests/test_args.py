@@ -376,3 +376,28 @@ def test_a_bind_error_after_a_failed_statement_is_reported_as_itself(
         db.query("SELECT * FROM no_such_table")
     with pytest.raises(OverflowError):
         db.query("SELECT ?", (2**63,))
+
+
+def test_connect_options_infinite_bounds_mean_none_and_non_finite_others_are_refused(
+    tmp_path: Any,
+) -> None:
+    """Regression: ``connect(timeout=math.inf)`` was accepted, then ``close()`` raised
+    ``OverflowError`` (the wait overflowed); NaN passed every ``>= 0`` check."""
+    path = str(tmp_path / "inf.db")
+    db = litegate.connect(path, timeout=math.inf, time_limit=math.inf)
+    try:
+        db.execute("CREATE TABLE t(x)")
+        assert db.query_value("SELECT count(*) FROM t") == 0
+    finally:
+        db.close()
+    assert db.closed
+    for bad in (
+        {"timeout": math.nan},
+        {"time_limit": math.nan},
+        {"busy_timeout": math.inf},
+        {"busy_timeout": math.nan},
+        {"hold_warn": math.nan},
+        {"checkpoint_idle": math.inf},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            litegate.connect(path, **bad)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict
 
+from ._args import HUGE
 from ._types import RowFactory
 
 __all__ = (
@@ -132,7 +133,8 @@ class Options:
         return ":memory:" if self.memory else os.path.basename(self.path) or self.path
 
     def validate(self) -> Options:
-        """Return self if every option is valid, else raise ``ValueError``/``TypeError``."""
+        """Return self if every option is valid (with ``math.inf`` seconds turned into
+        ``None``: no bound), else raise ``ValueError``/``TypeError``."""
         if not isinstance(self.path, str):
             raise TypeError(f"path must be a str (or os.PathLike), got {type(self.path).__name__}")
         r = self.readers
@@ -145,14 +147,17 @@ class Options:
             )
         if str(self.synchronous).upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {self.synchronous!r}")
+        unbounded = set()
         for name in ("timeout", "time_limit"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int | float) or v < 0):
+            if v is not None and (not isinstance(v, int | float) or not v >= 0):  # (NaN too)
                 raise ValueError(f"{name} must be None or a number of seconds >= 0, got {v!r}")
+            if v is not None and v > HUGE:  # math.inf: no bound, as None (it would overflow)
+                unbounded.add(name)
         for name in ("busy_timeout", "hold_warn", "checkpoint_idle"):
             v = getattr(self, name)
-            if not isinstance(v, int | float) or v < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, got {v!r}")
+            if not isinstance(v, int | float) or not 0 <= v <= HUGE:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {v!r}")
         for name in ("queue_size", "max_batch", "cache_kib"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -163,7 +168,13 @@ class Options:
                 raise ValueError(f"{name} must be an int >= 0, got {v!r}")
         for key in self.pragmas:
             _check_pragma(key)
-        return self
+        if not unbounded:
+            return self
+        return replace(
+            self,
+            timeout=None if "timeout" in unbounded else self.timeout,
+            time_limit=None if "time_limit" in unbounded else self.time_limit,
+        )
 
 
 def _check_pragma(key: object) -> None:
