@@ -391,13 +391,15 @@ def test_connect_options_infinite_bounds_mean_none_and_non_finite_others_are_ref
     finally:
         db.close()
     assert db.closed
-    for bad in (
-        {"timeout": math.nan},
-        {"time_limit": math.nan},
-        {"busy_timeout": math.inf},
-        {"busy_timeout": math.nan},
-        {"hold_warn": math.nan},
-        {"checkpoint_idle": math.inf},
-    ):
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            litegate.connect(path, **bad)
+    bad: list[tuple[str, float]] = [
+        ("timeout", math.nan),
+        ("time_limit", math.nan),
+        ("busy_timeout", math.inf),
+        ("busy_timeout", math.nan),
+        ("hold_warn", math.nan),
+        ("checkpoint_idle", math.inf),
+    ]
+    for name, value in bad:
+        options: Any = {name: value}
+        with pytest.raises(ValueError, match=name):
+            litegate.connect(path, **options)
