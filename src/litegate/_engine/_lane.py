@@ -265,10 +265,18 @@ class WriteLane:
             "ended, e.g. by Ctrl-C); rolled it back and gave the write lane back",
             self.opts.name,
         )
-        conn = self._conn
-        if is_open(conn) and conn.in_transaction:
-            rollback_quietly(conn, self.guard)
+        self._undo_open_transaction()
         self._end_direct()
+
+    def _undo_open_transaction(self) -> bool:
+        """Repair paths, holding the lane: end any permit and roll back whatever transaction is
+        open (a failure is logged). Returns whether one was open."""
+        self.guard.revoke()
+        conn = self._conn
+        open_txn = is_open(conn) and conn.in_transaction
+        if open_txn:
+            rollback_quietly(conn, self.guard)
+        return open_txn
 
     def closed_error(self, what: str) -> Closed:
         """The :class:`Closed` for ``what``, saying why when the lane stopped on its own."""
@@ -412,11 +420,7 @@ class WriteLane:
         if self.user != get_ident():
             self.cancel(job)
             return
-        self.guard.revoke()
-        conn = self._conn
-        open_txn = is_open(conn) and conn.in_transaction
-        if open_txn:
-            rollback_quietly(conn, self.guard)
+        open_txn = self._undo_open_transaction()
         for other in taken or ():
             if not other.answered:  # (other threads' jobs: never run on the main thread)
                 other.finish(
@@ -577,10 +581,7 @@ class WriteLane:
         direct = self.user == ident and self.owner == ident
         if hold is None and not direct:
             return
-        self.guard.revoke()
-        conn = self._conn
-        if is_open(conn) and conn.in_transaction:
-            rollback_quietly(conn, self.guard)
+        self._undo_open_transaction()
         if hold is not None:
             self.give_back(hold)
         else:
