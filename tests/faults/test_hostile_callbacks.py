@@ -63,6 +63,24 @@ async def _outcome(awaitable: Any) -> Any:
         return exc
 
 
+async def _in_one_batch(
+    db: litegate.Database, calls: list[Any], before_release: Any = None
+) -> list[Any]:
+    """Start ``calls`` (coroutines) while another thread holds the lane, so that they queue
+    and run as one batch once it is released; every outcome (results and exceptions), in
+    order. ``before_release()`` runs just before the lane is let go."""
+    async with lane_held_async(db):
+        futures = [asyncio.ensure_future(call) for call in calls]
+        await asyncio.sleep(0.05)
+        if before_release is not None:
+            before_release()
+    return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), ANSWER_TIMEOUT)
+
+
+def _inserts(adb: litegate.AsyncDatabase, ids: range, v: str = "ok") -> list[Any]:
+    return [adb.execute("INSERT INTO t(id, v) VALUES (?, ?)", (i, v)) for i in ids]
+
+
 def _expected(kind: type[BaseException], async_: bool) -> type[BaseException]:
     # A coroutine cannot take StopIteration (asyncio refuses it in a future) or GeneratorExit
     # (it could not await its cleanup): an async caller gets a RuntimeError caused by it.
@@ -77,16 +95,8 @@ async def test_async_write_raising_any_exception_fails_alone(
     db = _fresh(tmp_path)
     adb = db.as_async()
     try:
-        async with lane_held_async(db):  # everything below lands in one batch
-            others = [
-                asyncio.ensure_future(adb.execute("INSERT INTO t(id, v) VALUES (?, 'ok')", (i,)))
-                for i in range(20)
-            ]
-            bad = asyncio.ensure_future(_outcome(adb.run_write(_raiser(kind), timeout=2)))
-            await asyncio.sleep(0.05)
-        results = await asyncio.wait_for(
-            asyncio.gather(*others, bad, return_exceptions=True), ANSWER_TIMEOUT
-        )
+        bad = _outcome(adb.run_write(_raiser(kind), timeout=2))
+        results = await _in_one_batch(db, [*_inserts(adb, range(20)), bad])
         assert all(isinstance(r, litegate.Result) for r in results[:-1]), results
         assert isinstance(results[-1], _expected(kind, True)), results[-1]
         assert db.query_value("SELECT count(*) FROM t WHERE v = 'ok'") == 20
@@ -210,16 +220,10 @@ async def test_async_statements_after_sqlite_rolled_back_never_commit(tmp_path: 
     adb = db.as_async()
     try:
         db.execute("INSERT INTO t(id, v) VALUES (1, 'first')")
-        async with lane_held_async(db):  # in a batch with others, which still commit
-            others = [
-                asyncio.ensure_future(adb.execute("INSERT INTO t(id, v) VALUES (?, 'ok')", (i,)))
-                for i in range(100, 110)
-            ]
-            bad = asyncio.ensure_future(adb.run_write(_swallow_rollback_and_write))
-            await asyncio.sleep(0.05)
-        await asyncio.wait_for(asyncio.gather(*others), ANSWER_TIMEOUT)
-        with pytest.raises(litegate.RolledBack):
-            await asyncio.wait_for(bad, ANSWER_TIMEOUT)
+        bad = adb.run_write(_swallow_rollback_and_write)  # (in a batch with others)
+        results = await _in_one_batch(db, [*_inserts(adb, range(100, 110)), bad])
+        assert all(isinstance(r, litegate.Result) for r in results[:-1]), results
+        assert isinstance(results[-1], litegate.RolledBack), results[-1]
         assert db.query_value("SELECT count(*) FROM t WHERE id = 50") == 0
         assert db.query_value("SELECT count(*) FROM t WHERE v = 'ok'") == 10
     finally:
@@ -256,18 +260,9 @@ async def test_a_job_releasing_the_lanes_savepoint_fails_alone(tmp_path: Path) -
         raise ValueError("and now the lane's ROLLBACK TO has nothing to roll back to")
 
     try:
-        async with lane_held_async(db):
-            jobs = [
-                adb.run_write(fails),
-                adb.execute("INSERT INTO t(id, v) VALUES (1, 'ok')"),
-                adb.run_write(releases),
-                adb.execute("INSERT INTO t(id, v) VALUES (2, 'ok')"),
-            ]
-            futures = [asyncio.ensure_future(j) for j in jobs]
-            await asyncio.sleep(0.05)
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), ANSWER_TIMEOUT
-        )
+        calls = [adb.run_write(fails), *_inserts(adb, range(1, 2))]
+        calls += [adb.run_write(releases), *_inserts(adb, range(2, 3))]
+        results = await _in_one_batch(db, calls)
         assert isinstance(results[0], ValueError) and isinstance(results[2], ValueError), results
         assert [type(r) for r in (results[1], results[3])] == [litegate.Result] * 2
         assert not db.closed
@@ -299,16 +294,9 @@ async def test_async_function_closing_the_writer_connection_fails_alone(tmp_path
     db = _fresh(tmp_path)
     adb = db.as_async()
     try:
-        async with lane_held_async(db):
-            futures = [
-                asyncio.ensure_future(adb.execute("INSERT INTO t(id, v) VALUES (?, 'ok')", (i,)))
-                for i in range(5)
-            ]
-            futures.insert(2, asyncio.ensure_future(adb.run_write(lambda c: c.close())))
-            await asyncio.sleep(0.05)
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), ANSWER_TIMEOUT
-        )
+        calls = _inserts(adb, range(5))
+        calls.insert(2, adb.run_write(lambda c: c.close()))
+        results = await _in_one_batch(db, calls)
         assert isinstance(results.pop(2), litegate.Misuse)
         assert all(isinstance(r, litegate.Result) for r in results), results
         assert db.query_value("SELECT count(*) FROM t") == 5
@@ -332,16 +320,10 @@ def test_a_lane_that_cannot_continue_closes_visibly(
         raise sqlite3.OperationalError("unable to open database file")
 
     async def scenario() -> list[Any]:
-        async with lane_held_async(db):
-            futures = [
-                asyncio.ensure_future(adb.execute("INSERT INTO t(id, v) VALUES (?, 'x')", (i,)))
-                for i in range(3)
-            ]
-            futures.insert(1, asyncio.ensure_future(adb.run_write(lambda c: c.close())))
-            await asyncio.sleep(0.05)
-            monkeypatch.setattr(_lane, "open_connection", cannot_open)
-        return await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), ANSWER_TIMEOUT
+        calls = _inserts(adb, range(3), "x")
+        calls.insert(1, adb.run_write(lambda c: c.close()))
+        return await _in_one_batch(
+            db, calls, lambda: monkeypatch.setattr(_lane, "open_connection", cannot_open)
         )
 
     with caplog.at_level(logging.ERROR, logger="litegate"):
