@@ -50,7 +50,8 @@ def test_failing_job_fails_alone_in_its_batch(db: litegate.Database) -> None:
     assert all(e is None for e in errors.values()), errors
     assert _names(db) == ["a", "b", "c", "d", "taken"]
     stats = db.stats()
-    assert stats.batches - before == 1  # one COMMIT for the four that succeeded
+    # one COMMIT for the four that succeeded (and one for the transaction that held the lane)
+    assert stats.batches - before == 2
     assert stats.max_batch_size >= 4
 
 
@@ -413,43 +414,45 @@ def test_an_interrupted_lease_request_never_makes_its_caller_the_owner(
     with litegate.connect(db_path, readers=0) as db:
         db.execute("CREATE TABLE t(x)")
         lane = db._engine._lane  # type: ignore[attr-defined]
-        granting, in_hold, leave = threading.Event(), threading.Event(), threading.Event()
-        real_grant, real_hold = _lane.WriteLane._grant, LaneHold.hold
+        granting, granted = threading.Event(), threading.Event()
+        real_grant = _lane.WriteLane._grant
 
-        def slow_grant(self: Any, hold: Any) -> None:
+        def slow_grant(self: Any, hold: Any) -> bool:
             granting.set()
             time.sleep(0.2)  # the caller is interrupted meanwhile
-            real_grant(self, hold)
-
-        def slow_hold(self: Any, *args: Any) -> float:
-            in_hold.set()
-            leave.wait(10)
-            return float(real_hold(self, *args))
+            try:
+                return bool(real_grant(self, hold))
+            finally:
+                granted.set()
 
         InterruptedHold = _interrupted_hold(lambda: granting.wait(10))  # taken by the writer
 
         monkeypatch.setattr(_lane.WriteLane, "_grant", slow_grant)
-        monkeypatch.setattr(LaneHold, "hold", slow_hold)
-        with lane_held(db):
-            monkeypatch.setattr(_lane, "LaneHold", InterruptedHold)
-            caller: dict[str, Any] = {}
+        # The lane is held by a plain write job running on the writer thread, so that the
+        # queued request is taken by the writer (a transaction's end would hand it on).
+        release = threading.Event()
+        blocker = Outcome(lambda: db.run_write(lambda conn: release.wait(10)))
+        wait_for(lambda: lane.user is not None)
+        monkeypatch.setattr(_lane, "LaneHold", InterruptedHold)
+        caller: dict[str, Any] = {}
 
-            def interrupted() -> None:
-                caller["ident"] = threading.get_ident()
-                try:
-                    with db.transaction():
-                        pass  # pragma: no cover
-                except BaseException as exc:
-                    caller["error"] = exc
-                    assert in_hold.wait(10)  # the writer grants the abandoned request now
-                    caller["owner"] = lane.owner
-                    caller["held_by"] = lane.held_by(threading.get_ident())
+        def interrupted() -> None:
+            caller["ident"] = threading.get_ident()
+            try:
+                with db.transaction():
+                    pass  # pragma: no cover
+            except BaseException as exc:
+                caller["error"] = exc
+                assert granted.wait(10)  # the writer has taken and handled the request now
+                caller["owner"] = lane.owner
+                caller["held_by"] = lane.held_by(threading.get_ident())
 
-            t = threading.Thread(target=interrupted)
-            t.start()
-            wait_for(lambda: lane.depth == 1)
+        t = threading.Thread(target=interrupted)
+        t.start()
+        wait_for(lambda: lane.depth == 1)
+        release.set()
+        assert blocker.join().error is None
         t.join(10)
-        leave.set()
         monkeypatch.undo()
         assert isinstance(caller["error"], KeyboardInterrupt)
         assert caller["owner"] != caller["ident"] and caller["held_by"] is None

@@ -33,6 +33,7 @@ DEFAULT_MAX_BATCH = 512
 DEFAULT_WAL_WARN_BYTES = 64 * 1024 * 1024
 DEFAULT_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 DEFAULT_HOLD_WARN = 1.0
+DEFAULT_GROUP_WAIT = 0.005
 DEFAULT_CHECKPOINT_IDLE = 0.2
 DEFAULT_CACHE_KIB = 16 * 1024
 
@@ -86,6 +87,9 @@ class Options:
     :param wal_warn_bytes: a WAL file larger than this is reported (stats and a logged warning)
     :param journal_size_limit: bytes the WAL is truncated back to after a checkpoint
     :param hold_warn: seconds a transaction may hold the lane before it is reported
+    :param group_wait: the age bound of a commit group: a transaction joins a group of
+        interactive transactions sharing one COMMIT only while the group is younger than this
+        (and has fewer than ``max_batch`` transactions); ``0`` commits every transaction alone
     :param checkpoint_idle: seconds of an idle lane after which a checkpoint runs
     :param cache_kib: page cache per connection in KiB
     :param row_factory: row type for query results (default :class:`sqlite3.Row`)
@@ -116,6 +120,7 @@ class Options:
     wal_warn_bytes: int = DEFAULT_WAL_WARN_BYTES
     journal_size_limit: int = DEFAULT_JOURNAL_SIZE_LIMIT
     hold_warn: float = DEFAULT_HOLD_WARN
+    group_wait: float = DEFAULT_GROUP_WAIT
     checkpoint_idle: float = DEFAULT_CHECKPOINT_IDLE
     cache_kib: int = DEFAULT_CACHE_KIB
     row_factory: RowFactory | None = sqlite3.Row
@@ -154,7 +159,7 @@ class Options:
                 raise ValueError(f"{name} must be None or a number of seconds >= 0, got {v!r}")
             if v is not None and v > HUGE:  # math.inf: no bound, as None (it would overflow)
                 unbounded.add(name)
-        for name in ("busy_timeout", "hold_warn", "checkpoint_idle"):
+        for name in ("busy_timeout", "hold_warn", "checkpoint_idle", "group_wait"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not 0 <= v <= HUGE:
                 raise ValueError(f"{name} must be a finite number of seconds >= 0, got {v!r}")
@@ -207,6 +212,7 @@ class ConnectOptions(TypedDict, total=False):
     wal_warn_bytes: int
     journal_size_limit: int
     hold_warn: float
+    group_wait: float
     checkpoint_idle: float
     cache_kib: int
     row_factory: RowFactory | None

@@ -6,8 +6,9 @@ Writers (``WRITERS``: their index ``w`` gives each its own id range, see :func:`
 
 * sync threads doing single writes (``db.execute``): several at once, so they are
   group-committed together (and with the async ones when they share the engine);
-* a sync thread running transactions (``with db.transaction() as tx``);
-* asyncio tasks doing single writes (``await adb.execute``), and one running transactions
+* sync threads running transactions (``with db.transaction() as tx``): several, so that
+  their transactions share group commits (a kill lands inside a group too);
+* asyncio tasks doing single writes (``await adb.execute``), and several running transactions
   (``async with adb.transaction() as tx``), on an event loop in a thread of their own.
 
 A transaction moves an amount between two accounts and records the move as two rows of
@@ -40,10 +41,10 @@ import litegate
 ACCOUNTS = 10
 START_BALANCE = 1000
 SYNC_SINGLE = (0, 1, 2)
-SYNC_TX = (3,)
+SYNC_TX = (3, 8, 9)  # several: their transactions share a group commit
 ASYNC_SINGLE = (4, 5, 6)
-ASYNC_TX = (7,)
-WRITERS = 8
+ASYNC_TX = (7, 10, 11, 12)
+WRITERS = 13
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS acks(id INTEGER PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts(

@@ -1,15 +1,16 @@
 """Async leases: a connection held by one asyncio task across several awaits.
 
 * :class:`AsyncLaneLease` -- the write lane, for an async transaction (or, with ``readers=0``,
-  a snapshot). Its operations run on the writer thread, one at a time in the order sent, while
-  the writer parks in the hold (:class:`~._jobs.AsyncLaneHold`); the loop never runs them.
+  a snapshot). Quick statements run on the loop itself; the rest, and every COMMIT, on the
+  writer thread, one at a time in the order sent.
 * :class:`AsyncPooledRead` -- a reader kept across awaits (snapshots, iterations): point
   queries run inline on the loop under :data:`~._bridge.INLINE_BUDGET`, the rest on a reader
   thread pinned to this connection.
 
-A lease belongs to the task that took it. Shared with other threads: the hold's operation queue
-(a ``SimpleQueue``, guarded by the hold) and, for a pooled read, the in-flight job (handed to a
-reader thread; its ``finished`` event says when that thread is done with the connection).
+A lease belongs to the task that took it. Shared with other threads: the operations sent to the
+writer thread (the lane's ``_ops``, under its lock; each answered through its future, which the
+lease awaits before it uses the connection again) and, for a pooled read, the in-flight job
+(handed to a reader thread; its ``finished`` event says when that thread is done with it).
 """
 
 from __future__ import annotations
@@ -19,20 +20,27 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
-from .._errors import RolledBack
-from .._statements import close_cursors, run_query
-from .._types import Args, Bound, Params
-from ._bridge import MISS, await_job, run_inline, uncancellable
-from ._connection import (
-    TxnGuard,
-    begin_immediate,
-    begin_snapshot,
-    commit_or_rollback,
+from .._errors import Misuse, RolledBack
+from .._statements import (
+    close_cursor,
+    close_cursors,
+    exec_sql,
+    fetch,
+    rollback_to_savepoint,
+    run_execute,
+    run_query,
 )
+from .._types import Args, Bound, Params
+from ._authorizer import explain
+from ._bridge import MISS, await_job, run_inline, uncancellable
+from ._commit_gate import refused_error
+from ._connection import begin_immediate, begin_snapshot
 from ._counters import Counters
-from ._jobs import READ, AsyncJob, AsyncLaneHold
+from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold
+from ._lane import WriteLane
 from ._pool import ReaderPool
 from ._readers import ReaderThreads
 
@@ -49,69 +57,247 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 
 class AsyncLaneLease:
-    """The write lane, held for an asyncio task until :meth:`end`."""
+    """The write lane, held for an asyncio task until :meth:`end`.
 
-    __slots__ = ("_began", "_busy_timeout", "_counters", "_guard", "_hold", "committed")
+    Statements run on the loop's thread itself when they are quick: reads under the inline
+    budget (interrupted and sent to the writer thread when over it: an interrupted read
+    leaves the transaction intact), writes whose SQL text has never run longer than
+    :data:`INLINE_WRITE_BUDGET` (the first run of a text, and any run with a time limit, goes
+    to the writer thread, which measures it: an interrupted write would roll back the whole
+    transaction, so a write is never interrupted to move it). Everything else -- functions,
+    ``executemany``, scripts, and every COMMIT -- runs on the writer thread, in the order
+    sent. The connection is used by one of them at a time: nothing runs inline while an
+    operation sent to the writer thread has not finished.
+
+    Fields: all written on the loop thread only (the lease is its task's).
+    """
+
+    __slots__ = (
+        "_began",
+        "_busy_timeout",
+        "_conn",
+        "_counters",
+        "_hold",
+        "_lane",
+        "_last_op",
+        "_loop",
+        "_lost",
+        "_over",
+        "committed",
+    )
 
     def __init__(
-        self, hold: AsyncLaneHold, guard: TxnGuard, counters: Counters, busy_timeout: float
+        self, lane: WriteLane, hold: AsyncLaneHold, counters: Counters, busy_timeout: float
     ) -> None:
+        self._lane = lane
         self._hold = hold
-        self._guard = guard
+        self._conn: sqlite3.Connection | None = lane.writer_connection(hold)
+        self._loop = hold.loop
         self._counters = counters
         self._busy_timeout = busy_timeout
-        self._began = False
+        self._began = False  # a write transaction was begun
+        self._lost = False  # SQLite rolled it back: every later operation raises RolledBack
+        self._over = False  # its turn has ended (handed on, or given back)
+        self._last_op: AsyncJob | None = None  # the last operation sent to the writer thread
         self.committed = False  # the COMMIT went through (set even if cancelled meanwhile)
 
     @property
     def lost(self) -> bool:
         """SQLite rolled the transaction back: every later operation raises RolledBack."""
-        return self._hold.lost
+        return self._lost
+
+    def _live(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            raise Misuse("the transaction is over (its block was left)")
+        if self._lost:
+            raise _rolled_back()
+        return conn
+
+    def _free(self) -> bool:
+        """No operation sent to the writer thread is unfinished (the connection is ours)."""
+        op = self._last_op
+        return op is None or op.future.done()
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """After a statement: if SQLite rolled the transaction back, it (and its group) is
+        lost, and this raises RolledBack."""
+        if self._began and not conn.in_transaction:
+            self._mark_lost()
+            raise _rolled_back()
+
+    def _mark_lost(self) -> None:
+        self._lost = True
+        self._lane.lose_group("SQLite rolled it back (an interrupted or failed statement)")
+
+    def _after_error(self) -> None:
+        """After a statement raised: if SQLite rolled the transaction back with it, it is
+        lost (later operations raise RolledBack; the error itself goes to the caller)."""
+        conn = self._conn
+        if self._began and conn is not None and not self._lost and not conn.in_transaction:
+            self._mark_lost()
 
     async def begin(self, busy_timeout: float | None = None) -> None:
-        """``BEGIN IMMEDIATE`` on the writer (retrying while another process holds the lock).
+        """Join the open group (a savepoint, on the loop) or ``BEGIN IMMEDIATE`` (on the loop
+        when the lock is free at once, else on the writer thread, retrying while another
+        process holds it).
 
         :raises Busy: the lock stayed taken for ``busy_timeout`` (default: the database's)
         """
-        timeout = self._busy_timeout if busy_timeout is None else busy_timeout
-        await self.run(begin_immediate, (self._guard, timeout, self._counters), None, None)
+        self._live()
+        lane = self._lane
+        if not lane.join() and not lane.try_begin():
+            timeout = self._busy_timeout if busy_timeout is None else busy_timeout
+            await self._op(begin_immediate, (lane.guard, timeout, self._counters), None, None)
+            lane.opened()
         self._began = True
-        self._hold.txn_required = True
 
     async def begin_snapshot(self) -> None:
-        """A read transaction pinned now (``readers=0`` snapshots)."""
-        await self.run(begin_snapshot, (self._guard,), None, None)
-        self._hold.txn_required = True
+        """A read transaction pinned now (``readers=0`` snapshots); a group left open by the
+        holder before is committed first (on the writer thread)."""
+        conn = self._live()
+        lane = self._lane
+        if lane.in_group:
+            error = await self._op(_commit_group, (lane,), None, None)
+            if error is not None:
+                raise error
+        begin_snapshot(conn, lane.guard)
 
     def post(self, fn: Callable[..., Any], args: Args) -> asyncio.Future[Any]:
-        """Send ``fn(conn, *args)`` without waiting: it runs after everything sent before it.
+        """Send ``fn(conn, *args)`` without waiting: it runs after everything sent before it
+        (at once, on the loop, for the cheap statement functions when nothing is pending).
 
         :raises Misuse: the lease has ended
         """
-        return self._hold.submit(fn, args, None, None).future
+        conn = self._live()
+        if fn in _CHEAP and self._free():
+            fut: asyncio.Future[Any] = self._loop.create_future()
+            try:
+                fut.set_result(self._inline(conn, fn, args))
+            except Exception as exc:
+                fut.set_exception(exc)
+            return fut
+        return self._send(fn, args, None, None).future
+
+    def _inline(self, conn: sqlite3.Connection, fn: Callable[..., Any], args: Args) -> Any:
+        try:
+            result = fn(conn, *args)
+        except sqlite3.DatabaseError as exc:
+            err = refused_error(explain(exc), in_transaction=self._began)
+            self._after_error()
+            if err is exc:
+                raise
+            raise err from exc
+        self._check(conn)
+        return result
 
     async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
-        """``fn(conn, *args)`` on the writer thread; a cancellation interrupts it (SQLite then
-        rolls the transaction back: :attr:`lost`).
+        """``fn(conn, *args)``: on the loop when known to be quick, else on the writer thread
+        (see the class). A cancellation of the latter interrupts it, unless the transaction
+        shares a group with others (an interrupted write would roll them back too): then it
+        finishes and the block's end undoes it.
 
-        :raises RolledBack: SQLite had already rolled the transaction back
+        :raises RolledBack: SQLite rolled the transaction back
         :raises Misuse: the lease has ended
         """
-        return await await_job(self._hold.submit(fn, args, sql, limit), None)
+        conn = self._live()
+        if not self._free():  # (an interrupted statement still finishing: after it)
+            await self._settle()
+            conn = self._live()
+        if self._began and not conn.in_transaction:  # (after an interrupted statement)
+            self._mark_lost()
+            raise _rolled_back()
+        if limit is None:
+            if fn is run_execute:
+                costs = self._lane.costs
+                cost = costs.get(args[0])
+                if cost is not None and cost < INLINE_WRITE_BUDGET:
+                    t0 = perf_counter()
+                    try:
+                        return self._inline(conn, fn, args)
+                    finally:
+                        took = perf_counter() - t0
+                        if took > cost:
+                            costs[args[0]] = took
+                return await self._op(_measured, (fn, costs, *args), sql, None)
+            if fn in _READS:
+                try:
+                    result = run_inline(conn, fn, args)
+                except BaseException:
+                    self._after_error()
+                    raise
+                if result is not MISS:
+                    self._check(conn)
+                    return result
+            elif fn in _CHEAP:
+                return self._inline(conn, fn, args)
+        return await self._op(fn, args, sql, limit)
+
+    def _send(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> AsyncJob:
+        op = AsyncJob(READ, fn, args, sql, limit, self._loop, self._lane.outbox)
+        self._lane.post(self._hold, op)
+        self._last_op = op
+        op.future.add_done_callback(_consume)
+        return op
+
+    async def _op(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
+        """``fn(conn, *args)`` on the writer thread, awaited."""
+        op = self._send(fn, args, sql, limit)
+        fut = op.future
+        try:
+            result = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if not fut.done():  # (we were cancelled, not the operation)
+                if self._lane.in_group and self._lane.joined:
+                    if op.withdraw():  # never started: it never will
+                        fut.cancel()
+                elif op.cancel():  # never started / interrupted (SQLite may roll back)
+                    fut.cancel()
+            raise
+        except BaseException:
+            self._after_error()
+            raise
+        conn = self._conn
+        if conn is not None:
+            self._check(conn)
+        return result
 
     async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
         rows: list[Any] = await self.run(run_query, (sql, params), sql, limit)
         return rows
 
-    async def commit(self) -> None:
-        """``COMMIT`` on the writer. Not interrupted once sent: a cancellation meanwhile is
-        re-raised after it finished, with :attr:`committed` telling whether it took effect.
+    async def _settle(self) -> None:
+        """Wait until every operation sent to the writer thread has finished."""
+        op = self._last_op
+        if op is not None and not op.future.done():
+            await asyncio.wait([op.future])
 
-        :raises RolledBack: the transaction was already gone (nothing committed)
+    async def commit(self) -> None:
+        """End this transaction's part and wait for its COMMIT -- the group's, shared with
+        those it hands the lane to -- which runs on the writer thread, never on the loop. Not
+        interrupted once under way: a cancellation meanwhile is re-raised after it finished,
+        with :attr:`committed` telling whether it took effect.
+
+        :raises RolledBack: the transaction (or its group) was lost: nothing committed
         """
-        job = self._hold.submit(commit_or_rollback, (self._guard,), None, None)
+        await self._settle()
+        if self._lost:
+            raise RolledBack(f"the transaction did not commit: {_rolled_back()}")
+        self._live()
+        lane, hold = self._lane, self._hold
         try:
-            _, cancelled = await uncancellable(job.future)
+            lane.release_turn()
+        except RolledBack:
+            self._lost = True
+            raise
+        ticket = AsyncJob(WRITE, _noop, (), None, None, self._loop, lane.outbox)
+        self._over = True
+        self._conn = None
+        if not lane.end_turn(ticket):
+            lane.hand_to_writer(hold, False)
+        hold.ended = True
+        try:
+            _, cancelled = await uncancellable(ticket.future)
         except RolledBack as err:
             raise RolledBack(f"the transaction did not commit: {err}") from err
         self.committed = True
@@ -119,18 +305,72 @@ class AsyncLaneLease:
             raise asyncio.CancelledError
 
     def end(self) -> None:
-        """Give the lane back; the writer rolls back whatever is still open. Idempotent, never
-        blocks, safe at any point (also when the lease was never granted)."""
-        if self._began:
-            self._began = False
-            self._counters.transactions += 1  # before the end: the lane is still ours
-        self._hold.end()
+        """Give the lane back (or on, or to the writer thread), undoing whatever of this
+        transaction is still open. Idempotent, never blocks, safe at any point."""
+        if self._over:
+            return
+        self._over = True
+        self._hold.ended = True
+        conn, self._conn = self._conn, None
+        lane, hold = self._lane, self._hold
+        if conn is None or not self._free():  # (an operation still runs: after it)
+            lane.hand_to_writer(hold, True)
+            return
+        try:
+            if conn.in_transaction:
+                lane.undo_turn()  # (no I/O: a savepoint or a WAL transaction rolled back)
+            if self._began:
+                if lane.end_turn(None):
+                    return
+            lane.give_back_async(hold)
+        except BaseException:
+            lane.hand_to_writer(hold, True)
+            raise
 
     async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
-        """Close ``cursors`` on the writer, then give the lane back (never blocks)."""
-        if cursors:  # (ops run in order: before the end)
+        """Close ``cursors``, then give the lane back (never blocks)."""
+        if cursors and self._conn is not None:
             self.post(close_cursors, (cursors,)).add_done_callback(_consume)
         self.end()
+
+
+def _rolled_back() -> RolledBack:
+    return RolledBack(
+        "the transaction was rolled back by SQLite (an interrupted or failed statement); "
+        "nothing of it will commit. Leave the block and start again"
+    )
+
+
+def _noop(conn: sqlite3.Connection) -> None:  # pragma: no cover - a ticket never runs
+    return None
+
+
+def _measured(
+    conn: sqlite3.Connection, fn: Callable[..., Any], costs: dict[str, float], sql: str, *rest: Any
+) -> Any:
+    """Writer thread, for the async holder: run a write and record how long its SQL took
+    (the lane's cost table: written by the lane holder or on its behalf only)."""
+    t0 = perf_counter()
+    try:
+        return fn(conn, sql, *rest)
+    finally:
+        took = perf_counter() - t0
+        if len(costs) >= _COSTS_MAX:
+            costs.clear()
+        if took > costs.get(sql, 0.0):
+            costs[sql] = took
+
+
+def _commit_group(conn: sqlite3.Connection, lane: WriteLane) -> BaseException | None:
+    """Writer thread, for the async holder: commit the group left open before it."""
+    return lane.commit_group()
+
+
+INLINE_WRITE_BUDGET = 0.0005
+"""Seconds: a write statement whose SQL text has never run longer than this runs on the loop."""
+_COSTS_MAX = 4096  # SQL texts remembered (then forgotten all at once: measured again)
+_READS = frozenset({run_query, fetch})
+_CHEAP = frozenset({exec_sql, rollback_to_savepoint, close_cursors, close_cursor})
 
 
 class AsyncPooledRead:

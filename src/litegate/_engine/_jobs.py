@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import queue
 import sqlite3
 import threading
-import time
 from _thread import allocate_lock as _lock_type
 from collections import deque
 from collections.abc import Callable
 from threading import get_ident
 from typing import Any
 
-from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
 from ._commit_gate import refused_error
 from ._connection import run_limited
@@ -57,6 +54,7 @@ __all__ = (
     "Outbox",
     "deliverable",
     "flush",
+    "running_loop",
 )
 
 WRITE = 0  # runs inside the lane's group-commit transaction, isolated by a savepoint
@@ -163,35 +161,16 @@ def _noop(conn: sqlite3.Connection) -> None:  # pragma: no cover - never run
 
 
 class LaneHold(Job):
-    """A thread's exclusive hold of the write lane.
+    """A thread's queued request for the write lane. Whoever hands the lane on (the holder
+    before, or the writer thread) makes the lane ``ident``'s and answers it (``finish``); the
+    thread then uses the writer connection itself: no thread hop per statement."""
 
-    The writer thread grants it (``finish``) and then parks in :meth:`hold` until the holder
-    calls :meth:`release`. While parked the holder, on its own thread, is the only user of the
-    writer connection: no thread hop per statement.
-    """
-
-    __slots__ = ("_released", "ident")
+    __slots__ = ("abandoned", "ident")
 
     def __init__(self) -> None:
         super().__init__(EXCLUSIVE, _noop, ())
-        self._released = _lock_type()
-        self._released.acquire()
         self.ident = get_ident()  # the thread that will hold the lane
-
-    def release(self) -> None:
-        """Give the lane back to the writer thread. Idempotent."""
-        try:
-            self._released.release()
-        except RuntimeError:  # released already
-            pass
-
-    def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
-        """Writer thread: wait until released; report once if held past ``warn_after``."""
-        start = time.monotonic()
-        if not self._released.acquire(timeout=warn_after if warn_after > 0 else -1):
-            on_long(time.monotonic() - start)
-            self._released.acquire()
-        return time.monotonic() - start
+        self.abandoned = False  # its waiter gave up (interrupted): never grant it (lane lock)
 
 
 class AsyncJob(BaseJob):
@@ -333,91 +312,30 @@ def flush(outbox: Outbox) -> None:
             pass
 
 
-_END_COMMIT = object()
-_END_ROLLBACK = object()
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class AsyncLaneHold(AsyncJob):
-    """An asyncio task's exclusive hold of the write lane.
+    """An asyncio task's request for the write lane; its future resolves when the lane is its
+    task's (see :class:`~._async_lease.AsyncLaneLease`). ``ended``: the task is done with it
+    (written on the loop thread only)."""
 
-    The statements of an async transaction run on the writer thread (never on the loop): the
-    task sends operations through ``ops``; the writer runs them one by one and answers each
-    future at once. :meth:`end` (safe from any thread, idempotent) ends the hold; operations
-    sent after that fail at once. Once ``txn_required`` is set (after ``BEGIN``), an operation
-    finds the transaction gone -- SQLite rolled it back after an interrupt or a failed
-    statement -- fails with RolledBack instead of running in autocommit mode, and ``lost`` is
-    set.
-    """
-
-    __slots__ = ("_ops_lock", "closed_ops", "ended", "lost", "ops", "txn_required")
+    __slots__ = ("ended",)
 
     def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
         super().__init__(EXCLUSIVE, _noop, (), None, None, loop, outbox)
-        self.ops: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._ops_lock = threading.Lock()
         self.ended = False
-        self.closed_ops = False
-        self.txn_required = False
-        self.lost = False
 
-    def submit(
-        self, fn: Callable[..., Any], args: Args, sql: str | None, time_limit: Bound
-    ) -> AsyncJob:
-        """Loop thread: queue one operation for the writer; await ``job.future``."""
-        job = AsyncJob(READ, fn, args, sql, time_limit, self.loop, self.outbox)
-        with self._ops_lock:
-            if self.ended or self.closed_ops:
-                raise Misuse("the transaction is over (its block was left)")
-            self.ops.put(job)
-        return job
-
-    def end(self) -> None:
-        """Release the lane after rolling back anything still open. Idempotent, never blocks."""
-        with self._ops_lock:
-            if not self.ended:
-                self.ended = True
-                self.ops.put(_END_ROLLBACK)
-
-    def _close_ops(self) -> None:
-        """Writer thread, at the end: fail whatever was queued behind the end (nothing else
-        will ever run it)."""
-        with self._ops_lock:
-            self.closed_ops = True
-            while True:
-                try:
-                    op = self.ops.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(op, AsyncJob) and op.start():
-                    op.finish(error=Misuse("the transaction is over (its block was left)"))
-        flush(self.outbox)
-
-    def hold(self, warn_after: float, on_long: Callable[[float], None], conn: Any) -> float:
-        start = time.monotonic()
-        warned = False
-        outbox = self.outbox
-        while True:
-            try:
-                op = self.ops.get(timeout=warn_after if warn_after > 0 and not warned else 1.0)
-            except queue.Empty:
-                if not warned and warn_after > 0:
-                    warned = True
-                    on_long(time.monotonic() - start)
-                continue
-            if op is _END_ROLLBACK or op is _END_COMMIT:
-                self._close_ops()
-                return time.monotonic() - start
-            if not op.start(conn):
-                continue
-            if self.txn_required and not conn.in_transaction:
-                self.lost = True
-                op.finish(
-                    error=RolledBack(
-                        "the transaction was rolled back by SQLite (an interrupted or failed "
-                        "statement); nothing of it will commit. Leave the block and start again"
-                    )
-                )
-                flush(outbox)
-                continue
-            op.execute(conn)
-            flush(outbox)
+    def grant_here(self) -> None:
+        """On its loop's thread: answer the waiter at once (no outbox, no thread hop)."""
+        with self._lock:
+            self.state = AsyncJob.DONE
+            self.running_on = None
+        self.answered = True
+        if not self.future.done():
+            self.future.set_result(None)

@@ -5,8 +5,14 @@ Who uses the writer connection: exactly one *lane holder* at a time --
 * the writer thread, running a batch it took from the queue (group commit, lane reads);
 * a thread caller that found the lane idle and runs its own job (plus what queued) directly;
 * the holder of a lease (:mod:`._lease`, :mod:`._async_lease`): a sync lease is used on its
-  holder's thread; an async lease's operations run on the writer thread, which parks in the
-  hold meanwhile.
+  holder's thread; an async lease's statements run on its loop's thread when they are known to
+  be quick, the others (and every COMMIT) on the writer thread, which serves them (``_ops``)
+  while the async holder holds the lane.
+
+A transaction that ends while another waits for the lane hands the lane on without committing
+(group commit, :mod:`._group`): the lane passes from holder to holder directly -- no writer
+thread in between -- and the last of a group COMMITs for all (an async one through the writer
+thread: the COMMIT never runs on a loop).
 
 Shared fields and their guards:
 
@@ -31,11 +37,17 @@ owner                a sync lease holder, for itself     ``_lock``; read without
                                                          (only that thread ever sets it to
                                                          its ident, so a stale value never
                                                          equals it)
-_sync_hold           its holder (set once granted,        ``_lock``
-                     cleared at give-back)
+_async_holder        whoever grants the lane to an async  ``_lock``
+                     hold (cleared when it hands on)
+_handed, _undo       a holder handing the lane to the     ``_lock``
+                     writer thread (which clears them)
+_ops                 the async holder appends, the        ``_lock`` (append, then ring)
+                     writer pops and runs them
+_group, _joined,     the lane holder of the moment (a     the lane (one holder at a time);
+costs                group is handed on with the lane)    see :mod:`._group`
 holder               the sync lease holder (``take``): a  the lane; its weakref callback sets
-                     weakref to who asked, cleared when  only ``_stale`` (a bool) and
-                     the lane is given back              releases a granted hold (a raw lock)
+                     weakref to who asked, cleared when  only ``_stale`` (a bool)
+                     the lane is given back
 _stale               the holder's weakref callback       read by the owner thread and the
                      (set), a new lease (cleared)        writer; acted on under ``_lock``
 broken               the writer thread, once, as it      ``_lock``; read without it only for
@@ -70,20 +82,35 @@ from threading import get_ident
 from time import monotonic
 
 from .._config import Options
-from .._errors import Closed, WriteTimeout
+from .._errors import Closed, Misuse, WriteTimeout
 from .._types import Bound
 from . import _commit_gate
 from ._batch import LaneBroken, group_commit, is_open, run_reads
 from ._connection import (
+    BEGIN_IMMEDIATE,
     TxnGuard,
+    begin_immediate,
     cannot_write,
+    is_busy,
     is_read_only,
     open_connection,
     rollback,
     rollback_quietly,
 )
 from ._counters import Counters
-from ._jobs import EXCLUSIVE, WRITE, AsyncLaneHold, BaseJob, Job, LaneHold, Outbox, flush
+from ._group import JOIN_RELEASE, JOIN_SAVEPOINT, Group, lost_error, undo_savepoint
+from ._jobs import (
+    EXCLUSIVE,
+    WRITE,
+    AsyncJob,
+    AsyncLaneHold,
+    BaseJob,
+    Job,
+    LaneHold,
+    Outbox,
+    flush,
+    running_loop,
+)
 
 __all__ = ("WriteLane",)
 
@@ -136,7 +163,13 @@ class WriteLane:
         self._active = False  # someone is using the connection
         self.user: int | None = None  # the thread using it (for re-entrance checks)
         self.owner: int | None = None  # the thread holding a sync lease
-        self._sync_hold: LaneHold | None = None  # a sync lease granted through the writer
+        self._async_holder: AsyncLaneHold | None = None  # the async hold holding the lane
+        self._handed = False  # the lane was handed to the writer thread (it takes over)
+        self._undo = False  # the writer rolls back the last holder's part when it takes over
+        self._ops: deque[AsyncJob] = deque()  # the async holder's statements for the writer
+        self._group: Group | None = None  # the open shared write transaction (group commit)
+        self._joined = False  # the holder runs inside the group's savepoint (JOIN_SAVEPOINT)
+        self.costs: dict[str, float] = {}  # slowest run seen per write statement (seconds)
         self.holder: weakref.ref[object] | None = None  # who took the sync lease (recover)
         self._stale = False  # that holder was collected without giving the lane back
         self._on_holder_gone = self._holder_gone  # (bound once: a transaction's cost)
@@ -173,8 +206,10 @@ class WriteLane:
         interrupted holder) is rolled back first, never built upon."""
         conn = self._conn
         if not is_open(conn):
+            if self._group is not None:
+                self._lose_group("its connection was closed")
             return self._reopen("a function closed the write lane's connection")
-        if conn.in_transaction:
+        if conn.in_transaction and self._group is None:
             logger.error(
                 "litegate: the writer connection of %s was inside a transaction the lane did "
                 "not open (an interrupted holder); rolled it back",
@@ -241,14 +276,11 @@ class WriteLane:
 
     def _holder_gone(self, ref: weakref.ref[object]) -> None:
         """Weakref callback (any thread, possibly inside the GC): the holder of the lane was
-        collected. Only flags it (no lock: the GC may run inside this lane's own lock); a
-        granted hold is released at once (a raw lock), the rest is done by the next caller
-        from that thread or by the writer thread (:meth:`_recover_stale`)."""
+        collected. Only flags it (no lock: the GC may run inside this lane's own lock); the
+        rest is done by the next caller from that thread or by the writer thread
+        (:meth:`_recover_stale`)."""
         if self.holder is ref:
             self._stale = True
-            hold = self._sync_hold
-            if hold is not None:
-                hold.release()
 
     def _recover_stale(self) -> None:
         """Roll back and give back a lane whose holder is gone (see :meth:`_drop_stale`)."""
@@ -257,9 +289,9 @@ class WriteLane:
                 return
             self._stale = False
             owner = self.owner
-            direct = owner is not None and self.user == owner and self._sync_hold is None
+            direct = owner is not None and self.user == owner
         if not direct:
-            return  # (a granted hold was released: the writer rolls back after it)
+            return
         logger.warning(
             "litegate: a transaction on %s was left without its end (interrupted as its block "
             "ended, e.g. by Ctrl-C); rolled it back and gave the write lane back",
@@ -269,11 +301,27 @@ class WriteLane:
         self._end_direct()
 
     def _undo_open_transaction(self) -> bool:
-        """Repair paths, holding the lane: end any permit and roll back whatever transaction is
-        open (a failure is logged). Returns whether one was open."""
+        """Repair paths, holding the lane: end any permit and roll back what the holder did
+        (a failure is logged): its savepoint if it joined a group with members waiting (the
+        group goes on: it is committed by whoever the lane is given to), else the whole
+        transaction. Returns whether one was open."""
         self.guard.revoke()
         conn = self._conn
         open_txn = is_open(conn) and conn.in_transaction
+        group = self._group
+        if group is not None and group.members:
+            if not open_txn:
+                self._lose_group("SQLite rolled the shared transaction back")
+                return False
+            if not self._joined:
+                return True  # (granted into the group, nothing of its own begun)
+            if undo_savepoint(conn):
+                self._joined = False
+                return True
+            self._lose_group("a transaction of the group could not be undone alone")
+        elif group is not None:
+            self._group = None
+            self._joined = False
         if open_txn:
             rollback_quietly(conn, self.guard)
         return open_txn
@@ -476,26 +524,38 @@ class WriteLane:
             self._lane_reads([job])
 
     def _end_direct(self) -> None:
-        """Give the lane back; the writer takes over whatever queued meanwhile."""
+        """Give the lane back; the writer takes over whatever queued meanwhile. With a group
+        still open (members wait for its COMMIT) the lane goes to the writer thread instead,
+        which commits it (:meth:`_take_over`)."""
         with self._lock:
-            self.owner = None
-            self.holder = None
-            self._held_since = 0.0
-            self._hold_reported = False
-            self._active = False
-            self.user = None  # (last: _abandon recognises the holder by it)
-            if self._queue or self._closing:
-                self._ring()
-            if self._paused:
-                self._inactive.notify_all()
+            self._release_locked()
+
+    def _release_locked(self) -> None:
+        """Lock held, by the lane holder: give the lane back (see :meth:`_end_direct`)."""
+        self.owner = None
+        self.holder = None
+        self._async_holder = None
+        self._held_since = 0.0
+        self._hold_reported = False
+        if self._group is not None:
+            self._handed = True  # (stays active: the writer thread is the holder now)
+            self.user = None
+            self._ring()
+            return
+        self._active = False
+        self.user = None  # (last: _abandon recognises the holder by it)
+        if self._queue or self._closing:
+            self._ring()
+        if self._paused:
+            self._inactive.notify_all()
 
     # ---- leases --------------------------------------------------------------------------
     def take(
         self, timeout: Bound, what: str, holder: object = None
     ) -> tuple[sqlite3.Connection, LaneHold | None]:
         """Hold the lane for the calling thread: directly when it is idle (returns
-        ``(conn, None)``), else through the writer thread, which grants a queued
-        :class:`LaneHold` and parks until :meth:`give_back`. Waits up to ``timeout`` seconds.
+        ``(conn, None)``), else queued: a :class:`LaneHold` that the lane is handed to (by the
+        holder before, or the writer thread). Waits up to ``timeout`` seconds.
 
         :raises WriteTimeout: not granted in time (the request is withdrawn)
         :raises Closed: the lane is closing, or closed before granting it
@@ -523,97 +583,322 @@ class WriteLane:
         self.submit(hold, deadline)
         try:
             self._wait(hold, deadline, what, timeout)
+            if hold.error is not None:  # failed, never granted (closed meanwhile)
+                error, hold.error = hold.error, None
+                raise error
+            with self._lock:  # (user and owner were set by whoever granted it)
+                self._stale = False
+                self.holder = None if holder is None else weakref.ref(holder, self._on_holder_gone)
         except WriteTimeout:
             raise  # withdrawn: it never gets the lane
         except BaseException:  # e.g. KeyboardInterrupt while waiting: never strand the lane
+            with self._lock:
+                hold.abandoned = True  # (whoever took it from the queue will not grant it)
             if not self.cancel(hold):
-                hold.release()  # granted (or about to be): the writer takes it straight back
-            raise
-        if hold.error is not None:  # failed, never granted (closed meanwhile)
-            error, hold.error = hold.error, None
-            raise error
-        try:
-            with self._lock:  # set by the holder itself, once granted: see the table
-                self._sync_hold = hold
-                self._stale = False
-                self.holder = None if holder is None else weakref.ref(holder, self._on_holder_gone)
-                self.owner = me
-        except BaseException:
-            self.recover(me, holder)
+                self.recover(me, holder)  # granted already: give it back
             raise
         return self._conn, hold
 
     def give_back(self, hold: LaneHold | None) -> None:
-        """End a lease taken with :meth:`take` (its holder has ended any transaction).
-        Idempotent: what was given back already is left alone."""
-        if hold is None:
-            if self.user == get_ident():
-                try:
-                    self._dirty = True  # (still the holder: the idle checkpoint follows)
-                    self.counters.lane_holds.append(monotonic() - self._held_since)
-                finally:
-                    self._end_direct()
-            return
-        try:
-            with self._lock:
-                if self._sync_hold is hold:
-                    self._sync_hold = None
-                if self.owner == hold.ident:
-                    self.owner = None
-                    self.holder = None
-        finally:
-            hold.release()
+        """End a lease taken with :meth:`take` (its holder has ended its part of the
+        transaction). Idempotent, and a no-op once the lane was handed on."""
+        if self.user == get_ident():
+            try:
+                self._dirty = True  # (still the holder: the idle checkpoint follows)
+                self.counters.lane_holds.append(monotonic() - self._held_since)
+            finally:
+                self._end_direct()
 
     def recover(self, ident: int, holder: object) -> None:
         """After an exception (an interrupt) escaped a lease's set-up or release on thread
         ``ident``, before its holder had the lease object to release: if ``holder`` (on that
-        thread) still holds the lane (directly, or granted by the writer), end its transaction
-        and give the lane back. Idempotent; a no-op for anyone else."""
-        if self._sync_hold is None and self.user != ident:
-            return  # (unlocked reads: only thread ``ident`` sets either to its own)
+        thread) still holds the lane, undo its part and give the lane back. Idempotent; a
+        no-op for anyone else."""
+        if self.user != ident or self.owner != ident:
+            return  # (unlocked reads: only a grant to thread ``ident`` sets them to it)
         ref = self.holder
         if ref is not None and ref() is not holder:
             return  # (another lease of this thread: e.g. a nested transaction was refused)
-        with self._lock:
-            hold = self._sync_hold
-            if hold is not None and hold.ident != ident:
-                hold = None
-        direct = self.user == ident and self.owner == ident
-        if hold is None and not direct:
-            return
         self._undo_open_transaction()
-        if hold is not None:
-            self.give_back(hold)
-        else:
-            self._end_direct()
+        self._end_direct()
 
-    def _grant(self, hold: BaseJob) -> None:
-        """Lane holder: hand the lane to a queued lease and park until it is given back."""
-        self._ready()
-        with self._lock:  # (``owner`` is set by a sync holder itself, once it has the grant)
-            self._held_since = monotonic()
+    # ---- turns: what a transaction does at its start and end (group commit) ---------------
+    def join(self) -> bool:
+        """Lane holder, starting a transaction: if a group is open, join it (its own
+        savepoint: no I/O) and return True; else False (the caller begins one)."""
+        group = self._group
+        if group is None:
+            return False
+        self._conn.execute(JOIN_SAVEPOINT)
+        self._joined = True
+        group.size += 1
+        return True
+
+    def try_begin(self) -> bool:
+        """Lane holder (an async one, on its loop): ``BEGIN IMMEDIATE`` once, never waiting
+        (the writer connection's busy timeout is 0). False if another process holds the lock:
+        the caller then begins on the writer thread (:func:`begin_immediate` retries)."""
+        guard = self.guard
+        guard.permit()
+        try:
+            self._conn.execute(BEGIN_IMMEDIATE)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            return False
+        finally:
+            guard.revoke()
+        self._group = Group()
+        return True
+
+    def begin(self, busy_timeout: float) -> None:
+        """Lane holder: ``BEGIN IMMEDIATE`` (retrying while another process holds the write
+        lock), opening a group."""
+        begin_immediate(self._conn, self.guard, busy_timeout, self.counters)
+        self._group = Group()
+        self._joined = False
+
+    def opened(self) -> None:
+        """Lane holder: a ``BEGIN IMMEDIATE`` run for it on the writer thread succeeded."""
+        self._group = Group()
+        self._joined = False
+
+    def release_turn(self) -> None:
+        """Lane holder, committing: release its savepoint if it joined a group.
+
+        :raises RolledBack: that failed; the whole group was rolled back (everyone fails)
+        """
+        if self._joined:
+            try:
+                self._conn.execute(JOIN_RELEASE)
+            except BaseException as exc:
+                self._lose_group("its savepoint could not be released")
+                raise lost_error(f"releasing its savepoint failed ({exc!r})") from exc
+            self._joined = False
+
+    def undo_turn(self) -> None:
+        """Lane holder, rolling back: undo only its own part -- its savepoint if it joined a
+        group (the others go on), else the whole transaction."""
+        conn = self._conn
+        if self._joined and conn.in_transaction:
+            if undo_savepoint(conn):
+                self._joined = False
+                return
+            self._lose_group("a transaction of the group could not be undone alone")
+            return
+        group = self._group
+        if group is not None and group.members:
+            self._lose_group("SQLite rolled the shared transaction back")
+            return
+        self._group = None
+        self._joined = False
+        rollback(conn, self.guard)
+
+    def end_turn(self, ticket: BaseJob | None) -> bool:
+        """Lane holder, its part of the transaction done (released or undone): with a group
+        open, add ``ticket`` (if any: answered after the shared COMMIT) to its members; if
+        another transaction waits for the lane, within the group's bounds, hand the lane,
+        transaction open, to it and return True. Else False: the caller commits the group
+        (:meth:`commit_group`, or an async holder through the writer thread) or, with no
+        group open, gives the lane back."""
+        self.counters.transactions += 1  # (still the holder: the counter's guard)
+        group = self._group
+        if group is None:
+            return False
+        if ticket is not None:  # (whoever commits the group answers it)
+            group.members.append((ticket, None))
+        opts = self.opts
+        with self._lock:
+            queue = self._queue
+            while (
+                queue
+                and queue[0].kind == EXCLUSIVE
+                and group.open_for(opts.max_batch, opts.group_wait)
+            ):
+                nxt = queue.popleft()
+                if len(queue) == opts.queue_size - 1:
+                    self._not_full.notify_all()
+                if not nxt.start(None) or (isinstance(nxt, LaneHold) and nxt.abandoned):
+                    continue  # (cancelled or given up while it waited)
+                self.counters.lane_holds.append(monotonic() - self._held_since)
+                self._assign_locked(nxt)
+                break
+            else:
+                return False
+        self._announce(nxt)
+        return True
+
+    def await_ticket(self, ticket: Job) -> None:
+        """A thread whose transaction was handed on: wait for the group's COMMIT (whoever
+        ends the group answers every member, also when it is lost; a stopped writer thread
+        answers them as it stops).
+
+        :raises RolledBack: the group's shared transaction was lost
+        """
+        done = ticket.done
+        while not done.acquire(True, _LIVENESS_POLL):
+            if not self.alive and not ticket.answered:
+                raise self.closed_error("the write lane stopped before this transaction's COMMIT")
+        ticket.outcome()
+
+    def commit_group(self) -> BaseException | None:
+        """Lane holder (on a thread, never a loop): COMMIT the open group and answer its
+        members. Returns the COMMIT's error (everyone failed), or None."""
+        group = self._group
+        if group is None:
+            return None
+        self._group = None
+        self._joined = False
+        error = group.commit(self._conn, self.guard, self.counters)
+        self._dirty = True
+        flush(self.outbox)
+        return error
+
+    def _lose_group(self, why: str) -> None:
+        """Lane holder: the shared transaction is lost: roll back what is left, fail every
+        member."""
+        group, self._group = self._group, None
+        self._joined = False
+        conn = self._conn
+        if is_open(conn) and conn.in_transaction:
+            rollback_quietly(conn, self.guard)
+        if group is not None:
+            group.lose(why, self.outbox)
+
+    def lose_group(self, why: str) -> None:
+        """Lane holder: SQLite rolled the shared transaction back (seen after a statement)."""
+        if self._group is not None:
+            self._lose_group(why)
+
+    @property
+    def joined(self) -> bool:
+        """Lane holder: does it run inside a group's savepoint (others wait for the COMMIT)?"""
+        return self._joined
+
+    @property
+    def in_group(self) -> bool:
+        """Lane holder: is a group open (a transaction to join or to commit)?"""
+        return self._group is not None
+
+    def _assign_locked(self, hold: BaseJob) -> None:
+        """Lock held: the lane now belongs to ``hold`` (a queued lease, claimed)."""
+        if isinstance(hold, AsyncLaneHold):
+            self.user = self.owner = None
+            self._async_holder = hold
+        else:
+            assert isinstance(hold, LaneHold)
+            self.user = self.owner = hold.ident
+            self._async_holder = None
+        self.holder = None
+        self._joined = False
+        self._held_since = monotonic()
+        self._hold_reported = False
+
+    def _announce(self, hold: BaseJob) -> None:
+        """Tell ``hold``'s waiter it holds the lane now: on its own loop's thread, at once."""
+        if isinstance(hold, AsyncLaneHold) and hold.loop is running_loop():
+            hold.grant_here()
+            return
         hold.finish()
         flush(self.outbox)
-        held = hold.hold(self.opts.hold_warn, self._report_long_hold, self._conn)
-        self._dirty = True  # (a transaction wrote, most likely: the idle checkpoint follows)
-        with self._lock:
-            self._held_since = 0.0
-            if self._sync_hold is hold:  # (released by _holder_gone: its holder is gone)
-                self._sync_hold = None
-                self.owner = self.holder = None
-                self._stale = False
-        self.counters.lane_holds.append(held)
-        conn = self._conn
-        if not is_open(conn):
-            self._reopen("a transaction's function closed the write lane's connection")
-        elif conn.in_transaction:  # never leak a transaction past its hold
-            if not isinstance(hold, AsyncLaneHold):  # a sync holder must end its own
-                logger.error("litegate: a lane holder left a transaction open; rolling it back")
-            rollback(conn, self.guard)  # (an async hold ends this way)
 
-    def _watch_direct_hold(self) -> None:
-        """Writer thread, lock held: report a direct lease held past hold_warn."""
-        if self.owner is not None and self._held_since and not self._hold_reported:
+    # ---- async holders ---------------------------------------------------------------------
+    def try_take_async(self, hold: AsyncLaneHold) -> bool:
+        """Loop thread: take the idle lane for ``hold`` now (no thread hop); False if busy."""
+        with self._lock:
+            if self._closing:
+                raise self.closed_error("the database is closed; no new writes are accepted")
+            if self._active or self._paused or self._queue:
+                return False
+            self._active = True
+            hold.start(None)
+            self._assign_locked(hold)
+        hold.grant_here()
+        return True
+
+    def writer_connection(self, hold: AsyncLaneHold) -> sqlite3.Connection:
+        """The writer connection, for the async holder ``hold`` only."""
+        if self._async_holder is not hold:
+            raise Misuse("the transaction does not hold the write lane (its block has ended)")
+        return self._conn
+
+    def post(self, hold: AsyncLaneHold, op: AsyncJob) -> None:
+        """Loop thread: have the writer thread run ``op`` for the async holder ``hold``."""
+        with self._lock:
+            if self._async_holder is not hold:
+                raise Misuse("the transaction is over (its block was left)")
+            self._ops.append(op)
+            self._ring()
+
+    def hand_to_writer(self, hold: AsyncLaneHold, undo: bool) -> bool:
+        """Loop thread: the async holder ``hold`` is done (``undo``: roll back its own part
+        first); the writer thread takes the lane over, commits an open group and goes on.
+        Never blocks. False if ``hold`` did not hold the lane (any more)."""
+        with self._lock:
+            if self._async_holder is not hold:
+                return False
+            self.counters.lane_holds.append(monotonic() - self._held_since)
+            self._undo = undo
+            self._async_holder = None
+            self._held_since = 0.0
+            self._handed = True
+            self._ring()
+        return True
+
+    def give_back_async(self, hold: AsyncLaneHold) -> None:
+        """Loop thread: the async holder ``hold`` gives the lane back (to the writer thread
+        if a group is still open: it commits it). A no-op if ``hold`` does not hold it."""
+        with self._lock:
+            if self._async_holder is not hold:
+                return
+            self.counters.lane_holds.append(monotonic() - self._held_since)
+            self._dirty = True
+            self._release_locked()
+
+    def _take_over(self) -> None:
+        """Writer thread, handed the lane: undo what the last holder asked, then COMMIT the
+        open group (or roll back a transaction nobody will end)."""
+        undo, self._undo = self._undo, False
+        conn = self._conn
+        if undo:
+            self._undo_open_transaction()
+        if not is_open(conn):
+            self._ready()
+            return
+        if self._group is not None:
+            if conn.in_transaction:
+                self.commit_group()
+            else:
+                self._lose_group("SQLite rolled the shared transaction back")
+        elif conn.in_transaction:
+            rollback(conn, self.guard)
+
+    def _run_ops(self, ops: list[AsyncJob]) -> None:
+        """Writer thread: the async holder's statements, in order."""
+        conn = self._conn
+        for op in ops:
+            if op.start(conn):
+                op.execute(conn)
+        flush(self.outbox)
+
+    def _grant(self, hold: BaseJob) -> bool:
+        """Writer thread, holding the lane: hand it to a queued lease (claimed). False if its
+        waiter gave up meanwhile (the writer keeps the lane)."""
+        self._ready()
+        with self._lock:
+            if isinstance(hold, LaneHold) and hold.abandoned:
+                return False
+            self._assign_locked(hold)
+        self._announce(hold)
+        return True
+
+    def _watch_hold(self) -> None:
+        """Writer thread, lock held: report a lease held past hold_warn."""
+        if (
+            (self.owner is not None or self._async_holder is not None)
+            and self._held_since
+            and not self._hold_reported
+        ):
             held = monotonic() - self._held_since
             if held > self.opts.hold_warn:
                 self._hold_reported = True
@@ -715,16 +1000,32 @@ class WriteLane:
             quiet = False  # the last wait was an idle one that nobody rang
             while True:
                 jobs: list[BaseJob] | None = None
-                idle = False
+                ops: list[AsyncJob] | None = None
+                grant: BaseJob | None = None
+                idle = take_over = skipped = False
                 with self._lock:
                     self._sleeping = False
-                    if self._active or self._paused:  # a caller runs on the lane itself
-                        self._watch_direct_hold()
+                    if self._ops:  # an async holder's statements (it holds the lane)
+                        ops = list(self._ops)
+                        self._ops.clear()
+                    elif self._handed:  # the last holder left a group (or an undo) to us
+                        self._handed = False
+                        self.user = get_ident()
+                        take_over = True
+                    elif self._active or self._paused:  # a caller runs on the lane itself
+                        self._watch_hold()
                         wait, idle_wait = self._poll, False
                     elif self._queue:
                         was_full = len(self._queue) >= cap
-                        n = min(len(self._queue), max_batch)
-                        jobs = [self._queue.popleft() for _ in range(n)]
+                        front = self._queue[0]
+                        if front.kind == EXCLUSIVE:
+                            self._queue.popleft()
+                            if front.start(None):
+                                grant = front
+                            else:  # cancelled while it waited: look again
+                                skipped = True
+                        else:
+                            jobs = self._take_queued(max_batch)
                         if was_full:
                             self._not_full.notify_all()
                     elif self._closing:
@@ -735,19 +1036,37 @@ class WriteLane:
                         wait, idle_wait = (
                             (self.opts.checkpoint_idle, True) if self._dirty else (1.0, False)
                         )
-                    if jobs is None and not idle:
-                        self._sleeping = True
-                    else:
+                    if jobs is not None or idle or grant is not None:
                         self._active = True
                         self.user = get_ident()
-                if jobs is None and not idle:
+                    elif ops is None and not take_over and not skipped:
+                        self._sleeping = True
+                if skipped:
+                    continue
+                if ops is not None:
+                    self._run_ops(ops)
+                    continue
+                if grant is not None:
+                    try:
+                        granted = self._grant(grant)
+                    except BaseException:
+                        self._end_direct()
+                        grant.finish(error=self.closed_error("the lane failed to grant this"))
+                        flush(self.outbox)
+                        raise
+                    if not granted:
+                        self._end_direct()
+                    continue
+                if jobs is None and not idle and not take_over:
                     if self._stale:  # a direct holder is gone without giving the lane back
                         self._recover_stale()
                     quiet = not bell.acquire(True, wait) and idle_wait
                     continue
                 quiet = False
                 try:
-                    if jobs is None:
+                    if take_over:
+                        self._take_over()
+                    elif jobs is None:
                         self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
                     else:
                         self._batch = jobs
@@ -756,10 +1075,7 @@ class WriteLane:
                         flush(self.outbox)
                 finally:
                     with self._lock:
-                        self._active = False
-                        self.user = None
-                        if self._paused:
-                            self._inactive.notify_all()
+                        self._release_locked()
         except BaseException as exc:  # the lane cannot continue: stop visibly
             self._stop_broken(exc)
         finally:
@@ -791,13 +1107,17 @@ class WriteLane:
             if not job.answered:
                 job.finish(error=self.closed_error("this write did not finish"))
         self._batch = []
+        group, self._group = self._group, None
+        if group is not None:
+            group.lose("the write lane stopped", self.outbox)
         self._fail_queued("the database was closed before this write ran")
 
     def _fail_queued(self, why: str) -> None:
         with self._lock:
             self._closing = True
-            left = list(self._queue)
+            left: list[BaseJob] = [*self._queue, *self._ops]
             self._queue.clear()
+            self._ops.clear()
         for job in left:
             job.finish(error=self.closed_error(why))
         flush(self.outbox)
@@ -833,15 +1153,7 @@ class WriteLane:
                 continue
             if kind == WRITE:
                 segment.append(job)
-            elif kind == EXCLUSIVE:
-                if segment:
-                    self._commit(segment)
-                    segment = []
-                if reads:
-                    self._lane_reads(reads)
-                    reads = []
-                self._grant(job)
-            else:
+            else:  # (never an exclusive job: batches stop at one, see _take_queued)
                 reads.append(job)
         if segment:
             self._commit(segment)

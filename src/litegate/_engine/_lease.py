@@ -21,15 +21,8 @@ from .._errors import Misuse, RolledBack
 from .._types import Args, Bound, Fn
 from ._authorizer import explain
 from ._commit_gate import refused_error
-from ._connection import (
-    begin_immediate,
-    begin_snapshot,
-    commit_or_rollback,
-    rollback,
-    run_limited,
-)
-from ._counters import Counters
-from ._jobs import LaneHold
+from ._connection import begin_snapshot, run_limited
+from ._jobs import WRITE, Job, LaneHold
 from ._lane import WriteLane
 from ._pool import ReaderPool
 
@@ -97,74 +90,133 @@ class _Lease:
 
 
 class LaneLease(_Lease):
-    """The write lane, held by the calling thread until :meth:`release`."""
+    """The write lane, held by the calling thread until its transaction's turn ends.
 
-    __slots__ = ("_began", "_busy_timeout", "_counters", "_hold", "_lane")
+    With others waiting, a transaction's end hands the lane on without committing: its caller
+    then waits for the group's shared COMMIT (:mod:`._group`).
+    """
+
+    __slots__ = ("_began", "_busy_timeout", "_hold", "_lane", "_turn_over")
 
     def __init__(
-        self,
-        lane: WriteLane,
-        conn: sqlite3.Connection,
-        hold: LaneHold | None,
-        counters: Counters,
-        busy_timeout: float,
+        self, lane: WriteLane, conn: sqlite3.Connection, hold: LaneHold | None, busy_timeout: float
     ) -> None:
         self._conn = conn
         self._lane = lane
         self._hold = hold
-        self._counters = counters
         self._busy_timeout = busy_timeout
-        self._began = False  # a write transaction was begun (counted at release)
+        self._began = False  # a write transaction was begun (its turn must end)
+        self._turn_over = False  # its part is done: the lane was handed on or given back
 
     def begin(self, busy_timeout: float | None = None) -> None:
-        """``BEGIN IMMEDIATE``, retrying while another process holds the write lock.
+        """Join the open group (a savepoint) or ``BEGIN IMMEDIATE``, retrying while another
+        process holds the write lock.
 
         :raises Busy: the lock stayed taken for ``busy_timeout`` (default: the database's)
         """
-        timeout = self._busy_timeout if busy_timeout is None else busy_timeout
-        begin_immediate(self.conn, self._lane.guard, timeout, self._counters)
+        lane = self._lane
+        self.conn  # noqa: B018 - raises once released
+        if not lane.join():
+            lane.begin(self._busy_timeout if busy_timeout is None else busy_timeout)
         self._began = True
 
     def begin_snapshot(self) -> None:
-        """A read transaction pinned now (``readers=0`` snapshots)."""
-        begin_snapshot(self.conn, self._lane.guard)
+        """A read transaction pinned now (``readers=0`` snapshots); a group left open by the
+        holder before is committed first."""
+        conn = self.conn
+        if self._lane.in_group:
+            self._lane.commit_group()
+        begin_snapshot(conn, self._lane.guard)
+
+    def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
+        """As :meth:`_Lease.run`; if SQLite rolled the shared transaction back, the group
+        fails with it."""
+        try:
+            return super().run(fn, args, sql, limit)
+        except BaseException:
+            conn = self._conn
+            if self._began and conn is not None and not _in_txn(conn):
+                self._lane.lose_group("SQLite rolled it back after a failed statement")
+            raise
 
     def commit(self) -> None:
-        """``COMMIT``; if it fails, the transaction is rolled back and the error raised."""
-        commit_or_rollback(self.conn, self._lane.guard)
+        """End this transaction's part: with others waiting, hand the lane on and wait for
+        the group's COMMIT; else COMMIT here (for the whole group). If the COMMIT fails, the
+        transaction is rolled back and the error raised.
+
+        :raises RolledBack: the group's shared transaction was lost (nothing committed)
+        """
+        lane = self._lane
+        self.conn  # noqa: B018 - raises once released
+        lane.release_turn()
+        ticket = Job(WRITE, _noop, ())
+        self._turn_over = True
+        if lane.end_turn(ticket):
+            self._conn = None  # (the lane is the next holder's now)
+            self._began = False
+            lane.await_ticket(ticket)
+            return
+        error = lane.commit_group()
+        if error is not None:
+            raise error
 
     def rollback(self) -> None:
-        """``ROLLBACK`` (nothing when no transaction is open); never raises ``Exception``:
-        a failure is logged (the connection is then checked at release)."""
+        """Undo this transaction's part (its savepoint, if it joined a group); never raises
+        ``Exception``: a failure is logged (the connection is then checked at release)."""
         conn = self._conn
-        if conn is None:
+        if conn is None or self._turn_over:
             return
+        lane = self._lane
         try:
-            rollback(conn, self._lane.guard)
+            lane.undo_turn()
+            self._turn_over = True
+            if not lane.end_turn(None):
+                lane.commit_group()  # (the others of the group: their COMMIT)
+            else:
+                self._conn = None
+                self._began = False
         except Exception:
             logger.exception("litegate: rollback failed")
 
     def release(self) -> None:
-        """Give the lane back, rolling back whatever is still open. Idempotent, and safe to
-        call again after an interrupt cut it short (the lane's give-back is idempotent)."""
+        """Give the lane back (unless it was handed on), undoing whatever of this
+        transaction is still open. Idempotent, and safe to call again after an interrupt cut
+        it short (the lane's give-back is idempotent)."""
         conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        lane = self._lane
         try:
             try:
-                open_txn = conn is not None and conn.in_transaction
+                open_txn = conn.in_transaction
             except sqlite3.ProgrammingError:  # closed by a function it was lent to
                 open_txn = False
-                self._lane.replace_closed()
-            if open_txn and conn is not None:
+                lane.lose_group("a function closed the connection")
+                lane.replace_closed()
+            if open_txn and not self._turn_over:
                 if self._began:  # a transaction's holder ends it itself: this is a bug
                     logger.error("litegate: a lane holder left a transaction open; rolling back")
-                rollback(conn, self._lane.guard)
+                lane.undo_turn()
+                if lane.end_turn(None):
+                    return
+                lane.commit_group()
+            elif self._began and not self._turn_over:
+                lane.lose_group("SQLite rolled the shared transaction back")
+                lane.end_turn(None)  # (counted; with no group open, nothing to hand on)
         finally:
-            try:
-                if self._began:
-                    self._began = False
-                    self._counters.transactions += 1  # (still holding the lane: its guard)
-            finally:
-                self._lane.give_back(self._hold)
+            self._began = False
+            lane.give_back(self._hold)
+
+
+def _in_txn(conn: sqlite3.Connection) -> bool:
+    try:
+        return conn.in_transaction
+    except sqlite3.ProgrammingError:
+        return False
+
+
+def _noop(conn: sqlite3.Connection) -> None:  # pragma: no cover - a ticket never runs
+    return None
 
 
 class PooledRead(_Lease):

@@ -386,7 +386,7 @@ class LocalEngine:
         try:
             conn, hold = lane.take(timeout, what, holder)
             self._counters.lane_wait.append(monotonic() - t0)
-            return LaneLease(lane, conn, hold, self._counters, self.opts.busy_timeout)
+            return LaneLease(lane, conn, hold, self.opts.busy_timeout)
         except BaseException:  # (interrupted before the caller has the lease to release)
             lane.recover(get_ident(), holder)
             raise
@@ -401,16 +401,17 @@ class LocalEngine:
         lane = self._lane
         hold = AsyncLaneHold(asyncio.get_running_loop(), lane.outbox)
         t0 = monotonic()
-        try:
-            await submit(lane, hold, timeout)
-            await await_job(hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
-        except BaseException:
-            if hold.state != AsyncJob.CANCELLED:
-                hold.end()
-            raise
-        self._counters.lane_wait.append(monotonic() - t0)
+        if not lane.try_take_async(hold):  # (idle lane: taken at once, on the loop)
+            try:
+                await submit(lane, hold, timeout)
+                await await_job(hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
+            except BaseException:
+                if hold.state != AsyncJob.CANCELLED:
+                    lane.give_back_async(hold)  # (granted meanwhile: hand it on)
+                raise
+            self._counters.lane_wait.append(monotonic() - t0)
         _ASYNC_HOLD.set((lane, hold))
-        return AsyncLaneLease(hold, lane.guard, self._counters, self.opts.busy_timeout)
+        return AsyncLaneLease(lane, hold, self._counters, self.opts.busy_timeout)
 
     # ---- reads -------------------------------------------------------------------------------
     def query(

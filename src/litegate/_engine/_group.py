@@ -1,0 +1,116 @@
+"""Group commit of interactive transactions: several transactions share one SQLite write
+transaction and one COMMIT.
+
+The first transaction of a group (its *leader*) runs ``BEGIN IMMEDIATE``; when it ends while
+another transaction is queued for the lane, it does not COMMIT: it becomes a *member* of the
+group (a ticket waits for the shared COMMIT) and hands the lane, transaction still open, to
+the next one. That one (a *joiner*) runs inside its own ``SAVEPOINT``: its commit releases the
+savepoint, its rollback undoes only the savepoint. The transaction that ends when nobody is
+waiting, or when the group's age or size bound is reached, COMMITs for everyone and answers
+every member; if that COMMIT fails, or SQLite rolls the shared transaction back (an interrupt
+of a write, an I/O error, a full disk), every member fails with :class:`~litegate.RolledBack`
+saying so, and none is acknowledged.
+
+A :class:`Group` belongs to the lane holder of the moment (the lane's guard); it is handed on
+with the lane.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from time import monotonic
+from typing import Any
+
+from .._errors import RolledBack
+from ._batch import copy_error
+from ._connection import COMMIT, TxnGuard, end_transaction, rollback_quietly
+from ._counters import Counters
+from ._jobs import BaseJob, flush
+
+__all__ = (
+    "JOIN_RELEASE",
+    "JOIN_ROLLBACK",
+    "JOIN_SAVEPOINT",
+    "Group",
+    "lost_error",
+    "undo_savepoint",
+)
+
+JOIN_SAVEPOINT = "SAVEPOINT litegate_tx"
+JOIN_RELEASE = "RELEASE litegate_tx"
+JOIN_ROLLBACK = "ROLLBACK TO litegate_tx"
+
+
+def lost_error(why: str) -> RolledBack:
+    """What a member of a lost group is told."""
+    return RolledBack(
+        f"this transaction shared its COMMIT with others (group commit) and {why}; nothing of "
+        "it was committed. Run it again"
+    )
+
+
+def undo_savepoint(conn: sqlite3.Connection) -> bool:
+    """Undo a joiner's part (its savepoint). False if that cannot be done (the transaction is
+    gone, or the savepoint was released or broken by user SQL): the group is then lost."""
+    try:
+        if not conn.in_transaction:
+            return False
+        conn.execute(JOIN_ROLLBACK)
+        conn.execute(JOIN_RELEASE)
+    except sqlite3.Error:
+        return False
+    return True
+
+
+class Group:
+    """The open shared write transaction and its members waiting for its COMMIT.
+
+    Fields (the lane holder's; handed on with the lane): ``started`` (monotonic, at BEGIN),
+    ``members`` (tickets or write jobs, with the result each is answered with), ``size`` (the
+    transactions run in it so far, members or not).
+    """
+
+    __slots__ = ("members", "size", "started")
+
+    def __init__(self) -> None:
+        self.started = monotonic()
+        self.members: list[tuple[BaseJob, Any]] = []
+        self.size = 1
+
+    def open_for(self, max_size: int, max_age: float) -> bool:
+        """May one more transaction join (the bounds: size and age)?"""
+        return self.size < max_size and monotonic() - self.started < max_age
+
+    def commit(
+        self, conn: sqlite3.Connection, guard: TxnGuard, c: Counters
+    ) -> BaseException | None:
+        """COMMIT and answer every member: their results, or all fail if the COMMIT fails
+        (then the transaction is rolled back). Returns the COMMIT's error, or None."""
+        members, self.members = self.members, []
+        try:
+            end_transaction(conn, guard, COMMIT)
+        except BaseException as exc:
+            rollback_quietly(conn, guard)
+            c.jobs_failed += len(members)
+            for job, _ in members:
+                err = lost_error(f"the shared COMMIT failed ({exc!r})")
+                err.__cause__ = copy_error(exc)
+                job.finish(error=err)
+            return exc
+        n = len(members)
+        if n:
+            c.batches += 1
+            c.jobs_ok += n
+            c.batch_sizes.append(n)
+            if n > c.max_batch:
+                c.max_batch = n
+        for job, result in members:
+            job.finish(result)
+        return None
+
+    def lose(self, why: str, outbox: Any) -> None:
+        """The shared transaction is gone (rolled back): every member fails, saying ``why``."""
+        members, self.members = self.members, []
+        for job, _ in members:
+            job.finish(error=lost_error(why))
+        flush(outbox)

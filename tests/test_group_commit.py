@@ -1,0 +1,364 @@
+"""Group commit of interactive transactions: transactions that queue for the write lane share
+one SQLite transaction and one COMMIT, each inside its own savepoint (``_engine/_group.py``).
+
+Each test checks contents (which rows are there, sums), never timings; the group is made by
+holding the lane while the transactions queue, so that they are handed the lane one after the
+other with the shared transaction open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+import litegate
+from helpers import Outcome, wait_for
+
+SCHEMA = """
+CREATE TABLE items(name TEXT PRIMARY KEY);
+CREATE TABLE parent(id INTEGER PRIMARY KEY);
+CREATE TABLE child(pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INT NOT NULL CHECK (balance >= 0));
+"""
+ACCOUNTS = 8
+START = 100
+GROUPED = {"group_wait": 30.0}  # (a loaded machine never ends a group early by its age)
+
+
+def _open(db_path: str, **opts: Any) -> litegate.Database:
+    db = litegate.connect(db_path, **{**GROUPED, **opts})
+    db.executescript(SCHEMA)
+    db.executemany("INSERT INTO accounts VALUES (?, ?)", [(i, START) for i in range(ACCOUNTS)])
+    return db
+
+
+def _names(db: litegate.Database) -> set[str]:
+    return {r[0] for r in db.query("SELECT name FROM items")}
+
+
+@contextmanager
+def _leader(db: litegate.Database, name: str = "leader") -> Iterator[Outcome]:
+    """A transaction that inserts ``name`` and holds the lane until the block ends: what
+    queues meanwhile joins its group."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def body() -> None:
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO items VALUES (?)", (name,))
+            inside.set()
+            leave.wait(20)
+
+    out = Outcome(body)
+    assert inside.wait(10)
+    try:
+        yield out
+    finally:
+        leave.set()
+        out.join()
+
+
+def _insert_tx(db: litegate.Database, name: str, fail: bool = False) -> Callable[[], None]:
+    def run() -> None:
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO items VALUES (?)", (name,))
+            tx.execute("UPDATE accounts SET balance = balance - 1 WHERE id = 0")
+            tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+            if fail:
+                raise KeyError(name)
+
+    return run
+
+
+def test_queued_transactions_share_one_commit(db_path: str) -> None:
+    with _open(db_path) as db:
+        before = db.stats()
+        with _leader(db) as leader:
+            outs = [Outcome(_insert_tx(db, f"t{i}")) for i in range(6)]
+            wait_for(lambda: db.stats().queue_depth == 6, what="6 queued transactions")
+        assert leader.error is None and all(o.join().error is None for o in outs)
+        assert _names(db) == {"leader", *(f"t{i}" for i in range(6))}
+        stats = db.stats()
+        assert stats.batches - before.batches == 1  # one COMMIT for all seven
+        assert stats.max_batch_size == 7
+        assert stats.transactions - before.transactions == 7
+        assert db.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+
+
+def test_a_transaction_that_raises_is_undone_alone(db_path: str) -> None:
+    with _open(db_path) as db:
+        with _leader(db):
+            outs = {
+                name: Outcome(_insert_tx(db, name, fail=name == "bad"))
+                for name in ("a", "b", "bad", "c")
+            }
+            wait_for(lambda: db.stats().queue_depth == 4, what="4 queued transactions")
+        errors = {name: o.join().error for name, o in outs.items()}
+        assert isinstance(errors.pop("bad"), KeyError)
+        assert all(e is None for e in errors.values()), errors
+        assert _names(db) == {"leader", "a", "b", "c"}  # the undone one's writes only are gone
+        assert db.query_value("SELECT balance FROM accounts WHERE id = 0") == START - 3
+        assert db.stats().max_batch_size == 4  # (the leader and three)
+
+
+def test_a_failed_shared_commit_fails_every_member(db_path: str) -> None:
+    """A deferred constraint fails at COMMIT: every transaction of the group fails (the others
+    with RolledBack saying so), and none of them is in the file."""
+    with _open(db_path) as db:
+
+        def orphan() -> None:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO child VALUES (42)")  # no parent 42: fails at COMMIT
+
+        with _leader(db) as leader:
+            outs = [Outcome(_insert_tx(db, f"t{i}")) for i in range(3)]
+            outs.append(Outcome(orphan))
+            wait_for(lambda: db.stats().queue_depth == 4, what="4 queued transactions")
+        errors = [leader.error, *(o.join().error for o in outs)]
+        assert all(e is not None for e in errors), errors  # nobody acknowledged
+        rolled = [e for e in errors if isinstance(e, litegate.RolledBack)]
+        assert len(rolled) == 4 and all("shared its COMMIT" in str(e) for e in rolled)
+        assert [type(e) for e in errors if not isinstance(e, litegate.RolledBack)] == [
+            sqlite3.IntegrityError  # the last one's own COMMIT
+        ]
+        assert _names(db) == set()
+        assert db.query_value("SELECT count(*) FROM child") == 0
+        db.execute("INSERT INTO items VALUES ('after')")  # the lane goes on
+        assert _names(db) == {"after"}
+
+
+def test_a_lost_shared_transaction_fails_every_member(db_path: str) -> None:
+    """SQLite rolls the shared transaction back (here: a conflict with ON CONFLICT ROLLBACK in
+    the last member): the members before it fail with RolledBack, nothing commits."""
+    with _open(db_path) as db:
+        db.execute("INSERT INTO items VALUES ('dup')")
+
+        def conflict() -> None:
+            with db.transaction() as tx:
+                tx.execute("INSERT OR ROLLBACK INTO items VALUES ('dup')")
+
+        with _leader(db) as leader:
+            first = Outcome(_insert_tx(db, "a"))
+            wait_for(lambda: db.stats().queue_depth == 1)
+            last = Outcome(conflict)
+            wait_for(lambda: db.stats().queue_depth == 2)
+        assert isinstance(leader.error, litegate.RolledBack)
+        assert isinstance(first.join().error, litegate.RolledBack)
+        assert isinstance(last.join().error, sqlite3.IntegrityError)
+        assert _names(db) == {"dup"}
+        assert db.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+
+
+@pytest.mark.parametrize("opts", [{"group_wait": 0.0}, {"max_batch": 2}])
+def test_group_bounds(db_path: str, opts: dict[str, Any]) -> None:
+    """group_wait=0: every transaction commits alone; max_batch bounds a group's size."""
+    with _open(db_path, **opts) as db:
+        before = db.stats().batches
+        with _leader(db):
+            outs = [Outcome(_insert_tx(db, f"t{i}")) for i in range(5)]
+            wait_for(lambda: db.stats().queue_depth == 5, what="5 queued transactions")
+        assert all(o.join().error is None for o in outs)
+        assert len(_names(db)) == 6
+        stats = db.stats()
+        limit = 1 if opts.get("group_wait") == 0.0 else 2
+        assert stats.max_batch_size <= limit
+        assert stats.batches - before >= 6 // limit
+
+
+def test_a_snapshot_and_a_plain_write_after_a_group(db_path: str) -> None:
+    """With readers=0 a snapshot is a lane lease: handed a group left open, it commits it
+    first (and sees it); a plain write queued behind it commits after."""
+    with _open(db_path, readers=0) as db:
+
+        def snap() -> set[str]:
+            with db.snapshot() as s:
+                return {r[0] for r in s.query("SELECT name FROM items")}
+
+        with _leader(db):
+            tx = Outcome(_insert_tx(db, "t"))
+            wait_for(lambda: db.stats().queue_depth == 1)
+            seen = Outcome(snap)
+            wait_for(lambda: db.stats().queue_depth == 2)
+            write = Outcome(lambda: db.execute("INSERT INTO items VALUES ('w')"))
+            wait_for(lambda: db.stats().queue_depth == 3)
+        assert tx.join().error is None and write.join().error is None
+        assert seen.join().result == {"leader", "t"}
+        assert _names(db) == {"leader", "t", "w"}
+
+
+# ---- async ----------------------------------------------------------------------------------
+async def _transfer(adb: litegate.AsyncDatabase, rng_seed: int) -> None:
+    a, b = rng_seed % ACCOUNTS, (rng_seed * 7 + 1) % ACCOUNTS
+    if a == b:
+        b = (b + 1) % ACCOUNTS
+    async with adb.transaction() as tx:
+        balance = await tx.query_value("SELECT balance FROM accounts WHERE id = ?", (a,))
+        amount = min(balance, 3)
+        await tx.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
+        await tx.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+
+
+async def test_async_transactions_share_commits(db_path: str) -> None:
+    db = _open(db_path)
+    try:
+        adb = db.as_async()
+        before = await adb.stats()
+        await asyncio.gather(*(_transfer(adb, i) for i in range(200)))
+        stats = await adb.stats()
+        assert stats.transactions - before.transactions == 200
+        assert stats.batches - before.batches < 200  # groups formed
+        assert stats.max_batch_size > 1
+        assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+        assert await adb.query_value("SELECT min(balance) FROM accounts") >= 0
+    finally:
+        await asyncio.to_thread(db.close)
+
+
+async def _insert_atx(adb: litegate.AsyncDatabase, name: str, fail: bool = False) -> None:
+    async with adb.transaction() as tx:
+        await tx.execute("INSERT INTO items VALUES (?)", (name,))
+        await tx.execute("UPDATE accounts SET balance = balance - 1 WHERE id = 0")
+        await tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+        if fail:
+            raise KeyError(name)
+
+
+async def test_async_group_one_raises_undone_alone(db_path: str) -> None:
+    db = _open(db_path)
+    try:
+        adb = db.as_async()
+        lane_free = asyncio.Event()
+
+        async def leader() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO items VALUES ('leader')")
+                await lane_free.wait()
+
+        first = asyncio.create_task(leader())
+        await asyncio.sleep(0.01)
+        names = ["a", "b", "bad", "c", "d"]
+        tasks = [asyncio.create_task(_insert_atx(adb, n, fail=n == "bad")) for n in names]
+        await asyncio.sleep(0.01)
+        lane_free.set()
+        await first
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[2], KeyError)
+        assert [r for i, r in enumerate(results) if i != 2] == [None] * 4
+        assert await asyncio.to_thread(_names, db) == {"leader", "a", "b", "c", "d"}
+        assert (await adb.stats()).max_batch_size == 5
+        assert await adb.query_value("SELECT balance FROM accounts WHERE id = 0") == START - 4
+    finally:
+        await asyncio.to_thread(db.close)
+
+
+async def test_async_failed_shared_commit_fails_every_member(db_path: str) -> None:
+    db = _open(db_path)
+    try:
+        adb = db.as_async()
+        go = asyncio.Event()
+
+        async def leader() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO items VALUES ('leader')")
+                await go.wait()
+
+        async def orphan() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO child VALUES (42)")
+
+        first = asyncio.create_task(leader())
+        await asyncio.sleep(0.01)
+        tasks = [asyncio.create_task(_insert_atx(adb, f"t{i}")) for i in range(3)]
+        tasks.append(asyncio.create_task(orphan()))
+        await asyncio.sleep(0.01)
+        go.set()
+        results = await asyncio.gather(first, *tasks, return_exceptions=True)
+        assert all(isinstance(r, litegate.RolledBack) for r in results), results
+        assert all("shared its COMMIT" in str(r) for r in results)
+        assert await asyncio.to_thread(_names, db) == set()
+        assert await adb.query_value("SELECT count(*) FROM child") == 0
+    finally:
+        await asyncio.to_thread(db.close)
+
+
+async def test_async_cancellation_at_every_await_point_of_a_group(db_path: str) -> None:
+    """Tasks of a group cancelled while queued for the lane, during a statement sent to the
+    writer thread (a first-seen SQL text), and while waiting for the shared COMMIT: the sum is
+    kept, a transaction's marker is there exactly when ``committed`` says so, and the lane
+    goes on."""
+    db = _open(db_path)
+    try:
+        adb = db.as_async()
+        await adb.execute("CREATE TABLE markers(tx INT PRIMARY KEY)")
+        txs: dict[int, litegate.AsyncTransaction] = {}
+
+        async def grouped(i: int) -> None:
+            tx = txs[i] = adb.transaction()
+            async with tx:
+                await tx.execute("INSERT INTO markers VALUES (?)", (i,))
+                # a text never seen before: sent to the writer thread (and measured)
+                await tx.execute(f"UPDATE accounts SET balance = balance - 1 WHERE id = 0 -- {i}")
+                await tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+
+        for wave in range(12):
+            go = asyncio.Event()
+
+            async def leader(w: int = wave, go: asyncio.Event = go) -> None:
+                async with adb.transaction() as tx:
+                    await tx.execute("UPDATE accounts SET balance = balance WHERE id = ?", (w,))
+                    await go.wait()
+
+            first = asyncio.create_task(leader())
+            await asyncio.sleep(0.005)
+            tasks = [asyncio.create_task(grouped(wave * 100 + k)) for k in range(12)]
+            await asyncio.sleep(0.001)
+            tasks[wave % 12].cancel()  # queued for the lane
+            go.set()
+            for k, task in enumerate(tasks):
+                for _ in range(k % 4):  # later and later: statements, commit, done
+                    await asyncio.sleep(0)
+                if k % 3 == wave % 3:
+                    task.cancel()
+            await first
+            await asyncio.gather(*tasks, return_exceptions=True)
+        markers = {r[0] for r in await adb.query("SELECT tx FROM markers")}
+        assert markers == {i for i, tx in txs.items() if tx.committed}
+        moved = await adb.query_value("SELECT balance FROM accounts WHERE id = 1") - START
+        assert moved == len(markers)
+        assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+        async with adb.transaction(timeout=2) as tx:  # the lane is free
+            await tx.execute("INSERT INTO items VALUES ('after')")
+        assert (await adb.stats()).queue_depth == 0
+    finally:
+        await asyncio.to_thread(db.close)
+
+
+SLOW_WRITE = (  # ~0.1-0.3 s here: a statement that must never run on the loop
+    "INSERT INTO items SELECT 'x' || i FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL "
+    "SELECT i + 1 FROM c WHERE i < 1500000) SELECT i FROM c) WHERE i < 0"
+)
+
+
+async def test_a_slow_write_in_a_transaction_never_runs_on_the_loop(db_path: str) -> None:
+    """The loop-lag monitor every async test runs under (tests/loop_lag.py) fails this test if
+    the loop is held beyond its limit: the slow statement runs on the writer thread the first
+    time (unknown text) and every later time (known slow), while other transactions go on."""
+    db = _open(db_path)
+    try:
+        adb = db.as_async()
+        for _ in range(3):
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO items VALUES ('s' || random())")
+                await asyncio.gather(
+                    tx.execute(SLOW_WRITE), asyncio.sleep(0)
+                )  # (the ticker runs meanwhile)
+            await asyncio.gather(*(_transfer(adb, i) for i in range(20)))
+        assert await adb.query_value("SELECT count(*) FROM items") == 3
+        assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+    finally:
+        await asyncio.to_thread(db.close)
