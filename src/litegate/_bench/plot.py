@@ -60,7 +60,7 @@ def plot(results: Sequence[BenchResult], path: str) -> None:
         len(rows), cols, figsize=(3.6 * cols, 3.1 * len(rows) + 1.2), squeeze=False
     )
     colours: dict[str, Any] = {}
-    palette = plt.get_cmap("tab10").colors
+    palette = plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2]
     handles: dict[str, Any] = {}
     for r, (result, mode, names) in enumerate(rows):
         noun = result.layout.noun
@@ -77,34 +77,46 @@ def plot(results: Sequence[BenchResult], path: str) -> None:
             for case in cases:
                 for c in case.contenders:
                     series.setdefault(c.name, []).append((case.workers, max(c.ops_per_s, 0.1)))
-            values = []
-            for name, points in series.items():
-                points.sort()
-                colour = colours.setdefault(name, palette[len(colours) % len(palette)])
-                style = "--" if name.startswith("ceiling") else "-"
-                (line,) = ax.plot(
-                    [p[0] for p in points],
-                    [p[1] for p in points],
-                    style,
-                    marker="o",
-                    color=colour,
-                    label=name,
-                    linewidth=2 if "litegate" in name else 1.2,
-                )
-                handles.setdefault(name, line)
-                values += [p[1] for p in points]
-            if values and max(values) / min(values) > 8:
-                ax.set_yscale("log")
-                ax.set_ylabel("ops/s (log scale)")
-            else:
+            values = [p[1] for points in series.values() for p in points]
+            if len(xs) == 1:  # one concurrency (the sync suite): a bar per contender
+                for i, (name, points) in enumerate(series.items()):
+                    colour = colours.setdefault(name, palette[len(colours) % len(palette)])
+                    bar = ax.bar(
+                        i,
+                        points[0][1],
+                        color=colour,
+                        hatch="//" if name.startswith("ceiling") else None,
+                        edgecolor="white",
+                        label=name,
+                    )
+                    handles.setdefault(name, bar)
+                ax.set_xticks([])
                 ax.set_ylabel("ops/s")
-                ax.set_ylim(bottom=0)
-            if len(xs) > 1:
+            else:
+                for name, points in series.items():
+                    points.sort()
+                    colour = colours.setdefault(name, palette[len(colours) % len(palette)])
+                    (line,) = ax.plot(
+                        [p[0] for p in points],
+                        [p[1] for p in points],
+                        "-",
+                        marker="s" if "litegate" in name else "o",
+                        color=colour,
+                        label=name,
+                        linewidth=2.4 if "litegate" in name else 1.2,
+                    )
+                    handles.setdefault(name, line)
+                if values and max(values) / min(values) > 8:
+                    ax.set_yscale("log")
+                    ax.set_ylabel("ops/s (log scale)")
+                else:
+                    ax.set_ylabel("ops/s")
+                    ax.set_ylim(bottom=0)
                 ax.set_xscale("log", base=2)
-            ax.set_xticks(xs)
-            ax.set_xticklabels([str(x) for x in xs])
-            ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-            ax.set_xlabel(f"concurrent {noun}s")
+                ax.set_xticks(xs)
+                ax.set_xticklabels([str(x) for x in xs])
+                ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+            ax.set_xlabel(f"{xs[0]} {noun}s" if len(xs) == 1 else f"concurrent {noun}s")
             ax.set_title(
                 f"{names[col]}, synchronous={mode}\n({'async' if noun == 'task' else 'sync'} suite)",
                 fontsize=10,
