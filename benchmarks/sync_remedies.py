@@ -1,15 +1,18 @@
 """litegate against the folk remedies for sharing one SQLite file between threads.
 
-Runs the same workloads, for the same time, on the same fresh file against (a) a sqlite3
-connection per thread, (b) a ``queue.Queue`` pool of connections, (c) one connection behind a
-``threading.Lock``, and litegate (``readers=4`` and ``readers="per-thread"``); prints ops/s,
-p50/p99 latency, errors and ratios, plus PASS/FAIL lines for the targets.
+Runs the same workloads (a 90/10 mix on 8 threads over 100k rows, one-row writes on 64,
+interactive transfers on 8), for the same time, on the same fresh file, at synchronous NORMAL
+and FULL, against (a) a sqlite3 connection per thread, (b) a ``queue.Queue`` pool of
+connections, (c) one connection behind a ``threading.Lock``, a bare group commit ceiling, and
+litegate (``readers=4`` and ``readers="per-thread"``); prints ops/s, p50/p99 latency, errors
+and ratios, plus PASS/FAIL lines for the targets (docs/bench.md).
 
-    python benchmarks/sync_remedies.py [--seconds 3] [--workload mixed|writes|all] [--json FILE]
+    python benchmarks/sync_remedies.py [--seconds 3] [--workload mixed|writes|transfers|all]
+                                       [--synchronous normal,full] [--json FILE] [--plot FILE.png]
 
-The harness lives in ``litegate._bench`` (also ``litegate bench``); this script is a thin
-wrapper, importable as a module: ``main(argv)`` returns the exit code and ``run_benchmark``
-returns the results.
+The harness lives in ``litegate._bench`` (this is ``litegate bench --suite sync``); this script
+is a thin wrapper, importable as a module: ``main(argv)`` returns the exit code and
+``run_benchmark`` returns the results.
 """
 
 from __future__ import annotations

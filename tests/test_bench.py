@@ -1,4 +1,4 @@
-"""The benchmark harness, run in-process for a fraction of a second (structure, not speed)."""
+"""The sync benchmark suite, run in-process for a fraction of a second (structure, not speed)."""
 
 from __future__ import annotations
 
@@ -9,94 +9,118 @@ import pytest
 
 import litegate.cli
 from litegate import _bench
-from litegate._bench import SYNC_THREADS, run_benchmark
+from litegate._bench import SYNC_THREADS, run_benchmark, sync_suite
 
 CONTENDERS = _bench.contender_names("sync")
+MODES = ("NORMAL", "FULL")
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> _bench.BenchResult:
     directory = tmp_path_factory.mktemp("bench")
-    return run_benchmark(seconds=0.3, directory=str(directory))
+    return run_benchmark(seconds=0.2, directory=str(directory), rows=2_000, isolate=False)
 
 
-def test_every_workload_runs_every_contender(result: _bench.BenchResult) -> None:
-    assert [w.workload.name for w in result.cases] == list(SYNC_THREADS)
+def test_every_workload_runs_every_contender_that_can(result: _bench.BenchResult) -> None:
+    assert [(w.workload.name, w.synchronous) for w in result.cases] == [
+        (name, mode) for mode in MODES for name in SYNC_THREADS
+    ]
     for w in result.cases:
-        assert [c.name for c in w.contenders] == list(CONTENDERS)
+        expected = [n for n in CONTENDERS if w.workload.name != "transfers" or "ceiling" not in n]
+        assert [c.name for c in w.contenders] == expected
         assert w.workers == SYNC_THREADS[w.workload.name]
         for c in w.contenders:
             assert c.ops > 0, (w.workload.name, c.name)
             assert c.ops == c.reads + c.writes
-            assert c.workers == w.workers
+            assert c.workers == w.workers and c.synchronous == w.synchronous
             assert c.ops_per_s > 0
             assert 0 < c.p50_ms <= c.p99_ms
+            assert sum(int(k["ops"]) for k in c.by_kind.values()) == c.ops
+            assert c.lag_p99_ms is None  # threads: no loop
             ratio = c.ratios["ratio"]
             assert ratio is not None and ratio > 0
 
 
-def test_litegate_has_no_errors_and_exact_data(result: _bench.BenchResult) -> None:
+def test_every_file_holds_exactly_the_acknowledged_work(result: _bench.BenchResult) -> None:
     for w in result.cases:
         for c in w.contenders:
             if c.kind == "litegate":
                 assert c.errors == 0, c.error_samples
                 assert c.writes > 0
-                assert c.extra["batches"] > 0
-            # Every contender's file holds exactly its acknowledged writes.
+                if w.workload.name != "transfers":
+                    assert c.extra["batches"] > 0
             assert c.data.ok, (c.name, c.data)
-            assert c.data.found_inserts + c.data.found_updates == c.writes
+            d = c.data
+            assert (
+                d.found_inserts + d.found_updates + c.by_kind.get("transfer", {}).get("ops", 0)
+                == c.writes
+            )
+            if w.workload.name == "transfers":
+                # every transfer committed; those that moved money are counted exactly
+                assert 0 < d.found_transfers == d.expected_transfers <= c.writes
+                assert d.balance_sum == 1_000_000 and d.min_balance >= 0
     assert not result.problems("litegate")
 
 
 def test_workload_shapes(result: _bench.BenchResult) -> None:
-    mixed, writes = result.cases
-    for c in mixed.contenders:
-        assert c.reads > c.writes  # 90% reads
-    for c in writes.contenders:
-        assert c.reads == 0
-    assert writes.baseline == "sqlite3 + Lock"
-    assert mixed.baseline in {c.name for c in mixed.contenders if c.kind == "remedy"}
-    best = max(c.ops_per_s for c in mixed.contenders if c.kind == "remedy")
-    assert max(c.ratios["ratio"] or 0 for c in mixed.contenders if c.kind == "remedy") == 1.0
-    assert best > 0
+    for w in result.cases:
+        if w.workload.name == "mixed":
+            for c in w.contenders:
+                assert c.reads > c.writes  # 90% reads
+                assert set(c.by_kind) == {"read", "update", "insert"}
+        elif w.workload.name == "writes":
+            assert w.baseline == "sqlite3 + Lock"
+            assert all(c.reads == 0 for c in w.contenders)
+        else:
+            assert all(set(c.by_kind) == {"transfer"} for c in w.contenders)
+        if w.workload.name != "writes":
+            remedies = [c for c in w.contenders if c.kind == "remedy"]
+            assert w.baseline == max(remedies, key=lambda c: c.ops_per_s).name
+            assert max(c.ratios["ratio"] or 0 for c in remedies) == 1.0
 
 
 def test_targets_and_report(result: _bench.BenchResult) -> None:
-    targets = result.targets
-    assert {(t.name, t.subject) for t in targets} == {
-        (w, name) for w in SYNC_THREADS for name in CONTENDERS if name.startswith("litegate")
+    lg = [n for n in CONTENDERS if n.startswith("litegate")]
+    expected = {
+        (f"{w} {m}", n)
+        for m in MODES
+        for w in SYNC_THREADS
+        for n in lg
+        if (w, m) in sync_suite.TARGETS
     }
-    for t in targets:
-        assert t.threshold == (1.5 if t.name == "mixed" else 10.0)
+    assert {(t.name, t.subject) for t in result.targets} == expected
+    for t in result.targets:
+        w, m = t.name.split()
+        assert t.threshold == sync_suite.TARGETS[(w, m)]
         assert t.text.startswith("PASS" if t.passed else "FAIL")
+        if w == "transfers":
+            assert "raw one-thread = " in t.note
+        else:
+            assert "ceiling bare group commit = " in t.note
     text = _bench.format_report(result)
     for name in CONTENDERS:
         assert name in text
-    assert "raw sqlite3 point read" in text
-    assert "raw sqlite3 FULL single-row commit" in text
-    data = json.loads(json.dumps(result.as_dict()))
-    assert set(data["workloads"]) == set(SYNC_THREADS)
-    assert [r["name"] for r in data["reference"]] == [
-        "raw sqlite3 point read",
-        "raw sqlite3 FULL single-row commit",
-        _bench.HANDOFF_FLOOR,
-    ]
-    assert all(r["ops"] > 0 for r in data["reference"])
-    # The ceilings block relates the ceiling contender and the hand-off floor to the baselines.
+    for r in result.reference:
+        assert r.name in text
+    assert [(r.workload, r.synchronous) for r in result.reference] == [
+        (w, m) for m in MODES for w in SYNC_THREADS
+    ] + [("", "FULL")]
+    assert result.reference[-1].name == _bench.HANDOFF_FLOOR
     assert "ceilings on this machine" in text
-    assert f"writes: {_bench.HANDOFF_FLOOR} = " in text
-    for w in SYNC_THREADS:
-        assert f"{w}: ceiling: bare group commit = " in text
+    assert "writes FULL (vs sqlite3 + Lock): ceiling bare group commit = " in text
+    assert "hand-off floor = " in text
+    assert "workload transfers, synchronous=NORMAL: 8 threads" in text
+    assert "(litegate readers=4, ms by kind: read " in text
 
 
 def test_ceiling_is_reported_but_never_a_baseline_or_a_target(
     result: _bench.BenchResult,
 ) -> None:
     for w in result.cases:
-        ceiling = next(c for c in w.contenders if c.kind == "ceiling")
-        assert ceiling.errors == 0 and ceiling.data.ok
-        assert w.baseline != ceiling.name
-    assert all(t.subject != ceiling.name for t in result.targets)
+        for ceiling in (c for c in w.contenders if c.kind == "ceiling"):
+            assert ceiling.errors == 0 and ceiling.data.ok
+            assert w.baseline != ceiling.name
+            assert all(t.subject != ceiling.name for t in result.targets)
 
 
 def test_handoff_floor_counts_every_handoff() -> None:
@@ -116,6 +140,22 @@ def test_a_data_mismatch_is_reported() -> None:
         integrity="ok",
     )
     assert check.text == "MISMATCH rows 9 != acked 10"
+    check = _bench.DataCheck(
+        ok=False,
+        expected_inserts=0,
+        found_inserts=0,
+        expected_updates=0,
+        found_updates=0,
+        integrity="ok",
+        expected_transfers=3,
+        found_transfers=2,
+        balance_sum=999_990,
+        min_balance=-10,
+    )
+    assert check.text == (
+        "MISMATCH transfers 2 != acked 3; balances sum to 999990, not 1000000; "
+        "a balance is negative (-10)"
+    )
 
 
 def test_cli_runs_one_workload_and_saves_json(
@@ -128,10 +168,13 @@ def test_cli_runs_one_workload_and_saves_json(
             "--suite",
             "sync",
             "--seconds",
-            "0.2",
+            "0.1",
             "--workload",
-            "writes",
+            "transfers",
+            "--synchronous",
+            "normal",
             "--no-reference",
+            "--in-process",
             "--dir",
             str(tmp_path),
             "--json",
@@ -140,21 +183,35 @@ def test_cli_runs_one_workload_and_saves_json(
     )
     assert code == 0  # targets are reported, not enforced, without --check
     captured = capsys.readouterr()
-    assert "workload writes" in captured.out
+    assert "workload transfers, synchronous=NORMAL" in captured.out
+    assert "synchronous=FULL" not in captured.out
     assert "[bench]" in captured.err
     data = json.loads(out.read_text())
-    assert list(data["workloads"]) == ["writes"]
-    assert data["reference"] == []
+    assert data["suite"] == "sync" and "async" not in data
+    sync = data["sync"]
+    assert [(w["workload"]["name"], w["synchronous"]) for w in sync["workloads"]] == [
+        ("transfers", "NORMAL")
+    ]
+    assert sync["reference"] == []
 
 
-def test_cli_rejects_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
-    assert litegate.cli.main(["bench", "--seconds", "0"]) == 2
-    assert "must be > 0" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seconds", "0"], "must be > 0"),
+        (["--synchronous", "off"], "expected normal, full or normal,full"),
+        (["--synchronous", ""], "expected normal, full or normal,full"),
+    ],
+)
+def test_cli_rejects_bad_options(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert litegate.cli.main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_report_and_json_keep_their_layout(result: _bench.BenchResult) -> None:
-    """The text columns and JSON keys of the sync suite are what they were before the async
-    suite shared its types (readers of saved JSON depend on them)."""
+    """The text columns and JSON keys (readers of saved JSON depend on them)."""
     text = _bench.format_report(result)
     assert text.startswith("litegate ") and " vs folk remedies: " in text.splitlines()[0]
     assert "\nreference (one thread, no sharing)\n" in text
@@ -166,25 +223,31 @@ def test_report_and_json_keep_their_layout(result: _bench.BenchResult) -> None:
         "  contender                         ops/s   p50 ms   p99 ms  errors         vs lock  data"
         in text
     )
-    data = result.as_dict()
-    assert list(data) == ["meta", "reference", "workloads", "targets", "problems", "ok"]
-    assert [list(r) for r in data["reference"]] == [
-        ["name", "ops", "ops_per_s", "p50_ms", "p99_ms"]
-    ] * 3
-    writes = data["workloads"]["writes"]
-    assert list(writes) == ["workload", "baseline", "contenders"]
-    assert writes["workload"] == {
-        "name": "writes",
-        "threads": 64,
-        "write_fraction": 1.0,
-        "description": "64 threads, single-row write transactions",
-    }
+    data = json.loads(json.dumps(result.as_dict()))
+    assert list(data) == ["meta", "reference", "workloads", "targets", "notes", "problems", "ok"]
+    for r in data["reference"]:
+        assert list(r) == [
+            "workload",
+            "name",
+            "ops",
+            "ops_per_s",
+            "p50_ms",
+            "p99_ms",
+            "synchronous",
+        ]
+    writes = data["workloads"][1]
+    assert list(writes) == ["workload", "threads", "synchronous", "baseline", "contenders"]
+    assert writes["workload"]["name"] == "writes" and writes["threads"] == 64
     for c in writes["contenders"]:
         assert list(c) == [
             "name", "kind", "workload", "threads", "elapsed_s", "ops", "reads", "writes",
             "errors", "ops_per_s", "p50_ms", "p99_ms", "read_p50_ms", "read_p99_ms",
-            "write_p50_ms", "write_p99_ms", "error_samples", "data", "extra", "ratio",
+            "write_p50_ms", "write_p99_ms", "error_samples", "data", "extra", "synchronous",
+            "by_kind", "lag_p99_ms", "lag_max_ms", "ratio",
         ]  # fmt: skip
         assert c["threads"] == 64 and c["data"]["text"] == "ok"
     for t in data["targets"]:
-        assert list(t) == ["workload", "contender", "baseline", "ratio", "threshold", "passed"]
+        assert list(t) == [
+            "name", "subject", "ratio", "threshold", "note", "versus", "unit", "at_most",
+            "passed", "text",
+        ]  # fmt: skip

@@ -1,27 +1,43 @@
-"""The bench runner's pieces shared by both suites: operation streams, the two drivers, error
-accounting and the data check (counts, not speed)."""
+"""The bench runner's pieces shared by both suites: operation streams, the two drivers, the
+loop-lag ticker, error accounting, the data check, a run in a fresh process and the plot
+(counts and structure, not speed)."""
 
 from __future__ import annotations
 
 import itertools
-import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from litegate._bench import WORKLOADS, Case, contenders, runner, workloads
-from litegate._bench.workloads import INSERT, READ, UPDATE
+from litegate._bench import (
+    WORKLOADS,
+    Case,
+    acontenders,
+    contenders,
+    runner,
+    session,
+    sync_suite,
+    workloads,
+)
+from litegate._bench.isolate import RunSpec, case_to_dict, run_in_child
+from litegate._bench.workloads import INSERT, READ, SCAN, SLOW, TRANSFER, UPDATE
 
 
-def _take(workload: str, n: int, *, seed: int = 1, worker: int = 0) -> list[workloads.Op]:
-    return list(itertools.islice(workloads.operations(WORKLOADS[workload], seed, worker), n))
+def _case(workload: str, workers: int = 1, **kw: Any) -> Case:
+    return Case(WORKLOADS[workload], workers, f"{workload} x{workers}", **kw)
+
+
+def _take(workload: str, n: int, *, seed: int = 1, worker: int = 0, **kw: Any) -> list[Any]:
+    return list(itertools.islice(workloads.operations(_case(workload, **kw), seed, worker), n))
 
 
 def test_operation_streams_are_seeded_per_worker() -> None:
-    assert _take("mixed", 500) == _take("mixed", 500)
-    assert _take("mixed", 500) != _take("mixed", 500, worker=1)
-    assert _take("mixed", 500) != _take("mixed", 500, seed=2)
+    for w in ("mixed", "scans", "transfers"):
+        assert _take(w, 500) == _take(w, 500)
+        assert _take(w, 500) != _take(w, 500, worker=1)
+        assert _take(w, 500) != _take(w, 500, seed=2)
 
 
 def test_operation_kinds_follow_the_workload() -> None:
@@ -31,15 +47,28 @@ def test_operation_kinds_follow_the_workload() -> None:
     mixed = [kind for kind, _ in _take("mixed", 2000)]
     assert mixed.count(READ) > mixed.count(UPDATE) + mixed.count(INSERT)
     assert 0 <= mixed.count(UPDATE) - mixed.count(INSERT) <= 1
-    for kind, args in _take("mixed", 2000, worker=7):
+    for kind, args in _take("mixed", 2000, worker=7, rows=300):
         key = args[0] if kind == READ else args[1][0]
-        assert 1 <= key <= workloads.ROWS
+        assert 1 <= key <= 300
         if kind == INSERT:
             assert args == (workloads.SQL_INSERT, (key, 7, workloads.PAD))
+    for kind, (low,) in _take("scans", 2000, rows=300):
+        assert kind == SCAN and 1 <= low <= 300 - workloads.SCAN_ROWS + 1
+    pairs = set()
+    for kind, (src, dst, amount) in _take("transfers", 5000):
+        assert kind == TRANSFER and src != dst
+        assert 1 <= src <= workloads.ACCOUNTS and 1 <= dst <= workloads.ACCOUNTS
+        assert 1 <= amount <= workloads.MAX_AMOUNT
+        pairs.add((src, dst))
+    assert len(pairs) > 4000
+    slow = _take("slow-tx", 3, workers=3, slow_rows=123)
+    assert slow == [(SLOW, (workloads.SQL_SLOW, (123,)))] * 3  # worker 0: slow writes
+    assert {k for k, _ in _take("slow-tx", 50, worker=1, workers=3)} == {TRANSFER}
 
 
 class _Flaky(contenders.Raw):
-    """Fails every third write before touching the file, so nothing of it is written."""
+    """Fails every third write or transfer before touching the file, so nothing of it is
+    written."""
 
     name = "flaky"
     kind = "remedy"
@@ -53,63 +82,137 @@ class _Flaky(contenders.Raw):
             raise RuntimeError("flaky write")
         super().write(sql, params)
 
+    def transfer(self, src: int, dst: int, amount: int) -> bool:
+        if next(self.calls) % 3 == 0:
+            raise RuntimeError("flaky write")
+        return super().transfer(src, dst, amount)
 
-def _fresh(tmp_path: Path) -> str:
+
+def _fresh(tmp_path: Path, rows: int = 500) -> str:
     template, path = str(tmp_path / "template.db"), str(tmp_path / "bench.db")
-    workloads.seed_template(template)
+    workloads.seed_template(template, rows)
     workloads.reset(template, path)
     return path
 
 
+@pytest.mark.parametrize("workload", ["writes", "transfers"])
 @pytest.mark.parametrize("driver", ["threads", "tasks"])
-def test_failed_writes_count_as_errors_and_never_as_done(tmp_path: Path, driver: str) -> None:
+def test_failed_writes_count_as_errors_and_never_as_done(
+    tmp_path: Path, driver: str, workload: str
+) -> None:
     path = _fresh(tmp_path)
-    case = Case(WORKLOADS["writes"], 1, "writes x1")
+    case = _case(workload, synchronous="NORMAL", rows=500)
     messages: list[str] = []
     if driver == "threads":
         r = runner.run_case(_Flaky(), case, runner.THREADS, path, 0.2, 1, messages.append)
+        assert r.lag_p99_ms is None
     else:
-        flaky = contenders.ToThread(_Flaky(), "flaky via to_thread")
+        flaky = acontenders.ToThread(_Flaky(), "flaky via to_thread")
         r = runner.run_case(flaky, case, runner.TASKS, path, 0.2, 1, messages.append)
+        assert r.lag_p99_ms is not None and r.lag_max_ms is not None
     assert r.writes > 0 and r.reads == 0
     assert r.ops == r.writes
     # One call in three failed: the failures are errors, the rest are done.
     assert r.errors == (r.ops + r.errors) // 3
     assert r.error_samples == {"RuntimeError: flaky write": r.errors}
     assert r.data.ok, r.data
-    assert r.data.found_inserts + r.data.found_updates == r.writes
+    if workload == "writes":
+        assert r.data.found_inserts + r.data.found_updates == r.writes
+    else:
+        assert 0 < r.data.found_transfers == r.data.expected_transfers <= r.writes
     assert r.extra == {"connections": 1}
-    assert r.workers == 1 and r.workload == "writes"
+    assert r.workers == 1 and r.workload == workload and r.synchronous == "NORMAL"
     noun = "thread" if driver == "threads" else "task"
-    assert messages[0].startswith(f"writes x1: {r.name}: running 1 {noun} for 0.2s")
+    assert messages[0].startswith(f"{workload} x1 NORMAL: {r.name}: running 1 {noun} for 0.2s")
     assert "data ok" in messages[-1]
+
+
+def test_the_data_check_catches_lost_money_and_half_transfers(tmp_path: Path) -> None:
+    path = _fresh(tmp_path)
+    assert workloads.check_data(path, 0, 0).ok
+    conn = sqlite3.connect(path)
+    conn.execute(workloads.SQL_DEBIT, (5, 1))  # half a transfer: money gone, one move
+    conn.commit()
+    conn.close()
+    check = workloads.check_data(path, 0, 0)
+    assert not check.ok
+    assert "balances sum to 999995" in check.text and "transfers -1 != acked 0" in check.text
 
 
 def test_every_task_runs_and_reaches_its_worker_exit(tmp_path: Path) -> None:
     path = _fresh(tmp_path)
     exits: list[int] = []
 
-    class Counting(contenders.ToThread):
+    class Counting(acontenders.ToThread):
         async def worker_exit(self) -> None:
             exits.append(1)
 
     locked = Counting(contenders.Locked(), "to_thread + Lock")
-    r = runner.run_case(
-        locked, Case(WORKLOADS["mixed"], 5, "mixed x5"), runner.TASKS, path, 0.2, 1, _quiet
-    )
+    r = runner.run_case(locked, _case("mixed", 5, rows=500), runner.TASKS, path, 0.2, 1, _quiet)
     assert len(exits) == 5
     assert r.errors == 0 and r.data.ok
     assert r.reads > r.writes > 0
 
 
-def test_a_reference_runs_raw_sqlite3_on_one_thread(tmp_path: Path) -> None:
+def test_per_thread_connections_behind_to_thread_are_all_closed(tmp_path: Path) -> None:
     path = _fresh(tmp_path)
-    ref = runner._reference(WORKLOADS["writes"], path, 0.2, 1)
-    assert ref.name == runner.REFERENCE_NAMES["writes"]
-    assert ref.workload == "writes"
+    inner = contenders.PerThread()
+    per_thread = acontenders.ToThread(inner, "to_thread per-thread conn")
+    r = runner.run_case(per_thread, _case("transfers", 8), runner.TASKS, path, 0.2, 1, _quiet)
+    assert r.errors == 0 and r.data.ok
+    assert 1 <= r.extra["connections"] and r.extra["retries"] >= 0
+    assert not inner._open  # close() closed what the executor threads left open
+
+
+def test_a_reference_runs_raw_sqlite3_on_one_thread(tmp_path: Path) -> None:
+    files = session._Files(str(tmp_path))
+    suite = sync_suite.sync_suite({})
+    ref = session._reference(_case("transfers", rows=500), files, 0.2, 1, False, suite)
+    assert ref.name == session.REFERENCE_NAMES["transfers"]
+    assert ref.workload == "transfers" and ref.synchronous == "FULL"
     assert ref.ops > 0 and ref.ops_per_s > 0
     assert 0 < ref.p50_ms <= ref.p99_ms
-    assert os.path.exists(path)
+
+
+@pytest.mark.parametrize("suite", ["sync", "async"])
+def test_a_run_in_a_fresh_process_reports_back(tmp_path: Path, suite: str) -> None:
+    path = _fresh(tmp_path)
+    case = _case("transfers", 2, synchronous="NORMAL", rows=500)
+    spec = RunSpec(suite, 0, case_to_dict(case), path, 0.2, 1, {"aiosqlite": False})
+    r = run_in_child(spec, "?", "?")
+    assert r.name == ("sqlite3 per-thread" if suite == "sync" else "litegate async")
+    assert r.errors == 0 and r.ops > 0 and r.data.ok
+    assert r.synchronous == "NORMAL" and r.workers == 2
+    assert (r.lag_p99_ms is None) == (suite == "sync")
+
+
+def test_a_child_that_dies_is_one_error(tmp_path: Path) -> None:
+    path = _fresh(tmp_path)
+    spec = RunSpec("nope", 0, case_to_dict(_case("writes")), path, 0.1, 1)
+    r = run_in_child(spec, "lost", "peer")
+    assert r.name == "lost" and r.errors == 1 and r.ops == 0
+    assert list(r.error_samples) == ["child process exited with 1"]
+
+
+def test_plot_draws_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from litegate._bench import run_async_benchmark
+    from litegate._bench.plot import plot
+
+    res = run_async_benchmark(
+        seconds=0.05,
+        tasks=(1, 2),
+        workloads=("reads", "transfers"),
+        directory=str(tmp_path),
+        reference=False,
+        synchronous=("NORMAL", "FULL"),
+        isolate=False,
+    )
+    out = tmp_path / "bench.png"
+    plot([res], str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with pytest.raises(ValueError):
+        plot([], str(out))
 
 
 def _quiet(message: str) -> None:

@@ -4,15 +4,18 @@ pool, one connection behind a lock) and, for asyncio, against aiosqlite and
 
 Example::
 
-    litegate bench --seconds 3 --workload all --json bench.json
-    litegate bench --suite async --tasks 1,64
+    litegate bench --seconds 3 --workload all --json bench.json --plot bench.png
+    litegate bench --suite async --tasks 1,64 --synchronous full
 
 ``--suite`` picks the sync suite (threads), the async suite (tasks) or both (default). A
-``--workload`` runs in each chosen suite that has it (``reads`` exists only in the async suite).
-Without ``--seconds`` each suite uses its own default duration.
+``--workload`` runs in each chosen suite that has it (``reads``, ``scans`` and ``slow-tx`` exist
+only in the async suite). Every workload runs at each ``--synchronous`` level (default both
+NORMAL and FULL). Without ``--seconds`` each suite uses its own default duration. Each run
+(one contender on one case) happens in a fresh process unless ``--in-process``.
 
-JSON (``--json``): the sync suite's results at the top level as before, the async suite's under
-``"async"``, and ``"ok"`` for both together.
+JSON (``--json``): the sync suite's results under ``"sync"``, the async suite's under
+``"async"``, and ``"ok"`` for both together. ``--plot FILE.png`` draws throughput by
+concurrency (needs matplotlib: the ``bench`` extra).
 
 Exit codes: 0 the benchmark ran (targets are reported, not enforced); 1 with ``--check`` when
 a target was missed, litegate reported an error or its data did not match; 2 usage error.
@@ -25,27 +28,21 @@ import json
 import sys
 from typing import Any
 
+from .async_suite import ASYNC_WORKLOADS, DEFAULT_ASYNC_SECONDS, DEFAULT_TASKS, run_async_benchmark
 from .contenders import DEFAULT_POOL_SIZE
-from .report import format_report
-from .suites import (
-    ASYNC_WORKLOADS,
-    DEFAULT_ASYNC_SECONDS,
-    DEFAULT_SECONDS,
-    DEFAULT_TASKS,
-    SYNC_THREADS,
-    run_async_benchmark,
-    run_benchmark,
-)
+from .report import BenchResult, format_report
+from .sync_suite import DEFAULT_SECONDS, DEFAULT_SYNCHRONOUS, SYNC_THREADS, run_benchmark
 
-__all__ = ("configure", "parse_tasks", "run")
+__all__ = ("configure", "parse_synchronous", "parse_tasks", "run")
 
 SUITES = ("sync", "async", "all")
 
 _EPILOG = f"""\
 examples:
-  litegate bench                          # both suites, every workload
+  litegate bench                          # both suites, every workload, NORMAL and FULL
   litegate bench --suite sync --workload writes --seconds 1
-  litegate bench --suite async --tasks 1,64 --json async.json
+  litegate bench --suite async --tasks 1,64 --json async.json --plot async.png
+  litegate bench --workload transfers --synchronous full
   litegate bench --json results.json --check
 
 durations: {DEFAULT_SECONDS:g}s per contender in the sync suite, {DEFAULT_ASYNC_SECONDS:g}s in the
@@ -73,6 +70,14 @@ def parse_tasks(text: str) -> list[int]:
     return counts
 
 
+def parse_synchronous(text: str) -> list[str]:
+    """``"normal,full"`` -> ``["NORMAL", "FULL"]``; an argparse type."""
+    modes = [part.strip().upper() for part in text.split(",") if part.strip()]
+    if not modes or any(m not in ("NORMAL", "FULL") for m in modes):
+        raise argparse.ArgumentTypeError(f"expected normal, full or normal,full, got {text!r}")
+    return list(dict.fromkeys(modes))
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -95,7 +100,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workload",
         choices=sorted({*SYNC_THREADS, *ASYNC_WORKLOADS}) + ["all"],
         default="all",
-        help="mixed (90%% reads), writes, reads (async only) or all (default)",
+        help="mixed (90%% reads), writes, transfers, reads, scans and slow-tx (async only) "
+        "or all (default)",
+    )
+    parser.add_argument(
+        "--synchronous",
+        type=parse_synchronous,
+        default=list(DEFAULT_SYNCHRONOUS),
+        metavar="normal,full",
+        help="the PRAGMA synchronous levels every workload runs at (default normal,full)",
     )
     parser.add_argument(
         "--tasks",
@@ -107,6 +120,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         + ")",
     )
     parser.add_argument("--json", metavar="FILE", help="also save the results as JSON")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw throughput by concurrency into a PNG (needs matplotlib: the bench extra)",
+    )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 when a target is missed or litegate fails"
     )
@@ -124,6 +142,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the raw single-thread reference"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every contender in this process (default: each run in a fresh process)",
     )
 
 
@@ -148,33 +171,46 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if suite == "all" and not sync_workloads:
         _progress(f"sync suite skipped: it has no workload {args.workload!r}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401  (fail before the run, not after it)
+        except ImportError:
+            sys.stderr.write(
+                "litegate bench: --plot needs matplotlib: pip install 'litegate[bench]'\n"
+            )
+            return 2
     out: dict[str, Any] = {}
     ok = True
     texts: list[str] = []
+    results: list[BenchResult] = []
+    common: dict[str, Any] = {
+        "directory": args.dir,
+        "reference": not args.no_reference,
+        "progress": _progress,
+        "synchronous": getattr(args, "synchronous", DEFAULT_SYNCHRONOUS),
+        "isolate": not getattr(args, "in_process", False),
+    }
     if sync_workloads:
         result = run_benchmark(
             seconds=args.seconds or DEFAULT_SECONDS,
             workloads=sync_workloads,
-            directory=args.dir,
             pool_size=args.pool_size,
-            reference=not args.no_reference,
-            progress=_progress,
+            **common,
         )
-        texts.append(format_report(result))
-        out.update(result.as_dict())
-        ok = ok and result.ok
+        results.append(result)
+        out["sync"] = result.as_dict()
     if async_workloads:
-        aresult = run_async_benchmark(
+        result = run_async_benchmark(
             seconds=args.seconds or DEFAULT_ASYNC_SECONDS,
             tasks=getattr(args, "tasks", DEFAULT_TASKS),
             workloads=async_workloads,
-            directory=args.dir,
-            reference=not args.no_reference,
-            progress=_progress,
+            **common,
         )
-        texts.append(format_report(aresult))
-        out["async"] = aresult.as_dict()
-        ok = ok and aresult.ok
+        results.append(result)
+        out["async"] = result.as_dict()
+    for result in results:
+        texts.append(format_report(result))
+        ok = ok and result.ok
     out["suite"] = suite
     out["ok"] = ok
     sys.stdout.write(("\n\n" + "=" * 78 + "\n\n").join(texts) + "\n")
@@ -183,6 +219,11 @@ def run(args: argparse.Namespace) -> int:
             json.dump(out, fh, indent=2)
             fh.write("\n")
         sys.stdout.write(f"results saved to {args.json}\n")
+    if args.plot:
+        from .plot import plot
+
+        plot(results, args.plot)
+        sys.stdout.write(f"plot saved to {args.plot}\n")
     if args.check and not ok:
         return 1
     return 0

@@ -1,29 +1,28 @@
-"""The contenders: ways of sharing one SQLite file, written plainly and correctly.
+"""The thread-side contenders: ways of sharing one SQLite file between threads, written
+plainly and correctly.
 
-One small interface in two flavours: :class:`Contender` (called from worker threads) and
-:class:`AsyncContender` (awaited from tasks on one event loop). Both have ``open``, ``read``,
-``write``, ``worker_exit`` and ``close``, with the same meaning; :class:`ToThread` turns any
-sync contender into an async one behind ``asyncio.to_thread``.
-
-Thread-side contenders (the folk remedies, a ceiling and litegate):
+One small interface, :class:`Contender` (called from worker threads): ``open``, ``read``,
+``write``, ``scan``, ``transfer``, ``worker_exit`` and ``close``. The task-side flavour is in
+:mod:`.acontenders`; its ``ToThread`` turns any contender here into an async one behind
+``asyncio.to_thread``.
 
 * ``sqlite3 per-thread``: one connection per thread (``threading.local``), ``timeout=5``;
-* ``sqlite3 queue pool``: a ``queue.Queue`` of N connections (``check_same_thread=False``);
+  transfers retried on ``database is locked`` (counted);
+* ``sqlite3 queue pool``: a ``queue.Queue`` of N connections (``check_same_thread=False``),
+  transfers retried likewise;
 * ``sqlite3 + Lock``: one connection behind a ``threading.Lock``;
-* ``ceiling: bare group commit``: the leanest group commit Python allows, no guarantees;
-* ``litegate``: ``db.query_one`` for reads, ``db.execute`` for writes (group commit).
+* ``ceiling: bare group commit``: the leanest group commit Python allows, no guarantees
+  (single-statement workloads only);
+* ``litegate``: ``db.query_one``/``db.query`` for reads, ``db.execute`` for writes (group
+  commit), ``with db.transaction() as tx`` for transfers.
 
-Task-side contenders: litegate's asyncio facade, aiosqlite (one connection, each write its
-own transaction under an ``asyncio.Lock``) and ``asyncio.to_thread`` over ``sqlite3 + Lock``.
-
-Each remedy write is its own ``BEGIN IMMEDIATE`` ... ``COMMIT`` (aiosqlite: ``execute`` +
-``commit``); an error (``database is locked`` included) propagates to the runner, which counts
-it. Every connection runs in WAL mode at ``synchronous=FULL`` unless its name says otherwise.
+Each remedy write is its own ``BEGIN IMMEDIATE`` ... ``COMMIT`` (:mod:`.plain`); an error
+(``database is locked`` included) propagates to the runner, which counts it. Every connection
+runs in WAL mode at the case's ``synchronous`` level.
 """
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import sqlite3
 import threading
@@ -31,73 +30,32 @@ from _thread import allocate_lock
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import litegate
 
-from .._config import Readers
-from .workloads import BUSY_TIMEOUT, SQL_READ, Case
-
-if TYPE_CHECKING:
-    import aiosqlite
+from .._config import Readers, Synchronous
+from .plain import open_plain, plain_read, plain_scan, plain_transfer, plain_write, retrying
+from .workloads import BUSY_TIMEOUT, SQL_BALANCE, SQL_CREDIT, SQL_DEBIT, SQL_READ, SQL_SCAN, Case
 
 __all__ = (
-    "Aiosqlite",
-    "AsyncContender",
+    "ALL_SHAPES",
     "BareGroupCommit",
     "Contender",
     "DEFAULT_POOL_SIZE",
-    "LITEGATE_READERS",
     "Litegate",
-    "LitegateAsync",
     "Locked",
     "PerThread",
     "QueuePool",
     "Raw",
-    "ToThread",
-    "aiosqlite_version",
-    "open_plain",
-    "plain_read",
-    "plain_write",
+    "litegate_figures",
 )
 
 DEFAULT_POOL_SIZE = 4
-LITEGATE_READERS = 4
-"""Read connections of the async litegate contender."""
+ALL_SHAPES = frozenset({"point", "scan", "transfer", "slow"})
 
 
-def open_plain(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    """A plain sqlite3 connection as the folk remedies open it: WAL, FULL, busy timeout 5 s,
-    explicit transactions (``isolation_level=None``)."""
-    conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=check_same_thread
-    )
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def plain_read(conn: sqlite3.Connection, key: int) -> Any:
-    return conn.execute(SQL_READ, (key,)).fetchone()
-
-
-def plain_write(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> None:
-    """One write in its own transaction. On any error the transaction is rolled back."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(sql, params)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.rollback()
-        raise
-
-
-def _litegate_figures(stats: litegate.Stats) -> dict[str, Any]:
+def litegate_figures(stats: litegate.Stats) -> dict[str, Any]:
     """What the report shows of litegate's own stats after a run."""
     return {
         "batches": stats.batches,
@@ -108,15 +66,30 @@ def _litegate_figures(stats: litegate.Stats) -> dict[str, Any]:
     }
 
 
-# ---- the interface, sync flavour ------------------------------------------------------------
+class _Retries:
+    """A count of ``database is locked`` retries, bumped from any worker thread (guard:
+    ``_lock``; read by the main thread after the workers ended)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.n = 0
+
+    def bump(self) -> None:
+        with self._lock:
+            self.n += 1
+
+
+# ---- the interface ----------------------------------------------------------------------------
 class Contender:
-    """One way of sharing the database between threads. ``read``/``write`` are called from
-    worker threads, ``worker_exit`` from each worker before it ends, ``open``/``close`` from
-    the harness's main thread. ``kind`` is ``remedy``, ``ceiling``, ``litegate`` or
-    ``reference``."""
+    """One way of sharing the database between threads. ``read``/``write``/``scan``/
+    ``transfer`` are called from worker threads, ``worker_exit`` from each worker before it
+    ends, ``open``/``close`` from the harness's main thread. ``kind`` is ``remedy``,
+    ``ceiling``, ``litegate`` or ``reference``; ``shapes`` are the workload shapes it can run
+    (:class:`.workloads.Workload`)."""
 
     name = "?"
     kind = "remedy"
+    shapes = ALL_SHAPES
 
     def open(self, path: str, case: Case) -> None:
         raise NotImplementedError
@@ -125,6 +98,12 @@ class Contender:
         raise NotImplementedError
 
     def write(self, sql: str, params: tuple[Any, ...]) -> None:
+        raise NotImplementedError
+
+    def scan(self, low: int) -> list[Any]:
+        raise NotImplementedError
+
+    def transfer(self, src: int, dst: int, amount: int) -> bool:
         raise NotImplementedError
 
     def worker_exit(self) -> None:
@@ -146,13 +125,20 @@ class Raw(Contender):
             self.name = name
 
     def open(self, path: str, case: Case) -> None:
-        self._conn = open_plain(path, check_same_thread=False)  # opened here, used by a worker
+        # opened here, used by a worker thread
+        self._conn = open_plain(path, case.synchronous, check_same_thread=False)
 
     def read(self, key: int) -> Any:
         return plain_read(self._conn, key)
 
     def write(self, sql: str, params: tuple[Any, ...]) -> None:
         plain_write(self._conn, sql, params)
+
+    def scan(self, low: int) -> list[Any]:
+        return plain_scan(self._conn, low)
+
+    def transfer(self, src: int, dst: int, amount: int) -> bool:
+        return plain_transfer(self._conn, src, dst, amount)
 
     def close(self) -> dict[str, Any]:
         self._conn.close()
@@ -177,24 +163,40 @@ class Locked(Raw):
         with self._lock:
             super().write(sql, params)
 
+    def scan(self, low: int) -> list[Any]:
+        with self._lock:
+            return super().scan(low)
+
+    def transfer(self, src: int, dst: int, amount: int) -> bool:
+        with self._lock:
+            return super().transfer(src, dst, amount)
+
 
 class PerThread(Contender):
-    """Remedy (a): a connection per thread, in a ``threading.local``."""
+    """Remedy (a): a connection per thread, in a ``threading.local``. Works for worker
+    threads (each closes its own in ``worker_exit``) and for executor threads behind
+    ``asyncio.to_thread`` (``close`` closes what they left open). Transfers are retried on
+    ``database is locked`` and the retries counted."""
 
     name = "sqlite3 per-thread"
 
     def open(self, path: str, case: Case) -> None:
-        self._path = path
+        self._path, self._sync = path, case.synchronous
         self._local = threading.local()
-        self._opened = 0
         self._lock = threading.Lock()
+        self._open: set[sqlite3.Connection] = set()  # guard: _lock
+        self._opened = 0  # guard: _lock
+        self._retries = _Retries()
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = open_plain(self._path)
+            # check_same_thread=False only so that close() may close what an executor
+            # thread left open; each connection is used by its own thread alone
+            conn = self._local.conn = open_plain(self._path, self._sync, check_same_thread=False)
             with self._lock:
                 self._opened += 1
+                self._open.add(conn)
         return conn
 
     def read(self, key: int) -> Any:
@@ -203,28 +205,45 @@ class PerThread(Contender):
     def write(self, sql: str, params: tuple[Any, ...]) -> None:
         plain_write(self._conn(), sql, params)
 
+    def scan(self, low: int) -> list[Any]:
+        return plain_scan(self._conn(), low)
+
+    def transfer(self, src: int, dst: int, amount: int) -> bool:
+        conn = self._conn()
+        return retrying(lambda: plain_transfer(conn, src, dst, amount), self._retries.bump)
+
     def worker_exit(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             self._local.conn = None
+            with self._lock:
+                self._open.discard(conn)
             conn.close()
 
     def close(self) -> dict[str, Any]:
-        return {"connections": self._opened}
+        with self._lock:
+            left, self._open = self._open, set()
+        for conn in left:
+            conn.close()
+        return {"connections": self._opened, "retries": self._retries.n}
 
 
 class QueuePool(Contender):
-    """Remedy (b): a ``queue.Queue`` of N shared connections."""
+    """Remedy (b): a ``queue.Queue`` of N shared connections; transfers are retried on
+    ``database is locked`` and the retries counted."""
 
     def __init__(self, size: int = DEFAULT_POOL_SIZE) -> None:
         self.size = size
         self.name = f"sqlite3 queue pool({size})"
 
     def open(self, path: str, case: Case) -> None:
-        self._all = [open_plain(path, check_same_thread=False) for _ in range(self.size)]
+        self._all = [
+            open_plain(path, case.synchronous, check_same_thread=False) for _ in range(self.size)
+        ]
         self._q: queue.Queue[sqlite3.Connection] = queue.Queue()
         for conn in self._all:
             self._q.put(conn)
+        self._retries = _Retries()
 
     @contextmanager
     def _borrow(self) -> Iterator[sqlite3.Connection]:
@@ -245,23 +264,34 @@ class QueuePool(Contender):
         with self._borrow() as conn:
             plain_write(conn, sql, params)
 
+    def scan(self, low: int) -> list[Any]:
+        with self._borrow() as conn:
+            return plain_scan(conn, low)
+
+    def transfer(self, src: int, dst: int, amount: int) -> bool:
+        with self._borrow() as conn:
+            return retrying(lambda: plain_transfer(conn, src, dst, amount), self._retries.bump)
+
     def close(self) -> dict[str, Any]:
         for conn in self._all:
             conn.close()
-        return {"connections": self.size}
+        return {"connections": self.size, "retries": self._retries.n}
 
 
 class Litegate(Contender):
-    """litegate: ``db.query_one`` for reads, ``db.execute`` for writes (group commit)."""
+    """litegate's ``Database``: ``db.query_one``/``db.query`` for reads, ``db.execute`` for
+    writes (group commit), ``with db.transaction() as tx`` for transfers."""
 
     kind = "litegate"
 
-    def __init__(self, readers: Readers = 4) -> None:
+    def __init__(self, readers: Readers = 4, name: str | None = None) -> None:
         self.readers = readers
-        self.name = f"litegate readers={readers}"
+        self.name = name or f"litegate readers={readers}"
 
     def open(self, path: str, case: Case) -> None:
-        self._db = litegate.connect(path, readers=self.readers, synchronous="FULL")
+        self._db = litegate.connect(
+            path, readers=self.readers, synchronous=cast(Synchronous, case.synchronous)
+        )
 
     def read(self, key: int) -> Any:
         return self._db.query_one(SQL_READ, (key,))
@@ -269,10 +299,23 @@ class Litegate(Contender):
     def write(self, sql: str, params: tuple[Any, ...]) -> None:
         self._db.execute(sql, params)
 
+    def scan(self, low: int) -> list[Any]:
+        return self._db.query(SQL_SCAN, (low, low))
+
+    def transfer(self, src: int, dst: int, amount: int) -> bool:
+        with self._db.transaction() as tx:
+            balance = tx.query_value(SQL_BALANCE, (src,))
+            tx.query_value(SQL_BALANCE, (dst,))
+            if balance < amount:
+                return False
+            tx.execute(SQL_DEBIT, (amount, src))
+            tx.execute(SQL_CREDIT, (amount, dst))
+            return True
+
     def close(self) -> dict[str, Any]:
         s = self._db.stats()
         self._db.close()
-        return _litegate_figures(s) | {"pool_waits": s.pool_waits}
+        return litegate_figures(s) | {"pool_waits": s.pool_waits}
 
 
 class BareGroupCommit(PerThread):
@@ -286,10 +329,11 @@ class BareGroupCommit(PerThread):
 
     name = "ceiling: bare group commit"
     kind = "ceiling"
+    shapes = frozenset({"point"})  # no interactive transactions, nor scans worth comparing
 
     def open(self, path: str, case: Case) -> None:
         super().open(path, case)
-        self._writer = open_plain(path, check_same_thread=False)
+        self._writer = open_plain(path, case.synchronous, check_same_thread=False)
         self._queue: deque[list[Any]] = deque()
         self._bell = allocate_lock()
         self._bell.acquire()
@@ -343,124 +387,3 @@ class BareGroupCommit(PerThread):
         self._thread.join(5.0)
         self._writer.close()
         return super().close()
-
-
-# ---- the interface, async flavour -----------------------------------------------------------
-class AsyncContender:
-    """One way of using the database from asyncio: :class:`Contender`'s interface, awaited.
-    Every method runs on the event loop. ``kind`` is ``litegate`` or ``peer``."""
-
-    name = "?"
-    kind = "peer"
-
-    async def open(self, path: str, case: Case) -> None:
-        raise NotImplementedError
-
-    async def read(self, key: int) -> Any:
-        raise NotImplementedError
-
-    async def write(self, sql: str, params: tuple[Any, ...]) -> None:
-        raise NotImplementedError
-
-    async def worker_exit(self) -> None:
-        """Release what this worker task opened."""
-
-    async def close(self) -> dict[str, Any]:
-        """Close everything; returns extra figures for the report."""
-        return {}
-
-
-class LitegateAsync(AsyncContender):
-    """litegate's facade: inline point reads, group-committed writes."""
-
-    kind = "litegate"
-    name = "litegate async"
-
-    async def open(self, path: str, case: Case) -> None:
-        self._db = await litegate.connect_async(path, readers=LITEGATE_READERS, synchronous="FULL")
-
-    async def read(self, key: int) -> Any:
-        return await self._db.query_one(SQL_READ, (key,))
-
-    async def write(self, sql: str, params: tuple[Any, ...]) -> None:
-        await self._db.execute(sql, params)
-
-    async def close(self) -> dict[str, Any]:
-        s = await self._db.stats()
-        await self._db.close()
-        return _litegate_figures(s)
-
-
-def aiosqlite_version() -> str | None:
-    """The installed aiosqlite version, or ``None`` when it cannot be imported."""
-    try:
-        import aiosqlite
-    except ImportError:
-        return None
-    return str(getattr(aiosqlite, "__version__", "?"))
-
-
-class Aiosqlite(AsyncContender):
-    """One aiosqlite connection (its own thread), ``synchronous`` as named. Reads:
-    ``execute_fetchall`` (one round trip). Each write is its own transaction, ``execute`` +
-    ``commit``, under an ``asyncio.Lock`` so that tasks sharing the connection do not
-    interleave their transactions (without it, one task's COMMIT would commit other tasks'
-    half-done work)."""
-
-    def __init__(self, synchronous: str) -> None:
-        self.synchronous = synchronous
-        self.name = f"aiosqlite {synchronous}"
-
-    async def open(self, path: str, case: Case) -> None:
-        import aiosqlite
-
-        self._lock = asyncio.Lock()
-        conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT)
-        try:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        except BaseException:
-            await conn.close()
-            raise
-        self._conn: aiosqlite.Connection = conn
-
-    async def read(self, key: int) -> Any:
-        rows = await self._conn.execute_fetchall(SQL_READ, (key,))
-        return next(iter(rows), None)
-
-    async def write(self, sql: str, params: tuple[Any, ...]) -> None:
-        async with self._lock:
-            try:
-                await self._conn.execute(sql, params)
-                await self._conn.commit()
-            except BaseException:
-                if self._conn.in_transaction:
-                    await self._conn.rollback()
-                raise
-
-    async def close(self) -> dict[str, Any]:
-        await self._conn.close()
-        return {"connections": 1}
-
-
-class ToThread(AsyncContender):
-    """A sync contender behind ``asyncio.to_thread``: each call runs on the loop's default
-    executor. ``worker_exit`` does nothing (executor threads outlive the tasks), so an inner
-    contender that opens something per thread must release it in its own ``close``."""
-
-    def __init__(self, inner: Contender, name: str, kind: str = "peer") -> None:
-        self.inner = inner
-        self.name = name
-        self.kind = kind
-
-    async def open(self, path: str, case: Case) -> None:
-        await asyncio.to_thread(self.inner.open, path, case)
-
-    async def read(self, key: int) -> Any:
-        return await asyncio.to_thread(self.inner.read, key)
-
-    async def write(self, sql: str, params: tuple[Any, ...]) -> None:
-        await asyncio.to_thread(self.inner.write, sql, params)
-
-    async def close(self) -> dict[str, Any]:
-        return await asyncio.to_thread(self.inner.close)

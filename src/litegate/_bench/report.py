@@ -27,7 +27,6 @@ __all__ = (
     "Target",
     "format_report",
     "json_by_case",
-    "json_by_workload",
     "ratio",
 )
 
@@ -62,6 +61,20 @@ class ContenderResult:
     data: DataCheck
     extra: dict[str, Any] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
+    synchronous: str = "FULL"
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``{"read": {"ops": n, "p50_ms": x, "p99_ms": y}, ...}``: each operation kind done."""
+    lag_p99_ms: float | None = None
+    lag_max_ms: float | None = None
+    """How late the event loop woke a 1 ms ticker (tasks only; ``None`` on threads)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ContenderResult:
+        """The inverse of :meth:`as_dict` (how a run in a child process reports back)."""
+        return cls(**(d | {"data": DataCheck(**d["data"])}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +90,15 @@ class Ratio:
 
 @dataclass(slots=True)
 class CaseResult:
-    """Every contender's run of ``workload`` by ``workers`` threads or tasks."""
+    """Every contender's run of ``workload`` by ``workers`` threads or tasks at
+    ``synchronous``."""
 
     workload: Workload
     workers: int
     label: str
     contenders: list[ContenderResult]
     ratios: list[Ratio] = field(default_factory=list)
+    synchronous: str = "FULL"
 
     @property
     def baseline(self) -> str:
@@ -97,7 +112,7 @@ class CaseResult:
         """Give every contender its ratio for each column; ``versus`` is looked up among the
         case's contenders, then among ``references``."""
         self.ratios = list(ratios)
-        figures = {r.name: r.ops_per_s for r in references}
+        figures = {r.name: r.ops_per_s for r in references if r.synchronous == self.synchronous}
         figures.update((c.name, c.ops_per_s) for c in self.contenders)
         for c in self.contenders:
             c.ratios = {r.key: ratio(c.ops_per_s, figures.get(r.versus)) for r in ratios}
@@ -114,12 +129,14 @@ class Reference:
     ops_per_s: float
     p50_ms: float
     p99_ms: float
+    synchronous: str = "FULL"
 
 
 @dataclass(slots=True)
 class Target:
     """``subject = ratio x versus``; ``ratio >= threshold`` passes, ``ratio is None`` means
-    skipped (``note`` says why)."""
+    skipped (``note`` says why). With ``at_most`` the figure is a measure in ``unit`` (say
+    ``" ms"``) and passes when ``<= threshold``."""
 
     name: str
     subject: str
@@ -127,21 +144,26 @@ class Target:
     threshold: float
     note: str = ""
     versus: str = ""
+    unit: str = "x"
+    at_most: bool = False
 
     @property
     def passed(self) -> bool | None:
-        return None if self.ratio is None else self.ratio >= self.threshold
+        if self.ratio is None:
+            return None
+        return self.ratio <= self.threshold if self.at_most else self.ratio >= self.threshold
 
     @property
     def text(self) -> str:
+        goal = f"target {'<=' if self.at_most else '>='} {self.threshold:g}{self.unit}"
         if self.ratio is None:
-            return f"SKIP  {self.name}: {self.subject} (target >= {self.threshold:g}x; {self.note})"
+            return f"SKIP  {self.name}: {self.subject} ({goal}; {self.note})"
         verdict = "PASS" if self.passed else "FAIL"
         versus = f" {self.versus}" if self.versus else ""
         note = f"; {self.note}" if self.note else ""
         return (
-            f"{verdict}  {self.name}: {self.subject} = {self.ratio:.2f}x{versus} "
-            f"(target >= {self.threshold:g}x{note})"
+            f"{verdict}  {self.name}: {self.subject} = {self.ratio:.2f}{self.unit}{versus} "
+            f"({goal}{note})"
         )
 
 
@@ -162,6 +184,8 @@ class Layout:
     heading: Callable[[BenchResult], list[str]]
     json: Callable[[BenchResult], dict[str, Any]]
     ceilings: Callable[[BenchResult], list[str]] = _no_lines
+    lag: bool = False
+    """Show the loop-lag columns (tasks)."""
 
 
 @dataclass(slots=True)
@@ -173,11 +197,28 @@ class BenchResult:
     targets: list[Target]
     notes: list[str] = field(default_factory=list)
 
-    def find(self, workload: str, workers: int, name: str) -> ContenderResult | None:
+    def case(self, workload: str, workers: int, synchronous: str = "FULL") -> CaseResult | None:
         for case in self.cases:
-            if case.workload.name == workload and case.workers == workers:
-                return case.get(name)
+            if (
+                case.workload.name == workload
+                and case.workers == workers
+                and case.synchronous == synchronous
+            ):
+                return case
         return None
+
+    def find(
+        self, workload: str, workers: int, name: str, synchronous: str = "FULL"
+    ) -> ContenderResult | None:
+        case = self.case(workload, workers, synchronous)
+        return None if case is None else case.get(name)
+
+    def ref_for(self, workload: str, synchronous: str = "FULL") -> Reference | None:
+        """The raw single-thread reference run of ``workload`` at ``synchronous``."""
+        return next(
+            (r for r in self.reference if r.workload == workload and r.synchronous == synchronous),
+            None,
+        )
 
     def problems(self, kind: str | None = None) -> list[str]:
         """Data mismatches of any contender and litegate's errors (``kind``: only that kind)."""
@@ -210,27 +251,46 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _lag(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _kinds(c: ContenderResult) -> str:
+    return "; ".join(
+        f"{kind} {int(k['ops'])} p50 {k['p50_ms']:.3f} p99 {k['p99_ms']:.3f}"
+        for kind, k in c.by_kind.items()
+    )
+
+
 def _case_lines(case: CaseResult, layout: Layout) -> list[str]:
     nw, ew = layout.name_width, layout.errors_width
     heads = "".join(f" {r.header:>{r.width}}" for r in case.ratios)
+    lag_heads = f" {'lag p99':>8} {'lag max':>8}" if layout.lag else ""
     lines = [
         "",
-        f"workload {case.label}: {_workers(case, layout.noun)}, {case.workload.description}",
-        f"  {'contender':<{nw}} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>{ew}}{heads}"
-        "  data",
+        f"workload {case.label}, synchronous={case.synchronous}: {_workers(case, layout.noun)}, "
+        f"{case.workload.description}",
+        f"  {'contender':<{nw}} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>{ew}}"
+        f"{lag_heads}{heads}  data",
     ]
     for c in case.contenders:
         ratios = "".join(f" {_x(c.ratios.get(r.key)):>{r.width}}" for r in case.ratios)
+        lags = f" {_lag(c.lag_p99_ms):>8} {_lag(c.lag_max_ms):>8}" if layout.lag else ""
         lines.append(
             f"  {c.name:<{nw}} {c.ops_per_s:>10,.0f} {c.p50_ms:>8.3f} {c.p99_ms:>8.3f} "
-            f"{c.errors:>{ew}}{ratios}  {c.data.text}"
+            f"{c.errors:>{ew}}{lags}{ratios}  {c.data.text}"
         )
     for c in case.contenders:
-        if c.kind == "litegate" and c.writes and c.extra:
+        if len(c.by_kind) > 1:
+            lines.append(f"  ({c.name}, ms by kind: {_kinds(c)})")
+    for c in case.contenders:
+        if c.kind == "litegate" and c.writes and c.extra.get("batches"):
             lines.append(
                 f"  ({c.name}: {c.extra.get('batches', 0)} commits, mean batch "
                 f"{c.extra.get('mean_batch_size', 0)}, max {c.extra.get('max_batch_size', 0)})"
             )
+        if c.extra.get("retries"):
+            lines.append(f"  ({c.name}: {c.extra['retries']} retries on 'database is locked')")
     for c in case.contenders:
         for msg, n in c.error_samples.items():
             lines.append(f"  ! {c.name}: {n}x {msg}")
@@ -247,8 +307,9 @@ def format_report(result: BenchResult) -> str:
         lines.append("")
         lines.append(layout.reference_title)
         for r in result.reference:
+            mode = f"{r.synchronous:<6}" if r.workload else " " * 6  # the floor runs no SQL
             lines.append(
-                f"  {r.name:<36} {r.ops_per_s:>10,.0f} ops/s  p50 {r.p50_ms:7.3f} ms"
+                f"  {r.name:<40} {mode} {r.ops_per_s:>10,.0f} ops/s  p50 {r.p50_ms:7.3f} ms"
                 f"  p99 {r.p99_ms:7.3f} ms"
             )
     for case in result.cases:
@@ -272,51 +333,12 @@ def _contender_json(c: ContenderResult, workers_key: str) -> dict[str, Any]:
     return d
 
 
-def json_by_workload(result: BenchResult) -> dict[str, Any]:
-    """The thread suite's JSON: one entry per workload name (each runs at one thread count),
-    the ratio to the case's baseline as ``ratio``, targets by workload and contender."""
-    workloads: dict[str, Any] = {}
-    for case in result.cases:
-        workload = {
-            "name": case.workload.name,
-            "threads": case.workers,
-            "write_fraction": case.workload.write_fraction,
-            "description": f"{_workers(case, 'thread')}, {case.workload.description}",
-        }
-        workloads[case.workload.name] = {
-            "workload": workload,
-            "baseline": case.baseline,
-            "contenders": [_contender_json(c, "threads") for c in case.contenders],
-        }
-    return {
-        "meta": result.meta,
-        "reference": [
-            {k: v for k, v in asdict(r).items() if k != "workload"} for r in result.reference
-        ],
-        "workloads": workloads,
-        "targets": [
-            {
-                "workload": t.name,
-                "contender": t.subject,
-                "baseline": t.versus,
-                "ratio": t.ratio,
-                "threshold": t.threshold,
-                "passed": t.passed,
-            }
-            for t in result.targets
-        ],
-        "problems": result.problems(),
-        "ok": result.ok,
-    }
-
-
 def json_by_case(result: BenchResult) -> dict[str, Any]:
-    """The task suite's JSON: a list of cases (workload and task count), every ratio column
-    under its key, targets with their text."""
+    """A suite's JSON: a list of cases (workload, worker count under the layout's noun, the
+    ``synchronous`` level), every ratio column under its key, targets with their text."""
     targets = []
     for t in result.targets:
         d = asdict(t)
-        del d["versus"]
         targets.append(d | {"passed": t.passed, "text": t.text})
     return {
         "meta": result.meta,
@@ -324,8 +346,12 @@ def json_by_case(result: BenchResult) -> dict[str, Any]:
         "workloads": [
             {
                 "workload": asdict(case.workload),
-                "tasks": case.workers,
-                "contenders": [_contender_json(c, "tasks") for c in case.contenders],
+                f"{result.layout.noun}s": case.workers,
+                "synchronous": case.synchronous,
+                "baseline": case.baseline,
+                "contenders": [
+                    _contender_json(c, f"{result.layout.noun}s") for c in case.contenders
+                ],
             }
             for case in result.cases
         ],
