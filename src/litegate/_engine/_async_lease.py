@@ -20,7 +20,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from time import perf_counter
 from typing import Any
 
 from .._errors import Misuse, RolledBack
@@ -61,10 +60,10 @@ class AsyncLaneLease:
 
     Statements run on the loop's thread itself when they are quick: reads under the inline
     budget (interrupted and sent to the writer thread when over it: an interrupted read
-    leaves the transaction intact), writes whose SQL text has never run longer than
-    :data:`INLINE_WRITE_BUDGET` (the first run of a text, and any run with a time limit, goes
-    to the writer thread, which measures it: an interrupted write would roll back the whole
-    transaction, so a write is never interrupted to move it). Everything else -- functions,
+    leaves the transaction intact), writes whose SQL text has never taken more than
+    :data:`STEP_BUDGET` SQLite VM steps (the first run of a text, and any run with a time
+    limit, goes to the writer thread, which counts its steps: an interrupted write would roll
+    back the whole transaction, so a write is never interrupted to move it). Everything else -- functions,
     ``executemany``, scripts, and every COMMIT -- runs on the writer thread, in the order
     sent. The connection is used by one of them at a time: nothing runs inline while an
     operation sent to the writer thread has not finished.
@@ -210,15 +209,15 @@ class AsyncLaneLease:
         if limit is None:
             if fn is run_execute:
                 costs = self._lane.costs
-                cost = costs.get(args[0])
-                if cost is not None and cost < INLINE_WRITE_BUDGET:
-                    t0 = perf_counter()
+                if costs.get(args[0]) == 0:  # known quick: here, counting its steps
+                    steps = _Steps()
+                    conn.set_progress_handler(steps, STEP_BUDGET)
                     try:
                         return self._inline(conn, fn, args)
                     finally:
-                        took = perf_counter() - t0
-                        if took > cost:
-                            costs[args[0]] = took
+                        conn.set_progress_handler(None, 0)
+                        if steps.n > 1:
+                            _record(costs, args[0], steps.n)
                 return await self._op(_measured, (fn, costs, *args), sql, None)
             if fn in _READS:
                 try:
@@ -345,20 +344,44 @@ def _noop(conn: sqlite3.Connection) -> None:  # pragma: no cover - a ticket neve
     return None
 
 
+class _Steps:
+    """A progress handler that counts how often it was called (every STEP_BUDGET steps)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> int:
+        self.n += 1
+        return 0  # (never interrupts)
+
+
+def _record(costs: dict[str, int], sql: str, calls: int) -> None:
+    """Remember how many step budgets ``sql`` took at most (0: quick). SQLite counts a cached
+    statement's steps across its runs, so a quick run may still call the handler once: one
+    call is less than two budgets (quick); two or more, at least one budget (slow)."""
+    n = calls - 1 if calls > 1 else 0
+    if len(costs) >= _COSTS_MAX:
+        costs.clear()
+    if n > costs.get(sql, -1):
+        costs[sql] = n
+
+
 def _measured(
-    conn: sqlite3.Connection, fn: Callable[..., Any], costs: dict[str, float], sql: str, *rest: Any
+    conn: sqlite3.Connection, fn: Callable[..., Any], costs: dict[str, int], sql: str, *rest: Any
 ) -> Any:
-    """Writer thread, for the async holder: run a write and record how long its SQL took
-    (the lane's cost table: written by the lane holder or on its behalf only)."""
-    t0 = perf_counter()
+    """Writer thread, for the async holder: run a write, counting how many SQLite VM steps it
+    took (the lane's cost table: written by the lane holder or on its behalf only). Steps,
+    not seconds: a count does not grow when the thread waits for the GIL or a core."""
+    steps = _Steps()
+    conn.set_progress_handler(steps, STEP_BUDGET)
     try:
-        return fn(conn, sql, *rest)
+        result = fn(conn, sql, *rest)
     finally:
-        took = perf_counter() - t0
-        if len(costs) >= _COSTS_MAX:
-            costs.clear()
-        if took > costs.get(sql, 0.0):
-            costs[sql] = took
+        conn.set_progress_handler(None, 0)
+    _record(costs, sql, steps.n)
+    return result
 
 
 def _commit_group(conn: sqlite3.Connection, lane: WriteLane) -> BaseException | None:
@@ -366,8 +389,10 @@ def _commit_group(conn: sqlite3.Connection, lane: WriteLane) -> BaseException | 
     return lane.commit_group()
 
 
-INLINE_WRITE_BUDGET = 0.0005
-"""Seconds: a write statement whose SQL text has never run longer than this runs on the loop."""
+STEP_BUDGET = 10_000
+"""SQLite VM steps: a write statement whose SQL text has never taken more than one budget
+(counted to within one: see :func:`_record`) runs on the loop. 10,000 steps are some
+0.05-0.2 ms here; a point UPDATE or INSERT takes a few dozen."""
 _COSTS_MAX = 4096  # SQL texts remembered (then forgotten all at once: measured again)
 _READS = frozenset({run_query, fetch})
 _CHEAP = frozenset({exec_sql, rollback_to_savepoint, close_cursors, close_cursor})

@@ -18,6 +18,7 @@ with the lane.
 from __future__ import annotations
 
 import sqlite3
+from _thread import allocate_lock
 from time import monotonic
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = (
     "JOIN_ROLLBACK",
     "JOIN_SAVEPOINT",
     "Group",
+    "Ticket",
     "lost_error",
     "undo_savepoint",
 )
@@ -62,6 +64,36 @@ def undo_savepoint(conn: sqlite3.Connection) -> bool:
     return True
 
 
+class Ticket:
+    """A thread's wait for the COMMIT of the group it handed the lane on to: ``done`` (a raw
+    lock) is released once the outcome is published (``result``/``error`` written before)."""
+
+    __slots__ = ("answered", "done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = allocate_lock()
+        self.done.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.answered = False
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result = result
+        self.error = error
+        self.answered = True
+        self.done.release()
+
+    def outcome(self) -> Any:
+        err = self.error
+        if err is not None:
+            self.error = None  # (no traceback -> frame -> ticket cycle)
+            raise err
+        return self.result
+
+
+Member = BaseJob | Ticket
+
+
 class Group:
     """The open shared write transaction and its members waiting for its COMMIT.
 
@@ -70,11 +102,12 @@ class Group:
     transactions run in it so far, members or not).
     """
 
-    __slots__ = ("members", "size", "started")
+    __slots__ = ("committed", "members", "size", "started")
 
     def __init__(self) -> None:
+        self.committed = False  # its COMMIT went through
         self.started = monotonic()
-        self.members: list[tuple[BaseJob, Any]] = []
+        self.members: list[tuple[Member, Any]] = []
         self.size = 1
 
     def open_for(self, max_size: int, max_age: float) -> bool:
@@ -82,35 +115,43 @@ class Group:
         return self.size < max_size and monotonic() - self.started < max_age
 
     def commit(
-        self, conn: sqlite3.Connection, guard: TxnGuard, c: Counters
+        self, conn: sqlite3.Connection, guard: TxnGuard, c: Counters, own: int = 0
     ) -> BaseException | None:
         """COMMIT and answer every member: their results, or all fail if the COMMIT fails
-        (then the transaction is rolled back). Returns the COMMIT's error, or None."""
-        members, self.members = self.members, []
+        (then the transaction is rolled back). ``own``: transactions in it besides the
+        members (the committer's own: counted in the batch). Returns the COMMIT's error, or
+        None. A member still unanswered when this is cut short (an interrupt) is answered by
+        :meth:`lose`, which tells it the truth (``committed``)."""
+        members = self.members
         try:
             end_transaction(conn, guard, COMMIT)
         except BaseException as exc:
             rollback_quietly(conn, guard)
-            c.jobs_failed += len(members)
+            self.members = []
             for job, _ in members:
                 err = lost_error(f"the shared COMMIT failed ({exc!r})")
                 err.__cause__ = copy_error(exc)
                 job.finish(error=err)
             return exc
-        n = len(members)
+        self.committed = True
+        n = len(members) + own
         if n:
-            c.batches += 1
-            c.jobs_ok += n
+            c.batches += 1  # (a COMMIT; its transactions are counted as they end)
             c.batch_sizes.append(n)
             if n > c.max_batch:
                 c.max_batch = n
-        for job, result in members:
+        while members:
+            job, result = members.pop()
             job.finish(result)
         return None
 
     def lose(self, why: str, outbox: Any) -> None:
-        """The shared transaction is gone (rolled back): every member fails, saying ``why``."""
+        """The shared transaction is gone (rolled back) -- or, after :meth:`commit` was cut
+        short past its COMMIT, committed: answer every member still waiting accordingly."""
         members, self.members = self.members, []
-        for job, _ in members:
-            job.finish(error=lost_error(why))
+        for job, result in members:
+            if self.committed:
+                job.finish(result)
+            else:
+                job.finish(error=lost_error(why))
         flush(outbox)

@@ -273,9 +273,18 @@ def deliverable(error: BaseException) -> BaseException:
     return error
 
 
+_DELIVER_CHUNK = 16  # futures resolved per loop iteration (a group's 64 acks: 4 iterations)
+
+
 def _deliver(jobs: list[AsyncJob]) -> None:
     """On the loop: resolve the futures of a batch of finished jobs. One job's outcome can never
-    keep the others from theirs."""
+    keep the others from theirs. A long batch is resolved a chunk per loop iteration: every
+    task woken runs before the loop looks at its timers again, so a burst of wake-ups would
+    make every timer late (event-loop lag)."""
+    if len(jobs) > _DELIVER_CHUNK:
+        rest = jobs[_DELIVER_CHUNK:]
+        jobs = jobs[:_DELIVER_CHUNK]
+        jobs[0].loop.call_soon(_deliver, rest)
     for job in jobs:
         fut = job.future
         error, result = job.error, job.result

@@ -98,7 +98,7 @@ from ._connection import (
     rollback_quietly,
 )
 from ._counters import Counters
-from ._group import JOIN_RELEASE, JOIN_SAVEPOINT, Group, lost_error, undo_savepoint
+from ._group import JOIN_RELEASE, JOIN_SAVEPOINT, Group, Ticket, lost_error, undo_savepoint
 from ._jobs import (
     EXCLUSIVE,
     WRITE,
@@ -169,7 +169,7 @@ class WriteLane:
         self._ops: deque[AsyncJob] = deque()  # the async holder's statements for the writer
         self._group: Group | None = None  # the open shared write transaction (group commit)
         self._joined = False  # the holder runs inside the group's savepoint (JOIN_SAVEPOINT)
-        self.costs: dict[str, float] = {}  # slowest run seen per write statement (seconds)
+        self.costs: dict[str, int] = {}  # per write SQL text: most step budgets it took
         self.holder: weakref.ref[object] | None = None  # who took the sync lease (recover)
         self._stale = False  # that holder was collected without giving the lane back
         self._on_holder_gone = self._holder_gone  # (bound once: a transaction's cost)
@@ -258,6 +258,11 @@ class WriteLane:
                 "function was given"
             )
         return None
+
+    def holds(self, ident: int) -> bool:
+        """Does thread ``ident`` hold the lane (a lease or a direct call)? Exact for that
+        thread itself (only a grant to it sets ``user`` to its ident)."""
+        return self.user == ident
 
     def held_by(self, ident: int) -> sqlite3.Connection | None:
         """The writer connection if thread ``ident`` holds a sync lease, else None."""
@@ -707,6 +712,28 @@ class WriteLane:
             return False
         if ticket is not None:  # (whoever commits the group answers it)
             group.members.append((ticket, None))
+        # (The queue is peeked without the lock first: nobody waiting is the common case of
+        # a quiet lane, and one queued a moment later is served after this group's COMMIT.)
+        return bool(self._queue) and self._pass_on(group)
+
+    def hand_on(self) -> Ticket | None:
+        """A sync holder's :meth:`end_turn`, committing: the ticket to wait on if it handed
+        the lane on, else None (the caller commits the group). The ticket is made only when
+        someone waits: a lone transaction pays nothing for grouping."""
+        self.counters.transactions += 1  # (still the holder: the counter's guard)
+        group = self._group
+        if group is None or not self._queue:
+            return None
+        ticket = Ticket()
+        group.members.append((ticket, None))
+        if self._pass_on(group):
+            return ticket
+        group.members.pop()
+        return None
+
+    def _pass_on(self, group: Group) -> bool:
+        """Lane holder: hand the lane, ``group`` open, to the first transaction waiting for
+        it, within the group's bounds. False if there is none (or the bounds are reached)."""
         opts = self.opts
         with self._lock:
             queue = self._queue
@@ -728,7 +755,7 @@ class WriteLane:
         self._announce(nxt)
         return True
 
-    def await_ticket(self, ticket: Job) -> None:
+    def await_ticket(self, ticket: Ticket) -> None:
         """A thread whose transaction was handed on: wait for the group's COMMIT (whoever
         ends the group answers every member, also when it is lost; a stopped writer thread
         answers them as it stops).
@@ -741,18 +768,22 @@ class WriteLane:
                 raise self.closed_error("the write lane stopped before this transaction's COMMIT")
         ticket.outcome()
 
-    def commit_group(self) -> BaseException | None:
+    def commit_group(self, own: bool = False) -> BaseException | None:
         """Lane holder (on a thread, never a loop): COMMIT the open group and answer its
-        members. Returns the COMMIT's error (everyone failed), or None."""
+        members (``own``: the caller's transaction is in it too, not as a member). Returns
+        the COMMIT's error (everyone failed), or None."""
         group = self._group
         if group is None:
             return None
-        self._group = None
-        self._joined = False
-        error = group.commit(self._conn, self.guard, self.counters)
-        self._dirty = True
-        flush(self.outbox)
-        return error
+        try:
+            return group.commit(self._conn, self.guard, self.counters, 1 if own else 0)
+        finally:  # (also when an interrupt cuts it short: nobody is left waiting)
+            self._group = None
+            self._joined = False
+            self._dirty = True
+            if group.members:
+                group.lose("its COMMIT was interrupted", self.outbox)
+            flush(self.outbox)
 
     def _lose_group(self, why: str) -> None:
         """Lane holder: the shared transaction is lost: roll back what is left, fail every

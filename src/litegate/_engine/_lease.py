@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from threading import get_ident
 from typing import TypeVar
 
 from .._errors import Misuse, RolledBack
@@ -22,7 +23,7 @@ from .._types import Args, Bound, Fn
 from ._authorizer import explain
 from ._commit_gate import refused_error
 from ._connection import begin_snapshot, run_limited
-from ._jobs import WRITE, Job, LaneHold
+from ._jobs import LaneHold
 from ._lane import WriteLane
 from ._pool import ReaderPool
 
@@ -78,6 +79,8 @@ class _Lease:
         try:  # (after SQLite rolled the transaction back, the commit gate refuses a write)
             result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
         except sqlite3.DatabaseError as exc:
+            if began and not _in_txn(conn):
+                self._lost()  # (SQLite rolled it back with the error)
             err = refused_error(explain(exc), in_transaction=began)
             if err is exc:
                 raise
@@ -85,8 +88,12 @@ class _Lease:
         if began and not conn.in_transaction:
             # fn caught an error after which SQLite rolled the transaction back: whatever it
             # or a later statement does would run in autocommit mode. Never let it.
+            self._lost()
             raise _rolled_back()
         return result
+
+    def _lost(self) -> None:
+        """Hook: SQLite rolled the lease's write transaction back."""
 
 
 class LaneLease(_Lease):
@@ -128,16 +135,9 @@ class LaneLease(_Lease):
             self._lane.commit_group()
         begin_snapshot(conn, self._lane.guard)
 
-    def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
-        """As :meth:`_Lease.run`; if SQLite rolled the shared transaction back, the group
-        fails with it."""
-        try:
-            return super().run(fn, args, sql, limit)
-        except BaseException:
-            conn = self._conn
-            if self._began and conn is not None and not _in_txn(conn):
-                self._lane.lose_group("SQLite rolled it back after a failed statement")
-            raise
+    def _lost(self) -> None:
+        """SQLite rolled the shared transaction back: the group fails with it."""
+        self._lane.lose_group("SQLite rolled it back after a failed statement")
 
     def commit(self) -> None:
         """End this transaction's part: with others waiting, hand the lane on and wait for
@@ -149,14 +149,15 @@ class LaneLease(_Lease):
         lane = self._lane
         self.conn  # noqa: B018 - raises once released
         lane.release_turn()
-        ticket = Job(WRITE, _noop, ())
-        self._turn_over = True
-        if lane.end_turn(ticket):
+        ticket = lane.hand_on()
+        if ticket is not None:
+            self._turn_over = True
             self._conn = None  # (the lane is the next holder's now)
             self._began = False
             lane.await_ticket(ticket)
             return
-        error = lane.commit_group()
+        error = lane.commit_group(own=True)
+        self._turn_over = True
         if error is not None:
             raise error
 
@@ -166,17 +167,23 @@ class LaneLease(_Lease):
         conn = self._conn
         if conn is None or self._turn_over:
             return
-        lane = self._lane
         try:
-            lane.undo_turn()
-            self._turn_over = True
-            if not lane.end_turn(None):
-                lane.commit_group()  # (the others of the group: their COMMIT)
-            else:
-                self._conn = None
-                self._began = False
+            self._undo()
         except Exception:
             logger.exception("litegate: rollback failed")
+
+    def _undo(self) -> None:
+        """Roll back this transaction's part, then hand the lane on or commit what the group
+        holds of the others."""
+        lane = self._lane
+        lane.undo_turn()
+        if lane.end_turn(None):
+            self._turn_over = True
+            self._conn = None
+            self._began = False
+            return
+        lane.commit_group()  # (the others of the group, if any: their COMMIT)
+        self._turn_over = True
 
     def release(self) -> None:
         """Give the lane back (unless it was handed on), undoing whatever of this
@@ -186,6 +193,8 @@ class LaneLease(_Lease):
         if conn is None:
             return
         lane = self._lane
+        if not lane.holds(get_ident()):
+            return  # (handed on: an interrupt landed after the hand-over)
         try:
             try:
                 open_txn = conn.in_transaction
@@ -193,16 +202,19 @@ class LaneLease(_Lease):
                 open_txn = False
                 lane.lose_group("a function closed the connection")
                 lane.replace_closed()
-            if open_txn and not self._turn_over:
-                if self._began:  # a transaction's holder ends it itself: this is a bug
-                    logger.error("litegate: a lane holder left a transaction open; rolling back")
-                lane.undo_turn()
-                if lane.end_turn(None):
-                    return
-                lane.commit_group()
-            elif self._began and not self._turn_over:
-                lane.lose_group("SQLite rolled the shared transaction back")
-                lane.end_turn(None)  # (counted; with no group open, nothing to hand on)
+            if not self._turn_over:
+                if open_txn:
+                    if self._began:  # a transaction's holder ends it itself: this is a bug
+                        logger.error(
+                            "litegate: a lane holder left a transaction open; rolling back"
+                        )
+                    self._undo()
+                    if not lane.holds(get_ident()):
+                        return
+                elif self._began:
+                    lane.lose_group("SQLite rolled the shared transaction back")
+            if not lane.in_group and _in_txn(conn):
+                lane.undo_turn()  # (left open by an interrupt: no group to keep it for)
         finally:
             self._began = False
             lane.give_back(self._hold)
@@ -213,10 +225,6 @@ def _in_txn(conn: sqlite3.Connection) -> bool:
         return conn.in_transaction
     except sqlite3.ProgrammingError:
         return False
-
-
-def _noop(conn: sqlite3.Connection) -> None:  # pragma: no cover - a ticket never runs
-    return None
 
 
 class PooledRead(_Lease):
