@@ -12,15 +12,21 @@ local implementation, :class:`LocalEngine`. The data flow, in the spirit of CPyt
                                             a batch, group-commits it, releases each
                                             Job.done after the COMMIT
   Transaction ─ lease ─► lane.take ─┬─ idle: the caller's thread holds the writer conn
-                                    └─ busy: LaneHold ─► _queue ─► writer grants it and
-                                       parks until the LaneLease is released
+                                    └─ busy: LaneHold ─► _queue ─► the holder before hands
+                                       the lane on (or the writer thread grants it)
+  group commit (_group): a transaction ending while another waits hands the lane on with the
+  SQLite transaction open (each joiner in its own SAVEPOINT); the last COMMITs for all and
+  answers every member's ticket
 
   asyncio tasks (loop thread)
   ───────────────────────────
   AsyncDatabase.execute ─ write_async ─► AsyncJob ─► _queue ─► writer group-commits ─►
       outbox ─► flush: one call_soon_threadsafe per loop per batch ─► futures resolved
-  AsyncTransaction ─ lease_async ─► AsyncLaneHold ─► _queue ─► writer grants it, then runs
-      the task's operations (its ops queue) one by one, answering each via the outbox
+  AsyncTransaction ─ lease_async ─┬─ idle: taken on the loop at once
+                                  └─ busy: AsyncLaneHold ─► _queue ─► handed on (on the same
+                                     loop: its future resolved directly) or granted
+      quick statements run on the loop; others go to the writer thread (lane._ops), which
+      also runs the group's COMMIT when the lane is handed to it
 
   read pool (_pool) and reader threads (_readers)
   ───────────────────────────────────────────────

@@ -23,8 +23,9 @@ time_limit, sql)``                 returns its result after the COMMIT     for t
                                    connection is reachable only through    Misuse if this
                                    it while it is live                     thread holds it
 ``await lease_async(timeout,       the lane for an asyncio task: an        never blocks the
-what)``                            :class:`AsyncWriteLease`, whose         loop
-                                   operations run off the loop
+what)``                            :class:`AsyncWriteLease`: quick         loop
+                                   statements on the loop, the rest and
+                                   every COMMIT off it
 ``recover(holder)``                after an interrupt (Ctrl-C) escaped     never waits for
                                    ``lease`` or a release on this thread:  the lane
                                    give the lane back if ``holder`` still
@@ -97,16 +98,19 @@ class ReadLease(Protocol):
 
 
 class WriteLease(ReadLease, Protocol):
-    """The write lane held by the calling thread: no other writer runs until :meth:`release`."""
+    """The write lane held by the calling thread: no other writer runs until :meth:`release`
+    (or until its transaction's end hands the lane on: group commit)."""
 
     def begin(self, busy_timeout: float | None = None) -> None:
-        """``BEGIN IMMEDIATE`` (waits <= ``busy_timeout`` for another process: Busy)."""
+        """``BEGIN IMMEDIATE``, or join the open group (waits <= ``busy_timeout`` for another
+        process: Busy)."""
 
     def commit(self) -> None:
-        """``COMMIT``; on failure rolled back and raised."""
+        """End the transaction; returns after the (shared) ``COMMIT``; on failure rolled back
+        and raised (RolledBack for a group lost by another's failure)."""
 
     def rollback(self) -> None:
-        """``ROLLBACK`` (a failure is logged, never raised)."""
+        """Undo the transaction's own part (a failure is logged, never raised)."""
 
 
 class AsyncReadLease(Protocol):
@@ -125,7 +129,8 @@ class AsyncReadLease(Protocol):
 
 
 class AsyncWriteLease(AsyncReadLease, Protocol):
-    """The write lane held by one asyncio task; operations run off the loop, in order."""
+    """The write lane held by one asyncio task: quick statements run on the loop, the rest
+    (and the COMMIT, shared by a group) off it, in order."""
 
     committed: bool
 
