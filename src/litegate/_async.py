@@ -21,10 +21,10 @@ for it, records ``tx.committed``, and then re-raises the cancellation.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+import types
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from contextlib import aclosing
+from time import perf_counter
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from . import _args
@@ -47,7 +47,23 @@ __all__ = (
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-_YIELD_EVERY = 0.002  # inline reads give other tasks a turn at least this often
+# Inline reads run on the loop without awaiting anything, so a task reading in a loop would keep
+# the loop to itself: every so often (its *slice*) it yields, and every other ready task and
+# callback -- a timer, an offloaded read's answer -- gets a turn. A round of the ready tasks then
+# takes (tasks x slice): with a fixed 2 ms slice, 64 reading tasks made every other callback
+# wait ~130 ms (issue 11: that was the scans' p99 and the loop's lag). So the slice adapts: after
+# each yield, the time the others took (the round) rescales it towards a round of _ROUND.
+# Alone, the round is a few microseconds and the slice grows to _SLICE_MAX (one yield per 2 ms,
+# as before); among 64 point-reading tasks it settles near 30 us (a yield every ~3 reads).
+_ROUND = 0.002
+_SLICE_MAX = 0.002
+_SLICE_MIN = 0.000_01
+
+
+@types.coroutine
+def _turn() -> Generator[None, None, None]:
+    """Give every other ready task and callback one turn (``asyncio.sleep(0)``, a frame less)."""
+    yield
 
 
 class AsyncMethods(Facade):
@@ -57,9 +73,11 @@ class AsyncMethods(Facade):
 
     def __init__(self, engine: Engine, *, owner: bool = True) -> None:
         super().__init__(engine, owner=owner)
-        # When inline reads last let other tasks run. Shared by the loops using this facade
-        # without a lock: a heuristic (a lost update only moves the next yield a little).
+        # When inline reads last let other tasks run, and how long they may go on before they
+        # do (see _ROUND). Shared by the tasks and loops using this facade without a lock: a
+        # heuristic (a lost update only moves the next yield a little).
         self._last_yield = 0.0
+        self._slice = _SLICE_MAX
 
     # ---- writes ---------------------------------------------------------------------------
     async def execute(
@@ -147,10 +165,14 @@ class AsyncMethods(Facade):
                     raise _args.not_a_str(sql) from None
                 raise
             if rows is not MISS:
-                now = time.perf_counter()
-                if now - self._last_yield > _YIELD_EVERY:
+                now = perf_counter()
+                used = self._slice
+                if now - self._last_yield > used:
                     self._last_yield = now
-                    await asyncio.sleep(0)
+                    await _turn()
+                    # the others' round took `waited`: rescale the slice they all used
+                    waited = max(perf_counter() - now, 1e-6)
+                    self._slice = min(max(used * _ROUND / waited, _SLICE_MIN), _SLICE_MAX)
                 return rows
         _args.check_sql(sql)  # (before it is queued for a reader thread)
         result: list[Any] = await engine.read_async(

@@ -20,6 +20,7 @@ _forked, _fork_busy, _fork_idle      written by the forking thread in the fork h
 _lane, _pool, _counters              set in ``__init__`` (and replaced under ``_lock`` in a
                                      forked child, before any other thread of it uses them)
 _pid                                 as ``_lane``
+_slow                                set in ``__init__``; its own guard (SlowStatements)
 ===================================  =====================================================
 """
 
@@ -49,7 +50,7 @@ from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
 from ._pool import ReaderPool, ReadPool, make_pool, thread_name
-from ._readers import ReaderThreads
+from ._readers import ReaderThreads, SlowStatements
 
 __all__ = ("LocalEngine",)
 
@@ -85,6 +86,7 @@ class LocalEngine:
         self._fork_busy = False
         self._fork_idle = True
         self._pid = os.getpid()
+        self._slow = SlowStatements()
         self._open()
         _fork.register(self)
 
@@ -109,8 +111,11 @@ class LocalEngine:
                 if self._readers is None:
                     pool = self._pool
                     assert pool is not None
-                    count = pool.size if isinstance(pool, ReadPool) else _PER_THREAD_READERS
-                    self._readers = ReaderThreads(pool, count, self.opts.name)
+                    # one fewer than the pool's readers, so that the loop's inline reads find
+                    # one idle (else fast reads go to threads too, which hold the readers
+                    # longer under GIL contention: a cascade, issue 11)
+                    n = pool.size if isinstance(pool, ReadPool) else _PER_THREAD_READERS + 1
+                    self._readers = ReaderThreads(pool, max(1, n - 1), self.opts.name)
                 r = self._readers
         return r
 
@@ -463,19 +468,24 @@ class LocalEngine:
     def query_inline(self, sql: str, params: Params) -> Any:
         if self._state or self._forked:
             self.check()
-        pool = self._pool
-        conn = None if pool is None else pool.try_acquire()
+        pool, slow = self._pool, self._slow
+        if pool is None or (slow.known and slow.skip(sql)):
+            return MISS  # (a statement that ran over the budget lately: to a thread at once)
+        conn = pool.try_acquire()
         if conn is None:
             return MISS
-        assert pool is not None
         t0 = perf_counter()
         rows = MISS
         try:
             rows = run_inline(conn, run_query, (sql, params))
         finally:
             pool.release(conn, 0 if rows is MISS else 1)
-        if rows is not MISS:
-            self._counters.read_latency.append(perf_counter() - t0)
+        if rows is MISS:
+            slow.missed(sql)
+            return rows
+        if slow.known:
+            slow.ran_inline(sql)
+        self._counters.read_latency.append(perf_counter() - t0)
         return rows
 
     async def read_async(
