@@ -52,11 +52,13 @@ Ts = TypeVarTuple("Ts")
 # callback -- a timer, an offloaded read's answer -- gets a turn. A round of the ready tasks then
 # takes (tasks x slice): with a fixed 2 ms slice, 64 reading tasks made every other callback
 # wait ~130 ms (issue 11: that was the scans' p99 and the loop's lag). So the slice adapts: after
-# each yield, the time the others took (the round) rescales it towards a round of _ROUND.
-# Alone, the round is a few microseconds and the slice grows to _SLICE_MAX (one yield per 2 ms,
-# as before); among 64 point-reading tasks it settles near 30 us (a yield every ~3 reads).
+# each yield, the time the others took (the round) rescales it towards a round of _ROUND,
+# growing at most twofold per yield. Alone, a task's rounds take microseconds and its slice
+# grows to _SLICE_MAX (a yield costs ~3 us: <1% of it); among 64 point-reading tasks it settles
+# near 30 us (~3 reads per turn). _SLICE_MAX is small because a burst of tasks made ready at
+# once (their offloaded reads answered) each use it for one round before it adapts.
 _ROUND = 0.002
-_SLICE_MAX = 0.002
+_SLICE_MAX = 0.000_5
 _SLICE_MIN = 0.000_01
 
 
@@ -77,7 +79,7 @@ class AsyncMethods(Facade):
         # do (see _ROUND). Shared by the tasks and loops using this facade without a lock: a
         # heuristic (a lost update only moves the next yield a little).
         self._last_yield = 0.0
-        self._slice = _SLICE_MAX
+        self._slice = _SLICE_MIN
 
     # ---- writes ---------------------------------------------------------------------------
     async def execute(
@@ -172,7 +174,8 @@ class AsyncMethods(Facade):
                     await _turn()
                     # the others' round took `waited`: rescale the slice they all used
                     waited = max(perf_counter() - now, 1e-6)
-                    self._slice = min(max(used * _ROUND / waited, _SLICE_MIN), _SLICE_MAX)
+                    fit = min(used * _ROUND / waited, used * 2, _SLICE_MAX)
+                    self._slice = fit if fit > _SLICE_MIN else _SLICE_MIN
                 return rows
         _args.check_sql(sql)  # (before it is queued for a reader thread)
         result: list[Any] = await engine.read_async(
