@@ -37,7 +37,7 @@ from time import monotonic, perf_counter
 from typing import Any, TypeVar
 
 from .._config import Options
-from .._errors import Misuse, PoolTimeout
+from .._errors import Misuse
 from .._statements import run_query
 from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
@@ -111,11 +111,10 @@ class LocalEngine:
                 if self._readers is None:
                     pool = self._pool
                     assert pool is not None
-                    # one fewer than the pool's readers, so that the loop's inline reads find
-                    # one idle (else fast reads go to threads too, which hold the readers
-                    # longer under GIL contention: a cascade, issue 11)
+                    # one fewer than the pool's readers: the loop's inline reads find one idle
+                    # (else fast reads go to threads too: a cascade, see SlowStatements)
                     n = pool.size if isinstance(pool, ReadPool) else _PER_THREAD_READERS + 1
-                    self._readers = ReaderThreads(pool, max(1, n - 1), self.opts.name)
+                    self._readers = ReaderThreads(pool, max(1, n - 1), self.opts.name, self._slow)
                 r = self._readers
         return r
 
@@ -480,12 +479,10 @@ class LocalEngine:
             rows = run_inline(conn, run_query, (sql, params))
         finally:
             pool.release(conn, 0 if rows is MISS else 1)
-        if rows is MISS:
-            slow.missed(sql)
-            return rows
-        if slow.known:
-            slow.ran_inline(sql)
-        self._counters.read_latency.append(perf_counter() - t0)
+        if rows is not MISS:  # (else the reader thread that runs it judges it: SlowStatements)
+            if slow.known:
+                slow.ran_inline(sql)
+            self._counters.read_latency.append(perf_counter() - t0)
         return rows
 
     async def read_async(
@@ -497,24 +494,22 @@ class LocalEngine:
         if self._pool is None:
             result = await self._lane_job(READ, fn, args, timeout, time_limit, sql, "the read")
         else:
+            if fn is run_query and time_limit is None and sql not in self._slow.known:
+                # its inline attempt missed: no idle reader, or over the budget -- as often a
+                # stall (descheduled, the GIL elsewhere) as a long statement. Once more, a turn
+                # later, before a thread (which a stall makes likelier); see SlowStatements
+                await asyncio.sleep(0)
+                if (result := self.query_inline(*args)) is not MISS:
+                    return result
             readers = self._reader_threads()
             job = AsyncJob(
                 READ, fn, args, sql, time_limit, asyncio.get_running_loop(), readers.outbox
             )
             job.deadline = None if timeout is None else monotonic() + timeout
             readers.submit(job)
-            result = await await_job(job, timeout, lambda: self._pool_timeout(timeout))
+            result = await await_job(job, timeout, lambda: readers.timeout_error(timeout))
         self._counters.read_latency.append(perf_counter() - t0)
         return result
-
-    def _pool_timeout(self, timeout: Bound) -> PoolTimeout:
-        pool = self._pool
-        assert pool is not None
-        return PoolTimeout(
-            f"no reader served this read within {timeout}s: pool size {pool.size}, "
-            f"{self._reader_threads().depth} async read(s) queued, "
-            f"{pool.in_use} reader(s) in use. Raise readers= or timeout="
-        )
 
     def borrow(
         self, timeout: Bound, what: str = "the snapshot"

@@ -14,9 +14,11 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from time import monotonic
+from time import monotonic, thread_time
 
-from .._errors import Closed
+from .._errors import Closed, PoolTimeout
+from .._types import Bound
+from ._bridge import INLINE_BUDGET
 from ._jobs import AsyncJob, Outbox, flush
 from ._pool import ReaderPool
 
@@ -27,26 +29,29 @@ _TAKE = 8
 # A finished job waits for the rest of its batch only while the batch is this young: short
 # reads share one wake-up of the loop, a long one is answered as soon as it is done.
 _FLUSH_AFTER = 0.000_2
-_STRIKES = 2  # consecutive inline attempts over the budget before a statement skips them
-_SKIPS_FIRST = 8  # calls that then skip the inline attempt (doubling after each further miss)
-_SKIPS_MAX = 1024
+_SKIPS_FIRST = 8  # calls that skip the inline attempt once a statement is known slow
+_SKIPS_MAX = 1024  # (doubling each time it is tried inline again and is still slow)
 _REMEMBER = 512  # statements remembered (then all forgotten at once: a bound, not an LRU)
+_PROBING = -1  # (skips left: none, and being tried inline again)
 
 
 class SlowStatements:
-    """Which queries run over the inline budget: their next calls go straight to a reader thread
-    instead of spending the budget on the loop and then going there anyway.
+    """Which queries are too long to run inline: their next calls go straight to a reader
+    thread instead of spending the inline budget on the loop and then going there anyway.
 
-    A statement is marked after ``_STRIKES`` consecutive misses: one miss is often an accident
-    (the process descheduled, the GIL held by a reader thread), and sending a fast statement to
-    the threads would make such accidents likelier (more GIL contention for the loop). Marked, it
-    skips ``_SKIPS_FIRST`` inline attempts, then is tried again (its cost may depend on its
-    parameters): a new miss doubles the skips, one inline success forgets it.
+    The reader thread that runs a query judges it, by the CPU time it took there: an inline
+    attempt that ran over the budget may have been stalled rather than long (the process
+    descheduled, the GIL held by another thread), and sending a fast statement to the threads
+    makes such stalls likelier -- more GIL contention for the loop, more misses: a cascade
+    measured in issue 11. A slow statement skips ``_SKIPS_FIRST`` inline attempts, then is tried
+    again (its cost may depend on its parameters): still slow, it skips twice as many; one
+    inline success forgets it.
 
-    ``_skips`` (SQL -> [skips left, misses in a row]) is used by the loop threads of the
-    engine's asyncio callers without a lock: single dict operations (documented atomic), and a
-    lost update of an entry only moves the next inline attempt. ``known`` is the dict itself, so
-    that the hot path can test it (empty: nothing to look up) without a call.
+    ``_skips`` (SQL -> [skips left or _PROBING, skips after a slow inline try]) is used without a lock by
+    the loop threads of the engine's asyncio callers and by the reader threads: single dict
+    operations (documented atomic), and a lost update of an entry only moves the next inline
+    attempt. ``known`` is the dict itself, so that the hot path tests it (empty: nothing to look
+    up) without a call.
     """
 
     __slots__ = ("_skips", "known")
@@ -58,22 +63,25 @@ class SlowStatements:
     def skip(self, sql: str) -> bool:
         """Loop thread: True if ``sql`` should go straight to a reader thread this time."""
         entry = self._skips.get(sql)
-        if entry is None or entry[0] <= 0:
+        if entry is None:
             return False
-        entry[0] -= 1
-        return True
+        if entry[0] > 0:
+            entry[0] -= 1
+            return True
+        entry[0] = _PROBING  # skipped enough: this call tries it inline
+        return False
 
-    def missed(self, sql: str) -> None:
-        """Loop thread: ``sql`` ran over the inline budget."""
+    def slow(self, sql: str) -> None:
+        """Reader thread: ``sql`` took longer than the inline budget of CPU time."""
         skips = self._skips
         entry = skips.get(sql)
         if entry is None:
             if len(skips) >= _REMEMBER:
                 skips.clear()
-            skips[sql] = entry = [0, 0]
-        entry[1] = min(entry[1] + 1, _STRIKES + 8)  # (8 doublings reach _SKIPS_MAX)
-        if entry[1] >= _STRIKES:
-            entry[0] = min(_SKIPS_FIRST << (entry[1] - _STRIKES), _SKIPS_MAX)
+            skips[sql] = [_SKIPS_FIRST, 2 * _SKIPS_FIRST]
+        elif entry[0] == _PROBING:  # (not a call that skipped it: it was tried inline again)
+            entry[0] = entry[1]
+            entry[1] = min(2 * entry[1], _SKIPS_MAX)
 
     def ran_inline(self, sql: str) -> None:
         """Loop thread: ``sql`` ran within the budget: forget it."""
@@ -88,10 +96,13 @@ class ReaderThreads:
     flushed by the reader threads.
     """
 
-    def __init__(self, pool: ReaderPool, count: int, name: str) -> None:
+    def __init__(
+        self, pool: ReaderPool, count: int, name: str, slow: SlowStatements | None = None
+    ) -> None:
         self.pool = pool
         self.count = max(1, count)
         self.name = name
+        self.slow = slow  # told of the queries that took longer than the inline budget
         self.outbox: Outbox = deque()
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[AsyncJob] = deque()
@@ -103,6 +114,14 @@ class ReaderThreads:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    def timeout_error(self, timeout: Bound) -> PoolTimeout:
+        """What a read that waited ``timeout`` seconds here without being served raises."""
+        return PoolTimeout(
+            f"no reader served this read within {timeout}s: pool size {self.pool.size}, "
+            f"{self.depth} async read(s) queued, {self.pool.in_use} reader(s) in use. "
+            "Raise readers= or timeout="
+        )
 
     def submit(self, job: AsyncJob) -> None:
         with self._cond:
@@ -188,7 +207,14 @@ class ReaderThreads:
         try:
             if not job.start(conn):
                 return
-            ok = job.execute(conn)
+            sql, slow = job.sql, self.slow
+            if sql is None or slow is None:
+                ok = job.execute(conn)
+            else:
+                cpu = thread_time()
+                ok = job.execute(conn)
+                if thread_time() - cpu > INLINE_BUDGET:
+                    slow.slow(sql)
         finally:
             if pinned is None:  # (a snapshot's queries are not counted as reads)
                 self.pool.release(conn, 1 if ok else 0)
