@@ -54,12 +54,14 @@ Ts = TypeVarTuple("Ts")
 # wait ~130 ms (issue 11: that was the scans' p99 and the loop's lag). So the slice adapts: after
 # each yield, the time the others took (the round) rescales it towards a round of _ROUND,
 # growing at most twofold per yield. Alone, a task's rounds take microseconds and its slice
-# grows to _SLICE_MAX (a yield costs ~3 us: <1% of it); among 64 point-reading tasks it settles
-# near 30 us (~3 reads per turn). _SLICE_MAX is small because a burst of tasks made ready at
-# once (their offloaded reads answered) each use it for one round before it adapts.
+# grows to _SLICE_MAX (a yield costs ~3 us: <1% of it). _SLICE_MAX is small because a burst of
+# tasks made ready at once (their offloaded reads answered) each use it for one round before it
+# adapts. _SLICE_MIN bounds what the yields cost: a task switch among 64 tasks costs ~4 us, so
+# 64 point-reading tasks (which would want ~30 us slices for a 2 ms round) use 100 us slices:
+# rounds of ~6 ms and 5% of the loop's time in switches (at 30 us slices: 2 ms, 18% fewer reads).
 _ROUND = 0.002
 _SLICE_MAX = 0.000_5
-_SLICE_MIN = 0.000_01
+_SLICE_MIN = 0.000_1
 
 
 @types.coroutine
