@@ -7,7 +7,9 @@ How a call travels (through the engine interface):
   jobs in batches, one ``call_soon_threadsafe`` per loop per batch.
 * **point reads** run *inline* on the loop thread when a reader is idle, under a small
   progress-handler budget (:data:`INLINE_BUDGET`); a statement that exceeds it is interrupted
-  and re-run on a reader thread, so the loop is never held for longer than the budget.
+  and re-run on a reader thread, so the loop is never held for longer than the budget (one
+  that a reader thread found longer than the budget goes straight there for a while). Tasks
+  reading inline yield in turns sized so that a round of them takes about 2 ms.
 * **other reads** (user functions, iterations, long queries) go to reader threads, which take
   several waiting jobs per wake-up.
 * **transactions** take the lane; their statements run on the writer thread.
