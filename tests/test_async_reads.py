@@ -33,13 +33,13 @@ async def _open(db_path: str, readers: Any) -> litegate.AsyncDatabase:
 def test_slow_statements_skip_for_a_while_then_try_again() -> None:
     slow = SlowStatements()
     assert not slow.known and not slow.skip("q")
-    slow.slow("q")
+    slow.ran_long("q")
     assert [slow.skip("q") for _ in range(_SKIPS_FIRST + 1)] == [True] * _SKIPS_FIRST + [False]
-    slow.slow("q")  # slow again when tried inline: twice as many skips
+    slow.ran_long("q")  # slow again when tried inline: twice as many skips
     skipped = 0
     while slow.skip("q"):
         skipped += 1
-        slow.slow("q")  # (a call that skipped it, judged slow: no change)
+        slow.ran_long("q")  # (a call that skipped it, judged slow: no change)
     assert skipped == 2 * _SKIPS_FIRST
     slow.ran_inline("q")  # one success forgets it
     assert not slow.known and not slow.skip("q")

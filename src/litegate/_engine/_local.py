@@ -469,7 +469,7 @@ class LocalEngine:
             self.check()
         pool, slow = self._pool, self._slow
         if pool is None or (slow.known and slow.skip(sql)):
-            return MISS  # (a statement that ran over the budget lately: to a thread at once)
+            return MISS  # (a reader thread found it long lately: to a thread at once)
         conn = pool.try_acquire()
         if conn is None:
             return MISS
@@ -497,10 +497,12 @@ class LocalEngine:
             if fn is run_query and time_limit is None and sql not in self._slow.known:
                 # its inline attempt missed: no idle reader, or over the budget -- as often a
                 # stall (descheduled, the GIL elsewhere) as a long statement. Once more, a turn
-                # later, before a thread (which a stall makes likelier); see SlowStatements
-                await asyncio.sleep(0)
-                if (result := self.query_inline(*args)) is not MISS:
-                    return result
+                # later, before a thread (which a stall makes likelier); see SlowStatements.
+                # (Not per-thread readers: the loop thread has none, never reads inline)
+                if type(self._pool) is ReadPool:
+                    await asyncio.sleep(0)
+                    if (result := self.query_inline(*args)) is not MISS:
+                        return result
             readers = self._reader_threads()
             job = AsyncJob(
                 READ, fn, args, sql, time_limit, asyncio.get_running_loop(), readers.outbox

@@ -47,11 +47,11 @@ class SlowStatements:
     again (its cost may depend on its parameters): still slow, it skips twice as many; one
     inline success forgets it.
 
-    ``_skips`` (SQL -> [skips left or _PROBING, skips after a slow inline try]) is used without a lock by
-    the loop threads of the engine's asyncio callers and by the reader threads: single dict
-    operations (documented atomic), and a lost update of an entry only moves the next inline
-    attempt. ``known`` is the dict itself, so that the hot path tests it (empty: nothing to look
-    up) without a call.
+    ``_skips`` (SQL -> [skips left or _PROBING, skips after a slow inline try]) is used without
+    a lock by the loop threads of the engine's asyncio callers and by the reader threads: single
+    dict operations (documented atomic), and a lost update of an entry only moves the next
+    inline attempt. ``known`` is the dict itself, so that the hot path tests it (empty: nothing
+    to look up) without a call.
     """
 
     __slots__ = ("_skips", "known")
@@ -71,7 +71,7 @@ class SlowStatements:
         entry[0] = _PROBING  # skipped enough: this call tries it inline
         return False
 
-    def slow(self, sql: str) -> None:
+    def ran_long(self, sql: str) -> None:
         """Reader thread: ``sql`` took longer than the inline budget of CPU time."""
         skips = self._skips
         entry = skips.get(sql)
@@ -93,7 +93,8 @@ class ReaderThreads:
 
     ``_queue``, ``_threads``, ``_idle``, ``_closed`` and ``submitted`` are guarded by
     ``_cond``'s lock; ``outbox`` is a ``deque`` (thread-safe appends and pops) filled and
-    flushed by the reader threads.
+    flushed by the reader threads; ``pool``, ``count``, ``name`` and ``slow`` are set in
+    ``__init__`` (``slow`` is shared with the engine's loop threads: its own guard).
     """
 
     def __init__(
@@ -214,7 +215,7 @@ class ReaderThreads:
                 cpu = thread_time()
                 ok = job.execute(conn)
                 if thread_time() - cpu > INLINE_BUDGET:
-                    slow.slow(sql)
+                    slow.ran_long(sql)
         finally:
             if pinned is None:  # (a snapshot's queries are not counted as reads)
                 self.pool.release(conn, 1 if ok else 0)
