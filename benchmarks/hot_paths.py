@@ -11,7 +11,8 @@ excluded. Compare trees by pointing ``--src`` at several checkouts' ``src`` dire
 Cases (one thread or one task, ``synchronous=OFF`` so fsync is not counted; a write is a
 one-row UPDATE; a transaction reads a row then updates it):
 ``read``, ``read-pt`` (``readers="per-thread"``), ``write``, ``tx``, and their async forms
-``aread``, ``awrite``, ``atx``.
+``aread``, ``awrite``, ``atx``; and the floor: ``plain-read`` and ``plain-write`` do the same on
+one plain sqlite3 connection (``BEGIN IMMEDIATE``, the UPDATE, ``COMMIT``).
 
 The hand-inlined copies on the hot paths name this benchmark in a comment beside them.
 """
@@ -26,10 +27,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-CASES = ("read", "read-pt", "write", "tx", "aread", "awrite", "atx")
+CASES = ("read", "read-pt", "write", "tx", "aread", "awrite", "atx", "plain-read", "plain-write")
 
 _CHILD = r"""
-import asyncio, os, sys, tempfile
+import asyncio, os, sqlite3, sys, tempfile
 import litegate
 
 case, n = sys.argv[1], int(sys.argv[2])
@@ -38,6 +39,20 @@ db = litegate.connect(path, readers="per-thread" if case == "read-pt" else 4, sy
 db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
 db.executemany("INSERT INTO t(v) VALUES (?)", [(i,) for i in range(1000)])
 READ, UPDATE = "SELECT v FROM t WHERE id = ?", "UPDATE t SET v = ? WHERE id = ?"
+
+
+def plain() -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")
+    for i in range(n):
+        key = (i % 1000 + 1,)
+        if case == "plain-read":
+            conn.execute(READ, key).fetchone()
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("UPDATE t SET v = v + 1 WHERE id = ?", key)
+            conn.execute("COMMIT")
+    conn.close()
 
 
 def sync() -> None:
@@ -65,7 +80,12 @@ async def tasks() -> None:
                 await tx.execute(UPDATE, (await tx.query_value(READ, key) + 1, key[0]))
 
 
-asyncio.run(tasks()) if case.startswith("a") else sync()
+if case.startswith("plain"):
+    plain()
+elif case.startswith("a"):
+    asyncio.run(tasks())
+else:
+    sync()
 db.close()
 """
 

@@ -7,7 +7,9 @@ How a call travels (through the engine interface):
   jobs in batches, one ``call_soon_threadsafe`` per loop per batch.
 * **point reads** run *inline* on the loop thread when a reader is idle, under a small
   progress-handler budget (:data:`INLINE_BUDGET`); a statement that exceeds it is interrupted
-  and re-run on a reader thread, so the loop is never held for longer than the budget.
+  and re-run on a reader thread, so the loop is never held for longer than the budget (one
+  that a reader thread found longer than the budget goes straight there for a while). Tasks
+  reading inline yield in turns sized so that a round of them takes about 2 ms.
 * **other reads** (user functions, iterations, long queries) go to reader threads, which take
   several waiting jobs per wake-up.
 * **transactions** take the lane; their statements run on the writer thread.
@@ -21,10 +23,10 @@ for it, records ``tx.committed``, and then re-raises the cancellation.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+import types
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from contextlib import aclosing
+from time import perf_counter
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from . import _args
@@ -47,7 +49,27 @@ __all__ = (
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-_YIELD_EVERY = 0.002  # inline reads give other tasks a turn at least this often
+# Inline reads run on the loop without awaiting anything, so a task reading in a loop would keep
+# the loop to itself: every so often (its *slice*) it yields, and every other ready task and
+# callback -- a timer, an offloaded read's answer -- gets a turn. A round of the ready tasks then
+# takes (tasks x slice): with a fixed 2 ms slice, 64 reading tasks made every other callback
+# wait ~130 ms (issue 11: that was the scans' p99 and the loop's lag). So the slice adapts: after
+# each yield, the time the others took (the round) rescales it towards a round of _ROUND,
+# growing at most twofold per yield. Alone, a task's rounds take microseconds and its slice
+# grows to _SLICE_MAX (a yield costs ~3 us: <1% of it). _SLICE_MAX is small because a burst of
+# tasks made ready at once (their offloaded reads answered) each use it for one round before it
+# adapts. _SLICE_MIN bounds what the yields cost: a task switch among 64 tasks costs ~4 us, so
+# 64 point-reading tasks (which would want ~30 us slices for a 2 ms round) use 100 us slices:
+# rounds of ~6 ms and 5% of the loop's time in switches (at 30 us slices: 2 ms, 18% fewer reads).
+_ROUND = 0.002
+_SLICE_MAX = 0.000_5
+_SLICE_MIN = 0.000_1
+
+
+@types.coroutine
+def _turn() -> Generator[None, None, None]:
+    """Give every other ready task and callback one turn (``asyncio.sleep(0)``, a frame less)."""
+    yield
 
 
 class AsyncMethods(Facade):
@@ -57,9 +79,11 @@ class AsyncMethods(Facade):
 
     def __init__(self, engine: Engine, *, owner: bool = True) -> None:
         super().__init__(engine, owner=owner)
-        # When inline reads last let other tasks run. Shared by the loops using this facade
-        # without a lock: a heuristic (a lost update only moves the next yield a little).
+        # When inline reads last let other tasks run, and how long they may go on before they
+        # do (see _ROUND). Shared by the tasks and loops using this facade without a lock: a
+        # heuristic (a lost update only moves the next yield a little).
         self._last_yield = 0.0
+        self._slice = _SLICE_MIN
 
     # ---- writes ---------------------------------------------------------------------------
     async def execute(
@@ -147,10 +171,15 @@ class AsyncMethods(Facade):
                     raise _args.not_a_str(sql) from None
                 raise
             if rows is not MISS:
-                now = time.perf_counter()
-                if now - self._last_yield > _YIELD_EVERY:
+                now = perf_counter()
+                used = self._slice
+                if now - self._last_yield > used:
                     self._last_yield = now
-                    await asyncio.sleep(0)
+                    await _turn()
+                    # the others' round took `waited`: rescale the slice they all used
+                    waited = max(perf_counter() - now, 1e-6)
+                    fit = min(used * _ROUND / waited, used * 2, _SLICE_MAX)
+                    self._slice = fit if fit > _SLICE_MIN else _SLICE_MIN
                 return rows
         _args.check_sql(sql)  # (before it is queued for a reader thread)
         result: list[Any] = await engine.read_async(

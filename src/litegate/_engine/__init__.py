@@ -32,8 +32,10 @@ local implementation, :class:`LocalEngine`. The data flow, in the spirit of CPyt
   ───────────────────────────────────────────────
   Database.query ─ query ─► pool.query: borrow a reader on the caller's thread, run, give back
   AsyncDatabase.query ─ query_inline ─► an idle reader, on the loop, within INLINE_BUDGET
-                      └ (MISS) read_async ─► ReaderThreads queue ─► a reader thread borrows,
-                        runs, and answers a batch via its outbox
+                      └ (MISS) read_async ─► once more inline a turn later, else
+                        ReaderThreads queue ─► a reader thread borrows, runs, and answers via
+                        its outbox (and marks a query over the budget: SlowStatements, whose
+                        next calls MISS at once)
   snapshots, iterations ─ borrow / borrow_async ─► one reader held across calls
   readers=0: every read is a lane job (a READ Job / AsyncJob), run outside any transaction
 

@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, TypeVar
 
 from .._types import Args, Bound, Fn
@@ -42,8 +43,8 @@ MISS: Any = object()
 def run_inline(conn: sqlite3.Connection, fn: Fn[T], args: Args) -> T:
     """Run ``fn(conn, *args)`` on the loop thread within INLINE_BUDGET; MISS if it ran over
     (it was interrupted: a read, so nothing of it remains)."""
-    deadline = time.monotonic() + INLINE_BUDGET
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    deadline = perf_counter() + INLINE_BUDGET  # (perf_counter: fine-grained on every OS)
+    conn.set_progress_handler(lambda: perf_counter() > deadline, _PROGRESS_STEPS)
     try:
         return fn(conn, *args)
     except sqlite3.DatabaseError as exc:

@@ -20,6 +20,7 @@ _forked, _fork_busy, _fork_idle      written by the forking thread in the fork h
 _lane, _pool, _counters              set in ``__init__`` (and replaced under ``_lock`` in a
                                      forked child, before any other thread of it uses them)
 _pid                                 as ``_lane``
+_slow                                set in ``__init__``; its own guard (SlowStatements)
 ===================================  =====================================================
 """
 
@@ -36,7 +37,7 @@ from time import monotonic, perf_counter
 from typing import Any, TypeVar
 
 from .._config import Options
-from .._errors import Misuse, PoolTimeout
+from .._errors import Misuse
 from .._statements import run_query
 from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
@@ -49,7 +50,7 @@ from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
 from ._pool import ReaderPool, ReadPool, make_pool, thread_name
-from ._readers import ReaderThreads
+from ._readers import ReaderThreads, SlowStatements
 
 __all__ = ("LocalEngine",)
 
@@ -85,6 +86,7 @@ class LocalEngine:
         self._fork_busy = False
         self._fork_idle = True
         self._pid = os.getpid()
+        self._slow = SlowStatements()
         self._open()
         _fork.register(self)
 
@@ -109,8 +111,10 @@ class LocalEngine:
                 if self._readers is None:
                     pool = self._pool
                     assert pool is not None
-                    count = pool.size if isinstance(pool, ReadPool) else _PER_THREAD_READERS
-                    self._readers = ReaderThreads(pool, count, self.opts.name)
+                    # one fewer than the pool's readers: the loop's inline reads find one idle
+                    # (else fast reads go to threads too: a cascade, see SlowStatements)
+                    n = pool.size if isinstance(pool, ReadPool) else _PER_THREAD_READERS + 1
+                    self._readers = ReaderThreads(pool, max(1, n - 1), self.opts.name, self._slow)
                 r = self._readers
         return r
 
@@ -464,18 +468,21 @@ class LocalEngine:
     def query_inline(self, sql: str, params: Params) -> Any:
         if self._state or self._forked:
             self.check()
-        pool = self._pool
-        conn = None if pool is None else pool.try_acquire()
+        pool, slow = self._pool, self._slow
+        if pool is None or (slow.known and slow.skip(sql)):
+            return MISS  # (a reader thread found it long lately: to a thread at once)
+        conn = pool.try_acquire()
         if conn is None:
             return MISS
-        assert pool is not None
         t0 = perf_counter()
         rows = MISS
         try:
             rows = run_inline(conn, run_query, (sql, params))
         finally:
             pool.release(conn, 0 if rows is MISS else 1)
-        if rows is not MISS:
+        if rows is not MISS:  # (else the reader thread that runs it judges it: SlowStatements)
+            if slow.known:
+                slow.ran_inline(sql)
             self._counters.read_latency.append(perf_counter() - t0)
         return rows
 
@@ -488,24 +495,24 @@ class LocalEngine:
         if self._pool is None:
             result = await self._lane_job(READ, fn, args, timeout, time_limit, sql, "the read")
         else:
+            if fn is run_query and time_limit is None and sql not in self._slow.known:
+                # its inline attempt missed: no idle reader, or over the budget -- as often a
+                # stall (descheduled, the GIL elsewhere) as a long statement. Once more, a turn
+                # later, before a thread (which a stall makes likelier); see SlowStatements.
+                # (Not per-thread readers: the loop thread has none, never reads inline)
+                if type(self._pool) is ReadPool:
+                    await asyncio.sleep(0)
+                    if (result := self.query_inline(*args)) is not MISS:
+                        return result
             readers = self._reader_threads()
             job = AsyncJob(
                 READ, fn, args, sql, time_limit, asyncio.get_running_loop(), readers.outbox
             )
             job.deadline = None if timeout is None else monotonic() + timeout
             readers.submit(job)
-            result = await await_job(job, timeout, lambda: self._pool_timeout(timeout))
+            result = await await_job(job, timeout, lambda: readers.timeout_error(timeout))
         self._counters.read_latency.append(perf_counter() - t0)
         return result
-
-    def _pool_timeout(self, timeout: Bound) -> PoolTimeout:
-        pool = self._pool
-        assert pool is not None
-        return PoolTimeout(
-            f"no reader served this read within {timeout}s: pool size {pool.size}, "
-            f"{self._reader_threads().depth} async read(s) queued, "
-            f"{pool.in_use} reader(s) in use. Raise readers= or timeout="
-        )
 
     def borrow(
         self, timeout: Bound, what: str = "the snapshot"

@@ -258,19 +258,25 @@ class ReadPool(_Borrowing):
         reader.since = monotonic()
         conn = reader.conn
         self._holders[id(conn)] = reader
-        reads = 0
         try:
             cur = conn.execute(sql, params)
             try:
                 result = cur.fetchone() if first else cur.fetchall()
             finally:
                 cur.close()
-            reads = 1
+            reader.reads += 1
             return result
         except sqlite3.DatabaseError as exc:
             reraise(exc)  # (a refused PRAGMA or ATTACH: Refused, saying which)
         finally:
-            self.release(conn, reads)
+            # release() inlined for a clean reader of an open pool; else the general way.
+            if conn.in_transaction or self._closed:
+                self.release(conn)
+            else:
+                del self._holders[id(conn)]
+                self._free.put(reader)
+                if self._closed:  # close() ran meanwhile and may have missed it
+                    self._drain()
 
     def try_acquire(self) -> sqlite3.Connection | None:
         if self._closed:

@@ -1,9 +1,11 @@
 """Reader threads for asyncio callers: several waiting jobs per wake-up, batched replies.
 
 Async reads that cannot run inline on the loop (longer than the inline budget, user functions,
-iterations, snapshot queries) are queued here. Each thread takes up to ``_TAKE`` jobs at once,
-runs them on a pool connection (or the job's pinned one), and delivers all their results to
-each loop with one ``call_soon_threadsafe``.
+iterations, snapshot queries) are queued here. Each thread takes its share of the waiting jobs
+(up to ``_TAKE``), runs them on a pool connection (or the job's pinned one), and delivers their
+results to each loop with one ``call_soon_threadsafe`` -- at once when a job ran long, so an
+answer never waits for the rest of the batch. :class:`SlowStatements` remembers which queries
+ran over the inline budget, so that their next calls come here without wasting one on the loop.
 """
 
 from __future__ import annotations
@@ -12,16 +14,78 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from time import monotonic
+from time import monotonic, thread_time
 
-from .._errors import Closed
+from .._errors import Closed, PoolTimeout
+from .._types import Bound
+from ._bridge import INLINE_BUDGET
 from ._jobs import AsyncJob, Outbox, flush
 from ._pool import ReaderPool
 
-__all__ = ("ReaderThreads",)
+__all__ = ("ReaderThreads", "SlowStatements")
 
 logger = logging.getLogger("litegate")
 _TAKE = 8
+# A finished job waits for the rest of its batch only while the batch is this young: short
+# reads share one wake-up of the loop, a long one is answered as soon as it is done.
+_FLUSH_AFTER = 0.000_2
+_SKIPS_FIRST = 8  # calls that skip the inline attempt once a statement is known slow
+_SKIPS_MAX = 1024  # (doubling each time it is tried inline again and is still slow)
+_REMEMBER = 512  # statements remembered (then all forgotten at once: a bound, not an LRU)
+_PROBING = -1  # (skips left: none, and being tried inline again)
+
+
+class SlowStatements:
+    """Which queries are too long to run inline: their next calls go straight to a reader
+    thread instead of spending the inline budget on the loop and then going there anyway.
+
+    The reader thread that runs a query judges it, by the CPU time it took there: an inline
+    attempt that ran over the budget may have been stalled rather than long (the process
+    descheduled, the GIL held by another thread), and sending a fast statement to the threads
+    makes such stalls likelier -- more GIL contention for the loop, more misses: a cascade
+    measured in issue 11. A slow statement skips ``_SKIPS_FIRST`` inline attempts, then is tried
+    again (its cost may depend on its parameters): still slow, it skips twice as many; one
+    inline success forgets it.
+
+    ``_skips`` (SQL -> [skips left or _PROBING, skips after a slow inline try]) is used without
+    a lock by the loop threads of the engine's asyncio callers and by the reader threads: single
+    dict operations (documented atomic), and a lost update of an entry only moves the next
+    inline attempt. ``known`` is the dict itself, so that the hot path tests it (empty: nothing
+    to look up) without a call.
+    """
+
+    __slots__ = ("_skips", "known")
+
+    def __init__(self) -> None:
+        self._skips: dict[str, list[int]] = {}
+        self.known = self._skips
+
+    def skip(self, sql: str) -> bool:
+        """Loop thread: True if ``sql`` should go straight to a reader thread this time."""
+        entry = self._skips.get(sql)
+        if entry is None:
+            return False
+        if entry[0] > 0:
+            entry[0] -= 1
+            return True
+        entry[0] = _PROBING  # skipped enough: this call tries it inline
+        return False
+
+    def ran_long(self, sql: str) -> None:
+        """Reader thread: ``sql`` took longer than the inline budget of CPU time."""
+        skips = self._skips
+        entry = skips.get(sql)
+        if entry is None:
+            if len(skips) >= _REMEMBER:
+                skips.clear()
+            skips[sql] = [_SKIPS_FIRST, 2 * _SKIPS_FIRST]
+        elif entry[0] == _PROBING:  # (not a call that skipped it: it was tried inline again)
+            entry[0] = entry[1]
+            entry[1] = min(2 * entry[1], _SKIPS_MAX)
+
+    def ran_inline(self, sql: str) -> None:
+        """Loop thread: ``sql`` ran within the budget: forget it."""
+        self._skips.pop(sql, None)
 
 
 class ReaderThreads:
@@ -29,13 +93,17 @@ class ReaderThreads:
 
     ``_queue``, ``_threads``, ``_idle``, ``_closed`` and ``submitted`` are guarded by
     ``_cond``'s lock; ``outbox`` is a ``deque`` (thread-safe appends and pops) filled and
-    flushed by the reader threads.
+    flushed by the reader threads; ``pool``, ``count``, ``name`` and ``slow`` are set in
+    ``__init__`` (``slow`` is shared with the engine's loop threads: its own guard).
     """
 
-    def __init__(self, pool: ReaderPool, count: int, name: str) -> None:
+    def __init__(
+        self, pool: ReaderPool, count: int, name: str, slow: SlowStatements | None = None
+    ) -> None:
         self.pool = pool
         self.count = max(1, count)
         self.name = name
+        self.slow = slow  # told of the queries that took longer than the inline budget
         self.outbox: Outbox = deque()
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[AsyncJob] = deque()
@@ -47,6 +115,14 @@ class ReaderThreads:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    def timeout_error(self, timeout: Bound) -> PoolTimeout:
+        """What a read that waited ``timeout`` seconds here without being served raises."""
+        return PoolTimeout(
+            f"no reader served this read within {timeout}s: pool size {self.pool.size}, "
+            f"{self.depth} async read(s) queued, {self.pool.in_use} reader(s) in use. "
+            "Raise readers= or timeout="
+        )
 
     def submit(self, job: AsyncJob) -> None:
         with self._cond:
@@ -92,8 +168,13 @@ class ReaderThreads:
                         self._cond.wait(1.0)
                 finally:
                     self._idle -= 1
-                n = min(len(self._queue), _TAKE)
+                # its share: the jobs taken here wait for each other, while idle or soon
+                # free threads could run them
+                n = min(len(self._queue) // len(self._threads) or 1, _TAKE)
                 jobs = [self._queue.popleft() for _ in range(n)]
+                if self._queue and self._idle:
+                    self._cond.notify()
+            since = monotonic()
             for job in jobs:
                 try:
                     self._run_one(job)
@@ -101,6 +182,9 @@ class ReaderThreads:
                     logger.exception("litegate: reader thread failed a job")
                     if job.state != AsyncJob.DONE:  # (this thread is its only finisher)
                         job.finish(error=Closed("internal error in a reader thread"))
+                if n > 1 and monotonic() - since > _FLUSH_AFTER:
+                    flush(outbox)
+                    since = monotonic()
             flush(outbox)
 
     def _run_one(self, job: AsyncJob) -> None:
@@ -124,7 +208,14 @@ class ReaderThreads:
         try:
             if not job.start(conn):
                 return
-            ok = job.execute(conn)
+            sql, slow = job.sql, self.slow
+            if sql is None or slow is None:
+                ok = job.execute(conn)
+            else:
+                cpu = thread_time()
+                ok = job.execute(conn)
+                if thread_time() - cpu > INLINE_BUDGET:
+                    slow.ran_long(sql)
         finally:
             if pinned is None:  # (a snapshot's queries are not counted as reads)
                 self.pool.release(conn, 1 if ok else 0)
