@@ -204,7 +204,7 @@ async def _transfer(adb: litegate.AsyncDatabase, rng_seed: int) -> None:
 
 
 async def test_async_transactions_share_commits(db_path: str) -> None:
-    db = _open(db_path)
+    db = await asyncio.to_thread(_open, db_path)
     try:
         adb = db.as_async()
         before = await adb.stats()
@@ -229,7 +229,7 @@ async def _insert_atx(adb: litegate.AsyncDatabase, name: str, fail: bool = False
 
 
 async def test_async_group_one_raises_undone_alone(db_path: str) -> None:
-    db = _open(db_path)
+    db = await asyncio.to_thread(_open, db_path)
     try:
         adb = db.as_async()
         lane_free = asyncio.Event()
@@ -257,7 +257,7 @@ async def test_async_group_one_raises_undone_alone(db_path: str) -> None:
 
 
 async def test_async_failed_shared_commit_fails_every_member(db_path: str) -> None:
-    db = _open(db_path)
+    db = await asyncio.to_thread(_open, db_path)
     try:
         adb = db.as_async()
         go = asyncio.Event()
@@ -291,7 +291,7 @@ async def test_async_cancellation_at_every_await_point_of_a_group(db_path: str) 
     writer thread (a first-seen SQL text), and while waiting for the shared COMMIT: the sum is
     kept, a transaction's marker is there exactly when ``committed`` says so, and the lane
     goes on."""
-    db = _open(db_path)
+    db = await asyncio.to_thread(_open, db_path)
     try:
         adb = db.as_async()
         await adb.execute("CREATE TABLE markers(tx INT PRIMARY KEY)")
@@ -348,7 +348,7 @@ async def test_a_slow_write_in_a_transaction_never_runs_on_the_loop(db_path: str
     """The loop-lag monitor every async test runs under (tests/loop_lag.py) fails this test if
     the loop is held beyond its limit: the slow statement runs on the writer thread the first
     time (unknown text) and every later time (known slow), while other transactions go on."""
-    db = _open(db_path)
+    db = await asyncio.to_thread(_open, db_path)
     try:
         adb = db.as_async()
         for _ in range(3):
