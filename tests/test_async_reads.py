@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import litegate
-from litegate._engine import _local
+from litegate._engine import _bridge
 from litegate._engine._readers import _SKIPS_FIRST, SlowStatements
 
 # Far longer than INLINE_BUDGET on any machine (tens of ms), so every inline attempt misses.
@@ -52,13 +52,13 @@ async def test_a_statement_known_slow_goes_straight_to_a_thread(
     # (readers=2: in per-thread mode the loop thread never has a reader of its own, so every
     # async read runs on a reader thread)
     tried: list[str] = []
-    real = _local.run_inline
+    real = _bridge.run_inline  # (what _local imported)
 
     def counting(conn: sqlite3.Connection, fn: Any, args: Any) -> Any:
         tried.append(args[0])
         return real(conn, fn, args)
 
-    monkeypatch.setattr(_local, "run_inline", counting)
+    monkeypatch.setattr("litegate._engine._local.run_inline", counting)
     adb = await _open(db_path, 2)
     try:
         for _ in range(3):  # (the first read opens a reader, on a thread)
