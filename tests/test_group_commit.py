@@ -362,3 +362,24 @@ async def test_a_slow_write_in_a_transaction_never_runs_on_the_loop(db_path: str
         assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
     finally:
         await asyncio.to_thread(db.close)
+
+
+async def test_a_function_on_the_writer_calling_the_database_is_refused(db_path: str) -> None:
+    """Regression (review): an async transaction's ``tx.run`` function runs on the writer
+    thread; calling the sync database from there must raise Misuse (it would wait for its own
+    transaction), not deadlock the writer."""
+    db = await asyncio.to_thread(_open, db_path)
+    try:
+        adb = db.as_async()
+
+        def reenter(conn: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO items VALUES ('inner')", timeout=None)
+
+        with pytest.raises(litegate.Misuse):
+            async with adb.transaction() as tx:
+                await tx.run(reenter)
+        async with adb.transaction(timeout=2) as tx:  # the lane is free
+            await tx.execute("INSERT INTO items VALUES ('after')")
+        assert await asyncio.to_thread(_names, db) == {"after"}
+    finally:
+        await asyncio.to_thread(db.close)

@@ -247,7 +247,7 @@ class AsyncLaneLease:
             result = await asyncio.shield(fut)
         except asyncio.CancelledError:
             if not fut.done():  # (we were cancelled, not the operation)
-                if self._lane.in_group and self._lane.joined:
+                if fn is _commit_group or (self._lane.in_group and self._lane.joined):
                     if op.withdraw():  # never started: it never will
                         fut.cancel()
                 elif op.cancel():  # never started / interrupted (SQLite may roll back)
@@ -284,6 +284,9 @@ class AsyncLaneLease:
             raise RolledBack(f"the transaction did not commit: {_rolled_back()}")
         self._live()
         lane, hold = self._lane, self._hold
+        if not lane.in_group:  # (its shared transaction is gone: nobody would answer)
+            self._lost = True
+            raise RolledBack(f"the transaction did not commit: {_rolled_back()}")
         try:
             lane.release_turn()
         except RolledBack:

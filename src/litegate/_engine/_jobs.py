@@ -334,11 +334,12 @@ class AsyncLaneHold(AsyncJob):
     task's (see :class:`~._async_lease.AsyncLaneLease`). ``ended``: the task is done with it
     (written on the loop thread only)."""
 
-    __slots__ = ("ended",)
+    __slots__ = ("abandoned", "ended")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
         super().__init__(EXCLUSIVE, _noop, (), None, None, loop, outbox)
         self.ended = False
+        self.abandoned = False  # its task gave up before the grant: never grant it (lane lock)
 
     def grant_here(self) -> None:
         """On its loop's thread: answer the waiter at once (no outbox, no thread hop)."""

@@ -451,17 +451,24 @@ class WriteLane:
         it has not started (:class:`WriteTimeout`), else waits for it (it is running, bounded
         by its time limit). Never past the writer's end: :class:`Closed` then."""
         done = job.done
+        # (A LaneHold is granted by making the lane its thread's, then answered: an interrupt
+        # of the granting thread in between would leave the answer out; the lane is ours.)
+        hold = job.ident if isinstance(job, LaneHold) else None
         while True:
             remaining = _LIVENESS_POLL if deadline is None else deadline - monotonic()
             if remaining <= 0:
                 break
             if done.acquire(True, min(remaining, _LIVENESS_POLL)):
                 return
+            if hold is not None and self.user == hold:
+                return
             if not self.alive:
                 raise self.closed_error("the writer stopped before this write ran")
         if self.cancel(job):
             raise self.timeout_error(what, waited)
         while not done.acquire(True, _LIVENESS_POLL):
+            if hold is not None and self.user == hold:
+                return
             if not self.alive:
                 raise self.closed_error("the writer stopped before this write finished")
 
@@ -693,7 +700,10 @@ class WriteLane:
             return
         group = self._group
         if group is not None and group.members:
-            self._lose_group("SQLite rolled the shared transaction back")
+            # Not joined (granted, or interrupted before its savepoint): nothing of its own
+            # is in the group, which goes on -- unless SQLite already rolled it back.
+            if not conn.in_transaction:
+                self._lose_group("SQLite rolled the shared transaction back")
             return
         self._group = None
         self._joined = False
@@ -745,7 +755,9 @@ class WriteLane:
                 nxt = queue.popleft()
                 if len(queue) == opts.queue_size - 1:
                     self._not_full.notify_all()
-                if not nxt.start(None) or (isinstance(nxt, LaneHold) and nxt.abandoned):
+                if not nxt.start(None) or (
+                    isinstance(nxt, LaneHold | AsyncLaneHold) and nxt.abandoned
+                ):
                     continue  # (cancelled or given up while it waited)
                 self.counters.lane_holds.append(monotonic() - self._held_since)
                 self._assign_locked(nxt)
@@ -881,6 +893,7 @@ class WriteLane:
         if a group is still open: it commits it). A no-op if ``hold`` does not hold it."""
         with self._lock:
             if self._async_holder is not hold:
+                hold.abandoned = True  # (not granted yet: whoever took it will not grant it)
                 return
             self.counters.lane_holds.append(monotonic() - self._held_since)
             self._dirty = True
@@ -905,19 +918,29 @@ class WriteLane:
             rollback(conn, self.guard)
 
     def _run_ops(self, ops: list[AsyncJob]) -> None:
-        """Writer thread: the async holder's statements, in order."""
-        conn = self._conn
-        for op in ops:
-            if op.start(conn):
-                op.execute(conn)
-        flush(self.outbox)
+        """Writer thread: the async holder's statements, in order. Meanwhile the writer is
+        the lane's ``user``: a function that calls the database from there is refused
+        (Misuse), as on any lane holder, instead of waiting for itself."""
+        me = get_ident()
+        with self._lock:
+            self.user = me
+        try:
+            conn = self._conn
+            for op in ops:
+                if op.start(conn):
+                    op.execute(conn)
+        finally:
+            with self._lock:
+                if self.user == me:
+                    self.user = None
+            flush(self.outbox)
 
     def _grant(self, hold: BaseJob) -> bool:
         """Writer thread, holding the lane: hand it to a queued lease (claimed). False if its
         waiter gave up meanwhile (the writer keeps the lane)."""
         self._ready()
         with self._lock:
-            if isinstance(hold, LaneHold) and hold.abandoned:
+            if isinstance(hold, LaneHold | AsyncLaneHold) and hold.abandoned:
                 return False
             self._assign_locked(hold)
         self._announce(hold)
