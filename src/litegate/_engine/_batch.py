@@ -32,6 +32,7 @@ __all__ = (
     "is_open",
     "job_error",
     "run_reads",
+    "undo_savepoint",
 )
 
 logger = logging.getLogger("litegate")
@@ -124,14 +125,17 @@ def job_error(exc: BaseException, alive: bool = True, *, reading: bool = False) 
     return err
 
 
-def _undo_savepoint(conn: sqlite3.Connection) -> bool:
-    """Undo the failed job's savepoint. False if that cannot be done (the transaction is gone,
-    or the function released or broke the lane's savepoint): the caller rolls back all."""
+def undo_savepoint(
+    conn: sqlite3.Connection, rollback_to: str = _ROLLBACK_TO, release: str = _RELEASE
+) -> bool:
+    """Undo a savepoint (by default the failed job's; a group's joiner passes its own).
+    False if that cannot be done (the transaction is gone, or user SQL released or broke the
+    savepoint): the caller rolls back all."""
     try:
         if not conn.in_transaction:
             return False
-        conn.execute(_ROLLBACK_TO)
-        conn.execute(_RELEASE)
+        conn.execute(rollback_to)
+        conn.execute(release)
     except sqlite3.Error:
         return False
     return True
@@ -215,7 +219,7 @@ def group_commit(
                     rest = [j for j, _ in done] + pending[i + 1 :]
                     if not alive:
                         raise LaneBroken("a write's function closed the connection", rest) from exc
-                    if savepoints and _undo_savepoint(conn):
+                    if savepoints and undo_savepoint(conn):
                         continue
                     # Undo everything (it may hold the failed job's partial work) and run
                     # the others again, carefully.

@@ -24,6 +24,7 @@ from typing import Any
 
 from .._errors import RolledBack
 from ._batch import copy_error
+from ._batch import undo_savepoint as undo_job_savepoint
 from ._connection import COMMIT, TxnGuard, end_transaction, rollback_quietly
 from ._counters import Counters
 from ._jobs import BaseJob, flush
@@ -54,19 +55,14 @@ def lost_error(why: str) -> RolledBack:
 def undo_savepoint(conn: sqlite3.Connection) -> bool:
     """Undo a joiner's part (its savepoint). False if that cannot be done (the transaction is
     gone, or the savepoint was released or broken by user SQL): the group is then lost."""
-    try:
-        if not conn.in_transaction:
-            return False
-        conn.execute(JOIN_ROLLBACK)
-        conn.execute(JOIN_RELEASE)
-    except sqlite3.Error:
-        return False
-    return True
+    return undo_job_savepoint(conn, JOIN_ROLLBACK, JOIN_RELEASE)
 
 
 class Ticket:
     """A thread's wait for the COMMIT of the group it handed the lane on to: ``done`` (a raw
-    lock) is released once the outcome is published (``result``/``error`` written before)."""
+    lock) is released once the outcome is published (``result``/``error`` written before).
+    (:class:`~._jobs.Job`'s answer, without a job's contextvars copy: one is made per
+    grouped transaction.)"""
 
     __slots__ = ("answered", "done", "error", "result")
 
