@@ -306,29 +306,16 @@ class WriteLane:
         self._end_direct()
 
     def _undo_open_transaction(self) -> bool:
-        """Repair paths, holding the lane: end any permit and roll back what the holder did
-        (a failure is logged): its savepoint if it joined a group with members waiting (the
-        group goes on: it is committed by whoever the lane is given to), else the whole
-        transaction. Returns whether one was open."""
+        """Repair paths, holding the lane: end any permit and undo what the holder did, as
+        :meth:`undo_turn` does (a failed rollback is logged, not raised). Returns whether a
+        transaction was open."""
         self.guard.revoke()
         conn = self._conn
-        open_txn = is_open(conn) and conn.in_transaction
-        group = self._group
-        if group is not None and group.members:
-            if not open_txn:
-                self._lose_group("SQLite rolled the shared transaction back")
-                return False
-            if not self._joined:
-                return True  # (granted into the group, nothing of its own begun)
-            if undo_savepoint(conn):
-                self._joined = False
-                return True
-            self._lose_group("a transaction of the group could not be undone alone")
-        elif group is not None:
-            self._group = None
-            self._joined = False
-        if open_txn:
-            rollback_quietly(conn, self.guard)
+        if not is_open(conn):
+            self._lose_group("its connection was closed")
+            return False
+        open_txn = conn.in_transaction
+        self.undo_turn(quiet=True)
         return open_txn
 
     def closed_error(self, what: str) -> Closed:
@@ -688,9 +675,10 @@ class WriteLane:
                 raise lost_error(f"releasing its savepoint failed ({exc!r})") from exc
             self._joined = False
 
-    def undo_turn(self) -> None:
+    def undo_turn(self, quiet: bool = False) -> None:
         """Lane holder, rolling back: undo only its own part -- its savepoint if it joined a
-        group (the others go on), else the whole transaction."""
+        group (the others go on), nothing if it was granted into a group without joining it,
+        else the whole transaction (``quiet``: a failed rollback is logged, not raised)."""
         conn = self._conn
         if self._joined and conn.in_transaction:
             if undo_savepoint(conn):
@@ -707,7 +695,10 @@ class WriteLane:
             return
         self._group = None
         self._joined = False
-        rollback(conn, self.guard)
+        if quiet:
+            rollback_quietly(conn, self.guard)
+        else:
+            rollback(conn, self.guard)
 
     def end_turn(self, ticket: BaseJob | None) -> bool:
         """Lane holder, its part of the transaction done (released or undone): with a group
