@@ -18,11 +18,11 @@ result, error, answered    the worker, before answering    ``Job.done`` released
                                                            then ``call_soon_threadsafe``
 AsyncJob.state,            loop (cancel, withdraw) and     ``AsyncJob._lock``
 running_on                 worker (start, attach, finish)
-AsyncJob.future            the loop thread only            (resolved in ``_deliver``, on it)
-AsyncLaneHold.ops          loop puts, writer gets          ``SimpleQueue`` (thread-safe)
-ended, closed_ops          loop (end), writer (close)      ``_ops_lock``
-txn_required               loop, after BEGIN answered      ordered before the next ``ops.put``
-lost                       writer, before answering an op  ordered by that op's delivery
+AsyncJob.future            the loop thread only            (resolved in ``_deliver``, or by
+                                                           ``grant_here``, on it)
+AsyncLaneHold.ended        its task (loop thread)          the loop thread only
+LaneHold.abandoned,        the waiter giving up; read by   the lane's ``_lock``
+AsyncLaneHold.abandoned    whoever would grant it
 =========================  ==============================  ===================================
 """
 
