@@ -46,9 +46,10 @@ each on 3.11 and 3.13 under coverage (as `make test` runs them). Worst lag per t
   tests): 15-90 ms, spread over hundreds of short steps (the longest single step measured
   7.7 ms). Those tests opt out, saying so.
 
-The wall-clock lateness also held 40-100 ms of time in which the loop thread was runnable but
-had no CPU; that is the machine's load, not the loop being held, and is discounted per tick
-(:class:`_RunQueueWait`). Two more sources of stalls are kept out of the measurement because
+The wall-clock lateness also held 40-150 ms of time in which the loop thread, or a thread
+holding the GIL it waited for, was runnable but had no CPU; that is the machine's load, not
+the loop being held, and is discounted per tick (:class:`_RunQueueWait`: every thread of the
+process). Two more sources of stalls are kept out of the measurement because
 they are neither litegate nor the test: asyncio debug mode (its per-handle tracebacks stat()
 source files; 10-600 ms: lag is not enforced on debug loops) and full GC collections over the
 session's heap (30-40 ms: conftest freezes the heap before each async test). 25 ms stays above
@@ -65,7 +66,7 @@ class LoopLag:
     """Lateness of a ticker task while one test coroutine runs, and where the loop stalled."""
 
     def __init__(self) -> None:
-        self.lags: list[float] = []  # per tick: lateness minus the loop thread's run-queue wait
+        self.lags: list[float] = []  # per tick: lateness minus the process's run-queue wait
         self.raw: list[float] = []  # per tick: wall-clock lateness
         self.stalls: Counter[str] = Counter()  # where the sampler found the stalled loop
         self._last_tick = time.monotonic()
@@ -80,13 +81,14 @@ class LoopLag:
         queued = _RunQueueWait()
         try:
             while True:
-                t, w = loop.time(), queued()
+                t = loop.time()
+                queued()  # (starts this tick's count)
                 self._last_tick = time.monotonic()
                 self._ticked.set()
                 await asyncio.sleep(PERIOD)
                 late = loop.time() - t - PERIOD
                 self.raw.append(late)
-                self.lags.append(late - (queued() - w))
+                self.lags.append(late - queued())
         finally:
             queued.close()
 
@@ -168,27 +170,62 @@ def _where(frame: FrameType | None, depth: int = 6) -> str:
 
 
 class _RunQueueWait:
-    """Seconds the calling thread has spent runnable but not running (waiting for a CPU).
+    """Seconds this process's threads have spent runnable but not running (waiting for a CPU).
 
     That time is the machine's load, not the loop being held, so a late tick is charged only
-    for the rest. Linux ``/proc/thread-self/schedstat`` (second field, ns); elsewhere 0.
+    for the rest. The loop thread's own wait counts, and so does every other thread's: a
+    thread that holds the GIL while it waits for a CPU keeps the loop thread waiting for the
+    GIL (asleep, so not in the loop thread's own figure; measured: ticks 30-150 ms late with
+    the loop thread sampled in ``select`` or in this ticker, at a load average of 5). On a
+    quiet machine the discount is ~0, so a loop really held is measured in full.
+    Linux ``/proc/self/task/*/schedstat`` (second field, ns); elsewhere 0.
     """
 
+    _RESCAN = 0.05  # seconds between looks for new threads
+
     def __init__(self) -> None:
+        self._fds: dict[str, int] = {}  # thread id -> its schedstat, open
+        self._last: dict[str, int] = {}  # thread id -> its wait at the previous call (ns)
+        self._next_scan = 0.0
+        self._scan()
+
+    def _scan(self) -> None:
         try:
-            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            tids = os.listdir("/proc/self/task")
         except OSError:
-            self._fd = None
+            return
+        for tid in tids:
+            if tid not in self._fds:
+                try:
+                    self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+                except OSError:
+                    continue
+        self._next_scan = time.monotonic() + self._RESCAN
 
     def __call__(self) -> float:
-        if self._fd is None:
-            return 0.0
-        return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+        """Seconds of CPU wait the process's threads added since the previous call (each
+        thread counted once it was seen at two calls in a row)."""
+        if time.monotonic() >= self._next_scan:
+            self._scan()
+        added = 0
+        for tid, fd in list(self._fds.items()):
+            try:
+                now = int(os.pread(fd, 64, 0).split()[1])
+            except (OSError, IndexError, ValueError):  # the thread has ended
+                os.close(fd)
+                del self._fds[tid]
+                self._last.pop(tid, None)
+                continue
+            before = self._last.get(tid)
+            self._last[tid] = now
+            if before is not None:
+                added += now - before
+        return added / 1e9
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def wrap(
