@@ -4,6 +4,7 @@ import asyncio
 import gc
 import importlib.util
 import inspect
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -45,6 +46,17 @@ if importlib.util.find_spec("uvloop") is not None:
     ASYNC_BACKENDS.append(pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"))
 if sys.version_info >= (3, 12):
     ASYNC_BACKENDS.append(pytest.param(("asyncio", {"loop_factory": _eager_loop}), id="eager"))
+# LITEGATE_LOOPS=asyncio,eager keeps only those (CI runs each loop once across its two
+# interpreters, to stay in its time budget: see the Makefile's `ci`). An unknown name fails.
+if _chosen := os.environ.get("LITEGATE_LOOPS", "").strip():
+    _wanted = {name.strip() for name in _chosen.split(",") if name.strip()}
+    _known = {p.id for p in ASYNC_BACKENDS}
+    if _wanted - _known:
+        raise pytest.UsageError(
+            f"LITEGATE_LOOPS names loops not available here: {sorted(_wanted - _known)} "
+            f"(available: {sorted(str(k) for k in _known)})"
+        )
+    ASYNC_BACKENDS = [p for p in ASYNC_BACKENDS if p.id in _wanted]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
