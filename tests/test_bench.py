@@ -18,7 +18,7 @@ MODES = ("NORMAL", "FULL")
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> _bench.BenchResult:
     directory = tmp_path_factory.mktemp("bench")
-    return run_benchmark(seconds=0.2, directory=str(directory), rows=2_000, isolate=False)
+    return run_benchmark(seconds=0.08, directory=str(directory), rows=2_000, isolate=False)
 
 
 def test_every_workload_runs_every_contender_that_can(result: _bench.BenchResult) -> None:

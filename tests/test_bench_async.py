@@ -31,7 +31,7 @@ NAMES = abench.contender_names("async", with_aiosqlite=HAVE_AIOSQLITE)
 def result(tmp_path_factory: pytest.TempPathFactory) -> BenchResult:
     directory = tmp_path_factory.mktemp("abench")
     return run_async_benchmark(
-        seconds=0.15, tasks=TASKS, directory=str(directory), synchronous=("FULL",), isolate=False
+        seconds=0.06, tasks=TASKS, directory=str(directory), synchronous=("FULL",), isolate=False
     )
 
 
