@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -189,6 +190,76 @@ def test_a_snapshot_and_a_plain_write_after_a_group(db_path: str) -> None:
         assert tx.join().error is None and write.join().error is None
         assert seen.join().result == {"leader", "t"}
         assert _names(db) == {"leader", "t", "w"}
+
+
+# ---- slices (a COMMIT without fsync: synchronous NORMAL) -------------------------------------
+def _sync_transfer(db: litegate.Database, seed: int) -> None:
+    a, b = seed % ACCOUNTS, (seed * 7 + 1) % ACCOUNTS
+    if a == b:
+        b = (b + 1) % ACCOUNTS
+    with db.transaction() as tx:
+        balance = tx.query_value("SELECT balance FROM accounts WHERE id = ?", (a,))
+        amount = min(balance, 3)
+        tx.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
+        tx.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_threads_of_transfers_keep_the_sum(db_path: str, synchronous: str) -> None:
+    """8 threads of transfers (mixed with plain writes): at NORMAL a thread retakes the lane
+    within its slice, at FULL the lane is handed on with the group open; either way every
+    transaction is applied once and whole."""
+    threads, each = 8, 150
+    with _open(db_path, synchronous=synchronous, group_wait=0.005) as db:
+        before = db.stats().transactions
+
+        def worker(k: int) -> Callable[[], None]:
+            def run() -> None:
+                for i in range(each):
+                    _sync_transfer(db, k * 1000 + i)
+                    if i % 10 == 0:
+                        db.execute("INSERT INTO items VALUES (?)", (f"{k}-{i}",))
+
+            return run
+
+        outs = [Outcome(worker(k)) for k in range(threads)]
+        assert all(o.join().error is None for o in outs)
+        assert db.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+        assert db.query_value("SELECT min(balance) FROM accounts") >= 0
+        assert db.stats().transactions - before == threads * each
+        assert len(_names(db)) == threads * (each // 10)
+
+
+def test_a_thread_in_its_slice_never_starves_a_waiter(db_path: str) -> None:
+    """At NORMAL a thread may take the lane again ahead of the queue, but only within its
+    slice: a transaction queued behind a thread that runs transactions back to back gets the
+    lane while that thread still runs (unbounded, it would wait until the thread stops)."""
+    with _open(db_path, synchronous="NORMAL") as db:
+        waiter_done = threading.Event()
+        hog_started = threading.Event()
+        rounds = 0
+
+        def hog() -> None:
+            nonlocal rounds
+            deadline = time.monotonic() + 60
+            while not waiter_done.is_set() and time.monotonic() < deadline:
+                _sync_transfer(db, rounds)
+                rounds += 1
+                hog_started.set()
+
+        running = Outcome(hog)
+        try:
+            assert hog_started.wait(10)
+            waiter = Outcome(_insert_tx(db, "waiter"))
+            waiter.thread.join(20)
+            served = not waiter.thread.is_alive()  # while the hog still ran
+        finally:
+            waiter_done.set()
+        assert running.join().error is None
+        assert served, "the queued transaction waited until the thread ahead of it stopped"
+        assert waiter.join().error is None
+        assert _names(db) == {"waiter"}
+        assert db.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
 
 
 # ---- async ----------------------------------------------------------------------------------

@@ -56,6 +56,11 @@ _batch               the writer thread                   the writer thread only
 _held_since          lease grants and releases           ``_lock``; read without it only for
                                                          a message
 _hold_reported       writer thread, lane givers          ``_lock``
+_slice, _slice_end   whoever gives the lane to a thread  ``_lock``; the holder reads them
+                     (``take``/``_enter`` on an idle     without it (nobody else writes them
+                     lane, ``_assign_locked``)           while the lane is held)
+_watching            the writer thread (sleeping until   ``_lock``
+                     a slice ends); cleared as it wakes
 _conn, _gate,        the lane holder                     the lane (one holder at a time)
 _dirty,
 _next_wal_check,
@@ -119,6 +124,13 @@ logger = logging.getLogger("litegate")
 _SHUTDOWN_CHECKPOINT_SECONDS = 2.0
 _LIVENESS_POLL = 1.0  # seconds between a waiting caller's checks that the writer still runs
 
+# Where a COMMIT costs no fsync (WAL at synchronous NORMAL or OFF; an in-memory database) the
+# lane is held in slices: a thread that got it may take it again, ahead of the queue, for this
+# long. Handing it on at every transaction's end wakes another thread per transaction (a lock
+# convoy: measured at half the throughput of a connection per thread, 8 threads); a slice pays
+# that wake once per this many seconds, and bounds how long a waiter is overtaken.
+_SLICE = 0.001
+
 # Signal handlers (KeyboardInterrupt) run only on the main thread. So a main-thread caller that
 # finds the lane idle runs only its own job there, never other threads' queued ones: an
 # interrupt of the main thread must not land inside another caller's write (it would fail that
@@ -175,6 +187,11 @@ class WriteLane:
         self._on_holder_gone = self._holder_gone  # (bound once: a transaction's cost)
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
         self._hold_reported = False
+        sync = str(opts.synchronous).upper()
+        self._cheap = opts.memory or sync in ("NORMAL", "OFF")  # a COMMIT costs no fsync
+        self._slice: int | None = None  # the thread whose slice of the lane runs (see _SLICE)
+        self._slice_end = 0.0  # when that slice ends (monotonic)
+        self._watching = False  # the writer sleeps until the slice ends, then serves the queue
         # The writer thread sleeps on a bell (a raw lock, released to ring) rather than a
         # Condition: under the GIL a Condition's Python-level wait/notify cost more than a
         # small write.
@@ -487,13 +504,18 @@ class WriteLane:
             if self._closing:
                 raise self.closed_error("the database is closed; no new writes are accepted")
             queue = self._queue
-            if not self._active and not self._paused and (not queue or queue[0].kind != EXCLUSIVE):
+            me = get_ident()
+            if (
+                not self._active
+                and not self._paused
+                and (not queue or queue[0].kind != EXCLUSIVE or self._in_slice(me))
+            ):
                 # Writes already queued are committed in our batch: the writer thread, slow
                 # to get the GIL while other threads run, is only needed when no thread
                 # caller comes along (the main thread takes none: see _main_thread).
-                me = get_ident()
                 self.user = me  # (before _active: _abandon recognises the holder by it)
                 self._active = True
+                self._start_slice(me)
                 return [] if me == _main_thread else self._take_queued(self.opts.max_batch - 1)
             if len(queue) < self.opts.queue_size:
                 queue.append(job)
@@ -543,10 +565,28 @@ class WriteLane:
             return
         self._active = False
         self.user = None  # (last: _abandon recognises the holder by it)
-        if self._queue or self._closing:
-            self._ring()
+        if self._closing or (self._queue and not self._watching):
+            self._ring()  # (the writer serves the queue; in a slice, once it has ended)
         if self._paused:
             self._inactive.notify_all()
+
+    def _in_slice(self, ident: int) -> bool:
+        """Lock held (or by the lane holder): may thread ``ident`` take the lane ahead of the
+        queue? Only within its slice, and only where a COMMIT costs no fsync (elsewhere the
+        lane goes to the next waiter at once, so that the group shares the COMMIT)."""
+        return self._cheap and self._slice == ident and monotonic() < self._slice_end
+
+    def _slice_left(self) -> float:
+        """Lock held: seconds left of a thread's slice (0 or less: none runs)."""
+        if not self._cheap or self._slice is None:
+            return 0.0
+        return self._slice_end - monotonic()
+
+    def _start_slice(self, ident: int) -> None:
+        """Lock held, giving the lane to thread ``ident``: a slice starts unless its own runs."""
+        if self._slice != ident:
+            self._slice = ident
+            self._slice_end = monotonic() + _SLICE
 
     # ---- leases --------------------------------------------------------------------------
     def take(
@@ -564,7 +604,8 @@ class WriteLane:
             with self._lock:
                 if self._closing:
                     raise self.closed_error("the database is closed; no new writes are accepted")
-                if not (self._active or self._paused or self._queue):
+                if not (self._active or self._paused) and (not self._queue or self._in_slice(me)):
+                    self._start_slice(me)
                     self._stale = False  # (the holder first: recover tells its own by it)
                     self.holder = (
                         None if holder is None else weakref.ref(holder, self._on_holder_gone)
@@ -723,8 +764,8 @@ class WriteLane:
         someone waits: a lone transaction pays nothing for grouping."""
         self.counters.transactions += 1  # (still the holder: the counter's guard)
         group = self._group
-        if group is None or not self._queue:
-            return None
+        if group is None or not self._queue or self._in_slice(get_ident()):
+            return None  # (in its slice: it commits, and may take the lane again)
         ticket = Ticket()
         group.members.append((ticket, None))
         if self._pass_on(group):
@@ -816,16 +857,18 @@ class WriteLane:
 
     def _assign_locked(self, hold: BaseJob) -> None:
         """Lock held: the lane now belongs to ``hold`` (a queued lease, claimed)."""
+        now = monotonic()
         if isinstance(hold, AsyncLaneHold):
-            self.user = self.owner = None
+            self.user = self.owner = self._slice = None
             self._async_holder = hold
         else:
             assert isinstance(hold, LaneHold)
-            self.user = self.owner = hold.ident
+            self.user = self.owner = self._slice = hold.ident
+            self._slice_end = now + _SLICE
             self._async_holder = None
         self.holder = None
         self._joined = False
-        self._held_since = monotonic()
+        self._held_since = now
         self._hold_reported = False
 
     def _announce(self, hold: BaseJob) -> None:
@@ -1049,7 +1092,7 @@ class WriteLane:
                 grant: BaseJob | None = None
                 idle = take_over = skipped = False
                 with self._lock:
-                    self._sleeping = False
+                    self._sleeping = self._watching = False
                     if self._ops:  # an async holder's statements (it holds the lane)
                         ops = list(self._ops)
                         self._ops.clear()
@@ -1060,6 +1103,11 @@ class WriteLane:
                     elif self._active or self._paused:  # a caller runs on the lane itself
                         self._watch_hold()
                         wait, idle_wait = self._poll, False
+                    elif self._queue and (left := self._slice_left()) > 0:
+                        # a thread's slice runs: it may come back for the lane; serve the
+                        # queue when the slice ends (the holder does not ring meanwhile)
+                        self._watching = True
+                        wait, idle_wait = left, False
                     elif self._queue:
                         was_full = len(self._queue) >= cap
                         front = self._queue[0]
