@@ -7,10 +7,15 @@ the worst lateness exceeds the declared inline budget (``litegate._async.INLINE_
 one thing litegate itself may run on the loop) plus :data:`MARGIN`.
 
 Where: a sampler thread looks at the loop thread's stack whenever the loop has not ticked for
-longer than the limit, and the failure message lists the places it found the loop stuck.
+longer than the limit, and the failure message lists the places it found the loop stuck. A late
+tick in which it never saw the loop thread running code (only waiting in ``select`` or in the
+ticker, or not at all: the thread waited for a CPU or the GIL) is held to the looser
+:data:`UNSEEN_LIMIT`: that is the machine's load, not code holding the loop. (A thread that
+hogs the GIL is measured by ``litegate bench``'s loop-lag columns, not here.)
 
-Set ``LITEGATE_LOOP_LAG_LOG=FILE`` to append one line per async test (node id, worst lag, worst
-raw lag, ticks, median lag; in ms) to re-measure the distribution that :data:`MARGIN` rests on.
+Set ``LITEGATE_LOOP_LAG_LOG=FILE`` to append one line per async test (node id, worst lag of
+the ticks seen running code, worst lag, worst raw lag, ticks, median lag; in ms) to re-measure
+the distribution that :data:`MARGIN` rests on.
 """
 
 from __future__ import annotations
@@ -59,7 +64,30 @@ costs (a sync commit, a lock held by a thread, a pool wait: tens of ms to second
 
 LIMIT = INLINE_BUDGET + MARGIN
 
+UNSEEN_LIMIT = 0.5
+"""Seconds a tick may be late when the sampler never saw the loop thread running anything
+during it (only waiting in ``select``, in the ticker itself, or not seen at all).
+
+Such a stall is the machine, not the loop being held: the loop thread was idle, waiting for a
+CPU or for the GIL, which another thread of the process held while it waited for a CPU
+itself -- 27-33 ms over the limit, with one of those samples or none, in CI runs beside other
+test suites (load 4-5). A loop held by code -- litegate's, the test's, a framework's -- is seen
+there by the sampler, so those stalls keep :data:`LIMIT`. Past this bound even an unseen stall
+fails.
+"""
+
 _SAMPLE_EVERY = 0.005  # the sampler's period: at least 4 looks at a stall longer than LIMIT
+
+# Innermost frames of a loop thread that is waiting, not running a callback: the selector, the
+# loop's own bookkeeping, this ticker, and (uvloop, whose loop is C) the frame that started it.
+_IDLE = {
+    ("selectors.py", "select"),
+    ("base_events.py", "_run_once"),
+    ("base_events.py", "run_forever"),
+    ("base_events.py", "run_until_complete"),
+    ("_asyncio.py", "run_test"),
+    ("runners.py", "run"),
+}
 
 
 class LoopLag:
@@ -68,13 +96,23 @@ class LoopLag:
     def __init__(self) -> None:
         self.lags: list[float] = []  # per tick: lateness minus the process's run-queue wait
         self.raw: list[float] = []  # per tick: wall-clock lateness
+        self.seen: list[bool] = []  # per tick: the sampler saw the loop thread running code
         self.stalls: Counter[str] = Counter()  # where the sampler found the stalled loop
         self._last_tick = time.monotonic()
+        self._busy: set[float] = set()  # ticks (their _last_tick) in which it saw code running
+        self._busy_lock = threading.Lock()  # guards _busy (the sampler adds, the ticker reads)
         self._ticked = asyncio.Event()  # set after each tick's measurement (and at the start)
 
     @property
     def worst(self) -> float:
         return max(self.lags, default=0.0)
+
+    @property
+    def worst_seen(self) -> float:
+        """The worst lag of the ticks in which the loop thread was seen running code."""
+        return max(
+            (lag for lag, seen in zip(self.lags, self.seen, strict=True) if seen), default=0.0
+        )
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -83,22 +121,28 @@ class LoopLag:
             while True:
                 t = loop.time()
                 queued()  # (starts this tick's count)
-                self._last_tick = time.monotonic()
+                self._last_tick = started = time.monotonic()
                 self._ticked.set()
                 await asyncio.sleep(PERIOD)
                 late = loop.time() - t - PERIOD
                 self.raw.append(late)
                 self.lags.append(late - queued())
+                with self._busy_lock:
+                    self.seen.append(started in self._busy)
         finally:
             queued.close()
 
     def _sample(self, loop_thread: int, stop: threading.Event) -> None:
         """Sampler thread: while the loop is stalled, note where its thread is."""
         while not stop.wait(_SAMPLE_EVERY):
-            if time.monotonic() - self._last_tick > LIMIT:
+            started = self._last_tick
+            if time.monotonic() - started > LIMIT:
                 frame = sys._current_frames().get(loop_thread)
                 if frame is not None:
                     self.stalls[_where(frame)] += 1
+                    if not is_idle(frame):
+                        with self._busy_lock:
+                            self._busy.add(started)
 
     async def watch(self, coro: Awaitable[Any]) -> Any:
         """Await ``coro`` with the ticker (and the sampler) running; both stop when it ends."""
@@ -132,25 +176,39 @@ class LoopLag:
         where = "; ".join(f"{n}x {w}" for w, n in self.stalls.most_common(3))
         with open(path, "a") as f:
             f.write(
-                f"{nodeid}\t{self.worst * 1000:.3f}\t{max(self.raw) * 1000:.3f}\t"
+                f"{nodeid}\t{self.worst_seen * 1000:.3f}\t{self.worst * 1000:.3f}\t"
+                f"{max(self.raw) * 1000:.3f}\t"
                 f"{len(self.lags)}\t{statistics.median(self.lags) * 1000:.3f}\t{where}\n"
             )
 
     def failure(self) -> str | None:
-        """Why the test fails, or None when the loop was never held longer than LIMIT."""
-        if self.worst <= LIMIT:
+        """Why the test fails, or None when the loop was never held longer than LIMIT (a tick
+        in which the loop thread was never seen running code may be late up to UNSEEN_LIMIT)."""
+        if self.worst_seen <= LIMIT and self.worst <= UNSEEN_LIMIT:
             return None
         over = sum(lag > LIMIT for lag in self.lags)
+        seen = sum(lag > LIMIT and s for lag, s in zip(self.lags, self.seen, strict=True))
+        worst = self.worst_seen if self.worst_seen > LIMIT else self.worst
         where = "\n".join(f"  {n:4d} x {w}" for w, n in self.stalls.most_common(5))
         return (
-            f"the event loop was held for {self.worst * 1000:.1f} ms (limit: inline budget "
-            f"{INLINE_BUDGET * 1000:g} ms + margin {MARGIN * 1000:g} ms); {over} of "
-            f"{len(self.lags)} ticks were late beyond the limit. Where the stalled loop thread "
+            f"the event loop was held for {worst * 1000:.1f} ms (limit: inline budget "
+            f"{INLINE_BUDGET * 1000:g} ms + margin {MARGIN * 1000:g} ms; "
+            f"{UNSEEN_LIMIT * 1000:g} ms where the loop thread was never seen running code); "
+            f"{over} of {len(self.lags)} ticks were late beyond the limit, in {seen} of them "
+            f"the loop thread was seen running code. Where the stalled loop thread "
             f"was (samples every {_SAMPLE_EVERY * 1000:g} ms, innermost frame first):\n"
             f"{where or '  (no sample)'}\n"
             "If the test itself blocks the loop on purpose, mark it "
             '@pytest.mark.blocks_loop("reason").'
         )
+
+
+def is_idle(frame: FrameType) -> bool:
+    """Is the loop thread, stopped at ``frame`` (its innermost), waiting rather than running
+    a callback? (See :data:`_IDLE`; the ticker's own frames count as waiting too.)"""
+    code = frame.f_code
+    name = os.path.basename(code.co_filename)
+    return name == "loop_lag.py" or (name, code.co_name) in _IDLE
 
 
 def _where(frame: FrameType | None, depth: int = 6) -> str:
