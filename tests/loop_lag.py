@@ -234,20 +234,21 @@ class _RunQueueWait:
     for the rest. The loop thread's own wait counts, and so does every other thread's: a
     thread that holds the GIL while it waits for a CPU keeps the loop thread waiting for the
     GIL (asleep, so not in the loop thread's own figure; measured: ticks 30-150 ms late with
-    the loop thread sampled in ``select`` or in this ticker, at a load average of 5). On a
-    quiet machine the discount is ~0, so a loop really held is measured in full.
+    the loop thread sampled in ``select`` or in this ticker, at a load average of 5); a thread
+    being started (``asyncio.to_thread``'s first call starts one and waits for it to run:
+    90-120 ms under that load) counts from its start. On a quiet machine the discount is ~0, so
+    a loop really held is measured in full.
     Linux ``/proc/self/task/*/schedstat`` (second field, ns); elsewhere 0.
     """
-
-    _RESCAN = 0.05  # seconds between looks for new threads
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}  # thread id -> its schedstat, open
         self._last: dict[str, int] = {}  # thread id -> its wait at the previous call (ns)
-        self._next_scan = 0.0
-        self._scan()
+        self._scan(new_from_start=False)
 
-    def _scan(self) -> None:
+    def _scan(self, new_from_start: bool) -> None:
+        """Open the schedstat of threads not seen yet; a thread found after the first scan
+        is new, so its whole wait is recent (``new_from_start``: it counts in full)."""
         try:
             tids = os.listdir("/proc/self/task")
         except OSError:
@@ -258,13 +259,12 @@ class _RunQueueWait:
                     self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
                 except OSError:
                     continue
-        self._next_scan = time.monotonic() + self._RESCAN
+                if new_from_start:
+                    self._last[tid] = 0
 
     def __call__(self) -> float:
-        """Seconds of CPU wait the process's threads added since the previous call (each
-        thread counted once it was seen at two calls in a row)."""
-        if time.monotonic() >= self._next_scan:
-            self._scan()
+        """Seconds of CPU wait the process's threads added since the previous call."""
+        self._scan(new_from_start=True)
         added = 0
         for tid, fd in list(self._fds.items()):
             try:
