@@ -311,7 +311,7 @@ def test_a_lane_that_cannot_continue_closes_visibly(
     """The writer connection is closed under the lane and cannot be reopened (the disk is
     gone, say): every waiter is answered with Closed saying why, ``db.closed`` is true, and it
     is logged once."""
-    from litegate._engine import _lane
+    from litegate._engine import _lane_state
 
     db = _fresh(tmp_path)
     adb = db.as_async()
@@ -323,7 +323,7 @@ def test_a_lane_that_cannot_continue_closes_visibly(
         calls = _inserts(adb, range(3), "x")
         calls.insert(1, adb.run_write(lambda c: c.close()))
         return await _in_one_batch(
-            db, calls, lambda: monkeypatch.setattr(_lane, "open_connection", cannot_open)
+            db, calls, lambda: monkeypatch.setattr(_lane_state, "open_connection", cannot_open)
         )
 
     with caplog.at_level(logging.ERROR, logger="litegate"):

@@ -4,7 +4,7 @@ Facades see only the interface (:mod:`._interface`); everything else in this pac
 local implementation, :class:`LocalEngine`. The data flow, in the spirit of CPython's
 ``concurrent/futures/process.py``::
 
-  caller threads                          write lane (_lane, _batch)
+  caller threads                          write lane (_lane and its layers, _batch)
   ──────────────                          ───────────────────────────────────────────────
   Database.execute ─ write ─► lane.call ─┬─ lane idle: run the job here, plus what queued,
                                          │  as one group commit (BEGIN IMMEDIATE ... COMMIT)

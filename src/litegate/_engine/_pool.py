@@ -1,9 +1,9 @@
 """The read pool: read-only connections borrowed by the caller's own thread (no hop).
 
-Two shapes behind one interface, :class:`ReaderPool`: a bounded pool (``readers=N``, opened
-lazily, borrowed first-in-first-out) and one connection per OS thread
-(``readers="per-thread"``). ``readers=0`` has no pool at all: the engine routes reads through
-the write lane.
+Two shapes behind one interface, :class:`ReaderPool` (:mod:`._pool_base`): a bounded pool
+(``readers=N``, opened lazily, borrowed first-in-first-out: this module) and one connection
+per OS thread (``readers="per-thread"``: :mod:`._pool_per_thread`). ``readers=0`` has no pool
+at all: the engine routes reads through the write lane.
 
 A borrowed connection has one user, its borrower, until it is released; the reads made on it
 are counted when it is given back (``release(conn, reads)``), on the pool's record of that
@@ -12,81 +12,26 @@ connection, and :attr:`ReaderPool.reads` sums them.
 
 from __future__ import annotations
 
-import logging
-import os
 import queue
 import sqlite3
 import threading
-import weakref
-from _thread import allocate_lock
 from collections import deque
 from threading import get_ident
 from time import monotonic, sleep
-from typing import Any, Protocol
+from typing import Any
 
 from .._config import Options
 from .._errors import Closed, PoolTimeout
-from .._statements import fetch
 from .._types import Bound, Params
 from ._authorizer import reraise
-from ._connection import ROLLBACK, open_connection
+from ._connection import open_connection
+from ._pool_base import Borrowing, ReaderPool, checkin, close_quietly
+from ._pool_per_thread import PerThreadPool
 
 __all__ = ("PerThreadPool", "ReadPool", "ReaderPool", "make_pool", "thread_name")
 
-logger = logging.getLogger("litegate")
-
 _CLOSED = object()  # put in a closed pool's queue: wakes its waiters with Closed
 _WINDOW = 4096
-
-
-class ReaderPool(Protocol):
-    """What the engine needs of a read pool (both shapes implement it)."""
-
-    mode: str
-    size: int
-    waits: int
-    timeouts: int
-    wait_times: deque[float]
-
-    @property
-    def open_count(self) -> int: ...
-    @property
-    def in_use(self) -> int: ...
-    @property
-    def waiting(self) -> int: ...
-    @property
-    def reads(self) -> int: ...
-
-    def acquire(self, timeout: Bound) -> sqlite3.Connection:
-        """Borrow a reader, waiting up to ``timeout`` seconds (``None``: no bound).
-
-        :raises PoolTimeout: none became free in time
-        :raises Closed: the pool is closed
-        """
-
-    def try_acquire(self) -> sqlite3.Connection | None:
-        """An idle reader at once, or None (never blocks, never opens a connection)."""
-
-    def release(self, conn: sqlite3.Connection, reads: int = 0) -> None:
-        """Give a borrowed reader back (rolled back first if a transaction is open), adding
-        ``reads`` to the reads made on it."""
-
-    def query(self, sql: str, params: Params, timeout: Bound, first: bool) -> Any:
-        """Borrow, run one query (its rows, or ``first``: its first row or None), give back."""
-
-    def longest_holder(self) -> tuple[int, float] | None:
-        """(thread ident, monotonic time since) of the reader held longest, or None."""
-
-    def close(self) -> None: ...
-
-    def quiesce(self, deadline: float) -> bool:
-        """Before fork: stop new borrows until :meth:`resume`; True if no reader is in use
-        (waiting until ``deadline`` for that)."""
-
-    def resume(self) -> None: ...
-
-    def abandon(self) -> list[sqlite3.Connection]:
-        """After fork, in the child: forget every connection without closing it."""
 
 
 def thread_name(ident: int) -> str:
@@ -94,49 +39,6 @@ def thread_name(ident: int) -> str:
         if t.ident == ident:
             return t.name
     return f"thread {ident}"
-
-
-def _close_quietly(conn: sqlite3.Connection) -> None:
-    try:
-        conn.close()
-    except Exception:  # close errors are logged, never raised
-        logger.exception("litegate: closing a reader failed")
-
-
-def _checkin(conn: sqlite3.Connection) -> bool:
-    """Make a returned reader clean; False if it is broken and must be discarded: its
-    ROLLBACK failed, or the function it was lent to closed it (``ProgrammingError``: its
-    caller got :class:`~litegate.Misuse` from ``run_limited``). (Time limits clear their own
-    progress handler.)"""
-    try:
-        if conn.in_transaction:
-            conn.execute(ROLLBACK)
-        return True
-    except sqlite3.Error:
-        return False
-
-
-class _Borrowing:
-    """:meth:`query` over a pool's ``acquire`` and ``release``: the general way, when the
-    pool's one-frame fast path does not apply."""
-
-    def acquire(self, timeout: Bound) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    def release(self, conn: sqlite3.Connection, reads: int = 0) -> None:
-        raise NotImplementedError
-
-    def query(self, sql: str, params: Params, timeout: Bound, first: bool) -> Any:
-        conn = self.acquire(timeout)
-        reads = 0
-        try:
-            result = fetch(conn, sql, params, first)
-            reads = 1
-            return result
-        except sqlite3.DatabaseError as exc:
-            reraise(exc)  # (a refused PRAGMA or ATTACH: Refused, saying which)
-        finally:
-            self.release(conn, reads)
 
 
 class _Reader:
@@ -152,7 +54,7 @@ class _Reader:
         self.reads = 0
 
 
-class ReadPool(_Borrowing):
+class ReadPool(Borrowing):
     """Up to ``size`` reader connections; ``acquire`` waits with a deadline.
 
     The free readers sit in a :class:`queue.SimpleQueue` (C code, its own lock), so a borrow or
@@ -390,11 +292,11 @@ class ReadPool(_Borrowing):
     def release(self, conn: sqlite3.Connection, reads: int = 0) -> None:
         reader = self._holders.pop(id(conn), None)
         if reader is None:  # pragma: no cover - not borrowed from here
-            _close_quietly(conn)
+            close_quietly(conn)
             return
         reader.reads += reads
         try:
-            if conn.in_transaction and not _checkin(conn):
+            if conn.in_transaction and not checkin(conn):
                 self._replace(reader)
                 return
         except sqlite3.ProgrammingError:  # closed by the function it was lent to
@@ -418,7 +320,7 @@ class ReadPool(_Borrowing):
                 self._readers = tuple(r for r in self._readers if r is not reader)
                 self._retired += reader.reads
                 self._open -= 1
-        _close_quietly(reader.conn)
+        close_quietly(reader.conn)
 
     def _take_idle(self) -> list[_Reader]:
         """Empty the queue; returns the idle readers that were in it, and leaves the closed
@@ -466,227 +368,6 @@ class ReadPool(_Borrowing):
     def abandon(self) -> list[sqlite3.Connection]:
         self._closed = True
         return [reader.conn for reader in self._take_idle()]
-
-
-class _Slot:
-    """A thread's reader. Stored in a threading.local; when the thread ends, the local is
-    cleared, the slot is collected and its connection closed (from that thread).
-
-    ``depth`` and ``reads`` are written only by the slot's own thread. ``busy`` (a raw lock)
-    is held by that thread while ``depth > 0``, and by ``fork()`` while it forks; if fork
-    cannot get it (the reader stays in use past the quiesce deadline) the child refuses the
-    engine instead.
-    """
-
-    __slots__ = ("__weakref__", "busy", "conn", "depth", "pool", "reads")
-
-    def __init__(self, pool: PerThreadPool, conn: sqlite3.Connection) -> None:
-        self.pool = pool
-        self.conn = conn
-        self.depth = 0
-        self.reads = 0
-        self.busy = allocate_lock()
-
-    def __del__(self) -> None:
-        self.pool._forget(self)
-
-
-class PerThreadPool(_Borrowing):
-    """One reader per OS thread, opened on the thread's first read.
-
-    Shared fields and their guards:
-
-    ==================  ===================================================================
-    field               guard
-    ==================  ===================================================================
-    _slots, _retired,   written under ``_lock`` (an RLock: a slot collected by the garbage
-    _orphans, _closed   collector while its thread holds the lock re-enters it); ``_slots``
-                        is a tuple of weak references replaced whole (copy on write), so
-                        the statistics read it without the lock; ``_closed`` is read
-                        without it and re-checked under it
-    _opening            held while a thread opens its reader, and by ``fork()`` from its
-                        quiesce to its resume: no connection is opened across a fork
-                        (``fork()`` also takes ``_lock``, briefly, for the fork itself)
-    _held               the forking thread (between quiesce and resume)
-    a slot's fields     as :class:`_Slot` says
-    ==================  ===================================================================
-
-    In a forked child the dead threads' slots are collected before the engine hears of the
-    fork (CPython clears their thread-locals first): their connections are kept, never closed
-    there (a thread may have been inside SQLite at the fork), and handed to :meth:`abandon`.
-    """
-
-    mode = "per-thread"
-
-    def __init__(self, opts: Options) -> None:
-        self.opts = opts
-        self._local = threading.local()
-        self._lock = threading.RLock()
-        self._opening = threading.Lock()
-        self._slots: tuple[weakref.ref[_Slot], ...] = ()
-        self._retired = 0
-        self._orphans: list[sqlite3.Connection] = []  # a forked child's dead threads' readers
-        self._closed = False
-        self._pid = os.getpid()
-        self._held: list[_Slot] = []  # slots whose busy lock fork() holds
-        self.size = 0
-        self.waits = 0
-        self.timeouts = 0
-        self.wait_times: deque[float] = deque(maxlen=1)
-
-    def _live_slots(self) -> list[_Slot]:
-        return [slot for slot in (ref() for ref in self._slots) if slot is not None]
-
-    @property
-    def in_use(self) -> int:
-        return sum(1 for slot in self._live_slots() if slot.depth)
-
-    @property
-    def open_count(self) -> int:
-        return len(self._slots)
-
-    @property
-    def waiting(self) -> int:
-        return 0
-
-    @property
-    def reads(self) -> int:
-        return self._retired + sum(slot.reads for slot in self._live_slots())
-
-    def _slot(self) -> _Slot:
-        slot: _Slot | None = getattr(self._local, "slot", None)
-        if slot is None:
-            with self._opening:  # (fork holds it: no connection is opened during a fork)
-                if self._closed:
-                    raise Closed("the database is closed")
-                slot = _Slot(self, open_connection(self.opts, reader=True))
-            with self._lock:
-                if self._closed:
-                    _close_quietly(slot.conn)
-                    raise Closed("the database is closed")
-                self._slots = (*self._slots, weakref.ref(slot))
-            self._local.slot = slot
-        return slot
-
-    def acquire(self, timeout: Bound) -> sqlite3.Connection:
-        if self._closed:
-            raise Closed("the database is closed")
-        slot = self._slot()
-        if slot.depth == 0:
-            slot.busy.acquire()  # uncontended, except while a fork is under way
-        slot.depth += 1
-        return slot.conn
-
-    def query(self, sql: str, params: Params, timeout: Bound, first: bool) -> Any:
-        # The read hot path (benchmarks/hot_paths.py): this thread's open, unborrowed reader,
-        # in this one frame; anything else goes the general way.
-        slot: _Slot | None = getattr(self._local, "slot", None)
-        if slot is None or slot.depth or self._closed:
-            return super().query(sql, params, timeout, first)
-        slot.busy.acquire()  # uncontended, except while a fork is under way
-        slot.depth = 1
-        conn = slot.conn
-        try:
-            cur = conn.execute(sql, params)  # (fetch() and release() inlined: as ReadPool.query)
-            try:
-                result = cur.fetchone() if first else cur.fetchall()
-            finally:
-                cur.close()
-            slot.reads += 1
-            return result
-        except sqlite3.DatabaseError as exc:
-            reraise(exc)
-        finally:
-            slot.depth = 0
-            clean = not conn.in_transaction or _checkin(conn)
-            slot.busy.release()
-            if not clean:
-                del self._local.slot  # collected: its connection is closed
-
-    def try_acquire(self) -> sqlite3.Connection | None:
-        slot: _Slot | None = getattr(self._local, "slot", None)
-        if slot is None or self._closed:
-            return None
-        if slot.depth == 0 and not slot.busy.acquire(False):
-            return None  # a fork holds it: never wait here (the loop calls this)
-        slot.depth += 1
-        return slot.conn
-
-    def release(self, conn: sqlite3.Connection, reads: int = 0) -> None:
-        # A nested borrow in the same thread (a query inside a snapshot) shares the
-        # connection: only the outermost release cleans it up.
-        slot: _Slot | None = getattr(self._local, "slot", None)
-        if slot is None or slot.conn is not conn:  # pragma: no cover - defensive
-            _checkin(conn)
-            return
-        slot.reads += reads
-        slot.depth -= 1
-        if slot.depth:
-            return
-        ok = _checkin(conn)
-        slot.busy.release()
-        if not ok:
-            del self._local.slot  # collected: its connection is closed
-
-    def longest_holder(self) -> tuple[int, float] | None:
-        return None
-
-    def _forget(self, slot: _Slot) -> None:
-        """A slot was collected (its thread ended): close its reader -- or, in a forked
-        child, keep it unclosed for :meth:`abandon` (see the class docstring)."""
-        with self._lock:
-            kept = [ref for ref in self._slots if ref() is not None and ref() is not slot]
-            if len(kept) == len(self._slots):
-                return  # forgotten already (closed or abandoned)
-            self._slots = tuple(kept)
-            self._retired += slot.reads
-            if os.getpid() != self._pid:
-                self._orphans.append(slot.conn)
-                return
-        _close_quietly(slot.conn)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            slots = self._live_slots()
-            self._slots = ()
-            self._retired += sum(slot.reads for slot in slots)
-        for slot in slots:
-            _close_quietly(slot.conn)
-
-    def quiesce(self, deadline: float) -> bool:
-        self._opening.acquire()
-        idle = True
-        try:
-            for slot in self._live_slots():
-                if slot.busy.acquire(True, max(0.0, deadline - monotonic())):
-                    self._held.append(slot)
-                else:
-                    idle = False
-        except BaseException:  # interrupted: leave nothing held
-            for slot in self._held:
-                slot.busy.release()
-            self._held.clear()
-            self._opening.release()
-            raise
-        self._lock.acquire()  # across the fork itself: the child never inherits it taken
-        return idle
-
-    def resume(self) -> None:
-        self._lock.release()
-        for slot in self._held:
-            slot.busy.release()
-        self._held.clear()
-        self._opening.release()
-
-    def abandon(self) -> list[sqlite3.Connection]:
-        with self._lock:
-            conns = [slot.conn for slot in self._live_slots()] + self._orphans
-            self._slots = ()
-            self._orphans = []
-            self._closed = True
-            self._local = threading.local()
-        return conns
 
 
 def make_pool(opts: Options) -> ReaderPool | None:

@@ -1,0 +1,308 @@
+"""A transaction's turns on the write lane (group commit) and the lane's async holders.
+
+A lane holder starting a transaction joins the open group or begins one; ending its part, it
+hands the lane on, transaction open, to the next transaction waiting, or commits the group
+(:mod:`._group`). An async holder (:mod:`._async_lease`) holds the lane from its loop; the
+writer thread runs its statements that may be slow (``_ops``) and takes the lane over when
+it is done. Fields and guards: :mod:`._lane_state`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from threading import get_ident
+from time import monotonic
+
+from .._errors import Misuse
+from ._batch import is_open
+from ._connection import BEGIN_IMMEDIATE, begin_immediate, is_busy, rollback, rollback_quietly
+from ._group import JOIN_RELEASE, JOIN_SAVEPOINT, Group, Ticket, lost_error, undo_savepoint
+from ._jobs import EXCLUSIVE, AsyncJob, AsyncLaneHold, BaseJob, LaneHold, flush
+from ._lane_state import LaneState
+
+__all__ = ("LaneTurns",)
+
+logger = logging.getLogger("litegate")
+
+
+class LaneTurns(LaneState):
+    """A lane holder's turns (group commit: join or begin, hand the lane on, commit for
+    all), the repairs that undo a holder's part, and the async holders (who hold the lane
+    from a loop; the writer thread runs their slow statements and their COMMIT)."""
+
+    # ---- turns: what a transaction does at its start and end (group commit) ---------------
+    def join(self) -> bool:
+        """Lane holder, starting a transaction: if a group is open, join it (its own
+        savepoint: no I/O) and return True; else False (the caller begins one)."""
+        group = self._group
+        if group is None:
+            return False
+        self._conn.execute(JOIN_SAVEPOINT)
+        self._joined = True
+        group.size += 1
+        return True
+
+    def try_begin(self) -> bool:
+        """Lane holder (an async one, on its loop): ``BEGIN IMMEDIATE`` once, never waiting
+        (the writer connection's busy timeout is 0). False if another process holds the lock:
+        the caller then begins on the writer thread (:func:`begin_immediate` retries)."""
+        guard = self.guard
+        guard.permit()
+        try:
+            self._conn.execute(BEGIN_IMMEDIATE)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            return False
+        finally:
+            guard.revoke()
+        self._group = Group()
+        return True
+
+    def begin(self, busy_timeout: float) -> None:
+        """Lane holder: ``BEGIN IMMEDIATE`` (retrying while another process holds the write
+        lock), opening a group."""
+        begin_immediate(self._conn, self.guard, busy_timeout, self.counters)
+        self._group = Group()
+        self._joined = False
+
+    def opened(self) -> None:
+        """Lane holder: a ``BEGIN IMMEDIATE`` run for it on the writer thread succeeded."""
+        self._group = Group()
+        self._joined = False
+
+    def release_turn(self) -> None:
+        """Lane holder, committing: release its savepoint if it joined a group.
+
+        :raises RolledBack: that failed; the whole group was rolled back (everyone fails)
+        """
+        if self._joined:
+            try:
+                self._conn.execute(JOIN_RELEASE)
+            except BaseException as exc:
+                self._lose_group("its savepoint could not be released")
+                raise lost_error(f"releasing its savepoint failed ({exc!r})") from exc
+            self._joined = False
+
+    def undo_turn(self, quiet: bool = False) -> None:
+        """Lane holder, rolling back: undo only its own part -- its savepoint if it joined a
+        group (the others go on), nothing if it was granted into a group without joining it,
+        else the whole transaction (``quiet``: a failed rollback is logged, not raised)."""
+        conn = self._conn
+        if self._joined and conn.in_transaction:
+            if undo_savepoint(conn):
+                self._joined = False
+                return
+            self._lose_group("a transaction of the group could not be undone alone")
+            return
+        group = self._group
+        if group is not None and group.members:
+            # Not joined (granted, or interrupted before its savepoint): nothing of its own
+            # is in the group, which goes on -- unless SQLite already rolled it back.
+            if not conn.in_transaction:
+                self._lose_group("SQLite rolled the shared transaction back")
+            return
+        self._group = None
+        self._joined = False
+        if quiet:
+            rollback_quietly(conn, self.guard)
+        else:
+            rollback(conn, self.guard)
+
+    def end_turn(self, ticket: BaseJob | None) -> bool:
+        """Lane holder, its part of the transaction done (released or undone): with a group
+        open, add ``ticket`` (if any: answered after the shared COMMIT) to its members; if
+        another transaction waits for the lane, within the group's bounds, hand the lane,
+        transaction open, to it and return True. Else False: the caller commits the group
+        (:meth:`commit_group`, or an async holder through the writer thread) or, with no
+        group open, gives the lane back."""
+        self.counters.transactions += 1  # (still the holder: the counter's guard)
+        group = self._group
+        if group is None:
+            return False
+        if ticket is not None:  # (whoever commits the group answers it)
+            group.members.append((ticket, None))
+        # (The queue is peeked without the lock first: nobody waiting is the common case of
+        # a quiet lane, and one queued a moment later is served after this group's COMMIT.)
+        return bool(self._queue) and self._pass_on(group)
+
+    def hand_on(self) -> Ticket | None:
+        """A sync holder's :meth:`end_turn`, committing: the ticket to wait on if it handed
+        the lane on, else None (the caller commits the group). The ticket is made only when
+        someone waits: a lone transaction pays nothing for grouping."""
+        self.counters.transactions += 1  # (still the holder: the counter's guard)
+        group = self._group
+        if group is None or not self._queue or self._in_slice(get_ident()):
+            return None  # (in its slice: it commits, and may take the lane again)
+        ticket = Ticket()
+        group.members.append((ticket, None))
+        if self._pass_on(group):
+            return ticket
+        group.members.pop()
+        return None
+
+    def _pass_on(self, group: Group) -> bool:
+        """Lane holder: hand the lane, ``group`` open, to the first transaction waiting for
+        it, within the group's bounds. False if there is none (or the bounds are reached)."""
+        opts = self.opts
+        with self._lock:
+            queue = self._queue
+            while (
+                queue
+                and queue[0].kind == EXCLUSIVE
+                and group.open_for(opts.max_batch, opts.group_wait)
+            ):
+                nxt = queue.popleft()
+                if len(queue) == opts.queue_size - 1:
+                    self._not_full.notify_all()
+                if not nxt.start(None) or (
+                    isinstance(nxt, LaneHold | AsyncLaneHold) and nxt.abandoned
+                ):
+                    continue  # (cancelled or given up while it waited)
+                self.counters.lane_holds.append(monotonic() - self._held_since)
+                self._assign_locked(nxt)
+                break
+            else:
+                return False
+        self._announce(nxt)
+        return True
+
+    def commit_group(self, own: bool = False) -> BaseException | None:
+        """Lane holder (on a thread, never a loop): COMMIT the open group and answer its
+        members (``own``: the caller's transaction is in it too, not as a member). Returns
+        the COMMIT's error (everyone failed), or None."""
+        group = self._group
+        if group is None:
+            return None
+        try:
+            return group.commit(self._conn, self.guard, self.counters, 1 if own else 0)
+        finally:  # (also when an interrupt cuts it short: nobody is left waiting)
+            self._group = None
+            self._joined = False
+            self._dirty = True
+            if group.members:
+                group.lose("its COMMIT was interrupted", self.outbox)
+            flush(self.outbox)
+
+    # ---- repairs: undoing a holder's part -------------------------------------------------
+    def _undo_open_transaction(self) -> bool:
+        """Repair paths, holding the lane: end any permit and undo what the holder did, as
+        :meth:`undo_turn` does (a failed rollback is logged, not raised). Returns whether a
+        transaction was open."""
+        self.guard.revoke()
+        conn = self._conn
+        if not is_open(conn):
+            self._lose_group("its connection was closed")
+            return False
+        open_txn = conn.in_transaction
+        self.undo_turn(quiet=True)
+        return open_txn
+
+    def _recover_stale(self) -> None:
+        """Roll back and give back a lane whose holder is gone (see :meth:`_drop_stale`)."""
+        with self._lock:
+            if not self._stale:
+                return
+            self._stale = False
+            owner = self.owner
+            direct = owner is not None and self.user == owner
+        if not direct:
+            return
+        logger.warning(
+            "litegate: a transaction on %s was left without its end (interrupted as its block "
+            "ended, e.g. by Ctrl-C); rolled it back and gave the write lane back",
+            self.opts.name,
+        )
+        self._undo_open_transaction()
+        self._end_direct()
+
+    # ---- async holders ---------------------------------------------------------------------
+    def try_take_async(self, hold: AsyncLaneHold) -> bool:
+        """Loop thread: take the idle lane for ``hold`` now (no thread hop); False if busy."""
+        with self._lock:
+            if self._closing:
+                raise self.closed_error("the database is closed; no new writes are accepted")
+            if self._active or self._paused or self._queue:
+                return False
+            self._active = True
+            hold.start(None)
+            self._assign_locked(hold)
+        hold.grant_here()
+        return True
+
+    def writer_connection(self, hold: AsyncLaneHold) -> sqlite3.Connection:
+        """The writer connection, for the async holder ``hold`` only."""
+        if self._async_holder is not hold:
+            raise Misuse("the transaction does not hold the write lane (its block has ended)")
+        return self._conn
+
+    def post(self, hold: AsyncLaneHold, op: AsyncJob) -> None:
+        """Loop thread: have the writer thread run ``op`` for the async holder ``hold``."""
+        with self._lock:
+            if self._async_holder is not hold:
+                raise Misuse("the transaction is over (its block was left)")
+            self._ops.append(op)
+            self._ring()
+
+    def hand_to_writer(self, hold: AsyncLaneHold, undo: bool) -> bool:
+        """Loop thread: the async holder ``hold`` is done (``undo``: roll back its own part
+        first); the writer thread takes the lane over, commits an open group and goes on.
+        Never blocks. False if ``hold`` did not hold the lane (any more)."""
+        with self._lock:
+            if self._async_holder is not hold:
+                return False
+            self.counters.lane_holds.append(monotonic() - self._held_since)
+            self._undo = undo
+            self._async_holder = None
+            self._held_since = 0.0
+            self._handed = True
+            self._ring()
+        return True
+
+    def give_back_async(self, hold: AsyncLaneHold) -> None:
+        """Loop thread: the async holder ``hold`` gives the lane back (to the writer thread
+        if a group is still open: it commits it). A no-op if ``hold`` does not hold it."""
+        with self._lock:
+            if self._async_holder is not hold:
+                hold.abandoned = True  # (not granted yet: whoever took it will not grant it)
+                return
+            self.counters.lane_holds.append(monotonic() - self._held_since)
+            self._dirty = True
+            self._release_locked()
+
+    def _take_over(self) -> None:
+        """Writer thread, handed the lane: undo what the last holder asked, then COMMIT the
+        open group (or roll back a transaction nobody will end)."""
+        undo, self._undo = self._undo, False
+        conn = self._conn
+        if undo:
+            self._undo_open_transaction()
+        if not is_open(conn):
+            self._ready()
+            return
+        if self._group is not None:
+            if conn.in_transaction:
+                self.commit_group()
+            else:
+                self._lose_group("SQLite rolled the shared transaction back")
+        elif conn.in_transaction:
+            rollback(conn, self.guard)
+
+    def _run_ops(self, ops: list[AsyncJob]) -> None:
+        """Writer thread: the async holder's statements, in order. Meanwhile the writer is
+        the lane's ``user``: a function that calls the database from there is refused
+        (Misuse), as on any lane holder, instead of waiting for itself."""
+        me = get_ident()
+        with self._lock:
+            self.user = me
+        try:
+            conn = self._conn
+            for op in ops:
+                if op.start(conn):
+                    op.execute(conn)
+        finally:
+            with self._lock:
+                if self.user == me:
+                    self.user = None
+            flush(self.outbox)
