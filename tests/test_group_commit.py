@@ -262,6 +262,97 @@ def test_a_thread_in_its_slice_never_starves_a_waiter(db_path: str) -> None:
         assert db.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
 
 
+@pytest.mark.parametrize("closed", ["before the grant", "after the grant"])
+def test_an_async_transaction_whose_loop_closed_never_keeps_the_lane(
+    db_path: str, closed: str
+) -> None:
+    """An async transaction queued for the lane on a loop that is then closed (its task never
+    runs again): the lane is not handed to it (closed before), or taken back by the writer's
+    watch (closed after it was handed the lane); the leader's transaction commits and the lane
+    serves the next write."""
+    with _open(db_path, hold_warn=0.2) as db:
+        adb = db.as_async()
+        loop = asyncio.new_event_loop()
+
+        async def queued() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO items VALUES ('orphan')")
+
+        inside, leave = threading.Event(), threading.Event()
+
+        def lead() -> None:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO items VALUES ('leader')")
+                inside.set()
+                leave.wait(20)
+
+        leader = Outcome(lead)
+        try:
+            assert inside.wait(10)
+            loop.create_task(queued())
+            loop.run_until_complete(asyncio.sleep(0.05))  # it queues behind the leader
+            wait_for(lambda: db.stats().queue_depth == 1, what="the queued async hold")
+            if closed == "before the grant":
+                loop.close()
+            leave.set()
+            if closed == "after the grant":  # (handed the lane, which its loop never sees)
+                wait_for(lambda: db.stats().queue_depth == 0, what="the lane handed to it")
+                loop.close()
+            assert leader.join().error is None
+            db.execute("INSERT INTO items VALUES ('after')", timeout=10)
+        finally:
+            leave.set()
+            if not loop.is_closed():
+                loop.close()
+        assert _names(db) == {"leader", "after"}
+
+
+def test_a_writer_failure_while_a_thread_holds_the_group_acknowledges_only_what_committed(
+    db_path: str,
+) -> None:
+    """The writer thread fails (an internal error) while B holds the lane with A's finished
+    transaction in its group: whatever each is told, it is true -- acknowledged means in the
+    file, failed means not (the group is B's to commit or lose, not the stopping writer's)."""
+    db = _open(db_path, hold_warn=0.2)
+    lane = db._engine._lane  # type: ignore[attr-defined]
+    gates = {name: (threading.Event(), threading.Event()) for name in ("a", "b")}
+
+    def tx(name: str) -> Callable[[], None]:
+        def run() -> None:
+            inside, leave = gates[name]
+            with db.transaction() as t:
+                t.execute("INSERT INTO items VALUES (?)", (name,))
+                inside.set()
+                leave.wait(20)
+
+        return run
+
+    try:
+        a = Outcome(tx("a"))
+        assert gates["a"][0].wait(10)
+        b = Outcome(tx("b"))
+        wait_for(lambda: db.stats().queue_depth == 1, what="b queued")
+        gates["a"][1].set()  # a ends: the lane goes to b, the group open; a waits for it
+        assert gates["b"][0].wait(10)
+
+        def fail() -> bool:
+            raise RuntimeError("injected writer failure")
+
+        lane._watch_hold = fail  # (the writer calls it while a thread holds the lane)
+        wait_for(lambda: lane.broken is not None, what="the writer to stop")
+        gates["b"][1].set()
+        outcomes = {"a": a.join().error, "b": b.join().error}
+    finally:
+        for _, leave in gates.values():
+            leave.set()
+        db.close()
+    with sqlite3.connect(db_path) as conn:
+        stored = {r[0] for r in conn.execute("SELECT name FROM items")}
+    conn.close()
+    for name, error in outcomes.items():
+        assert (error is None) == (name in stored), (name, error, stored)
+
+
 # ---- async ----------------------------------------------------------------------------------
 async def _transfer(adb: litegate.AsyncDatabase, rng_seed: int) -> None:
     a, b = rng_seed % ACCOUNTS, (rng_seed * 7 + 1) % ACCOUNTS

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sqlite3
 from collections.abc import Callable, Generator
 from typing import Any, Self, TypeVar
 
@@ -195,13 +196,25 @@ class Transaction(TransactionBase, _Reads):
         try:
             if self._cursors:  # (this thread holds the lane)
                 stmt.close_cursors(None, self._open_cursors())
-            if self._active and lease.in_transaction:
+            try:
+                open_txn = self._active and lease.in_transaction
+            except sqlite3.ProgrammingError:  # (its connection was closed under it)
+                open_txn = False
+            if open_txn:
                 if exc_type is None:
                     lease.commit()
                 else:
                     lease.rollback()  # never mask the original exception
-            elif exc_type is None and self._aborted:
-                raise RolledBack(f"the transaction did not commit: {self._aborted}")
+            elif exc_type is None and self._active:
+                # It began a transaction that is gone without a COMMIT: never report success.
+                raise RolledBack(
+                    "the transaction did not commit: "
+                    + (
+                        self._aborted
+                        or "it was rolled back before its COMMIT (the database was closed, "
+                        "or its write lane stopped)"
+                    )
+                )
         finally:
             self._active = False
             try:

@@ -341,6 +341,13 @@ class AsyncLaneHold(AsyncJob):
         self.ended = False
         self.abandoned = False  # its task gave up before the grant: never grant it (lane lock)
 
+    @property
+    def orphaned(self) -> bool:
+        """Its loop is closed: nobody can take or use the lane for it any more. (Read from
+        any thread: a loop's closed flag is set once and never cleared; a stale False is
+        caught later by the writer's watch, :meth:`LaneWriter._watch_hold`.)"""
+        return self.loop.is_closed()
+
     def grant_here(self) -> None:
         """On its loop's thread: answer the waiter at once (no outbox, no thread hop)."""
         with self._lock:

@@ -160,6 +160,8 @@ class LaneTurns(LaneState):
                     isinstance(nxt, LaneHold | AsyncLaneHold) and nxt.abandoned
                 ):
                     continue  # (cancelled or given up while it waited)
+                if isinstance(nxt, AsyncLaneHold) and nxt.orphaned:
+                    continue  # (its loop was closed while it waited: never to be used)
                 self.counters.lane_holds.append(monotonic() - self._held_since)
                 self._assign_locked(nxt)
                 break

@@ -119,8 +119,8 @@ class LaneWriter(LaneTurns):
                         self.user = get_ident()
                         take_over = True
                     elif self._active or self._paused:  # a caller runs on the lane itself
-                        self._watch_hold()
-                        wait, idle_wait = self._poll, False
+                        wait = 0.0 if self._watch_hold() else self._poll
+                        idle_wait = False
                     elif self._queue and (left := self._slice_left()) > 0:
                         # a thread's slice runs: it may come back for the lane; serve the
                         # queue when the slice ends (the holder does not ring meanwhile)
@@ -205,14 +205,31 @@ class LaneWriter(LaneTurns):
         with self._lock:
             if isinstance(hold, LaneHold | AsyncLaneHold) and hold.abandoned:
                 return False
+            if isinstance(hold, AsyncLaneHold) and hold.orphaned:
+                return False  # (its loop was closed while it waited)
             self._assign_locked(hold)
         self._announce(hold)
         return True
 
-    def _watch_hold(self) -> None:
-        """Writer thread, lock held: report a lease held past hold_warn."""
+    def _watch_hold(self) -> bool:
+        """Writer thread, lock held: report a lease held past hold_warn; take the lane back
+        from an async holder whose loop was closed (it can never end its turn): its part is
+        undone and an open group committed, as if it had left (True: look again at once)."""
+        hold = self._async_holder
+        if hold is not None and hold.orphaned:
+            self.counters.lane_holds.append(monotonic() - self._held_since)
+            self._undo = True
+            self._async_holder = None
+            self._held_since = 0.0
+            self._handed = True
+            logger.warning(
+                "litegate: the event loop of a transaction holding the write lane of %s was "
+                "closed; its part was rolled back and the lane taken back",
+                self.opts.name,
+            )
+            return True
         if (
-            (self.owner is not None or self._async_holder is not None)
+            (self.owner is not None or hold is not None)
             and self._held_since
             and not self._hold_reported
         ):
@@ -220,6 +237,7 @@ class LaneWriter(LaneTurns):
             if held > self.opts.hold_warn:
                 self._hold_reported = True
                 self._report_long_hold(held)
+        return False
 
     def _report_long_hold(self, held: float) -> None:
         """Writer thread: count and log a lease held past ``hold_warn``."""
@@ -253,7 +271,11 @@ class LaneWriter(LaneTurns):
             if not job.answered:
                 job.finish(error=self.closed_error("this write did not finish"))
         self._batch = []
-        group, self._group = self._group, None
+        with self._lock:  # (a thread or task holding the lane owns the group: it commits or
+            held = self.owner is not None or self._async_holder is not None  # loses it)
+        group = None
+        if not held:
+            group, self._group = self._group, None
         if group is not None:
             group.lose("the write lane stopped", self.outbox)
         self._fail_queued("the database was closed before this write ran")
