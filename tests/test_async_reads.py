@@ -118,3 +118,104 @@ async def test_an_offloaded_answer_is_not_held_behind_inline_reads(db_path: str)
         stop = True
         await asyncio.gather(*tasks)
         await adb.close()
+
+
+# ---- turns: inline readers whose slice is spent park and take turns -------------------------
+# With a zero slice every inline read ends its task's turn, so the order is deterministic:
+# after the first burst (every task's first read), one reader per loop iteration, in FIFO order.
+
+
+@pytest.fixture
+def zero_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("litegate._async._SLICE_MAX", 0.0)
+    monkeypatch.setattr("litegate._async._SLICE_MIN", 0.0)
+    # (no inline read runs over budget, even on a slow debug loop: a miss takes the
+    # reader-thread path, outside the turns)
+    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)
+
+
+def _count_iterations() -> tuple[list[int], Any]:
+    """A callback that runs once per loop iteration, counting them (stop with the handle)."""
+    loop = asyncio.get_running_loop()
+    count = [0]
+    handle: list[asyncio.Handle] = []
+
+    def tick() -> None:
+        count[0] += 1
+        handle[:] = [loop.call_soon(tick)]
+
+    handle.append(loop.call_soon(tick))
+    return count, lambda: handle[0].cancel()
+
+
+@pytest.mark.usefixtures("zero_slice")
+async def test_one_inline_reader_per_loop_iteration_in_turns(db_path: str) -> None:
+    """Readers whose slice is spent wait in a queue: after the first burst a loop iteration
+    holds one reader's reads, and they take turns in order (with a plain yield, each
+    iteration ran all 8 tasks)."""
+    adb = await _open(db_path, 2)
+    for _ in range(3):  # (the first read opens a reader, on a thread: not inline)
+        await adb.query_value(POINT, (1,))
+    count, stop_counting = _count_iterations()
+    log: list[tuple[int, int]] = []  # (iteration, task) of every read
+
+    async def reader(task: int) -> None:
+        for _ in range(40):
+            assert await adb.query_value(POINT, (task + 1,)) == (task + 1) * 10
+            log.append((count[0], task))
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(reader(t) for t in range(8))), 30)
+    finally:
+        stop_counting()
+        await adb.close()
+    assert len(log) == 8 * 40
+    steady = log[8:]  # (the burst: each task's first read, before its first park)
+    per_iteration: dict[int, set[int]] = {}
+    for iteration, task in steady:
+        per_iteration.setdefault(iteration, set()).add(task)
+    assert max(len(tasks) for tasks in per_iteration.values()) == 1, per_iteration
+    order = [task for _, task in steady]
+    for i in range(0, len(order) - 8, 8):  # every window of 8 turns is all 8 tasks
+        assert sorted(order[i : i + 8]) == list(range(8)), order[i : i + 8]
+
+
+@pytest.mark.usefixtures("zero_slice")
+async def test_readers_waiting_for_a_turn_go_on_when_the_holder_stops_or_is_cancelled(
+    db_path: str,
+) -> None:
+    """A woken reader that never reads inline again, and readers cancelled while waiting for
+    their turn or just after being woken, never leave the others parked."""
+    adb = await _open(db_path, 2)
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def once_then_idle() -> None:
+        await adb.query_value(POINT, (1,))  # parks, is woken, then waits on something else
+        await release.wait()
+
+    async def reader(task: int, reads: int) -> None:
+        key = task % 50 + 1
+        for _ in range(reads):
+            assert await adb.query_value(POINT, (key,)) == key * 10
+        done.append(task)
+
+    try:
+        idle = asyncio.create_task(once_then_idle())
+        doomed = [asyncio.create_task(reader(100 + t, 10**6)) for t in range(6)]
+        readers = [asyncio.create_task(reader(t, 60)) for t in range(6)]
+        for i, task in enumerate(doomed):  # cancelled at different points of their turns
+            for _ in range(i * 3 + 1):
+                await asyncio.sleep(0)
+            task.cancel()
+        await asyncio.wait_for(asyncio.gather(*readers), 30)
+        assert sorted(done) == list(range(6))
+        assert all(t.cancelled() for t in doomed), [
+            t.exception() for t in doomed if not t.cancelled()
+        ]
+        assert not idle.done()
+        assert await adb.query_value(POINT, (2,)) == 20  # and a later reader gets a turn
+        release.set()
+        await asyncio.wait_for(idle, 30)
+    finally:
+        await adb.close()
