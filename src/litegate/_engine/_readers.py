@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from _thread import start_new_thread
 from collections import deque
 from time import monotonic, thread_time
 
@@ -125,21 +126,41 @@ class ReaderThreads:
         )
 
     def submit(self, job: AsyncJob) -> None:
+        """Loop thread: queue ``job``; never waits for a thread (see :meth:`_start`)."""
         with self._cond:
             if self._closed:
                 raise Closed("the database is closed")
             self._queue.append(job)
             self.submitted += 1
-            if self._idle == 0 and len(self._threads) < self.count:
-                t = threading.Thread(
-                    target=self._run,
-                    name=f"litegate-reader-{len(self._threads)}:{self.name}",
-                    daemon=True,
-                )
-                self._threads.append(t)
-                t.start()
-            else:
+            if self._idle or len(self._threads) >= self.count:
                 self._cond.notify()
+                return
+            t = threading.Thread(
+                target=self._run,
+                name=f"litegate-reader-{len(self._threads)}:{self.name}",
+                daemon=True,
+            )
+            self._threads.append(t)
+        # Thread.start() waits until the new thread runs; on a busy machine that held the
+        # loop for 35-147 ms (loop-lag samples in issue 11). A short-lived helper thread
+        # waits for it instead: creating it is one pthread_create, no wait.
+        start_new_thread(self._start, (t,))
+
+    def _start(self, t: threading.Thread) -> None:
+        """Helper thread: start reader thread ``t`` (on failure, forget it; with no reader
+        thread left, fail the queued jobs rather than leave them waiting)."""
+        try:
+            t.start()
+        except BaseException as exc:
+            logger.exception("litegate: starting a reader thread failed")
+            with self._cond:
+                self._threads.remove(t)
+                left = [] if self._threads else list(self._queue)
+                if left:
+                    self._queue.clear()
+            for job in left:
+                job.finish(error=exc)
+            flush(self.outbox)
 
     def close(self, timeout: float) -> None:
         """Fail queued jobs with Closed and stop the threads."""
@@ -153,7 +174,8 @@ class ReaderThreads:
             job.finish(error=Closed("the database was closed before this read ran"))
         flush(self.outbox)
         for t in threads:
-            if t is not threading.current_thread():
+            # (a thread still being started is not joined: it finds the closed mark and ends)
+            if t is not threading.current_thread() and t.is_alive():
                 t.join(timeout)
 
     def _run(self) -> None:
