@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from typing import Any
 
 import pytest
@@ -217,5 +218,61 @@ async def test_readers_waiting_for_a_turn_go_on_when_the_holder_stops_or_is_canc
         assert await adb.query_value(POINT, (2,)) == 20  # and a later reader gets a turn
         release.set()
         await asyncio.wait_for(idle, 30)
+    finally:
+        await adb.close()
+
+
+# ---- reader threads are started off the loop ----------------------------------------------------
+
+
+def _seven(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT 7").fetchone()[0])
+
+
+async def test_starting_a_reader_thread_never_holds_the_loop(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thread.start() waits for the new thread to run: the loop must not wait with it. Here
+    the start waits for the loop itself to tick (with the old inline start, a deadlock until
+    the gate's timeout)."""
+    adb = await _open(db_path, 2)  # (no reader thread yet: nothing was read)
+    gate = threading.Event()
+    real_start = threading.Thread.start
+
+    def gated_start(self: threading.Thread) -> None:
+        if self.name.startswith("litegate-reader"):
+            gate.wait(30)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", gated_start)
+    try:
+        read = asyncio.create_task(adb.run_read(_seven))
+        for _ in range(5):
+            await asyncio.sleep(0.001)  # the loop goes on while the thread is being started
+        assert not read.done()
+        gate.set()
+        assert await asyncio.wait_for(read, 30) == 7
+    finally:
+        gate.set()
+        await adb.close()
+
+
+async def test_a_reader_thread_that_cannot_start_fails_the_queued_reads(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adb = await _open(db_path, 2)
+    real_start = threading.Thread.start
+
+    def failing_start(self: threading.Thread) -> None:
+        if self.name.startswith("litegate-reader"):
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    try:
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            await asyncio.wait_for(adb.run_read(_seven), 30)
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        assert await asyncio.wait_for(adb.run_read(_seven), 30) == 7  # the next one starts
     finally:
         await adb.close()
