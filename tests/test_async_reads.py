@@ -5,6 +5,7 @@ offloaded read's answer is not held behind a stream of inline reads."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import threading
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 import litegate
-from litegate._engine import _bridge
+from litegate._engine import _bridge, _readers
 from litegate._engine._readers import _SKIPS_FIRST, SlowStatements
 
 # Far longer than INLINE_BUDGET on any machine (tens of ms), so every inline attempt misses.
@@ -274,5 +275,57 @@ async def test_a_reader_thread_that_cannot_start_fails_the_queued_reads(
             await asyncio.wait_for(adb.run_read(_seven), 30)
         monkeypatch.setattr(threading.Thread, "start", real_start)
         assert await asyncio.wait_for(adb.run_read(_seven), 30) == 7  # the next one starts
+    finally:
+        await adb.close()
+
+
+async def test_per_thread_readers_read_inline_once_the_loop_thread_has_its_own(
+    db_path: str,
+) -> None:
+    """readers="per-thread": the loop thread gets a reader of its own (opened on a helper
+    thread meanwhile its reads go to reader threads); then point reads run inline, and the
+    reader is the pool's: closed with it."""
+    adb = await _open(db_path, "per-thread")
+    engine: Any = adb._engine  # type: ignore[attr-defined]
+    pool = engine._pool
+    threads = engine._reader_threads()
+    try:
+        for _ in range(500):
+            assert await adb.query_value(POINT, (3,)) == 30
+            if pool.has_reader():
+                break
+            await asyncio.sleep(0.01)
+        assert pool.has_reader()
+        before = threads.submitted
+        for i in range(50):
+            assert await adb.query_value(POINT, (i + 1,)) == (i + 1) * 10
+        assert threads.submitted == before  # inline on the loop thread
+        conn = pool.try_acquire()
+        pool.release(conn)
+    finally:
+        await adb.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
+
+
+async def test_reader_threads_judge_a_statement_by_its_steps_not_its_time(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader thread contending for the GIL took over 1 ms of CPU time for a 100-row scan
+    (~700 VM steps): judged long, every scan went to the threads (a cascade). Here its clock
+    runs 10 ms per reading; only the statement with many steps is judged long."""
+    adb = await _open(db_path, 2)
+    engine: Any = adb._engine  # type: ignore[attr-defined]
+    scan = "SELECT v FROM t WHERE id BETWEEN ? AND ?"
+    for sql in (scan, SLOW):
+        engine._slow.ran_long(sql)  # known slow: their next calls go to a reader thread
+    judged: list[str] = []
+    monkeypatch.setattr(SlowStatements, "ran_long", lambda self, sql: judged.append(sql))
+    clock = itertools.count(0.0, 0.01)
+    monkeypatch.setattr(_readers, "thread_time", lambda: next(clock), raising=False)
+    try:
+        assert len(await adb.query(scan, (1, 100))) == 100
+        assert await adb.query_value(SLOW, (20_000,)) == 20_000 * 20_001 // 2
+        assert judged == [SLOW]
     finally:
         await adb.close()
