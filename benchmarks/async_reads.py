@@ -6,13 +6,17 @@ litegate (``connect_async``, default options; one or more source trees with ``--
 aiosqlite (one connection, ``execute_fetchall``: one thread hop per call) and, as the
 reference, raw ``sqlite3`` on one thread. Every case runs in a fresh subprocess; rounds
 interleave the contenders so that a noisy neighbour hits them alike. For each case: ops/s,
-latency p50/p99 (per call, as the task sees it) and the event-loop lag p99/max measured by a
-ticker task sleeping 1 ms. Figures are medians over the rounds.
+latency p50/p99 (per call, as the task sees it), the event-loop lag p99/max measured by a
+ticker task sleeping 1 ms, and the process's CPU time per operation (all threads: steadier
+than ops/s when other jobs share the machine). Figures are medians over the rounds.
 
     python benchmarks/async_reads.py [--seconds 2] [--rounds 3] [--tasks 1,64]
         [--workloads point,scan] [--src NAME=PATH ...] [--json FILE]
 
-``--src base=/tmp/base/src --src new=src`` compares two litegate trees in one run.
+``--src base=/tmp/base/src --src new=src`` compares two litegate trees in one run;
+``--tune r4=_ROUND=0.004,_SLICE_MAX=0.001`` adds a contender (the last ``--src`` tree, or the
+installed one) run with those inline-read turn settings of ``litegate._async`` (seconds): the
+trade-off between the loop's lag and read throughput, interleaved in one run.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def run_raw(path: str, workload: str, seconds: float) -> dict[str, Any]:
     end_warm = time.perf_counter() + WARMUP
     while time.perf_counter() < end_warm:
         conn.execute(sql, params(workload, rnd)).fetchall()
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     end = t_start + seconds
     now = t_start
     while now < end:
@@ -87,7 +91,8 @@ def run_raw(path: str, workload: str, seconds: float) -> dict[str, Any]:
         now = time.perf_counter()
         lat.append(now - t0)
         assert rows, p
-    return {"ops": len(lat), "elapsed": now - t_start, "lat": lat, "lags": []}
+    cpu = time.process_time() - cpu_start
+    return {"ops": len(lat), "elapsed": now - t_start, "cpu": cpu, "lat": lat, "lags": []}
 
 
 async def run_async(
@@ -106,6 +111,13 @@ async def run_async(
     else:
         import litegate
 
+        if contender.startswith("litegate@"):  # (--tune: tuning points, not options)
+            from litegate import _async
+
+            for setting in contender.split("@", 1)[1].split(","):
+                attr, value = setting.split("=")
+                assert hasattr(_async, attr), attr
+                setattr(_async, attr, float(value))
         adb = await litegate.connect_async(path)
 
         async def call(sql: str, p: tuple[int, ...]) -> Any:
@@ -149,14 +161,14 @@ async def run_async(
     tick = asyncio.create_task(ticker())
     await asyncio.sleep(WARMUP)
     state["measure"] = True
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     await asyncio.sleep(seconds)
     state["measure"] = False
-    elapsed = time.perf_counter() - t_start
+    elapsed, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     state["stop"] = True
     await asyncio.gather(*jobs, tick)
     await close()
-    out = {"ops": len(lat), "elapsed": elapsed, "lat": lat, "lags": lags, "bad": bad}
+    out = {"ops": len(lat), "elapsed": elapsed, "cpu": cpu, "lat": lat, "lags": lags, "bad": bad}
     if long_lat:
         out["long_ops"] = len(long_lat)
         out["long_p50"] = pct(long_lat, 0.5)
@@ -197,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="1,64")
     ap.add_argument("--workloads", default="point,scan,mixed", help="point,scan,long,mixed")
     ap.add_argument("--src", action="append", default=[], metavar="NAME=PATH")
+    ap.add_argument("--tune", action="append", default=[], metavar="NAME=ATTR=SECONDS,...")
     ap.add_argument("--no-aiosqlite", action="store_true")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
@@ -204,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     workloads = args.workloads.split(",")
     srcs = [tuple(s.split("=", 1)) for s in args.src] or [("litegate", "")]
     contenders: list[tuple[str, str, str]] = [(n, "litegate", p) for n, p in srcs]
+    for name, settings in (t.split("=", 1) for t in args.tune):
+        contenders.append((name, f"litegate@{settings}", srcs[-1][1]))
     if not args.no_aiosqlite:
         contenders.append(("aiosqlite", "aiosqlite", ""))
     # (mixed needs LONG_EVERY tasks for one long reader; raw runs once per workload)
@@ -235,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     print(
         f"{'contender':<12}{'workload':<11}{'tasks':>5}{'ops/s':>9}{'xraw':>6}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{'p99/aio':>8}{'lag99 ms':>9}{'lagmax':>8}{'bad':>4}"
+        f"{'p99 ms':>9}{'p99/aio':>8}{'lag99 ms':>9}{'lagmax':>8}{'cpu us':>8}{'bad':>4}"
     )
 
     def show(name: str, w: str, t: int, runs: list[dict[str, Any]], pre: str, raw: float) -> None:
@@ -252,13 +267,16 @@ def main(argv: list[str] | None = None) -> int:
             "p99_vs_aiosqlite": med(runs, pre + "p99") / aio_p99 if aio_p99 else 0.0,
             "lag_p99_ms": med(runs, "lag_p99") * 1e3,
             "lag_max_ms": med(runs, "lag_max") * 1e3,
+            "cpu_us_per_op": statistics.median(r["cpu"] / max(r[pre + "ops"], 1) for r in runs)
+            * 1e6,
             "bad": sum(r.get("bad", 0) for r in runs),
         }
         table.append(row)
         print(
             f"{name:<12}{row['workload']:<11}{t:>5}{row['ops_s']:>9.0f}{row['x_raw']:>6.2f}"
             f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{row['p99_vs_aiosqlite']:>8.2f}"
-            f"{row['lag_p99_ms']:>9.2f}{row['lag_max_ms']:>8.1f}{row['bad']:>4}"
+            f"{row['lag_p99_ms']:>9.2f}{row['lag_max_ms']:>8.1f}{row['cpu_us_per_op']:>8.1f}"
+            f"{row['bad']:>4}"
         )
 
     for w, t in cases:

@@ -5,13 +5,15 @@ offloaded read's answer is not held behind a stream of inline reads."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
+import threading
 from typing import Any
 
 import pytest
 
 import litegate
-from litegate._engine import _bridge
+from litegate._engine import _bridge, _readers
 from litegate._engine._readers import _SKIPS_FIRST, SlowStatements
 
 # Far longer than INLINE_BUDGET on any machine (tens of ms), so every inline attempt misses.
@@ -117,4 +119,213 @@ async def test_an_offloaded_answer_is_not_held_behind_inline_reads(db_path: str)
     finally:
         stop = True
         await asyncio.gather(*tasks)
+        await adb.close()
+
+
+# ---- turns: inline readers whose slice is spent park and take turns -------------------------
+# With a zero slice every inline read ends its task's turn, so the order is deterministic:
+# after the first burst (every task's first read), one reader per loop iteration, in FIFO order.
+
+
+@pytest.fixture
+def zero_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("litegate._async._SLICE_MAX", 0.0)
+    monkeypatch.setattr("litegate._async._SLICE_MIN", 0.0)
+    # (no inline read runs over budget, even on a slow debug loop: a miss takes the
+    # reader-thread path, outside the turns)
+    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)
+
+
+def _count_iterations() -> tuple[list[int], Any]:
+    """A callback that runs once per loop iteration, counting them (stop with the handle)."""
+    loop = asyncio.get_running_loop()
+    count = [0]
+    handle: list[asyncio.Handle] = []
+
+    def tick() -> None:
+        count[0] += 1
+        handle[:] = [loop.call_soon(tick)]
+
+    handle.append(loop.call_soon(tick))
+    return count, lambda: handle[0].cancel()
+
+
+@pytest.mark.usefixtures("zero_slice")
+async def test_one_inline_reader_per_loop_iteration_in_turns(db_path: str) -> None:
+    """Readers whose slice is spent wait in a queue: after the first burst a loop iteration
+    holds one reader's reads, and they take turns in order (with a plain yield, each
+    iteration ran all 8 tasks)."""
+    adb = await _open(db_path, 2)
+    for _ in range(3):  # (the first read opens a reader, on a thread: not inline)
+        await adb.query_value(POINT, (1,))
+    count, stop_counting = _count_iterations()
+    log: list[tuple[int, int]] = []  # (iteration, task) of every read
+
+    async def reader(task: int) -> None:
+        for _ in range(40):
+            assert await adb.query_value(POINT, (task + 1,)) == (task + 1) * 10
+            log.append((count[0], task))
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(reader(t) for t in range(8))), 30)
+    finally:
+        stop_counting()
+        await adb.close()
+    assert len(log) == 8 * 40
+    steady = log[8:]  # (the burst: each task's first read, before its first park)
+    per_iteration: dict[int, set[int]] = {}
+    for iteration, task in steady:
+        per_iteration.setdefault(iteration, set()).add(task)
+    assert max(len(tasks) for tasks in per_iteration.values()) == 1, per_iteration
+    order = [task for _, task in steady]
+    for i in range(0, len(order) - 8, 8):  # every window of 8 turns is all 8 tasks
+        assert sorted(order[i : i + 8]) == list(range(8)), order[i : i + 8]
+
+
+@pytest.mark.usefixtures("zero_slice")
+async def test_readers_waiting_for_a_turn_go_on_when_the_holder_stops_or_is_cancelled(
+    db_path: str,
+) -> None:
+    """A woken reader that never reads inline again, and readers cancelled while waiting for
+    their turn or just after being woken, never leave the others parked."""
+    adb = await _open(db_path, 2)
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def once_then_idle() -> None:
+        await adb.query_value(POINT, (1,))  # parks, is woken, then waits on something else
+        await release.wait()
+
+    async def reader(task: int, reads: int) -> None:
+        key = task % 50 + 1
+        for _ in range(reads):
+            assert await adb.query_value(POINT, (key,)) == key * 10
+        done.append(task)
+
+    try:
+        idle = asyncio.create_task(once_then_idle())
+        doomed = [asyncio.create_task(reader(100 + t, 10**6)) for t in range(6)]
+        readers = [asyncio.create_task(reader(t, 60)) for t in range(6)]
+        for i, task in enumerate(doomed):  # cancelled at different points of their turns
+            for _ in range(i * 3 + 1):
+                await asyncio.sleep(0)
+            task.cancel()
+        await asyncio.wait_for(asyncio.gather(*readers), 30)
+        assert sorted(done) == list(range(6))
+        assert all(t.cancelled() for t in doomed), [
+            t.exception() for t in doomed if not t.cancelled()
+        ]
+        assert not idle.done()
+        assert await adb.query_value(POINT, (2,)) == 20  # and a later reader gets a turn
+        release.set()
+        await asyncio.wait_for(idle, 30)
+    finally:
+        await adb.close()
+
+
+# ---- reader threads are started off the loop ----------------------------------------------------
+
+
+def _seven(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT 7").fetchone()[0])
+
+
+async def test_starting_a_reader_thread_never_holds_the_loop(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thread.start() waits for the new thread to run: the loop must not wait with it. Here
+    the start waits for the loop itself to tick (with the old inline start, a deadlock until
+    the gate's timeout)."""
+    adb = await _open(db_path, 2)  # (no reader thread yet: nothing was read)
+    gate = threading.Event()
+    real_start = threading.Thread.start
+
+    def gated_start(self: threading.Thread) -> None:
+        if self.name.startswith("litegate-reader"):
+            gate.wait(30)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", gated_start)
+    try:
+        read = asyncio.create_task(adb.run_read(_seven))
+        for _ in range(5):
+            await asyncio.sleep(0.001)  # the loop goes on while the thread is being started
+        assert not read.done()
+        gate.set()
+        assert await asyncio.wait_for(read, 30) == 7
+    finally:
+        gate.set()
+        await adb.close()
+
+
+async def test_a_reader_thread_that_cannot_start_fails_the_queued_reads(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adb = await _open(db_path, 2)
+    real_start = threading.Thread.start
+
+    def failing_start(self: threading.Thread) -> None:
+        if self.name.startswith("litegate-reader"):
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_start)
+    try:
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            await asyncio.wait_for(adb.run_read(_seven), 30)
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        assert await asyncio.wait_for(adb.run_read(_seven), 30) == 7  # the next one starts
+    finally:
+        await adb.close()
+
+
+async def test_per_thread_readers_read_inline_once_the_loop_thread_has_its_own(
+    db_path: str,
+) -> None:
+    """readers="per-thread": the loop thread gets a reader of its own (opened on a helper
+    thread meanwhile its reads go to reader threads); then point reads run inline, and the
+    reader is the pool's: closed with it."""
+    adb = await _open(db_path, "per-thread")
+    engine: Any = adb._engine  # type: ignore[attr-defined]
+    pool = engine._pool
+    threads = engine._reader_threads()
+    try:
+        for _ in range(500):
+            assert await adb.query_value(POINT, (3,)) == 30
+            if pool.has_reader():
+                break
+            await asyncio.sleep(0.01)
+        assert pool.has_reader()
+        before = threads.submitted
+        for i in range(50):
+            assert await adb.query_value(POINT, (i + 1,)) == (i + 1) * 10
+        assert threads.submitted == before  # inline on the loop thread
+        conn = pool.try_acquire()
+        pool.release(conn)
+    finally:
+        await adb.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
+
+
+async def test_reader_threads_judge_a_statement_by_its_steps_not_its_time(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader thread contending for the GIL took over 1 ms of CPU time for a 100-row scan
+    (~700 VM steps): judged long, every scan went to the threads (a cascade). Here its clock
+    runs 10 ms per reading; only the statement with many steps is judged long."""
+    adb = await _open(db_path, 2)
+    engine: Any = adb._engine  # type: ignore[attr-defined]
+    scan = "SELECT v FROM t WHERE id BETWEEN ? AND ?"
+    for sql in (scan, SLOW):
+        engine._slow.ran_long(sql)  # known slow: their next calls go to a reader thread
+    judged: list[str] = []
+    monkeypatch.setattr(SlowStatements, "ran_long", lambda self, sql: judged.append(sql))
+    clock = itertools.count(0.0, 0.01)
+    monkeypatch.setattr(_readers, "thread_time", lambda: next(clock), raising=False)
+    try:
+        assert len(await adb.query(scan, (1, 100))) == 100
+        assert await adb.query_value(SLOW, (20_000,)) == 20_000 * 20_001 // 2
+        assert judged == [SLOW]
+    finally:
         await adb.close()

@@ -9,7 +9,8 @@ How a call travels (through the engine interface):
   progress-handler budget (:data:`INLINE_BUDGET`); a statement that exceeds it is interrupted
   and re-run on a reader thread, so the loop is never held for longer than the budget (one
   that a reader thread found longer than the budget goes straight there for a while). Tasks
-  reading inline yield in turns sized so that a round of them takes about 2 ms.
+  reading inline take turns: one at a time reads for a slice, the others wait parked, so a
+  loop iteration holds one slice of reads however many tasks read (see ``_Turns``).
 * **other reads** (user functions, iterations, long queries) go to reader threads, which take
   several waiting jobs per wake-up.
 * **transactions** take the lane; their statements run on the writer thread.
@@ -23,7 +24,10 @@ for it, records ``tx.committed``, and then re-raises the cancellation.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import types
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from contextlib import aclosing
 from time import perf_counter
@@ -50,26 +54,96 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 # Inline reads run on the loop without awaiting anything, so a task reading in a loop would keep
-# the loop to itself: every so often (its *slice*) it yields, and every other ready task and
-# callback -- a timer, an offloaded read's answer -- gets a turn. A round of the ready tasks then
-# takes (tasks x slice): with a fixed 2 ms slice, 64 reading tasks made every other callback
-# wait ~130 ms (issue 11: that was the scans' p99 and the loop's lag). So the slice adapts: after
-# each yield, the time the others took (the round) rescales it towards a round of _ROUND,
-# growing at most twofold per yield. Alone, a task's rounds take microseconds and its slice
-# grows to _SLICE_MAX (a yield costs ~3 us: <1% of it). _SLICE_MAX is small because a burst of
-# tasks made ready at once (their offloaded reads answered) each use it for one round before it
-# adapts. _SLICE_MIN bounds what the yields cost: a task switch among 64 tasks costs ~4 us, so
-# 64 point-reading tasks (which would want ~30 us slices for a 2 ms round) use 100 us slices:
-# rounds of ~6 ms and 5% of the loop's time in switches (at 30 us slices: 2 ms, 18% fewer reads).
-_ROUND = 0.002
+# the loop to itself: after each *slice* of inline reading it gives way. Giving way by a plain
+# yield (asyncio.sleep(0)) leaves the task in the loop's ready queue, so with N tasks reading
+# every loop iteration ran N slices before timers and I/O had their turn: the loop's lag was
+# ~2.5 iterations (a timer's callback, then the task it wakes, each wait one), so 64 reading
+# tasks made every other callback wait 20-60 ms even with 100 us slices (issue 11; measured
+# with the loop's iterations timed). So a task whose slice is spent *parks* in the loop's
+# queue of readers (_Turns, FIFO) and wakes the first one: one reader at a time reads inline,
+# an iteration holds one slice however many tasks read, and a parked task costs nothing.
+# The slice starts when a parked reader is woken; a task reading after it is spent parks after
+# one read (a burst of tasks made ready at once each read once, then queue).
+# Its length: a round of the parked readers takes about _ROUND (a reader's wait for its next
+# turn, so the p99 of 100-row scans at 64 tasks), within [_SLICE_MIN, _SLICE_MAX]: long enough
+# that a park (~20k instructions, ~8 us: callgrind) costs little, short enough that a timer is late by at most a few
+# slices. benchmarks/async_reads.py --tune measures other settings against these.
+_ROUND = 0.008
 _SLICE_MAX = 0.000_5
 _SLICE_MIN = 0.000_1
 
 
+class _Turns:
+    """One event loop's readers waiting for a turn to read inline again (loop thread only: one
+    per thread, as a thread runs one loop at a time; replaced when it runs another loop).
+
+    ``waiting``: the parked readers' futures, first come first woken (a cancelled one is
+    skipped); ``woken``: one was woken and has not resumed yet; ``turn`` counts the wakes.
+    Liveness: while ``waiting`` holds a live future, a woken reader is due to resume or a
+    :meth:`fallback` is scheduled -- a resumed reader wakes the next one when it parks again,
+    and if it never does (it stopped reading), its fallback a loop iteration later does."""
+
+    __slots__ = ("loop", "turn", "waiting", "woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: deque[asyncio.Future[None]] = deque()
+        self.woken = False
+        self.turn = 0
+
+    def wake_next(self) -> None:
+        waiting = self.waiting
+        while waiting:
+            fut = waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                self.woken = True
+                self.turn += 1
+                return
+
+    def fallback(self, turn: int) -> None:
+        """Loop callback: nobody was woken since ``turn``: wake the next reader."""
+        if self.turn == turn and not self.woken:
+            self.wake_next()
+
+
+_local = threading.local()
+
+
 @types.coroutine
-def _turn() -> Generator[None, None, None]:
-    """Give every other ready task and callback one turn (``asyncio.sleep(0)``, a frame less)."""
+def _give_way() -> Generator[None, None, None]:
+    """Let every other ready callback run once (``asyncio.sleep(0)``, a frame less)."""
     yield
+
+
+def _loop_turns() -> _Turns:
+    loop = asyncio.get_running_loop()
+    turns: _Turns | None = getattr(_local, "turns", None)
+    if turns is None or turns.loop is not loop:
+        turns = _local.turns = _Turns(loop)
+    return turns
+
+
+async def _wait_turn() -> float:
+    """Park until this task's turn to read inline again (after the readers parked before it);
+    returns the slice it may read for."""
+    turns = _loop_turns()
+    fut = turns.loop.create_future()
+    turns.waiting.append(fut)
+    if not turns.woken:
+        turns.wake_next()  # (the first parked: perhaps this task, resumed next iteration)
+    try:
+        if fut.done():  # (it woke itself: awaiting a done future would not give way at all)
+            await _give_way()
+        else:
+            await fut
+    finally:
+        if not fut.cancelled():  # woken (then perhaps cancelled): the next one's turn is due
+            turns.woken = False
+            if turns.waiting:
+                turns.loop.call_soon(turns.fallback, turns.turn)
+    fit = _ROUND / (len(turns.waiting) + 1)
+    return _SLICE_MAX if fit > _SLICE_MAX else _SLICE_MIN if fit < _SLICE_MIN else fit
 
 
 class AsyncMethods(Facade):
@@ -79,11 +153,11 @@ class AsyncMethods(Facade):
 
     def __init__(self, engine: Engine, *, owner: bool = True) -> None:
         super().__init__(engine, owner=owner)
-        # When inline reads last let other tasks run, and how long they may go on before they
-        # do (see _ROUND). Shared by the tasks and loops using this facade without a lock: a
-        # heuristic (a lost update only moves the next yield a little).
+        # When the current slice of inline reads began (see _SLICE): set by a reader woken from
+        # _wait_turn. Shared by the tasks and loops using this facade without a lock: a
+        # heuristic (a lost update only moves the next park a little).
         self._last_yield = 0.0
-        self._slice = _SLICE_MIN
+        self._slice = _SLICE_MAX
 
     # ---- writes ---------------------------------------------------------------------------
     async def execute(
@@ -171,15 +245,9 @@ class AsyncMethods(Facade):
                     raise _args.not_a_str(sql) from None
                 raise
             if rows is not MISS:
-                now = perf_counter()
-                used = self._slice
-                if now - self._last_yield > used:
-                    self._last_yield = now
-                    await _turn()
-                    # the others' round took `waited`: rescale the slice they all used
-                    waited = max(perf_counter() - now, 1e-6)
-                    fit = min(used * _ROUND / waited, used * 2, _SLICE_MAX)
-                    self._slice = fit if fit > _SLICE_MIN else _SLICE_MIN
+                if perf_counter() - self._last_yield > self._slice:
+                    self._slice = await _wait_turn()
+                    self._last_yield = perf_counter()
                 return rows
         _args.check_sql(sql)  # (before it is queued for a reader thread)
         result: list[Any] = await engine.read_async(

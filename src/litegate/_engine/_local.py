@@ -19,7 +19,7 @@ _forked, _fork_busy, _fork_idle      written by the forking thread in the fork h
                                      cleared under ``_lock`` by the first use in the child
 _lane, _pool, _counters              set in ``__init__`` (and replaced under ``_lock`` in a
                                      forked child, before any other thread of it uses them)
-_pid                                 as ``_lane``
+_pid, _loop_readers                  as ``_lane`` (_loop_readers: its own guard)
 _slow                                set in ``__init__``; its own guard (SlowStatements)
 ===================================  =====================================================
 """
@@ -49,8 +49,8 @@ from ._counters import Counters
 from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
-from ._pool import ReaderPool, ReadPool, make_pool, thread_name
-from ._readers import ReaderThreads, SlowStatements
+from ._pool import PerThreadPool, ReaderPool, ReadPool, make_pool, thread_name
+from ._readers import LoopReaders, ReaderThreads, SlowStatements
 
 __all__ = ("LocalEngine",)
 
@@ -102,6 +102,8 @@ class LocalEngine:
             raise
         self._readers: ReaderThreads | None = None
         self._side_pool: ReadPool | None = None
+        pool = self._pool
+        self._loop_readers = LoopReaders(pool) if isinstance(pool, PerThreadPool) else None
 
     def _reader_threads(self) -> ReaderThreads:
         """Reader threads for async callers (started on first use). Pool modes only."""
@@ -471,11 +473,9 @@ class LocalEngine:
         pool, slow = self._pool, self._slow
         if pool is None or (slow.known and slow.skip(sql)):
             return MISS  # (a reader thread found it long lately: to a thread at once)
-        conn = pool.try_acquire()
-        if conn is None:
+        if (conn := pool.try_acquire()) is None:
             return MISS
-        t0 = perf_counter()
-        rows = MISS
+        t0, rows = perf_counter(), MISS
         try:
             rows = run_inline(conn, run_query, (sql, params))
         finally:
@@ -499,11 +499,12 @@ class LocalEngine:
                 # its inline attempt missed: no idle reader, or over the budget -- as often a
                 # stall (descheduled, the GIL elsewhere) as a long statement. Once more, a turn
                 # later, before a thread (which a stall makes likelier); see SlowStatements.
-                # (Not per-thread readers: the loop thread has none, never reads inline)
                 if type(self._pool) is ReadPool:
                     await asyncio.sleep(0)
                     if (result := self.query_inline(*args)) is not MISS:
                         return result
+                elif self._loop_readers is not None:  # (per-thread: open this thread's own)
+                    self._loop_readers.ensure()
             readers = self._reader_threads()
             job = AsyncJob(
                 READ, fn, args, sql, time_limit, asyncio.get_running_loop(), readers.outbox

@@ -183,6 +183,33 @@ class PerThreadPool(Borrowing):
         if not ok:
             del self._local.slot  # collected: its connection is closed
 
+    def has_reader(self) -> bool:
+        """Whether this thread has its reader (opened, not discarded)."""
+        return getattr(self._local, "slot", None) is not None
+
+    def open_for_adoption(self) -> sqlite3.Connection | None:
+        """Any thread: open a reader that another thread will :meth:`adopt` (None: closed).
+        Under ``_opening``, as every open: never across a fork."""
+        with self._opening:
+            if self._closed:
+                return None
+            return open_connection(self.opts, reader=True)
+
+    def adopt(self, conn: sqlite3.Connection) -> None:
+        """This thread's reader becomes ``conn``, opened by :meth:`open_for_adoption` on another
+        thread (an event loop's thread must not wait for an open). Closed instead if this
+        thread has a reader already or the pool is closed (kept unclosed in a forked child)."""
+        slot = None if self.has_reader() else _Slot(self, conn)
+        with self._lock:
+            if slot is None or self._closed:
+                if os.getpid() != self._pid:
+                    self._orphans.append(conn)
+                    return
+                close_quietly(conn)
+                return
+            self._slots = (*self._slots, weakref.ref(slot))
+        self._local.slot = slot
+
     def longest_holder(self) -> tuple[int, float] | None:
         return None
 

@@ -10,19 +10,20 @@ ran over the inline budget, so that their next calls come here without wasting o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
+from _thread import start_new_thread
 from collections import deque
-from time import monotonic, thread_time
+from time import monotonic
 
 from .._errors import Closed, PoolTimeout
 from .._types import Bound
-from ._bridge import INLINE_BUDGET
 from ._jobs import AsyncJob, Outbox, flush
-from ._pool import ReaderPool
+from ._pool import PerThreadPool, ReaderPool
 
-__all__ = ("ReaderThreads", "SlowStatements")
+__all__ = ("LoopReaders", "ReaderThreads", "SlowStatements")
 
 logger = logging.getLogger("litegate")
 _TAKE = 8
@@ -32,6 +33,14 @@ _FLUSH_AFTER = 0.000_2
 _SKIPS_FIRST = 8  # calls that skip the inline attempt once a statement is known slow
 _SKIPS_MAX = 1024  # (doubling each time it is tried inline again and is still slow)
 _REMEMBER = 512  # statements remembered (then all forgotten at once: a bound, not an LRU)
+# A statement is long when it takes this many SQLite VM steps: ~1 ms of a query returning rows
+# (~7 steps/us with their Python tuples; pure VM work runs ~30/us). Steps, not CPU time: with
+# reader threads and the loop contending for the GIL, every row's hand-off cost a 100-row scan
+# (700 steps, ~0.1 ms alone) over 1 ms of thread CPU time, so fast scans were judged long and
+# sent to the threads, which made the contention worse: every read of 64 scanning tasks ended up
+# on a thread at 1/5 of the throughput (issue 11; counted: 1,916 skips, 0 inline in 2 s).
+_LONG_STEPS = 7_000
+_STEP_CHUNK = 1_000  # (the progress handler counts every this many steps)
 _PROBING = -1  # (skips left: none, and being tried inline again)
 
 
@@ -39,7 +48,7 @@ class SlowStatements:
     """Which queries are too long to run inline: their next calls go straight to a reader
     thread instead of spending the inline budget on the loop and then going there anyway.
 
-    The reader thread that runs a query judges it, by the CPU time it took there: an inline
+    The reader thread that runs a query judges it, by the VM steps it took (_LONG_STEPS): an inline
     attempt that ran over the budget may have been stalled rather than long (the process
     descheduled, the GIL held by another thread), and sending a fast statement to the threads
     makes such stalls likelier -- more GIL contention for the loop, more misses: a cascade
@@ -72,7 +81,7 @@ class SlowStatements:
         return False
 
     def ran_long(self, sql: str) -> None:
-        """Reader thread: ``sql`` took longer than the inline budget of CPU time."""
+        """Reader thread: ``sql`` took ``_LONG_STEPS`` or more (longer than the inline budget)."""
         skips = self._skips
         entry = skips.get(sql)
         if entry is None:
@@ -125,21 +134,41 @@ class ReaderThreads:
         )
 
     def submit(self, job: AsyncJob) -> None:
+        """Loop thread: queue ``job``; never waits for a thread (see :meth:`_start`)."""
         with self._cond:
             if self._closed:
                 raise Closed("the database is closed")
             self._queue.append(job)
             self.submitted += 1
-            if self._idle == 0 and len(self._threads) < self.count:
-                t = threading.Thread(
-                    target=self._run,
-                    name=f"litegate-reader-{len(self._threads)}:{self.name}",
-                    daemon=True,
-                )
-                self._threads.append(t)
-                t.start()
-            else:
+            if self._idle or len(self._threads) >= self.count:
                 self._cond.notify()
+                return
+            t = threading.Thread(
+                target=self._run,
+                name=f"litegate-reader-{len(self._threads)}:{self.name}",
+                daemon=True,
+            )
+            self._threads.append(t)
+        # Thread.start() waits until the new thread runs; on a busy machine that held the
+        # loop for 35-147 ms (loop-lag samples in issue 11). A short-lived helper thread
+        # waits for it instead: creating it is one pthread_create, no wait.
+        start_new_thread(self._start, (t,))
+
+    def _start(self, t: threading.Thread) -> None:
+        """Helper thread: start reader thread ``t`` (on failure, forget it; with no reader
+        thread left, fail the queued jobs rather than leave them waiting)."""
+        try:
+            t.start()
+        except BaseException as exc:
+            logger.exception("litegate: starting a reader thread failed")
+            with self._cond:
+                self._threads.remove(t)
+                left = [] if self._threads else list(self._queue)
+                if left:
+                    self._queue.clear()
+            for job in left:
+                job.finish(error=exc)
+            flush(self.outbox)
 
     def close(self, timeout: float) -> None:
         """Fail queued jobs with Closed and stop the threads."""
@@ -153,7 +182,8 @@ class ReaderThreads:
             job.finish(error=Closed("the database was closed before this read ran"))
         flush(self.outbox)
         for t in threads:
-            if t is not threading.current_thread():
+            # (a thread still being started is not joined: it finds the closed mark and ends)
+            if t is not threading.current_thread() and t.is_alive():
                 t.join(timeout)
 
     def _run(self) -> None:
@@ -209,13 +239,65 @@ class ReaderThreads:
             if not job.start(conn):
                 return
             sql, slow = job.sql, self.slow
-            if sql is None or slow is None:
-                ok = job.execute(conn)
+            if sql is None or slow is None or job.time_limit is not None:
+                ok = job.execute(conn)  # (a time limit uses the progress handler: not judged)
             else:
-                cpu = thread_time()
-                ok = job.execute(conn)
-                if thread_time() - cpu > INLINE_BUDGET:
+                steps = [0]  # (thousands of SQLite VM steps, counted on this thread)
+
+                def count() -> int:
+                    steps[0] += 1
+                    return 0
+
+                conn.set_progress_handler(count, _STEP_CHUNK)
+                try:
+                    ok = job.execute(conn)
+                finally:
+                    conn.set_progress_handler(None, 0)
+                if steps[0] * _STEP_CHUNK >= _LONG_STEPS:
                     slow.ran_long(sql)
         finally:
             if pinned is None:  # (a snapshot's queries are not counted as reads)
                 self.pool.release(conn, 1 if ok else 0)
+
+
+class LoopReaders:
+    """Per-thread readers: an event loop's thread gets a reader of its own, so that its point
+    reads run inline as with a pool (else every async read went to a reader thread). Opened on
+    a helper thread (the loop never waits for an open) and adopted by the loop thread; once
+    per thread (a failed open is not retried: its reads go on in reader threads).
+
+    ``_threads`` (the loop threads given one) is guarded by ``_lock``; ``pool`` is set once.
+    """
+
+    def __init__(self, pool: PerThreadPool) -> None:
+        self.pool = pool
+        self._lock = threading.Lock()
+        self._threads: set[int] = set()
+
+    def ensure(self) -> None:
+        """Loop thread: start opening this thread's reader unless it has one or it is under
+        way (the read that called this goes to a reader thread meanwhile)."""
+        pool = self.pool
+        if pool.has_reader():
+            return
+        ident = threading.get_ident()
+        with self._lock:
+            if ident in self._threads:
+                return
+            self._threads.add(ident)
+        loop = asyncio.get_running_loop()
+
+        def open_it() -> None:  # helper thread
+            try:
+                conn = pool.open_for_adoption()
+            except Exception:
+                logger.exception("litegate: opening the event loop thread's reader failed")
+                return
+            if conn is None:  # closed meanwhile
+                return
+            try:
+                loop.call_soon_threadsafe(pool.adopt, conn)
+            except RuntimeError:  # the loop closed meanwhile
+                conn.close()
+
+        start_new_thread(open_it, ())
