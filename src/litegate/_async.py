@@ -66,9 +66,13 @@ Ts = TypeVarTuple("Ts")
 # one read (a burst of tasks made ready at once each read once, then queue).
 # Its length: a round of the parked readers takes about _ROUND (a reader's wait for its next
 # turn, so the p99 of 100-row scans at 64 tasks), within [_SLICE_MIN, _SLICE_MAX]: long enough
-# that a park (~20k instructions, ~8 us: callgrind) costs little, short enough that a timer is late by at most a few
-# slices. benchmarks/async_reads.py --tune measures other settings against these.
-_ROUND = 0.008
+# that a park (~20k instructions, ~8 us: callgrind) costs little, short enough that a timer is
+# late by at most a few slices. benchmarks/async_reads.py --tune measures other settings: at 64
+# tasks, slices of 0.5 ms gave point reads the least CPU per read (14.0 us, against 17.3 before
+# turns and 20.5 with 125 us slices) and a loop lag p99 of 1.3 ms (max 2.8), at the price of
+# the 100-row scans' p99 (2.2x aiosqlite's, against 1.3x with 125 us slices): the leads in
+# point reads kept, the loop never held; so a round is 32 ms (0.5 ms slices up to 64 readers).
+_ROUND = 0.032
 _SLICE_MAX = 0.000_5
 _SLICE_MIN = 0.000_1
 
