@@ -286,7 +286,7 @@ async def test_per_thread_readers_read_inline_once_the_loop_thread_has_its_own(
     thread meanwhile its reads go to reader threads); then point reads run inline, and the
     reader is the pool's: closed with it."""
     adb = await _open(db_path, "per-thread")
-    engine: Any = adb._engine  # type: ignore[attr-defined]
+    engine: Any = adb._engine
     pool = engine._pool
     threads = engine._reader_threads()
     try:
@@ -315,7 +315,7 @@ async def test_reader_threads_judge_a_statement_by_its_steps_not_its_time(
     (~700 VM steps): judged long, every scan went to the threads (a cascade). Here its clock
     runs 10 ms per reading; only the statement with many steps is judged long."""
     adb = await _open(db_path, 2)
-    engine: Any = adb._engine  # type: ignore[attr-defined]
+    engine: Any = adb._engine
     scan = "SELECT v FROM t WHERE id BETWEEN ? AND ?"
     for sql in (scan, SLOW):
         engine._slow.ran_long(sql)  # known slow: their next calls go to a reader thread
