@@ -90,7 +90,11 @@ class SyncMethods(Facade):
         runs its statements on the calling thread. Commits at the end of the block, rolls back
         if it raises. Other writers wait meanwhile.
         """
-        return Transaction(self._engine, self._t(timeout), self._l(time_limit))
+        return Transaction(  # (_t and _l inlined: benchmarks/hot_paths.py)
+            self._engine,
+            self._timeout if timeout is DEFAULT else _args.timeout_arg(timeout),
+            self._time_limit if time_limit is DEFAULT else _args.limit_arg(time_limit),
+        )
 
     def migrate(
         self,

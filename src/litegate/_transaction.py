@@ -102,7 +102,9 @@ class _Reads(OpenCursors):
 
     def query_value(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
         """The first column of the first row, or ``None`` when there is no row."""
-        return stmt.first_value(self.query(sql, params, time_limit=time_limit))
+        # (query and first_value inlined: two frames of a transaction, benchmarks/hot_paths.py)
+        rows = self._call(time_limit, sql, stmt.run_query, sql, params)
+        return rows[0][0] if rows else None
 
     def iterate(
         self, sql: str, params: Params = (), *, arraysize: int = 256
@@ -222,6 +224,21 @@ class Transaction(TransactionBase, _Reads):
             except (KeyboardInterrupt, SystemExit):
                 _release(lease)  # (finish what the interrupt cut short, then raise it)
                 raise
+
+    def _call(self, time_limit: Limit, sql: str | None, fn: Any, *args: Any) -> Any:
+        # _Reads._call with _lease inlined: every statement of a transaction runs it
+        # (benchmarks/hot_paths.py). Keep the two in step.
+        lease = self._write_lease
+        if not self._active or lease is None or self._aborted:
+            lease = self._lease()  # (raises, saying why)
+        limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
+        try:
+            return lease.run(fn, args, sql, limit)
+        except BaseException as exc:
+            self._after_error()
+            if isinstance(exc, TypeError) and fn in _SQL_FIRST and not isinstance(args[0], str):
+                raise not_a_str(args[0]) from None
+            raise
 
     def _lease(self) -> WriteLease:
         lease = self._write_lease

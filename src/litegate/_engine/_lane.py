@@ -32,6 +32,7 @@ from time import monotonic
 from .._errors import WriteTimeout
 from .._types import Bound
 from ._batch import LaneBroken, group_commit
+from ._connection import COMMIT, end_transaction, rollback_quietly
 from ._group import Ticket
 from ._jobs import EXCLUSIVE, WRITE, BaseJob, Job, LaneHold, flush
 from ._lane_writer import LaneWriter
@@ -278,6 +279,45 @@ class WriteLane(LaneWriter):
                 self.counters.lane_holds.append(monotonic() - self._held_since)
             finally:
                 self._end_direct()
+
+    def commit_alone(self) -> bool:
+        """A sync lease holder, committing, in the common case: it leads a group nobody
+        joined and nobody waits to be handed the lane (or its slice runs). Then COMMIT, give
+        the lane back and return True; else return False having done nothing (the caller
+        takes the general path: :meth:`release_turn`, :meth:`hand_on`, :meth:`commit_group`,
+        :meth:`give_back`, which this hand-inlines: benchmarks/hot_paths.py).
+
+        :raises BaseException: the COMMIT's error (rolled back; the lane is still held)
+        """
+        group = self._group
+        if (
+            group is None
+            or group.members
+            or self._joined
+            or (self._queue and not self._in_slice(get_ident()))
+        ):
+            return False
+        c = self.counters
+        c.transactions += 1  # (still the holder: the counter's guard)
+        conn, guard = self._conn, self.guard
+        try:
+            end_transaction(conn, guard, COMMIT)
+        except BaseException:
+            rollback_quietly(conn, guard)
+            raise
+        finally:  # (as commit_group's: also when an interrupt cuts it short)
+            self._group = None
+            self._dirty = True
+            if self.outbox:
+                flush(self.outbox)
+        c.batches += 1  # (a COMMIT of one transaction: Group.commit's count)
+        c.batch_sizes.append(1)
+        if c.max_batch < 1:
+            c.max_batch = 1
+        c.lane_holds.append(monotonic() - self._held_since)  # (give_back's)
+        with self._lock:
+            self._release_locked()
+        return True
 
     def recover(self, ident: int, holder: object) -> None:
         """After an exception (an interrupt) escaped a lease's set-up or release on thread
