@@ -117,8 +117,18 @@ class WriteLane(LaneWriter):
             if taken is None:
                 self._wait(job, deadline, what, timeout)
                 return
-            self._run_direct(job, taken)
-            self._end_direct()
+            if taken or job.kind != WRITE:
+                self._run_direct(job, taken)
+            else:  # (_run_direct's single-write case inlined: benchmarks/hot_paths.py)
+                try:
+                    if group_commit(
+                        self._conn, self.guard, self.opts.busy_timeout, self.counters, [job]
+                    ):
+                        self._dirty = True
+                except LaneBroken as broken:
+                    self._reopen(str(broken))
+            with self._lock:  # (_end_direct inlined)
+                self._release_locked()
         except BaseException:
             # Interrupted (KeyboardInterrupt on the main thread) or the lane failed: leave the
             # lane as a next caller needs it, then let the exception go on.
@@ -190,7 +200,8 @@ class WriteLane(LaneWriter):
                 # caller comes along (the main thread takes none: see _main_thread).
                 self.user = me  # (before _active: _abandon recognises the holder by it)
                 self._active = True
-                self._start_slice(me)
+                if self._slice != me:  # (else its own slice runs: one call less)
+                    self._start_slice(me)
                 return [] if me == _main_thread else self._take_queued(self.opts.max_batch - 1)
             if len(queue) < self.opts.queue_size:
                 queue.append(job)
@@ -201,22 +212,15 @@ class WriteLane(LaneWriter):
         return None
 
     def _run_direct(self, job: BaseJob, taken: list[BaseJob]) -> None:
-        """On the calling thread: our job and the ones taken over, as one group commit.
+        """On the calling thread: our job and the ones taken over, as one group commit (or a
+        lane read alone).
         (Committing further batches here would hold the file's write lock back to back and
         starve other processes; what queues meanwhile is taken by the next caller, or by the
         writer thread.)"""
         if taken:
             self._process([job, *taken])
             flush(self.outbox)
-        elif job.kind == WRITE:  # (_commit inlined: the single-write hot path)
-            try:
-                if group_commit(
-                    self._conn, self.guard, self.opts.busy_timeout, self.counters, [job]
-                ):
-                    self._dirty = True
-            except LaneBroken as broken:
-                self._reopen(str(broken))
-        else:
+        else:  # (a single write is run by call itself: the hot path)
             self._lane_reads([job])
 
     # ---- leases --------------------------------------------------------------------------
@@ -236,7 +240,8 @@ class WriteLane(LaneWriter):
                 if self._closing:
                     raise self.closed_error("the database is closed; no new writes are accepted")
                 if not (self._active or self._paused) and (not self._queue or self._in_slice(me)):
-                    self._start_slice(me)
+                    if self._slice != me:  # (else its own slice runs: one call less)
+                        self._start_slice(me)
                     self._stale = False  # (the holder first: recover tells its own by it)
                     self.holder = (
                         None if holder is None else weakref.ref(holder, self._on_holder_gone)
