@@ -285,15 +285,13 @@ class WriteLane(LaneWriter):
             finally:
                 self._end_direct()
 
-    def commit_alone(self) -> bool:
+    def commit_alone(self) -> bool | BaseException:
         """A sync lease holder, committing, in the common case: it leads a group nobody
         joined and nobody waits to be handed the lane (or its slice runs). Then COMMIT, give
         the lane back and return True; else return False having done nothing (the caller
         takes the general path: :meth:`release_turn`, :meth:`hand_on`, :meth:`commit_group`,
-        :meth:`give_back`, which this hand-inlines: benchmarks/hot_paths.py).
-
-        :raises BaseException: the COMMIT's error (rolled back; the lane is still held)
-        """
+        :meth:`give_back`, which this hand-inlines: benchmarks/hot_paths.py). If the COMMIT
+        fails, returns its error (rolled back; the lane is still held), as commit_group."""
         group = self._group
         if (
             group is None
@@ -307,9 +305,9 @@ class WriteLane(LaneWriter):
         conn, guard = self._conn, self.guard
         try:
             end_transaction(conn, guard, COMMIT)
-        except BaseException:
+        except BaseException as exc:
             rollback_quietly(conn, guard)
-            raise
+            return exc
         finally:  # (as commit_group's: also when an interrupt cuts it short)
             self._group = None
             self._dirty = True

@@ -148,15 +148,15 @@ class LaneLease(_Lease):
         if self._conn is None:
             raise _ended()
         lane = self._lane
-        try:
-            if lane.commit_alone():  # the common case, in one call (benchmarks/hot_paths.py)
-                self._turn_over = True
-                self._conn = None  # (given back: release has nothing left to do)
-                self._began = False
-                return
-        except BaseException:  # its COMMIT failed: rolled back (release gives the lane back)
+        done = lane.commit_alone()  # the common case, in one call (benchmarks/hot_paths.py)
+        if done is True:
             self._turn_over = True
-            raise
+            self._conn = None  # (given back: release has nothing left to do)
+            self._began = False
+            return
+        if done is not False:  # its COMMIT failed: rolled back (release gives the lane back)
+            self._turn_over = True
+            raise done
         lane.release_turn()
         ticket = lane.hand_on()
         if ticket is not None:
