@@ -27,6 +27,7 @@ from ._jobs import BaseJob
 
 __all__ = (
     "LaneBroken",
+    "commit_one",
     "copy_error",
     "group_commit",
     "is_open",
@@ -157,6 +158,73 @@ def _rollback_all(conn: sqlite3.Connection, guard: TxnGuard, again: list[BaseJob
         raise
 
 
+def _swallowed() -> RolledBack:
+    return RolledBack(
+        "this write's function caught an error after which SQLite rolled the whole "
+        "transaction back: the write failed (the others of its batch are run again). Let "
+        "such errors propagate"
+    )
+
+
+def _begin_failed(
+    conn: sqlite3.Connection, guard: TxnGuard, c: Counters, jobs: list[BaseJob], exc: BaseException
+) -> None:
+    """The batch's BEGIN failed: every job fails with (a copy of) its error."""
+    if conn.in_transaction:  # (interrupted just after the BEGIN)
+        rollback(conn, guard)
+    c.jobs_failed += len(jobs)
+    for job in jobs:
+        job.finish(error=copy_error(exc))
+
+
+def commit_one(
+    conn: sqlite3.Connection, guard: TxnGuard, busy_timeout: float, c: Counters, job: BaseJob
+) -> bool:
+    """:func:`group_commit` of one job: the same outcome, hand-inlined for a lone write (the
+    idle lane's hot path, benchmarks/hot_paths.py). Keep the two in step."""
+    if job.time_limit is not None:
+        return group_commit(conn, guard, busy_timeout, c, [job])
+    retries = c.busy_retries
+    try:
+        begin_immediate(conn, guard, busy_timeout, c)
+    except BaseException as exc:
+        _begin_failed(conn, guard, c, [job], exc)
+        return False
+    try:
+        try:
+            result = job.ctx.run(job.fn, conn, *job.args)
+            if not conn.in_transaction:  # it swallowed an error that ended the txn
+                raise _swallowed()
+        except BaseException as exc:  # it fails alone; its partial work is undone
+            alive = is_open(conn)
+            c.jobs_failed += 1
+            job.finish(error=job_error(exc, alive))
+            if not alive:
+                raise LaneBroken("a write's function closed the connection", []) from exc
+            _rollback_all(conn, guard, [])
+            return False
+    except BaseException:  # escaping: never leave the transaction open
+        if is_open(conn) and conn.in_transaction:
+            rollback(conn, guard)
+        raise
+    try:
+        end_transaction(conn, guard, COMMIT)
+    except BaseException as exc:
+        rollback_quietly(conn, guard)
+        c.jobs_failed += 1
+        job.finish(error=copy_error(exc))
+        return False
+    c.batches += 1
+    c.jobs_ok += 1
+    c.batch_sizes.append(1)
+    if c.max_batch < 1:
+        c.max_batch = 1
+    job.finish(result)
+    if c.busy_retries != retries:  # (see group_commit)
+        time.sleep(_YIELD_AFTER_CONTENTION)
+    return True
+
+
 def group_commit(
     conn: sqlite3.Connection, guard: TxnGuard, busy_timeout: float, c: Counters, jobs: list[BaseJob]
 ) -> bool:
@@ -186,11 +254,7 @@ def group_commit(
         try:
             begin_immediate(conn, guard, busy_timeout, c)
         except BaseException as exc:
-            if conn.in_transaction:  # (interrupted just after the BEGIN)
-                rollback(conn, guard)
-            c.jobs_failed += len(pending)
-            for job in pending:
-                job.finish(error=copy_error(exc))
+            _begin_failed(conn, guard, c, pending, exc)
             return False
         savepoints = careful and len(pending) > 1
         done: list[tuple[BaseJob, object]] = []
@@ -207,11 +271,7 @@ def group_commit(
                     if savepoints:
                         conn.execute(_RELEASE)
                     if not conn.in_transaction:  # it swallowed an error that ended the txn
-                        raise RolledBack(
-                            "this write's function caught an error after which SQLite rolled "
-                            "the whole transaction back: the write failed (the others of its "
-                            "batch are run again). Let such errors propagate"
-                        )
+                        raise _swallowed()
                 except BaseException as exc:
                     alive = is_open(conn)
                     c.jobs_failed += 1

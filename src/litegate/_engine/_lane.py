@@ -31,7 +31,7 @@ from time import monotonic
 
 from .._errors import WriteTimeout
 from .._types import Bound
-from ._batch import LaneBroken, group_commit
+from ._batch import LaneBroken, commit_one
 from ._connection import COMMIT, end_transaction, rollback_quietly
 from ._group import Ticket
 from ._jobs import EXCLUSIVE, WRITE, BaseJob, Job, LaneHold, flush
@@ -121,8 +121,8 @@ class WriteLane(LaneWriter):
                 self._run_direct(job, taken)
             else:  # (_run_direct's single-write case inlined: benchmarks/hot_paths.py)
                 try:
-                    if group_commit(
-                        self._conn, self.guard, self.opts.busy_timeout, self.counters, [job]
+                    if commit_one(
+                        self._conn, self.guard, self.opts.busy_timeout, self.counters, job
                     ):
                         self._dirty = True
                 except LaneBroken as broken:
@@ -202,7 +202,9 @@ class WriteLane(LaneWriter):
                 self._active = True
                 if self._slice != me:  # (else its own slice runs: one call less)
                     self._start_slice(me)
-                return [] if me == _main_thread else self._take_queued(self.opts.max_batch - 1)
+                if not queue or me == _main_thread:
+                    return []  # (nothing to take over: _take_queued's call saved)
+                return self._take_queued(self.opts.max_batch - 1)
             if len(queue) < self.opts.queue_size:
                 queue.append(job)
                 if len(queue) == 1 and not self._active:
