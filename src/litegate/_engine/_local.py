@@ -384,8 +384,7 @@ class LocalEngine:
         what: str = "the transaction",
         holder: object = None,
     ) -> LaneLease:
-        if self._state or self._forked:
-            self.check()
+        self.check()
         lane = self._lane
         if lane.owner is not None or lane.user is not None:
             self._no_reentry(what)
