@@ -25,6 +25,10 @@ __all__ = ("LaneWriter",)
 logger = logging.getLogger("litegate")
 
 _SHUTDOWN_CHECKPOINT_SECONDS = 2.0
+# A writer thread stopping on an error waits this long for a thread or task holding the lane to
+# give it back before it closes the connection: closing a sqlite3 connection another thread is
+# using crashes the interpreter (measured: a segfault in the holder's COMMIT).
+_SHUTDOWN_HOLDER_SECONDS = 30.0
 
 
 class LaneWriter(LaneTurns):
@@ -292,6 +296,15 @@ class LaneWriter(LaneTurns):
 
     def _shutdown(self) -> None:
         conn = self._conn
+        if not self._holder_gone_by(monotonic() + _SHUTDOWN_HOLDER_SECONDS):
+            logger.error(
+                "litegate: a transaction on %s still held the write lane %.0fs after its writer "
+                "stopped; its connection is left open (closing it under that transaction "
+                "could crash the process)",
+                self.opts.name,
+                _SHUTDOWN_HOLDER_SECONDS,
+            )
+            return
         try:
             if conn.in_transaction:
                 rollback(conn, self.guard)
@@ -306,6 +319,17 @@ class LaneWriter(LaneTurns):
                 conn.close()
             except Exception:
                 logger.exception("litegate: closing the writer of %s failed", self.opts.name)
+
+    def _holder_gone_by(self, deadline: float) -> bool:
+        """Writer thread, stopping: wait until no thread or task holds the lane (only after a
+        failure can one still hold it: a normal stop waits for the lane to be idle). Its
+        writes and queued statements have failed already, so it ends its turn soon."""
+        with self._lock:
+            while self.owner is not None or self._async_holder is not None:
+                if monotonic() >= deadline:
+                    return False
+                self._inactive.wait(0.05)
+        return True
 
     # ---- the lane holder ---------------------------------------------------------------------
     def _process(self, jobs: list[BaseJob]) -> None:
