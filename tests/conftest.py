@@ -93,14 +93,22 @@ def _loop_lag(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail("@pytest.mark.blocks_loop needs a reason", pytrace=False)
     # Whatever is alive now (pytest, the frameworks, earlier tests' leftovers) stays out of the
     # cyclic GC during the test: otherwise a full collection walks that heap and stalls the
-    # loop for 10-40 ms, which is the session's heap, not litegate, holding the loop.
+    # loop for 10-40 ms, which is the session's heap, not litegate, holding the loop. And no
+    # automatic collection runs during the test (an explicit gc.collect() still does): one over
+    # the test's own garbage (300 requests' httpx and framework objects, under coverage) is the
+    # likeliest cause of a 35 ms stall in CI on a quiet machine, sampled once, in httpx's URL
+    # parsing (an allocation); not proven.
     gc.collect()
     gc.freeze()
+    was_enabled = gc.isenabled()
+    gc.disable()
     item.obj = loop_lag.wrap(test, item.nodeid, opted_out=marker is not None)
     try:
         yield
     finally:
         item.obj = test
+        if was_enabled:
+            gc.enable()
 
 
 @pytest.fixture
