@@ -18,6 +18,10 @@ result, error, answered    the worker, before answering    ``Job.done`` released
                                                            then ``call_soon_threadsafe``
 AsyncJob.state,            loop (cancel, withdraw) and     ``AsyncJob._lock``
 running_on                 worker (start, attach, finish)
+AsyncJob.stop_asked        loop (withdraw, interrupting)   ``AsyncJob._lock`` to set; a runner's
+                                                           progress handler reads it without
+                                                           (set once: a stale False delays
+                                                           the abort by one chunk of steps)
 AsyncJob.future            the loop thread only            (resolved in ``_deliver``, or by
                                                            ``grant_here``, on it)
 AsyncLaneHold.ended        its task (loop thread)          the loop thread only
@@ -186,6 +190,7 @@ class AsyncJob(BaseJob):
         "pinned",
         "running_on",
         "state",
+        "stop_asked",
     )
 
     QUEUED, RUNNING, DONE, CANCELLED = 0, 1, 2, 3
@@ -209,6 +214,10 @@ class AsyncJob(BaseJob):
         self.pinned: sqlite3.Connection | None = None  # run on this connection, not the pool's
         self.deadline: float | None = None  # for the pool wait of a reader thread
         self.finished: threading.Event | None = None  # set when finished (if someone waits)
+        # Set (under _lock) when a cancellation interrupts it while running. sqlite3_interrupt
+        # is a no-op before the statement's first step, so a runner's progress handler also
+        # reads this flag (unlocked: set once, a stale False only delays the abort a chunk).
+        self.stop_asked = False
         self._lock = threading.Lock()
 
     @property
@@ -244,8 +253,10 @@ class AsyncJob(BaseJob):
                 if self.finished is not None:
                     self.finished.set()  # it will never run
                 return True
-            if interrupt and self.state == AsyncJob.RUNNING and self.running_on is not None:
-                self.running_on.interrupt()
+            if interrupt and self.state == AsyncJob.RUNNING:
+                self.stop_asked = True
+                if self.running_on is not None:
+                    self.running_on.interrupt()
             return False
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:

@@ -244,9 +244,9 @@ class ReaderThreads:
             else:
                 steps = [0]  # (thousands of SQLite VM steps, counted on this thread)
 
-                def count() -> int:
+                def count() -> int:  # (also aborts a read cancelled before its first step)
                     steps[0] += 1
-                    return 0
+                    return 1 if job.stop_asked else 0
 
                 conn.set_progress_handler(count, _STEP_CHUNK)
                 try:
