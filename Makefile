@@ -18,8 +18,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -n "$(PYBIN)" || { echo "error: interpreter '$(PYTHON)' not found" >&2; exit 2; }
 	test -x $(VPY) || $(PYBIN) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q --disable-pip-version-check --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
