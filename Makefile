@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -n "$(PYBIN)" || { echo "error: interpreter '$(PYTHON)' not found" >&2; exit 2; }
 	test -x $(VPY) || $(PYBIN) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check --no-compile -e '.[dev]'
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
