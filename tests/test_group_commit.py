@@ -9,6 +9,7 @@ other with the shared transaction open.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -20,6 +21,7 @@ import pytest
 
 import litegate
 from helpers import Outcome, wait_for
+from litegate._engine import _connection, _lane_turns
 
 SCHEMA = """
 CREATE TABLE items(name TEXT PRIMARY KEY);
@@ -545,3 +547,61 @@ async def test_a_function_on_the_writer_calling_the_database_is_refused(db_path:
         assert await asyncio.to_thread(_names, db) == {"after"}
     finally:
         await asyncio.to_thread(db.close)
+
+
+# ---- a lone async transaction's COMMIT on the loop (where it costs no fsync) -------------------
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_a_lone_async_commit_runs_on_the_loop_only_where_it_costs_no_fsync(
+    db_path: str, synchronous: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on: list[int] = []
+    real = _connection.commit_on_loop
+
+    def spy(conn: sqlite3.Connection, guard: Any, pages: int) -> None:
+        on.append(threading.get_ident())
+        real(conn, guard, pages)
+
+    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
+    adb = await litegate.connect_async(db_path, synchronous=synchronous)
+    try:
+        await adb.executescript(SCHEMA)
+        for i in range(5):
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO items VALUES (?)", (f"n{i}",))
+            assert tx.committed
+        assert await adb.query_value("SELECT count(*) FROM items") == 5
+    finally:
+        await adb.close()
+    # NORMAL: no fsync, nobody waiting: each COMMIT ran here, on the loop's thread; FULL: never
+    assert on == ([threading.get_ident()] * 5 if synchronous == "NORMAL" else [])
+
+
+def _wal_frames(db_path: str) -> int:
+    """The WAL's high-water mark in frames (its size: a checkpoint restarts the WAL from its
+    start, so a WAL that was checkpointed every few frames stays that small)."""
+    size = os.path.getsize(db_path + "-wal")
+    return max(0, size - 32) // (4096 + 24)
+
+
+async def test_commits_on_the_loop_never_checkpoint_there_and_the_wal_stays_bounded(
+    db_path: str,
+) -> None:
+    adb = await litegate.connect_async(
+        db_path, synchronous="NORMAL", checkpoint_idle=600, pragmas={"wal_autocheckpoint": 10}
+    )
+    try:
+        await adb.execute("CREATE TABLE n(id INTEGER PRIMARY KEY, v INT)")
+        await adb.execute("INSERT INTO n VALUES (1, 0)")
+        for _ in range(60):  # one page changed, one WAL frame, per COMMIT
+            async with adb.transaction() as tx:
+                await tx.execute("UPDATE n SET v = v + 1 WHERE id = 1")
+        # SQLite's own checkpoint (due every 10 frames) never ran on the loop: the WAL grew
+        assert _wal_frames(db_path) >= 50, _wal_frames(db_path)
+        for _ in range(300):
+            async with adb.transaction() as tx:
+                await tx.execute("UPDATE n SET v = v + 1 WHERE id = 1")
+        assert await adb.query_value("SELECT v FROM n") == 360
+        # every LOOP_COMMITS-th COMMIT ran off the loop and checkpointed: the WAL restarted
+        assert _wal_frames(db_path) < 200, _wal_frames(db_path)
+    finally:
+        await adb.close()

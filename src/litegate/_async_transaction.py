@@ -92,7 +92,8 @@ class _AsyncReads(OpenCursors):
 class AsyncTransaction(TransactionBase, _AsyncReads):
     """``async with adb.transaction() as tx:`` -- ``BEGIN IMMEDIATE`` on the write lane.
 
-    Statements run on the writer thread. Commits when the block ends normally; rolls back when
+    Quick statements run on the loop, the others on the writer thread, as does a COMMIT that
+    fsyncs or is shared with a group. Commits when the block ends normally; rolls back when
     it raises or is cancelled, and frees the lane at once. ``tx.committed`` tells whether the
     COMMIT went through (useful when a cancellation arrived while it was being written). If
     SQLite rolls the transaction back (an interrupted or failed statement, e.g. a cancelled

@@ -31,6 +31,7 @@ __all__ = (
     "begin_snapshot",
     "cannot_write",
     "clear_time_limit",
+    "commit_on_loop",
     "commit_or_rollback",
     "end_transaction",
     "is_busy",
@@ -301,6 +302,35 @@ def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None
         gate[0] = OPEN  # (the lane's own COMMIT: the one the gate lets through)
     try:
         conn.execute(sql)
+    finally:
+        if gate is not None:
+            gate[0] = SHUT
+        guard._allowed = 0
+
+
+_AUTOCHECKPOINT_OFF = "PRAGMA wal_autocheckpoint=0 /* litegate */"
+
+
+def commit_on_loop(conn: sqlite3.Connection, guard: TxnGuard, pages: int) -> None:
+    """:func:`end_transaction`'s COMMIT with SQLite's automatic checkpoint held off for it,
+    for a COMMIT run on an event loop where it costs no fsync (WAL at synchronous NORMAL or
+    OFF): one that took the WAL past ``wal_autocheckpoint`` pages would checkpoint -- and
+    fsync -- right there. ``pages``: the connection's setting, restored after (0: off
+    already). The checkpoint is left to the next COMMIT off the loop."""
+    if not conn.in_transaction:
+        return
+    guard._allowed = get_ident()  # (the engine's own PRAGMAs and COMMIT: see end_transaction)
+    gate = guard.gate
+    if gate is not None:
+        gate[0] = OPEN
+    try:
+        if pages:
+            conn.execute(_AUTOCHECKPOINT_OFF)
+        try:
+            conn.execute(COMMIT)
+        finally:
+            if pages:
+                conn.execute(f"PRAGMA wal_autocheckpoint={pages} /* litegate */")
     finally:
         if gate is not None:
             gate[0] = SHUT

@@ -54,7 +54,8 @@ _watching            the writer thread (sleeping until   ``_lock``
 _conn, _gate,        the lane holder                     the lane (one holder at a time)
 _dirty,
 _next_wal_check,
-reads
+reads, _autockpt,
+_loop_commits
 outbox               lane holders append; ``flush``      ``deque`` appends and pops are
                      pops (holders, ``close``)           documented thread-safe
 _bell                writer acquires; callers release    a raw lock; released only under
@@ -91,7 +92,7 @@ from ._jobs import (
     running_loop,
 )
 
-__all__ = ("LaneState",)
+__all__ = ("LOOP_COMMITS", "LaneState")
 
 logger = logging.getLogger("litegate")
 
@@ -101,6 +102,12 @@ logger = logging.getLogger("litegate")
 # convoy: measured at half the throughput of a connection per thread, 8 threads); a slice pays
 # that wake once per this many seconds, and bounds how long a waiter is overtaken.
 _SLICE = 0.001
+# Where a COMMIT costs no fsync, an async transaction alone on the lane commits on its loop,
+# with SQLite's automatic checkpoint held off (it would fsync there); every this many such
+# COMMITs in a row, one goes to the writer thread instead, and runs the checkpoint if due. A
+# one-row transaction adds a few WAL pages: the WAL grows at most some hundreds of pages past
+# ``wal_autocheckpoint`` (1000 by default) before its checkpoint.
+LOOP_COMMITS = 100
 
 
 class LaneState:
@@ -162,6 +169,7 @@ class LaneState:
         self._poll = min(1.0, max(opts.hold_warn / 4, 0.01))
         self._dirty = False
         self._next_wal_check = 0.0
+        self._loop_commits = 0  # COMMITs run on a loop since one ran off it (LOOP_COMMITS)
         self.reads = 0  # reads run on the lane (readers=0); written by the lane holder
         self._thread = threading.Thread(
             target=self._run, name=f"litegate-writer:{opts.name}", daemon=True
@@ -178,6 +186,8 @@ class LaneState:
         conn.set_authorizer(self.guard)
         self._gate = _commit_gate.install(conn)  # (kept alive as long as the connection)
         self.guard.set_gate(self._gate)
+        # its wal_autocheckpoint pages (0: off), held off around a COMMIT on a loop
+        self._autockpt = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
         return conn
 
     def _ready(self) -> sqlite3.Connection:
@@ -221,6 +231,11 @@ class LaneState:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def commits_cheaply(self) -> bool:
+        """Does a COMMIT cost no fsync (WAL at synchronous NORMAL or OFF; in memory)?"""
+        return self._cheap
 
     @property
     def joined(self) -> bool:

@@ -16,10 +16,17 @@ from time import monotonic
 
 from .._errors import Misuse
 from ._batch import is_open
-from ._connection import BEGIN_IMMEDIATE, begin_immediate, is_busy, rollback, rollback_quietly
+from ._connection import (
+    BEGIN_IMMEDIATE,
+    begin_immediate,
+    commit_on_loop,
+    is_busy,
+    rollback,
+    rollback_quietly,
+)
 from ._group import JOIN_RELEASE, JOIN_SAVEPOINT, Group, Ticket, lost_error, undo_savepoint
 from ._jobs import EXCLUSIVE, AsyncJob, AsyncLaneHold, BaseJob, LaneHold, flush
-from ._lane_state import LaneState
+from ._lane_state import LOOP_COMMITS, LaneState
 
 __all__ = ("LaneTurns",)
 
@@ -244,6 +251,48 @@ class LaneTurns(LaneState):
             hold.start(None)
             self._assign_locked(hold)
         hold.grant_here()
+        return True
+
+    def commit_here(self, hold: AsyncLaneHold) -> bool | BaseException:
+        """Loop thread, the async holder ``hold`` committing: where a COMMIT costs no fsync,
+        if it leads a group nobody joined and nobody waits for the lane, COMMIT here -- no
+        hop to the writer thread and back -- and give the lane back: True. Else False having
+        done nothing (the caller hands the lane on or to the writer thread, as
+        :meth:`end_turn` says). If the COMMIT fails, its error (rolled back; the lane is still
+        held, as after commit_group). The automatic checkpoint is held off for it
+        (:func:`commit_on_loop`); every :data:`LOOP_COMMITS`-th goes to the writer thread."""
+        group = self._group
+        if (
+            not self._cheap
+            or group is None
+            or group.members
+            or self._joined
+            or self._queue
+            or self._async_holder is not hold
+        ):
+            return False
+        if self._loop_commits >= LOOP_COMMITS:
+            self._loop_commits = 0
+            return False  # (this one off the loop: SQLite checkpoints there if due)
+        self._loop_commits += 1
+        c = self.counters
+        c.transactions += 1  # (still the holder: the counter's guard)
+        conn, guard = self._conn, self.guard
+        try:
+            commit_on_loop(conn, guard, self._autockpt)
+        except BaseException as exc:
+            rollback_quietly(conn, guard)
+            return exc
+        finally:  # (as commit_group's)
+            self._group = None
+            self._dirty = True
+            if self.outbox:
+                flush(self.outbox)
+        c.batches += 1  # (commit_alone's tail, for an async holder: keep the two in step)
+        c.batch_sizes.append(1)
+        if c.max_batch < 1:
+            c.max_batch = 1
+        self.give_back_async(hold)
         return True
 
     def writer_connection(self, hold: AsyncLaneHold) -> sqlite3.Connection:
