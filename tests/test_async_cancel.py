@@ -25,7 +25,10 @@ START = 1000
 @pytest.mark.no_debug_loop("10,000 operations: several times slower under debug bookkeeping")
 async def test_cancellation_storm(db_path: str, readers: Any) -> None:
     rng = random.Random(1234)
-    adb = await litegate.connect_async(db_path, readers=readers)
+    # at NORMAL lone writes and transactions commit on the loop; at FULL on the writer thread
+    adb = await litegate.connect_async(
+        db_path, readers=readers, synchronous="FULL" if readers == 0 else "NORMAL"
+    )
     try:
         await adb.executescript(
             """

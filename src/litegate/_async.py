@@ -4,7 +4,8 @@ blocks the event loop.
 How a call travels (through the engine interface):
 
 * **writes** become jobs on the write lane (group commit); the writer thread answers finished
-  jobs in batches, one ``call_soon_threadsafe`` per loop per batch.
+  jobs in batches, one ``call_soon_threadsafe`` per loop per batch. At synchronous NORMAL or
+  OFF a lone write runs on the loop itself, COMMIT included (``_engine._loop_write``).
 * **point reads** run *inline* on the loop thread when a reader is idle, under a small
   progress-handler budget (:data:`INLINE_BUDGET`); a statement that exceeds it is interrupted
   and re-run on a reader thread, so the loop is never held for longer than the budget (one

@@ -20,13 +20,16 @@ local implementation, :class:`LocalEngine`. The data flow, in the spirit of CPyt
 
   asyncio tasks (loop thread)
   ───────────────────────────
-  AsyncDatabase.execute ─ write_async ─► AsyncJob ─► _queue ─► writer group-commits ─►
+  AsyncDatabase.execute ─ write_async ─┬─ NORMAL/OFF, alone, lane idle: run and COMMIT on
+                                       │  the loop (_loop_write: lane.take_here/end_here)
+                                       └─ else AsyncJob ─► _queue ─► writer group-commits ─►
       outbox ─► flush: one call_soon_threadsafe per loop per batch ─► futures resolved
   AsyncTransaction ─ lease_async ─┬─ idle: taken on the loop at once
                                   └─ busy: AsyncLaneHold ─► _queue ─► handed on (on the same
                                      loop: its future resolved directly) or granted
       quick statements run on the loop; others go to the writer thread (lane._ops), which
-      also runs the group's COMMIT when the lane is handed to it
+      also runs the group's COMMIT when the lane is handed to it (alone at NORMAL/OFF: the
+      COMMIT runs on the loop, lane.commit_here)
 
   read pool (_pool) and reader threads (_readers)
   ───────────────────────────────────────────────

@@ -295,6 +295,70 @@ class LaneTurns(LaneState):
         self.give_back_async(hold)
         return True
 
+    def take_here(self) -> sqlite3.Connection | None:
+        """Loop thread, for a lone write where a COMMIT costs no fsync: the idle lane, held by
+        this thread, its ``BEGIN IMMEDIATE`` run (never waiting); None if the lane is busy,
+        another process holds the file's write lock, or this write's COMMIT is due off the
+        loop (every :data:`LOOP_COMMITS`-th: see :meth:`commit_here`). Then :meth:`end_here`.
+
+        :raises Closed: the lane is closing
+        """
+        with self._lock:
+            if self._closing:
+                raise self.closed_error("the database is closed; no new writes are accepted")
+            if not self._cheap or self._active or self._paused or self._queue:
+                return None
+            if self._loop_commits >= LOOP_COMMITS:
+                self._loop_commits = 0
+                return None
+            self._loop_commits += 1
+            self._active = True
+            self.user = get_ident()
+        conn, guard = self._conn, self.guard
+        begun = False
+        try:
+            guard.permit()
+            try:
+                conn.execute(BEGIN_IMMEDIATE)
+                begun = True
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+            finally:
+                guard.revoke()
+        finally:
+            if not begun:
+                self._end_direct()
+        return conn if begun else None
+
+    def end_here(self, commit: bool) -> BaseException | None:
+        """Loop thread, after :meth:`take_here`: COMMIT (the automatic checkpoint held off:
+        :func:`commit_on_loop`) or roll back, and give the lane back. Returns the COMMIT's
+        error (rolled back), or None."""
+        conn, guard, c = self._conn, self.guard, self.counters
+        error: BaseException | None = None
+        try:
+            if commit:
+                try:
+                    commit_on_loop(conn, guard, self._autockpt)
+                except BaseException as exc:
+                    rollback_quietly(conn, guard)
+                    error = exc
+            elif is_open(conn) and conn.in_transaction:
+                rollback_quietly(conn, guard)
+        finally:
+            self._dirty = True
+            self._end_direct()
+        if commit and error is None:
+            c.batches += 1  # (commit_one's counts: a batch of one write)
+            c.jobs_ok += 1
+            c.batch_sizes.append(1)
+            if c.max_batch < 1:
+                c.max_batch = 1
+        else:
+            c.jobs_failed += 1
+        return error
+
     def writer_connection(self, hold: AsyncLaneHold) -> sqlite3.Connection:
         """The writer connection, for the async holder ``hold`` only."""
         if self._async_holder is not hold:

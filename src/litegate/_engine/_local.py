@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from .._config import Options
 from .._errors import Misuse
-from .._statements import run_query
+from .._statements import run_execute, run_query
 from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
 from . import _fork
@@ -49,6 +49,7 @@ from ._counters import Counters
 from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
+from ._loop_write import write_here
 from ._pool import PerThreadPool, ReaderPool, ReadPool, make_pool, thread_name
 from ._readers import LoopReaders, ReaderThreads, SlowStatements
 
@@ -368,13 +369,12 @@ class LocalEngine:
     ) -> T:
         self.check()
         t0 = perf_counter()
-        lane = self._lane  # (_lane_job inlined: one coroutine frame less per async write)
-        job = AsyncJob(WRITE, fn, args, sql, time_limit, asyncio.get_running_loop(), lane.outbox)
-        await submit(lane, job, timeout)
-        m0 = monotonic()
-        result: T = await await_job(
-            job, timeout, lambda: lane.timeout_error("the write", monotonic() - m0)
-        )
+        lane = self._lane
+        result: T = MISS
+        if fn is run_execute and time_limit is None and lane.commits_cheaply:
+            result = await write_here(lane, *args)  # (on the loop: alone, no fsync due)
+        if result is MISS:
+            result = await self._lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
         self._counters.write_latency.append(perf_counter() - t0)
         return result
 
