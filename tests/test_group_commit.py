@@ -565,11 +565,13 @@ async def test_a_lone_async_commit_runs_on_the_loop_only_where_it_costs_no_fsync
     adb = await litegate.connect_async(db_path, synchronous=synchronous)
     try:
         await adb.executescript(SCHEMA)
-        for i in range(5):
+        for i in range(6):
+            if i == 1:
+                on.clear()  # (the first run of a SQL text is measured on the writer thread)
             async with adb.transaction() as tx:
                 await tx.execute("INSERT INTO items VALUES (?)", (f"n{i}",))
             assert tx.committed
-        assert await adb.query_value("SELECT count(*) FROM items") == 5
+        assert await adb.query_value("SELECT count(*) FROM items") == 6
     finally:
         await adb.close()
     # NORMAL: no fsync, nobody waiting: each COMMIT ran here, on the loop's thread; FULL: never
@@ -605,3 +607,45 @@ async def test_commits_on_the_loop_never_checkpoint_there_and_the_wal_stays_boun
         assert _wal_frames(db_path) < 200, _wal_frames(db_path)
     finally:
         await adb.close()
+
+
+async def test_a_failed_commit_on_the_loop_raises_as_a_groups_does(db_path: str) -> None:
+    # a deferred foreign key fails at COMMIT: on the loop (NORMAL, alone) as on the writer
+    # thread (FULL, or shared): RolledBack, nothing stored, the lane free again
+    adb = await litegate.connect_async(db_path, synchronous="NORMAL")
+    try:
+        await adb.executescript(SCHEMA)
+        for _ in range(2):  # (the first run measures the statement off the loop)
+            with pytest.raises(litegate.RolledBack, match="COMMIT failed"):
+                async with adb.transaction() as tx:
+                    await tx.execute("INSERT INTO child(pid) VALUES (?)", (99,))
+            assert not tx.committed
+        assert await adb.query_value("SELECT count(*) FROM child") == 0
+        await adb.execute("INSERT INTO items VALUES ('after')")
+    finally:
+        await adb.close()
+
+
+async def test_a_transaction_that_changed_many_rows_commits_off_the_loop(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on: list[int] = []
+    real = _connection.commit_on_loop
+
+    def spy(conn: sqlite3.Connection, guard: Any, pages: int) -> None:
+        on.append(1)
+        real(conn, guard, pages)
+
+    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
+    adb = await litegate.connect_async(db_path, synchronous="NORMAL")
+    try:
+        await adb.executescript(SCHEMA)
+        for rows in (1, 1, 300, 1):
+            async with adb.transaction() as tx:
+                for _ in range(rows):
+                    await tx.execute("INSERT INTO child(pid) VALUES (NULL)")
+        assert await adb.query_value("SELECT count(*) FROM child") == 303
+    finally:
+        await adb.close()
+    # the 1st measured its statement off the loop; the 300-row one committed off it too
+    assert len(on) == 2

@@ -4,15 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sqlite3
+import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import litegate
-from litegate._engine import _connection, _lane_turns
+from litegate._engine import _connection, _lane_turns, _loop_write
 
+SLOW_INSERT_N = (
+    "INSERT INTO t(v) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+    "SELECT x + 1 FROM c) SELECT x FROM c LIMIT ?)"
+)
 SLOW_INSERT = (
     "INSERT INTO t(v) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
     "SELECT x + 1 FROM c) SELECT x FROM c LIMIT 200000)"
@@ -45,10 +52,12 @@ async def test_a_lone_write_runs_on_the_loop_only_where_its_commit_costs_no_fsyn
 ) -> None:
     adb = await _open(db_path, synchronous)
     try:
-        for i in range(5):
+        for i in range(6):
+            if i == 1:
+                commits_here.clear()  # (the first run of a SQL text is measured off the loop)
             result = await adb.execute("INSERT INTO t(v) VALUES (?)", (i,))
             assert result.rowcount == 1 and result.lastrowid == i + 1
-        assert await adb.query_value("SELECT count(*) FROM t") == 5
+        assert await adb.query_value("SELECT count(*) FROM t") == 6
     finally:
         await adb.close()
     here = threading.get_ident()
@@ -61,15 +70,85 @@ async def test_a_slow_lone_write_is_moved_off_the_loop_and_applied_once(
     # (tests/loop_lag.py fails the test if the loop was held: the statement takes ~100 ms)
     adb = await _open(db_path)
     try:
-        await adb.execute(SLOW_INSERT)  # interrupted on the loop, run on the writer thread
+        await adb.execute(SLOW_INSERT_N, (10,))  # new: measured on the writer thread (quick)
+        await adb.execute("DELETE FROM t WHERE v <= ?", (10,))
+        assert await adb.query_value("SELECT count(*) FROM t") == 0
+        commits_here.clear()
+        await adb.execute(SLOW_INSERT_N, (200000,))  # interrupted here, re-run off the loop
         assert await adb.query_value("SELECT count(*) FROM t") == 200000  # once, not twice
         assert await adb.query_value("SELECT sum(v) FROM t") == 200000 * 200001 // 2
-        with pytest.raises(sqlite3.IntegrityError):  # known slow: straight to the writer
-            await adb.execute(SLOW_INSERT)
+        with pytest.raises(sqlite3.IntegrityError):  # known slow now: straight to the writer
+            await adb.execute(SLOW_INSERT_N, (5,))
         assert await adb.query_value("SELECT count(*) FROM t") == 200000
+        stats = await adb.stats()
     finally:
         await adb.close()
-    assert commits_here == []  # no COMMIT of it ran on the loop
+    assert commits_here == []  # none of it committed on the loop
+    assert (stats.jobs_ok, stats.jobs_failed) == (4, 1), stats  # (the move is no failure)
+
+
+async def test_statements_measured_slow_off_the_loop_never_run_on_it(db_path: str) -> None:
+    # DELETE without WHERE and DROP TABLE are one VM step each, however much they free: judged
+    # by the CPU time of their first run (on the writer thread), they stay off the loop
+    adb = await _open(db_path)
+    try:
+        await adb.execute("CREATE TABLE u(v)")
+        fill = "INSERT INTO u(v) SELECT randomblob(100) FROM (" + SLOW_INSERT.split("(", 2)[2]
+        for _ in range(2):
+            await adb.execute(fill)
+            await adb.execute("DELETE FROM u")
+        await adb.execute(fill)
+        await adb.execute("DROP TABLE u")
+        assert await adb.query_value("SELECT count(*) FROM sqlite_schema WHERE name = 'u'") == 0
+    finally:
+        await adb.close()
+
+
+def _interrupt_at(func: Callable[..., Any], text: str) -> Any:
+    """A trace function raising KeyboardInterrupt once, as a Ctrl-C on the loop (main) thread
+    would, when ``func`` reaches the line containing ``text``."""
+    src, start = inspect.getsourcelines(func)
+    target = start + next(i for i, line in enumerate(src) if text in line)
+    code = func.__code__
+    fired: list[int] = []
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == target and not fired:
+            fired.append(1)
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is code else None
+
+
+@pytest.mark.parametrize(
+    ("func", "text"),
+    [
+        (_lane_turns.LaneTurns.take_here, "guard.revoke()"),  # BEGIN ran
+        (_loop_write._run_here, "budget = _Budget()"),  # the lane taken
+        (_loop_write._run_here, "error = lane.end_here(True)"),  # ran, before its COMMIT
+        (_connection.commit_on_loop, "conn.execute(COMMIT)"),  # checkpoints held off
+    ],
+)
+async def test_an_interrupt_on_the_loop_never_strands_the_lane(
+    db_path: str, func: Any, text: str
+) -> None:
+    adb = await _open(db_path)
+    try:
+        sql = "INSERT INTO t(v) VALUES (?)"
+        await adb.execute(sql, (0,))  # (measured: quick)
+        sys.settrace(_interrupt_at(func, text))
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                await adb.execute(sql, (1,))
+        finally:
+            sys.settrace(None)
+        await adb.execute(sql, (2,), timeout=2.0)  # the lane works again
+        assert [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")] == [0, 2]
+        # (and SQLite's automatic checkpoint is on again)
+        assert await adb.query_value("PRAGMA wal_autocheckpoint") == 1000
+    finally:
+        await adb.close()
 
 
 async def test_a_failing_lone_write_raises_its_error_and_keeps_nothing(
@@ -77,17 +156,22 @@ async def test_a_failing_lone_write_raises_its_error_and_keeps_nothing(
 ) -> None:
     adb = await _open(db_path)
     try:
-        await adb.execute("INSERT INTO t(v) VALUES (1)")
+        two = "INSERT INTO t(v) VALUES (?), (?)"
+        await adb.execute(two, (1, 2))  # (measured off the loop: quick)
+        commits_here.clear()
         with pytest.raises(sqlite3.IntegrityError):
-            await adb.execute("INSERT INTO t(v) VALUES (2), (1)")  # (the 2nd row fails)
-        with pytest.raises(litegate.Refused):
-            await adb.execute("PRAGMA journal_mode=DELETE")
-        assert [r[0] for r in await adb.query("SELECT v FROM t")] == [1]
-        await adb.execute("INSERT INTO t(v) VALUES (3)")  # the lane is free again
-        assert await adb.query_value("SELECT count(*) FROM t") == 2
+            await adb.execute(two, (3, 1))  # (on the loop; its 2nd row fails)
+        for _ in range(2):
+            with pytest.raises(litegate.Refused):
+                await adb.execute("PRAGMA journal_mode=DELETE")
+        assert [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")] == [1, 2]
+        await adb.execute(two, (3, 4))  # the lane is free again
+        assert await adb.query_value("SELECT count(*) FROM t") == 4
+        stats = await adb.stats()
     finally:
         await adb.close()
-    assert len(commits_here) == 2  # (the two that succeeded)
+    assert len(commits_here) == 1  # (the one that succeeded, on the loop)
+    assert (stats.jobs_ok, stats.jobs_failed) == (3, 3), stats
 
 
 async def test_writes_that_arrive_together_are_group_committed_off_the_loop(

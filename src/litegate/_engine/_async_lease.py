@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import types
 from collections.abc import Callable, Generator, Sequence
+from time import perf_counter, thread_time
 from typing import Any
 
 from .._errors import Misuse, RolledBack
@@ -39,6 +40,7 @@ from ._bridge import MISS, await_job, run_inline, uncancellable
 from ._commit_gate import refused_error
 from ._connection import begin_immediate, begin_snapshot
 from ._counters import Counters
+from ._group import lost_error
 from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold
 from ._lane import WriteLane
 from ._pool import ReaderPool
@@ -62,12 +64,14 @@ class AsyncLaneLease:
     Statements run on the loop's thread itself when they are quick: reads under the inline
     budget (interrupted and sent to the writer thread when over it: an interrupted read
     leaves the transaction intact), writes whose SQL text has never taken more than
-    :data:`STEP_BUDGET` SQLite VM steps (the first run of a text, and any run with a time
-    limit, goes to the writer thread, which counts its steps: an interrupted write would roll
-    back the whole transaction, so a write is never interrupted to move it). Everything else -- functions,
-    ``executemany``, scripts, and every COMMIT -- runs on the writer thread, in the order
-    sent. The connection is used by one of them at a time: nothing runs inline while an
-    operation sent to the writer thread has not finished.
+    :data:`STEP_BUDGET` SQLite VM steps nor :data:`SLOW_SECONDS` and that have no large
+    parameter (the first run of a text, and any run with a time limit, goes to the writer
+    thread, which measures it: an interrupted write would roll back the whole transaction, so
+    a write is never interrupted to move it). Everything else -- functions, ``executemany``,
+    scripts, and a COMMIT that fsyncs, is shared by a group or follows heavy work
+    (:meth:`_light`) -- runs on the writer thread, in the order sent. The connection is used
+    by one of them at a time: nothing runs inline while an operation sent to the writer
+    thread has not finished.
 
     Fields: all written on the loop thread only (the lease is its task's).
     """
@@ -75,6 +79,7 @@ class AsyncLaneLease:
     __slots__ = (
         "_began",
         "_busy_timeout",
+        "_changes0",
         "_conn",
         "_counters",
         "_hold",
@@ -96,6 +101,7 @@ class AsyncLaneLease:
         self._counters = counters
         self._busy_timeout = busy_timeout
         self._began = False  # a write transaction was begun
+        self._changes0 = 0  # the connection's total_changes when it began
         self._lost = False  # SQLite rolled it back: every later operation raises RolledBack
         self._over = False  # its turn has ended (handed on, or given back)
         self._last_op: AsyncJob | None = None  # the last operation sent to the writer thread
@@ -151,6 +157,7 @@ class AsyncLaneLease:
             await self._op(begin_immediate, (lane.guard, timeout, self._counters), None, None)
             lane.opened()
         self._began = True
+        self._changes0 = self._live().total_changes
 
     async def begin_snapshot(self) -> None:
         """A read transaction pinned now (``readers=0`` snapshots); a group left open by the
@@ -210,16 +217,17 @@ class AsyncLaneLease:
         if limit is None:
             if fn is run_execute:
                 costs = self._lane.costs
-                if costs.get(args[0]) == 0:  # known quick: here, counting its steps
-                    steps = _Steps()
+                if costs.get(args[0]) == 0 and not large_params(args[1]):
+                    steps = _Steps()  # known quick: here, counting its steps and its time
+                    t0 = perf_counter()
                     conn.set_progress_handler(steps, STEP_BUDGET)
                     try:
                         return self._inline(conn, fn, args)
                     finally:
                         conn.set_progress_handler(None, 0)
-                        if steps.n > 1:
-                            _record(costs, args[0], steps.n)
-                return await self._op(_measured, (fn, costs, *args), sql, None)
+                        if steps.n > 1 or perf_counter() - t0 > SLOW_SECONDS:
+                            record_cost(costs, args[0], max(steps.n, 2))
+                return await self._op(measured, (fn, costs, *args), sql, None)
             if fn in _READS:
                 try:
                     result = run_inline(conn, fn, args)
@@ -266,6 +274,16 @@ class AsyncLaneLease:
         rows: list[Any] = await self.run(run_query, (sql, params), sql, limit)
         return rows
 
+    def _light(self) -> bool:
+        """May its COMMIT run on the loop? Only a transaction run there wholly (no statement
+        sent to the writer thread) that changed few rows: a COMMIT writes every page changed."""
+        conn = self._conn
+        return (
+            self._last_op is None
+            and conn is not None
+            and conn.total_changes - self._changes0 <= HERE_CHANGES
+        )
+
     async def _settle(self) -> None:
         """Wait until every operation sent to the writer thread has finished."""
         op = self._last_op
@@ -284,19 +302,20 @@ class AsyncLaneLease:
         """
         await self._settle()
         lane, hold = self._lane, self._hold
-        if lane.commits_cheaply and not lane.depth:
+        light = lane.commits_cheaply and self._light()
+        if light and not lane.depth:
             # It may COMMIT here (below). First give way once: the loop's other tasks that
             # want the lane ask for it now, and then this one hands it on, the group open,
             # and they share one COMMIT on the writer thread (with the COMMIT run here each
             # time, 64 tasks made 35 % fewer transfers). Alone, it costs a loop iteration.
-            await _give_way()
+            await give_way()
         if self._lost:
             raise RolledBack(f"the transaction did not commit: {_rolled_back()}")
         self._live()
         if not lane.in_group:  # (its shared transaction is gone: nobody would answer)
             self._lost = True
             raise RolledBack(f"the transaction did not commit: {_rolled_back()}")
-        done = lane.commit_here(hold)  # alone, with no fsync due: here (no await)
+        done = light and lane.commit_here(hold)  # alone, with no fsync due: here (no await)
         if done is not False:
             self._over = True
             self._conn = None
@@ -304,8 +323,8 @@ class AsyncLaneLease:
             if done is True:
                 self.committed = True
                 return
-            lane.give_back_async(hold)  # (its COMMIT failed: rolled back)
-            raise done
+            lane.give_back_async(hold)  # (its COMMIT failed: rolled back, as a group's)
+            raise lost_error(f"the shared COMMIT failed ({done!r})") from done
         try:
             lane.release_turn()
         except RolledBack:
@@ -363,7 +382,7 @@ def _rolled_back() -> RolledBack:
 
 
 @types.coroutine
-def _give_way() -> Generator[None, None, None]:
+def give_way() -> Generator[None, None, None]:
     """Let every other ready callback of the loop run once (``asyncio.sleep(0)``)."""
     yield
 
@@ -385,7 +404,7 @@ class _Steps:
         return 0  # (never interrupts)
 
 
-def _record(costs: dict[str, int], sql: str, calls: int) -> None:
+def record_cost(costs: dict[str, int], sql: str, calls: int) -> None:
     """Remember how many step budgets ``sql`` took at most (0: quick). SQLite counts a cached
     statement's steps across its runs, so a quick run may still call the handler once: one
     call is less than two budgets (quick); two or more, at least one budget (slow)."""
@@ -396,19 +415,36 @@ def _record(costs: dict[str, int], sql: str, calls: int) -> None:
         costs[sql] = n
 
 
-def _measured(
+def large_params(params: Any) -> bool:
+    """Has a write a text or blob parameter of :data:`LARGE_VALUE` or more (never on the
+    loop: binding and writing it is one VM step however long it takes)?"""
+    values = params.values() if isinstance(params, dict) else params
+    for v in values:
+        if isinstance(v, str | bytes | bytearray | memoryview) and len(v) >= LARGE_VALUE:
+            return True
+    return False
+
+
+def measured(
     conn: sqlite3.Connection, fn: Callable[..., Any], costs: dict[str, int], sql: str, *rest: Any
 ) -> Any:
-    """Writer thread, for the async holder: run a write, counting how many SQLite VM steps it
-    took (the lane's cost table: written by the lane holder or on its behalf only). Steps,
-    not seconds: a count does not grow when the thread waits for the GIL or a core."""
+    """Writer thread (the lane holder, for an async caller): run a write, measuring how many
+    SQLite VM steps and how much of this thread's CPU time it took (the lane's cost table:
+    written by the lane holder or on its behalf only). Steps and CPU time, not wall time:
+    neither grows while the thread waits for the GIL or a core. Time catches a statement
+    whose work is one VM step (``DROP TABLE``, ``DELETE`` of a whole table, a huge blob):
+    such a run leaves the text unknown (measured again when it next runs)."""
     steps = _Steps()
+    t0 = thread_time()
     conn.set_progress_handler(steps, STEP_BUDGET)
     try:
         result = fn(conn, sql, *rest)
     finally:
         conn.set_progress_handler(None, 0)
-    _record(costs, sql, steps.n)
+    if steps.n > 1 or thread_time() - t0 <= SLOW_SECONDS:
+        record_cost(costs, sql, steps.n)
+    # else few steps but long: left unknown, so measured again next time (a first run also
+    # parses the schema and prepares the statement; a heavy one stays off the loop)
     return result
 
 
@@ -417,9 +453,17 @@ def _commit_group(conn: sqlite3.Connection, lane: WriteLane) -> BaseException | 
     return lane.commit_group()
 
 
+SLOW_SECONDS = 0.001
+"""A write statement that took this long (on the loop: wall time; on the writer thread: its
+CPU time) is slow: it runs on the writer thread from then on."""
+LARGE_VALUE = 65536
+"""A text or blob parameter this long or longer keeps a write off the loop."""
+HERE_CHANGES = 256
+"""Rows an async transaction may change and still COMMIT on the loop (where that costs no
+fsync): a COMMIT writes every page changed."""
 STEP_BUDGET = 10_000
 """SQLite VM steps: a write statement whose SQL text has never taken more than one budget
-(counted to within one: see :func:`_record`) runs on the loop. 10,000 steps are some
+(counted to within one: see :func:`record_cost`) runs on the loop. 10,000 steps are some
 0.05-0.2 ms here; a point UPDATE or INSERT takes a few dozen."""
 _COSTS_MAX = 4096  # SQL texts remembered (then forgotten all at once: measured again)
 _READS = frozenset({run_query, fetch})

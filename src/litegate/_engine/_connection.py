@@ -316,7 +316,8 @@ def commit_on_loop(conn: sqlite3.Connection, guard: TxnGuard, pages: int) -> Non
     for a COMMIT run on an event loop where it costs no fsync (WAL at synchronous NORMAL or
     OFF): one that took the WAL past ``wal_autocheckpoint`` pages would checkpoint -- and
     fsync -- right there. ``pages``: the connection's setting, restored after (0: off
-    already). The checkpoint is left to the next COMMIT off the loop."""
+    already); a failed restore is logged, never raised (the COMMIT's outcome is what counts).
+    The checkpoint is left to the next COMMIT off the loop."""
     if not conn.in_transaction:
         return
     guard._allowed = get_ident()  # (the engine's own PRAGMAs and COMMIT: see end_transaction)
@@ -324,13 +325,16 @@ def commit_on_loop(conn: sqlite3.Connection, guard: TxnGuard, pages: int) -> Non
     if gate is not None:
         gate[0] = OPEN
     try:
-        if pages:
-            conn.execute(_AUTOCHECKPOINT_OFF)
         try:
+            if pages:
+                conn.execute(_AUTOCHECKPOINT_OFF)
             conn.execute(COMMIT)
         finally:
             if pages:
-                conn.execute(f"PRAGMA wal_autocheckpoint={pages} /* litegate */")
+                try:
+                    conn.execute(f"PRAGMA wal_autocheckpoint={pages} /* litegate */")
+                except BaseException:  # (an interrupt included: the COMMIT's outcome stands)
+                    logger.exception("litegate: restoring wal_autocheckpoint failed")
     finally:
         if gate is not None:
             gate[0] = SHUT

@@ -6,13 +6,16 @@ Who uses the writer connection: exactly one *lane holder* at a time --
 * a thread caller that found the lane idle and runs its own job (plus what queued) directly;
 * the holder of a lease (:mod:`._lease`, :mod:`._async_lease`): a sync lease is used on its
   holder's thread; an async lease's statements run on its loop's thread when they are known to
-  be quick, the others (and every COMMIT) on the writer thread, which serves them (``_ops``)
-  while the async holder holds the lane.
+  be quick, the others (and a COMMIT that fsyncs or is shared) on the writer thread, which
+  serves them (``_ops``) while the async holder holds the lane;
+* a loop thread running a lone async write, COMMIT included, on the idle lane where a COMMIT
+  costs no fsync (:mod:`._loop_write`: ``take_here`` / ``end_here``).
 
 A transaction that ends while another waits for the lane hands the lane on without committing
 (group commit, :mod:`._group`): the lane passes from holder to holder directly -- no writer
 thread in between -- and the last of a group COMMITs for all (an async one through the writer
-thread: the COMMIT never runs on a loop).
+thread: a group's COMMIT never runs on a loop; a lone async transaction's may, where it costs
+no fsync: ``commit_here``).
 
 :class:`WriteLane` is built in layers, one concern a module: :mod:`._lane_state` (the fields
 and their guards, the writer connection, the queue, giving the lane to a holder and back),

@@ -55,7 +55,7 @@ _conn, _gate,        the lane holder                     the lane (one holder at
 _dirty,
 _next_wal_check,
 reads, _autockpt,
-_loop_commits
+_wal, _loop_commits
 outbox               lane holders append; ``flush``      ``deque`` appends and pops are
                      pops (holders, ``close``)           documented thread-safe
 _bell                writer acquires; callers release    a raw lock; released only under
@@ -154,7 +154,9 @@ class LaneState:
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
         self._hold_reported = False
         sync = str(opts.synchronous).upper()
-        self._cheap = opts.memory or sync in ("NORMAL", "OFF")  # a COMMIT costs no fsync
+        self._cheap = opts.memory or (  # a COMMIT costs no fsync (WAL: a rollback journal's
+            sync in ("NORMAL", "OFF") and self._wal  # COMMIT syncs at NORMAL too)
+        )
         self._slice: int | None = None  # the thread whose slice of the lane runs (see _SLICE)
         self._slice_end = 0.0  # when that slice ends (monotonic)
         self._watching = False  # the writer sleeps until the slice ends, then serves the queue
@@ -183,6 +185,10 @@ class LaneState:
     def _open_writer(self) -> sqlite3.Connection:
         """A writer connection with the lane's authorizer and commit gate installed."""
         conn = open_connection(self.opts, reader=False)
+        # The lane never lets SQLite wait for a lock (begin_immediate retries, and a BEGIN on a
+        # loop must not block it): whatever an on_connect hook set, no busy timeout.
+        conn.execute("PRAGMA busy_timeout=0")
+        self._wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
         conn.set_authorizer(self.guard)
         self._gate = _commit_gate.install(conn)  # (kept alive as long as the connection)
         self.guard.set_gate(self._gate)

@@ -299,7 +299,8 @@ class LaneTurns(LaneState):
         """Loop thread, for a lone write where a COMMIT costs no fsync: the idle lane, held by
         this thread, its ``BEGIN IMMEDIATE`` run (never waiting); None if the lane is busy,
         another process holds the file's write lock, or this write's COMMIT is due off the
-        loop (every :data:`LOOP_COMMITS`-th: see :meth:`commit_here`). Then :meth:`end_here`.
+        loop (every :data:`LOOP_COMMITS`-th: see :meth:`commit_here`). Then :meth:`end_here`
+        (and, if an exception escapes in between, :meth:`abandon_here`).
 
         :raises Closed: the lane is closing
         """
@@ -315,26 +316,26 @@ class LaneTurns(LaneState):
             self._active = True
             self.user = get_ident()
         conn, guard = self._conn, self.guard
-        begun = False
         try:
             guard.permit()
             try:
                 conn.execute(BEGIN_IMMEDIATE)
-                begun = True
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise
             finally:
                 guard.revoke()
-        finally:
-            if not begun:
-                self._end_direct()
-        return conn if begun else None
+        except sqlite3.OperationalError as exc:
+            self.abandon_here()
+            if not is_busy(exc):
+                raise
+            return None
+        except BaseException:  # (an interrupt: nothing begun is left open, the lane given back)
+            self.abandon_here()
+            raise
+        return conn
 
-    def end_here(self, commit: bool) -> BaseException | None:
+    def end_here(self, commit: bool, failed: bool = True) -> BaseException | None:
         """Loop thread, after :meth:`take_here`: COMMIT (the automatic checkpoint held off:
-        :func:`commit_on_loop`) or roll back, and give the lane back. Returns the COMMIT's
-        error (rolled back), or None."""
+        :func:`commit_on_loop`) or roll back (``failed``: count it as a failed write), and
+        give the lane back. Returns the COMMIT's error (rolled back), or None."""
         conn, guard, c = self._conn, self.guard, self.counters
         error: BaseException | None = None
         try:
@@ -346,18 +347,29 @@ class LaneTurns(LaneState):
                     error = exc
             elif is_open(conn) and conn.in_transaction:
                 rollback_quietly(conn, guard)
-        finally:
+            if commit and error is None:  # (counted while still the holder: their guard)
+                c.batches += 1  # (commit_one's counts: a batch of one write)
+                c.jobs_ok += 1
+                c.batch_sizes.append(1)
+                if c.max_batch < 1:
+                    c.max_batch = 1
+            elif failed:
+                c.jobs_failed += 1
             self._dirty = True
+        finally:
             self._end_direct()
-        if commit and error is None:
-            c.batches += 1  # (commit_one's counts: a batch of one write)
-            c.jobs_ok += 1
-            c.batch_sizes.append(1)
-            if c.max_batch < 1:
-                c.max_batch = 1
-        else:
-            c.jobs_failed += 1
         return error
+
+    def abandon_here(self) -> None:
+        """Loop thread, repairing after an exception (an interrupt) escaped between
+        :meth:`take_here` and :meth:`end_here`: roll back what is open and give the lane back,
+        if this thread still holds it. Idempotent."""
+        if self.user != get_ident() or self.owner is not None or self._async_holder is not None:
+            return
+        try:
+            self._undo_open_transaction()
+        finally:
+            self._end_direct()
 
     def writer_connection(self, hold: AsyncLaneHold) -> sqlite3.Connection:
         """The writer connection, for the async holder ``hold`` only."""

@@ -187,10 +187,12 @@ class LaneWriter(LaneTurns):
                         self._batch = jobs
                         self._process(jobs)
                         self._batch = []
-                        flush(self.outbox)
                 finally:
                     with self._lock:
                         self._release_locked()
+                # Answered after the lane is given back: a caller woken by its answer finds it
+                # idle (an async one then writes on its loop, not queued behind this release).
+                flush(self.outbox)
         except BaseException as exc:  # the lane cannot continue: stop visibly
             self._stop_broken(exc)
         finally:
@@ -324,8 +326,13 @@ class LaneWriter(LaneTurns):
         """Writer thread, stopping: wait until no thread or task holds the lane (only after a
         failure can one still hold it: a normal stop waits for the lane to be idle). Its
         writes and queued statements have failed already, so it ends its turn soon."""
+        me = get_ident()
         with self._lock:
-            while self.owner is not None or self._async_holder is not None:
+            while (
+                self.owner is not None
+                or self._async_holder is not None
+                or self.user not in (None, me)  # (a thread caller or a loop on the lane)
+            ):
                 if monotonic() >= deadline:
                     return False
                 self._inactive.wait(0.05)

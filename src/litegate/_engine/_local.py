@@ -49,7 +49,7 @@ from ._counters import Counters
 from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
-from ._loop_write import write_here
+from ._loop_write import write_cheap
 from ._pool import PerThreadPool, ReaderPool, ReadPool, make_pool, thread_name
 from ._readers import LoopReaders, ReaderThreads, SlowStatements
 
@@ -370,10 +370,9 @@ class LocalEngine:
         self.check()
         t0 = perf_counter()
         lane = self._lane
-        result: T = MISS
         if fn is run_execute and time_limit is None and lane.commits_cheaply:
-            result = await write_here(lane, *args)  # (on the loop: alone, no fsync due)
-        if result is MISS:
+            result: T = await write_cheap(lane, self._lane_job, args[0], args[1], timeout)
+        else:
             result = await self._lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
         self._counters.write_latency.append(perf_counter() - t0)
         return result

@@ -6,13 +6,16 @@ than to hand them to the writer thread and wait for the answer (one task's one-r
 0.144 ms p50 through the writer thread, against aiosqlite's 0.086 ms). Three rules keep the
 loop free and group commit intact:
 
-* **never long:** the statement runs under a budget of SQLite VM steps
-  (:data:`~._async_lease.STEP_BUDGET`); one that runs past it is interrupted -- the statement
-  is its whole transaction, so nothing of it is kept -- and queued for the writer thread, and
-  its SQL text is remembered as slow (the lane's cost table, shared with async transactions):
-  it goes to the writer thread from then on. SQLite's automatic checkpoint (it fsyncs) is held
-  off for the COMMIT (:meth:`~._lane_turns.LaneTurns.take_here` says when one is due off the
-  loop).
+* **never long:** only a SQL text known to be quick runs here: its first run is measured on
+  the writer thread (VM steps and CPU time: the lane's cost table, shared with async
+  transactions), and one with a large text or blob parameter is not run here at all. Here it
+  runs under a budget of SQLite VM steps (:data:`~._async_lease.STEP_BUDGET`): one that runs
+  past it is interrupted -- the statement is its whole transaction, so nothing of it is kept
+  -- and queued for the writer thread; one that took over :data:`SLOW_SECONDS` all the same
+  (a statement whose work is one VM step, e.g. ``zeroblob(?)``) is remembered as slow. Either
+  way its text goes to the writer thread from then on. SQLite's automatic checkpoint (it
+  fsyncs) is held off for the COMMIT (:meth:`~._lane_turns.LaneTurns.take_here` says when one
+  is due off the loop).
 * **alone only:** a write first gives way to the loop once. If another write of this loop's
   tasks comes meanwhile (it is queued at once), or the lane is busy, it is queued as before:
   writes that arrive together are group-committed by the writer thread, which runs their
@@ -20,39 +23,48 @@ loop free and group commit intact:
 * **nothing else changes:** errors are those of the queued path, a write is acknowledged only
   after its COMMIT returned, a cancellation while it gives way withdraws it (it never ran).
 
-Shared state: the per-thread record of a write giving way (:class:`_Window`), written only by
-the thread that runs the loop (a thread runs one loop at a time).
+Shared state: the per-loop record of a write giving way (:class:`_Window`), kept per thread
+and written only by the thread running that loop (a thread runs one loop at a time).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 import threading
-import types
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 from .._errors import RolledBack
 from .._statements import run_execute
-from .._types import Params
-from ._async_lease import STEP_BUDGET
+from .._types import Args, Bound, Params
+from ._async_lease import (
+    SLOW_SECONDS,
+    STEP_BUDGET,
+    give_way,
+    large_params,
+    measured,
+    record_cost,
+)
 from ._batch import job_error
-from ._bridge import MISS
+from ._jobs import WRITE
 from ._lane import WriteLane
 
-__all__ = ("write_here",)
+__all__ = ("write_cheap",)
 
 _SQLITE_INTERRUPT = 9
-_COSTS_MAX = 4096  # SQL texts remembered (as the async transactions' cost table)
+
+LaneJob = Callable[[int, Callable[..., Any], Args, Bound, Bound, "str | None", str], Awaitable[Any]]
 
 
 class _Window:
-    """This thread's loop's write that is giving way (``open``), and whether another write came
-    meanwhile (``crowded``: then both are queued, and group-committed)."""
+    """A loop's write that is giving way (``open``), and whether another write came meanwhile
+    (``crowded``: then both are queued, and group-committed)."""
 
-    __slots__ = ("crowded", "open")
+    __slots__ = ("crowded", "loop", "open")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.open = False
         self.crowded = False
 
@@ -61,16 +73,11 @@ _local = threading.local()
 
 
 def _window() -> _Window:
+    loop = asyncio.get_running_loop()
     window: _Window | None = getattr(_local, "window", None)
-    if window is None:
-        window = _local.window = _Window()
+    if window is None or window.loop is not loop:
+        window = _local.window = _Window(loop)
     return window
-
-
-@types.coroutine
-def _give_way() -> Generator[None, None, None]:
-    """Let every other ready callback of the loop run once (``asyncio.sleep(0)``)."""
-    yield
 
 
 class _Budget:
@@ -88,48 +95,72 @@ class _Budget:
         return 1 if self.n > 1 else 0
 
 
-async def write_here(lane: WriteLane, sql: str, params: Params) -> Any:
-    """Loop thread, where the lane's COMMIT costs no fsync: run ``sql`` as its own transaction
-    here, COMMIT included; :data:`MISS` if it must be queued for the writer thread instead (see
-    the module). Raises what the queued write would raise."""
+async def write_cheap(
+    lane: WriteLane, lane_job: LaneJob, sql: str, params: Params, timeout: Bound
+) -> Any:
+    """An async one-statement write (no time limit) where the lane's COMMIT costs no fsync:
+    here on the loop when it can (see the module), else queued for the writer thread through
+    ``lane_job`` -- measured there if its SQL text is new. Raises what the queued write would
+    raise."""
     window = _window()
     if window.open:  # another write gives way: both are queued (one yield per burst)
         window.crowded = True
-        return MISS
-    window.open, window.crowded = True, False
-    try:
-        await _give_way()
-    finally:
-        window.open = False
-    costs = lane.costs
-    if window.crowded or costs.get(sql, 0) > 0:
-        return MISS
+        cost = lane.costs.get(sql)
+    else:
+        window.open, window.crowded = True, False
+        try:
+            await give_way()
+        finally:
+            window.open = False
+        cost = lane.costs.get(sql)
+        if cost == 0 and not window.crowded and not large_params(params):
+            result = _run_here(lane, sql, params)
+            if result is not _AGAIN:
+                return result
+            cost = 1
+    if cost is None:  # new: measured on the writer thread (steps and CPU time)
+        args: Args = (run_execute, lane.costs, sql, params)
+        return await lane_job(WRITE, measured, args, timeout, None, sql, "the write")
+    return await lane_job(WRITE, run_execute, (sql, params), timeout, None, sql, "the write")
+
+
+_AGAIN: Any = object()  # _run_here: it ran too long here; queue it
+
+
+def _run_here(lane: WriteLane, sql: str, params: Params) -> Any:
+    """Loop thread: ``sql`` as its own transaction on the idle lane, here. ``_AGAIN`` (queue
+    it) if the lane is busy, or if it ran past the step budget (interrupted: rolled back)."""
     conn = lane.take_here()
     if conn is None:
-        return MISS
-    budget = _Budget()
+        return _AGAIN
     try:
+        budget = _Budget()
+        t0 = perf_counter()
         conn.set_progress_handler(budget, STEP_BUDGET)
         try:
             result = run_execute(conn, sql, params)
-        finally:
+        except BaseException as exc:
             conn.set_progress_handler(None, 0)
-    except BaseException as exc:
-        lane.end_here(False)
-        if budget.n > 1 and isinstance(exc, sqlite3.OperationalError):
-            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_INTERRUPT:
-                if len(costs) >= _COSTS_MAX:
-                    costs.clear()
-                costs[sql] = budget.n - 1  # (slow: the writer thread runs it from now on)
-                return MISS
-        err = job_error(exc) if isinstance(exc, Exception) else exc
-        if err is exc:
-            raise
-        raise err from exc
-    if not conn.in_transaction:  # (its statement ended the transaction: never acknowledged)
-        lane.end_here(False)
-        raise RolledBack("the write's statement ended its transaction; nothing was committed")
-    error = lane.end_here(True)
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if budget.n > 1 and code == _SQLITE_INTERRUPT:
+                record_cost(lane.costs, sql, budget.n)  # (slow: the writer runs it after)
+                lane.end_here(False, failed=False)
+                return _AGAIN
+            lane.end_here(False)
+            err = job_error(exc) if isinstance(exc, Exception) else exc
+            if err is exc:
+                raise
+            raise err from exc
+        conn.set_progress_handler(None, 0)
+        if perf_counter() - t0 > SLOW_SECONDS:  # (one heavy step: never here again)
+            record_cost(lane.costs, sql, 2)
+        if not conn.in_transaction:  # (its statement ended the transaction)
+            lane.end_here(False)
+            raise RolledBack("the write's statement ended its transaction; nothing was committed")
+        error = lane.end_here(True)
+    except BaseException:
+        lane.abandon_here()  # (an interrupt between the steps above: never strand the lane)
+        raise
     if error is not None:
         raise error
     return result
