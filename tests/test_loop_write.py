@@ -124,8 +124,12 @@ def _interrupt_at(func: Callable[..., Any], text: str) -> Any:
 @pytest.mark.parametrize(
     ("func", "text"),
     [
+        (_lane_turns.LaneTurns.take_here, "conn, guard = self._conn, self.guard"),  # taken
+        (_lane_turns.LaneTurns.take_here, "guard.permit()"),
         (_lane_turns.LaneTurns.take_here, "guard.revoke()"),  # BEGIN ran
-        (_loop_write._run_here, "budget = _Budget()"),  # the lane taken
+        (_lane_turns.LaneTurns.take_here, "return conn"),
+        (_loop_write._run_here, "if conn is None:"),
+        (_loop_write._run_here, "budget = _Budget()"),
         (_loop_write._run_here, "error = lane.end_here(True)"),  # ran, before its COMMIT
         (_connection.commit_on_loop, "conn.execute(COMMIT)"),  # checkpoints held off
     ],
@@ -201,3 +205,58 @@ async def test_a_write_cancelled_while_it_gives_way_never_runs(db_path: str) -> 
         assert [r[0] for r in await adb.query("SELECT v FROM t")] == [2]
     finally:
         await adb.close()
+
+
+@pytest.mark.blocks_loop("the one-step 30 MB UPDATE runs on the loop once (README: the limit)")
+async def test_a_transaction_after_a_heavy_statement_does_not_commit_on_the_loop(
+    db_path: str, commits_here: list[int]
+) -> None:
+    # one row changed, but ~30 MB of pages to write: found slow, so its COMMIT goes off the loop
+    adb = await _open(db_path)
+    try:
+        await adb.execute("INSERT INTO t(v) VALUES (1)")
+        for n in (1, 1):  # first run measured on the writer thread, second on the loop
+            async with adb.transaction() as tx:
+                await tx.execute("UPDATE t SET v = zeroblob(?)", (n,))
+        commits_here.clear()
+        async with adb.transaction() as tx:
+            await tx.execute("UPDATE t SET v = zeroblob(?)", (30_000_000,))
+        assert tx.committed
+        assert await adb.query_value("SELECT length(v) FROM t") == 30_000_000
+    finally:
+        await adb.close()
+    assert commits_here == []
+
+
+@pytest.mark.blocks_loop("the test's own CPU-bound thread keeps the GIL from the loop")
+async def test_a_quick_write_delayed_by_the_gil_stays_on_the_loop(
+    db_path: str, commits_here: list[int]
+) -> None:
+    # The loop thread gives the GIL up during each SQLite step and may wait up to the switch
+    # interval (5 ms) to get it back while another thread runs Python: judged by wall time, a
+    # one-row INSERT would be marked slow for good
+    stop = threading.Event()
+
+    def hog() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    adb = await _open(db_path)
+    try:
+        sql = "INSERT INTO t(v) VALUES (?)"
+        await adb.execute(sql, (0,))  # measured: quick
+        thread = threading.Thread(target=hog)
+        thread.start()
+        try:
+            for i in range(1, 101):
+                await adb.execute(sql, (i,))
+        finally:
+            stop.set()
+            thread.join()
+        commits_here.clear()
+        for i in range(101, 121):
+            await adb.execute(sql, (i,))
+        assert await adb.query_value("SELECT count(*) FROM t") == 121
+    finally:
+        await adb.close()
+    assert len(commits_here) >= 19  # (all 20 but one due off the loop: LOOP_COMMITS)

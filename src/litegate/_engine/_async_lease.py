@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import types
 from collections.abc import Callable, Generator, Sequence
-from time import perf_counter, thread_time
+from time import thread_time
 from typing import Any
 
 from .._errors import Misuse, RolledBack
@@ -82,6 +82,7 @@ class AsyncLaneLease:
         "_changes0",
         "_conn",
         "_counters",
+        "_heavy",
         "_hold",
         "_lane",
         "_last_op",
@@ -102,6 +103,7 @@ class AsyncLaneLease:
         self._busy_timeout = busy_timeout
         self._began = False  # a write transaction was begun
         self._changes0 = 0  # the connection's total_changes when it began
+        self._heavy = False  # a statement run here turned out slow (its COMMIT: off the loop)
         self._lost = False  # SQLite rolled it back: every later operation raises RolledBack
         self._over = False  # its turn has ended (handed on, or given back)
         self._last_op: AsyncJob | None = None  # the last operation sent to the writer thread
@@ -218,15 +220,16 @@ class AsyncLaneLease:
             if fn is run_execute:
                 costs = self._lane.costs
                 if costs.get(args[0]) == 0 and not large_params(args[1]):
-                    steps = _Steps()  # known quick: here, counting its steps and its time
-                    t0 = perf_counter()
+                    steps = _Steps()  # known quick: here, counting its steps and CPU time
+                    t0 = thread_time()
                     conn.set_progress_handler(steps, STEP_BUDGET)
                     try:
                         return self._inline(conn, fn, args)
                     finally:
                         conn.set_progress_handler(None, 0)
-                        if steps.n > 1 or perf_counter() - t0 > SLOW_SECONDS:
+                        if steps.n > 1 or thread_time() - t0 > SLOW_SECONDS:
                             record_cost(costs, args[0], max(steps.n, 2))
+                            self._heavy = True  # (its COMMIT writes much: off the loop)
                 return await self._op(measured, (fn, costs, *args), sql, None)
             if fn in _READS:
                 try:
@@ -280,6 +283,7 @@ class AsyncLaneLease:
         conn = self._conn
         return (
             self._last_op is None
+            and not self._heavy
             and conn is not None
             and conn.total_changes - self._changes0 <= HERE_CHANGES
         )
@@ -324,6 +328,8 @@ class AsyncLaneLease:
                 self.committed = True
                 return
             lane.give_back_async(hold)  # (its COMMIT failed: rolled back, as a group's)
+            if not isinstance(done, Exception):
+                raise done  # (an interrupt: its outcome is unknown, never "rolled back")
             raise lost_error(f"the shared COMMIT failed ({done!r})") from done
         try:
             lane.release_turn()
@@ -454,8 +460,8 @@ def _commit_group(conn: sqlite3.Connection, lane: WriteLane) -> BaseException | 
 
 
 SLOW_SECONDS = 0.001
-"""A write statement that took this long (on the loop: wall time; on the writer thread: its
-CPU time) is slow: it runs on the writer thread from then on."""
+"""A write statement that took this much of its thread's CPU time is slow: it runs on the
+writer thread from then on (CPU time: waiting for the GIL or a core does not count)."""
 LARGE_VALUE = 65536
 """A text or blob parameter this long or longer keeps a write off the loop."""
 HERE_CHANGES = 256

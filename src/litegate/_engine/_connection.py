@@ -316,7 +316,8 @@ def commit_on_loop(conn: sqlite3.Connection, guard: TxnGuard, pages: int) -> Non
     for a COMMIT run on an event loop where it costs no fsync (WAL at synchronous NORMAL or
     OFF): one that took the WAL past ``wal_autocheckpoint`` pages would checkpoint -- and
     fsync -- right there. ``pages``: the connection's setting, restored after (0: off
-    already); a failed restore is logged, never raised (the COMMIT's outcome is what counts).
+    already); a failed restore is logged, never raised (the COMMIT's outcome is what counts),
+    and an interrupt during it is raised once it is done.
     The checkpoint is left to the next COMMIT off the loop."""
     if not conn.in_transaction:
         return
@@ -324,21 +325,28 @@ def commit_on_loop(conn: sqlite3.Connection, guard: TxnGuard, pages: int) -> Non
     gate = guard.gate
     if gate is not None:
         gate[0] = OPEN
+    interrupted: BaseException | None = None
     try:
         try:
             if pages:
                 conn.execute(_AUTOCHECKPOINT_OFF)
             conn.execute(COMMIT)
         finally:
-            if pages:
+            for _ in range(3) if pages else ():  # (restored even if an interrupt cuts in)
                 try:
                     conn.execute(f"PRAGMA wal_autocheckpoint={pages} /* litegate */")
-                except BaseException:  # (an interrupt included: the COMMIT's outcome stands)
+                    break
+                except Exception:  # (the COMMIT's outcome stands)
                     logger.exception("litegate: restoring wal_autocheckpoint failed")
+                    break
+                except BaseException as exc:
+                    interrupted = exc
     finally:
         if gate is not None:
             gate[0] = SHUT
         guard._allowed = 0
+    if interrupted is not None:
+        raise interrupted  # (after the COMMIT: an interrupted call's outcome is unknown)
 
 
 def begin_snapshot(conn: sqlite3.Connection, guard: TxnGuard | None) -> None:

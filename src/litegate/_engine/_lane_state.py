@@ -34,7 +34,9 @@ _handed, _undo       a holder handing the lane to the     ``_lock``
 _ops                 the async holder appends, the        ``_lock`` (append, then ring)
                      writer pops and runs them
 _group, _joined,     the lane holder of the moment (a     the lane (one holder at a time);
-costs                group is handed on with the lane)    see :mod:`._group`
+costs                group is handed on with the lane)    see :mod:`._group`; ``costs`` is also
+                                                         read without it (``dict.get``: a
+                                                         stale value only picks a path)
 holder               the sync lease holder (``take``): a  the lane; its weakref callback sets
                      weakref to who asked, cleared when  only ``_stale`` (a bool)
                      the lane is given back
@@ -55,7 +57,8 @@ _conn, _gate,        the lane holder                     the lane (one holder at
 _dirty,
 _next_wal_check,
 reads, _autockpt,
-_wal, _loop_commits
+_wal, _sync_level,
+_loop_commits
 outbox               lane holders append; ``flush``      ``deque`` appends and pops are
                      pops (holders, ``close``)           documented thread-safe
 _bell                writer acquires; callers release    a raw lock; released only under
@@ -153,9 +156,8 @@ class LaneState:
         self._on_holder_gone = self._holder_gone  # (bound once: a transaction's cost)
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
         self._hold_reported = False
-        sync = str(opts.synchronous).upper()
         self._cheap = opts.memory or (  # a COMMIT costs no fsync (WAL: a rollback journal's
-            sync in ("NORMAL", "OFF") and self._wal  # COMMIT syncs at NORMAL too)
+            self._sync_level <= 1 and self._wal  # COMMIT syncs at NORMAL too)
         )
         self._slice: int | None = None  # the thread whose slice of the lane runs (see _SLICE)
         self._slice_end = 0.0  # when that slice ends (monotonic)
@@ -189,6 +191,8 @@ class LaneState:
         # loop must not block it): whatever an on_connect hook set, no busy timeout.
         conn.execute("PRAGMA busy_timeout=0")
         self._wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+        # (as the connection has it: on_connect may have set it; 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA)
+        self._sync_level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
         conn.set_authorizer(self.guard)
         self._gate = _commit_gate.install(conn)  # (kept alive as long as the connection)
         self.guard.set_gate(self._gate)

@@ -299,8 +299,9 @@ class LaneTurns(LaneState):
         """Loop thread, for a lone write where a COMMIT costs no fsync: the idle lane, held by
         this thread, its ``BEGIN IMMEDIATE`` run (never waiting); None if the lane is busy,
         another process holds the file's write lock, or this write's COMMIT is due off the
-        loop (every :data:`LOOP_COMMITS`-th: see :meth:`commit_here`). Then :meth:`end_here`
-        (and, if an exception escapes in between, :meth:`abandon_here`).
+        loop (every :data:`LOOP_COMMITS`-th: see :meth:`commit_here`). Then :meth:`end_here`;
+        call it inside the ``try`` whose handler calls :meth:`abandon_here` (an interrupt may
+        land anywhere, this call's return included).
 
         :raises Closed: the lane is closing
         """
@@ -313,8 +314,8 @@ class LaneTurns(LaneState):
                 self._loop_commits = 0
                 return None
             self._loop_commits += 1
+            self.user = get_ident()  # (before _active: abandon_here recognises the holder by it)
             self._active = True
-            self.user = get_ident()
         conn, guard = self._conn, self.guard
         try:
             guard.permit()

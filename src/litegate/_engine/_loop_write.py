@@ -11,8 +11,10 @@ loop free and group commit intact:
   transactions), and one with a large text or blob parameter is not run here at all. Here it
   runs under a budget of SQLite VM steps (:data:`~._async_lease.STEP_BUDGET`): one that runs
   past it is interrupted -- the statement is its whole transaction, so nothing of it is kept
-  -- and queued for the writer thread; one that took over :data:`SLOW_SECONDS` all the same
-  (a statement whose work is one VM step, e.g. ``zeroblob(?)``) is remembered as slow. Either
+  -- and queued for the writer thread; one that took over :data:`SLOW_SECONDS` of CPU all the
+  same (a statement whose work is one VM step, e.g. ``zeroblob(?)``) is remembered as slow (CPU
+  time, not wall time: the loop thread waits for the GIL after each step while other threads
+  run, up to the 5 ms switch interval, and a quick text must not lose the loop for that). Either
   way its text goes to the writer thread from then on. SQLite's automatic checkpoint (it
   fsyncs) is held off for the COMMIT (:meth:`~._lane_turns.LaneTurns.take_here` says when one
   is due off the loop).
@@ -32,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
-from time import perf_counter
+from time import thread_time
 from typing import Any
 
 from .._errors import RolledBack
@@ -105,7 +107,7 @@ async def write_cheap(
     window = _window()
     if window.open:  # another write gives way: both are queued (one yield per burst)
         window.crowded = True
-        cost = lane.costs.get(sql)
+        cost = lane.costs.get(sql)  # (read without the lane: a stale value picks a path)
     else:
         window.open, window.crowded = True, False
         try:
@@ -130,12 +132,12 @@ _AGAIN: Any = object()  # _run_here: it ran too long here; queue it
 def _run_here(lane: WriteLane, sql: str, params: Params) -> Any:
     """Loop thread: ``sql`` as its own transaction on the idle lane, here. ``_AGAIN`` (queue
     it) if the lane is busy, or if it ran past the step budget (interrupted: rolled back)."""
-    conn = lane.take_here()
-    if conn is None:
-        return _AGAIN
     try:
+        conn = lane.take_here()
+        if conn is None:
+            return _AGAIN
         budget = _Budget()
-        t0 = perf_counter()
+        t0 = thread_time()
         conn.set_progress_handler(budget, STEP_BUDGET)
         try:
             result = run_execute(conn, sql, params)
@@ -152,7 +154,7 @@ def _run_here(lane: WriteLane, sql: str, params: Params) -> Any:
                 raise
             raise err from exc
         conn.set_progress_handler(None, 0)
-        if perf_counter() - t0 > SLOW_SECONDS:  # (one heavy step: never here again)
+        if thread_time() - t0 > SLOW_SECONDS:  # (one heavy step: never here again)
             record_cost(lane.costs, sql, 2)
         if not conn.in_transaction:  # (its statement ended the transaction)
             lane.end_here(False)
