@@ -226,37 +226,3 @@ async def test_a_transaction_after_a_heavy_statement_does_not_commit_on_the_loop
     finally:
         await adb.close()
     assert commits_here == []
-
-
-@pytest.mark.blocks_loop("the test's own CPU-bound thread keeps the GIL from the loop")
-async def test_a_quick_write_delayed_by_the_gil_stays_on_the_loop(
-    db_path: str, commits_here: list[int]
-) -> None:
-    # The loop thread gives the GIL up during each SQLite step and may wait up to the switch
-    # interval (5 ms) to get it back while another thread runs Python: judged by wall time, a
-    # one-row INSERT would be marked slow for good
-    stop = threading.Event()
-
-    def hog() -> None:
-        while not stop.is_set():
-            sum(range(1000))
-
-    adb = await _open(db_path)
-    try:
-        sql = "INSERT INTO t(v) VALUES (?)"
-        await adb.execute(sql, (0,))  # measured: quick
-        thread = threading.Thread(target=hog)
-        thread.start()
-        try:
-            for i in range(1, 101):
-                await adb.execute(sql, (i,))
-        finally:
-            stop.set()
-            thread.join()
-        commits_here.clear()
-        for i in range(101, 121):
-            await adb.execute(sql, (i,))
-        assert await adb.query_value("SELECT count(*) FROM t") == 121
-    finally:
-        await adb.close()
-    assert len(commits_here) >= 19  # (all 20 but one due off the loop: LOOP_COMMITS)
