@@ -8,6 +8,7 @@ import inspect
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -226,3 +227,32 @@ async def test_a_transaction_after_a_heavy_statement_does_not_commit_on_the_loop
     finally:
         await adb.close()
     assert commits_here == []
+
+
+async def test_a_write_slow_once_on_the_loop_is_measured_again_off_it_then_comes_back(
+    db_path: str, commits_here: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one run over SLOW_SECONDS of CPU (a page fault, a tracer, or a heavy one-step statement)
+    # makes the text unknown: its next run is measured on the writer thread, and a quick text
+    # comes back to the loop (it is never marked slow for good by one reading)
+    adb = await _open(db_path)
+    try:
+        sql = "INSERT INTO t(v) VALUES (?)"
+        await adb.execute(sql, (0,))  # measured: quick
+        real, calls = time.thread_time, [0]
+
+        def jumpy() -> float:
+            calls[0] += 1
+            return real() + (1.0 if calls[0] == 2 else 0.0)  # (the 1st run's end reading)
+
+        monkeypatch.setattr(_loop_write, "thread_time", jumpy)
+        commits_here.clear()
+        await adb.execute(sql, (1,))  # on the loop, judged slow: unknown again
+        assert len(commits_here) == 1
+        await adb.execute(sql, (2,))  # measured on the writer thread
+        assert len(commits_here) == 1
+        await adb.execute(sql, (3,))  # quick again: on the loop
+        assert len(commits_here) == 2
+        assert await adb.query_value("SELECT count(*) FROM t") == 4
+    finally:
+        await adb.close()

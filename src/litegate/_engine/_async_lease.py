@@ -227,9 +227,12 @@ class AsyncLaneLease:
                         return self._inline(conn, fn, args)
                     finally:
                         conn.set_progress_handler(None, 0)
-                        if steps.n > 1 or thread_time() - t0 > SLOW_SECONDS:
-                            record_cost(costs, args[0], max(steps.n, 2))
+                        if steps.n > 1:
+                            record_cost(costs, args[0], steps.n)
                             self._heavy = True  # (its COMMIT writes much: off the loop)
+                        elif thread_time() - t0 > SLOW_SECONDS:
+                            forget_cost(costs, args[0])  # (measured off the loop next time)
+                            self._heavy = True
                 return await self._op(measured, (fn, costs, *args), sql, None)
             if fn in _READS:
                 try:
@@ -419,6 +422,14 @@ def record_cost(costs: dict[str, int], sql: str, calls: int) -> None:
         costs.clear()
     if n > costs.get(sql, -1):
         costs[sql] = n
+
+
+def forget_cost(costs: dict[str, int], sql: str) -> None:
+    """A text thought quick took over :data:`SLOW_SECONDS` of CPU in few VM steps (one heavy
+    step, as ``zeroblob(?)``; or a one-off: a page fault, the tracer of a debugger or of
+    coverage): unknown again, so its next run is measured on the writer thread -- kept off the
+    loop while it stays heavy, back on it once it is quick again."""
+    costs.pop(sql, None)
 
 
 def large_params(params: Any) -> bool:

@@ -12,9 +12,10 @@ loop free and group commit intact:
   runs under a budget of SQLite VM steps (:data:`~._async_lease.STEP_BUDGET`): one that runs
   past it is interrupted -- the statement is its whole transaction, so nothing of it is kept
   -- and queued for the writer thread; one that took over :data:`SLOW_SECONDS` of CPU all the
-  same (a statement whose work is one VM step, e.g. ``zeroblob(?)``) is remembered as slow (CPU
-  time, not wall time: the loop thread waits for the GIL after each step while other threads
-  run, up to the 5 ms switch interval, and a quick text must not lose the loop for that). Either
+  same (a statement whose work is one VM step, e.g. ``zeroblob(?)``) becomes unknown again: its
+  next run is measured on the writer thread (CPU time, not wall time: the loop thread waits for
+  the GIL after each step while other threads run, up to the 5 ms switch interval, and a quick
+  text must not lose the loop for that; and a one-off slow run only costs one measurement). Either
   way its text goes to the writer thread from then on. SQLite's automatic checkpoint (it
   fsyncs) is held off for the COMMIT (:meth:`~._lane_turns.LaneTurns.take_here` says when one
   is due off the loop).
@@ -43,6 +44,7 @@ from .._types import Args, Bound, Params
 from ._async_lease import (
     SLOW_SECONDS,
     STEP_BUDGET,
+    forget_cost,
     give_way,
     large_params,
     measured,
@@ -154,8 +156,8 @@ def _run_here(lane: WriteLane, sql: str, params: Params) -> Any:
                 raise
             raise err from exc
         conn.set_progress_handler(None, 0)
-        if thread_time() - t0 > SLOW_SECONDS:  # (one heavy step: never here again)
-            record_cost(lane.costs, sql, 2)
+        if thread_time() - t0 > SLOW_SECONDS:  # (one heavy step? measured off the loop next)
+            forget_cost(lane.costs, sql)
         if not conn.in_transaction:  # (its statement ended the transaction)
             lane.end_here(False)
             raise RolledBack("the write's statement ended its transaction; nothing was committed")
