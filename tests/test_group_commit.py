@@ -21,7 +21,7 @@ import pytest
 
 import litegate
 from helpers import Outcome, wait_for
-from litegate._engine import _connection, _lane_turns
+from litegate._engine import _async_lease, _bridge, _connection, _lane_turns
 
 SCHEMA = """
 CREATE TABLE items(name TEXT PRIMARY KEY);
@@ -648,4 +648,34 @@ async def test_a_transaction_that_changed_many_rows_commits_off_the_loop(
     finally:
         await adb.close()
     # the 1st measured its statement off the loop; the 300-row one committed off it too
+    assert len(on) == 2
+
+
+async def test_a_transaction_whose_reads_went_to_the_writer_still_commits_on_the_loop(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # under load an inline read runs past its budget and goes to the writer thread: it writes
+    # nothing, so the transaction's COMMIT may still run on the loop
+    on: list[int] = []
+    real = _connection.commit_on_loop
+
+    def spy(conn: sqlite3.Connection, guard: Any, pages: int) -> None:
+        on.append(1)
+        real(conn, guard, pages)
+
+    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
+    adb = await litegate.connect_async(db_path, synchronous="NORMAL")
+    try:
+        await adb.executescript(SCHEMA)
+        await adb.executescript(f"INSERT INTO accounts VALUES (1, {START})")
+        for i in range(3):
+            if i == 1:  # (the 1st measured its UPDATE off the loop)
+                on.clear()
+                monkeypatch.setattr(_async_lease, "run_inline", lambda *_: _bridge.MISS)
+            async with adb.transaction() as tx:
+                balance = await tx.query_value("SELECT balance FROM accounts WHERE id = 1")
+                await tx.execute("UPDATE accounts SET balance = ? WHERE id = 1", (balance + 1,))
+        assert await adb.query_value("SELECT balance FROM accounts WHERE id = 1") == START + 3
+    finally:
+        await adb.close()
     assert len(on) == 2

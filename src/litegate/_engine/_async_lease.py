@@ -103,7 +103,7 @@ class AsyncLaneLease:
         self._busy_timeout = busy_timeout
         self._began = False  # a write transaction was begun
         self._changes0 = 0  # the connection's total_changes when it began
-        self._heavy = False  # a statement run here turned out slow (its COMMIT: off the loop)
+        self._heavy = False  # a write ran on the writer thread, or one run here was slow
         self._lost = False  # SQLite rolled it back: every later operation raises RolledBack
         self._over = False  # its turn has ended (handed on, or given back)
         self._last_op: AsyncJob | None = None  # the last operation sent to the writer thread
@@ -251,6 +251,8 @@ class AsyncLaneLease:
         op = AsyncJob(READ, fn, args, sql, limit, self._loop, self._lane.outbox)
         self._lane.post(self._hold, op)
         self._last_op = op
+        if fn not in _READS:  # (a query sent there, e.g. over its inline budget, writes nothing)
+            self._heavy = True
         op.future.add_done_callback(_consume)
         return op
 
@@ -281,12 +283,13 @@ class AsyncLaneLease:
         return rows
 
     def _light(self) -> bool:
-        """May its COMMIT run on the loop? Only a transaction run there wholly (no statement
-        sent to the writer thread) that changed few rows: a COMMIT writes every page changed."""
+        """May its COMMIT run on the loop? Only a transaction whose writes all ran there, none
+        of them slow, that changed few rows: a COMMIT writes every page changed. (Its queries may
+        have gone to the writer thread: a read over its inline budget under load writes
+        nothing.)"""
         conn = self._conn
         return (
-            self._last_op is None
-            and not self._heavy
+            not self._heavy
             and conn is not None
             and conn.total_changes - self._changes0 <= HERE_CHANGES
         )
