@@ -5,6 +5,7 @@ import gc
 import importlib.util
 import inspect
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import pytest
 
 import litegate
 import loop_lag
-from litegate._engine import live
+from litegate._engine import _connection, _lane_turns, live
 
 # Every test body that can runs in every read mode.
 READ_MODES = [
@@ -163,3 +164,18 @@ def _no_leaked_engines() -> Iterator[None]:
     for t in writers:
         t.join(5)
     assert not [t for t in writers if t.is_alive()], "a writer thread outlived its database"
+
+
+@pytest.fixture
+def commits_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The threads that ran a COMMIT on an event loop (``commit_on_loop``: the checkpoint held
+    off), in order."""
+    on: list[int] = []
+    real = _connection.commit_on_loop
+
+    def spy(conn: sqlite3.Connection, guard: Any, pages: int) -> None:
+        on.append(threading.get_ident())
+        real(conn, guard, pages)
+
+    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
+    return on

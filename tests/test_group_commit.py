@@ -21,7 +21,7 @@ import pytest
 
 import litegate
 from helpers import Outcome, wait_for
-from litegate._engine import _async_lease, _bridge, _connection, _lane_turns
+from litegate._engine import _async_lease, _bridge
 
 SCHEMA = """
 CREATE TABLE items(name TEXT PRIMARY KEY);
@@ -552,22 +552,14 @@ async def test_a_function_on_the_writer_calling_the_database_is_refused(db_path:
 # ---- a lone async transaction's COMMIT on the loop (where it costs no fsync) -------------------
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
 async def test_a_lone_async_commit_runs_on_the_loop_only_where_it_costs_no_fsync(
-    db_path: str, synchronous: Any, monkeypatch: pytest.MonkeyPatch
+    db_path: str, synchronous: Any, commits_here: list[int]
 ) -> None:
-    on: list[int] = []
-    real = _connection.commit_on_loop
-
-    def spy(conn: sqlite3.Connection, guard: Any, pages: int) -> None:
-        on.append(threading.get_ident())
-        real(conn, guard, pages)
-
-    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
     adb = await litegate.connect_async(db_path, synchronous=synchronous)
     try:
         await adb.executescript(SCHEMA)
         for i in range(6):
             if i == 1:
-                on.clear()  # (the first run of a SQL text is measured on the writer thread)
+                commits_here.clear()  # (the first run of a SQL text is measured on the writer thread)
             async with adb.transaction() as tx:
                 await tx.execute("INSERT INTO items VALUES (?)", (f"n{i}",))
             assert tx.committed
@@ -575,7 +567,7 @@ async def test_a_lone_async_commit_runs_on_the_loop_only_where_it_costs_no_fsync
     finally:
         await adb.close()
     # NORMAL: no fsync, nobody waiting: each COMMIT ran here, on the loop's thread; FULL: never
-    assert on == ([threading.get_ident()] * 5 if synchronous == "NORMAL" else [])
+    assert commits_here == ([threading.get_ident()] * 5 if synchronous == "NORMAL" else [])
 
 
 def _wal_frames(db_path: str) -> int:
@@ -627,16 +619,8 @@ async def test_a_failed_commit_on_the_loop_raises_as_a_groups_does(db_path: str)
 
 
 async def test_a_transaction_that_changed_many_rows_commits_off_the_loop(
-    db_path: str, monkeypatch: pytest.MonkeyPatch
+    db_path: str, commits_here: list[int]
 ) -> None:
-    on: list[int] = []
-    real = _connection.commit_on_loop
-
-    def spy(conn: sqlite3.Connection, guard: Any, pages: int) -> None:
-        on.append(1)
-        real(conn, guard, pages)
-
-    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
     adb = await litegate.connect_async(db_path, synchronous="NORMAL")
     try:
         await adb.executescript(SCHEMA)
@@ -648,29 +632,21 @@ async def test_a_transaction_that_changed_many_rows_commits_off_the_loop(
     finally:
         await adb.close()
     # the 1st measured its statement off the loop; the 300-row one committed off it too
-    assert len(on) == 2
+    assert len(commits_here) == 2
 
 
 async def test_a_transaction_whose_reads_went_to_the_writer_still_commits_on_the_loop(
-    db_path: str, monkeypatch: pytest.MonkeyPatch
+    db_path: str, commits_here: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # under load an inline read runs past its budget and goes to the writer thread: it writes
     # nothing, so the transaction's COMMIT may still run on the loop
-    on: list[int] = []
-    real = _connection.commit_on_loop
-
-    def spy(conn: sqlite3.Connection, guard: Any, pages: int) -> None:
-        on.append(1)
-        real(conn, guard, pages)
-
-    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
     adb = await litegate.connect_async(db_path, synchronous="NORMAL")
     try:
         await adb.executescript(SCHEMA)
         await adb.executescript(f"INSERT INTO accounts VALUES (1, {START})")
         for i in range(3):
             if i == 1:  # (the 1st measured its UPDATE off the loop)
-                on.clear()
+                commits_here.clear()
                 monkeypatch.setattr(_async_lease, "run_inline", lambda *_: _bridge.MISS)
             async with adb.transaction() as tx:
                 balance = await tx.query_value("SELECT balance FROM accounts WHERE id = 1")
@@ -678,4 +654,4 @@ async def test_a_transaction_whose_reads_went_to_the_writer_still_commits_on_the
         assert await adb.query_value("SELECT balance FROM accounts WHERE id = 1") == START + 3
     finally:
         await adb.close()
-    assert len(on) == 2
+    assert len(commits_here) == 2

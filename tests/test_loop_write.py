@@ -27,20 +27,6 @@ SLOW_INSERT = (
 )
 
 
-@pytest.fixture
-def commits_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The threads that ran a COMMIT on a loop (held-off checkpoint), in order."""
-    on: list[int] = []
-    real = _connection.commit_on_loop
-
-    def spy(conn: sqlite3.Connection, guard: Any, pages: int) -> None:
-        on.append(threading.get_ident())
-        real(conn, guard, pages)
-
-    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
-    return on
-
-
 async def _open(db_path: str, synchronous: Any = "NORMAL") -> litegate.AsyncDatabase:
     adb = await litegate.connect_async(db_path, synchronous=synchronous)
     await adb.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v UNIQUE)")
