@@ -111,10 +111,11 @@ def _interrupt_at(func: Callable[..., Any], text: str) -> Any:
 @pytest.mark.parametrize(
     ("func", "text"),
     [
-        (_lane_turns.LaneTurns.take_here, "conn, guard = self._conn, self.guard"),  # taken
-        (_lane_turns.LaneTurns.take_here, "guard.permit()"),
-        (_lane_turns.LaneTurns.take_here, "guard.revoke()"),  # BEGIN ran
-        (_lane_turns.LaneTurns.take_here, "return conn"),
+        (_lane_turns.LaneTurns.take_here, "begun = self._begin_if_free()"),  # taken
+        (_lane_turns.LaneTurns._begin_if_free, "guard.permit()"),
+        (_lane_turns.LaneTurns._begin_if_free, "guard.revoke()"),  # BEGIN ran
+        (_lane_turns.LaneTurns.take_here, "if not begun:"),
+        (_lane_turns.LaneTurns.take_here, "return self._conn"),
         (_loop_write._run_here, "if conn is None:"),
         (_loop_write._run_here, "budget = _Budget()"),
         (_loop_write._run_here, "error = lane.end_here(True)"),  # ran, before its COMMIT

@@ -67,6 +67,14 @@ class LaneTurns(LaneState):
         """Lane holder (an async one, on its loop): ``BEGIN IMMEDIATE`` once, never waiting
         (the writer connection's busy timeout is 0). False if another process holds the lock:
         the caller then begins on the writer thread (:func:`begin_immediate` retries)."""
+        if not self._begin_if_free():
+            return False
+        self._group = Group()
+        return True
+
+    def _begin_if_free(self) -> bool:
+        """Lane holder: ``BEGIN IMMEDIATE`` once, never waiting; False if another process
+        holds the write lock (SQLITE_BUSY)."""
         guard = self.guard
         guard.permit()
         try:
@@ -77,7 +85,6 @@ class LaneTurns(LaneState):
             return False
         finally:
             guard.revoke()
-        self._group = Group()
         return True
 
     def begin(self, busy_timeout: float) -> None:
@@ -271,10 +278,8 @@ class LaneTurns(LaneState):
             or self._async_holder is not hold
         ):
             return False
-        if self._loop_commits >= LOOP_COMMITS:
-            self._loop_commits = 0
-            return False  # (this one off the loop: SQLite checkpoints there if due)
-        self._loop_commits += 1
+        if not self._loop_commit_allowed():
+            return False
         c = self.counters
         c.transactions += 1  # (still the holder: the counter's guard)
         conn, guard = self._conn, self.guard
@@ -288,12 +293,27 @@ class LaneTurns(LaneState):
             self._dirty = True
             if self.outbox:
                 flush(self.outbox)
-        c.batches += 1  # (commit_alone's tail, for an async holder: keep the two in step)
+        self._count_lone_commit()
+        self.give_back_async(hold)
+        return True
+
+    def _loop_commit_allowed(self) -> bool:
+        """Lock or lane held: may this COMMIT run on a loop? Every :data:`LOOP_COMMITS`-th
+        goes to the writer thread instead (SQLite checkpoints there if due)."""
+        if self._loop_commits >= LOOP_COMMITS:
+            self._loop_commits = 0
+            return False
+        self._loop_commits += 1
+        return True
+
+    def _count_lone_commit(self) -> None:
+        """Lane holder: count a COMMIT of one transaction or write (Group.commit's counts;
+        commit_alone and commit_one hand-inline the same: keep them in step)."""
+        c = self.counters
+        c.batches += 1
         c.batch_sizes.append(1)
         if c.max_batch < 1:
             c.max_batch = 1
-        self.give_back_async(hold)
-        return True
 
     def take_here(self) -> sqlite3.Connection | None:
         """Loop thread, for a lone write where a COMMIT costs no fsync: the idle lane, held by
@@ -310,28 +330,19 @@ class LaneTurns(LaneState):
                 raise self.closed_error("the database is closed; no new writes are accepted")
             if not self._cheap or self._active or self._paused or self._queue:
                 return None
-            if self._loop_commits >= LOOP_COMMITS:
-                self._loop_commits = 0
+            if not self._loop_commit_allowed():
                 return None
-            self._loop_commits += 1
             self.user = get_ident()  # (before _active: abandon_here recognises the holder by it)
             self._active = True
-        conn, guard = self._conn, self.guard
         try:
-            guard.permit()
-            try:
-                conn.execute(BEGIN_IMMEDIATE)
-            finally:
-                guard.revoke()
-        except sqlite3.OperationalError as exc:
-            self.abandon_here()
-            if not is_busy(exc):
-                raise
-            return None
-        except BaseException:  # (an interrupt: nothing begun is left open, the lane given back)
+            begun = self._begin_if_free()
+        except BaseException:  # (an interrupt too: nothing begun is left open, lane given back)
             self.abandon_here()
             raise
-        return conn
+        if not begun:
+            self.abandon_here()
+            return None
+        return self._conn
 
     def end_here(self, commit: bool, failed: bool = True) -> BaseException | None:
         """Loop thread, after :meth:`take_here`: COMMIT (the automatic checkpoint held off:
@@ -349,11 +360,8 @@ class LaneTurns(LaneState):
             elif is_open(conn) and conn.in_transaction:
                 rollback_quietly(conn, guard)
             if commit and error is None:  # (counted while still the holder: their guard)
-                c.batches += 1  # (commit_one's counts: a batch of one write)
                 c.jobs_ok += 1
-                c.batch_sizes.append(1)
-                if c.max_batch < 1:
-                    c.max_batch = 1
+                self._count_lone_commit()
             elif failed:
                 c.jobs_failed += 1
             self._dirty = True
