@@ -152,14 +152,24 @@ def _count_iterations() -> tuple[list[int], Any]:
 
 @pytest.mark.usefixtures("zero_slice")
 async def test_one_inline_reader_per_loop_iteration_in_turns(db_path: str) -> None:
-    """Readers whose slice is spent wait in a queue: after the first burst a loop iteration
-    holds one reader's reads, and they take turns in order (with a plain yield, each
-    iteration ran all 8 tasks)."""
+    """Readers whose slice is spent wait in a queue: a loop iteration holds one reader's reads,
+    and they take turns in order (with a plain yield, each iteration ran all 8 tasks) -- from
+    the first read: a task parks before a read once the slice is spent (parking after it, the
+    8 tasks made ready at once each read once in the same iteration)."""
     adb = await _open(db_path, 2)
     for _ in range(3):  # (the first read opens a reader, on a thread: not inline)
         await adb.query_value(POINT, (1,))
     count, stop_counting = _count_iterations()
-    log: list[tuple[int, int]] = []  # (iteration, task) of every read
+    log: list[tuple[int, int]] = []  # (iteration, task) of every read, when it returned
+    engine: Any = adb._engine
+    real_inline = engine.query_inline
+    read_in: list[int] = []  # the iteration every inline read ran in
+
+    def spy(sql: str, params: Any) -> Any:
+        read_in.append(count[0])
+        return real_inline(sql, params)
+
+    engine.query_inline = spy
 
     async def reader(task: int) -> None:
         for _ in range(40):
@@ -171,8 +181,9 @@ async def test_one_inline_reader_per_loop_iteration_in_turns(db_path: str) -> No
     finally:
         stop_counting()
         await adb.close()
-    assert len(log) == 8 * 40
-    steady = log[8:]  # (the burst: each task's first read, before its first park)
+    assert len(log) == 8 * 40 == len(read_in)
+    assert max(read_in.count(iteration) for iteration in read_in) == 1
+    steady = log
     per_iteration: dict[int, set[int]] = {}
     for iteration, task in steady:
         per_iteration.setdefault(iteration, set()).add(task)
@@ -328,4 +339,93 @@ async def test_reader_threads_judge_a_statement_by_its_steps_not_its_time(
         assert await adb.query_value(SLOW, (20_000,)) == 20_000 * 20_001 // 2
         assert judged == [SLOW]
     finally:
+        await adb.close()
+
+
+# ---- a stall is not a long statement; readers are opened for the loop ---------------------------
+
+
+def _stalled_clock(monkeypatch: pytest.MonkeyPatch, stall: float) -> None:
+    """``_bridge.perf_counter`` jumps ``stall`` seconds after its first reading (as if the
+    loop thread had waited that long for the GIL once), then stands still."""
+    readings = itertools.chain([100.0], itertools.repeat(100.0 + stall))
+    monkeypatch.setattr(_bridge, "perf_counter", lambda: next(readings))
+
+
+@pytest.mark.parametrize("stall", [0.0015, 0.01])
+def test_an_inline_read_stalled_past_the_budget_is_interrupted_only_if_long(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, stall: float
+) -> None:
+    """A 100-row scan (~700 VM steps) stalled past INLINE_BUDGET finishes inline (interrupted,
+    it was re-run on a reader thread, contending with the loop for the GIL); a long statement
+    is still interrupted; and a stall past the hard bound interrupts even a short one."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INT)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, i) for i in range(1, 201)])
+        scan = ("SELECT v FROM t WHERE id BETWEEN ? AND ?", (1, 100))
+        _stalled_clock(monkeypatch, stall)
+        rows = _bridge.run_inline(conn, lambda c, q, p: c.execute(q, p).fetchall(), scan)
+        if stall < _bridge._HARD_BUDGET:
+            assert rows is not _bridge.MISS and len(rows) == 100
+        else:
+            assert rows is _bridge.MISS
+        _stalled_clock(monkeypatch, stall)
+        long = _bridge.run_inline(
+            conn, lambda c, q, p: c.execute(q, p).fetchall(), (SLOW, (SLOW_N,))
+        )
+        assert long is _bridge.MISS
+        _stalled_clock(monkeypatch, 0.0)  # no stall: the same scan is never interrupted
+        assert (
+            len(_bridge.run_inline(conn, lambda c, q, p: c.execute(q, p).fetchall(), scan)) == 100
+        )
+    finally:
+        conn.close()
+
+
+async def test_a_burst_of_first_reads_waits_for_a_reader_and_reads_inline(db_path: str) -> None:
+    """64 tasks read at once before any reader is open: one is opened for the loop (on a helper
+    thread) and every read runs inline (they all went to reader threads, which convoyed with
+    the loop on the GIL: 30-150 ms of loop lag at 64 tasks)."""
+    adb = await _open(db_path, 2)  # (nothing read yet: no reader open)
+    engine: Any = adb._engine
+
+    async def reader(task: int) -> None:
+        key = task % 100 + 1
+        assert await adb.query_value(POINT, (key,)) == key * 10
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(reader(t) for t in range(64))), 30)
+        threads = engine._readers
+        assert threads is None or threads.submitted == 0  # none went to a reader thread
+        assert engine._pool.open_count == 1
+    finally:
+        await adb.close()
+
+
+async def test_the_loop_gets_the_last_reader_opened_while_threads_hold_the_others(
+    db_path: str,
+) -> None:
+    """readers=2 (one reader thread): a long read holds the thread's reader; the loop's reads
+    get the other slot opened for them and run inline (they queued behind the long read)."""
+    adb = await _open(db_path, 2)
+    engine: Any = adb._engine
+    held, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> int:
+        held.set()
+        release.wait(30)
+        return 1
+
+    blocker = asyncio.create_task(adb.run_read(hold))
+    try:
+        assert await asyncio.to_thread(held.wait, 30)
+        submitted = engine._readers.submitted
+        for i in range(20):
+            assert await asyncio.wait_for(adb.query_value(POINT, (i + 1,)), 5) == (i + 1) * 10
+        assert engine._readers.submitted == submitted  # all inline, none behind the blocker
+        assert not blocker.done()
+    finally:
+        release.set()
+        assert await asyncio.wait_for(blocker, 30) == 1
         await adb.close()

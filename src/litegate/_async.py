@@ -64,17 +64,20 @@ Ts = TypeVarTuple("Ts")
 # with the loop's iterations timed). So a task whose slice is spent *parks* in the loop's
 # queue of readers (_Turns, FIFO) and wakes the first one: one reader at a time reads inline,
 # an iteration holds one slice however many tasks read, and a parked task costs nothing.
-# The slice starts when a parked reader is woken; a task reading after it is spent parks after
-# one read (a burst of tasks made ready at once each read once, then queue).
+# The slice starts when a parked reader is woken; a task about to read after it is spent parks
+# first (so a burst of tasks made ready at once -- 64 reads waiting for a reader to open --
+# reads one slice, then queues: each reading once before parking held the loop 25-30 ms).
 # Its length: a round of the parked readers takes about _ROUND (a reader's wait for its next
-# turn, so the p99 of 100-row scans at 64 tasks), within [_SLICE_MIN, _SLICE_MAX]: long enough
-# that a park (~20k instructions, ~8 us: callgrind) costs little, short enough that a timer is
-# late by at most a few slices. benchmarks/async_reads.py --tune measures other settings: at 64
-# tasks, slices of 0.5 ms gave point reads the least CPU per read (14.0 us, against 17.3 before
-# turns and 20.5 with 125 us slices) and a loop lag p99 of 1.3 ms (max 2.8), at the price of
-# the 100-row scans' p99 (2.2x aiosqlite's, against 1.3x with 125 us slices): the leads in
-# point reads kept, the loop never held; so a round is 32 ms (0.5 ms slices up to 64 readers).
-_ROUND = 0.032
+# turn, so the p99 of reads at 64 tasks), within [_SLICE_MIN, _SLICE_MAX]: long enough that a
+# park (~20k instructions, ~8 us: callgrind) costs little, short enough that a timer is late
+# by at most a few slices. benchmarks/async_reads.py --src measures settings against each
+# other. A round of 32 ms (0.5 ms slices up to 64 readers) gave point reads their least CPU
+# but made every task wait a whole round every few reads: p99 35 ms for point reads and 44 ms
+# for 100-row scans at 64 tasks, 3.7x and 2.1x aiosqlite's (each of whose calls waits for the
+# 63 others, FIFO). With 8 ms (0.125 ms slices at 64 readers), in one interleaved run: point
+# reads p99 10.6 ms (1.1x aiosqlite's), scans 17.5 ms (0.83x), the loop's lag p99 0.5-0.9 ms,
+# at 3 % fewer point reads and 10 % fewer scans a second (issue 11).
+_ROUND = 0.008
 _SLICE_MAX = 0.000_5
 _SLICE_MIN = 0.000_1
 
@@ -249,6 +252,9 @@ class AsyncMethods(Facade):
         engine = self._engine
         limit = self._time_limit if time_limit is DEFAULT else _args.limit_arg(time_limit)
         if limit is None:
+            if perf_counter() - self._last_yield > self._slice:  # (before the read: a burst
+                self._slice = await _wait_turn()  # of tasks made ready at once reads a slice)
+                self._last_yield = perf_counter()
             try:
                 rows: list[Any] = engine.query_inline(sql, params)
             except TypeError:
@@ -256,9 +262,6 @@ class AsyncMethods(Facade):
                     raise _args.not_a_str(sql) from None
                 raise
             if rows is not MISS:
-                if perf_counter() - self._last_yield > self._slice:
-                    self._slice = await _wait_turn()
-                    self._last_yield = perf_counter()
                 return rows
         _args.check_sql(sql)  # (before it is queued for a reader thread)
         result: list[Any] = await engine.read_async(

@@ -35,6 +35,16 @@ T = TypeVar("T")
 INLINE_BUDGET = 0.001
 """Seconds a read may run inline on the event loop before it is moved to a reader thread."""
 _PROGRESS_STEPS = 100
+# Past the budget, a read is interrupted only once it has also run this many more progress
+# calls (x _PROGRESS_STEPS VM steps: ~0.03-0.15 ms of work), or when it reaches _HARD_BUDGET.
+# Over the budget in wall time is as often a stall as a long statement: the loop thread waited
+# for the GIL (each progress call and each row takes it back from the reader and writer
+# threads) or was descheduled. Interrupting a stalled read gains the loop nothing -- the time is
+# gone -- and its re-run on a reader thread competes with the loop for the GIL row by row,
+# waiting up to a switch interval (5 ms) for each: offloaded 100-row scans took 50-170 ms at 64
+# tasks, and the loop waited too (issue 11: 40-100 misses in 2 s before, 0-8 after).
+_LONG_CALLS = 10
+_HARD_BUDGET = 0.003
 _SQLITE_INTERRUPT = 9
 MISS: Any = object()
 """What :func:`run_inline` returns for a statement that ran over the budget (interrupted)."""
@@ -43,8 +53,16 @@ MISS: Any = object()
 def run_inline(conn: sqlite3.Connection, fn: Fn[T], args: Args) -> T:
     """Run ``fn(conn, *args)`` on the loop thread within INLINE_BUDGET; MISS if it ran over
     (it was interrupted: a read, so nothing of it remains)."""
-    deadline = perf_counter() + INLINE_BUDGET  # (perf_counter: fine-grained on every OS)
-    conn.set_progress_handler(lambda: perf_counter() > deadline, _PROGRESS_STEPS)
+    start = perf_counter()  # (perf_counter: fine-grained on every OS)
+    deadline, hard, calls = start + INLINE_BUDGET, start + _HARD_BUDGET, [0]
+
+    def over() -> bool:
+        if perf_counter() < deadline:
+            return False
+        calls[0] += 1
+        return calls[0] > _LONG_CALLS or perf_counter() > hard
+
+    conn.set_progress_handler(over, _PROGRESS_STEPS)
     try:
         return fn(conn, *args)
     except sqlite3.DatabaseError as exc:

@@ -495,11 +495,13 @@ class LocalEngine:
             result = await self._lane_job(READ, fn, args, timeout, time_limit, sql, "the read")
         else:
             if fn is run_query and time_limit is None and sql not in self._slow.known:
-                # its inline attempt missed: no idle reader, or over the budget -- as often a
-                # stall (descheduled, the GIL elsewhere) as a long statement. Once more, a turn
-                # later, before a thread (which a stall makes likelier); see SlowStatements.
+                # missed inline: no idle reader (one is opened for the loop if a slot is left),
+                # or over the budget. Once more, a turn later, before a thread (GIL convoys).
                 if type(self._pool) is ReadPool:
-                    await asyncio.sleep(0)
+                    if (opening := self._pool.open_spare()) is None:
+                        await asyncio.sleep(0)
+                    else:  # (an open takes ms; each wait is bounded by timeout)
+                        await asyncio.wait((asyncio.wrap_future(opening),), timeout=timeout)
                     if (result := self.query_inline(*args)) is not MISS:
                         return result
                 elif self._loop_readers is not None:  # (per-thread: open this thread's own)

@@ -12,10 +12,13 @@ connection, and :attr:`ReaderPool.reads` sums them.
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
+from _thread import start_new_thread
 from collections import deque
+from concurrent.futures import Future
 from threading import get_ident
 from time import monotonic, sleep
 from typing import Any
@@ -30,6 +33,7 @@ from ._pool_per_thread import PerThreadPool
 
 __all__ = ("PerThreadPool", "ReadPool", "ReaderPool", "make_pool", "thread_name")
 
+logger = logging.getLogger("litegate")
 _CLOSED = object()  # put in a closed pool's queue: wakes its waiters with Closed
 _WINDOW = 4096
 
@@ -70,7 +74,8 @@ class ReadPool(Borrowing):
     ============================  ======================================================
     _free                         its own (``SimpleQueue`` is thread-safe)
     _unopened, _open, _waiting,   ``_lock``
-    waits, timeouts, _stash
+    waits, timeouts, _stash,
+    _spare
     _readers, _retired            written under ``_lock``; ``_readers`` is a tuple replaced
                                   whole (copy on write), so :attr:`reads` reads both
                                   without it (never blocked, e.g. by a fork's quiesce)
@@ -97,6 +102,7 @@ class ReadPool(Borrowing):
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._unopened = size
         self._open = 0
+        self._spare: Future[None] | None = None  # a helper thread's open (open_spare)
         self._readers: tuple[_Reader, ...] = ()
         self._retired = 0  # reads of readers closed since
         self._holders: dict[int, _Reader] = {}  # id(conn) -> its reader, while borrowed
@@ -195,6 +201,51 @@ class ReadPool(Borrowing):
             self._free.put(item)
             return None
         return self._lend(item)
+
+    def open_spare(self) -> Future[None] | None:
+        """An event loop found no idle reader: if a slot was never opened, open it on a helper
+        thread and make it idle; returns the open's future (set when it ends, opened or not),
+        or None when no slot is left to open. One such open at a time: callers meanwhile get
+        the same future. Without it, reads the loop found no reader for went to reader
+        threads, which open one reader each -- the last slot was opened only when one of them
+        found none idle: until then the loop read inline only while a reader thread had left
+        a reader idle, and at start every task's first read went to a thread (64 tasks: 64
+        reads convoyed on the GIL, the loop 30-150 ms late; issue 11)."""
+        with self._lock:
+            if self._spare is not None:
+                return self._spare
+            if not self._unopened or self._closed:
+                return None
+            self._unopened -= 1
+            fut: Future[None] = Future()
+            self._spare = fut
+        try:
+            start_new_thread(self._open_spare, (fut,))
+        except BaseException:
+            with self._lock:
+                self._spare = None
+            self._free.put(None)  # (the slot: a borrower opens it)
+            fut.set_result(None)
+            raise
+        return fut
+
+    def _open_spare(self, fut: Future[None]) -> None:
+        """Helper thread: open a slot's reader and make it idle (see :meth:`open_spare`)."""
+        reader: _Reader | None = None
+        try:
+            reader = self._open_slot()  # (on failure the slot goes back as ``None``)
+        except Closed:
+            pass
+        except Exception:
+            logger.exception("litegate: opening a reader failed")
+        finally:
+            with self._lock:
+                self._spare = None
+            if reader is not None:
+                self._free.put(reader)
+                if self._closed:  # close() ran meanwhile and may have missed it
+                    self._drain()
+            fut.set_result(None)  # (nobody cancels it: its awaiters shield it)
 
     def _past_free_slots(self) -> Any:
         """After taking a free slot: the next item that is not one (or None), with every free
