@@ -1,8 +1,10 @@
-"""Opening and closing many databases leaks no file descriptor and no thread."""
+"""Opening and closing many databases leaks no file descriptor and no thread; a task's
+finished transactions leave nothing behind."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import litegate
+from litegate._engine._jobs import AsyncLaneHold
 
 
 def _fds() -> int:
@@ -42,3 +45,25 @@ def test_open_close_fifty_times_leaks_nothing(tmp_path: Path) -> None:
             t.join(5)
     assert _fds() == fds
     assert threading.active_count() == threads
+
+
+async def test_a_task_running_many_transactions_keeps_none_of_the_finished_ones(
+    tmp_path: Path,
+) -> None:
+    """Each transaction's lane hold copied its task's context, which held the task's previous
+    hold: a chain of every transaction the task ran, alive as long as the task (and scanned by
+    every full GC collection)."""
+    adb = await litegate.connect_async(str(tmp_path / "chain.db"), synchronous="NORMAL")
+    try:
+        await adb.execute("CREATE TABLE a(id INTEGER PRIMARY KEY, bal INT)")
+        await adb.executemany("INSERT INTO a VALUES (?, 100)", [(i,) for i in range(1, 11)])
+        for i in range(300):
+            async with adb.transaction() as tx:
+                bal = await tx.query_value("SELECT bal FROM a WHERE id = ?", (i % 10 + 1,))
+                await tx.execute("UPDATE a SET bal = ? WHERE id = ?", (bal + 1, i % 10 + 1))
+        gc.collect()  # (garbage cycles aside: what is left is reachable)
+        alive = sum(1 for o in gc.get_objects() if type(o) is AsyncLaneHold)
+        assert alive <= 2, alive
+        assert await adb.query_value("SELECT sum(bal) FROM a") == 1000 + 300
+    finally:
+        await adb.close()
