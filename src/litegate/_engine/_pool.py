@@ -205,13 +205,16 @@ class ReadPool(Borrowing):
     def open_spare(self) -> Future[None] | None:
         """An event loop found no idle reader: if a slot was never opened, open it on a helper
         thread and make it idle; returns the open's future (set when it ends, opened or not),
-        or None when no slot is left to open. One such open at a time: callers meanwhile get
+        or None (no slot left to open, or the pool's lock busy: the loop never waits for it,
+        e.g. behind a fork's :meth:`quiesce`). One such open at a time: callers meanwhile get
         the same future. Without it, reads the loop found no reader for went to reader
         threads, which open one reader each -- the last slot was opened only when one of them
         found none idle: until then the loop read inline only while a reader thread had left
         a reader idle, and at start every task's first read went to a thread (64 tasks: 64
         reads convoyed on the GIL, the loop 30-150 ms late; issue 11)."""
-        with self._lock:
+        if not self._lock.acquire(blocking=False):  # (a fork's quiesce holds it: not now)
+            return None
+        try:
             if self._spare is not None:
                 return self._spare
             if not self._unopened or self._closed:
@@ -219,6 +222,8 @@ class ReadPool(Borrowing):
             self._unopened -= 1
             fut: Future[None] = Future()
             self._spare = fut
+        finally:
+            self._lock.release()
         try:
             start_new_thread(self._open_spare, (fut,))
         except BaseException:
@@ -245,7 +250,8 @@ class ReadPool(Borrowing):
                 self._free.put(reader)
                 if self._closed:  # close() ran meanwhile and may have missed it
                     self._drain()
-            fut.set_result(None)  # (nobody cancels it: its awaiters shield it)
+            fut.set_result(None)  # (never cancelled: awaited through asyncio.wait, which leaves
+            # its futures alone)
 
     def _past_free_slots(self) -> Any:
         """After taking a free slot: the next item that is not one (or None), with every free
