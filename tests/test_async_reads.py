@@ -14,6 +14,7 @@ import pytest
 
 import litegate
 from litegate._engine import _bridge, _readers
+from litegate._engine._connection import open_connection
 from litegate._engine._readers import _SKIPS_FIRST, SlowStatements
 
 # Far longer than INLINE_BUDGET on any machine (tens of ms), so every inline attempt misses.
@@ -428,4 +429,32 @@ async def test_the_loop_gets_the_last_reader_opened_while_threads_hold_the_other
     finally:
         release.set()
         assert await asyncio.wait_for(blocker, 30) == 1
+        await adb.close()
+
+
+async def test_a_reader_the_loop_could_not_get_opened_loses_no_read(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The helper thread's open fails (logged): the slot goes back, the read is served
+    (by a reader thread, which opens the slot itself), and later reads run inline."""
+    adb = await _open(db_path, 2)
+    engine: Any = adb._engine
+    real_open = open_connection
+    failures = [1]
+
+    def failing_once(opts: Any, *, reader: bool) -> sqlite3.Connection:
+        if failures:
+            failures.pop()
+            raise sqlite3.OperationalError("unable to open database file (injected)")
+        return real_open(opts, reader=reader)
+
+    monkeypatch.setattr("litegate._engine._pool.open_connection", failing_once)
+    try:
+        assert await asyncio.wait_for(adb.query_value(POINT, (5,)), 30) == 50
+        assert not failures and "opening a reader failed" in caplog.text
+        assert engine._readers.submitted == 1  # (that read, on a thread)
+        for i in range(20):
+            assert await adb.query_value(POINT, (i + 1,)) == (i + 1) * 10
+        assert engine._readers.submitted == 1  # the rest inline
+    finally:
         await adb.close()
