@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import sqlite3
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -384,10 +385,13 @@ def test_an_inline_read_stalled_past_the_budget_is_interrupted_only_if_long(
         conn.close()
 
 
-async def test_a_burst_of_first_reads_waits_for_a_reader_and_reads_inline(db_path: str) -> None:
+async def test_a_burst_of_first_reads_waits_for_a_reader_and_reads_inline(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """64 tasks read at once before any reader is open: one is opened for the loop (on a helper
     thread) and every read runs inline (they all went to reader threads, which convoyed with
     the loop on the GIL: 30-150 ms of loop lag at 64 tasks)."""
+    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)  # (where reads go, not the budget)
     adb = await _open(db_path, 2)  # (nothing read yet: no reader open)
     engine: Any = adb._engine
 
@@ -405,10 +409,11 @@ async def test_a_burst_of_first_reads_waits_for_a_reader_and_reads_inline(db_pat
 
 
 async def test_the_loop_gets_the_last_reader_opened_while_threads_hold_the_others(
-    db_path: str,
+    db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """readers=2 (one reader thread): a long read holds the thread's reader; the loop's reads
     get the other slot opened for them and run inline (they queued behind the long read)."""
+    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)  # (where reads go, not the budget)
     adb = await _open(db_path, 2)
     engine: Any = adb._engine
     held, release = threading.Event(), threading.Event()
@@ -458,3 +463,71 @@ async def test_a_reader_the_loop_could_not_get_opened_loses_no_read(
         assert engine._readers.submitted == 1  # the rest inline
     finally:
         await adb.close()
+
+
+def _slow_reader_opens(
+    monkeypatch: pytest.MonkeyPatch, delay: float, gate: list[bool]
+) -> list[float]:
+    """Reader opens sleep ``delay`` while gate[0]; returns the times (monotonic) opens ended."""
+    real = open_connection
+    ended: list[float] = []
+
+    def slow(opts: Any, *, reader: bool) -> sqlite3.Connection:
+        if reader and gate[0]:
+            time.sleep(delay)
+        conn = real(opts, reader=reader)
+        ended.append(time.monotonic())
+        return conn
+
+    monkeypatch.setattr("litegate._engine._pool.open_connection", slow)
+    return ended
+
+
+async def test_the_wait_for_the_spare_counts_against_the_timeout(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """readers=2: the reader thread is busy; the spare's open is slow. A read with timeout=0.3
+    fails after 0.3 s (it waited 0.3 s for the spare, then 0.3 s more queued for the reader
+    thread: 2x its timeout)."""
+    gate = [False]
+    _slow_reader_opens(monkeypatch, 1.0, gate)
+    adb = await _open(db_path, 2)
+    held, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> int:
+        held.set()
+        release.wait(30)
+        return 1
+
+    blocker = asyncio.create_task(adb.run_read(hold))
+    try:
+        assert await asyncio.to_thread(held.wait, 30)
+        gate[0] = True
+        t0 = time.monotonic()
+        with pytest.raises(litegate.PoolTimeout):
+            await adb.query_value(POINT, (1,), timeout=0.3)
+        waited = time.monotonic() - t0
+        assert waited < 0.3 + 0.15, f"timeout=0.3 but the read failed after {waited:.2f}s"
+    finally:
+        release.set()
+        await asyncio.wait_for(blocker, 30)
+        await adb.close()
+        await asyncio.sleep(1.2)  # (the helper's open)
+
+
+async def test_no_reader_is_opened_after_close_returns(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() waits for a reader being opened for the loop (closed as soon as it is open):
+    none is opened -- the file opened, on_connect run -- after close() has returned."""
+    ended = _slow_reader_opens(monkeypatch, 0.3, [True])
+    adb = await _open(db_path, 2)
+    reading = asyncio.create_task(adb.query_value(POINT, (1,)))
+    await asyncio.sleep(0.05)  # (it waits for the spare's open)
+    await adb.close()
+    closed_at = time.monotonic()
+    with pytest.raises(litegate.Closed):
+        await reading
+    await asyncio.sleep(0.5)
+    late = [t - closed_at for t in ended if t > closed_at]
+    assert not late, f"a reader was opened {late[0]:.2f}s after close() returned"

@@ -7,8 +7,9 @@ How a call travels (through the engine interface):
   jobs in batches, one ``call_soon_threadsafe`` per loop per batch. At synchronous NORMAL or
   OFF a lone write runs on the loop itself, COMMIT included (``_engine._loop_write``).
 * **point reads** run *inline* on the loop thread when a reader is idle, under a small
-  progress-handler budget (:data:`INLINE_BUDGET`); a statement that exceeds it is interrupted
-  and re-run on a reader thread, so the loop is never held for longer than the budget (one
+  progress-handler budget (:data:`INLINE_BUDGET`; a stalled read gets ~1,000 more VM steps, up
+  to 3 ms); a statement that exceeds it is interrupted and re-run on a reader thread, so the
+  loop is never held for longer than that (one
   that a reader thread found longer than the budget goes straight there for a while). Tasks
   reading inline take turns: one at a time reads for a slice, the others wait parked, so a
   loop iteration holds one slice of reads however many tasks read (see ``_Turns``).
@@ -65,8 +66,10 @@ Ts = TypeVarTuple("Ts")
 # queue of readers (_Turns, FIFO) and wakes the first one: one reader at a time reads inline,
 # an iteration holds one slice however many tasks read, and a parked task costs nothing.
 # The slice starts when a parked reader is woken; a task about to read after it is spent parks
-# first (so a burst of tasks made ready at once -- 64 reads waiting for a reader to open --
-# reads one slice, then queues: each reading once before parking held the loop 25-30 ms).
+# first, so a burst of tasks made ready at once reads one slice, then queues (parking after
+# the read, each read once in the same iteration). Not yet: reads that waited for a reader to
+# be opened for the loop retry inline in the engine, all in the iteration the open ends in
+# (once per slot opened; 64 scans: ~5 ms).
 # Its length: a round of the parked readers takes about _ROUND (a reader's wait for its next
 # turn, so the p99 of reads at 64 tasks), within [_SLICE_MIN, _SLICE_MAX]: long enough that a
 # park (~20k instructions, ~8 us: callgrind) costs little, short enough that a timer is late

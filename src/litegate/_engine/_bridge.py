@@ -8,6 +8,7 @@ here runs on the loop thread, except where a function says it hands work to a th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import time
 from collections.abc import Callable
@@ -28,12 +29,14 @@ __all__ = (
     "run_inline",
     "submit",
     "uncancellable",
+    "wait_briefly",
 )
 
 T = TypeVar("T")
 
 INLINE_BUDGET = 0.001
-"""Seconds a read may run inline on the event loop before it is moved to a reader thread."""
+"""Seconds a read may run inline on the event loop before it is moved to a reader thread (if it
+is long: a read stalled past it is given ~1,000 more VM steps, up to ``_HARD_BUDGET``)."""
 _PROGRESS_STEPS = 100
 # Past the budget, a read is interrupted only once it has also run this many more progress
 # calls (x _PROGRESS_STEPS VM steps: ~0.03-0.15 ms of work), or when it reaches _HARD_BUDGET.
@@ -46,6 +49,7 @@ _PROGRESS_STEPS = 100
 _LONG_CALLS = 10
 _HARD_BUDGET = 0.003
 _SQLITE_INTERRUPT = 9
+_SPARE_WAIT = 0.1  # seconds a read waits for a reader being opened for the loop
 MISS: Any = object()
 """What :func:`run_inline` returns for a statement that ran over the budget (interrupted)."""
 
@@ -108,6 +112,14 @@ async def uncancellable(fut: asyncio.Future[T]) -> tuple[T, bool]:
             if fut.done() and not fut.cancelled():
                 return fut.result(), True
             cancelled = True
+
+
+async def wait_briefly(opening: concurrent.futures.Future[None], end: float | None) -> None:
+    """Wait for a reader being opened for the loop (``ReadPool.open_spare``; the wait never
+    cancels it): an open takes milliseconds; past _SPARE_WAIT (a slow open: recovery, a heavy
+    ``on_connect``) or ``end`` (monotonic), the read goes on without it."""
+    wait = _SPARE_WAIT if end is None else min(end - time.monotonic(), _SPARE_WAIT)
+    await asyncio.wait((asyncio.wrap_future(opening),), timeout=max(wait, 0.0))
 
 
 async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> None:

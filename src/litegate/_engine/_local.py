@@ -43,7 +43,7 @@ from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
 from . import _fork
 from ._async_lease import AsyncLaneLease, AsyncPooledRead
-from ._bridge import MISS, await_job, borrow, run_inline, submit
+from ._bridge import MISS, await_job, borrow, run_inline, submit, wait_briefly
 from ._connection import run_limited
 from ._counters import Counters
 from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
@@ -494,25 +494,24 @@ class LocalEngine:
         if self._pool is None:
             result = await self._lane_job(READ, fn, args, timeout, time_limit, sql, "the read")
         else:
+            end = None if timeout is None else monotonic() + timeout  # (one for every wait)
             if fn is run_query and time_limit is None and sql not in self._slow.known:
                 # missed inline: no idle reader (one is opened for the loop if a slot is left),
                 # or over the budget. Once more, a turn later, before a thread (GIL convoys).
                 if type(self._pool) is ReadPool:
-                    if (opening := self._pool.open_spare()) is None:
-                        await asyncio.sleep(0)
-                    else:  # (an open takes ms; each wait is bounded by timeout)
-                        await asyncio.wait((asyncio.wrap_future(opening),), timeout=timeout)
+                    opening = self._pool.open_spare()
+                    await (asyncio.sleep(0) if opening is None else wait_briefly(opening, end))
                     if (result := self.query_inline(*args)) is not MISS:
                         return result
                 elif self._loop_readers is not None:  # (per-thread: open this thread's own)
                     self._loop_readers.ensure()
             readers = self._reader_threads()
-            job = AsyncJob(
-                READ, fn, args, sql, time_limit, asyncio.get_running_loop(), readers.outbox
-            )
-            job.deadline = None if timeout is None else monotonic() + timeout
+            loop = asyncio.get_running_loop()
+            job = AsyncJob(READ, fn, args, sql, time_limit, loop, readers.outbox)
+            job.deadline = end
             readers.submit(job)
-            result = await await_job(job, timeout, lambda: readers.timeout_error(timeout))
+            left = None if end is None else max(end - monotonic(), 0.0)
+            result = await await_job(job, left, lambda: readers.timeout_error(timeout))
         self._counters.read_latency.append(perf_counter() - t0)
         return result
 

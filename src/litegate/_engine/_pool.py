@@ -34,6 +34,7 @@ from ._pool_per_thread import PerThreadPool
 __all__ = ("PerThreadPool", "ReadPool", "ReaderPool", "make_pool", "thread_name")
 
 logger = logging.getLogger("litegate")
+_SPARE_CLOSE_WAIT = 2.0  # seconds close() waits for a reader being opened for a loop
 _CLOSED = object()  # put in a closed pool's queue: wakes its waiters with Closed
 _WINDOW = 4096
 
@@ -224,34 +225,50 @@ class ReadPool(Borrowing):
             self._spare = fut
         finally:
             self._lock.release()
+        # A threading.Thread (a raw thread that logs leaves a _DummyThread behind for good),
+        # started by a raw one: Thread.start() waits for the new thread to run (_start_spare).
+        t = threading.Thread(target=self._open_spare, args=(fut,), daemon=True)
+        t.name = f"litegate-open-reader:{self.opts.name}"
         try:
-            start_new_thread(self._open_spare, (fut,))
-        except BaseException:
-            with self._lock:
-                self._spare = None
+            start_new_thread(self._start_spare, (t, fut))
+        except RuntimeError:  # (no thread to be had: the read goes the way it went before)
             self._free.put(None)  # (the slot: a borrower opens it)
-            fut.set_result(None)
-            raise
+            self._spare_done(None, fut)
+            return None
         return fut
+
+    def _start_spare(self, t: threading.Thread, fut: Future[None]) -> None:
+        try:
+            t.start()
+        except BaseException:
+            self._free.put(None)
+            self._spare_done(None, fut)
 
     def _open_spare(self, fut: Future[None]) -> None:
         """Helper thread: open a slot's reader and make it idle (see :meth:`open_spare`)."""
         reader: _Reader | None = None
         try:
-            reader = self._open_slot()  # (on failure the slot goes back as ``None``)
+            if not self._closed:
+                reader = self._open_slot()  # (on failure the slot goes back as ``None``)
         except Closed:
             pass
         except Exception:
             logger.exception("litegate: opening a reader failed")
         finally:
-            with self._lock:
+            self._spare_done(reader, fut)
+
+    def _spare_done(self, reader: _Reader | None, fut: Future[None]) -> None:
+        """The spare open ended: its reader is made idle first (a read that found neither it
+        nor a spare being opened would open another slot), then the open is over."""
+        if reader is not None:
+            self._free.put(reader)
+            if self._closed:  # close() ran meanwhile and may have missed it
+                self._drain()
+        with self._lock:
+            if self._spare is fut:
                 self._spare = None
-            if reader is not None:
-                self._free.put(reader)
-                if self._closed:  # close() ran meanwhile and may have missed it
-                    self._drain()
-            fut.set_result(None)  # (never cancelled: awaited through asyncio.wait, which leaves
-            # its futures alone)
+        fut.set_result(None)  # (never cancelled: awaited through asyncio.wait, which leaves
+        # its futures alone)
 
     def _past_free_slots(self) -> Any:
         """After taking a free slot: the next item that is not one (or None), with every free
@@ -401,6 +418,12 @@ class ReadPool(Borrowing):
     def close(self) -> None:
         self._closed = True
         self._drain()
+        spare = self._spare  # (a reader being opened for a loop: closed by its helper when
+        if spare is not None:  # done; waited for briefly, so that none is open after close)
+            try:
+                spare.result(timeout=_SPARE_CLOSE_WAIT)
+            except TimeoutError:
+                logger.warning("litegate: a reader still opening at close will close itself")
 
     def quiesce(self, deadline: float) -> bool:
         while True:
