@@ -4,6 +4,7 @@ offloaded read's answer is not held behind a stream of inline reads."""
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import itertools
 import sqlite3
@@ -531,3 +532,31 @@ async def test_no_reader_is_opened_after_close_returns(
     await asyncio.sleep(0.5)
     late = [t - closed_at for t in ended if t > closed_at]
     assert not late, f"a reader was opened {late[0]:.2f}s after close() returned"
+
+
+async def test_no_thread_for_the_spare_open_loses_no_read(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting the helper thread fails: the slot goes back, the read is served (by a reader
+    thread), and the next miss tries the spare open again."""
+    adb = await _open(db_path, 2)
+    engine: Any = adb._engine
+    real_start = _thread.start_new_thread
+    failures = [1]
+
+    def failing_once(fn: Any, args: Any) -> int:
+        if failures and getattr(fn, "__name__", "") == "_start_spare":
+            failures.pop()
+            raise RuntimeError("can't start new thread")
+        return real_start(fn, args)
+
+    monkeypatch.setattr("litegate._engine._pool.start_new_thread", failing_once)
+    try:
+        assert await asyncio.wait_for(adb.query_value(POINT, (7,)), 30) == 70
+        assert not failures and engine._readers.submitted == 1  # (that read, on a thread)
+        for i in range(20):
+            assert await adb.query_value(POINT, (i + 1,)) == (i + 1) * 10
+        assert engine._readers.submitted == 1  # the rest inline (the thread's reader, idle)
+        assert engine._pool.open_spare() is not None or engine._pool.open_count == 2
+    finally:
+        await adb.close()

@@ -103,7 +103,7 @@ class ReadPool(Borrowing):
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._unopened = size
         self._open = 0
-        self._spare: Future[None] | None = None  # a helper thread's open (open_spare)
+        self._spare: Future[None] | None = None  # a helper thread's open (open_spare; done: stale)
         self._readers: tuple[_Reader, ...] = ()
         self._retired = 0  # reads of readers closed since
         self._holders: dict[int, _Reader] = {}  # id(conn) -> its reader, while borrowed
@@ -216,7 +216,7 @@ class ReadPool(Borrowing):
         if not self._lock.acquire(blocking=False):  # (a fork's quiesce holds it: not now)
             return None
         try:
-            if self._spare is not None:
+            if self._spare is not None and not self._spare.done():
                 return self._spare
             if not self._unopened or self._closed:
                 return None
@@ -264,9 +264,10 @@ class ReadPool(Borrowing):
             self._free.put(reader)
             if self._closed:  # close() ran meanwhile and may have missed it
                 self._drain()
-        with self._lock:
+        if self._lock.acquire(blocking=False):  # (else open_spare finds it done, later)
             if self._spare is fut:
                 self._spare = None
+            self._lock.release()
         fut.set_result(None)  # (never cancelled: awaited through asyncio.wait, which leaves
         # its futures alone)
 
