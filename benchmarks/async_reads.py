@@ -15,7 +15,7 @@ than ops/s when other jobs share the machine). Figures are medians over the roun
 
 ``--src base=/tmp/base/src --src new=src`` compares two litegate trees in one run;
 ``--tune r4=_ROUND=0.004,_SLICE_MAX=0.001`` adds a contender (the last ``--src`` tree, or the
-installed one) run with those inline-read turn settings of ``litegate._async`` (seconds): the
+installed one) run with those inline-read turn settings of ``litegate._engine._turns`` (seconds): the
 trade-off between the loop's lag and read throughput, interleaved in one run.
 """
 
@@ -112,7 +112,7 @@ async def run_async(
         import litegate
 
         if contender.startswith("litegate@"):  # (--tune: tuning points, not options)
-            from litegate import _async
+            from litegate._engine import _turns as _async
 
             for setting in contender.split("@", 1)[1].split(","):
                 attr, value = setting.split("=")

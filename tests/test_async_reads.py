@@ -132,8 +132,8 @@ async def test_an_offloaded_answer_is_not_held_behind_inline_reads(db_path: str)
 
 @pytest.fixture
 def zero_slice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("litegate._async._SLICE_MAX", 0.0)
-    monkeypatch.setattr("litegate._async._SLICE_MIN", 0.0)
+    monkeypatch.setattr("litegate._engine._turns._SLICE_MAX", 0.0)
+    monkeypatch.setattr("litegate._engine._turns._SLICE_MIN", 0.0)
     # (no inline read runs over budget, even on a slow debug loop: a miss takes the
     # reader-thread path, outside the turns)
     monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)
@@ -560,3 +560,36 @@ async def test_no_thread_for_the_spare_open_loses_no_read(
         assert engine._pool.open_spare() is not None or engine._pool.open_count == 2
     finally:
         await adb.close()
+
+
+async def test_tasks_woken_by_the_spare_open_take_turns(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks that waited for a reader to be opened for the loop, all woken when it opens,
+    retry in turns: with a zero slice, one inline read per loop iteration (the engine's retry
+    skipped the turns: 12 of 16 read in one iteration)."""
+    monkeypatch.setattr("litegate._engine._turns._SLICE_MAX", 0.0)
+    monkeypatch.setattr("litegate._engine._turns._SLICE_MIN", 0.0)
+    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)
+    _slow_reader_opens(monkeypatch, 0.05, [True])  # all 16 tasks wait for the spare
+    adb = await _open(db_path, 2)
+    engine: Any = adb._engine
+    real_inline = engine.query_inline
+    count, stop = _count_iterations()
+    read_in: list[int] = []
+
+    def spy(sql: str, params: Any) -> Any:
+        rows = real_inline(sql, params)
+        if rows is not _bridge.MISS:
+            read_in.append(count[0])
+        return rows
+
+    engine.query_inline = spy
+    try:
+        await asyncio.gather(*(adb.query_value(POINT, (t + 1,)) for t in range(16)))
+    finally:
+        stop()
+        await adb.close()
+    assert len(read_in) == 16
+    worst = max(read_in.count(i) for i in read_in)
+    assert worst == 1, f"{worst} inline reads in one loop iteration"

@@ -56,8 +56,10 @@ from ._bridge import INLINE_BUDGET, MISS
 from ._fork import live
 from ._interface import AsyncReadLease, AsyncWriteLease, Engine, ReadLease, WriteLease
 from ._local import LocalEngine
+from ._turns import wait_turn
 
 __all__ = (
+    "wait_turn",
     "INLINE_BUDGET",
     "MISS",
     "AsyncReadLease",

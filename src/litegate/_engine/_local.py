@@ -52,6 +52,7 @@ from ._lease import LaneLease, NestedRead, PooledRead
 from ._loop_write import write_cheap
 from ._pool import PerThreadPool, ReaderPool, ReadPool, make_pool, thread_name
 from ._readers import LoopReaders, ReaderThreads, SlowStatements
+from ._turns import wait_turn
 
 __all__ = ("LocalEngine",)
 
@@ -496,17 +497,17 @@ class LocalEngine:
         else:
             end = None if timeout is None else monotonic() + timeout  # (one for every wait)
             if fn is run_query and time_limit is None and sql not in self._slow.known:
-                # missed inline: no idle reader (one is opened for the loop if a slot is left),
-                # or over the budget. Once more, a turn later, before a thread (GIL convoys).
+                # missed inline (no idle reader: one is opened if a slot is left; or long): a
+                # turn later once more, before a thread (which convoys with the loop on the GIL)
                 if type(self._pool) is ReadPool:
-                    opening = self._pool.open_spare()
-                    await (asyncio.sleep(0) if opening is None else wait_briefly(opening, end))
+                    if (opening := self._pool.open_spare()) is not None:
+                        await wait_briefly(opening, end)
+                    await wait_turn()  # (so a burst woken by the open reads in turns)
                     if (result := self.query_inline(*args)) is not MISS:
                         return result
                 elif self._loop_readers is not None:  # (per-thread: open this thread's own)
                     self._loop_readers.ensure()
-            readers = self._reader_threads()
-            loop = asyncio.get_running_loop()
+            readers, loop = self._reader_threads(), asyncio.get_running_loop()
             job = AsyncJob(READ, fn, args, sql, time_limit, loop, readers.outbox)
             job.deadline = end
             readers.submit(job)
