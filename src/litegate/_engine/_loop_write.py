@@ -33,7 +33,6 @@ and written only by the thread running that loop (a thread runs one loop at a ti
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from time import thread_time
 from typing import Any
@@ -53,6 +52,7 @@ from ._async_lease import (
 from ._batch import job_error
 from ._jobs import WRITE
 from ._lane import WriteLane
+from ._turns import of_this_loop
 
 __all__ = ("write_cheap",)
 
@@ -73,15 +73,8 @@ class _Window:
         self.crowded = False
 
 
-_local = threading.local()
-
-
 def _window() -> _Window:
-    loop = asyncio.get_running_loop()
-    window: _Window | None = getattr(_local, "window", None)
-    if window is None or window.loop is not loop:
-        window = _local.window = _Window(loop)
-    return window
+    return of_this_loop(_Window, "window")
 
 
 class _Budget:

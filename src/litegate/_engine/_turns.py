@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
-__all__ = ("wait_turn",)
+__all__ = ("of_this_loop", "wait_turn")
 
 # Inline reads run on the loop without awaiting anything, so a task reading in a loop would keep
 # the loop to itself: after each *slice* of inline reading it gives way. Giving way by a plain
@@ -74,7 +76,23 @@ class _Turns:
             self.wake_next()
 
 
+class _OfALoop(Protocol):
+    loop: asyncio.AbstractEventLoop
+
+
+L = TypeVar("L", bound=_OfALoop)
 _local = threading.local()
+
+
+def of_this_loop(kind: Callable[[asyncio.AbstractEventLoop], L], name: str) -> L:
+    """The running loop's ``kind`` object (kept per thread under ``name``: a thread runs one
+    loop at a time; a new one is made when the thread runs another loop)."""
+    loop = asyncio.get_running_loop()
+    found: L | None = getattr(_local, name, None)
+    if found is None or found.loop is not loop:
+        found = kind(loop)
+        setattr(_local, name, found)
+    return found
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -83,11 +101,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 def _loop_turns() -> _Turns:
-    loop = asyncio.get_running_loop()
-    turns: _Turns | None = getattr(_local, "turns", None)
-    if turns is None or turns.loop is not loop:
-        turns = _local.turns = _Turns(loop)
-    return turns
+    return of_this_loop(_Turns, "turns")
 
 
 async def wait_turn() -> float:
