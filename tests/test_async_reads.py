@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -409,14 +411,12 @@ async def test_a_burst_of_first_reads_waits_for_a_reader_and_reads_inline(
         await adb.close()
 
 
-async def test_the_loop_gets_the_last_reader_opened_while_threads_hold_the_others(
-    db_path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """readers=2 (one reader thread): a long read holds the thread's reader; the loop's reads
-    get the other slot opened for them and run inline (they queued behind the long read)."""
-    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)  # (where reads go, not the budget)
-    adb = await _open(db_path, 2)
-    engine: Any = adb._engine
+@contextlib.asynccontextmanager
+async def _reader_thread_held(
+    adb: litegate.AsyncDatabase,
+) -> AsyncIterator[asyncio.Task[int]]:
+    """readers=2 (one reader thread): a long read holds the thread and its reader while the
+    block runs (the task running it is yielded); released, and its result checked, after."""
     held, release = threading.Event(), threading.Event()
 
     def hold(conn: sqlite3.Connection) -> int:
@@ -427,14 +427,29 @@ async def test_the_loop_gets_the_last_reader_opened_while_threads_hold_the_other
     blocker = asyncio.create_task(adb.run_read(hold))
     try:
         assert await asyncio.to_thread(held.wait, 30)
-        submitted = engine._readers.submitted
-        for i in range(20):
-            assert await asyncio.wait_for(adb.query_value(POINT, (i + 1,)), 5) == (i + 1) * 10
-        assert engine._readers.submitted == submitted  # all inline, none behind the blocker
-        assert not blocker.done()
+        yield blocker
     finally:
         release.set()
         assert await asyncio.wait_for(blocker, 30) == 1
+
+
+async def test_the_loop_gets_the_last_reader_opened_while_threads_hold_the_others(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """readers=2 (one reader thread): a long read holds the thread's reader; the loop's reads
+    get the other slot opened for them and run inline (they queued behind the long read)."""
+    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)  # (where reads go, not the budget)
+    adb = await _open(db_path, 2)
+    engine: Any = adb._engine
+    try:
+        async with _reader_thread_held(adb) as blocker:
+            submitted = engine._readers.submitted
+            for i in range(20):
+                read = adb.query_value(POINT, (i + 1,))
+                assert await asyncio.wait_for(read, 5) == (i + 1) * 10
+            assert engine._readers.submitted == submitted  # all inline, none behind it
+            assert not blocker.done()
+    finally:
         await adb.close()
 
 
@@ -488,30 +503,20 @@ async def test_the_wait_for_the_spare_counts_against_the_timeout(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """readers=2: the reader thread is busy; the spare's open is slow. A read with timeout=0.3
-    fails after 0.3 s (it waited 0.3 s for the spare, then 0.3 s more queued for the reader
-    thread: 2x its timeout)."""
+    fails after 0.3 s (it failed after 0.6 s: 0.3 s waiting for the spare, then a fresh 0.3 s
+    queued for the reader thread)."""
     gate = [False]
     _slow_reader_opens(monkeypatch, 1.0, gate)
     adb = await _open(db_path, 2)
-    held, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> int:
-        held.set()
-        release.wait(30)
-        return 1
-
-    blocker = asyncio.create_task(adb.run_read(hold))
     try:
-        assert await asyncio.to_thread(held.wait, 30)
-        gate[0] = True
-        t0 = time.monotonic()
-        with pytest.raises(litegate.PoolTimeout):
-            await adb.query_value(POINT, (1,), timeout=0.3)
-        waited = time.monotonic() - t0
-        assert waited < 0.3 + 0.15, f"timeout=0.3 but the read failed after {waited:.2f}s"
+        async with _reader_thread_held(adb):
+            gate[0] = True
+            t0 = time.monotonic()
+            with pytest.raises(litegate.PoolTimeout):
+                await adb.query_value(POINT, (1,), timeout=0.3)
+            waited = time.monotonic() - t0
+            assert waited < 0.3 + 0.15, f"timeout=0.3 but the read failed after {waited:.2f}s"
     finally:
-        release.set()
-        await asyncio.wait_for(blocker, 30)
         await adb.close()
         await asyncio.sleep(1.2)  # (the helper's open)
 
