@@ -61,9 +61,9 @@ class AsyncMethods(Facade):
 
     def __init__(self, engine: Engine, *, owner: bool = True) -> None:
         super().__init__(engine, owner=owner)
-        # When the current slice of inline reads began (see _SLICE): set by a reader woken from
-        # _wait_turn. Shared by the tasks and loops using this facade without a lock: a
-        # heuristic (a lost update only moves the next park a little).
+        # When the current slice of inline reads began, and its length: set by a reader woken
+        # from wait_turn (_engine._turns). Shared by the tasks and loops using this facade
+        # without a lock: a heuristic (a lost update only moves the next park a little).
         self._last_yield = 0.0
         self._slice = 0.0  # (the first read takes a turn: _last_yield is long past)
 
