@@ -234,6 +234,7 @@ def test_report_and_json_keep_their_layout(result: _bench.BenchResult) -> None:
             "p50_ms",
             "p99_ms",
             "synchronous",
+            "case",
         ]
     writes = data["workloads"][1]
     assert list(writes) == ["workload", "threads", "synchronous", "baseline", "contenders"]

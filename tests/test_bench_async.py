@@ -102,8 +102,13 @@ def test_workload_shapes(result: BenchResult) -> None:
         if HAVE_AIOSQLITE:
             aio = w.get(abench.AIOSQLITE)
             assert aio is not None and aio.ratios["vs_aiosqlite"] == 1.0
-    assert [r.workload for r in result.reference] == [w for w in ASYNC_WORKLOADS if w != "slow-tx"]
+    assert [(r.workload, r.case) for r in result.reference] == [
+        (w.workload.name, w.label) for w in result.cases if w.workload.name != "slow-tx"
+    ]
     assert all(r.ops > 0 for r in result.reference)
+    assert all(
+        w.reference in result.reference for w in result.cases if w.workload.name != "slow-tx"
+    )
     assert result.meta["slow_rows"] > 0 and result.meta["slow_ms"] > 0
 
 
@@ -286,6 +291,7 @@ def test_report_and_json_keep_their_layout(result: BenchResult) -> None:
             "p50_ms",
             "p99_ms",
             "synchronous",
+            "case",
         ]
     for w in data["workloads"]:
         assert list(w) == ["workload", "tasks", "synchronous", "baseline", "contenders"]

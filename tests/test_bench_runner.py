@@ -167,11 +167,43 @@ def test_per_thread_connections_behind_to_thread_are_all_closed(tmp_path: Path) 
 def test_a_reference_runs_raw_sqlite3_on_one_thread(tmp_path: Path) -> None:
     files = session._Files(str(tmp_path))
     suite = sync_suite.sync_suite({})
-    ref = session._reference(_case("transfers", rows=500), files, 0.2, 1, False, suite)
+    case = _case("transfers", 8, rows=500)
+    ref = session._reference(_case("transfers", rows=500), case, files, 0.2, 1, False, suite)
     assert ref.name == session.REFERENCE_NAMES["transfers"]
     assert ref.workload == "transfers" and ref.synchronous == "FULL"
+    assert ref.case == "transfers x8"
     assert ref.ops > 0 and ref.ops_per_s > 0
     assert 0 < ref.p50_ms <= ref.p99_ms
+
+
+def test_each_case_runs_its_reference_in_its_own_rotation(tmp_path: Path) -> None:
+    """The raw reference is measured with each case's contenders, at a rotating place, and each
+    case's "vs raw" ratio uses its own run (one run per suite swung with the machine)."""
+    from litegate._bench import run_async_benchmark
+
+    said: list[str] = []
+    res = run_async_benchmark(
+        seconds=0.05,
+        tasks=(1, 2),
+        workloads=("reads",),
+        directory=str(tmp_path),
+        synchronous=("NORMAL",),
+        isolate=False,
+        with_aiosqlite=False,
+        progress=said.append,
+    )
+    assert [(r.workload, r.case) for r in res.reference] == [
+        ("reads", "reads x1"),
+        ("reads", "reads x2"),
+    ]
+    starts = [m for m in said if ": running " in m or m.startswith("reference reads")]
+    assert len(starts) == 2 * (len(res.cases[0].contenders) + 1), said
+    places = {i % (len(starts) // 2) for i, m in enumerate(starts) if m.startswith("reference")}
+    assert len(places) == 2  # not the same place in both rotations
+    for case, ref in zip(res.cases, res.reference, strict=True):
+        assert case.reference is ref
+        for c in case.contenders:
+            assert c.ratios["vs_raw"] == round(c.ops_per_s / ref.ops_per_s, 2)
 
 
 @pytest.mark.parametrize("suite", ["sync", "async"])

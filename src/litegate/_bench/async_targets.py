@@ -34,7 +34,7 @@ _NO_AIO = "aiosqlite not installed"
 
 
 def _ceiling(result: BenchResult, case: CaseResult, other: ContenderResult | None) -> str:
-    ref = result.ref_for(case.workload.name, case.synchronous)
+    ref = case.reference
     if ref is None or other is None or not other.ops_per_s:
         return ""
     return f"raw one-thread = {ref.ops_per_s / other.ops_per_s:.2f}x {other.name}"
@@ -102,7 +102,7 @@ def _vs_raw(result: BenchResult, case: CaseResult | None, threshold: float) -> l
     if case is None:
         return []
     lg = case.get(LITEGATE)
-    ref = result.ref_for(case.workload.name, case.synchronous)
+    ref = case.reference
     value = None if lg is None or ref is None else ratio(lg.ops_per_s, ref.ops_per_s)
     return [
         Target(

@@ -99,6 +99,9 @@ class CaseResult:
     contenders: list[ContenderResult]
     ratios: list[Ratio] = field(default_factory=list)
     synchronous: str = "FULL"
+    reference: Reference | None = None
+    """Raw sqlite3 on one thread running this workload, run in this case's rotation (so it
+    shares the machine's mood with the contenders); ``None`` without references."""
 
     @property
     def baseline(self) -> str:
@@ -130,6 +133,8 @@ class Reference:
     p50_ms: float
     p99_ms: float
     synchronous: str = "FULL"
+    case: str = ""
+    """The label of the case whose rotation it ran in (``""``: run once, before the cases)."""
 
 
 @dataclass(slots=True)
@@ -212,13 +217,6 @@ class BenchResult:
     ) -> ContenderResult | None:
         case = self.case(workload, workers, synchronous)
         return None if case is None else case.get(name)
-
-    def ref_for(self, workload: str, synchronous: str = "FULL") -> Reference | None:
-        """The raw single-thread reference run of ``workload`` at ``synchronous``."""
-        return next(
-            (r for r in self.reference if r.workload == workload and r.synchronous == synchronous),
-            None,
-        )
 
     def problems(self, kind: str | None = None) -> list[str]:
         """Data mismatches of any contender and litegate's errors (``kind``: only that kind)."""
@@ -308,9 +306,10 @@ def format_report(result: BenchResult) -> str:
         lines.append(layout.reference_title)
         for r in result.reference:
             mode = f"{r.synchronous:<6}" if r.workload else " " * 6  # the floor runs no SQL
+            where = f"  (with {r.case})" if r.case else ""
             lines.append(
                 f"  {r.name:<40} {mode} {r.ops_per_s:>10,.0f} ops/s  p50 {r.p50_ms:7.3f} ms"
-                f"  p99 {r.p99_ms:7.3f} ms"
+                f"  p99 {r.p99_ms:7.3f} ms{where}"
             )
     for case in result.cases:
         lines.extend(_case_lines(case, layout))

@@ -90,7 +90,7 @@ def _ceiling_note(result: BenchResult, case: CaseResult) -> str:
     floor = next((r for r in result.reference if r.name == HANDOFF_FLOOR), None)
     if case.workload.name == "writes" and floor is not None:
         parts.append(f"hand-off floor = {floor.ops_per_s / base.ops_per_s:.2f}x")
-    ref = result.ref_for(case.workload.name, case.synchronous)
+    ref = case.reference
     if case.workload.name == "transfers" and ref is not None:
         parts.append(f"raw one-thread = {ref.ops_per_s / base.ops_per_s:.2f}x")
     return ", ".join(parts)
