@@ -10,20 +10,27 @@
   interleave their transactions;
 * :class:`ToThread`: any thread-side contender behind ``asyncio.to_thread`` (the default
   executor): a locked connection, a connection per executor thread, or litegate's sync
-  ``Database`` built at startup (the store app's pattern).
+  ``Database`` built at startup (the store app's pattern);
+* ``ceiling: bare group commit``: :class:`BareAsyncGroupCommit`, not a peer: the leanest
+  loop-side group commit, with none of litegate's guarantees.
 
-Threads: every method runs on the event loop's thread; ``ToThread`` hops to executor threads.
+Threads: every method runs on the event loop's thread; ``ToThread`` hops to executor threads;
+the ceiling's COMMITs run on its own thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from _thread import allocate_lock
+from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import litegate
 
 from .._config import Synchronous
 from .contenders import Contender, litegate_figures
+from .plain import open_plain, plain_read, plain_scan
 from .workloads import (
     BUSY_TIMEOUT,
     SQL_BALANCE,
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = (
     "Aiosqlite",
     "AsyncContender",
+    "BareAsyncGroupCommit",
     "LITEGATE_READERS",
     "LitegateAsync",
     "ToThread",
@@ -211,3 +219,140 @@ class ToThread(AsyncContender):
 
     async def close(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.inner.close)
+
+
+class BareAsyncGroupCommit(AsyncContender):
+    """Not a peer but a ceiling: the leanest loop-side group commit Python allows, with none
+    of litegate's guarantees — every statement runs on the loop (no guard against a slow one),
+    no savepoint per transaction (a transfer here has no ``await`` inside, so none interleave),
+    no bound on a group's size or age, no timeouts, no cancellation safety, no stats.
+
+    Reads and scans: one connection on the loop thread, then a plain yield (``sleep(0)``: a
+    task that never suspends would starve the others). Writes and transfers: run on the loop
+    into the writer connection's open transaction (``BEGIN IMMEDIATE`` when none is open),
+    then wait for the group's COMMIT, which one thread runs (the loop never runs COMMIT, the
+    fsync at FULL) while later writers wait for the connection; a failed COMMIT fails the whole
+    group. What it reaches shows how far an async target is from what any design that
+    acknowledges each task after a shared COMMIT can do on this machine.
+
+    Guards: ``_group``, ``_waiting``, ``_committing`` and the connection while no COMMIT is
+    under way belong to the loop thread; ``_jobs`` is a deque handed to the commit thread
+    (``append``/``popleft`` from one side each), the connection is the commit thread's from
+    ``_flush`` until ``_committed`` runs on the loop.
+    """
+
+    name = "ceiling: bare group commit"
+    kind = "ceiling"
+    shapes = frozenset({"point", "transfer"})  # slow-tx would run its slow statement on the loop
+
+    async def open(self, path: str, case: Case) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reader = open_plain(path, case.synchronous)
+        self._writer = open_plain(path, case.synchronous, check_same_thread=False)
+        self._group: list[asyncio.Future[None]] = []
+        self._waiting: list[asyncio.Future[None]] = []
+        self._committing = False
+        self._commits = 0
+        self._jobs: deque[list[asyncio.Future[None]] | None] = deque()
+        self._bell = allocate_lock()
+        self._bell.acquire()
+        self._thread = threading.Thread(
+            target=self._commit_thread, name="bench-bare-commit", daemon=True
+        )
+        self._thread.start()
+
+    def _commit_thread(self) -> None:
+        """The commit thread: COMMIT each handed group, answer it on the loop."""
+        conn, jobs = self._writer, self._jobs
+        while True:
+            while not jobs:
+                self._bell.acquire()
+            group = jobs.popleft()
+            if group is None:
+                return
+            error: BaseException | None = None
+            try:
+                conn.execute("COMMIT")
+            except BaseException as exc:  # the whole group fails; none is acknowledged
+                error = exc
+                if conn.in_transaction:
+                    conn.rollback()
+            self._loop.call_soon_threadsafe(self._committed, group, error)
+
+    def _flush(self) -> None:
+        """Hand the open group's COMMIT to the commit thread (after every task made ready in
+        this loop iteration has run its statements)."""
+        group, self._group = self._group, []
+        self._committing = True
+        self._jobs.append(group)
+        if self._bell.locked():
+            self._bell.release()
+
+    def _committed(self, group: list[asyncio.Future[None]], error: BaseException | None) -> None:
+        self._committing = False
+        self._commits += 1
+        for fut in group:
+            if not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+        waiting, self._waiting = self._waiting, []
+        for fut in waiting:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _writer_free(self) -> None:
+        while self._committing:
+            fut = self._loop.create_future()
+            self._waiting.append(fut)
+            await fut
+        if not self._writer.in_transaction:
+            self._writer.execute("BEGIN IMMEDIATE")
+
+    async def _join(self) -> None:
+        fut = self._loop.create_future()
+        self._group.append(fut)
+        if len(self._group) == 1:
+            self._loop.call_soon(self._flush)
+        await fut
+
+    async def read(self, key: int) -> Any:
+        row = plain_read(self._reader, key)
+        await asyncio.sleep(0)
+        return row
+
+    async def scan(self, low: int) -> list[Any]:
+        rows = plain_scan(self._reader, low)
+        await asyncio.sleep(0)
+        return rows
+
+    async def write(self, sql: str, params: tuple[Any, ...]) -> None:
+        await self._writer_free()
+        self._writer.execute(sql, params)
+        await self._join()
+
+    async def transfer(self, src: int, dst: int, amount: int) -> bool:
+        await self._writer_free()
+        conn = self._writer
+        moved: bool = conn.execute(SQL_BALANCE, (src,)).fetchone()[0] >= amount
+        conn.execute(SQL_BALANCE, (dst,)).fetchone()
+        if moved:
+            conn.execute(SQL_DEBIT, (amount, src))
+            conn.execute(SQL_CREDIT, (amount, dst))
+        await self._join()
+        return moved
+
+    async def close(self) -> dict[str, Any]:
+        give_up = self._loop.time() + 10.0
+        while self._committing or self._group:  # the last group's COMMIT is under way
+            if self._loop.time() > give_up or not self._thread.is_alive():
+                raise RuntimeError("the bare ceiling's commit thread did not finish its group")
+            await asyncio.sleep(0.001)
+        self._jobs.append(None)
+        if self._bell.locked():
+            self._bell.release()
+        await asyncio.to_thread(self._thread.join, 5.0)
+        self._writer.close()
+        self._reader.close()
+        return {"connections": 2, "commits": self._commits}

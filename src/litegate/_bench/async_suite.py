@@ -25,6 +25,7 @@ from .acontenders import (
     LITEGATE_READERS,
     Aiosqlite,
     AsyncContender,
+    BareAsyncGroupCommit,
     LitegateAsync,
     ToThread,
     aiosqlite_version,
@@ -73,6 +74,7 @@ def _contenders(with_aiosqlite: bool) -> list[Callable[[], AsyncContender]]:
     makers += [
         lambda: ToThread(Locked(), TO_THREAD),
         lambda: ToThread(PerThread(), TO_THREAD_PER_THREAD),
+        BareAsyncGroupCommit,
     ]
     return makers
 
@@ -100,7 +102,8 @@ def _heading(result: BenchResult) -> list[str]:
         f"a Database built at startup, every call via asyncio.to_thread; {AIOSQLITE}: one "
         "connection, isolation_level=None, writes and transfers under an asyncio.Lock; "
         f"{TO_THREAD}: one sqlite3 connection + threading.Lock; {TO_THREAD_PER_THREAD}: "
-        "a threading.local connection per executor thread",
+        "a threading.local connection per executor thread; ceiling: bare group commit: "
+        "statements on the loop, a shared COMMIT on one thread, no guarantees (not a peer)",
         "  lag: how late a 1 ms asyncio.sleep ticker woke (p99, max; ms) while the row ran",
     ]
     if m.get("slow_rows"):

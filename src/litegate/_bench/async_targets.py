@@ -1,7 +1,8 @@
 """The async suite's targets: what litegate's engine is asked to reach against aiosqlite,
 ``asyncio.to_thread`` remedies and raw sqlite3, per ``synchronous`` level, and the event
-loop's lag. Each ratio target's note carries the measured ceiling where one exists (what raw
-sqlite3 on one thread reaches against the same peer).
+loop's lag. Each ratio target's note carries the measured ceilings where they exist: what the
+bare group commit (the ``ceiling`` contender) and raw sqlite3 on one thread reach against the
+same peer, both measured in the case's own rotation.
 
 Nothing here runs anything: it reads a finished :class:`.report.BenchResult`.
 """
@@ -34,10 +35,17 @@ _NO_AIO = "aiosqlite not installed"
 
 
 def _ceiling(result: BenchResult, case: CaseResult, other: ContenderResult | None) -> str:
-    ref = case.reference
-    if ref is None or other is None or not other.ops_per_s:
+    if other is None or not other.ops_per_s:
         return ""
-    return f"raw one-thread = {ref.ops_per_s / other.ops_per_s:.2f}x {other.name}"
+    parts = [
+        f"{c.name.removeprefix('ceiling: ')} = {c.ops_per_s / other.ops_per_s:.2f}x {other.name}"
+        for c in case.contenders
+        if c.kind == "ceiling"
+    ]
+    ref = case.reference
+    if ref is not None:
+        parts.append(f"raw one-thread = {ref.ops_per_s / other.ops_per_s:.2f}x {other.name}")
+    return ", ".join(parts)
 
 
 def _vs(
