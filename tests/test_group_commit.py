@@ -655,3 +655,202 @@ async def test_a_transaction_whose_reads_went_to_the_writer_still_commits_on_the
     finally:
         await adb.close()
     assert len(commits_here) == 2
+
+
+# ---- a group's COMMIT on the loop (where it costs no fsync) ----------------------------------
+async def _warm(adb: litegate.AsyncDatabase) -> None:
+    """Run every SQL text of these tests once (a first-seen text is measured on the writer
+    thread, which keeps its transaction's COMMIT off the loop)."""
+    await adb.execute("INSERT INTO parent VALUES (1)")
+    for _ in range(2):
+        await _insert_atx(adb, "warm")
+        async with adb.transaction() as tx:
+            await tx.execute("INSERT INTO child VALUES (?)", (1,))
+            await tx.execute("DELETE FROM items WHERE name = ?", ("warm",))
+            await tx.execute("INSERT INTO items VALUES (?)", ("leader",))
+            await tx.execute("DELETE FROM items WHERE name = ?", ("leader",))
+    await adb.execute("DELETE FROM child")
+
+
+async def _group_of(
+    adb: litegate.AsyncDatabase, *parts: Callable[[], Any]
+) -> list[BaseException | None]:
+    """A leader that holds the lane while ``parts`` queue for it, then lets them in: one
+    group, leader first. Returns each part's outcome (the leader's first)."""
+    go = asyncio.Event()
+
+    async def leader() -> None:
+        async with adb.transaction() as tx:
+            await tx.execute("INSERT INTO items VALUES (?)", ("leader",))
+            await go.wait()
+
+    first = asyncio.create_task(leader())
+    await asyncio.sleep(0.01)
+    tasks = []
+    for n, part in enumerate(parts, 1):  # each queued before the next starts: in this order
+        tasks.append(asyncio.create_task(part()))
+        deadline = time.monotonic() + 10
+        while (await adb.stats()).queue_depth < n:
+            assert time.monotonic() < deadline, "a part never queued for the lane"
+            await asyncio.sleep(0.002)
+    go.set()
+    return list(await asyncio.gather(first, *tasks, return_exceptions=True))
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_an_async_group_commits_on_the_loop_only_where_it_costs_no_fsync(
+    db_path: str, synchronous: str, commits_here: list[int]
+) -> None:
+    db = await asyncio.to_thread(_open, db_path, synchronous=synchronous)
+    try:
+        adb = db.as_async()
+        await _warm(adb)
+        commits_here.clear()
+        before = await adb.stats()
+        moved = await adb.query_value("SELECT balance FROM accounts WHERE id = 1")
+        names = ["a", "b", "c", "d"]
+        results = await _group_of(adb, *(lambda n=n: _insert_atx(adb, n) for n in names))
+        assert results == [None] * 5
+        stats = await adb.stats()
+        assert stats.batches - before.batches == 1 and stats.max_batch_size == 5
+        assert await asyncio.to_thread(_names, db) == {"leader", *names}
+        assert await adb.query_value("SELECT balance FROM accounts WHERE id = 1") == moved + 4
+    finally:
+        await asyncio.to_thread(db.close)
+    # NORMAL: the last of the group committed for all on the loop's thread; FULL: never there
+    assert commits_here == ([threading.get_ident()] if synchronous == "NORMAL" else [])
+
+
+async def test_a_failed_group_commit_on_the_loop_fails_every_member(
+    db_path: str, commits_here: list[int]
+) -> None:
+    db = await asyncio.to_thread(_open, db_path, synchronous="NORMAL")
+    try:
+        adb = db.as_async()
+        await _warm(adb)
+        commits_here.clear()
+
+        async def orphan() -> None:  # a deferred foreign key: fails at the shared COMMIT
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO child VALUES (?)", (42,))
+
+        results = await _group_of(
+            adb, *(lambda i=i: _insert_atx(adb, f"t{i}") for i in range(3)), orphan
+        )
+        assert all(isinstance(r, litegate.RolledBack) for r in results), results
+        assert all("shared its COMMIT" in str(r) for r in results)
+        assert commits_here == [threading.get_ident()]
+        assert await asyncio.to_thread(_names, db) == set()
+        assert await adb.query_value("SELECT count(*) FROM child") == 0
+        assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+        async with adb.transaction(timeout=2) as tx:  # the lane is free
+            await tx.execute("INSERT INTO items VALUES ('after')")
+    finally:
+        await asyncio.to_thread(db.close)
+
+
+@pytest.mark.parametrize("part", ["first-seen text", "many rows", "a thread"])
+async def test_a_group_with_a_heavy_or_unknown_part_commits_off_the_loop(
+    db_path: str, part: str, commits_here: list[int]
+) -> None:
+    db = await asyncio.to_thread(_open, db_path, synchronous="NORMAL")
+    try:
+        adb = db.as_async()
+        await _warm(adb)
+        await adb.execute("INSERT INTO child(pid) VALUES (NULL)")  # (its text measured)
+        commits_here.clear()
+
+        async def heavy() -> None:
+            if part == "a thread":  # a sync transaction's part: its weight is unknown here
+                await asyncio.to_thread(thread_part)
+                return
+            async with adb.transaction() as tx:
+                if part == "first-seen text":  # measured on the writer thread
+                    await tx.execute("INSERT INTO items VALUES ('t') -- first seen")
+                    return
+                await tx.execute("INSERT INTO items VALUES (?)", ("t",))
+                for _ in range(100):  # light alone; 300 rows with the others: too many
+                    await tx.execute("INSERT INTO child(pid) VALUES (NULL)")
+
+        def thread_part() -> None:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO items VALUES (?)", ("t",))
+                time.sleep(0.01)  # past its slice of the lane: it hands the lane on
+
+        async def many() -> None:
+            async with adb.transaction() as tx:
+                for _ in range(100):
+                    await tx.execute("INSERT INTO child(pid) VALUES (NULL)")
+
+        extra = [many, many] if part == "many rows" else []
+        # (the heavy part first: the last part's own weight is checked anyway)
+        results = await _group_of(adb, heavy, *extra, lambda: _insert_atx(adb, "a"))
+        assert results == [None] * (3 + len(extra))
+        assert (await adb.stats()).max_batch_size == 3 + len(extra)
+        assert await asyncio.to_thread(_names, db) == {"leader", "a", "t"}
+    finally:
+        await asyncio.to_thread(db.close)
+    assert commits_here == []
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+async def test_groups_committed_on_the_loop_keep_the_sum_and_the_wal_bounded(
+    db_path: str, commits_here: list[int], cancel: bool
+) -> None:
+    """Many groups of transfers at NORMAL (``cancel``: tasks cancelled while queued,
+    mid-transaction and while their group commits): the sum is kept, a transaction's marker is
+    there exactly when ``committed`` says so. Without cancellations every COMMIT is a group's:
+    every LOOP_COMMITS-th ran on the writer thread, which checkpointed (SQLite's automatic
+    checkpoint is held off on the loop), so the WAL stayed small."""
+    db = await asyncio.to_thread(
+        _open, db_path, synchronous="NORMAL", pragmas={"wal_autocheckpoint": 10}
+    )
+    try:
+        adb = db.as_async()
+        await _warm(adb)
+        await adb.execute("CREATE TABLE markers(tx INT PRIMARY KEY)")
+        txs: dict[int, litegate.AsyncTransaction] = {}
+
+        async def transfer(i: int) -> None:
+            a, b = i % ACCOUNTS, (i * 3 + 1) % ACCOUNTS
+            tx = txs[i] = adb.transaction()
+            async with tx:
+                balance = await tx.query_value("SELECT balance FROM accounts WHERE id = ?", (a,))
+                amount = min(balance, 2) if a != b else 0
+                await tx.execute("INSERT INTO markers VALUES (?)", (i,))
+                await tx.execute(
+                    "UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a)
+                )
+                await tx.execute(
+                    "UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b)
+                )
+
+        for _ in range(2):  # (every SQL text measured)
+            await transfer(-1 - _)
+        loop_thread = threading.get_ident()
+        commits_here.clear()
+        before = await adb.stats()
+        for wave in range(300):
+            tasks = [asyncio.create_task(transfer(wave * 100 + k)) for k in range(5)]
+            for k, task in enumerate(tasks):
+                for _ in range(k % 5):  # later and later: queued, statements, commit, done
+                    await asyncio.sleep(0)
+                if cancel and k % 4 == wave % 4:
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        stats = await adb.stats()
+        markers = {r[0] for r in await adb.query("SELECT tx FROM markers")}
+        assert markers == {i for i, tx in txs.items() if tx.committed}
+        assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+        assert await adb.query_value("SELECT min(balance) FROM accounts") >= 0
+        groups = stats.batches - before.batches
+        assert groups < len(markers)  # groups formed
+        assert set(commits_here) == {loop_thread}
+        if not cancel:
+            assert len(markers) == 1502 and groups == 300  # a group a wave (no lone COMMIT)
+            assert len(commits_here) >= 100
+            assert groups > len(commits_here)  # every LOOP_COMMITS-th went to the writer
+            # (~3 frames a group: 300 groups all on the loop would leave ~900)
+            assert _wal_frames(db_path) < 450, _wal_frames(db_path)
+    finally:
+        await asyncio.to_thread(db.close)

@@ -303,8 +303,9 @@ class AsyncLaneLease:
     async def commit(self) -> None:
         """End this transaction's part and wait for its COMMIT -- the group's, shared with
         those it hands the lane to -- which runs on the writer thread, never on the loop
-        where it would fsync (alone on the lane, at synchronous NORMAL or OFF, it runs here:
-        :meth:`~._lane_turns.LaneTurns.commit_here`). Not
+        where it would fsync (at synchronous NORMAL or OFF it runs here, alone on the lane --
+        :meth:`~._lane_turns.LaneTurns.commit_here` -- or for a group whose every part ran
+        here, light: :meth:`~._lane_turns.LaneTurns.commit_group_here`). Not
         interrupted once under way: a cancellation meanwhile is re-raised after it finished,
         with :attr:`committed` telling whether it took effect.
 
@@ -346,8 +347,15 @@ class AsyncLaneLease:
         ticket = AsyncJob(WRITE, _noop, (), None, None, self._loop, lane.outbox)
         self._over = True
         self._conn = None
-        if not lane.end_turn(ticket):
-            lane.hand_to_writer(hold, False)
+        if not lane.end_turn(ticket, light):
+            # The group's last turn: its COMMIT here where that costs no fsync (the ticket is
+            # answered by it, a failure included), else on the writer thread.
+            done = light and lane.commit_group_here(hold, HERE_CHANGES)
+            if done is False:
+                lane.hand_to_writer(hold, False)
+            elif not isinstance(done, bool | Exception):
+                hold.ended = True
+                raise done  # (an interrupt: its outcome is unknown, never "rolled back")
         hold.ended = True
         try:
             _, cancelled = await uncancellable(ticket.future)

@@ -25,7 +25,7 @@ from typing import Any
 from .._errors import RolledBack
 from ._batch import copy_error
 from ._batch import undo_savepoint as undo_job_savepoint
-from ._connection import COMMIT, TxnGuard, end_transaction, rollback_quietly
+from ._connection import COMMIT, TxnGuard, commit_on_loop, end_transaction, rollback_quietly
 from ._counters import Counters
 from ._jobs import BaseJob, flush
 
@@ -95,32 +95,46 @@ class Group:
 
     Fields (the lane holder's; handed on with the lane): ``started`` (monotonic, at BEGIN),
     ``members`` (tickets or write jobs, with the result each is answered with), ``size`` (the
-    transactions run in it so far, members or not).
+    transactions run in it so far, members or not), ``here`` (every part so far was an async
+    transaction's that ran light on its loop: the group may COMMIT on a loop where that costs
+    no fsync) and ``changes0`` (the connection's ``total_changes`` at BEGIN, for a loop group).
     """
 
-    __slots__ = ("committed", "members", "size", "started")
+    __slots__ = ("changes0", "committed", "here", "members", "size", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, here: bool = False, changes0: int = 0) -> None:
         self.committed = False  # its COMMIT went through
         self.started = monotonic()
         self.members: list[tuple[Member, Any]] = []
         self.size = 1
+        self.here = here
+        self.changes0 = changes0
 
     def open_for(self, max_size: int, max_age: float) -> bool:
         """May one more transaction join (the bounds: size and age)?"""
         return self.size < max_size and monotonic() - self.started < max_age
 
     def commit(
-        self, conn: sqlite3.Connection, guard: TxnGuard, c: Counters, own: int = 0
+        self,
+        conn: sqlite3.Connection,
+        guard: TxnGuard,
+        c: Counters,
+        own: int = 0,
+        loop_pages: int | None = None,
     ) -> BaseException | None:
         """COMMIT and answer every member: their results, or all fail if the COMMIT fails
         (then the transaction is rolled back). ``own``: transactions in it besides the
-        members (the committer's own: counted in the batch). Returns the COMMIT's error, or
-        None. A member still unanswered when this is cut short (an interrupt) is answered by
-        :meth:`lose`, which tells it the truth (``committed``)."""
+        members (the committer's own: counted in the batch). ``loop_pages``: on a loop, the
+        connection's ``wal_autocheckpoint`` (:func:`commit_on_loop` holds the checkpoint off).
+        Returns the COMMIT's error, or None. A member still unanswered when this is cut short
+        (an interrupt) is answered by :meth:`lose`, which tells it the truth
+        (``committed``)."""
         members = self.members
         try:
-            end_transaction(conn, guard, COMMIT)
+            if loop_pages is None:
+                end_transaction(conn, guard, COMMIT)
+            else:
+                commit_on_loop(conn, guard, loop_pages)
         except BaseException as exc:
             rollback_quietly(conn, guard)
             self.members = []

@@ -37,6 +37,7 @@ import contextvars
 import sqlite3
 import threading
 from _thread import allocate_lock as _lock_type
+from asyncio.events import _get_running_loop
 from collections import deque
 from collections.abc import Callable
 from threading import get_ident
@@ -325,19 +326,21 @@ def flush(outbox: Outbox) -> None:
         except IndexError:
             break
         by_loop.setdefault(job.loop, []).append(job)
+    here = _get_running_loop()
     for loop, jobs in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_deliver, jobs)
+            if loop is here:  # (on that loop's thread, e.g. a group committed on its loop:
+                loop.call_soon(_deliver, jobs)  # no wake-up through its self-pipe)
+            else:
+                loop.call_soon_threadsafe(_deliver, jobs)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running in this thread, or None."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+    """The event loop running in this thread, or None (no exception raised and caught on
+    the writer's and readers' threads, as ``get_running_loop`` would)."""
+    return _get_running_loop()
 
 
 class AsyncLaneHold(AsyncJob):

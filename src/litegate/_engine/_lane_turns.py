@@ -69,7 +69,7 @@ class LaneTurns(LaneState):
         the caller then begins on the writer thread (:func:`begin_immediate` retries)."""
         if not self._begin_if_free():
             return False
-        self._group = Group()
+        self._group = Group(True, self._conn.total_changes)
         return True
 
     def _begin_if_free(self) -> bool:
@@ -95,8 +95,9 @@ class LaneTurns(LaneState):
         self._joined = False
 
     def opened(self) -> None:
-        """Lane holder: a ``BEGIN IMMEDIATE`` run for it on the writer thread succeeded."""
-        self._group = Group()
+        """Lane holder (an async one): a ``BEGIN IMMEDIATE`` run for it on the writer thread
+        succeeded."""
+        self._group = Group(True, self._conn.total_changes)
         self._joined = False
 
     def release_turn(self) -> None:
@@ -137,17 +138,20 @@ class LaneTurns(LaneState):
         else:
             rollback(conn, self.guard)
 
-    def end_turn(self, ticket: BaseJob | None) -> bool:
+    def end_turn(self, ticket: BaseJob | None, light: bool = False) -> bool:
         """Lane holder, its part of the transaction done (released or undone): with a group
         open, add ``ticket`` (if any: answered after the shared COMMIT) to its members; if
         another transaction waits for the lane, within the group's bounds, hand the lane,
         transaction open, to it and return True. Else False: the caller commits the group
-        (:meth:`commit_group`, or an async holder through the writer thread) or, with no
-        group open, gives the lane back."""
+        (:meth:`commit_group`, or an async holder on its loop, :meth:`commit_group_here`, or
+        through the writer thread) or, with no group open, gives the lane back. ``light``:
+        the part ran on a loop and may COMMIT there (else the group may not any more)."""
         self.counters.transactions += 1  # (still the holder: the counter's guard)
         group = self._group
         if group is None:
             return False
+        if not light:
+            group.here = False
         if ticket is not None:  # (whoever commits the group answers it)
             group.members.append((ticket, None))
         # (The queue is peeked without the lock first: nobody waiting is the common case of
@@ -162,6 +166,7 @@ class LaneTurns(LaneState):
         group = self._group
         if group is None or not self._queue or self._in_slice(get_ident()):
             return None  # (in its slice: it commits, and may take the lane again)
+        group.here = False  # (a thread's part: its weight is not known on a loop)
         ticket = Ticket()
         group.members.append((ticket, None))
         if self._pass_on(group):
@@ -169,16 +174,17 @@ class LaneTurns(LaneState):
         group.members.pop()
         return None
 
-    def _pass_on(self, group: Group) -> bool:
+    def _pass_on(self, group: Group | None) -> bool:
         """Lane holder: hand the lane, ``group`` open, to the first transaction waiting for
-        it, within the group's bounds. False if there is none (or the bounds are reached)."""
+        it, within the group's bounds (``None``: no group open, no bounds). False if there is
+        none (or the bounds are reached)."""
         opts = self.opts
         with self._lock:
             queue = self._queue
             while (
                 queue
                 and queue[0].kind == EXCLUSIVE
-                and group.open_for(opts.max_batch, opts.group_wait)
+                and (group is None or group.open_for(opts.max_batch, opts.group_wait))
             ):
                 nxt = queue.popleft()
                 if len(queue) == opts.queue_size - 1:
@@ -296,6 +302,44 @@ class LaneTurns(LaneState):
         self._count_lone_commit()
         self.give_back_async(hold)
         return True
+
+    def commit_group_here(self, hold: AsyncLaneHold, max_changes: int) -> bool | BaseException:
+        """Loop thread, the async holder ``hold`` ending a group's last turn (its ticket a
+        member; :meth:`end_turn` returned False): where a COMMIT costs no fsync, if every part
+        of the group ran light on a loop (``Group.here``) and together they changed at most
+        ``max_changes`` rows, COMMIT here -- no hop to the writer thread and back, and the
+        loop no longer idles while the writer commits -- answer every member, and hand the
+        lane to the next transaction waiting for it (or give it back): True. Else False having
+        done nothing (the caller hands the lane to the writer thread). If the COMMIT fails,
+        every member is answered with the error (:meth:`Group.commit`), the lane handed on
+        likewise, and the error returned. The automatic checkpoint is held off for it, and
+        every :data:`LOOP_COMMITS`-th COMMIT goes to the writer thread, as in
+        :meth:`commit_here`."""
+        group = self._group
+        conn = self._conn
+        if (
+            not self._cheap
+            or group is None
+            or group.size < 2  # (alone: commit_here's, which sends every LOOP_COMMITS-th off)
+            or not group.here
+            or self._joined
+            or self._async_holder is not hold
+            or conn.total_changes - group.changes0 > max_changes
+        ):
+            return False
+        if not self._loop_commit_allowed():
+            return False
+        try:
+            error = group.commit(conn, self.guard, self.counters, 0, self._autockpt)
+        finally:  # (as commit_group's: also when an interrupt cuts it short)
+            self._group = None
+            self._dirty = True
+            if group.members:
+                group.lose("its COMMIT was interrupted", self.outbox)
+            flush(self.outbox)
+            if not self._pass_on(None):
+                self.give_back_async(hold)
+        return True if error is None else error
 
     def _loop_commit_allowed(self) -> bool:
         """Lock or lane held: may this COMMIT run on a loop? Every :data:`LOOP_COMMITS`-th
