@@ -21,7 +21,7 @@ import pytest
 
 import litegate
 from helpers import Outcome, wait_for
-from litegate._engine import _async_lease, _bridge
+from litegate._engine import _async_lease, _bridge, _lane_turns
 
 SCHEMA = """
 CREATE TABLE items(name TEXT PRIMARY KEY);
@@ -854,3 +854,32 @@ async def test_groups_committed_on_the_loop_keep_the_sum_and_the_wal_bounded(
             assert _wal_frames(db_path) < 450, _wal_frames(db_path)
     finally:
         await asyncio.to_thread(db.close)
+
+
+async def test_a_commit_on_the_writer_answers_after_the_lane_is_free(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread answers a transaction whose COMMIT it ran only once it has given the
+    lane back: the task's next transaction takes the idle lane on its loop instead of queueing
+    behind the writer (one more hop there and back). The writer is made slow between the
+    COMMIT and giving the lane back, so an early answer would always find it taken."""
+    real = _lane_turns.LaneTurns._take_over
+
+    def slow_take_over(self: Any) -> None:
+        real(self)
+        time.sleep(0.005)  # (writer thread, the lane still its own)
+
+    monkeypatch.setattr(_lane_turns.LaneTurns, "_take_over", slow_take_over)
+    adb = await litegate.connect_async(db_path, synchronous="FULL")
+    try:
+        await adb.executescript(SCHEMA)
+        await adb.execute("INSERT INTO accounts VALUES (0, 0)")
+        for _ in range(20):
+            async with adb.transaction() as tx:
+                await tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = 0")
+            assert tx.committed
+        stats = await adb.stats()
+        assert stats.lane_wait_p99_ms == 0.0  # no transaction waited for the lane
+        assert await adb.query_value("SELECT balance FROM accounts WHERE id = 0") == 20
+    finally:
+        await adb.close()

@@ -190,9 +190,10 @@ class LaneWriter(LaneTurns):
                 finally:
                     with self._lock:
                         self._release_locked()
-                # Answered after the lane is given back: a caller woken by its answer finds it
-                # idle (an async one then writes on its loop, not queued behind this release).
-                flush(self.outbox)
+                    # Answered after the lane is given back: a caller woken by its answer finds
+                    # it idle (an async one then writes on its loop, not queued behind this
+                    # release); in the finally: an interrupt of the work never strands them.
+                    flush(self.outbox)
         except BaseException as exc:  # the lane cannot continue: stop visibly
             self._stop_broken(exc)
         finally:
