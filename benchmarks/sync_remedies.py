@@ -7,7 +7,7 @@ connections, (c) one connection behind a ``threading.Lock``, a bare group commit
 litegate (``readers=4`` and ``readers="per-thread"``); prints ops/s, p50/p99 latency, errors
 and ratios, plus PASS/FAIL lines for the targets (docs/bench.md).
 
-    python benchmarks/sync_remedies.py [--seconds 3] [--workload mixed|writes|transfers|all]
+    python benchmarks/sync_remedies.py [--seconds 3] [--workload mixed,writes,transfers|all]
                                        [--synchronous normal,full] [--json FILE] [--plot FILE.png]
 
 The harness lives in ``litegate._bench`` (this is ``litegate bench --suite sync``); this script

@@ -170,7 +170,7 @@ def test_cli_runs_one_workload_and_saves_json(
             "--seconds",
             "0.1",
             "--workload",
-            "transfers",
+            "transfers,reads",  # (reads: async only, so not in this sync run)
             "--synchronous",
             "normal",
             "--no-reference",
@@ -201,6 +201,9 @@ def test_cli_runs_one_workload_and_saves_json(
         (["--seconds", "0"], "must be > 0"),
         (["--synchronous", "off"], "expected normal, full or normal,full"),
         (["--synchronous", ""], "expected normal, full or normal,full"),
+        (["--workload", "writes,transfer"], "expected all or a comma list of mixed, reads"),
+        (["--workload", ","], "expected all or a comma list of"),
+        (["--suite", "sync", "--workload", "reads,scans"], "the sync suite has no workload"),
     ],
 )
 def test_cli_rejects_bad_options(

@@ -8,7 +8,7 @@ Example::
     litegate bench --suite async --tasks 1,64 --synchronous full
 
 ``--suite`` picks the sync suite (threads), the async suite (tasks) or both (default). A
-``--workload`` runs in each chosen suite that has it (``reads``, ``scans`` and ``slow-tx`` exist
+``--workload`` (one, a comma list, or ``all``) runs in each chosen suite that has it (``reads``, ``scans`` and ``slow-tx`` exist
 only in the async suite). Every workload runs at each ``--synchronous`` level (default both
 NORMAL and FULL). Without ``--seconds`` each suite uses its own default duration. Each run
 (one contender on one case) happens in a fresh process unless ``--in-process``.
@@ -42,7 +42,7 @@ examples:
   litegate bench                          # both suites, every workload, NORMAL and FULL
   litegate bench --suite sync --workload writes --seconds 1
   litegate bench --suite async --tasks 1,64 --json async.json --plot async.png
-  litegate bench --workload transfers --synchronous full
+  litegate bench --workload transfers,writes --synchronous full
   litegate bench --json results.json --check
 
 durations: {DEFAULT_SECONDS:g}s per contender in the sync suite, {DEFAULT_ASYNC_SECONDS:g}s in the
@@ -78,6 +78,23 @@ def parse_synchronous(text: str) -> list[str]:
     return list(dict.fromkeys(modes))
 
 
+WORKLOAD_NAMES = sorted({*SYNC_THREADS, *ASYNC_WORKLOADS})
+
+
+def parse_workloads(text: str) -> list[str]:
+    """``"writes,transfers"`` -> ``["writes", "transfers"]``, ``"all"`` -> every workload; an
+    argparse type (an unknown name is refused, never dropped)."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if names == ["all"]:
+        return list(WORKLOAD_NAMES)
+    unknown = [n for n in names if n not in WORKLOAD_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected all or a comma list of {', '.join(WORKLOAD_NAMES)}, got {text!r}"
+        )
+    return list(dict.fromkeys(names))
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -98,10 +115,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workload",
-        choices=sorted({*SYNC_THREADS, *ASYNC_WORKLOADS}) + ["all"],
-        default="all",
-        help="mixed (90%% reads), writes, transfers, reads, scans and slow-tx (async only) "
-        "or all (default)",
+        type=parse_workloads,
+        default=list(WORKLOAD_NAMES),
+        metavar="NAME[,NAME]",
+        help="mixed (90%% reads), writes, transfers, reads, scans and slow-tx (async only), "
+        "comma-separated, or all (default)",
     )
     parser.add_argument(
         "--synchronous",
@@ -155,10 +173,8 @@ def _progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def _chosen(names: list[str], workload: str) -> list[str]:
-    if workload == "all":
-        return names
-    return [workload] if workload in names else []
+def _chosen(names: list[str], workloads: list[str]) -> list[str]:
+    return [n for n in names if n in workloads]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,11 +182,12 @@ def run(args: argparse.Namespace) -> int:
     suite: str = getattr(args, "suite", "all")
     sync_workloads = _chosen(list(SYNC_THREADS), args.workload) if suite != "async" else []
     async_workloads = _chosen(list(ASYNC_WORKLOADS), args.workload) if suite != "sync" else []
+    wanted = ",".join(args.workload)
     if not sync_workloads and not async_workloads:
-        sys.stderr.write(f"litegate bench: the {suite} suite has no workload {args.workload!r}\n")
+        sys.stderr.write(f"litegate bench: the {suite} suite has no workload {wanted!r}\n")
         return 2
     if suite == "all" and not sync_workloads:
-        _progress(f"sync suite skipped: it has no workload {args.workload!r}")
+        _progress(f"sync suite skipped: it has no workload {wanted!r}")
     if args.plot:
         try:
             import matplotlib  # noqa: F401  (fail before the run, not after it)
