@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import types
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from time import thread_time
 from typing import Any
 
@@ -209,8 +209,11 @@ class AsyncLaneLease:
         :raises RolledBack: SQLite rolled the transaction back
         :raises Misuse: the lease has ended
         """
-        conn = self._live()
-        if not self._free():  # (an interrupted statement still finishing: after it)
+        conn = self._conn  # (_live and _free inlined: once per statement, hot_paths.py atx)
+        if conn is None or self._lost:
+            conn = self._live()  # (raises)
+        op = self._last_op
+        if op is not None and not op.future.done():  # (an interrupted one still finishing)
             await self._settle()
             conn = self._live()
         if self._began and not conn.in_transaction:  # (after an interrupted statement)
@@ -278,9 +281,11 @@ class AsyncLaneLease:
             self._check(conn)
         return result
 
-    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
-        rows: list[Any] = await self.run(run_query, (sql, params), sql, limit)
-        return rows
+    def query(
+        self, sql: str, params: Params, limit: Bound
+    ) -> Coroutine[Any, Any, list[Any]]:
+        """The rows of a query (:meth:`run`'s coroutine itself: no frame of its own)."""
+        return self.run(run_query, (sql, params), sql, limit)
 
     def _light(self) -> bool:
         """May its COMMIT run on the loop? Only a transaction whose writes all ran there, none
@@ -449,9 +454,12 @@ def large_params(params: Any) -> bool:
     loop: binding and writing it is one VM step however long it takes)?"""
     values = params.values() if isinstance(params, dict) else params
     for v in values:
-        if isinstance(v, str | bytes | bytearray | memoryview) and len(v) >= LARGE_VALUE:
+        if isinstance(v, _SIZED) and len(v) >= LARGE_VALUE:
             return True
     return False
+
+
+_SIZED = (str, bytes, bytearray, memoryview)  # (a tuple: ``str | bytes ...`` is built per call)
 
 
 def measured(
