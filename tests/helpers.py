@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sqlite3
 import threading
 import time
@@ -11,6 +12,24 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import litegate
+
+
+def interrupt_at(func: Callable[..., Any], text: str, nth: int = 1) -> Any:
+    """A trace function raising KeyboardInterrupt once, as a Ctrl-C on the loop (main) thread
+    would, when ``func`` reaches the line containing ``text`` for the ``nth`` time."""
+    src, start = inspect.getsourcelines(func)
+    target = start + next(i for i, line in enumerate(src) if text in line)
+    code = func.__code__
+    hits: list[int] = []
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == target and len(hits) < nth:
+            hits.append(1)
+            if len(hits) == nth:
+                raise KeyboardInterrupt("simulated Ctrl-C")
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is code else None
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +21,8 @@ from typing import Any
 import pytest
 
 import litegate
-from helpers import Outcome, wait_for
-from litegate._engine import _async_lease, _bridge, _lane_turns
+from helpers import Outcome, interrupt_at, wait_for
+from litegate._engine import _async_lease, _bridge, _connection, _group, _lane_turns
 
 SCHEMA = """
 CREATE TABLE items(name TEXT PRIMARY KEY);
@@ -883,3 +884,94 @@ async def test_a_commit_on_the_writer_answers_after_the_lane_is_free(
         assert await adb.query_value("SELECT balance FROM accounts WHERE id = 0") == 20
     finally:
         await adb.close()
+
+
+# ---- an interrupt (Ctrl-C on the loop's thread) while a group commits on the loop ------------
+@pytest.mark.parametrize(
+    ("func", "text", "nth"),
+    [
+        # after the shared COMMIT went through: every member is told so
+        (_connection.commit_on_loop, "for _ in range(3) if pages else ()", 1),
+        (_connection.commit_on_loop, 'conn.execute(f"PRAGMA wal_autocheckpoint', 1),
+        (_group.Group.commit, "job.finish(result)", 2),  # (the 2nd: the leader's ticket)
+        # the hand-off: the lane goes on to the next waiter, or back, never stays held
+        (_lane_turns.LaneTurns.end_turn, "return bool(self._queue) and self._pass_on(group)", 1),
+        (_lane_turns.LaneTurns.end_turn, "group.members.append((ticket, None))", 1),
+        (_async_lease.AsyncLaneLease.commit, "done = light and lane.commit_group_here(", 1),
+        (_lane_turns.LaneTurns.commit_group_here, "if not self._loop_commit_allowed():", 1),
+        (_lane_turns.LaneTurns.commit_group_here, "error = group.commit(", 1),
+        (_lane_turns.LaneTurns.commit_group_here, "flush(self.outbox)", 1),
+        (_lane_turns.LaneTurns.commit_group_here, "if not self._pass_on(None):", 1),
+        (_lane_turns.LaneTurns._pass_on, "self._assign_locked(nxt)", 1),
+        (_lane_turns.LaneTurns._pass_on, "self._announce(nxt)", 1),
+    ],
+)
+@pytest.mark.parametrize("waiter", ["task", "thread"])
+async def test_an_interrupt_in_a_group_commit_on_the_loop_tells_the_truth_and_frees_the_lane(
+    db_path: str, func: Any, text: str, nth: int, waiter: str
+) -> None:
+    """A leader holds the lane; this task's transaction and then a waiter (a task or a thread)
+    queue for it; the group's bound (max_batch=2) makes this task's part the last: it
+    COMMITs on the loop and hands the lane to the waiter -- and is interrupted at ``text``.
+    Whatever the point: the leader is answered, and told the truth (committed exactly when
+    its row is there); the waiter gets the lane and commits; the lane is free after."""
+    db = await asyncio.to_thread(_open, db_path, synchronous="NORMAL", max_batch=2, timeout=5)
+    try:
+        adb = db.as_async()
+        await _warm(adb)
+        go = asyncio.Event()
+
+        async def leader() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO items VALUES (?)", ("leader",))
+                await go.wait()
+
+        def thread_tx() -> None:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO items VALUES (?)", ("w",))
+
+        async def arrange() -> Any:
+            await wait_async(adb, 1)  # (this task queued)
+            if waiter == "task":
+                w: Any = asyncio.create_task(_insert_atx(adb, "w"))
+            else:
+                w = asyncio.ensure_future(asyncio.to_thread(thread_tx))
+            await wait_async(adb, 2)
+            go.set()
+            return w
+
+        first = asyncio.create_task(leader())
+        await asyncio.sleep(0.01)
+        arranging = asyncio.create_task(arrange())
+        tracer = sys.gettrace()  # (coverage's, under `make test`: put back after)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                async with adb.transaction() as tx:
+                    await tx.execute("INSERT INTO items VALUES (?)", ("me",))
+                    sys.settrace(interrupt_at(func, text, nth))
+        finally:
+            sys.settrace(tracer)
+        w = await arranging
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(first, w, return_exceptions=True), timeout=10
+        )
+        names = await asyncio.to_thread(_names, db)
+        assert outcomes[1] is None and "w" in names, outcomes  # the waiter got the lane
+        if outcomes[0] is None:
+            assert "leader" in names, "the leader was told it committed: it did not"
+        else:
+            assert isinstance(outcomes[0], litegate.RolledBack), outcomes
+            assert "leader" not in names, "the leader was told it rolled back: it committed"
+        async with adb.transaction(timeout=5) as tx:  # the lane is free
+            await tx.execute("INSERT INTO items VALUES ('after')")
+        assert await adb.query_value("PRAGMA wal_autocheckpoint") == 1000
+    finally:
+        await asyncio.to_thread(db.close)
+
+
+async def wait_async(adb: litegate.AsyncDatabase, depth: int) -> None:
+    """Until ``depth`` transactions queue for the lane."""
+    deadline = time.monotonic() + 10
+    while (await adb.stats()).queue_depth < depth:
+        assert time.monotonic() < deadline, "a transaction never queued for the lane"
+        await asyncio.sleep(0.002)

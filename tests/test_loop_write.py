@@ -4,17 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import litegate
+from helpers import interrupt_at
 from litegate._engine import _connection, _lane_turns, _loop_write
 
 SLOW_INSERT_N = (
@@ -91,23 +90,6 @@ async def test_statements_measured_slow_off_the_loop_never_run_on_it(db_path: st
         await adb.close()
 
 
-def _interrupt_at(func: Callable[..., Any], text: str) -> Any:
-    """A trace function raising KeyboardInterrupt once, as a Ctrl-C on the loop (main) thread
-    would, when ``func`` reaches the line containing ``text``."""
-    src, start = inspect.getsourcelines(func)
-    target = start + next(i for i, line in enumerate(src) if text in line)
-    code = func.__code__
-    fired: list[int] = []
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == target and not fired:
-            fired.append(1)
-            raise KeyboardInterrupt("simulated Ctrl-C")
-        return local
-
-    return lambda frame, event, arg: local if frame.f_code is code else None
-
-
 @pytest.mark.parametrize(
     ("func", "text"),
     [
@@ -130,7 +112,7 @@ async def test_an_interrupt_on_the_loop_never_strands_the_lane(
         sql = "INSERT INTO t(v) VALUES (?)"
         await adb.execute(sql, (0,))  # (measured: quick)
         tracer = sys.gettrace()  # (coverage's, under `make test`: put back after)
-        sys.settrace(_interrupt_at(func, text))
+        sys.settrace(interrupt_at(func, text))
         try:
             with pytest.raises(KeyboardInterrupt):
                 await adb.execute(sql, (1,))
