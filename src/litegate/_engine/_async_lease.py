@@ -41,7 +41,7 @@ from ._commit_gate import refused_error
 from ._connection import begin_immediate, begin_snapshot
 from ._counters import Counters
 from ._group import lost_error
-from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold
+from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, flush
 from ._lane import WriteLane
 from ._pool import ReaderPool
 from ._readers import ReaderThreads
@@ -281,9 +281,7 @@ class AsyncLaneLease:
             self._check(conn)
         return result
 
-    def query(
-        self, sql: str, params: Params, limit: Bound
-    ) -> Coroutine[Any, Any, list[Any]]:
+    def query(self, sql: str, params: Params, limit: Bound) -> Coroutine[Any, Any, list[Any]]:
         """The rows of a query (:meth:`run`'s coroutine itself: no frame of its own)."""
         return self.run(run_query, (sql, params), sql, limit)
 
@@ -352,15 +350,25 @@ class AsyncLaneLease:
         ticket = AsyncJob(WRITE, _noop, (), None, None, self._loop, lane.outbox)
         self._over = True
         self._conn = None
-        if not lane.end_turn(ticket, light):
-            # The group's last turn: its COMMIT here where that costs no fsync (the ticket is
-            # answered by it, a failure included), else on the writer thread.
-            done = light and lane.commit_group_here(hold, HERE_CHANGES)
-            if done is False:
-                lane.hand_to_writer(hold, False)
-            elif not isinstance(done, bool | Exception):
-                hold.ended = True
-                raise done  # (an interrupt: its outcome is unknown, never "rolled back")
+        try:
+            if not lane.end_turn(ticket, light):
+                # The group's last turn: its COMMIT here where that costs no fsync (the ticket
+                # is answered by it, a failure included), else on the writer thread.
+                done = light and lane.commit_group_here(hold, HERE_CHANGES)
+                if done is False:
+                    lane.hand_to_writer(hold, False)
+                elif not isinstance(done, bool | Exception):
+                    raise done  # (an interrupt: its outcome is unknown, never "rolled back")
+        except BaseException:
+            # An interrupt anywhere in the hand-off (end() does nothing once _over is set):
+            # if the lane is still this hold's, the writer thread takes it over, commits the
+            # open group for its members and goes on (a no-op once the lane was handed on);
+            # answers an interrupted flush left behind are delivered.
+            hold.ended = True
+            ticket.future.add_done_callback(_consume)  # (its answer is never awaited)
+            lane.hand_to_writer(hold, False)
+            flush(lane.outbox)
+            raise
         hold.ended = True
         try:
             _, cancelled = await uncancellable(ticket.future)

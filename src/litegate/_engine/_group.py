@@ -23,7 +23,7 @@ from time import monotonic
 from typing import Any
 
 from .._errors import RolledBack
-from ._batch import copy_error
+from ._batch import copy_error, is_open
 from ._batch import undo_savepoint as undo_job_savepoint
 from ._connection import COMMIT, TxnGuard, commit_on_loop, end_transaction, rollback_quietly
 from ._counters import Counters
@@ -126,23 +126,31 @@ class Group:
         (then the transaction is rolled back). ``own``: transactions in it besides the
         members (the committer's own: counted in the batch). ``loop_pages``: on a loop, the
         connection's ``wal_autocheckpoint`` (:func:`commit_on_loop` holds the checkpoint off).
-        Returns the COMMIT's error, or None. A member still unanswered when this is cut short
-        (an interrupt) is answered by :meth:`lose`, which tells it the truth
-        (``committed``)."""
+        Returns the COMMIT's error, or None -- or an interrupt that came once the COMMIT had
+        gone through (every member is told it committed; the caller raises it). A member still
+        unanswered when this is cut short (an interrupt) is answered by :meth:`lose`, which
+        tells it the truth (``committed``)."""
         members = self.members
+        interrupted: BaseException | None = None
         try:
             if loop_pages is None:
                 end_transaction(conn, guard, COMMIT)
             else:
                 commit_on_loop(conn, guard, loop_pages)
         except BaseException as exc:
-            rollback_quietly(conn, guard)
-            self.members = []
-            for job, _ in members:
-                err = lost_error(f"the shared COMMIT failed ({exc!r})")
-                err.__cause__ = copy_error(exc)
-                job.finish(error=err)
-            return exc
+            # An interrupt raised as the COMMIT returned, or held back by commit_on_loop until
+            # it restored the checkpoint setting, comes after the COMMIT: the transaction is
+            # gone because it committed (no Python code runs inside the statement to raise
+            # one earlier). Telling the members "rolled back" would have them run it again.
+            if isinstance(exc, Exception) or not is_open(conn) or conn.in_transaction:
+                rollback_quietly(conn, guard)
+                self.members = []
+                for job, _ in members:
+                    err = lost_error(f"the shared COMMIT failed ({exc!r})")
+                    err.__cause__ = copy_error(exc)
+                    job.finish(error=err)
+                return exc
+            interrupted = exc
         self.committed = True
         n = len(members) + own
         if n:
@@ -150,16 +158,21 @@ class Group:
             c.batch_sizes.append(n)
             if n > c.max_batch:
                 c.max_batch = n
-        while members:
-            job, result = members.pop()
+        # Each is answered before it leaves the list: one cut off by an interrupt in between
+        # is answered by lose(), which skips those answered already (``answered`` is set with
+        # no signal check between it and the answer's publication: see the jobs' finish).
+        for job, result in members:
             job.finish(result)
-        return None
+        members.clear()
+        return interrupted
 
     def lose(self, why: str, outbox: Any) -> None:
         """The shared transaction is gone (rolled back) -- or, after :meth:`commit` was cut
         short past its COMMIT, committed: answer every member still waiting accordingly."""
         members, self.members = self.members, []
         for job, result in members:
+            if job.answered:  # (by commit, before an interrupt cut it short)
+                continue
             if self.committed:
                 job.finish(result)
             else:

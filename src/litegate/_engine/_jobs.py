@@ -320,21 +320,28 @@ def flush(outbox: Outbox) -> None:
     if not outbox:
         return
     by_loop: dict[asyncio.AbstractEventLoop, list[AsyncJob]] = {}
-    while True:
-        try:
-            job = outbox.popleft()
-        except IndexError:
-            break
-        by_loop.setdefault(job.loop, []).append(job)
-    here = _get_running_loop()
-    for loop, jobs in by_loop.items():
-        try:
-            if loop is here:  # (on that loop's thread, e.g. a group committed on its loop:
-                loop.call_soon(_deliver, jobs)  # no wake-up through its self-pipe)
-            else:
-                loop.call_soon_threadsafe(_deliver, jobs)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
+    try:
+        while True:
+            try:
+                job = outbox.popleft()
+            except IndexError:
+                break
+            by_loop.setdefault(job.loop, []).append(job)
+        here = _get_running_loop()
+        while by_loop:
+            loop, jobs = next(iter(by_loop.items()))
+            try:
+                if loop is here:  # (on that loop's thread, e.g. a group committed on its loop:
+                    loop.call_soon(_deliver, jobs)  # no wake-up through its self-pipe)
+                else:
+                    loop.call_soon_threadsafe(_deliver, jobs)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+            del by_loop[loop]
+    except BaseException:  # (an interrupt: what was not handed to its loop waits for the next)
+        for jobs in by_loop.values():
+            outbox.extend(jobs)
+        raise
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -373,6 +380,6 @@ class AsyncLaneHold(AsyncJob):
         with self._lock:
             self.state = AsyncJob.DONE
             self.running_on = None
-        self.answered = True
         if not self.future.done():
             self.future.set_result(None)
+        self.answered = True  # (after: an interrupted grant is made again, see _pass_on)

@@ -179,29 +179,55 @@ class LaneTurns(LaneState):
         it, within the group's bounds (``None``: no group open, no bounds). False if there is
         none (or the bounds are reached)."""
         opts = self.opts
-        with self._lock:
-            queue = self._queue
-            while (
-                queue
-                and queue[0].kind == EXCLUSIVE
-                and (group is None or group.open_for(opts.max_batch, opts.group_wait))
-            ):
-                nxt = queue.popleft()
-                if len(queue) == opts.queue_size - 1:
-                    self._not_full.notify_all()
-                if not nxt.start(None) or (
-                    isinstance(nxt, LaneHold | AsyncLaneHold) and nxt.abandoned
+        claimed: BaseJob | None = None  # taken from the queue for the lane: it must get it
+        try:
+            with self._lock:
+                queue = self._queue
+                while (
+                    queue
+                    and queue[0].kind == EXCLUSIVE
+                    and (group is None or group.open_for(opts.max_batch, opts.group_wait))
                 ):
-                    continue  # (cancelled or given up while it waited)
-                if isinstance(nxt, AsyncLaneHold) and nxt.orphaned:
-                    continue  # (its loop was closed while it waited: never to be used)
-                self.counters.lane_holds.append(monotonic() - self._held_since)
-                self._assign_locked(nxt)
-                break
-            else:
-                return False
-        self._announce(nxt)
+                    nxt = claimed = queue.popleft()
+                    if len(queue) == opts.queue_size - 1:
+                        self._not_full.notify_all()
+                    if not nxt.start(None) or (
+                        isinstance(nxt, LaneHold | AsyncLaneHold) and nxt.abandoned
+                    ):
+                        claimed = None
+                        continue  # (cancelled or given up while it waited)
+                    if isinstance(nxt, AsyncLaneHold) and nxt.orphaned:
+                        claimed = None
+                        continue  # (its loop was closed while it waited: never to be used)
+                    self.counters.lane_holds.append(monotonic() - self._held_since)
+                    self._assign_locked(nxt)
+                    break
+                else:
+                    return False
+            self._announce(nxt)
+        except BaseException:
+            # An interrupt (the loop's thread) once it was claimed: it gets the lane all the
+            # same -- else its waiter, and the lane, would wait for ever.
+            if claimed is not None and self._claimable(claimed):
+                with self._lock:
+                    self._assign_locked(claimed)
+                if not claimed.answered:
+                    self._announce(claimed)
+            raise
         return True
+
+    @staticmethod
+    def _claimable(hold: BaseJob) -> bool:
+        """After an interrupt in :meth:`_pass_on`: may ``hold``, taken from the queue, still
+        be granted (claimed -- now, or before the interrupt, or being told -- and still
+        wanted)?"""
+        if not hold.start(None) and not (
+            isinstance(hold, AsyncJob) and hold.state in (AsyncJob.RUNNING, AsyncJob.DONE)
+        ):
+            return False  # (cancelled while it waited)
+        if isinstance(hold, LaneHold | AsyncLaneHold) and hold.abandoned:
+            return False
+        return not (isinstance(hold, AsyncLaneHold) and hold.orphaned)
 
     def commit_group(self, own: bool = False, answer: bool = True) -> BaseException | None:
         """Lane holder (on a thread, never a loop): COMMIT the open group and answer its
@@ -339,11 +365,15 @@ class LaneTurns(LaneState):
         finally:  # (as commit_group's: also when an interrupt cuts it short)
             self._group = None
             self._dirty = True
-            if group.members:
-                group.lose("its COMMIT was interrupted", self.outbox)
-            flush(self.outbox)
-            if not self._pass_on(None):
-                self.give_back_async(hold)
+            try:
+                if not group.committed and is_open(conn) and conn.in_transaction:
+                    rollback_quietly(conn, self.guard)  # (cut short before its COMMIT ran)
+                if group.members:
+                    group.lose("its COMMIT was interrupted", self.outbox)
+                flush(self.outbox)
+            finally:  # (the lane goes on even then: nobody else would hand it on)
+                if not self._pass_on(None):
+                    self.give_back_async(hold)
         return True if error is None else error
 
     def _loop_commit_allowed(self) -> bool:
