@@ -592,3 +592,46 @@ def test_an_interrupted_fork_hook_leaves_the_parent_working_and_the_child_refusi
         assert "holding the databases still for fork() failed" in caplog.text
         _parent_still_works(db, expected_child_rows=0)
         run_in_child(lambda: None)  # the registry's lock was released: forks go on working
+
+
+async def test_fork_while_async_groups_commit_on_the_loop(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks keep the lane busy with groups that commit on the loop and hand the lane straight
+    to the next waiter; a fork() from another thread must still find the lane idle in time
+    (the hand-on stops while fork() waits), so the child can write. Every COMMIT stays on the
+    loop here (none goes to the writer thread, which would let the lane go idle anyway)."""
+    monkeypatch.setattr("litegate._engine._lane_turns.LOOP_COMMITS", 10**9)
+    adb = await litegate.connect_async(db_path, synchronous="NORMAL")
+    try:
+        await adb.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT NOT NULL, n INT)")
+        await adb.execute("CREATE TABLE acc(id INTEGER PRIMARY KEY, bal INT NOT NULL)")
+        await adb.executemany("INSERT INTO acc VALUES (?, 100)", [(i,) for i in range(8)])
+        stop = asyncio.Event()
+
+        async def mover(k: int) -> None:
+            i = 0
+            while not stop.is_set():
+                async with adb.transaction() as tx:
+                    await tx.execute("UPDATE acc SET bal = bal - 1 WHERE id = ?", (k % 8,))
+                    await tx.execute("UPDATE acc SET bal = bal + 1 WHERE id = ?", ((k + i) % 8,))
+                i += 1
+
+        movers = [asyncio.create_task(mover(k)) for k in range(12)]
+        await asyncio.sleep(0.1)  # (groups formed and every SQL text measured)
+        db = adb.as_sync()
+
+        def child() -> None:
+            db.execute(INSERT, ("child", 1))  # Misuse if fork() found the lane busy
+            assert db.query_value("SELECT count(*) FROM t WHERE who = 'child'") == 1
+            db.close()
+
+        try:
+            await asyncio.to_thread(run_in_child, child)
+        finally:
+            stop.set()
+            await asyncio.gather(*movers)
+        assert await adb.query_value("SELECT sum(bal) FROM acc") == 800
+        assert await adb.query_value("SELECT count(*) FROM t WHERE who = 'child'") == 1
+    finally:
+        await adb.close()

@@ -183,6 +183,8 @@ class LaneTurns(LaneState):
         try:
             with self._lock:
                 queue = self._queue
+                if group is None and self._paused:
+                    return False  # (fork() waits for the lane to go idle: see pause_for_fork)
                 while (
                     queue
                     and queue[0].kind == EXCLUSIVE
