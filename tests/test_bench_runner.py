@@ -4,6 +4,7 @@ loop-lag ticker, error accounting, the data check, a run in a fresh process and 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 from pathlib import Path
@@ -125,6 +126,38 @@ def test_failed_writes_count_as_errors_and_never_as_done(
     noun = "thread" if driver == "threads" else "task"
     assert messages[0].startswith(f"{workload} x1 NORMAL: {r.name}: running 1 {noun} for 0.2s")
     assert "data ok" in messages[-1]
+
+
+async def test_the_bare_ceilings_failed_commit_fails_its_whole_group(tmp_path: Path) -> None:
+    """The async ceiling shares one COMMIT: when it fails (a deferred foreign key), every
+    write of the group fails with it and nothing is stored; the next group commits."""
+    path = _fresh(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child(pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);"
+    )
+    conn.close()
+    bare = acontenders.BareAsyncGroupCommit()
+    await bare.open(path, _case("writes", synchronous="NORMAL"))
+    try:
+        bare._writer.execute("PRAGMA foreign_keys=ON")
+        ok = "INSERT INTO parent VALUES (?)"
+        results = await asyncio.gather(
+            bare.write(ok, (1,)),
+            bare.write("INSERT INTO child VALUES (?)", (42,)),  # no parent 42: COMMIT fails
+            bare.write(ok, (2,)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
+        await asyncio.gather(bare.write(ok, (3,)), bare.write(ok, (4,)))
+    finally:
+        figures = await bare.close()
+    assert figures == {"connections": 2, "commits": 2}
+    conn = sqlite3.connect(path)
+    assert [r[0] for r in conn.execute("SELECT id FROM parent ORDER BY id")] == [3, 4]
+    assert conn.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+    conn.close()
 
 
 def test_the_data_check_catches_lost_money_and_half_transfers(tmp_path: Path) -> None:
