@@ -962,6 +962,10 @@ async def test_an_interrupt_in_a_group_commit_on_the_loop_tells_the_truth_and_fr
         else:
             assert isinstance(outcomes[0], litegate.RolledBack), outcomes
             assert "leader" not in names, "the leader was told it rolled back: it committed"
+        if tx.committed:  # (else its outcome is unknown: an interrupt, as documented)
+            assert "me" in names
+        if func in (_connection.commit_on_loop, _group.Group.commit):
+            assert tx.committed  # (interrupted after the shared COMMIT: it knows)
         async with adb.transaction(timeout=5) as tx:  # the lane is free
             await tx.execute("INSERT INTO items VALUES ('after')")
         assert await adb.query_value("PRAGMA wal_autocheckpoint") == 1000

@@ -365,6 +365,8 @@ class AsyncLaneLease:
             # open group for its members and goes on (a no-op once the lane was handed on);
             # answers an interrupted flush left behind are delivered.
             hold.ended = True
+            if ticket.answered and ticket.error is None:
+                self.committed = True  # (the interrupt came after the shared COMMIT)
             ticket.future.add_done_callback(_consume)  # (its answer is never awaited)
             lane.hand_to_writer(hold, False)
             flush(lane.outbox)
