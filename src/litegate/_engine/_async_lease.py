@@ -2,7 +2,8 @@
 
 * :class:`AsyncLaneLease` -- the write lane, for an async transaction (or, with ``readers=0``,
   a snapshot). Quick statements run on the loop itself; the rest, and every COMMIT that
-  fsyncs or is shared by a group, on the writer thread, one at a time in the order sent.
+  fsyncs or closes a group with a heavy or a thread's part, on the writer thread, one at a
+  time in the order sent.
 * :class:`AsyncPooledRead` -- a reader kept across awaits (snapshots, iterations): point
   queries run inline on the loop under :data:`~._bridge.INLINE_BUDGET`, the rest on a reader
   thread pinned to this connection.
@@ -68,8 +69,8 @@ class AsyncLaneLease:
     parameter (the first run of a text, and any run with a time limit, goes to the writer
     thread, which measures it: an interrupted write would roll back the whole transaction, so
     a write is never interrupted to move it). Everything else -- functions, ``executemany``,
-    scripts, and a COMMIT that fsyncs, is shared by a group or follows heavy work
-    (:meth:`_light`) -- runs on the writer thread, in the order sent. The connection is used
+    scripts, and a COMMIT that fsyncs, follows heavy work (:meth:`_light`) or closes a group
+    with a part that was not light on a loop -- runs on the writer thread, in the order sent. The connection is used
     by one of them at a time: nothing runs inline while an operation sent to the writer
     thread has not finished.
 
@@ -320,9 +321,9 @@ class AsyncLaneLease:
         if light and not lane.depth:
             # It may COMMIT here (below). First give way once: the loop's other tasks that
             # want the lane ask for it now, and then this one hands it on, the group open,
-            # and they share one COMMIT on the writer thread (with the COMMIT run here each
-            # time, every transaction committed alone: 64 tasks made 6-8.6k transfers/s where
-            # groups made 7-11k, in noisy runs). Alone, it costs a loop iteration.
+            # and they share one COMMIT (with a COMMIT here each time, every transaction
+            # committed alone: 64 tasks made 6-8.6k transfers/s where groups made 7-11k, in
+            # noisy runs). Alone, it costs a loop iteration.
             await give_way()
         if self._lost:
             raise RolledBack(f"the transaction did not commit: {_rolled_back()}")
