@@ -28,8 +28,9 @@ local implementation, :class:`LocalEngine`. The data flow, in the spirit of CPyt
                                   └─ busy: AsyncLaneHold ─► _queue ─► handed on (on the same
                                      loop: its future resolved directly) or granted
       quick statements run on the loop; others go to the writer thread (lane._ops), which
-      also runs the group's COMMIT when the lane is handed to it (alone at NORMAL/OFF: the
-      COMMIT runs on the loop, lane.commit_here)
+      also runs the group's COMMIT when the lane is handed to it (at NORMAL/OFF the COMMIT
+      runs on the loop: alone, lane.commit_here; a group whose every part was light on a
+      loop, lane.commit_group_here, which hands the lane straight to the next waiter)
 
   read pool (_pool) and reader threads (_readers)
   ───────────────────────────────────────────────

@@ -14,8 +14,8 @@ Who uses the writer connection: exactly one *lane holder* at a time --
 A transaction that ends while another waits for the lane hands the lane on without committing
 (group commit, :mod:`._group`): the lane passes from holder to holder directly -- no writer
 thread in between -- and the last of a group COMMITs for all (an async one through the writer
-thread: a group's COMMIT never runs on a loop; a lone async transaction's may, where it costs
-no fsync: ``commit_here``).
+thread, or where a COMMIT costs no fsync on its loop: alone, ``commit_here``; for a group
+whose every part ran light on a loop, ``commit_group_here``).
 
 :class:`WriteLane` is built in layers, one concern a module: :mod:`._lane_state` (the fields
 and their guards, the writer connection, the queue, giving the lane to a holder and back),
