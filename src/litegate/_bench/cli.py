@@ -8,10 +8,11 @@ Example::
     litegate bench --suite async --tasks 1,64 --synchronous full
 
 ``--suite`` picks the sync suite (threads), the async suite (tasks) or both (default). A
-``--workload`` (one, a comma list, or ``all``) runs in each chosen suite that has it (``reads``, ``scans`` and ``slow-tx`` exist
-only in the async suite). Every workload runs at each ``--synchronous`` level (default both
-NORMAL and FULL). Without ``--seconds`` each suite uses its own default duration. Each run
-(one contender on one case) happens in a fresh process unless ``--in-process``.
+``--workload`` (one, a comma list, or ``all``) runs in each chosen suite that has it
+(``reads``, ``scans`` and ``slow-tx`` exist only in the async suite). Every workload runs at
+each ``--synchronous`` level (default both NORMAL and FULL). Without ``--seconds`` each suite
+uses its own default duration. Each run (one contender on one case) happens in a fresh process
+unless ``--in-process``.
 
 JSON (``--json``): the sync suite's results under ``"sync"``, the async suite's under
 ``"async"``, and ``"ok"`` for both together. ``--plot FILE.png`` draws throughput by

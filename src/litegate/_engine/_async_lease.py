@@ -70,9 +70,9 @@ class AsyncLaneLease:
     thread, which measures it: an interrupted write would roll back the whole transaction, so
     a write is never interrupted to move it). Everything else -- functions, ``executemany``,
     scripts, and a COMMIT that fsyncs, follows heavy work (:meth:`_light`) or closes a group
-    with a part that was not light on a loop -- runs on the writer thread, in the order sent. The connection is used
-    by one of them at a time: nothing runs inline while an operation sent to the writer
-    thread has not finished.
+    with a part that was not light on a loop -- runs on the writer thread, in the order sent.
+    The connection is used by one of them at a time: nothing runs inline while an operation
+    sent to the writer thread has not finished.
 
     Fields: all written on the loop thread only (the lease is its task's).
     """
