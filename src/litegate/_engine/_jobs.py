@@ -327,7 +327,7 @@ def flush(outbox: Outbox) -> None:
             except IndexError:
                 break
             by_loop.setdefault(job.loop, []).append(job)
-        here = _get_running_loop()
+        here = running_loop()
         while by_loop:
             loop, jobs = next(iter(by_loop.items()))
             try:
