@@ -247,8 +247,14 @@ class BareAsyncGroupCommit(AsyncContender):
 
     async def open(self, path: str, case: Case) -> None:
         self._loop = asyncio.get_running_loop()
-        self._reader = open_plain(path, case.synchronous)
-        self._writer = open_plain(path, case.synchronous, check_same_thread=False)
+        # Opened off the loop (WAL set-up reads the file); both are used on the loop thread
+        # after, the writer on the commit thread too (see Guards).
+        self._reader = await asyncio.to_thread(
+            open_plain, path, case.synchronous, check_same_thread=False
+        )
+        self._writer = await asyncio.to_thread(
+            open_plain, path, case.synchronous, check_same_thread=False
+        )
         self._group: list[asyncio.Future[None]] = []
         self._waiting: list[asyncio.Future[None]] = []
         self._committing = False
@@ -353,6 +359,6 @@ class BareAsyncGroupCommit(AsyncContender):
         if self._bell.locked():
             self._bell.release()
         await asyncio.to_thread(self._thread.join, 5.0)
-        self._writer.close()
-        self._reader.close()
+        await asyncio.to_thread(self._writer.close)
+        await asyncio.to_thread(self._reader.close)
         return {"connections": 2, "commits": self._commits}
