@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 from .._types import Args, Bound, Fn
 from ._authorizer import reraise
-from ._jobs import AsyncJob
+from ._jobs import AsyncJob, AsyncLaneHold
 from ._lane import WriteLane
+from ._lane_park import PARKED
 from ._pool import ReaderPool
 
 __all__ = (
@@ -30,6 +31,7 @@ __all__ = (
     "submit",
     "uncancellable",
     "wait_briefly",
+    "wait_lane",
 )
 
 T = TypeVar("T")
@@ -132,6 +134,38 @@ async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> None:
     except asyncio.CancelledError:
         job.cancel()  # if the thread still queues it, the writer skips it
         raise
+
+
+async def wait_lane(
+    lane: WriteLane, hold: AsyncLaneHold, timeout: Bound, what: str
+) -> AsyncLaneHold:
+    """Queue ``hold`` for the lane (busy) and wait until it is granted -- or, woken with its
+    loop's other waiters, takes the lane parked for its loop (``take_parked``; if another of
+    them holds it, suspended, it queues again at the head). Returns the hold that holds it.
+
+    :raises WriteTimeout: not within ``timeout`` (from now)
+    """
+    t0 = time.monotonic()
+    deadline = None if timeout is None else t0 + timeout
+    wait = timeout
+
+    def late() -> BaseException:
+        return lane.timeout_error(what, time.monotonic() - t0)
+
+    try:
+        await submit(lane, hold, timeout)
+        while await await_job(hold, wait, late) is PARKED:
+            if lane.take_parked(hold):
+                break
+            hold = AsyncLaneHold(hold.loop, lane.outbox)
+            lane.requeue(hold)
+            if deadline is not None:
+                wait = max(deadline - time.monotonic(), 0.0)
+    except BaseException:
+        if hold.state != AsyncJob.CANCELLED:
+            lane.give_back_async(hold)  # (granted meanwhile: hand it on)
+        raise
+    return hold
 
 
 async def borrow(pool: ReaderPool, timeout: Bound) -> sqlite3.Connection:
