@@ -20,8 +20,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
-import types
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from time import thread_time
 from typing import Any
 
@@ -37,7 +36,7 @@ from .._statements import (
 )
 from .._types import Args, Bound, Params
 from ._authorizer import explain
-from ._bridge import MISS, await_job, run_inline, uncancellable
+from ._bridge import MISS, await_job, close_parked, run_inline, uncancellable
 from ._commit_gate import refused_error
 from ._connection import begin_immediate, begin_snapshot
 from ._counters import Counters
@@ -356,13 +355,8 @@ class AsyncLaneLease:
         hold.ended = True
         cancelled = False
         if closing is not None:
-            group, park = closing
-            try:
-                await give_way()  # (the loop's ready tasks run: those that start one join)
-            except asyncio.CancelledError:
-                cancelled = True  # (re-raised once the group's COMMIT is known)
-            try:
-                done = lane.close_park(group, park, HERE_CHANGES)
+            try:  # (a cancellation meanwhile is re-raised once the COMMIT is known)
+                done, cancelled = await close_parked(lane, *closing, HERE_CHANGES)
             except BaseException:
                 ticket.future.add_done_callback(_consume)
                 flush(lane.outbox)
@@ -424,12 +418,6 @@ def _rolled_back() -> RolledBack:
         "the transaction was rolled back by SQLite (an interrupted or failed statement); "
         "nothing of it will commit. Leave the block and start again"
     )
-
-
-@types.coroutine
-def give_way() -> Generator[None, None, None]:
-    """Let every other ready callback of the loop run once (``asyncio.sleep(0)``)."""
-    yield
 
 
 def _noop(conn: sqlite3.Connection) -> None:  # pragma: no cover - a ticket never runs

@@ -11,12 +11,14 @@ import asyncio
 import concurrent.futures
 import sqlite3
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
 from time import perf_counter
 from typing import Any, TypeVar
 
 from .._types import Args, Bound, Fn
 from ._authorizer import reraise
+from ._group import Group
 from ._jobs import AsyncJob, AsyncLaneHold
 from ._lane import WriteLane
 from ._lane_park import PARKED
@@ -27,6 +29,8 @@ __all__ = (
     "MISS",
     "await_job",
     "borrow",
+    "close_parked",
+    "give_way",
     "run_inline",
     "submit",
     "uncancellable",
@@ -102,6 +106,36 @@ async def await_job(
     finally:
         if handle is not None:
             handle.cancel()
+
+
+@types.coroutine
+def give_way() -> Generator[None, None, None]:
+    """Let every other ready callback of the loop run once (``asyncio.sleep(0)``)."""
+    yield
+
+
+async def close_parked(
+    lane: WriteLane, group: Group, park: AsyncLaneHold, max_changes: int
+) -> tuple[bool | BaseException, bool]:
+    """The closer of a group parked on its loop (``LaneParking.park``): give way until the
+    group stops growing -- the loop's ready tasks run and join; the answers of a large group
+    wake its tasks a chunk per loop iteration, and each chunk joins the next group this way
+    rather than queueing behind its COMMIT -- within the group's bounds and while nobody
+    queues; then end it (``close_park``). Returns close_park's outcome and whether the task
+    was cancelled meanwhile (the caller re-raises that once the COMMIT is known)."""
+    cancelled = False
+    size = lane.parked_size(group, park)
+    while size is not None:
+        try:
+            await give_way()
+        except asyncio.CancelledError:
+            cancelled = True
+            break
+        grown = lane.parked_size(group, park)
+        if grown == size:
+            break
+        size = grown
+    return lane.close_park(group, park, max_changes), cancelled
 
 
 async def uncancellable(fut: asyncio.Future[T]) -> tuple[T, bool]:

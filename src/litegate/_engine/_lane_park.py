@@ -160,6 +160,21 @@ class LaneParking(LaneTurns):
             if not self._active:
                 self._ring()
 
+    def parked_size(self, group: Group, park: AsyncLaneHold) -> int | None:
+        """Loop thread, ``group``'s closer: its size, while the lane is still parked at
+        ``park`` with ``group`` open for more and nobody queued; else None (end it now, or it
+        is not this closer's to end any more)."""
+        with self._lock:
+            if (
+                group.closer is not park
+                or self._async_holder is not park
+                or self._group is not group
+                or self._queue
+                or not group.open_for(self.opts.max_batch, self.opts.group_wait)
+            ):
+                return None
+            return group.size
+
     def close_park(
         self, group: Group, park: AsyncLaneHold, max_changes: int
     ) -> bool | BaseException:
