@@ -22,7 +22,7 @@ import pytest
 
 import litegate
 from helpers import Outcome, interrupt_at, wait_for
-from litegate._engine import _async_lease, _bridge, _connection, _group, _lane_park, _lane_turns
+from litegate._engine import _async_lease, _bridge, _connection, _group, _lane_turns
 
 SCHEMA = """
 CREATE TABLE items(name TEXT PRIMARY KEY);
@@ -887,33 +887,26 @@ async def test_a_commit_on_the_writer_answers_after_the_lane_is_free(
 
 
 # ---- an interrupt (Ctrl-C on the loop's thread) while a group commits on the loop ------------
-_BOTH = ("task", "thread")
-_GROUP_COMMIT_INTERRUPTS: list[tuple[Any, str, int, tuple[str, ...]]] = [
-    # after the shared COMMIT went through: every member is told so
-    (_connection.commit_on_loop, "for _ in range(3) if pages else ()", 1, _BOTH),
-    (_connection.commit_on_loop, 'conn.execute(f"PRAGMA wal_autocheckpoint', 1, _BOTH),
-    (_group.Group.commit, "job.finish(result)", 2, _BOTH),  # (the 2nd: the leader's ticket)
-    # the hand-off: the lane goes on to the next waiter, or back, never stays held
-    (_lane_turns.LaneTurns.end_turn, "group.members.append((ticket, None))", 1, _BOTH),
-    # (a thread waits first: handed on; a task of the loop: the parking path, refused
-    # here because the group is full)
-    (_lane_turns.LaneTurns.end_turn, "return self._pass_on(group)", 1, ("thread",)),
-    (_lane_turns.LaneTurns.end_turn, "head = self._queue[0] if self._queue else None", 1, _BOTH),
-    (_lane_park.LaneParking.park, "if not woken and queue:", 1, ("task",)),
-    (_async_lease.AsyncLaneLease.commit, "done = light and lane.commit_group_here(", 1, _BOTH),
-    (_lane_turns.LaneTurns.commit_group_here, "if not self._loop_commit_allowed():", 1, _BOTH),
-    (_lane_turns.LaneTurns.commit_group_here, "error = group.commit(", 1, _BOTH),
-    (_lane_turns.LaneTurns.commit_group_here, "flush(self.outbox)", 1, _BOTH),
-    (_lane_turns.LaneTurns.commit_group_here, "if not self._pass_on(None):", 1, _BOTH),
-    (_lane_turns.LaneTurns._pass_on, "self._assign_locked(nxt)", 1, _BOTH),
-    (_lane_turns.LaneTurns._pass_on, "self._announce(nxt)", 1, _BOTH),
-]
-
-
 @pytest.mark.parametrize(
-    ("func", "text", "nth", "waiter"),
-    [(f, t, n, w) for f, t, n, waiters in _GROUP_COMMIT_INTERRUPTS for w in waiters],
+    ("func", "text", "nth"),
+    [
+        # after the shared COMMIT went through: every member is told so
+        (_connection.commit_on_loop, "for _ in range(3) if pages else ()", 1),
+        (_connection.commit_on_loop, 'conn.execute(f"PRAGMA wal_autocheckpoint', 1),
+        (_group.Group.commit, "job.finish(result)", 2),  # (the 2nd: the leader's ticket)
+        # the hand-off: the lane goes on to the next waiter, or back, never stays held
+        (_lane_turns.LaneTurns.end_turn, "return bool(self._queue) and self._pass_on(group)", 1),
+        (_lane_turns.LaneTurns.end_turn, "group.members.append((ticket, None))", 1),
+        (_async_lease.AsyncLaneLease.commit, "done = light and lane.commit_group_here(", 1),
+        (_lane_turns.LaneTurns.commit_group_here, "if not self._loop_commit_allowed():", 1),
+        (_lane_turns.LaneTurns.commit_group_here, "error = group.commit(", 1),
+        (_lane_turns.LaneTurns.commit_group_here, "flush(self.outbox)", 1),
+        (_lane_turns.LaneTurns.commit_group_here, "if not self._pass_on(None):", 1),
+        (_lane_turns.LaneTurns._pass_on, "self._assign_locked(nxt)", 1),
+        (_lane_turns.LaneTurns._pass_on, "self._announce(nxt)", 1),
+    ],
 )
+@pytest.mark.parametrize("waiter", ["task", "thread"])
 async def test_an_interrupt_in_a_group_commit_on_the_loop_tells_the_truth_and_frees_the_lane(
     db_path: str, func: Any, text: str, nth: int, waiter: str
 ) -> None:
@@ -986,111 +979,3 @@ async def wait_async(adb: litegate.AsyncDatabase, depth: int) -> None:
     while (await adb.stats()).queue_depth < depth:
         assert time.monotonic() < deadline, "a transaction never queued for the lane"
         await asyncio.sleep(0.002)
-
-
-# ---- parking: a loop's transactions pass the lane to each other without waiting ----------------
-async def _transfers(adb: litegate.AsyncDatabase, n: int, seed: int) -> int:
-    done = 0
-    for i in range(n):
-        a, b = (seed + i) % ACCOUNTS, (seed + 3 * i + 1) % ACCOUNTS
-        if a == b:
-            continue
-        async with adb.transaction() as tx:
-            bal = await tx.query_value("SELECT balance FROM accounts WHERE id = ?", (a,))
-            if bal >= 1:
-                await tx.execute("UPDATE accounts SET balance = balance - 1 WHERE id = ?", (a,))
-                await tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = ?", (b,))
-        done += 1
-    return done
-
-
-@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
-async def test_a_loops_transactions_take_the_parked_lane_without_queueing(
-    db_path: str, synchronous: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """32 tasks of transfers: after the first wave, a task finding the lane parked for its
-    loop takes it at once and joins the group -- most transactions never queue for the lane
-    (each queued one would be a wake-up and a loop iteration), groups form, the money is
-    kept. Without parking every transaction but the first of a run queues."""
-    db = await asyncio.to_thread(_open, db_path, synchronous=synchronous)
-    try:
-        adb = db.as_async()
-        await _warm(adb)
-        await _transfers(adb, 4, 0)
-        before = await adb.stats()
-        lane = db._engine._lane  # type: ignore[attr-defined]
-        queued = [0]
-        real_submit = _bridge.submit
-
-        async def counting_submit(*args: Any) -> None:
-            queued[0] += 1
-            await real_submit(*args)
-
-        monkeypatch.setattr(_bridge, "submit", counting_submit)
-        counts = await asyncio.gather(*(_transfers(adb, 25, s) for s in range(32)))
-        monkeypatch.undo()
-        total = sum(counts)
-        stats = await adb.stats()
-        assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
-        groups = stats.batches - before.batches
-        assert groups < total / 4, (groups, total)
-        assert queued[0] < total / 4, (queued[0], total)
-        assert lane.depth == 0
-    finally:
-        await asyncio.to_thread(db.close)
-
-
-async def test_a_closer_cancelled_as_it_gives_way_still_ends_its_group(db_path: str) -> None:
-    """The first transaction to park closes its group after giving way once; cancelled right
-    then, it still ends the group (nobody else would), learns the outcome (committed), and
-    raises the cancellation after; the others that joined meanwhile are committed."""
-    db = await asyncio.to_thread(_open, db_path, synchronous="NORMAL")
-    try:
-        adb = db.as_async()
-        await _warm(adb)
-        txs: dict[str, Any] = {}
-
-        async def one(name: str) -> None:
-            async with adb.transaction() as tx:
-                txs[name] = tx
-                await tx.execute("INSERT INTO items VALUES (?)", (name,))
-
-        closer = asyncio.create_task(one("closer"))
-        others = [asyncio.create_task(one(f"o{i}")) for i in range(5)]
-        await asyncio.sleep(0)  # every task ran to its park: the closer gives way now
-        closer.cancel()
-        results = await asyncio.gather(closer, *others, return_exceptions=True)
-        assert isinstance(results[0], asyncio.CancelledError), results
-        assert results[1:] == [None] * 5, results
-        assert txs["closer"].committed
-        names = await asyncio.to_thread(_names, db)
-        assert {"closer", "o0", "o1", "o2", "o3", "o4"} <= names
-        async with adb.transaction(timeout=5) as tx:  # the lane is free
-            await tx.execute("INSERT INTO items VALUES ('after')")
-    finally:
-        await asyncio.to_thread(db.close)
-
-
-async def test_two_loops_park_the_lane_in_turn_and_keep_the_money(db_path: str) -> None:
-    """Two event loops in two threads run transfers on one engine: each parks the lane for
-    its own loop (a closer never ends another loop's parking); nothing is lost, no
-    transaction hangs."""
-    db = await asyncio.to_thread(_open, db_path, synchronous="NORMAL")
-    try:
-        adb = db.as_async()
-        await _warm(adb)
-
-        def other_loop() -> int:
-            async def run() -> int:
-                return sum(await asyncio.gather(*(_transfers(adb, 20, s) for s in range(8))))
-
-            return asyncio.run(run())
-
-        theirs = asyncio.ensure_future(asyncio.to_thread(other_loop))
-        mine = sum(await asyncio.gather(*(_transfers(adb, 20, s + 100) for s in range(8))))
-        total = mine + await asyncio.wait_for(theirs, 60)
-        assert total > 200
-        assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
-        assert await adb.query_value("SELECT min(balance) FROM accounts") >= 0
-    finally:
-        await asyncio.to_thread(db.close)

@@ -24,14 +24,13 @@ local implementation, :class:`LocalEngine`. The data flow, in the spirit of CPyt
                                        │  the loop (_loop_write: lane.take_here/end_here)
                                        └─ else AsyncJob ─► _queue ─► writer group-commits ─►
       outbox ─► flush: one call_soon_threadsafe per loop per batch ─► futures resolved
-  AsyncTransaction ─ lease_async ─┬─ idle, or parked for its loop: taken on the loop at once
-                                  └─ busy: AsyncLaneHold ─► _queue ─► handed on, granted, or
-                                     woken with its loop's waiters to take the parked lane
-      quick statements run on the loop; others go to the writer thread (lane._ops). Ending
-      its part with nobody else waiting, a transaction parks the lane for its loop, group
-      open (lane.park: the loop's next transactions join without waiting); the group's
-      closer, after giving way once, ends it: the COMMIT runs on the loop at NORMAL/OFF when
-      every part was light there (lane.commit_group_here), else on the writer thread
+  AsyncTransaction ─ lease_async ─┬─ idle: taken on the loop at once
+                                  └─ busy: AsyncLaneHold ─► _queue ─► handed on (on the same
+                                     loop: its future resolved directly) or granted
+      quick statements run on the loop; others go to the writer thread (lane._ops), which
+      also runs the group's COMMIT when the lane is handed to it (at NORMAL/OFF the COMMIT
+      runs on the loop: alone, lane.commit_here; a group whose every part was light on a
+      loop, lane.commit_group_here, which hands the lane straight to the next waiter)
 
   read pool (_pool) and reader threads (_readers)
   ───────────────────────────────────────────────

@@ -11,17 +11,14 @@ import asyncio
 import concurrent.futures
 import sqlite3
 import time
-import types
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any, TypeVar
 
 from .._types import Args, Bound, Fn
 from ._authorizer import reraise
-from ._group import Group
-from ._jobs import AsyncJob, AsyncLaneHold
+from ._jobs import AsyncJob
 from ._lane import WriteLane
-from ._lane_park import PARKED
 from ._pool import ReaderPool
 
 __all__ = (
@@ -29,13 +26,10 @@ __all__ = (
     "MISS",
     "await_job",
     "borrow",
-    "close_parked",
-    "give_way",
     "run_inline",
     "submit",
     "uncancellable",
     "wait_briefly",
-    "wait_lane",
 )
 
 T = TypeVar("T")
@@ -108,36 +102,6 @@ async def await_job(
             handle.cancel()
 
 
-@types.coroutine
-def give_way() -> Generator[None, None, None]:
-    """Let every other ready callback of the loop run once (``asyncio.sleep(0)``)."""
-    yield
-
-
-async def close_parked(
-    lane: WriteLane, group: Group, park: AsyncLaneHold, max_changes: int
-) -> tuple[bool | BaseException, bool]:
-    """The closer of a group parked on its loop (``LaneParking.park``): give way until the
-    group stops growing -- the loop's ready tasks run and join; the answers of a large group
-    wake its tasks a chunk per loop iteration, and each chunk joins the next group this way
-    rather than queueing behind its COMMIT -- within the group's bounds and while nobody
-    queues; then end it (``close_park``). Returns close_park's outcome and whether the task
-    was cancelled meanwhile (the caller re-raises that once the COMMIT is known)."""
-    cancelled = False
-    size = lane.parked_size(group, park)
-    while size is not None:
-        try:
-            await give_way()
-        except asyncio.CancelledError:
-            cancelled = True
-            break
-        grown = lane.parked_size(group, park)
-        if grown == size:
-            break
-        size = grown
-    return lane.close_park(group, park, max_changes), cancelled
-
-
 async def uncancellable(fut: asyncio.Future[T]) -> tuple[T, bool]:
     """Wait for ``fut`` even if the task is cancelled meanwhile; returns (result, cancelled)."""
     cancelled = False
@@ -168,38 +132,6 @@ async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> None:
     except asyncio.CancelledError:
         job.cancel()  # if the thread still queues it, the writer skips it
         raise
-
-
-async def wait_lane(
-    lane: WriteLane, hold: AsyncLaneHold, timeout: Bound, what: str
-) -> AsyncLaneHold:
-    """Queue ``hold`` for the lane (busy) and wait until it is granted -- or, woken with its
-    loop's other waiters, takes the lane parked for its loop (``take_parked``; if another of
-    them holds it, suspended, it queues again at the head). Returns the hold that holds it.
-
-    :raises WriteTimeout: not within ``timeout`` (from now)
-    """
-    t0 = time.monotonic()
-    deadline = None if timeout is None else t0 + timeout
-    wait = timeout
-
-    def late() -> BaseException:
-        return lane.timeout_error(what, time.monotonic() - t0)
-
-    try:
-        await submit(lane, hold, timeout)
-        while await await_job(hold, wait, late) is PARKED:
-            if lane.take_parked(hold):
-                break
-            hold = AsyncLaneHold(hold.loop, lane.outbox)
-            lane.requeue(hold)
-            if deadline is not None:
-                wait = max(deadline - time.monotonic(), 0.0)
-    except BaseException:
-        if hold.state != AsyncJob.CANCELLED:
-            lane.give_back_async(hold)  # (granted meanwhile: hand it on)
-        raise
-    return hold
 
 
 async def borrow(pool: ReaderPool, timeout: Bound) -> sqlite3.Connection:

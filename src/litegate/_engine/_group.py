@@ -27,7 +27,7 @@ from ._batch import copy_error, is_open
 from ._batch import undo_savepoint as undo_job_savepoint
 from ._connection import COMMIT, TxnGuard, commit_on_loop, end_transaction, rollback_quietly
 from ._counters import Counters
-from ._jobs import AsyncLaneHold, BaseJob, flush
+from ._jobs import BaseJob, flush
 
 __all__ = (
     "JOIN_RELEASE",
@@ -98,12 +98,9 @@ class Group:
     transactions run in it so far, members or not), ``here`` (every part so far was an async
     transaction's that ran light on its loop: the group may COMMIT on a loop where that costs
     no fsync) and ``changes0`` (the connection's ``total_changes`` at BEGIN, for a loop group).
-    ``closer`` (under the lane's lock, not the lane: a closer gives way without it): the park
-    of the loop whose closer will end the group when the lane is parked there
-    (:meth:`~._lane_park.LaneParking.park`), or None.
     """
 
-    __slots__ = ("changes0", "closer", "committed", "here", "members", "size", "started")
+    __slots__ = ("changes0", "committed", "here", "members", "size", "started")
 
     def __init__(self, here: bool = False, changes0: int = 0) -> None:
         self.committed = False  # its COMMIT went through
@@ -112,7 +109,6 @@ class Group:
         self.size = 1
         self.here = here
         self.changes0 = changes0
-        self.closer: AsyncLaneHold | None = None
 
     def open_for(self, max_size: int, max_age: float) -> bool:
         """May one more transaction join (the bounds: size and age)?"""

@@ -375,12 +375,11 @@ class AsyncLaneHold(AsyncJob):
         caught later by the writer's watch, :meth:`LaneWriter._watch_hold`.)"""
         return self.loop.is_closed()
 
-    def grant_here(self, how: Any = None) -> None:
-        """On its loop's thread: answer the waiter at once (no outbox, no thread hop), with
-        ``how`` (the lane's ``PARKED``: woken to take the lane parked for its loop)."""
+    def grant_here(self) -> None:
+        """On its loop's thread: answer the waiter at once (no outbox, no thread hop)."""
         with self._lock:
             self.state = AsyncJob.DONE
             self.running_on = None
         if not self.future.done():
-            self.future.set_result(how)
+            self.future.set_result(None)
         self.answered = True  # (after: an interrupted grant is made again, see _pass_on)

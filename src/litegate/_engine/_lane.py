@@ -14,10 +14,8 @@ Who uses the writer connection: exactly one *lane holder* at a time --
 A transaction that ends while another waits for the lane hands the lane on without committing
 (group commit, :mod:`._group`): the lane passes from holder to holder directly -- no writer
 thread in between -- and the last of a group COMMITs for all (an async one through the writer
-thread, or where a COMMIT costs no fsync, on its loop for a group whose every part ran
-light there: ``commit_group_here``). An async transaction that ends with nobody waiting
-parks the lane for its loop, group open: the loop's next transactions take it and join
-without a wait (``park``, ``take_parked``), and the group's closer ends it (``close_park``).
+thread, or where a COMMIT costs no fsync on its loop: alone, ``commit_here``; for a group
+whose every part ran light on a loop, ``commit_group_here``).
 
 :class:`WriteLane` is built in layers, one concern a module: :mod:`._lane_state` (the fields
 and their guards, the writer connection, the queue, giving the lane to a holder and back),

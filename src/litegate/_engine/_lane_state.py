@@ -28,10 +28,7 @@ owner                a sync lease holder, for itself     ``_lock``; read without
                                                          its ident, so a stale value never
                                                          equals it)
 _async_holder        whoever grants the lane to an async  ``_lock``
-                     hold (cleared when it hands on);
-                     a parking holder sets it to _park
-_park                an async holder parking the lane    ``_lock`` (its loop's park: see
-                     (``LaneParking.park``)                ``LaneParking.park``)
+                     hold (cleared when it hands on)
 _handed, _undo       a holder handing the lane to the     ``_lock``
                      writer thread (which clears them)
 _ops                 the async holder appends, the        ``_lock`` (append, then ring)
@@ -148,7 +145,6 @@ class LaneState:
         self.user: int | None = None  # the thread using it (for re-entrance checks)
         self.owner: int | None = None  # the thread holding a sync lease
         self._async_holder: AsyncLaneHold | None = None  # the async hold holding the lane
-        self._park: AsyncLaneHold | None = None  # the last loop's park (LaneParking.park)
         self._handed = False  # the lane was handed to the writer thread (it takes over)
         self._undo = False  # the writer rolls back the last holder's part when it takes over
         self._ops: deque[AsyncJob] = deque()  # the async holder's statements for the writer

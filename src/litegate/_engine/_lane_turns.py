@@ -138,16 +138,14 @@ class LaneTurns(LaneState):
         else:
             rollback(conn, self.guard)
 
-    def end_turn(self, ticket: BaseJob | None, light: bool = False, loop: object = None) -> bool:
+    def end_turn(self, ticket: BaseJob | None, light: bool = False) -> bool:
         """Lane holder, its part of the transaction done (released or undone): with a group
         open, add ``ticket`` (if any: answered after the shared COMMIT) to its members; if
         another transaction waits for the lane, within the group's bounds, hand the lane,
         transaction open, to it and return True. Else False: the caller commits the group
         (:meth:`commit_group`, or an async holder on its loop, :meth:`commit_group_here`, or
         through the writer thread) or, with no group open, gives the lane back. ``light``:
-        the part ran on a loop and may COMMIT there (else the group may not any more).
-        ``loop``: the caller's, if it may :meth:`park` -- then False also when the first
-        waiter is a transaction of the same loop (park wakes the loop's waiters together)."""
+        the part ran on a loop and may COMMIT there (else the group may not any more)."""
         self.counters.transactions += 1  # (still the holder: the counter's guard)
         group = self._group
         if group is None:
@@ -158,14 +156,7 @@ class LaneTurns(LaneState):
             group.members.append((ticket, None))
         # (The queue is peeked without the lock first: nobody waiting is the common case of
         # a quiet lane, and one queued a moment later is served after this group's COMMIT.)
-        if not self._queue:
-            return False
-        if loop is not None:
-            with self._lock:
-                head = self._queue[0] if self._queue else None
-            if isinstance(head, AsyncLaneHold) and head.loop is loop:
-                return False
-        return self._pass_on(group)
+        return bool(self._queue) and self._pass_on(group)
 
     def hand_on(self) -> Ticket | None:
         """A sync holder's :meth:`end_turn`, committing: the ticket to wait on if it handed
@@ -294,7 +285,57 @@ class LaneTurns(LaneState):
         self._undo_open_transaction()
         self._end_direct()
 
-    # ---- async holders (taking the lane, parking it: :mod:`._lane_park`) --------------------
+    # ---- async holders ---------------------------------------------------------------------
+    def try_take_async(self, hold: AsyncLaneHold) -> bool:
+        """Loop thread: take the idle lane for ``hold`` now (no thread hop); False if busy."""
+        with self._lock:
+            if self._closing:
+                raise self.closed_error("the database is closed; no new writes are accepted")
+            if self._active or self._paused or self._queue:
+                return False
+            self._active = True
+            hold.start(None)
+            self._assign_locked(hold)
+        hold.grant_here()
+        return True
+
+    def commit_here(self, hold: AsyncLaneHold) -> bool | BaseException:
+        """Loop thread, the async holder ``hold`` committing: where a COMMIT costs no fsync,
+        if it leads a group nobody joined and nobody waits for the lane, COMMIT here -- no
+        hop to the writer thread and back -- and give the lane back: True. Else False having
+        done nothing (the caller hands the lane on or to the writer thread, as
+        :meth:`end_turn` says). If the COMMIT fails, its error (rolled back; the lane is still
+        held, as after commit_group). The automatic checkpoint is held off for it
+        (:func:`commit_on_loop`); every :data:`LOOP_COMMITS`-th goes to the writer thread."""
+        group = self._group
+        if (
+            not self._cheap
+            or group is None
+            or group.members
+            or self._joined
+            or self._queue
+            or self._async_holder is not hold
+        ):
+            return False
+        if not self._loop_commit_allowed():
+            return False
+        c = self.counters
+        c.transactions += 1  # (still the holder: the counter's guard)
+        conn, guard = self._conn, self.guard
+        try:
+            commit_on_loop(conn, guard, self._autockpt)
+        except BaseException as exc:
+            rollback_quietly(conn, guard)
+            return exc
+        finally:  # (as commit_group's)
+            self._group = None
+            self._dirty = True
+            if self.outbox:
+                flush(self.outbox)
+        self._count_lone_commit()
+        self.give_back_async(hold)
+        return True
+
     def commit_group_here(self, hold: AsyncLaneHold, max_changes: int) -> bool | BaseException:
         """Loop thread, the async holder ``hold`` ending a group's last turn (its ticket a
         member; :meth:`end_turn` returned False): where a COMMIT costs no fsync, if every part
@@ -305,13 +346,14 @@ class LaneTurns(LaneState):
         done nothing (the caller hands the lane to the writer thread). If the COMMIT fails,
         every member is answered with the error (:meth:`Group.commit`), the lane handed on
         likewise, and the error returned. The automatic checkpoint is held off for it, and
-        every :data:`LOOP_COMMITS`-th COMMIT goes to the writer thread (where SQLite
-        checkpoints if due)."""
+        every :data:`LOOP_COMMITS`-th COMMIT goes to the writer thread, as in
+        :meth:`commit_here`."""
         group = self._group
         conn = self._conn
         if (
             not self._cheap
             or group is None
+            or group.size < 2  # (alone: commit_here's, which sends every LOOP_COMMITS-th off)
             or not group.here
             or self._joined
             or self._async_holder is not hold
@@ -358,7 +400,7 @@ class LaneTurns(LaneState):
         """Loop thread, for a lone write where a COMMIT costs no fsync: the idle lane, held by
         this thread, its ``BEGIN IMMEDIATE`` run (never waiting); None if the lane is busy,
         another process holds the file's write lock, or this write's COMMIT is due off the
-        loop (every :data:`LOOP_COMMITS`-th: see :meth:`commit_group_here`). Then :meth:`end_here`;
+        loop (every :data:`LOOP_COMMITS`-th: see :meth:`commit_here`). Then :meth:`end_here`;
         call it inside the ``try`` whose handler calls :meth:`abandon_here` (an interrupt may
         land anywhere, this call's return included).
 

@@ -42,8 +42,8 @@ from .._statements import run_execute, run_query
 from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
 from . import _fork
-from ._async_lease import HERE_CHANGES, AsyncLaneLease, AsyncPooledRead
-from ._bridge import MISS, await_job, borrow, run_inline, submit, wait_briefly, wait_lane
+from ._async_lease import AsyncLaneLease, AsyncPooledRead
+from ._bridge import MISS, await_job, borrow, run_inline, submit, wait_briefly
 from ._connection import run_limited
 from ._counters import Counters
 from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
@@ -407,12 +407,14 @@ class LocalEngine:
         lane = self._lane
         hold = AsyncLaneHold(asyncio.get_running_loop(), lane.outbox)
         t0 = monotonic()
-        taken = lane.try_take_async(hold)  # (idle, or parked for this loop: at once)
-        if not taken:
-            lane.end_full_park(hold.loop, HERE_CHANGES)  # (a group closed to newcomers: ended)
-            taken = lane.try_take_async(hold)
-        if not taken:
-            hold = await wait_lane(lane, hold, timeout, what)
+        if not lane.try_take_async(hold):  # (idle lane: taken at once, on the loop)
+            try:
+                await submit(lane, hold, timeout)
+                await await_job(hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
+            except BaseException:
+                if hold.state != AsyncJob.CANCELLED:
+                    lane.give_back_async(hold)  # (granted meanwhile: hand it on)
+                raise
             self._counters.lane_wait.append(monotonic() - t0)
         _ASYNC_HOLD.set((lane, hold))
         return AsyncLaneLease(lane, hold, self._counters, self.opts.busy_timeout)

@@ -44,12 +44,12 @@ from ._async_lease import (
     SLOW_SECONDS,
     STEP_BUDGET,
     forget_cost,
+    give_way,
     large_params,
     measured,
     record_cost,
 )
 from ._batch import job_error
-from ._bridge import give_way
 from ._jobs import WRITE
 from ._lane import WriteLane
 from ._turns import of_this_loop
