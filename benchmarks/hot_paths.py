@@ -11,7 +11,8 @@ excluded. Compare trees by pointing ``--src`` at several checkouts' ``src`` dire
 Cases (one thread or one task, ``synchronous=OFF`` so fsync is not counted; a write is a
 one-row UPDATE; a transaction reads a row then updates it):
 ``read``, ``read-pt`` (``readers="per-thread"``), ``write``, ``tx``, and their async forms
-``aread``, ``awrite``, ``atx``; and the floor: ``plain-read`` and ``plain-write`` do the same on
+``aread``, ``awrite``, ``atx``, and ``atx64`` (the transaction from 64 tasks at once: queued
+for the lane, handed it in turn, group-committed); and the floor: ``plain-read`` and ``plain-write`` do the same on
 one plain sqlite3 connection (``BEGIN IMMEDIATE``, the UPDATE, ``COMMIT``).
 
 The hand-inlined copies on the hot paths name this benchmark in a comment beside them.
@@ -27,7 +28,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-CASES = ("read", "read-pt", "write", "tx", "aread", "awrite", "atx", "plain-read", "plain-write")
+CASES = (
+    "read",
+    "read-pt",
+    "write",
+    "tx",
+    "aread",
+    "awrite",
+    "atx",
+    "atx64",
+    "plain-read",
+    "plain-write",
+)
 
 _CHILD = r"""
 import asyncio, os, sqlite3, sys, tempfile
@@ -67,6 +79,18 @@ def sync() -> None:
                 tx.execute(UPDATE, (tx.query_value(READ, key) + 1, key[0]))
 
 
+async def many() -> None:
+    adb = db.as_async()
+
+    async def worker(w: int) -> None:
+        for i in range(w, n, 64):
+            key = (i % 1000 + 1,)
+            async with adb.transaction() as tx:
+                await tx.execute(UPDATE, (await tx.query_value(READ, key) + 1, key[0]))
+
+    await asyncio.gather(*(worker(w) for w in range(64)))
+
+
 async def tasks() -> None:
     adb = db.as_async()
     for i in range(n):
@@ -82,6 +106,8 @@ async def tasks() -> None:
 
 if case.startswith("plain"):
     plain()
+elif case == "atx64":
+    asyncio.run(many())
 elif case.startswith("a"):
     asyncio.run(tasks())
 else:

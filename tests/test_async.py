@@ -269,6 +269,62 @@ async def test_async_timeouts(db_path: str) -> None:
         await adb.close()
 
 
+async def test_waits_with_different_timeouts_each_expire_at_their_own(db_path: str) -> None:
+    """The queued waits of a loop share one timer: one with a short timeout, queued after
+    waits with long ones, still fails at its own deadline (the timer moves earlier), and
+    the long ones fail at theirs afterwards (it moves on); none early."""
+    adb = await open_db(db_path, 1)
+    db = adb.as_sync()
+    try:
+        async with lane_held_async(db):
+
+            async def wait(timeout: float) -> float:
+                t0 = time.monotonic()
+                with pytest.raises(litegate.WriteTimeout):
+                    async with adb.transaction(timeout=timeout):
+                        pass  # pragma: no cover
+                return time.monotonic() - t0
+
+            long = asyncio.ensure_future(wait(0.6))
+            longer = asyncio.ensure_future(wait(30.0))
+            await asyncio.sleep(0.01)
+            short = await wait(0.1)
+            assert 0.1 - 0.002 <= short < 0.5, short  # (not at the long ones' deadlines)
+            waited = await asyncio.wait_for(long, 5)
+            assert 0.6 - 0.002 <= waited < 2.0, waited
+            assert not longer.done()
+            longer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await longer
+        assert await adb.query_value("SELECT count(*) FROM items") == 0
+    finally:
+        await adb.close()
+
+
+async def test_finished_waits_leave_nothing_behind(db_path: str) -> None:
+    """A wait's timeout entry goes when the wait ends: 16 tasks x 40 transactions that queue
+    for the lane (each with a 30 s timeout) keep none of their finished lane holds."""
+    from litegate._engine._jobs import AsyncLaneHold
+
+    adb = await open_db(db_path, 1)
+    try:
+
+        async def worker(w: int) -> None:
+            for i in range(40):
+                async with adb.transaction(timeout=30) as tx:
+                    await tx.execute("INSERT INTO items(name) VALUES (?)", (f"{w}-{i}",))
+                    await asyncio.sleep(0)  # (holding the lane: the others queue)
+
+        await asyncio.gather(*(worker(w) for w in range(16)))
+        assert await adb.query_value("SELECT count(*) FROM items") == 640
+        assert (await adb.stats()).lane_wait_p99_ms > 0  # (they did queue)
+        gc.collect()
+        alive = sum(1 for o in gc.get_objects() if type(o) is AsyncLaneHold)
+        assert alive <= 17, alive  # (each task's last, in its context)
+    finally:
+        await adb.close()
+
+
 async def test_close_fails_waiting_tasks_with_closed(db_path: str) -> None:
     adb = await open_db(db_path, 1)
     db = adb.as_sync()

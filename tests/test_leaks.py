@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,33 @@ async def test_a_task_running_many_transactions_keeps_none_of_the_finished_ones(
         assert await adb.query_value("SELECT sum(bal) FROM a") == 1000 + 300
     finally:
         await adb.close()
+
+
+def test_an_event_loop_whose_tasks_waited_for_the_lane_is_freed(tmp_path: Path) -> None:
+    """The timeouts of a loop's queued waits share one timer, kept per loop in a registry
+    keyed weakly by the loop: nothing there may keep a finished loop alive (a timer handle
+    holds its loop)."""
+    db = litegate.connect(str(tmp_path / "loops.db"))
+    try:
+        db.execute("CREATE TABLE t(x)")
+        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+        async def run() -> None:
+            adb = db.as_async()
+
+            async def worker(k: int) -> None:
+                for _ in range(5):
+                    async with adb.transaction(timeout=30) as tx:
+                        await tx.execute("INSERT INTO t VALUES (?)", (k,))
+                        await asyncio.sleep(0)  # (holding the lane: the others queue)
+
+            await asyncio.gather(*(worker(k) for k in range(4)))
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+
+        for _ in range(3):
+            asyncio.run(run())
+        gc.collect()
+        assert [ref() for ref in loops] == [None, None, None]
+        assert db.query_value("SELECT count(*) FROM t") == 60
+    finally:
+        db.close()
