@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import math
 import sqlite3
 import threading
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, TypeVar
 
+from .._errors import Timeout
 from .._types import Args, Bound, Fn
 from ._authorizer import reraise
 from ._jobs import AsyncJob
@@ -36,6 +38,7 @@ __all__ = (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger("litegate")
 
 INLINE_BUDGET = 0.001
 """Seconds a read may run inline on the event loop before it is moved to a reader thread (if it
@@ -127,15 +130,23 @@ class _Timeouts:
         self._armed = math.inf
         due = loop.time() + _TIMER_SLACK
         nxt = math.inf
+        expired = []
         for job, (deadline, make_error) in list(self._waiting.items()):
             if deadline <= due:
                 del self._waiting[job]
-                _expire(job, make_error)
+                expired.append((job, make_error))
             elif deadline < nxt:
                 nxt = deadline
-        if nxt < math.inf:
+        if nxt < math.inf:  # (re-armed first: one failing expiry must not leave the rest unbounded)
             self._armed = nxt
             loop.call_at(nxt, self._fire, nxt)
+        for job, make_error in expired:
+            try:
+                _expire(job, make_error)
+            except Exception:  # pragma: no cover - building the timeout error failed
+                logger.exception("litegate: failing a timed-out wait failed")
+                if not job.future.done():
+                    job.future.set_exception(Timeout("the wait timed out"))
 
 
 _TIMER_SLACK = 0.001  # (a loop runs a timer up to its clock resolution early)
