@@ -12,8 +12,9 @@ Cases (one thread or one task, ``synchronous=OFF`` so fsync is not counted; a wr
 one-row UPDATE; a transaction reads a row then updates it):
 ``read``, ``read-pt`` (``readers="per-thread"``), ``write``, ``tx``, and their async forms
 ``aread``, ``awrite``, ``atx``, and ``atx64`` (the transaction from 64 tasks at once: queued
-for the lane, handed it in turn, group-committed); and the floor: ``plain-read`` and ``plain-write`` do the same on
-one plain sqlite3 connection (``BEGIN IMMEDIATE``, the UPDATE, ``COMMIT``).
+for the lane, handed it in turn, group-committed; its count varies a few % with the thread
+schedule); and the floor: ``plain-read`` and ``plain-write`` do the same on one plain sqlite3
+connection (``BEGIN IMMEDIATE``, the UPDATE, ``COMMIT``).
 
 The hand-inlined copies on the hot paths name this benchmark in a comment beside them.
 """

@@ -128,11 +128,11 @@ class _Timeouts:
         if armed != self._armed or loop is None:
             return  # (superseded by an earlier deadline's timer)
         self._armed = math.inf
-        due = loop.time() + _TIMER_SLACK
+        now = loop.time()  # (one that asyncio runs a hair early re-arms for the same deadline)
         nxt = math.inf
         expired = []
         for job, (deadline, make_error) in list(self._waiting.items()):
-            if deadline <= due:
+            if deadline <= now:
                 del self._waiting[job]
                 expired.append((job, make_error))
             elif deadline < nxt:
@@ -149,7 +149,6 @@ class _Timeouts:
                     job.future.set_exception(Timeout("the wait timed out"))
 
 
-_TIMER_SLACK = 0.001  # (a loop runs a timer up to its clock resolution early)
 _TIMEOUTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Timeouts] = (
     weakref.WeakKeyDictionary()
 )  # guard: _TIMEOUTS_LOCK (loops of several threads); each _Timeouts: its loop's thread
