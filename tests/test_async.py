@@ -325,6 +325,45 @@ async def test_finished_waits_leave_nothing_behind(db_path: str) -> None:
         await adb.close()
 
 
+@pytest.mark.parametrize("order", ["cancel, answer", "answer, cancel", "answered, cancel"])
+async def test_a_cancelled_wait_for_the_commit_still_gets_its_answer(order: str) -> None:
+    """An async transaction waits for its group's COMMIT on the ticket's own future (no
+    ``asyncio.shield``: a loop iteration less), so a cancellation cancels that future. The
+    answer is still the waiter's, whichever runs first: the waiter seeing the cancellation,
+    the answer's delivery, or (answered already) the cancellation after it; the waiter returns
+    the answer and says it was cancelled, and an error answer is raised, not lost."""
+    from collections import deque
+
+    from litegate._engine._bridge import await_answer
+    from litegate._engine._jobs import AsyncTicket, Outbox, flush
+
+    loop = asyncio.get_running_loop()
+    for error in (None, litegate.RolledBack("the group's COMMIT failed")):
+        outbox: Outbox = deque()
+        ticket = AsyncTicket(loop, outbox)
+        waiter = asyncio.ensure_future(await_answer(ticket))
+        await asyncio.sleep(0)  # it awaits the ticket's future
+        if order == "cancel, answer":  # its wake-up is queued before the delivery
+            waiter.cancel()
+        ticket.finish("done" if error is None else None, error)
+        flush(outbox)  # (the delivery is queued: on this loop, call_soon)
+        if order == "answered, cancel":
+            await asyncio.sleep(0)  # the delivery ran: the future has the answer
+            assert not waiter.done()
+        if order != "cancel, answer":
+            waiter.cancel()
+        done, _ = await asyncio.wait({waiter}, timeout=2)
+        if not done:  # lost: end the wait (it outlives cancellation) before failing
+            ticket.future.set_result("lost")
+            await waiter
+            pytest.fail(f"{order}: the answer was lost")
+        if error is None:
+            assert waiter.result() == ("done", True)
+        else:
+            with pytest.raises(litegate.RolledBack, match="COMMIT failed"):
+                waiter.result()
+
+
 async def test_close_fails_waiting_tasks_with_closed(db_path: str) -> None:
     adb = await open_db(db_path, 1)
     db = adb.as_sync()

@@ -37,12 +37,12 @@ from .._statements import (
 )
 from .._types import Args, Bound, Params
 from ._authorizer import explain
-from ._bridge import MISS, await_job, run_inline, uncancellable
+from ._bridge import MISS, await_answer, await_job, run_inline
 from ._commit_gate import refused_error
 from ._connection import begin_immediate, begin_snapshot
 from ._counters import Counters
 from ._group import lost_error
-from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, flush
+from ._jobs import READ, AsyncJob, AsyncLaneHold, AsyncTicket, flush
 from ._lane import WriteLane
 from ._pool import ReaderPool
 from ._readers import ReaderThreads
@@ -348,7 +348,7 @@ class AsyncLaneLease:
         except RolledBack:
             self._lost = True
             raise
-        ticket = AsyncJob(WRITE, _noop, (), None, None, self._loop, lane.outbox)
+        ticket = AsyncTicket(self._loop, lane.outbox)
         self._over = True
         self._conn = None
         try:
@@ -374,7 +374,7 @@ class AsyncLaneLease:
             raise
         hold.ended = True
         try:
-            _, cancelled = await uncancellable(ticket.future)
+            _, cancelled = await await_answer(ticket)
         except RolledBack as err:
             raise RolledBack(f"the transaction did not commit: {err}") from err
         self.committed = True
@@ -422,10 +422,6 @@ def _rolled_back() -> RolledBack:
 def give_way() -> Generator[None, None, None]:
     """Let every other ready callback of the loop run once (``asyncio.sleep(0)``)."""
     yield
-
-
-def _noop(conn: sqlite3.Connection) -> None:  # pragma: no cover - a ticket never runs
-    return None
 
 
 class _Steps:

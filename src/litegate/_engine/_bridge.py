@@ -22,18 +22,18 @@ from typing import Any, TypeVar
 from .._errors import Timeout
 from .._types import Args, Bound, Fn
 from ._authorizer import reraise
-from ._jobs import AsyncJob
+from ._jobs import AsyncJob, AsyncTicket
 from ._lane import WriteLane
 from ._pool import ReaderPool
 
 __all__ = (
     "INLINE_BUDGET",
     "MISS",
+    "await_answer",
     "await_job",
     "borrow",
     "run_inline",
     "submit",
-    "uncancellable",
     "wait_briefly",
 )
 
@@ -183,16 +183,23 @@ async def await_job(
             timeouts.discard(job)
 
 
-async def uncancellable(fut: asyncio.Future[T]) -> tuple[T, bool]:
-    """Wait for ``fut`` even if the task is cancelled meanwhile; returns (result, cancelled)."""
+async def await_answer(job: AsyncTicket) -> tuple[Any, bool]:
+    """Wait for ``job``'s outcome even if the task is cancelled meanwhile; returns (result,
+    cancelled). It awaits the job's future itself: ``asyncio.shield`` would cost a loop
+    iteration per wait (its outer future is resolved by a callback of the inner one). A
+    cancellation cancels that future; the answer then goes to a fresh one, made here or, if the
+    answer came first, by ``_deliver`` (both on the loop thread)."""
     cancelled = False
     while True:
+        fut = job.future
         try:
-            return await asyncio.shield(fut), cancelled
+            return await fut, cancelled
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
+            if fut.done() and not fut.cancelled():  # (answered before the cancellation)
                 return fut.result(), True
             cancelled = True
+            if fut.cancelled() and job.future is fut:  # (not answered yet)
+                job.future = job.loop.create_future()
 
 
 async def wait_briefly(opening: concurrent.futures.Future[None], end: float | None) -> None:

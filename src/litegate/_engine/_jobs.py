@@ -23,7 +23,10 @@ AsyncJob.stop_asked        loop (withdraw, interrupting)   ``AsyncJob._lock`` to
                                                            (set once: a stale False delays
                                                            the abort by one chunk of steps)
 AsyncJob.future            the loop thread only            (resolved in ``_deliver``, or by
-                                                           ``grant_here``, on it)
+                                                           ``grant_here``, on it; an
+                                                           ``AsyncTicket``'s replaced there
+                                                           and in ``await_answer`` after a
+                                                           cancellation)
 AsyncLaneHold.ended        its task (loop thread)          the loop thread only
 LaneHold.abandoned,        the waiter giving up; read by   the lane's ``_lock``
 AsyncLaneHold.abandoned    whoever would grant it
@@ -53,6 +56,7 @@ __all__ = (
     "WRITE",
     "AsyncJob",
     "AsyncLaneHold",
+    "AsyncTicket",
     "BaseJob",
     "Job",
     "LaneHold",
@@ -195,6 +199,7 @@ class AsyncJob(BaseJob):
     )
 
     QUEUED, RUNNING, DONE, CANCELLED = 0, 1, 2, 3
+    keeps_answer = False  # (see AsyncTicket)
 
     def __init__(
         self,
@@ -272,6 +277,20 @@ class AsyncJob(BaseJob):
             self.finished.set()
 
 
+class AsyncTicket(AsyncJob):
+    """An async transaction's wait for the COMMIT of the group it handed the lane on to (it
+    runs nothing: whoever commits the group answers it). Its answer is never dropped: when the
+    waiting task is cancelled (which cancels the future it awaits), :func:`_deliver` puts the
+    answer into a fresh future, the one ``_bridge.await_answer`` awaits next -- so the waiter
+    awaits the future itself, with no ``asyncio.shield`` (a loop iteration more per COMMIT)."""
+
+    __slots__ = ()
+    keeps_answer = True
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
+        super().__init__(WRITE, _noop, (), None, None, loop, outbox)
+
+
 def deliverable(error: BaseException) -> BaseException:
     """``error`` as an awaiting coroutine can take it: asyncio refuses ``StopIteration`` in a
     future (it would end the coroutine as if it returned), and ``GeneratorExit`` raised into a
@@ -302,7 +321,11 @@ def _deliver(jobs: list[AsyncJob]) -> None:
         error, result = job.error, job.result
         job.error = job.result = None
         if fut.done():
-            continue
+            if not (job.keeps_answer and fut.cancelled()):
+                continue
+            # Its waiter's task was cancelled: the answer goes to a fresh future, which the
+            # waiter awaits next (``_bridge.await_answer``; both run on this loop's thread).
+            fut = job.future = job.loop.create_future()
         try:
             if error is not None:
                 fut.set_exception(deliverable(error))
