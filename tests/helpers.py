@@ -32,6 +32,18 @@ def interrupt_at(func: Callable[..., Any], text: str, nth: int = 1) -> Any:
     return lambda frame, event, arg: local if frame.f_code is code else None
 
 
+def writer_autocheckpoint(db: litegate.Database) -> int:
+    """The writer connection's ``wal_autocheckpoint`` once a COMMIT ran off the event loop
+    (this thread's: it gives SQLite back the automatic checkpoint that COMMITs on a loop hold
+    off). A read outside a transaction would go to a reader, which has its own setting."""
+    with db.transaction() as tx:
+        tx.execute("CREATE TABLE IF NOT EXISTS ckpt_probe(x)")
+        tx.execute("INSERT INTO ckpt_probe VALUES (1)")
+    with db.transaction() as tx:
+        pages: int = tx.query_value("PRAGMA wal_autocheckpoint")
+    return pages
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import litegate
-from helpers import Outcome, interrupt_at, wait_for
+from helpers import Outcome, interrupt_at, wait_for, writer_autocheckpoint
 from litegate._engine import _async_lease, _bridge, _connection, _group, _lane_turns
 
 SCHEMA = """
@@ -891,8 +891,7 @@ async def test_a_commit_on_the_writer_answers_after_the_lane_is_free(
     ("func", "text", "nth"),
     [
         # after the shared COMMIT went through: every member is told so
-        (_connection.commit_on_loop, "for _ in range(3) if pages else ()", 1),
-        (_connection.commit_on_loop, 'conn.execute(f"PRAGMA wal_autocheckpoint', 1),
+        (_connection.commit_on_loop, "gate[0] = SHUT", 1),
         (_group.Group.commit, "job.finish(result)", 2),  # (the 2nd: the leader's ticket)
         # the hand-off: the lane goes on to the next waiter, or back, never stays held
         (_lane_turns.LaneTurns.end_turn, "return bool(self._queue) and self._pass_on(group)", 1),
@@ -968,7 +967,7 @@ async def test_an_interrupt_in_a_group_commit_on_the_loop_tells_the_truth_and_fr
             assert tx.committed  # (interrupted after the shared COMMIT: it knows)
         async with adb.transaction(timeout=5) as tx:  # the lane is free
             await tx.execute("INSERT INTO items VALUES ('after')")
-        assert await adb.query_value("PRAGMA wal_autocheckpoint") == 1000
+        assert await asyncio.to_thread(writer_autocheckpoint, db) == 1000
     finally:
         await asyncio.to_thread(db.close)
 

@@ -72,10 +72,15 @@ class TxnGuard:
     statement), so no other thread can widen or narrow it by accident.
     """
 
-    __slots__ = ("_allowed", "gate")
+    __slots__ = ("_allowed", "gate", "held_pages")
 
     def __init__(self) -> None:
         self._allowed = 0
+        # The connection's ``wal_autocheckpoint`` while :func:`commit_on_loop` holds SQLite's
+        # automatic checkpoint off (0: not held): :func:`end_transaction` restores it before
+        # a COMMIT off the loop. Written and read by the lane holder only (whoever runs the
+        # lane's COMMITs), like ``_allowed``.
+        self.held_pages = 0
         # The flag of the writer's commit gate (None: unavailable): :func:`end_transaction`
         # opens it for the lane's own COMMIT only. (Written there directly: a method call per
         # open and close cost ~4% of a single write, benchmarks/hot_paths.py.)
@@ -293,7 +298,9 @@ def begin_immediate(
 
 
 def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None:
-    """COMMIT or ROLLBACK on a connection guarded by ``guard`` (no-op outside a transaction)."""
+    """COMMIT or ROLLBACK on a connection guarded by ``guard`` (no-op outside a transaction).
+    A COMMIT first gives SQLite its automatic checkpoint back if :func:`commit_on_loop` held
+    it off (so this COMMIT checkpoints when the WAL has grown past it)."""
     if not conn.in_transaction:
         return
     guard._allowed = get_ident()  # (permit() inlined: see begin_immediate)
@@ -301,6 +308,8 @@ def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None
     if gate is not None:
         gate[0] = OPEN  # (the lane's own COMMIT: the one the gate lets through)
     try:
+        if guard.held_pages and sql == COMMIT:
+            _restore_autocheckpoint(conn, guard)
         conn.execute(sql)
     finally:
         if gate is not None:
@@ -312,41 +321,40 @@ _AUTOCHECKPOINT_OFF = "PRAGMA wal_autocheckpoint=0 /* litegate */"
 
 
 def commit_on_loop(conn: sqlite3.Connection, guard: TxnGuard, pages: int) -> None:
-    """:func:`end_transaction`'s COMMIT with SQLite's automatic checkpoint held off for it,
-    for a COMMIT run on an event loop where it costs no fsync (WAL at synchronous NORMAL or
-    OFF): one that took the WAL past ``wal_autocheckpoint`` pages would checkpoint -- and
-    fsync -- right there. ``pages``: the connection's setting, restored after (0: off
-    already); a failed restore is logged, never raised (the COMMIT's outcome is what counts),
-    and an interrupt during it is raised once it is done.
-    The checkpoint is left to the next COMMIT off the loop."""
+    """:func:`end_transaction`'s COMMIT with SQLite's automatic checkpoint held off, for a
+    COMMIT run on an event loop where it costs no fsync (WAL at synchronous NORMAL or OFF):
+    one that took the WAL past ``wal_autocheckpoint`` pages would checkpoint -- and fsync --
+    right there. ``pages``: the connection's setting (0: off already). It stays held off
+    for the loop's next COMMITs (``guard.held_pages``) and is given back by the next COMMIT
+    off the loop (:func:`end_transaction`), which checkpoints then: a setting PRAGMA is
+    prepared anew each time it runs (SQLite expires it after one run), so switching it off
+    and on around every COMMIT here cost two compilations per COMMIT."""
     if not conn.in_transaction:
         return
-    guard._allowed = get_ident()  # (the engine's own PRAGMAs and COMMIT: see end_transaction)
+    guard._allowed = get_ident()  # (the engine's own PRAGMA and COMMIT: see end_transaction)
     gate = guard.gate
     if gate is not None:
         gate[0] = OPEN
-    interrupted: BaseException | None = None
     try:
-        try:
-            if pages:
-                conn.execute(_AUTOCHECKPOINT_OFF)
-            conn.execute(COMMIT)
-        finally:
-            for _ in range(3) if pages else ():  # (restored even if an interrupt cuts in)
-                try:
-                    conn.execute(f"PRAGMA wal_autocheckpoint={pages} /* litegate */")
-                    break
-                except Exception:  # (the COMMIT's outcome stands)
-                    logger.exception("litegate: restoring wal_autocheckpoint failed")
-                    break
-                except BaseException as exc:
-                    interrupted = exc
+        if pages and not guard.held_pages:
+            guard.held_pages = pages  # (first: an interrupt after the PRAGMA still restores)
+            conn.execute(_AUTOCHECKPOINT_OFF)
+        conn.execute(COMMIT)
     finally:
         if gate is not None:
             gate[0] = SHUT
         guard._allowed = 0
-    if interrupted is not None:
-        raise interrupted  # (after the COMMIT: an interrupted call's outcome is unknown)
+
+
+def _restore_autocheckpoint(conn: sqlite3.Connection, guard: TxnGuard) -> None:
+    """Give SQLite back the automatic checkpoint :func:`commit_on_loop` held off (the lane
+    holder, transaction control permitted). A failure is logged, never raised: the COMMIT
+    that follows is what counts (the WAL is then checkpointed by the writer when idle)."""
+    try:
+        conn.execute(f"PRAGMA wal_autocheckpoint={guard.held_pages} /* litegate */")
+    except Exception:
+        logger.exception("litegate: restoring wal_autocheckpoint failed")
+    guard.held_pages = 0
 
 
 def begin_snapshot(conn: sqlite3.Connection, guard: TxnGuard | None) -> None:

@@ -138,10 +138,9 @@ class Group:
             else:
                 commit_on_loop(conn, guard, loop_pages)
         except BaseException as exc:
-            # An interrupt raised as the COMMIT returned, or held back by commit_on_loop until
-            # it restored the checkpoint setting, comes after the COMMIT: the transaction is
-            # gone because it committed (no Python code runs inside the statement to raise
-            # one earlier). Telling the members "rolled back" would have them run it again.
+            # An interrupt raised as the COMMIT returned comes after the COMMIT: the
+            # transaction is gone because it committed (no Python code runs inside the
+            # statement to raise one earlier). Telling the members "rolled back" would have them run it again.
             if isinstance(exc, Exception) or not is_open(conn) or conn.in_transaction:
                 rollback_quietly(conn, guard)
                 self.members = []

@@ -106,8 +106,9 @@ logger = logging.getLogger("litegate")
 # that wake once per this many seconds, and bounds how long a waiter is overtaken.
 _SLICE = 0.001
 # Where a COMMIT costs no fsync, an async transaction alone on the lane commits on its loop,
-# with SQLite's automatic checkpoint held off (it would fsync there); every this many such
-# COMMITs in a row, one goes to the writer thread instead, and runs the checkpoint if due. A
+# with SQLite's automatic checkpoint held off (it would fsync there; held until a COMMIT off
+# the loop gives it back: ``commit_on_loop``); every this many such COMMITs in a row, one goes
+# to the writer thread instead, and runs the checkpoint if due. A
 # one-row transaction adds a few WAL pages: the WAL grows at most some hundreds of pages past
 # ``wal_autocheckpoint`` (1000 by default) before its checkpoint.
 LOOP_COMMITS = 100
