@@ -140,7 +140,8 @@ class Group:
         except BaseException as exc:
             # An interrupt raised as the COMMIT returned comes after the COMMIT: the
             # transaction is gone because it committed (no Python code runs inside the
-            # statement to raise one earlier). Telling the members "rolled back" would have them run it again.
+            # statement to raise one earlier). Telling the members "rolled back" would have
+            # them run it again.
             if isinstance(exc, Exception) or not is_open(conn) or conn.in_transaction:
                 rollback_quietly(conn, guard)
                 self.members = []
