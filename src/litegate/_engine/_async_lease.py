@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import types
 from collections.abc import Callable, Coroutine, Generator, Sequence
-from time import thread_time
+from time import perf_counter, thread_time
 from typing import Any
 
 from .._errors import Misuse, RolledBack
@@ -225,6 +225,7 @@ class AsyncLaneLease:
                 costs = self._lane.costs
                 if costs.get(args[0]) == 0 and not large_params(args[1]):
                     steps = _Steps()  # known quick: here, counting its steps and CPU time
+                    w0 = perf_counter()
                     t0 = thread_time()
                     conn.set_progress_handler(steps, STEP_BUDGET)
                     try:
@@ -234,9 +235,12 @@ class AsyncLaneLease:
                         if steps.n > 1:
                             record_cost(costs, args[0], steps.n)
                             self._heavy = True  # (its COMMIT writes much: off the loop)
-                        elif thread_time() - t0 > SLOW_SECONDS:
-                            forget_cost(costs, args[0])  # (measured off the loop next time)
-                            self._heavy = True
+                        # (CPU time never exceeds wall time: thread_time, a syscall, is read
+                        # again only when the wall time is over -- one syscall less a write)
+                        elif perf_counter() - w0 > SLOW_SECONDS:
+                            if thread_time() - t0 > SLOW_SECONDS:
+                                forget_cost(costs, args[0])  # (measured off the loop next)
+                                self._heavy = True
                 return await self._op(measured, (fn, costs, *args), sql, None)
             if fn in _READS:
                 try:
