@@ -364,6 +364,34 @@ async def test_a_cancelled_wait_for_the_commit_still_gets_its_answer(order: str)
                 waiter.result()
 
 
+async def test_an_answer_left_unawaited_after_a_cancellation_is_not_logged() -> None:
+    """A cancelled wait whose waiter is gone (interrupted before it made the fresh future):
+    the failed answer _deliver puts in the fresh future is marked retrieved, so asyncio does
+    not log "Future exception was never retrieved" when it is collected."""
+    from collections import deque
+
+    from litegate._engine._jobs import AsyncTicket, Outbox, flush
+
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    try:
+        outbox: Outbox = deque()
+        ticket = AsyncTicket(loop, outbox)
+        ticket.future.cancel()  # (its waiter's task was cancelled, and it never looked again)
+        ticket.finish(None, litegate.RolledBack("the group's COMMIT failed"))
+        flush(outbox)
+        await asyncio.sleep(0)  # the delivery ran
+        assert ticket.future.done() and not ticket.future.cancelled()
+        del ticket
+        gc.collect()
+        await asyncio.sleep(0)
+        assert seen == []
+    finally:
+        loop.set_exception_handler(previous)
+
+
 async def test_close_fails_waiting_tasks_with_closed(db_path: str) -> None:
     adb = await open_db(db_path, 1)
     db = adb.as_sync()

@@ -15,7 +15,7 @@ import pytest
 
 import litegate
 from helpers import interrupt_at, writer_autocheckpoint
-from litegate._engine import _connection, _lane_turns, _loop_write
+from litegate._engine import _async_lease, _connection, _lane_turns, _loop_write
 
 SLOW_INSERT_N = (
     "INSERT INTO t(v) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
@@ -199,6 +199,17 @@ async def test_a_transaction_after_a_heavy_statement_does_not_commit_on_the_loop
     assert commits_here == []
 
 
+def _jumpy(real: Callable[[], float]) -> Callable[[], float]:
+    """``real``, one second later at its 2nd reading only (a run's end reading)."""
+    calls = [0]
+
+    def clock() -> float:
+        calls[0] += 1
+        return real() + (1.0 if calls[0] == 2 else 0.0)
+
+    return clock
+
+
 async def test_a_write_slow_once_on_the_loop_is_measured_again_off_it_then_comes_back(
     db_path: str, commits_here: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -209,19 +220,9 @@ async def test_a_write_slow_once_on_the_loop_is_measured_again_off_it_then_comes
     try:
         sql = "INSERT INTO t(v) VALUES (?)"
         await adb.execute(sql, (0,))  # measured: quick
-
-        def jumpy(real: Callable[[], float]) -> Callable[[], float]:
-            calls = [0]
-
-            def clock() -> float:
-                calls[0] += 1
-                return real() + (1.0 if calls[0] == 2 else 0.0)  # (the 1st run's end reading)
-
-            return clock
-
         # (CPU time is read at the end only once the wall time is over: both jump)
-        monkeypatch.setattr(_loop_write, "thread_time", jumpy(time.thread_time))
-        monkeypatch.setattr(_loop_write, "perf_counter", jumpy(time.perf_counter))
+        monkeypatch.setattr(_loop_write, "thread_time", _jumpy(time.thread_time))
+        monkeypatch.setattr(_loop_write, "perf_counter", _jumpy(time.perf_counter))
         commits_here.clear()
         await adb.execute(sql, (1,))  # on the loop, judged slow: unknown again
         assert len(commits_here) == 1
@@ -230,5 +231,62 @@ async def test_a_write_slow_once_on_the_loop_is_measured_again_off_it_then_comes
         await adb.execute(sql, (3,))  # quick again: on the loop
         assert len(commits_here) == 2
         assert await adb.query_value("SELECT count(*) FROM t") == 4
+    finally:
+        await adb.close()
+
+
+async def test_a_transaction_write_slow_once_commits_off_the_loop_and_is_measured_again(
+    db_path: str, commits_here: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same inside an async transaction: a known-quick write whose run took over
+    SLOW_SECONDS of CPU (both clocks jump at its end reading) makes the transaction heavy --
+    its COMMIT goes off the loop -- and its text unknown: the next run is measured on the
+    writer thread (heavy again), and the one after is quick on the loop."""
+    adb = await _open(db_path)
+    try:
+        sql = "INSERT INTO t(v) VALUES (?)"
+
+        async def tx_write(v: int) -> None:
+            async with adb.transaction() as tx:
+                await tx.execute(sql, (v,))
+            assert tx.committed
+
+        await tx_write(0)  # measured on the writer thread: quick
+        commits_here.clear()
+        await tx_write(1)
+        assert len(commits_here) == 1  # quick: its COMMIT on the loop
+        monkeypatch.setattr(_async_lease, "thread_time", _jumpy(time.thread_time))
+        monkeypatch.setattr(_async_lease, "perf_counter", _jumpy(time.perf_counter))
+        await tx_write(2)  # judged slow
+        assert len(commits_here) == 1
+        await tx_write(3)  # unknown again: measured on the writer thread
+        assert len(commits_here) == 1
+        await tx_write(4)  # quick again
+        assert len(commits_here) == 2
+        assert await adb.query_value("SELECT count(*) FROM t") == 5
+    finally:
+        await adb.close()
+
+
+async def test_a_writer_reopened_after_a_loop_commit_holds_the_checkpoint_off_again(
+    db_path: str, commits_here: list[int]
+) -> None:
+    """A COMMIT on the loop holds the automatic checkpoint off (recorded on the lane's guard);
+    a function that closes the writer connection gets a new one, which has it on: the next
+    COMMIT on the loop must switch it off there too (a stale record would let that COMMIT
+    checkpoint, and fsync, on the loop)."""
+    adb = await _open(db_path)
+    try:
+        sql = "INSERT INTO t(v) VALUES (?)"
+        await adb.execute(sql, (0,))  # measured: quick
+        await adb.execute(sql, (1,))  # on the loop: held off
+        with pytest.raises(litegate.Misuse, match="closed the write lane's connection"):
+            await adb.run_write(lambda conn: conn.close())
+        commits_here.clear()
+        await adb.execute(sql, (2,))  # on the loop, on the new connection
+        assert commits_here
+        async with adb.transaction() as tx:  # (a read on the writer connection)
+            assert await tx.query_value("PRAGMA wal_autocheckpoint") == 0
+        assert await adb.query_value("SELECT count(*) FROM t") == 3
     finally:
         await adb.close()

@@ -354,6 +354,9 @@ def _restore_autocheckpoint(conn: sqlite3.Connection, guard: TxnGuard) -> None:
         conn.execute(f"PRAGMA wal_autocheckpoint={guard.held_pages} /* litegate */")
     except Exception:
         logger.exception("litegate: restoring wal_autocheckpoint failed")
+    # (An interrupt just before this line leaves the setting on but recorded as held: until
+    # the next COMMIT off the loop, a COMMIT on one may then checkpoint there. Clearing first
+    # would instead risk the setting off and unrecorded.)
     guard.held_pages = 0
 
 

@@ -325,7 +325,9 @@ def _deliver(jobs: list[AsyncJob]) -> None:
                 continue
             # Its waiter's task was cancelled: the answer goes to a fresh future, which the
             # waiter awaits next (``_bridge.await_answer``; both run on this loop's thread).
+            # Marked retrieved: a waiter interrupted before it looked never awaits it.
             fut = job.future = job.loop.create_future()
+            fut.add_done_callback(_retrieved)
         try:
             if error is not None:
                 fut.set_exception(deliverable(error))
@@ -336,6 +338,12 @@ def _deliver(jobs: list[AsyncJob]) -> None:
                 failed = RuntimeError(f"litegate could not deliver this call's outcome: {exc!r}")
                 failed.__cause__ = error
                 fut.set_exception(failed)
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception retrieved (unretrieved, asyncio logs it at ERROR)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def flush(outbox: Outbox) -> None:

@@ -197,8 +197,9 @@ class LaneState:
         conn.set_authorizer(self.guard)
         self._gate = _commit_gate.install(conn)  # (kept alive as long as the connection)
         self.guard.set_gate(self._gate)
-        # its wal_autocheckpoint pages (0: off), held off around a COMMIT on a loop
+        # its wal_autocheckpoint pages (0: off), held off by COMMITs on a loop
         self._autockpt = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        self.guard.held_pages = 0  # (a new connection has it on: nothing held off)
         return conn
 
     def _ready(self) -> sqlite3.Connection:
