@@ -221,8 +221,8 @@ async def test_a_write_slow_once_on_the_loop_is_measured_again_off_it_then_comes
         sql = "INSERT INTO t(v) VALUES (?)"
         await adb.execute(sql, (0,))  # measured: quick
         # (CPU time is read at the end only once the wall time is over: both jump)
-        monkeypatch.setattr(_loop_write, "thread_time", _jumpy(time.thread_time))
-        monkeypatch.setattr(_loop_write, "perf_counter", _jumpy(time.perf_counter))
+        monkeypatch.setattr(_async_lease, "thread_time", _jumpy(time.thread_time))
+        monkeypatch.setattr(_async_lease, "perf_counter", _jumpy(time.perf_counter))
         commits_here.clear()
         await adb.execute(sql, (1,))  # on the loop, judged slow: unknown again
         assert len(commits_here) == 1

@@ -42,7 +42,7 @@ from ._commit_gate import refused_error
 from ._connection import begin_immediate, begin_snapshot
 from ._counters import Counters
 from ._group import lost_error
-from ._jobs import READ, AsyncJob, AsyncLaneHold, AsyncTicket, flush
+from ._jobs import READ, AsyncJob, AsyncLaneHold, AsyncTicket, consume, flush
 from ._lane import WriteLane
 from ._pool import ReaderPool
 from ._readers import ReaderThreads
@@ -51,12 +51,6 @@ __all__ = ("AsyncLaneLease", "AsyncPooledRead")
 
 logger = logging.getLogger("litegate")
 _INFLIGHT_WAIT = 30.0  # seconds a release waits for its interrupted query
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    """Retrieve an unawaited operation's outcome (unretrieved, asyncio logs it at ERROR)."""
-    if not fut.cancelled():
-        fut.exception()
 
 
 class AsyncLaneLease:
@@ -225,8 +219,7 @@ class AsyncLaneLease:
                 costs = self._lane.costs
                 if costs.get(args[0]) == 0 and not large_params(args[1]):
                     steps = _Steps()  # known quick: here, counting its steps and CPU time
-                    w0 = perf_counter()
-                    t0 = thread_time()
+                    started = clocks()
                     conn.set_progress_handler(steps, STEP_BUDGET)
                     try:
                         return self._inline(conn, fn, args)
@@ -235,12 +228,9 @@ class AsyncLaneLease:
                         if steps.n > 1:
                             record_cost(costs, args[0], steps.n)
                             self._heavy = True  # (its COMMIT writes much: off the loop)
-                        # (CPU time never exceeds wall time: thread_time, a syscall, is read
-                        # again only when the wall time is over -- one syscall less a write)
-                        elif perf_counter() - w0 > SLOW_SECONDS:
-                            if thread_time() - t0 > SLOW_SECONDS:
-                                forget_cost(costs, args[0])  # (measured off the loop next)
-                                self._heavy = True
+                        elif ran_slow(started):
+                            forget_cost(costs, args[0])  # (measured off the loop next time)
+                            self._heavy = True
                 return await self._op(measured, (fn, costs, *args), sql, None)
             if fn in _READS:
                 try:
@@ -261,7 +251,7 @@ class AsyncLaneLease:
         self._last_op = op
         if fn not in _READS:  # (a query sent there, e.g. over its inline budget, writes nothing)
             self._heavy = True
-        op.future.add_done_callback(_consume)
+        op.future.add_done_callback(consume)
         return op
 
     async def _op(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
@@ -372,7 +362,7 @@ class AsyncLaneLease:
             hold.ended = True
             if ticket.answered and ticket.error is None:
                 self.committed = True  # (the interrupt came after the shared COMMIT)
-            ticket.future.add_done_callback(_consume)  # (its answer is never awaited)
+            ticket.future.add_done_callback(consume)  # (its answer is never awaited)
             lane.hand_to_writer(hold, False)
             flush(lane.outbox)
             raise
@@ -411,7 +401,7 @@ class AsyncLaneLease:
     async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
         """Close ``cursors``, then give the lane back (never blocks)."""
         if cursors and self._conn is not None:
-            self.post(close_cursors, (cursors,)).add_done_callback(_consume)
+            self.post(close_cursors, (cursors,)).add_done_callback(consume)
         self.end()
 
 
@@ -450,6 +440,18 @@ def record_cost(costs: dict[str, int], sql: str, calls: int) -> None:
         costs.clear()
     if n > costs.get(sql, -1):
         costs[sql] = n
+
+
+def clocks() -> tuple[float, float]:
+    """This thread's wall and CPU clocks now, for :func:`ran_slow`."""
+    return perf_counter(), thread_time()
+
+
+def ran_slow(started: tuple[float, float]) -> bool:
+    """Did the run begun at ``started`` (:func:`clocks`) take over :data:`SLOW_SECONDS` of
+    this thread's CPU? CPU time never exceeds wall time, so the CPU clock (a syscall) is read
+    again only once the wall time is over: one syscall less per quick run."""
+    return perf_counter() - started[0] > SLOW_SECONDS and thread_time() - started[1] > SLOW_SECONDS
 
 
 def forget_cost(costs: dict[str, int], sql: str) -> None:

@@ -61,6 +61,7 @@ __all__ = (
     "Job",
     "LaneHold",
     "Outbox",
+    "consume",
     "deliverable",
     "flush",
     "running_loop",
@@ -327,7 +328,7 @@ def _deliver(jobs: list[AsyncJob]) -> None:
             # waiter awaits next (``_bridge.await_answer``; both run on this loop's thread).
             # Marked retrieved: a waiter interrupted before it looked never awaits it.
             fut = job.future = job.loop.create_future()
-            fut.add_done_callback(_retrieved)
+            fut.add_done_callback(consume)
         try:
             if error is not None:
                 fut.set_exception(deliverable(error))
@@ -340,8 +341,8 @@ def _deliver(jobs: list[AsyncJob]) -> None:
                 fut.set_exception(failed)
 
 
-def _retrieved(fut: asyncio.Future[Any]) -> None:
-    """Mark a future's exception retrieved (unretrieved, asyncio logs it at ERROR)."""
+def consume(fut: asyncio.Future[Any]) -> None:
+    """Retrieve an unawaited future's outcome (unretrieved, asyncio logs it at ERROR)."""
     if not fut.cancelled():
         fut.exception()
 

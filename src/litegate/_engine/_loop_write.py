@@ -34,19 +34,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from time import perf_counter, thread_time
 from typing import Any
 
 from .._errors import RolledBack
 from .._statements import run_execute
 from .._types import Args, Bound, Params
 from ._async_lease import (
-    SLOW_SECONDS,
     STEP_BUDGET,
+    clocks,
     forget_cost,
     give_way,
     large_params,
     measured,
+    ran_slow,
     record_cost,
 )
 from ._batch import job_error
@@ -132,8 +132,7 @@ def _run_here(lane: WriteLane, sql: str, params: Params) -> Any:
         if conn is None:
             return _AGAIN
         budget = _Budget()
-        w0 = perf_counter()
-        t0 = thread_time()
+        started = clocks()
         conn.set_progress_handler(budget, STEP_BUDGET)
         try:
             result = run_execute(conn, sql, params)
@@ -150,9 +149,7 @@ def _run_here(lane: WriteLane, sql: str, params: Params) -> Any:
                 raise
             raise err from exc
         conn.set_progress_handler(None, 0)
-        # One heavy step? Measured off the loop next time. (CPU time <= wall time: it is
-        # read only when the wall time is over, a syscall fewer per write.)
-        if perf_counter() - w0 > SLOW_SECONDS and thread_time() - t0 > SLOW_SECONDS:
+        if ran_slow(started):  # (one heavy step? measured off the loop next time)
             forget_cost(lane.costs, sql)
         if not conn.in_transaction:  # (its statement ended the transaction)
             lane.end_here(False)
