@@ -309,7 +309,9 @@ class AsyncLaneLease:
 
         :raises RolledBack: the transaction (or its group) was lost: nothing committed
         """
-        await self._settle()
+        op = self._last_op  # (_settle inlined: nothing pending is the common case)
+        if op is not None and not op.future.done():
+            await asyncio.wait([op.future])
         lane, hold = self._lane, self._hold
         light = lane.commits_cheaply and self._light()
         if light and not lane.depth:

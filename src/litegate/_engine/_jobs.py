@@ -16,8 +16,9 @@ finished
 result, error, answered    the worker, before answering    ``Job.done`` released after them;
                                                            an async job's ``outbox.append``
                                                            then ``call_soon_threadsafe``
-AsyncJob.state,            loop (cancel, withdraw) and     ``AsyncJob._lock``
-running_on                 worker (start, attach, finish)
+AsyncJob.state,            loop (cancel, withdraw) and     ``AsyncJob._lock`` (an
+running_on                 worker (start, attach, finish)  ``AsyncTicket``'s: only its one
+                                                           ``finish``, unlocked)
 AsyncJob.stop_asked        loop (withdraw, interrupting)   ``AsyncJob._lock`` to set; a runner's
                                                            progress handler reads it without
                                                            (set once: a stale False delays
@@ -211,8 +212,20 @@ class AsyncJob(BaseJob):
         time_limit: Bound,
         loop: asyncio.AbstractEventLoop,
         outbox: Outbox,
+        ctx: contextvars.Context | None = None,
     ) -> None:
-        super().__init__(kind, fn, args, sql, time_limit)
+        # BaseJob.__init__ inlined, as in Job: two async jobs are made per async transaction
+        # under contention (a hold and a ticket; benchmarks/hot_paths.py atx64). Keep them in
+        # step. ``ctx``: the context it runs in (default: a copy of the caller's).
+        self.kind = kind
+        self.fn = fn
+        self.args = args
+        self.sql = sql
+        self.time_limit = time_limit
+        self.ctx = contextvars.copy_context() if ctx is None else ctx
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.answered = False
         self.loop = loop
         self.future: asyncio.Future[Any] = loop.create_future()
         self.outbox = outbox
@@ -289,7 +302,19 @@ class AsyncTicket(AsyncJob):
     keeps_answer = True
 
     def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
-        super().__init__(WRITE, _noop, (), None, None, loop, outbox)
+        # (It runs nothing: no copy of its caller's context.)
+        AsyncJob.__init__(self, WRITE, _noop, (), None, None, loop, outbox, contextvars.Context())
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Whoever commits the group: publish the outcome. No lock: a ticket is never started,
+        withdrawn or interrupted -- nobody else reads or writes its ``state`` -- and it is
+        answered once, by the lane holder of the moment; the outbox hand-off orders the
+        outcome before the loop reads it."""
+        self.state = AsyncJob.DONE
+        self.result = result
+        self.error = error
+        self.answered = True
+        self.outbox.append(self)
 
 
 def deliverable(error: BaseException) -> BaseException:
@@ -390,13 +415,14 @@ class AsyncLaneHold(AsyncJob):
     __slots__ = ("abandoned", "ended")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
-        super().__init__(EXCLUSIVE, _noop, (), None, None, loop, outbox)
         # It runs no code of its caller's, so it keeps none of its caller's context: a copy
         # would hold the task's previous hold (the engine records the current one in a
         # contextvar), and that one the hold before it -- a chain of every transaction the task
         # ran, never freed while the task lives (8,788 holds in a 2 s benchmark run, their
         # futures and locks: a 30-55 ms pause of each full GC collection; issue 11).
-        self.ctx = contextvars.Context()
+        AsyncJob.__init__(
+            self, EXCLUSIVE, _noop, (), None, None, loop, outbox, contextvars.Context()
+        )
         self.ended = False
         self.abandoned = False  # its task gave up before the grant: never grant it (lane lock)
 

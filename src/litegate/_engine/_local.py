@@ -409,7 +409,8 @@ class LocalEngine:
         t0 = monotonic()
         if not lane.try_take_async(hold):  # (idle lane: taken at once, on the loop)
             try:
-                await submit(lane, hold, timeout)
+                if not lane.try_submit(hold):  # (room in the queue: no coroutine for submit)
+                    await submit(lane, hold, timeout)
                 await await_job(hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
             except BaseException:
                 if hold.state != AsyncJob.CANCELLED:
