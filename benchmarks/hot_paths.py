@@ -54,7 +54,9 @@ _bridge.INLINE_BUDGET = _bridge._HARD_BUDGET = _async_lease.SLOW_SECONDS = 1e9
 
 case, n = sys.argv[1], int(sys.argv[2])
 path = os.path.join(tempfile.mkdtemp(), "h.db")
-db = litegate.connect(path, readers="per-thread" if case == "read-pt" else 4, synchronous="OFF")
+db = litegate.connect(  # (group_wait: the group's age bound, a clock, lifted likewise)
+    path, readers="per-thread" if case == "read-pt" else 4, synchronous="OFF", group_wait=60.0
+)
 db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
 db.executemany("INSERT INTO t(v) VALUES (?)", [(i,) for i in range(1000)])
 READ, UPDATE = "SELECT v FROM t WHERE id = ?", "UPDATE t SET v = ? WHERE id = ?"
