@@ -1,7 +1,8 @@
 """Instructions per operation on litegate's hot paths, counted with valgrind's callgrind.
 
 Wall-clock figures swing by 2x on a shared 2-core machine; instruction counts do not (the same
-binary, inputs and environment give the same count). Each case runs in a fresh process at
+binary, inputs and environment give the same count -- once the clocks litegate steers by are
+lifted: see the child). Each case runs in a fresh process at
 N=1000 and N=3000 operations; the difference over 2000 is the cost of one operation, start-up
 excluded. Compare trees by pointing ``--src`` at several checkouts' ``src`` directories::
 
@@ -12,7 +13,7 @@ Cases (one thread or one task, ``synchronous=OFF`` so fsync is not counted; a wr
 one-row UPDATE; a transaction reads a row then updates it):
 ``read``, ``read-pt`` (``readers="per-thread"``), ``write``, ``tx``, and their async forms
 ``aread``, ``awrite``, ``atx``, and ``atx64`` (the transaction from 64 tasks at once: queued
-for the lane, handed it in turn, group-committed; its count varies a few % with the thread
+for the lane, handed it in turn, group-committed; its count varies ~1 % with the thread
 schedule); and the floor: ``plain-read`` and ``plain-write`` do the same on one plain sqlite3
 connection (``BEGIN IMMEDIATE``, the UPDATE, ``COMMIT``).
 
