@@ -26,8 +26,18 @@ def _load() -> ModuleType:
 @pytest.mark.parametrize("mode", ["lean", "litegate"])
 def test_both_sides_run_transfers_that_keep_the_sum(mode: str) -> None:
     lean = _load()
+    steering = _steering()
     done, _ = asyncio.run(lean._run(mode, 16, 0.0, 300))  # (exits if the sum is not kept)
     assert done >= 300
+    # Only an instruction-count child lifts litegate's clocks: a run in this process must
+    # leave them as they were (the tests that run after it depend on them).
+    assert _steering() == steering
+
+
+def _steering() -> tuple[float, float, float]:
+    from litegate._engine import _async_lease, _bridge
+
+    return (_bridge.INLINE_BUDGET, _bridge._HARD_BUDGET, _async_lease.SLOW_SECONDS)
 
 
 def test_a_transaction_that_raises_undoes_only_its_own_part() -> None:
