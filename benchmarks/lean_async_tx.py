@@ -39,7 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
-if SRC not in sys.path:  # (run from a checkout: the model uses litegate's step counter too)
+try:
+    import litegate  # noqa: F401  (the model uses litegate's step counter too)
+except ImportError:  # running from a checkout without installing
     sys.path.insert(0, SRC)
 
 from litegate._config import DEFAULT_GROUP_WAIT  # noqa: E402
@@ -151,10 +153,15 @@ def _prepare(path: str) -> None:
 
 
 async def _run(
-    mode: str, tasks: int, seconds: float, count: int, group_wait: float = DEFAULT_GROUP_WAIT
+    mode: str,
+    tasks: int,
+    seconds: float,
+    count: int,
+    group_wait: float = DEFAULT_GROUP_WAIT,
+    directory: str | None = None,
 ) -> tuple[int, float]:
     """Transfers done and seconds taken (``count`` > 0: exactly that many, untimed)."""
-    path = os.path.join(tempfile.mkdtemp(), "lean.db")
+    path = os.path.join(tempfile.mkdtemp(dir=directory), "lean.db")
     _prepare(path)
     if mode == "litegate":
         import litegate
