@@ -392,6 +392,35 @@ async def test_an_answer_left_unawaited_after_a_cancellation_is_not_logged() -> 
         loop.set_exception_handler(previous)
 
 
+async def test_a_savepoint_rollback_left_unawaited_by_a_cancellation_is_not_logged(
+    db_path: str,
+) -> None:
+    """A cancelled savepoint block posts its ROLLBACK TO without awaiting it (it runs on the
+    loop, at once). When that fails -- here the block's SQL released the savepoint itself --
+    the failure is marked retrieved: asyncio does not log "Future exception was never
+    retrieved" when it is collected; the transaction goes on."""
+    adb = await open_db(db_path, 1)
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    try:
+        async with adb.transaction() as tx:
+            await tx.execute("CREATE TABLE IF NOT EXISTS sp(v)")
+            with pytest.raises(asyncio.CancelledError):
+                async with tx.savepoint() as sp:
+                    await tx.execute(f"RELEASE {sp._name}")  # (its ROLLBACK TO will fail)
+                    raise asyncio.CancelledError
+            await tx.execute("INSERT INTO sp VALUES (1)")
+        gc.collect()
+        await asyncio.sleep(0)
+        assert seen == []
+        assert await adb.query_value("SELECT count(*) FROM sp") == 1
+    finally:
+        loop.set_exception_handler(previous)
+        await adb.close()
+
+
 async def test_close_fails_waiting_tasks_with_closed(db_path: str) -> None:
     adb = await open_db(db_path, 1)
     db = adb.as_sync()

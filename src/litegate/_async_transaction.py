@@ -24,13 +24,6 @@ logger = logging.getLogger("litegate")
 T = TypeVar("T")
 
 
-def _consume(fut: asyncio.Future[Any]) -> None:
-    """Retrieve an unawaited operation's outcome (a failure is already the block's concern:
-    unretrieved, asyncio would log it at ERROR)."""
-    if not fut.cancelled():
-        fut.exception()
-
-
 class _AsyncReads(OpenCursors):
     """Query methods shared by async transactions and snapshots, over an async lease. The
     cursors of iterations still open are closed on the connection's thread before the block
@@ -135,7 +128,7 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
         try:
             if self._cursors:  # closed on the writer before the COMMIT / rollback (in order)
                 left = self._open_cursors()
-                lease.post(stmt.close_cursors, (left,)).add_done_callback(_consume)
+                lease.post(stmt.close_cursors, (left,))  # (never awaited)
             if exc_type is None and was_active:
                 try:
                     await lease.commit()

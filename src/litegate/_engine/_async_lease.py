@@ -169,13 +169,16 @@ class AsyncLaneLease:
 
     def post(self, fn: Callable[..., Any], args: Args) -> asyncio.Future[Any]:
         """Send ``fn(conn, *args)`` without waiting: it runs after everything sent before it
-        (at once, on the loop, for the cheap statement functions when nothing is pending).
+        (at once, on the loop, for the cheap statement functions when nothing is pending). Its
+        outcome is marked retrieved, as every operation's sent to the writer thread is
+        (:meth:`_send`): one left unawaited (a block's end, a cancellation) is never logged.
 
         :raises Misuse: the lease has ended
         """
         conn = self._live()
         if fn in _CHEAP and self._free():
             fut: asyncio.Future[Any] = self._loop.create_future()
+            fut.add_done_callback(consume)
             try:
                 fut.set_result(self._inline(conn, fn, args))
             except Exception as exc:
@@ -309,9 +312,9 @@ class AsyncLaneLease:
 
         :raises RolledBack: the transaction (or its group) was lost: nothing committed
         """
-        op = self._last_op  # (_settle inlined: nothing pending is the common case)
+        op = self._last_op  # (as in run: no _settle coroutine when nothing is pending)
         if op is not None and not op.future.done():
-            await asyncio.wait([op.future])
+            await self._settle()
         lane, hold = self._lane, self._hold
         light = lane.commits_cheaply and self._light()
         if light and not lane.depth:
@@ -403,7 +406,7 @@ class AsyncLaneLease:
     async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
         """Close ``cursors``, then give the lane back (never blocks)."""
         if cursors and self._conn is not None:
-            self.post(close_cursors, (cursors,)).add_done_callback(consume)
+            self.post(close_cursors, (cursors,))
         self.end()
 
 

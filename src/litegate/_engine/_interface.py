@@ -141,7 +141,8 @@ class AsyncWriteLease(AsyncReadLease, Protocol):
     async def begin(self, busy_timeout: float | None = None) -> None: ...
 
     def post(self, fn: Callable[..., Any], args: Args) -> Any:
-        """Send an operation without waiting for it (it runs after those sent before)."""
+        """Send an operation without waiting for it (it runs after those sent before); its
+        outcome, if never awaited, is not logged."""
 
     async def commit(self) -> None:
         """``COMMIT``, not interrupted once sent (a cancellation is re-raised after it;
