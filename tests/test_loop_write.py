@@ -15,6 +15,7 @@ import pytest
 
 import litegate
 from helpers import interrupt_at, writer_autocheckpoint
+from litegate import _statements as stmt
 from litegate._engine import _async_lease, _connection, _lane_turns, _loop_write
 
 SLOW_INSERT_N = (
@@ -270,6 +271,37 @@ async def test_a_transaction_write_slow_once_commits_off_the_loop_and_is_measure
         assert await adb.query_value("SELECT count(*) FROM t") == 5
     finally:
         await adb.close()
+
+
+@pytest.mark.parametrize("named", [False, True])
+async def test_a_transaction_write_with_a_large_parameter_runs_off_the_loop(
+    db_path: str, commits_here: list[int], named: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A known-quick text still goes to the writer thread when a parameter is large
+    (LARGE_VALUE or longer: binding and writing it is one VM step however long it takes), and
+    its transaction COMMITs off the loop; small values of the same text stay on the loop."""
+    adb = await _open(db_path)
+    sql = "INSERT INTO t(v) VALUES (:v)" if named else "INSERT INTO t(v) VALUES (?)"
+    here = threading.get_ident()
+    on_loop: list[bool] = []
+    real = stmt.run_execute
+
+    def spy(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
+        on_loop.append(threading.get_ident() == here)
+        return real(conn, sql, params)
+
+    try:
+        for i, value in enumerate((0, 1, b"x" * _async_lease.LARGE_VALUE, "y" * 70_000, 2)):
+            async with adb.transaction() as tx:
+                if i == 1:
+                    commits_here.clear()  # (the text is known quick from here on)
+                    monkeypatch.setattr(_async_lease, "run_execute", spy)
+                await tx.execute(sql, {"v": value} if named else (value,))
+            assert tx.committed
+    finally:
+        await adb.close()
+    assert on_loop == [True, False, False, True]  # small here, large on the writer thread
+    assert commits_here == [here, here]  # the two small ones; both large ones off the loop
 
 
 async def test_a_writer_reopened_after_a_loop_commit_holds_the_checkpoint_off_again(

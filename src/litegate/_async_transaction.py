@@ -30,9 +30,18 @@ class _AsyncReads(OpenCursors):
     gives it back (see :class:`OpenCursors`)."""
 
     _time_limit: float | None
+    _lease: AsyncReadLease | None
+    _active = False  # inside the block (the lease is live)
 
     def _live(self) -> AsyncReadLease:
         """The live lease. :raises Misuse: outside the block"""
+        lease = self._lease
+        if lease is None or not self._active:
+            raise self._inactive()
+        return lease
+
+    def _inactive(self) -> Misuse:
+        """The error of a statement outside the block."""
         raise NotImplementedError
 
     def _limit(self, time_limit: Limit) -> float | None:
@@ -42,9 +51,9 @@ class _AsyncReads(OpenCursors):
         return await self._live().run(fn, args, sql, limit)
 
     # (query, query_one and query_value each await the lease directly, and compute the limit
-    # inline rather than through _limit: one coroutine and one call less per statement, on
-    # the path every ORM's transaction takes -- _limit called there measured +4,900
-    # instructions a transfer, benchmarks/hot_paths.py atx)
+    # and check the lease inline rather than through _limit and _live: a coroutine and a call
+    # less per statement, on the path every ORM's transaction takes -- _limit called there
+    # measured +4,900 instructions a transfer, benchmarks/hot_paths.py atx)
     async def query(
         self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT
     ) -> list[Any]:
@@ -52,14 +61,20 @@ class _AsyncReads(OpenCursors):
         if type(sql) is not str:
             check_sql(sql)
         limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
-        return await self._live().query(sql, params, limit)
+        lease = self._lease
+        if lease is None or not self._active:
+            raise self._inactive()
+        return await lease.query(sql, params, limit)
 
     async def query_one(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
         """The first row, or ``None``."""
         if type(sql) is not str:
             check_sql(sql)
         limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
-        rows = await self._live().query(sql, params, limit)
+        lease = self._lease
+        if lease is None or not self._active:
+            raise self._inactive()
+        rows = await lease.query(sql, params, limit)
         return rows[0] if rows else None
 
     async def query_value(
@@ -69,7 +84,11 @@ class _AsyncReads(OpenCursors):
         if type(sql) is not str:
             check_sql(sql)
         limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
-        return stmt.first_value(await self._live().query(sql, params, limit))
+        lease = self._lease
+        if lease is None or not self._active:
+            raise self._inactive()
+        rows = await lease.query(sql, params, limit)
+        return rows[0][0] if rows else None  # (stmt.first_value, inlined)
 
     def iterate(
         self, sql: str, params: Params = (), *, arraysize: int = 256
@@ -140,10 +159,13 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
     def _live(self) -> AsyncWriteLease:
         lease = self._lease
         if not self._active or lease is None:
-            raise Misuse("the transaction is not active (use it inside its `async with` block)")
+            raise self._inactive()
         # If SQLite rolled the transaction back (an interrupt, e.g. a cancelled statement, or
         # a failed one), the writer refuses this and every later operation (RolledBack).
         return lease
+
+    def _inactive(self) -> Misuse:
+        return Misuse("the transaction is not active (use it inside its `async with` block)")
 
     async def execute(
         self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT
@@ -152,8 +174,10 @@ class AsyncTransaction(TransactionBase, _AsyncReads):
         if type(sql) is not str:
             check_sql(sql)
         limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
-        result: Result = await self._live().run(stmt.run_execute, (sql, params), sql, limit)
-        return result
+        lease = self._lease  # (_live inlined, as in query)
+        if lease is None or not self._active:
+            raise self._inactive()
+        return await lease.execute(sql, params, limit)
 
     async def executemany(self, sql: str, seq: ParamSeq, *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement for every parameter set."""
@@ -234,15 +258,14 @@ class AsyncSnapshot(_AsyncReads):
             await lease.release()
             raise
         self._lease = lease
+        self._active = True
         return self
 
     async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         lease, self._lease = self._lease, None
+        self._active = False
         if lease is not None:
             await lease.release(self._open_cursors() if self._cursors else ())
 
-    def _live(self) -> AsyncReadLease:
-        lease = self._lease
-        if lease is None:
-            raise Misuse("the snapshot is not active (use it inside its `async with` block)")
-        return lease
+    def _inactive(self) -> Misuse:
+        return Misuse("the snapshot is not active (use it inside its `async with` block)")

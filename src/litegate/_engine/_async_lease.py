@@ -21,12 +21,13 @@ import logging
 import sqlite3
 import threading
 import types
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from time import perf_counter, thread_time
 from typing import Any
 
 from .._errors import Misuse, RolledBack
 from .._statements import (
+    Result,
     close_cursor,
     close_cursors,
     exec_sql,
@@ -84,6 +85,7 @@ class AsyncLaneLease:
         "_loop",
         "_lost",
         "_over",
+        "_steps",
         "committed",
     )
 
@@ -102,6 +104,7 @@ class AsyncLaneLease:
         self._lost = False  # SQLite rolled it back: every later operation raises RolledBack
         self._over = False  # its turn has ended (handed on, or given back)
         self._last_op: AsyncJob | None = None  # the last operation sent to the writer thread
+        self._steps = _Steps()  # counts the VM steps of each write run here (reset per write)
         self.committed = False  # the COMMIT went through (set even if cancelled meanwhile)
 
     @property
@@ -190,12 +193,71 @@ class AsyncLaneLease:
         try:
             result = fn(conn, *args)
         except sqlite3.DatabaseError as exc:
-            err = refused_error(explain(exc), in_transaction=self._began)
-            self._after_error()
+            err = self._failed(exc)
             if err is exc:
                 raise
             raise err from exc
         self._check(conn)
+        return result
+
+    def _failed(self, exc: sqlite3.DatabaseError) -> BaseException:
+        """A statement run here raised ``exc``: the error its caller gets (the authorizer's or
+        the commit gate's refusal, said plainly); the transaction is lost if SQLite rolled it
+        back with it."""
+        err = refused_error(explain(exc), in_transaction=self._began)
+        self._after_error()
+        return err
+
+    async def execute(self, sql: str, params: Params, limit: Bound) -> Result:
+        """One write statement's :class:`Result`: :meth:`run` of ``run_execute``, its hot path
+        flattened (it runs for every write of every ORM transaction; each call and check
+        saved here is saved per statement: benchmarks/hot_paths.py atx). On the loop when its
+        SQL text is known to be quick and no parameter is large, counting its steps and CPU
+        time; else :meth:`run`."""
+        conn = self._conn
+        op = self._last_op
+        costs = self._lane.costs
+        if (
+            limit is not None
+            or conn is None
+            or self._lost
+            or (op is not None and not op.future.done())
+            or costs.get(sql) != 0
+        ):
+            result: Result = await self.run(run_execute, (sql, params), sql, limit)
+            return result
+        began = self._began
+        if began and not conn.in_transaction:  # (after an interrupted statement)
+            self._mark_lost()
+            raise _rolled_back()
+        # (large_params inlined)
+        for v in params if type(params) is tuple else _values(params):
+            if isinstance(v, _SIZED) and len(v) >= LARGE_VALUE:
+                result = await self.run(run_execute, (sql, params), sql, limit)
+                return result
+        steps = self._steps  # (known quick: here, counting its steps and CPU time)
+        steps.n = 0
+        t0 = perf_counter()
+        c0 = thread_time()
+        conn.set_progress_handler(steps, STEP_BUDGET)
+        try:
+            result = run_execute(conn, sql, params)
+        except sqlite3.DatabaseError as exc:
+            err = self._failed(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        finally:
+            conn.set_progress_handler(None, 0)
+            if steps.n > 1:
+                record_cost(costs, sql, steps.n)
+                self._heavy = True  # (its COMMIT writes much: off the loop)
+            elif perf_counter() - t0 > SLOW_SECONDS and thread_time() - c0 > SLOW_SECONDS:
+                forget_cost(costs, sql)  # (measured off the loop next time: see ran_slow)
+                self._heavy = True
+        if began and not conn.in_transaction:
+            self._mark_lost()
+            raise _rolled_back()
         return result
 
     async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
@@ -279,9 +341,36 @@ class AsyncLaneLease:
             self._check(conn)
         return result
 
-    def query(self, sql: str, params: Params, limit: Bound) -> Coroutine[Any, Any, list[Any]]:
-        """The rows of a query (:meth:`run`'s coroutine itself: no frame of its own)."""
-        return self.run(run_query, (sql, params), sql, limit)
+    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        """The rows of a query: :meth:`run` of ``run_query``, its hot path flattened (as
+        :meth:`execute`'s): inline on the loop under the read budget, else on the writer
+        thread."""
+        conn = self._conn
+        op = self._last_op
+        if (
+            limit is not None
+            or conn is None
+            or self._lost
+            or (op is not None and not op.future.done())
+        ):
+            rows: list[Any] = await self.run(run_query, (sql, params), sql, limit)
+            return rows
+        began = self._began
+        if began and not conn.in_transaction:  # (after an interrupted statement)
+            self._mark_lost()
+            raise _rolled_back()
+        try:
+            rows = run_inline(conn, run_query, (sql, params))
+        except BaseException:
+            self._after_error()
+            raise
+        if rows is MISS:  # (over the budget, interrupted: a read leaves the transaction intact)
+            rows = await self._op(run_query, (sql, params), sql, None)
+            return rows
+        if began and not conn.in_transaction:
+            self._mark_lost()
+            raise _rolled_back()
+        return rows
 
     def _light(self) -> bool:
         """May its COMMIT run on the loop? Only a transaction whose writes all ran there, none
@@ -470,14 +559,18 @@ def forget_cost(costs: dict[str, int], sql: str) -> None:
 def large_params(params: Any) -> bool:
     """Has a write a text or blob parameter of :data:`LARGE_VALUE` or more (never on the
     loop: binding and writing it is one VM step however long it takes)?"""
-    values = params.values() if isinstance(params, dict) else params
-    for v in values:
+    for v in _values(params):
         if isinstance(v, _SIZED) and len(v) >= LARGE_VALUE:
             return True
     return False
 
 
 _SIZED = (str, bytes, bytearray, memoryview)  # (a tuple: ``str | bytes ...`` is built per call)
+
+
+def _values(params: Any) -> Any:
+    """The parameter values of ``params`` (a sequence, or a dict of named ones)."""
+    return params.values() if isinstance(params, dict) else params
 
 
 def measured(

@@ -68,6 +68,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .._config import Options
+from .._statements import Result
 from .._stats import Stats
 from .._types import Args, Bound, Fn, Params
 
@@ -139,6 +140,9 @@ class AsyncWriteLease(AsyncReadLease, Protocol):
         """SQLite rolled the transaction back; later operations raise RolledBack."""
 
     async def begin(self, busy_timeout: float | None = None) -> None: ...
+
+    async def execute(self, sql: str, params: Params, limit: Bound) -> Result:
+        """One write statement's ``Result`` (``run`` of ``run_execute``: its fast path)."""
 
     def post(self, fn: Callable[..., Any], args: Args) -> Any:
         """Send an operation without waiting for it (it runs after those sent before); its
