@@ -895,25 +895,53 @@ async def test_a_commit_on_the_writer_answers_after_the_lane_is_free(
 
 
 # ---- an interrupt (Ctrl-C on the loop's thread) while a group commits on the loop ------------
+_BOTH, _TASK, _THREAD = ("task", "thread"), ("task",), ("thread",)
+
+
 @pytest.mark.parametrize(
-    ("func", "text", "nth"),
+    ("func", "text", "nth", "waiter"),
     [
-        # after the shared COMMIT went through: every member is told so
-        (_connection.commit_on_loop, "gate[0] = SHUT", 1),
-        (_group.Group.commit, "job.finish(result)", 2),  # (the 2nd: the leader's ticket)
-        # the hand-off: the lane goes on to the next waiter, or back, never stays held
-        (_lane_turns.LaneTurns.end_turn, "return bool(self._queue) and self._pass_on(group)", 1),
-        (_lane_turns.LaneTurns.end_turn, "group.members.append((ticket, None))", 1),
-        (_async_lease.AsyncLaneLease.commit, "done = light and lane.commit_group_here(", 1),
-        (_lane_turns.LaneTurns.commit_group_here, "if not self._loop_commit_allowed():", 1),
-        (_lane_turns.LaneTurns.commit_group_here, "error = group.commit(", 1),
-        (_lane_turns.LaneTurns.commit_group_here, "flush(self.outbox)", 1),
-        (_lane_turns.LaneTurns.commit_group_here, "if not self._pass_on(None):", 1),
-        (_lane_turns.LaneTurns._pass_on, "self._assign_locked(nxt)", 1),
-        (_lane_turns.LaneTurns._pass_on, "self._announce(nxt)", 1),
+        (func, text, nth, waiter)
+        for func, text, nth, waiters in [
+            # after the shared COMMIT went through: every member is told so
+            (_connection.commit_on_loop, "gate[0] = SHUT", 1, _BOTH),
+            (_group.Group.commit, "job.finish(result)", 2, _BOTH),  # (2nd: the leader's ticket)
+            # the hand-off: the lane goes on to the next waiter, or back, never stays held
+            (
+                _lane_turns.LaneTurns.end_turn,
+                "return bool(self._queue) and self._pass_on(group)",
+                1,
+                _BOTH,
+            ),
+            (_lane_turns.LaneTurns.end_turn, "group.members.append((ticket, None))", 1, _BOTH),
+            (
+                _async_lease.AsyncLaneLease.commit,
+                "done = light and lane.commit_group_here(",
+                1,
+                _BOTH,
+            ),
+            (
+                _lane_turns.LaneTurns.commit_group_here,
+                "if not self._loop_commit_allowed():",
+                1,
+                _BOTH,
+            ),
+            (_lane_turns.LaneTurns.commit_group_here, "error = group.commit(", 1, _BOTH),
+            (_lane_turns.LaneTurns.commit_group_here, "flush(self.outbox)", 1, _BOTH),
+            (_lane_turns.LaneTurns.commit_group_here, "if not self._pass_on(None):", 1, _BOTH),
+            # a thread waiter is queued: the lane is granted to it
+            (_lane_turns.LaneTurns._pass_on, "self._assign_locked(nxt)", 1, _THREAD),
+            (_lane_turns.LaneTurns._pass_on, "self._announce(nxt)", 1, _THREAD),
+            # a task of the same loop waits for a turn: the lane is handed on to it there
+            (_lane_turns.LaneTurns.give_back_async, "if self._hand_turn(hold):", 1, _TASK),
+            (_lane_turns.LaneTurns._hand_turn, "self._held_since = now", 1, _TASK),
+            (_lane_turns.LaneTurns._hand_turn, "hold.turn = None", 1, _TASK),
+            (_lane_turns.LaneTurns._hand_turn, "fut.set_result(None)", 1, _TASK),
+            (_lane_turns.LaneTurns._hand_turn, "return True", 1, _TASK),
+        ]
+        for waiter in waiters
     ],
 )
-@pytest.mark.parametrize("waiter", ["task", "thread"])
 async def test_an_interrupt_in_a_group_commit_on_the_loop_tells_the_truth_and_frees_the_lane(
     db_path: str, func: Any, text: str, nth: int, waiter: str
 ) -> None:

@@ -24,9 +24,13 @@ local implementation, :class:`LocalEngine`. The data flow, in the spirit of CPyt
                                        │  the loop (_loop_write: lane.take_here/end_here)
                                        └─ else AsyncJob ─► _queue ─► writer group-commits ─►
       outbox ─► flush: one call_soon_threadsafe per loop per batch ─► futures resolved
-  AsyncTransaction ─ lease_async ─┬─ idle: taken on the loop at once
-                                  └─ busy: AsyncLaneHold ─► _queue ─► handed on (on the same
-                                     loop: its future resolved directly) or granted
+  AsyncTransaction ─ lease_async ─┬─ idle: taken on the loop at once (the loop's tenure)
+                                  ├─ held by a task of the same loop: a LaneTurn waits in
+                                  │  that hold's ``waiting``; the lane goes from task to task
+                                  │  there, no lock, no thread (lane.queue_turn, _hand_turn);
+                                  │  turns left when the lane leaves the loop queue for it
+                                  └─ busy elsewhere: AsyncLaneHold ─► _queue ─► handed on (on
+                                     the same loop: its future resolved directly) or granted
       quick statements run on the loop; others go to the writer thread (lane._ops), which
       also runs the group's COMMIT when the lane is handed to it (at NORMAL/OFF the COMMIT
       runs on the loop: alone, lane.commit_here; a group whose every part was light on a

@@ -95,6 +95,7 @@ class AsyncLaneLease:
         self._lane = lane
         self._hold = hold
         self._conn: sqlite3.Connection | None = lane.writer_connection(hold)
+        hold.turn = self  # (its loop's turn on the lane is this lease's: see AsyncLaneHold)
         self._loop = hold.loop
         self._counters = counters
         self._busy_timeout = busy_timeout
@@ -106,6 +107,11 @@ class AsyncLaneLease:
         self._last_op: AsyncJob | None = None  # the last operation sent to the writer thread
         self._steps = _Steps()  # counts the VM steps of each write run here (reset per write)
         self.committed = False  # the COMMIT went through (set even if cancelled meanwhile)
+
+    @property
+    def ended(self) -> bool:
+        """Its turn is over (committed, rolled back, handed on)."""
+        return self._over
 
     @property
     def lost(self) -> bool:
@@ -423,7 +429,6 @@ class AsyncLaneLease:
         if done is not False:
             self._over = True
             self._conn = None
-            hold.ended = True
             if done is True:
                 self.committed = True
                 return
@@ -450,17 +455,15 @@ class AsyncLaneLease:
                     raise done  # (an interrupt: its outcome is unknown, never "rolled back")
         except BaseException:
             # An interrupt anywhere in the hand-off (end() does nothing once _over is set):
-            # if the lane is still this hold's, the writer thread takes it over, commits the
+            # if the lane is still this turn's, the writer thread takes it over, commits the
             # open group for its members and goes on (a no-op once the lane was handed on);
             # answers an interrupted flush left behind are delivered.
-            hold.ended = True
             if ticket.answered and ticket.error is None:
                 self.committed = True  # (the interrupt came after the shared COMMIT)
             ticket.future.add_done_callback(consume)  # (its answer is never awaited)
-            lane.hand_to_writer(hold, False)
+            self._to_writer(False)
             flush(lane.outbox)
             raise
-        hold.ended = True
         try:
             _, cancelled = await await_answer(ticket)
         except RolledBack as err:
@@ -475,7 +478,6 @@ class AsyncLaneLease:
         if self._over:
             return
         self._over = True
-        self._hold.ended = True
         conn, self._conn = self._conn, None
         lane, hold = self._lane, self._hold
         if conn is None or not self._free():  # (an operation still runs: after it)
@@ -489,8 +491,15 @@ class AsyncLaneLease:
                     return
             lane.give_back_async(hold)
         except BaseException:
-            lane.hand_to_writer(hold, True)
+            self._to_writer(True)
             raise
+
+    def _to_writer(self, undo: bool) -> None:
+        """After an interrupt in its turn's end: if the lane is still this turn's -- not yet
+        handed on, to a task of its loop or to another holder -- the writer thread takes it
+        over (``undo``: rolling back what is left of this transaction first)."""
+        if self._hold.turn is self:
+            self._lane.hand_to_writer(self._hold, undo)
 
     async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
         """Close ``cursors``, then give the lane back (never blocks)."""

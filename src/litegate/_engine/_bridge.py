@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from .._errors import Timeout
 from .._types import Args, Bound, Fn
 from ._authorizer import reraise
-from ._jobs import AsyncJob, AsyncTicket
+from ._jobs import AsyncJob, AsyncTicket, LaneTurn
 from ._lane import WriteLane
 from ._pool import ReaderPool
 
@@ -84,7 +84,7 @@ def run_inline(conn: sqlite3.Connection, fn: Fn[T], args: Args) -> T:
         conn.set_progress_handler(None, 0)
 
 
-def _expire(job: AsyncJob, make_error: Callable[[], BaseException]) -> None:
+def _expire(job: AsyncJob | LaneTurn, make_error: Callable[[], BaseException]) -> None:
     """Loop thread (timer): a job still queued at its timeout is withdrawn and fails."""
     if job.withdraw() and not job.future.done():
         job.future.set_exception(make_error())
@@ -104,13 +104,13 @@ class _Timeouts:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
-        self._waiting: dict[AsyncJob, tuple[float, Callable[[], BaseException]]] = {}
+        self._waiting: dict[AsyncJob | LaneTurn, tuple[float, Callable[[], BaseException]]] = {}
         self._armed = math.inf  # the deadline the current timer is armed for
 
     def add(
         self,
         loop: asyncio.AbstractEventLoop,
-        job: AsyncJob,
+        job: AsyncJob | LaneTurn,
         timeout: float,
         make_error: Callable[[], BaseException],
     ) -> None:
@@ -120,7 +120,7 @@ class _Timeouts:
             self._armed = deadline
             loop.call_at(deadline, self._fire, deadline)
 
-    def discard(self, job: AsyncJob) -> None:
+    def discard(self, job: AsyncJob | LaneTurn) -> None:
         self._waiting.pop(job, None)
 
     def _fire(self, armed: float) -> None:
@@ -164,7 +164,7 @@ def _timeouts(loop: asyncio.AbstractEventLoop) -> _Timeouts:
 
 
 async def await_job(
-    job: AsyncJob, timeout: Bound, make_error: Callable[[], BaseException] | None = None
+    job: AsyncJob | LaneTurn, timeout: Bound, make_error: Callable[[], BaseException] | None = None
 ) -> Any:
     """Await a queued job: ``timeout`` bounds the wait before it starts (then ``make_error()``
     is raised); cancellation withdraws it (or interrupts a running read)."""

@@ -28,7 +28,9 @@ AsyncJob.future            the loop thread only            (resolved in ``_deliv
                                                            ``AsyncTicket``'s replaced there
                                                            and in ``await_answer`` after a
                                                            cancellation)
-AsyncLaneHold.ended        its task (loop thread)          the loop thread only
+AsyncLaneHold.waiting,     its loop's tasks (a turn        its loop's thread only (the lane
+AsyncLaneHold.turn,        queued, handed on, spilled)     leaves the loop only from there)
+LaneTurn.hold
 LaneHold.abandoned,        the waiter giving up; read by   the lane's ``_lock``
 AsyncLaneHold.abandoned    whoever would grant it
 =========================  ==============================  ===================================
@@ -62,6 +64,7 @@ __all__ = (
     "Job",
     "LaneHold",
     "Outbox",
+    "LaneTurn",
     "consume",
     "deliverable",
     "flush",
@@ -408,13 +411,23 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class AsyncLaneHold(AsyncJob):
-    """An asyncio task's request for the write lane; its future resolves when the lane is its
-    task's (see :class:`~._async_lease.AsyncLaneLease`). ``ended``: the task is done with it
-    (written on the loop thread only)."""
+    """A loop's request for the write lane, and then its *tenure*: the lane held from that
+    loop, by one of its tasks at a time (a *turn*; see :class:`~._async_lease.AsyncLaneLease`).
+    Its future resolves when the lane is its first task's. Other tasks of the loop that want
+    the lane meanwhile queue a :class:`LaneTurn` in ``waiting`` -- no lock, no thread -- and the
+    task whose turn ends hands the lane on to the first of them (``turn``: the lease whose turn
+    it is, None while being handed on); when the lane leaves the loop, those still waiting
+    queue for it each with a hold of its own (:meth:`~._lane_turns.LaneTurns._spill_locked`).
+    Fields ``waiting`` and ``turn``: the loop thread's only."""
 
-    __slots__ = ("abandoned", "ended")
+    __slots__ = ("abandoned", "turn", "waiting")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        outbox: Outbox,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
         # It runs no code of its caller's, so it keeps none of its caller's context: a copy
         # would hold the task's previous hold (the engine records the current one in a
         # contextvar), and that one the hold before it -- a chain of every transaction the task
@@ -423,8 +436,11 @@ class AsyncLaneHold(AsyncJob):
         AsyncJob.__init__(
             self, EXCLUSIVE, _noop, (), None, None, loop, outbox, contextvars.Context()
         )
-        self.ended = False
+        if future is not None:  # (a LaneTurn's, spilled: its waiter awaits that one)
+            self.future = future
         self.abandoned = False  # its task gave up before the grant: never grant it (lane lock)
+        self.waiting: deque[LaneTurn] = deque()  # its loop's tasks waiting for a turn
+        self.turn: object = None  # the lease whose turn it is (None: being handed on)
 
     @property
     def orphaned(self) -> bool:
@@ -441,3 +457,36 @@ class AsyncLaneHold(AsyncJob):
         if not self.future.done():
             self.future.set_result(None)
         self.answered = True  # (after: an interrupted grant is made again, see _pass_on)
+
+
+class LaneTurn:
+    """A task's wait for a turn on the lane while a task of its own loop holds it (the hold's
+    ``waiting``): its future resolves when the lane is its task's -- handed on by the task
+    before it (``hold`` stays None: the lane is the tenure's), or, after the lane left the loop,
+    granted to the hold it was queued with (``hold``). The lane's wait timeout
+    (:func:`~._bridge.await_job`) withdraws it like a queued job. Loop thread only."""
+
+    __slots__ = ("future", "hold", "loop", "tenure")
+
+    def __init__(self, tenure: AsyncLaneHold) -> None:
+        self.tenure = tenure  # the hold of its loop it waits behind
+        self.loop = loop = tenure.loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.hold: AsyncLaneHold | None = None  # the hold it queued with, once spilled
+
+    @property
+    def granted(self) -> AsyncLaneHold:
+        """Once its future resolved: the hold whose lane is its task's."""
+        hold = self.hold
+        return self.tenure if hold is None else hold
+
+    def withdraw(self, *, interrupt: bool = False) -> bool:
+        """Give up the wait (its timeout, its cancellation): True if it never got the lane
+        and never will."""
+        hold = self.hold
+        if hold is None:
+            return not self.future.done()  # (handed on only by resolving the future)
+        return hold.withdraw()
+
+    def cancel(self) -> bool:
+        return self.withdraw()

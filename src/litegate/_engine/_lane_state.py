@@ -27,8 +27,13 @@ owner                a sync lease holder, for itself     ``_lock``; read without
                                                          (only that thread ever sets it to
                                                          its ident, so a stale value never
                                                          equals it)
-_async_holder        whoever grants the lane to an async  ``_lock``
-                     hold (cleared when it hands on)
+_async_holder        whoever grants the lane to an async  ``_lock``; read without it on a
+                     hold (cleared when it hands on)     loop's thread, compared with that
+                                                         loop's own hold (only that thread
+                                                         hands the lane off a hold of its
+                                                         loop -- the writer thread only once
+                                                         the loop is closed -- so a value
+                                                         naming its own loop is current)
 _handed, _undo       a holder handing the lane to the     ``_lock``
                      writer thread (which clears them)
 _ops                 the async holder appends, the        ``_lock`` (append, then ring)
@@ -45,8 +50,15 @@ _stale               the holder's weakref callback       read by the owner threa
 broken               the writer thread, once, as it      ``_lock``; read without it only for
                      stops on its own                    a message
 _batch               the writer thread                   the writer thread only
-_held_since          lease grants and releases           ``_lock``; read without it only for
-                                                         a message
+_held_since          lease grants and releases; a turn   ``_lock``; a turn handed on within a
+                     handed on within a loop's tenure    loop's tenure sets it without (the
+                                                         holder, on that loop's thread); read
+                                                         without it only for a message (the
+                                                         long-hold report reads it under the
+                                                         lock: a stale value shifts it by a
+                                                         turn)
+_stopped             the writer thread, failing what     ``_lock``
+                     was queued as it stops
 _hold_reported       writer thread, lane givers          ``_lock``
 _slice, _slice_end   whoever gives the lane to a thread  ``_lock``; the holder reads them
                      (``take``/``_enter`` on an idle     without it (nobody else writes them
@@ -156,6 +168,7 @@ class LaneState:
         self._stale = False  # that holder was collected without giving the lane back
         self._on_holder_gone = self._holder_gone  # (bound once: a transaction's cost)
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
+        self._stopped = False  # the writer thread stopped: nothing queued now would be served
         self._hold_reported = False
         self._cheap = opts.memory or (  # a COMMIT costs no fsync (WAL: a rollback journal's
             self._sync_level <= 1 and self._wal  # COMMIT syncs at NORMAL too)
@@ -238,7 +251,11 @@ class LaneState:
     # ---- what others may read ---------------------------------------------------------
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Transactions and writes waiting for the lane: queued, and the tasks of the async
+        holder's loop waiting for a turn (read without the lock: a statistic, and a hint for
+        whoever decides whether to wait for others to join its group)."""
+        hold = self._async_holder
+        return len(self._queue) + (len(hold.waiting) if hold is not None else 0)
 
     @property
     def alive(self) -> bool:

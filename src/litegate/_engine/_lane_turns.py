@@ -9,6 +9,7 @@ it is done. Fields and guards: :mod:`._lane_state`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from threading import get_ident
@@ -25,7 +26,7 @@ from ._connection import (
     rollback_quietly,
 )
 from ._group import JOIN_RELEASE, JOIN_SAVEPOINT, Group, Ticket, lost_error, undo_savepoint
-from ._jobs import EXCLUSIVE, AsyncJob, AsyncLaneHold, BaseJob, LaneHold, flush
+from ._jobs import EXCLUSIVE, AsyncJob, AsyncLaneHold, BaseJob, LaneHold, LaneTurn, flush
 from ._lane_state import LOOP_COMMITS, LaneState
 
 __all__ = ("LaneTurns",)
@@ -154,8 +155,13 @@ class LaneTurns(LaneState):
             group.here = False
         if ticket is not None:  # (whoever commits the group answers it)
             group.members.append((ticket, None))
-        # (The queue is peeked without the lock first: nobody waiting is the common case of
-        # a quiet lane, and one queued a moment later is served after this group's COMMIT.)
+        # A task of the async holder's own loop waiting for a turn first (no lock: see
+        # _hand_turn), then the queue. (The queue is peeked without the lock first: nobody
+        # waiting is the common case of a quiet lane, and one queued a moment later is served
+        # after this group's COMMIT.)
+        hold = self._async_holder  # (the holder's own: see the table)
+        if hold is not None and hold.waiting and self._hand_turn(hold):
+            return True
         return bool(self._queue) and self._pass_on(group)
 
     def hand_on(self) -> Ticket | None:
@@ -183,6 +189,7 @@ class LaneTurns(LaneState):
         try:
             with self._lock:
                 queue = self._queue
+                leaving = self._async_holder  # (its loop's waiting turns queue behind)
                 if group is None and self._paused:
                     return False  # (fork() waits for the lane to go idle: see pause_for_fork)
                 while (
@@ -202,6 +209,8 @@ class LaneTurns(LaneState):
                         claimed = None
                         continue  # (its loop was closed while it waited: never to be used)
                     self.counters.lane_holds.append(monotonic() - self._held_since)
+                    if leaving is not None and leaving.waiting:
+                        self._spill_locked(leaving)
                     self._assign_locked(nxt)
                     break
                 else:
@@ -286,6 +295,78 @@ class LaneTurns(LaneState):
         self._end_direct()
 
     # ---- async holders ---------------------------------------------------------------------
+    def queue_turn(self, loop: asyncio.AbstractEventLoop) -> LaneTurn | None:
+        """Loop thread: if a task of ``loop`` holds the lane (its tenure, see
+        :class:`~._jobs.AsyncLaneHold`), queue a turn after it and return it: the holder's
+        task hands the lane on to it when its turn ends -- no lock, no thread. Else None (the
+        caller takes or queues for the lane). No lock: the lane leaves a loop's hold only from
+        that loop's thread, this one (see the table)."""
+        hold = self._async_holder
+        if hold is None or hold.loop is not loop or self._closing:
+            return None
+        turn = LaneTurn(hold)
+        hold.waiting.append(turn)
+        return turn
+
+    def _hand_turn(self, hold: AsyncLaneHold) -> bool:
+        """Loop thread, the turn of ``hold``'s task ending (it holds the lane): hand the lane,
+        group open or not, to the first task of its loop waiting for a turn, within the open
+        group's bounds. False if there is none (or the bounds are reached). Its future is
+        resolved before its turn leaves ``waiting``, and once taken from there it gets the lane
+        whatever interrupts this (as in :meth:`_pass_on`)."""
+        waiting = hold.waiting
+        group = self._group
+        opts = self.opts
+        while waiting:
+            turn = waiting[0]
+            fut = turn.future
+            if fut.done():  # (timed out or cancelled while it waited)
+                waiting.popleft()
+                continue
+            if group is not None and not group.open_for(opts.max_batch, opts.group_wait):
+                return False
+            now = monotonic()
+            self.counters.lane_holds.append(now - self._held_since)  # (the turn that ends)
+            self._held_since = now
+            try:
+                hold.turn = None  # (the waiter's lease takes the turn when its task runs)
+                fut.set_result(None)
+                waiting.popleft()
+            except BaseException:  # (claimed: it gets the lane all the same, as in _pass_on)
+                hold.turn = None
+                if not fut.done():
+                    fut.set_result(None)
+                if waiting and waiting[0] is turn:
+                    waiting.popleft()
+                raise
+            return True
+        return False
+
+    def _spill_locked(self, hold: AsyncLaneHold) -> None:
+        """Lock held, on ``hold``'s loop thread, the lane leaving that loop (to a queued holder
+        or the writer thread, or given back): its tasks still waiting for a turn queue for the
+        lane instead, behind those queued already, each with a hold of its own that shares its
+        wait's future (granted as any queued hold). Once the writer thread has stopped they fail
+        with Closed instead: nothing would serve them. (Safe to call again after an interrupt
+        cut it short: a turn leaves ``waiting`` only once queued.)"""
+        waiting = hold.waiting
+        queue = self._queue
+        while waiting:
+            turn = waiting[0]
+            if not turn.future.done():
+                spilled = turn.hold
+                if spilled is None:
+                    if self._stopped:
+                        turn.future.set_exception(
+                            self.closed_error("the database was closed while this waited")
+                        )
+                    else:
+                        spilled = turn.hold = AsyncLaneHold(hold.loop, self.outbox, turn.future)
+                        queue.append(spilled)
+                elif spilled not in queue:  # (an interrupt cut a spill short here before)
+                    queue.append(spilled)
+            waiting.popleft()
+
     def try_take_async(self, hold: AsyncLaneHold) -> bool:
         """Loop thread: take the idle lane for ``hold`` now (no thread hop); False if busy."""
         with self._lock:
@@ -308,12 +389,16 @@ class LaneTurns(LaneState):
         held, as after commit_group). The automatic checkpoint is held off for it
         (:func:`commit_on_loop`); every :data:`LOOP_COMMITS`-th goes to the writer thread."""
         group = self._group
+        waiting = hold.waiting
+        while waiting and waiting[0].future.done():  # (timed out or cancelled)
+            waiting.popleft()
         if (
             not self._cheap
             or group is None
             or group.members
             or self._joined
             or self._queue
+            or waiting
             or self._async_holder is not hold
         ):
             return False
@@ -483,6 +568,8 @@ class LaneTurns(LaneState):
             if self._async_holder is not hold:
                 return False
             self.counters.lane_holds.append(monotonic() - self._held_since)
+            if hold.waiting:
+                self._spill_locked(hold)
             self._undo = undo
             self._async_holder = None
             self._held_since = 0.0
@@ -491,14 +578,28 @@ class LaneTurns(LaneState):
         return True
 
     def give_back_async(self, hold: AsyncLaneHold) -> None:
-        """Loop thread: the async holder ``hold`` gives the lane back (to the writer thread
-        if a group is still open: it commits it). A no-op if ``hold`` does not hold it."""
+        """Loop thread: the turn of the async holder ``hold``'s task ends: the lane goes on to
+        the next task of its loop waiting for a turn, if no group is open and nothing is
+        queued; else back (to the writer thread if a group is still open: it commits it), the
+        loop's waiting turns queued behind. A no-op if ``hold`` does not hold it."""
+        if (
+            self._async_holder is hold  # (its own loop's: read without the lock, see the table)
+            and hold.waiting
+            and self._group is None
+            and not self._queue
+            and not self._paused  # (fork() waits for the lane to go idle)
+        ):
+            self._dirty = True  # (still the holder: the idle checkpoint follows)
+            if self._hand_turn(hold):
+                return
         with self._lock:
             if self._async_holder is not hold:
                 hold.abandoned = True  # (not granted yet: whoever took it will not grant it)
                 return
             self.counters.lane_holds.append(monotonic() - self._held_since)
             self._dirty = True
+            if hold.waiting:
+                self._spill_locked(hold)
             self._release_locked()
 
     def _take_over(self) -> None:

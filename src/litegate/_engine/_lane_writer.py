@@ -290,6 +290,7 @@ class LaneWriter(LaneTurns):
     def _fail_queued(self, why: str) -> None:
         with self._lock:
             self._closing = True
+            self._stopped = True  # (a loop's waiting turns are failed, not queued, from now)
             left: list[BaseJob] = [*self._queue, *self._ops]
             self._queue.clear()
             self._ops.clear()

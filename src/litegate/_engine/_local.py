@@ -46,7 +46,7 @@ from ._async_lease import AsyncLaneLease, AsyncPooledRead
 from ._bridge import MISS, await_job, borrow, run_inline, submit, wait_briefly
 from ._connection import run_limited
 from ._counters import Counters
-from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job
+from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job, LaneTurn
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
 from ._loop_write import write_cheap
@@ -66,7 +66,7 @@ _EXIT_CLOSE_TIMEOUT = 5.0
 _PER_THREAD_READERS = 4  # reader threads (and side-pool size) for async use in per-thread mode
 # The lane hold of the async transaction the current task (and the tasks it starts) is inside:
 # closing the database from there would wait for that very transaction.
-_ASYNC_HOLD: contextvars.ContextVar[tuple[WriteLane, AsyncLaneHold] | None] = (
+_ASYNC_HOLD: contextvars.ContextVar[tuple[WriteLane, AsyncLaneLease] | None] = (
     contextvars.ContextVar("litegate_async_hold", default=None)
 )
 
@@ -405,20 +405,52 @@ class LocalEngine:
     async def lease_async(self, timeout: Bound, what: str = "the transaction") -> AsyncLaneLease:
         self.check()
         lane = self._lane
-        hold = AsyncLaneHold(asyncio.get_running_loop(), lane.outbox)
+        loop = asyncio.get_running_loop()
         t0 = monotonic()
-        if not lane.try_take_async(hold):  # (idle lane: taken at once, on the loop)
-            try:
-                if not lane.try_submit(hold):  # (room in the queue: no coroutine for submit)
-                    await submit(lane, hold, timeout)
-                await await_job(hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
-            except BaseException:
-                if hold.state != AsyncJob.CANCELLED:
-                    lane.give_back_async(hold)  # (granted meanwhile: hand it on)
-                raise
+        turn = lane.queue_turn(loop)
+        if turn is not None:  # (a task of this loop holds the lane: a turn after it)
+            hold = await self._wait_turn(turn, timeout, what, t0)
             self._counters.lane_wait.append(monotonic() - t0)
-        _ASYNC_HOLD.set((lane, hold))
-        return AsyncLaneLease(lane, hold, self._counters, self.opts.busy_timeout)
+        else:
+            hold = AsyncLaneHold(loop, lane.outbox)
+            if not lane.try_take_async(hold):  # (idle lane: taken at once, on the loop)
+                try:
+                    if not lane.try_submit(hold):  # (room in the queue: no submit coroutine)
+                        await submit(lane, hold, timeout)
+                    await await_job(
+                        hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0)
+                    )
+                except BaseException:
+                    if hold.state != AsyncJob.CANCELLED:
+                        lane.give_back_async(hold)  # (granted meanwhile: hand it on)
+                    raise
+                self._counters.lane_wait.append(monotonic() - t0)
+        lease = AsyncLaneLease(lane, hold, self._counters, self.opts.busy_timeout)
+        _ASYNC_HOLD.set((lane, lease))
+        return lease
+
+    async def _wait_turn(
+        self, turn: LaneTurn, timeout: Bound, what: str, t0: float
+    ) -> AsyncLaneHold:
+        """Wait for ``turn`` (:meth:`WriteLane.queue_turn`): the hold whose lane is this
+        task's now -- its loop's, handed on by the task before, or, once the lane had left the
+        loop, the hold it was queued with. Given up (a timeout, a cancellation, an interrupt)
+        after it was granted, its turn is ended at once: handed on, or the lane given back."""
+        lane = self._lane
+        try:
+            await await_job(turn, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
+        except BaseException:
+            spilled = turn.hold
+            if spilled is not None:
+                if spilled.state != AsyncJob.CANCELLED:
+                    lane.give_back_async(spilled)  # (granted meanwhile: hand it on)
+            else:
+                fut = turn.future
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    # (handed on to it meanwhile: its turn ends before it began)
+                    AsyncLaneLease(lane, turn.tenure, self._counters, self.opts.busy_timeout).end()
+            raise
+        return turn.granted
 
     # ---- reads -------------------------------------------------------------------------------
     def query(

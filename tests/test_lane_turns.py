@@ -1,0 +1,219 @@
+"""A loop's tenure of the write lane (``litegate._engine._lane_turns``): while a task of a loop
+holds the lane, the loop's other tasks wait for a *turn* behind it -- no lock, no thread -- and
+it is handed from task to task there; when the lane leaves the loop (to a thread, another loop
+or the writer thread) the turns still waiting queue for it. These tests pin what must hold:
+nothing lost or applied twice, every wait bounded and cancellable, threads not starved, and
+the lane free afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import litegate
+
+ACCOUNTS, START = 16, 1000
+
+
+async def _open(db_path: str, **opts: Any) -> litegate.AsyncDatabase:
+    adb = await litegate.connect_async(db_path, **opts)
+    await adb.executescript(
+        "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INT NOT NULL CHECK (balance >= 0));"
+        "CREATE TABLE log(who TEXT)"
+    )
+    await adb.executemany(
+        "INSERT INTO accounts VALUES (?, ?)", [(i, START) for i in range(ACCOUNTS)]
+    )
+    return adb
+
+
+async def _transfer(adb: litegate.AsyncDatabase, a: int, b: int, who: str) -> None:
+    async with adb.transaction() as tx:
+        balance = await tx.query_value("SELECT balance FROM accounts WHERE id = ?", (a,))
+        await asyncio.sleep(0)  # (the others of the loop ask for the lane meanwhile)
+        if balance >= 1:
+            await tx.execute("UPDATE accounts SET balance = balance - 1 WHERE id = ?", (a,))
+            await tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = ?", (b,))
+        await tx.execute("INSERT INTO log VALUES (?)", (who,))
+    assert tx.committed
+
+
+async def _check(adb: litegate.AsyncDatabase, logged: int) -> None:
+    assert await adb.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+    assert await adb.query_value("SELECT count(*) FROM log") == logged
+    async with adb.transaction(timeout=5) as tx:  # the lane is free
+        await tx.execute("INSERT INTO log VALUES ('after')")
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_tasks_and_threads_sharing_the_lane_lose_nothing_and_all_finish(
+    db_path: str, synchronous: str
+) -> None:
+    """32 tasks of the loop take turns on the lane among themselves while 3 threads queue for
+    it: every transfer commits once (the sum is kept, every log row is there), and each
+    thread gets the lane within its timeout although the loop's tasks keep coming."""
+    adb = await _open(db_path, synchronous=synchronous, max_batch=8)
+    db = adb.as_sync()
+    tasks, per_task, threads, per_thread = 32, 20, 3, 20
+
+    def thread_work(t: int) -> None:
+        for i in range(per_thread):
+            with db.transaction(timeout=10) as tx:
+                a, b = (t + i) % ACCOUNTS, (t + 2 * i + 1) % ACCOUNTS
+                if tx.query_value("SELECT balance FROM accounts WHERE id = ?", (a,)) >= 1:
+                    tx.execute("UPDATE accounts SET balance = balance - 1 WHERE id = ?", (a,))
+                    tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = ?", (b,))
+                tx.execute("INSERT INTO log VALUES (?)", (f"thread{t}",))
+
+    async def task_work(w: int) -> None:
+        for i in range(per_task):
+            await _transfer(adb, (w + i) % ACCOUNTS, (w * 7 + i + 1) % ACCOUNTS, f"task{w}")
+
+    try:
+        await asyncio.gather(
+            *(task_work(w) for w in range(tasks)),
+            *(asyncio.to_thread(thread_work, t) for t in range(threads)),
+        )
+        await _check(adb, tasks * per_task + threads * per_thread)
+        stats = await adb.stats()
+        assert stats.mean_batch_size > 1  # (turns shared groups)
+    finally:
+        await adb.close()
+
+
+async def _hold_lane(adb: litegate.AsyncDatabase, inside: asyncio.Event, go: asyncio.Event) -> None:
+    async with adb.transaction() as tx:
+        await tx.execute("INSERT INTO log VALUES ('holder')")
+        inside.set()
+        await go.wait()
+
+
+async def test_a_turn_waits_no_longer_than_its_timeout(db_path: str) -> None:
+    adb = await _open(db_path)
+    inside, go = asyncio.Event(), asyncio.Event()
+    try:
+        holder = asyncio.create_task(_hold_lane(adb, inside, go))
+        await inside.wait()
+
+        async def attempt() -> None:
+            async with adb.transaction(timeout=0.05) as tx:
+                await tx.execute("INSERT INTO log VALUES ('timed out')")
+
+        t0 = time.monotonic()
+        with pytest.raises(litegate.WriteTimeout):
+            await asyncio.wait_for(attempt(), timeout=5)  # (unbounded: TimeoutError instead)
+        assert time.monotonic() - t0 < 2.0
+        later = asyncio.create_task(_transfer(adb, 0, 1, "later"))  # (queued behind it)
+        await asyncio.sleep(0.01)
+        go.set()
+        await asyncio.wait_for(asyncio.gather(holder, later), timeout=10)
+        await _check(adb, 2)
+    finally:
+        await adb.close()
+
+
+async def test_a_waiting_turn_cancelled_never_runs_and_the_next_gets_the_lane(
+    db_path: str,
+) -> None:
+    adb = await _open(db_path)
+    inside, go = asyncio.Event(), asyncio.Event()
+    try:
+        holder = asyncio.create_task(_hold_lane(adb, inside, go))
+        await inside.wait()
+        doomed = asyncio.create_task(_transfer(adb, 0, 1, "doomed"))
+        nxt = asyncio.create_task(_transfer(adb, 1, 2, "next"))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        go.set()
+        await asyncio.wait_for(asyncio.gather(holder, nxt), timeout=10)
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert await adb.query_value("SELECT count(*) FROM log WHERE who = 'doomed'") == 0
+        await _check(adb, 2)
+    finally:
+        await adb.close()
+
+
+async def test_a_turn_handed_on_to_a_task_cancelled_before_it_ran_goes_on_at_once(
+    db_path: str,
+) -> None:
+    """The holder hands the lane to the first waiting task, which is cancelled in the same
+    loop iteration, before it runs: its turn ends at once and the lane goes on to the next
+    waiting task (no hang, nothing of the cancelled one applied). (group_wait: a group open
+    long enough for the lane to be handed on within it, not to go to the writer thread.)"""
+    adb = await _open(db_path, group_wait=30.0)
+    inside, go = asyncio.Event(), asyncio.Event()
+    try:
+        holder_done = asyncio.Event()
+
+        async def holder() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO log VALUES ('holder')")
+                inside.set()
+                await go.wait()
+                # (runs before the woken waiter: callbacks run in the order scheduled, and the
+                # hand-off at this block's end schedules the waiter's wake-up after it)
+                asyncio.get_running_loop().call_soon(first.cancel)
+            holder_done.set()
+
+        h = asyncio.create_task(holder())
+        await inside.wait()
+        first = asyncio.create_task(_transfer(adb, 0, 1, "first"))
+        second = asyncio.create_task(_transfer(adb, 1, 2, "second"))
+        await asyncio.sleep(0.01)
+        assert (await adb.stats()).queue_depth == 2
+        go.set()
+        await asyncio.wait_for(asyncio.gather(h, second), timeout=10)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await adb.query_value("SELECT count(*) FROM log WHERE who = 'first'") == 0
+        await _check(adb, 2)
+    finally:
+        await adb.close()
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_turns_waiting_when_the_lane_leaves_the_loop_queue_for_it(
+    db_path: str, synchronous: str
+) -> None:
+    """A task holds the lane, tasks of its loop wait for turns, then a thread queues: when the
+    group's bound (max_batch=2) ends the group, the lane goes to the thread (queued first) and
+    the waiting turns queue behind it, each getting the lane after it."""
+    adb = await _open(db_path, synchronous=synchronous, max_batch=2, group_wait=30.0)
+    db = adb.as_sync()
+    inside, go = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def thread_tx() -> None:
+        with db.transaction(timeout=10) as tx:
+            tx.execute("INSERT INTO log VALUES ('thread')")
+        with lock:
+            order.append("thread")
+
+    async def task_tx(name: str) -> None:
+        await _transfer(adb, 0, 1, name)
+        with lock:
+            order.append(name)
+
+    try:
+        holder = asyncio.create_task(_hold_lane(adb, inside, go))
+        await inside.wait()
+        turns = [asyncio.create_task(task_tx(f"t{i}")) for i in range(4)]
+        await asyncio.sleep(0.01)
+        th = asyncio.ensure_future(asyncio.to_thread(thread_tx))
+        deadline = time.monotonic() + 5
+        while (await adb.stats()).queue_depth < 5:
+            assert time.monotonic() < deadline, "the thread never queued"
+            await asyncio.sleep(0.002)
+        go.set()
+        await asyncio.wait_for(asyncio.gather(holder, th, *turns), timeout=10)
+        # the holder and t0 shared a group (max_batch=2); then the thread, queued first
+        assert order.index("thread") < order.index("t1"), order
+        await _check(adb, 6)
+    finally:
+        await adb.close()
