@@ -45,8 +45,8 @@ except ImportError:  # running from a checkout without installing
     sys.path.insert(0, SRC)
 
 from litegate._config import DEFAULT_GROUP_WAIT  # noqa: E402
-from litegate._engine._async_lease import _Steps  # noqa: E402
 from litegate._engine._async_lease import give_way as _give_way  # noqa: E402
+from litegate._engine._costs import Steps as _Steps  # noqa: E402
 
 BALANCE = "SELECT balance FROM accounts WHERE id = ?"
 DEBIT = "UPDATE accounts SET balance = balance - ?, moves = moves + 1 WHERE id = ?"
@@ -223,9 +223,9 @@ def _lift_clocks() -> None:
     budgets would fire at random and send statements to the writer thread; lifted, the path is
     a full-speed run's and the count repeats. (Process-wide: never in a process that runs
     anything else.)"""
-    from litegate._engine import _async_lease, _bridge
+    from litegate._engine import _bridge, _costs
 
-    _bridge.INLINE_BUDGET = _bridge._HARD_BUDGET = _async_lease.SLOW_SECONDS = 1e9
+    _bridge.INLINE_BUDGET = _bridge._HARD_BUDGET = _costs.SLOW_SECONDS = 1e9
 
 
 def _instructions(mode: str, tasks: int, n: int) -> int:

@@ -16,7 +16,7 @@ import pytest
 
 import litegate
 import loop_lag
-from litegate._engine import _connection, _group, _lane_turns, live
+from litegate._engine import _connection, _group, _lane_loop, live
 
 # Every test body that can runs in every read mode.
 READ_MODES = [
@@ -177,6 +177,6 @@ def commits_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         on.append(threading.get_ident())
         real(conn, guard, pages)
 
-    monkeypatch.setattr(_lane_turns, "commit_on_loop", spy)
+    monkeypatch.setattr(_lane_loop, "commit_on_loop", spy)
     monkeypatch.setattr(_group, "commit_on_loop", spy)
     return on

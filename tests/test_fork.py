@@ -601,7 +601,7 @@ async def test_fork_while_async_groups_commit_on_the_loop(
     to the next waiter; a fork() from another thread must still find the lane idle in time
     (the hand-on stops while fork() waits), so the child can write. Every COMMIT stays on the
     loop here (none goes to the writer thread, which would let the lane go idle anyway)."""
-    monkeypatch.setattr("litegate._engine._lane_turns.LOOP_COMMITS", 10**9)
+    monkeypatch.setattr("litegate._engine._lane_loop.LOOP_COMMITS", 10**9)
     adb = await litegate.connect_async(db_path, synchronous="NORMAL")
     try:
         await adb.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT NOT NULL, n INT)")

@@ -22,7 +22,7 @@ import pytest
 
 import litegate
 from helpers import Outcome, interrupt_at, wait_for, writer_autocheckpoint
-from litegate._engine import _async_lease, _bridge, _connection, _group, _lane_turns
+from litegate._engine import _async_lease, _bridge, _connection, _group, _lane_loop, _lane_turns
 
 SCHEMA = """
 CREATE TABLE items(name TEXT PRIMARY KEY);
@@ -921,14 +921,14 @@ _BOTH, _TASK, _THREAD = ("task", "thread"), ("task",), ("thread",)
                 _BOTH,
             ),
             (
-                _lane_turns.LaneTurns.commit_group_here,
+                _lane_loop.LaneLoop.commit_group_here,
                 "if not self._loop_commit_allowed():",
                 1,
                 _BOTH,
             ),
-            (_lane_turns.LaneTurns.commit_group_here, "error = group.commit(", 1, _BOTH),
-            (_lane_turns.LaneTurns.commit_group_here, "flush(self.outbox)", 1, _BOTH),
-            (_lane_turns.LaneTurns.commit_group_here, "if not self._pass_on(None):", 1, _BOTH),
+            (_lane_loop.LaneLoop.commit_group_here, "error = group.commit(", 1, _BOTH),
+            (_lane_loop.LaneLoop.commit_group_here, "flush(self.outbox)", 1, _BOTH),
+            (_lane_loop.LaneLoop.commit_group_here, "if not self._pass_on(None):", 1, _BOTH),
             # a thread waiter is queued: the lane is granted to it
             (_lane_turns.LaneTurns._pass_on, "self._assign_locked(nxt)", 1, _THREAD),
             (_lane_turns.LaneTurns._pass_on, "self._announce(nxt)", 1, _THREAD),

@@ -16,7 +16,7 @@ import pytest
 import litegate
 from helpers import interrupt_at, writer_autocheckpoint
 from litegate import _statements as stmt
-from litegate._engine import _async_lease, _connection, _lane_turns, _loop_write
+from litegate._engine import _async_lease, _connection, _costs, _lane_loop, _lane_turns, _loop_write
 
 SLOW_INSERT_N = (
     "INSERT INTO t(v) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
@@ -95,11 +95,11 @@ async def test_statements_measured_slow_off_the_loop_never_run_on_it(db_path: st
 @pytest.mark.parametrize(
     ("func", "text"),
     [
-        (_lane_turns.LaneTurns.take_here, "begun = self._begin_if_free()"),  # taken
+        (_lane_loop.LaneLoop.take_here, "begun = self._begin_if_free()"),  # taken
         (_lane_turns.LaneTurns._begin_if_free, "guard.permit()"),
         (_lane_turns.LaneTurns._begin_if_free, "guard.revoke()"),  # BEGIN ran
-        (_lane_turns.LaneTurns.take_here, "if not begun:"),
-        (_lane_turns.LaneTurns.take_here, "return self._conn"),
+        (_lane_loop.LaneLoop.take_here, "if not begun:"),
+        (_lane_loop.LaneLoop.take_here, "return self._conn"),
         (_loop_write._run_here, "if conn is None:"),
         (_loop_write._run_here, "budget = _Budget()"),
         (_loop_write._run_here, "error = lane.end_here(True)"),  # ran, before its COMMIT
@@ -226,8 +226,8 @@ async def test_a_write_slow_once_on_the_loop_is_measured_again_off_it_then_comes
         sql = "INSERT INTO t(v) VALUES (?)"
         await adb.execute(sql, (0,))  # measured: quick
         # (CPU time is read at the end only once the wall time is over: both jump)
-        monkeypatch.setattr(_async_lease, "thread_time", _jumpy(time.thread_time))
-        monkeypatch.setattr(_async_lease, "perf_counter", _jumpy(time.perf_counter))
+        monkeypatch.setattr(_costs, "thread_time", _jumpy(time.thread_time))
+        monkeypatch.setattr(_costs, "perf_counter", _jumpy(time.perf_counter))
         commits_here.clear()
         await adb.execute(sql, (1,))  # on the loop, judged slow: unknown again
         assert len(commits_here) == 1
@@ -291,7 +291,7 @@ async def test_a_transaction_write_with_a_large_parameter_runs_off_the_loop(
         return real(conn, sql, params)
 
     try:
-        for i, value in enumerate((0, 1, b"x" * _async_lease.LARGE_VALUE, "y" * 70_000, 2)):
+        for i, value in enumerate((0, 1, b"x" * _costs.LARGE_VALUE, "y" * 70_000, 2)):
             async with adb.transaction() as tx:
                 if i == 1:
                     commits_here.clear()  # (the text is known quick from here on)

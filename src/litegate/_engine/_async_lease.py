@@ -1,28 +1,24 @@
-"""Async leases: a connection held by one asyncio task across several awaits.
-
-* :class:`AsyncLaneLease` -- the write lane, for an async transaction (or, with ``readers=0``,
-  a snapshot). Quick statements run on the loop itself; the rest, and every COMMIT that
-  fsyncs or closes a group with a heavy or a thread's part, on the writer thread, one at a
-  time in the order sent.
-* :class:`AsyncPooledRead` -- a reader kept across awaits (snapshots, iterations): point
-  queries run inline on the loop under :data:`~._bridge.INLINE_BUDGET`, the rest on a reader
-  thread pinned to this connection.
+"""The async write lease: the write lane held by one asyncio task across several awaits, for an
+async transaction (or, with ``readers=0``, a snapshot) -- its turn on the lane (see
+:class:`~._jobs.AsyncLaneHold`). Quick statements run on the loop itself (writes judged by
+:mod:`._costs`); the rest, and every COMMIT that fsyncs or closes a group with a heavy or a
+thread's part, on the writer thread, one at a time in the order sent. (The async reader
+lease is :mod:`._async_read`'s.)
 
 A lease belongs to the task that took it. Shared with other threads: the operations sent to the
 writer thread (the lane's ``_ops``, under its lock; each answered through its future, which the
-lease awaits before it uses the connection again) and, for a pooled read, the in-flight job
-(handed to a reader thread; its ``finished`` event says when that thread is done with it).
+lease awaits before it uses the connection again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sqlite3
-import threading
 import types
 from collections.abc import Callable, Generator, Sequence
-from time import perf_counter, thread_time
+from time import monotonic, perf_counter, thread_time
 from typing import Any
 
 from .._errors import Misuse, RolledBack
@@ -37,21 +33,101 @@ from .._statements import (
     run_query,
 )
 from .._types import Args, Bound, Params
+from . import _costs
 from ._authorizer import explain
-from ._bridge import MISS, await_answer, await_job, run_inline
+from ._bridge import MISS, await_answer, await_job, run_inline, submit
 from ._commit_gate import refused_error
 from ._connection import begin_immediate, begin_snapshot
+from ._costs import (
+    LARGE_VALUE,
+    SIZED,
+    STEP_BUDGET,
+    Steps,
+    forget_cost,
+    large_params,
+    measured,
+    param_values,
+    record_cost,
+)
 from ._counters import Counters
 from ._group import lost_error
-from ._jobs import READ, AsyncJob, AsyncLaneHold, AsyncTicket, consume, flush
+from ._jobs import READ, AsyncJob, AsyncLaneHold, AsyncTicket, LaneTurn, consume, flush
 from ._lane import WriteLane
-from ._pool import ReaderPool
-from ._readers import ReaderThreads
 
-__all__ = ("AsyncLaneLease", "AsyncPooledRead")
+__all__ = ("AsyncLaneLease", "give_way", "in_own_transaction", "take_async")
 
 logger = logging.getLogger("litegate")
-_INFLIGHT_WAIT = 30.0  # seconds a release waits for its interrupted query
+
+# The lease of the async transaction the current task (and the tasks it starts) is inside:
+# closing the database from there would wait for that very transaction.
+_HELD: contextvars.ContextVar[tuple[WriteLane, AsyncLaneLease] | None] = contextvars.ContextVar(
+    "litegate_async_hold", default=None
+)
+
+
+async def take_async(
+    lane: WriteLane, counters: Counters, busy_timeout: float, timeout: Bound, what: str
+) -> AsyncLaneLease:
+    """The write lane for the calling task (the engine's ``lease_async``): a turn after the
+    task of its loop holding it (:meth:`~._lane_turns.LaneTurns.queue_turn`); else taken at
+    once if idle, or queued for. Waits at most ``timeout``, then :class:`WriteTimeout`."""
+    loop = asyncio.get_running_loop()
+    t0 = monotonic()
+    turn = lane.queue_turn(loop)
+    if turn is not None:  # (a task of this loop holds the lane: a turn after it)
+        hold = await _wait_turn(lane, counters, busy_timeout, turn, timeout, what, t0)
+        counters.lane_wait.append(monotonic() - t0)
+    else:
+        hold = AsyncLaneHold(loop, lane.outbox)
+        if not lane.try_take_async(hold):  # (idle lane: taken at once, on the loop)
+            try:
+                if not lane.try_submit(hold):  # (room in the queue: no submit coroutine)
+                    await submit(lane, hold, timeout)
+                await await_job(hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
+            except BaseException:
+                if hold.state != AsyncJob.CANCELLED:
+                    lane.give_back_async(hold)  # (granted meanwhile: hand it on)
+                raise
+            counters.lane_wait.append(monotonic() - t0)
+    lease = AsyncLaneLease(lane, hold, counters, busy_timeout)
+    _HELD.set((lane, lease))
+    return lease
+
+
+async def _wait_turn(
+    lane: WriteLane,
+    counters: Counters,
+    busy_timeout: float,
+    turn: LaneTurn,
+    timeout: Bound,
+    what: str,
+    t0: float,
+) -> AsyncLaneHold:
+    """Wait for ``turn``: the hold whose lane is this task's now -- its loop's, handed on by
+    the task before, or, once the lane had left the loop, the hold it was queued with. Given
+    up (a timeout, a cancellation, an interrupt) after it was granted, its turn is ended at
+    once: handed on, or the lane given back."""
+    try:
+        await await_job(turn, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
+    except BaseException:
+        spilled = turn.hold
+        if spilled is not None:
+            if spilled.state != AsyncJob.CANCELLED:
+                lane.give_back_async(spilled)  # (granted meanwhile: hand it on)
+        else:
+            fut = turn.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # (handed on to it meanwhile: its turn ends before it began)
+                AsyncLaneLease(lane, turn.tenure, counters, busy_timeout).end()
+        raise
+    return turn.granted
+
+
+def in_own_transaction(lane: WriteLane) -> bool:
+    """Is the calling task (or the task that started it) inside an async transaction of
+    ``lane`` that has not ended?"""
+    held = _HELD.get()
+    return held is not None and held[0] is lane and not held[1].ended
 
 
 class AsyncLaneLease:
@@ -105,7 +181,7 @@ class AsyncLaneLease:
         self._lost = False  # SQLite rolled it back: every later operation raises RolledBack
         self._over = False  # its turn has ended (handed on, or given back)
         self._last_op: AsyncJob | None = None  # the last operation sent to the writer thread
-        self._steps = _Steps()  # counts the VM steps of each write run here (reset per write)
+        self._steps = Steps()  # counts the VM steps of each write run here (reset per write)
         self.committed = False  # the COMMIT went through (set even if cancelled meanwhile)
 
     @property
@@ -237,8 +313,8 @@ class AsyncLaneLease:
             self._mark_lost()
             raise _rolled_back()
         # (large_params inlined)
-        for v in params if type(params) is tuple else _values(params):
-            if isinstance(v, _SIZED) and len(v) >= LARGE_VALUE:
+        for v in params if type(params) is tuple else param_values(params):
+            if isinstance(v, SIZED) and len(v) >= LARGE_VALUE:
                 result = await self.run(run_execute, (sql, params), sql, limit)
                 return result
         steps = self._steps  # (known quick: here, counting its steps and CPU time)
@@ -258,7 +334,10 @@ class AsyncLaneLease:
             if steps.n > 1:
                 record_cost(costs, sql, steps.n)
                 self._heavy = True  # (its COMMIT writes much: off the loop)
-            elif perf_counter() - t0 > SLOW_SECONDS and thread_time() - c0 > SLOW_SECONDS:
+            elif (
+                perf_counter() - t0 > _costs.SLOW_SECONDS
+                and thread_time() - c0 > _costs.SLOW_SECONDS
+            ):
                 forget_cost(costs, sql)  # (measured off the loop next time: see ran_slow)
                 self._heavy = True
         if began and not conn.in_transaction:
@@ -289,19 +368,7 @@ class AsyncLaneLease:
             if fn is run_execute:
                 costs = self._lane.costs
                 if costs.get(args[0]) == 0 and not large_params(args[1]):
-                    steps = _Steps()  # known quick: here, counting its steps and CPU time
-                    started = clocks()
-                    conn.set_progress_handler(steps, STEP_BUDGET)
-                    try:
-                        return self._inline(conn, fn, args)
-                    finally:
-                        conn.set_progress_handler(None, 0)
-                        if steps.n > 1:
-                            record_cost(costs, args[0], steps.n)
-                            self._heavy = True  # (its COMMIT writes much: off the loop)
-                        elif ran_slow(started):
-                            forget_cost(costs, args[0])  # (measured off the loop next time)
-                            self._heavy = True
+                    return await self.execute(args[0], args[1], None)  # (known quick: here)
                 return await self._op(measured, (fn, costs, *args), sql, None)
             if fn in _READS:
                 try:
@@ -400,8 +467,8 @@ class AsyncLaneLease:
         """End this transaction's part and wait for its COMMIT -- the group's, shared with
         those it hands the lane to -- which runs on the writer thread, never on the loop
         where it would fsync (at synchronous NORMAL or OFF it runs here, alone on the lane --
-        :meth:`~._lane_turns.LaneTurns.commit_here` -- or for a group whose every part ran
-        here, light: :meth:`~._lane_turns.LaneTurns.commit_group_here`). Not
+        :meth:`~._lane_loop.LaneLoop.commit_here` -- or for a group whose every part ran
+        here, light: :meth:`~._lane_loop.LaneLoop.commit_group_here`). Not
         interrupted once under way: a cancellation meanwhile is re-raised after it finished,
         with :attr:`committed` telling whether it took effect.
 
@@ -521,181 +588,13 @@ def give_way() -> Generator[None, None, None]:
     yield
 
 
-class _Steps:
-    """A progress handler that counts how often it was called (every STEP_BUDGET steps)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self) -> int:
-        self.n += 1
-        return 0  # (never interrupts)
-
-
-def record_cost(costs: dict[str, int], sql: str, calls: int) -> None:
-    """Remember how many step budgets ``sql`` took at most (0: quick). SQLite counts a cached
-    statement's steps across its runs, so a quick run may still call the handler once: one
-    call is less than two budgets (quick); two or more, at least one budget (slow)."""
-    n = calls - 1 if calls > 1 else 0
-    if len(costs) >= _COSTS_MAX:
-        costs.clear()
-    if n > costs.get(sql, -1):
-        costs[sql] = n
-
-
-def clocks() -> tuple[float, float]:
-    """This thread's wall and CPU clocks now, for :func:`ran_slow`."""
-    return perf_counter(), thread_time()
-
-
-def ran_slow(started: tuple[float, float]) -> bool:
-    """Did the run begun at ``started`` (:func:`clocks`) take over :data:`SLOW_SECONDS` of
-    this thread's CPU? CPU time never exceeds wall time, so the CPU clock (a syscall) is read
-    again only once the wall time is over: one syscall less per quick run."""
-    return perf_counter() - started[0] > SLOW_SECONDS and thread_time() - started[1] > SLOW_SECONDS
-
-
-def forget_cost(costs: dict[str, int], sql: str) -> None:
-    """A text thought quick took over :data:`SLOW_SECONDS` of CPU in few VM steps (one heavy
-    step, as ``zeroblob(?)``; or a one-off: a page fault, the tracer of a debugger or of
-    coverage): unknown again, so its next run is measured on the writer thread -- kept off the
-    loop while it stays heavy, back on it once it is quick again."""
-    costs.pop(sql, None)
-
-
-def large_params(params: Any) -> bool:
-    """Has a write a text or blob parameter of :data:`LARGE_VALUE` or more (never on the
-    loop: binding and writing it is one VM step however long it takes)?"""
-    for v in _values(params):
-        if isinstance(v, _SIZED) and len(v) >= LARGE_VALUE:
-            return True
-    return False
-
-
-_SIZED = (str, bytes, bytearray, memoryview)  # (a tuple: ``str | bytes ...`` is built per call)
-
-
-def _values(params: Any) -> Any:
-    """The parameter values of ``params`` (a sequence, or a dict of named ones)."""
-    return params.values() if isinstance(params, dict) else params
-
-
-def measured(
-    conn: sqlite3.Connection, fn: Callable[..., Any], costs: dict[str, int], sql: str, *rest: Any
-) -> Any:
-    """Writer thread (the lane holder, for an async caller): run a write, measuring how many
-    SQLite VM steps and how much of this thread's CPU time it took (the lane's cost table:
-    written by the lane holder or on its behalf only). Steps and CPU time, not wall time:
-    neither grows while the thread waits for the GIL or a core. Time catches a statement
-    whose work is one VM step (``DROP TABLE``, ``DELETE`` of a whole table, a huge blob):
-    such a run leaves the text unknown (measured again when it next runs)."""
-    steps = _Steps()
-    t0 = thread_time()
-    conn.set_progress_handler(steps, STEP_BUDGET)
-    try:
-        result = fn(conn, sql, *rest)
-    finally:
-        conn.set_progress_handler(None, 0)
-    if steps.n > 1 or thread_time() - t0 <= SLOW_SECONDS:
-        record_cost(costs, sql, steps.n)
-    # else few steps but long: left unknown, so measured again next time (a first run also
-    # parses the schema and prepares the statement; a heavy one stays off the loop)
-    return result
-
-
 def _commit_group(conn: sqlite3.Connection, lane: WriteLane) -> BaseException | None:
     """Writer thread, for the async holder: commit the group left open before it."""
     return lane.commit_group()
 
 
-SLOW_SECONDS = 0.001
-"""A write statement that took this much of its thread's CPU time is slow: it runs on the
-writer thread from then on (CPU time: waiting for the GIL or a core does not count)."""
-LARGE_VALUE = 65536
-"""A text or blob parameter this long or longer keeps a write off the loop."""
 HERE_CHANGES = 256
 """Rows an async transaction may change and still COMMIT on the loop (where that costs no
 fsync): a COMMIT writes every page changed."""
-STEP_BUDGET = 10_000
-"""SQLite VM steps: a write statement whose SQL text has never taken more than one budget
-(counted to within one: see :func:`record_cost`) runs on the loop. 10,000 steps are some
-0.05-0.2 ms here; a point UPDATE or INSERT takes a few dozen."""
-_COSTS_MAX = 4096  # SQL texts remembered (then forgotten all at once: measured again)
 _READS = frozenset({run_query, fetch})
 _CHEAP = frozenset({exec_sql, rollback_to_savepoint, close_cursors, close_cursor})
-
-
-class AsyncPooledRead:
-    """A reader held across awaits by one task until :meth:`release`."""
-
-    __slots__ = ("_conn", "_inflight", "_pool", "_readers")
-
-    def __init__(self, pool: ReaderPool, conn: sqlite3.Connection, readers: ReaderThreads) -> None:
-        self._pool = pool
-        self._conn: sqlite3.Connection | None = conn
-        self._readers = readers
-        self._inflight: AsyncJob | None = None  # the last job sent to a reader thread
-
-    def _live(self) -> sqlite3.Connection:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("the reader lease has ended")  # pragma: no cover - facade checks
-        return conn
-
-    async def begin_snapshot(self) -> None:
-        """A read transaction pinned now (BEGIN and one page read: runs on the loop)."""
-        begin_snapshot(self._live(), None)
-
-    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
-        """The rows of a query: inline when it fits the budget, else on a reader thread."""
-        if limit is None:
-            rows: list[Any] = run_inline(self._live(), run_query, (sql, params))
-            if rows is not MISS:
-                return rows
-        result: list[Any] = await self.run(run_query, (sql, params), sql, limit)
-        return result
-
-    async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
-        """``fn(conn, *args)`` on a reader thread (this connection); cancellation interrupts."""
-        conn = self._live()
-        previous = self._inflight
-        if previous is not None and previous.finished is not None:
-            # A cancelled (interrupted) job may still be on a reader thread: one user of the
-            # connection at a time, so wait for it (it ends soon: it was interrupted).
-            if not previous.finished.is_set():
-                await asyncio.to_thread(previous.finished.wait, _INFLIGHT_WAIT)
-        job = AsyncJob(READ, fn, args, sql, limit, asyncio.get_running_loop(), self._readers.outbox)
-        job.pinned = conn
-        job.finished = threading.Event()
-        self._readers.submit(job)
-        self._inflight = job  # (after submit: a job refused with Closed never runs)
-        return await await_job(job, None)
-
-    async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
-        """Close ``cursors``, then give the reader back, once no reader thread uses it any
-        more. Idempotent."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        job, self._inflight = self._inflight, None
-        if job is not None and job.finished is not None and not job.finished.is_set():
-            # A cancelled query is being interrupted on a reader thread: the connection is
-            # still in that thread's hands until it finishes (soon, interrupted).
-            waiter = asyncio.ensure_future(asyncio.to_thread(job.finished.wait, _INFLIGHT_WAIT))
-            try:
-                finished = await asyncio.shield(waiter)
-            except asyncio.CancelledError:  # give it back when the thread is done with it
-                waiter.add_done_callback(lambda _: self._give_back(conn, cursors))
-                raise
-            if not finished:
-                logger.error("litegate: an interrupted snapshot query did not finish")
-        self._give_back(conn, cursors)
-
-    def _give_back(self, conn: sqlite3.Connection, cursors: Sequence[sqlite3.Cursor]) -> None:
-        # No reader thread uses the connection now: closing cursors here takes microseconds.
-        # (They must be closed first: a statement left open keeps its snapshot after the
-        # check-in's ROLLBACK, and the next borrower would read stale data.)
-        close_cursors(conn, cursors)
-        self._pool.release(conn)  # check-in rolls the read transaction back (fast)

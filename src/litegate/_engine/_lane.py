@@ -19,7 +19,8 @@ whose every part ran light on a loop, ``commit_group_here``).
 
 :class:`WriteLane` is built in layers, one concern a module: :mod:`._lane_state` (the fields
 and their guards, the writer connection, the queue, giving the lane to a holder and back),
-:mod:`._lane_turns` (a transaction's turns: group commit; async holders), :mod:`._lane_writer`
+:mod:`._lane_turns` (a transaction's turns: group commit; async holders), :mod:`._lane_loop`
+(COMMITs on an event loop), :mod:`._lane_writer`
 (the writer thread; closing; fork) and this module: thread callers and sync leases.
 """
 

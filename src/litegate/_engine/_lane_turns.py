@@ -2,9 +2,11 @@
 
 A lane holder starting a transaction joins the open group or begins one; ending its part, it
 hands the lane on, transaction open, to the next transaction waiting, or commits the group
-(:mod:`._group`). An async holder (:mod:`._async_lease`) holds the lane from its loop; the
-writer thread runs its statements that may be slow (``_ops``) and takes the lane over when
-it is done. Fields and guards: :mod:`._lane_state`.
+(:mod:`._group`). An async holder (:mod:`._async_lease`) holds the lane from its loop --
+the loop's tenure: its tasks take turns on the lane there, handed from task to task without
+the lane's lock (:meth:`LaneTurns.queue_turn`) -- while the writer thread runs its statements
+that may be slow (``_ops``) and takes the lane over when it is done. COMMITs on a loop are
+the next layer's (:mod:`._lane_loop`). Fields and guards: :mod:`._lane_state`.
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ from ._batch import is_open
 from ._connection import (
     BEGIN_IMMEDIATE,
     begin_immediate,
-    commit_on_loop,
     is_busy,
     rollback,
     rollback_quietly,
 )
 from ._group import JOIN_RELEASE, JOIN_SAVEPOINT, Group, Ticket, lost_error, undo_savepoint
 from ._jobs import EXCLUSIVE, AsyncJob, AsyncLaneHold, BaseJob, LaneHold, LaneTurn, flush
-from ._lane_state import LOOP_COMMITS, LaneState
+from ._lane_state import LaneState
 
 __all__ = ("LaneTurns",)
 
@@ -379,172 +380,6 @@ class LaneTurns(LaneState):
             self._assign_locked(hold)
         hold.grant_here()
         return True
-
-    def commit_here(self, hold: AsyncLaneHold) -> bool | BaseException:
-        """Loop thread, the async holder ``hold`` committing: where a COMMIT costs no fsync,
-        if it leads a group nobody joined and nobody waits for the lane, COMMIT here -- no
-        hop to the writer thread and back -- and give the lane back: True. Else False having
-        done nothing (the caller hands the lane on or to the writer thread, as
-        :meth:`end_turn` says). If the COMMIT fails, its error (rolled back; the lane is still
-        held, as after commit_group). The automatic checkpoint is held off for it
-        (:func:`commit_on_loop`); every :data:`LOOP_COMMITS`-th goes to the writer thread."""
-        group = self._group
-        waiting = hold.waiting
-        while waiting and waiting[0].future.done():  # (timed out or cancelled)
-            waiting.popleft()
-        if (
-            not self._cheap
-            or group is None
-            or group.members
-            or self._joined
-            or self._queue
-            or waiting
-            or self._async_holder is not hold
-        ):
-            return False
-        if not self._loop_commit_allowed():
-            return False
-        c = self.counters
-        c.transactions += 1  # (still the holder: the counter's guard)
-        conn, guard = self._conn, self.guard
-        try:
-            commit_on_loop(conn, guard, self._autockpt)
-        except BaseException as exc:
-            rollback_quietly(conn, guard)
-            return exc
-        finally:  # (as commit_group's)
-            self._group = None
-            self._dirty = True
-            if self.outbox:
-                flush(self.outbox)
-        self._count_lone_commit()
-        self.give_back_async(hold)
-        return True
-
-    def commit_group_here(self, hold: AsyncLaneHold, max_changes: int) -> bool | BaseException:
-        """Loop thread, the async holder ``hold`` ending a group's last turn (its ticket a
-        member; :meth:`end_turn` returned False): where a COMMIT costs no fsync, if every part
-        of the group ran light on a loop (``Group.here``) and together they changed at most
-        ``max_changes`` rows, COMMIT here -- no hop to the writer thread and back, and the
-        loop no longer idles while the writer commits -- answer every member, and hand the
-        lane to the next transaction waiting for it (or give it back): True. Else False having
-        done nothing (the caller hands the lane to the writer thread). If the COMMIT fails,
-        every member is answered with the error (:meth:`Group.commit`), the lane handed on
-        likewise, and the error returned. The automatic checkpoint is held off for it, and
-        every :data:`LOOP_COMMITS`-th COMMIT goes to the writer thread, as in
-        :meth:`commit_here`."""
-        group = self._group
-        conn = self._conn
-        if (
-            not self._cheap
-            or group is None
-            or group.size < 2  # (alone: commit_here's, which sends every LOOP_COMMITS-th off)
-            or not group.here
-            or self._joined
-            or self._async_holder is not hold
-            or conn.total_changes - group.changes0 > max_changes
-        ):
-            return False
-        if not self._loop_commit_allowed():
-            return False
-        try:
-            error = group.commit(conn, self.guard, self.counters, 0, self._autockpt)
-        finally:  # (as commit_group's: also when an interrupt cuts it short)
-            self._group = None
-            self._dirty = True
-            try:
-                if not group.committed and is_open(conn) and conn.in_transaction:
-                    rollback_quietly(conn, self.guard)  # (cut short before its COMMIT ran)
-                if group.members:
-                    group.lose("its COMMIT was interrupted", self.outbox)
-                flush(self.outbox)
-            finally:  # (the lane goes on even then: nobody else would hand it on)
-                if not self._pass_on(None):
-                    self.give_back_async(hold)
-        return True if error is None else error
-
-    def _loop_commit_allowed(self) -> bool:
-        """Lock or lane held: may this COMMIT run on a loop? Every :data:`LOOP_COMMITS`-th
-        goes to the writer thread instead (SQLite checkpoints there if due)."""
-        if self._loop_commits >= LOOP_COMMITS:
-            self._loop_commits = 0
-            return False
-        self._loop_commits += 1
-        return True
-
-    def _count_lone_commit(self) -> None:
-        """Lane holder: count a COMMIT of one transaction or write (Group.commit's counts;
-        commit_alone and commit_one hand-inline the same: keep them in step)."""
-        c = self.counters
-        c.batches += 1
-        c.batch_sizes.append(1)
-        if c.max_batch < 1:
-            c.max_batch = 1
-
-    def take_here(self) -> sqlite3.Connection | None:
-        """Loop thread, for a lone write where a COMMIT costs no fsync: the idle lane, held by
-        this thread, its ``BEGIN IMMEDIATE`` run (never waiting); None if the lane is busy,
-        another process holds the file's write lock, or this write's COMMIT is due off the
-        loop (every :data:`LOOP_COMMITS`-th: see :meth:`commit_here`). Then :meth:`end_here`;
-        call it inside the ``try`` whose handler calls :meth:`abandon_here` (an interrupt may
-        land anywhere, this call's return included).
-
-        :raises Closed: the lane is closing
-        """
-        with self._lock:
-            if self._closing:
-                raise self.closed_error("the database is closed; no new writes are accepted")
-            if not self._cheap or self._active or self._paused or self._queue:
-                return None
-            if not self._loop_commit_allowed():
-                return None
-            self.user = get_ident()  # (before _active: abandon_here recognises the holder by it)
-            self._active = True
-        try:
-            begun = self._begin_if_free()
-        except BaseException:  # (an interrupt too: nothing begun is left open, lane given back)
-            self.abandon_here()
-            raise
-        if not begun:
-            self.abandon_here()
-            return None
-        return self._conn
-
-    def end_here(self, commit: bool, failed: bool = True) -> BaseException | None:
-        """Loop thread, after :meth:`take_here`: COMMIT (the automatic checkpoint held off:
-        :func:`commit_on_loop`) or roll back (``failed``: count it as a failed write), and
-        give the lane back. Returns the COMMIT's error (rolled back), or None."""
-        conn, guard, c = self._conn, self.guard, self.counters
-        error: BaseException | None = None
-        try:
-            if commit:
-                try:
-                    commit_on_loop(conn, guard, self._autockpt)
-                except BaseException as exc:
-                    rollback_quietly(conn, guard)
-                    error = exc
-            elif is_open(conn) and conn.in_transaction:
-                rollback_quietly(conn, guard)
-            if commit and error is None:  # (counted while still the holder: their guard)
-                c.jobs_ok += 1
-                self._count_lone_commit()
-            elif failed:
-                c.jobs_failed += 1
-            self._dirty = True
-        finally:
-            self._end_direct()
-        return error
-
-    def abandon_here(self) -> None:
-        """Loop thread, repairing after an exception (an interrupt) escaped between
-        :meth:`take_here` and :meth:`end_here`: roll back what is open and give the lane back,
-        if this thread still holds it. Idempotent."""
-        if self.user != get_ident() or self.owner is not None or self._async_holder is not None:
-            return
-        try:
-            self._undo_open_transaction()
-        finally:
-            self._end_direct()
 
     def writer_connection(self, hold: AsyncLaneHold) -> sqlite3.Connection:
         """The writer connection, for the async holder ``hold`` only."""

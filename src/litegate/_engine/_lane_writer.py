@@ -18,7 +18,7 @@ from .._errors import Closed
 from ._batch import LaneBroken, group_commit, run_reads
 from ._connection import cannot_write, is_read_only, rollback
 from ._jobs import EXCLUSIVE, WRITE, AsyncJob, AsyncLaneHold, BaseJob, Job, LaneHold, flush
-from ._lane_turns import LaneTurns
+from ._lane_loop import LaneLoop
 
 __all__ = ("LaneWriter",)
 
@@ -31,7 +31,7 @@ _SHUTDOWN_CHECKPOINT_SECONDS = 2.0
 _SHUTDOWN_HOLDER_SECONDS = 30.0
 
 
-class LaneWriter(LaneTurns):
+class LaneWriter(LaneLoop):
     """The writer thread's loop and the lane's lifecycle: close, fork."""
 
     # ---- lifecycle -------------------------------------------------------------------------

@@ -27,11 +27,10 @@ _slow                                set in ``__init__``; its own guard (SlowSta
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from threading import get_ident
 from time import monotonic, perf_counter
 from typing import Any, TypeVar
@@ -42,11 +41,12 @@ from .._statements import run_execute, run_query
 from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
 from . import _fork
-from ._async_lease import AsyncLaneLease, AsyncPooledRead
+from ._async_lease import AsyncLaneLease, in_own_transaction, take_async
+from ._async_read import AsyncPooledRead
 from ._bridge import MISS, await_job, borrow, run_inline, submit, wait_briefly
 from ._connection import run_limited
 from ._counters import Counters
-from ._jobs import READ, WRITE, AsyncJob, AsyncLaneHold, Job, LaneTurn
+from ._jobs import READ, WRITE, AsyncJob, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
 from ._loop_write import write_cheap
@@ -64,11 +64,6 @@ _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 _ABANDONED: list[object] = []  # connections in use at a fork, in the child: never closed
 _EXIT_CLOSE_TIMEOUT = 5.0
 _PER_THREAD_READERS = 4  # reader threads (and side-pool size) for async use in per-thread mode
-# The lane hold of the async transaction the current task (and the tasks it starts) is inside:
-# closing the database from there would wait for that very transaction.
-_ASYNC_HOLD: contextvars.ContextVar[tuple[WriteLane, AsyncLaneLease] | None] = (
-    contextvars.ContextVar("litegate_async_hold", default=None)
-)
 
 
 def _ms(samples: Any, q: float) -> float:
@@ -204,8 +199,7 @@ class LocalEngine:
 
         :raises Misuse: called inside this task's own transaction (it would wait for it)
         """
-        held = _ASYNC_HOLD.get()
-        if held is not None and held[0] is self._lane and not held[1].ended and not self.closed:
+        if in_own_transaction(self._lane) and not self.closed:
             raise Misuse(
                 "close() was called inside this task's own transaction; it would wait for the "
                 "transaction to end (a deadlock). Leave the `async with` block first"
@@ -402,55 +396,11 @@ class LocalEngine:
         thread: give back the write lane if ``holder`` still holds it. Idempotent."""
         self._lane.recover(get_ident(), holder)
 
-    async def lease_async(self, timeout: Bound, what: str = "the transaction") -> AsyncLaneLease:
+    def lease_async(
+        self, timeout: Bound, what: str = "the transaction"
+    ) -> Coroutine[Any, Any, AsyncLaneLease]:
         self.check()
-        lane = self._lane
-        loop = asyncio.get_running_loop()
-        t0 = monotonic()
-        turn = lane.queue_turn(loop)
-        if turn is not None:  # (a task of this loop holds the lane: a turn after it)
-            hold = await self._wait_turn(turn, timeout, what, t0)
-            self._counters.lane_wait.append(monotonic() - t0)
-        else:
-            hold = AsyncLaneHold(loop, lane.outbox)
-            if not lane.try_take_async(hold):  # (idle lane: taken at once, on the loop)
-                try:
-                    if not lane.try_submit(hold):  # (room in the queue: no submit coroutine)
-                        await submit(lane, hold, timeout)
-                    await await_job(
-                        hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0)
-                    )
-                except BaseException:
-                    if hold.state != AsyncJob.CANCELLED:
-                        lane.give_back_async(hold)  # (granted meanwhile: hand it on)
-                    raise
-                self._counters.lane_wait.append(monotonic() - t0)
-        lease = AsyncLaneLease(lane, hold, self._counters, self.opts.busy_timeout)
-        _ASYNC_HOLD.set((lane, lease))
-        return lease
-
-    async def _wait_turn(
-        self, turn: LaneTurn, timeout: Bound, what: str, t0: float
-    ) -> AsyncLaneHold:
-        """Wait for ``turn`` (:meth:`WriteLane.queue_turn`): the hold whose lane is this
-        task's now -- its loop's, handed on by the task before, or, once the lane had left the
-        loop, the hold it was queued with. Given up (a timeout, a cancellation, an interrupt)
-        after it was granted, its turn is ended at once: handed on, or the lane given back."""
-        lane = self._lane
-        try:
-            await await_job(turn, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
-        except BaseException:
-            spilled = turn.hold
-            if spilled is not None:
-                if spilled.state != AsyncJob.CANCELLED:
-                    lane.give_back_async(spilled)  # (granted meanwhile: hand it on)
-            else:
-                fut = turn.future
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    # (handed on to it meanwhile: its turn ends before it began)
-                    AsyncLaneLease(lane, turn.tenure, self._counters, self.opts.busy_timeout).end()
-            raise
-        return turn.granted
+        return take_async(self._lane, self._counters, self.opts.busy_timeout, timeout, what)
 
     # ---- reads -------------------------------------------------------------------------------
     def query(

@@ -9,7 +9,7 @@ loop free and group commit intact:
 * **never long:** only a SQL text known to be quick runs here: its first run is measured on
   the writer thread (VM steps and CPU time: the lane's cost table, shared with async
   transactions), and one with a large text or blob parameter is not run here at all. Here it
-  runs under a budget of SQLite VM steps (:data:`~._async_lease.STEP_BUDGET`): one that runs
+  runs under a budget of SQLite VM steps (:data:`~._costs.STEP_BUDGET`): one that runs
   past it is interrupted -- the statement is its whole transaction, so nothing of it is kept
   -- and queued for the writer thread; one that took over :data:`SLOW_SECONDS` of CPU all the
   same (a statement whose work is one VM step, e.g. ``zeroblob(?)``) becomes unknown again: its
@@ -39,17 +39,17 @@ from typing import Any
 from .._errors import RolledBack
 from .._statements import run_execute
 from .._types import Args, Bound, Params
-from ._async_lease import (
+from ._async_lease import give_way
+from ._batch import job_error
+from ._costs import (
     STEP_BUDGET,
     clocks,
     forget_cost,
-    give_way,
     large_params,
     measured,
     ran_slow,
     record_cost,
 )
-from ._batch import job_error
 from ._jobs import WRITE
 from ._lane import WriteLane
 from ._turns import of_this_loop
