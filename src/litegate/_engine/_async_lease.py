@@ -39,14 +39,12 @@ from ._bridge import MISS, await_answer, await_job, run_inline, submit
 from ._commit_gate import refused_error
 from ._connection import begin_immediate, begin_snapshot
 from ._costs import (
-    LARGE_VALUE,
-    SIZED,
+    SMALL_TYPES,
     STEP_BUDGET,
     Steps,
     forget_cost,
     large_params,
     measured,
-    param_values,
     record_cost,
 )
 from ._counters import Counters
@@ -75,7 +73,12 @@ async def take_async(
     t0 = monotonic()
     turn = lane.queue_turn(loop)
     if turn is not None:  # (a task of this loop holds the lane: a turn after it)
-        hold = await _wait_turn(lane, counters, busy_timeout, turn, timeout, what, t0)
+        try:
+            await await_job(turn, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
+        except BaseException:
+            _give_up_turn(lane, counters, busy_timeout, turn)
+            raise
+        hold = turn.granted  # (its loop's, or, the lane having left the loop, its own)
         counters.lane_wait.append(monotonic() - t0)
     else:
         hold = AsyncLaneHold(loop, lane.outbox)
@@ -94,33 +97,18 @@ async def take_async(
     return lease
 
 
-async def _wait_turn(
-    lane: WriteLane,
-    counters: Counters,
-    busy_timeout: float,
-    turn: LaneTurn,
-    timeout: Bound,
-    what: str,
-    t0: float,
-) -> AsyncLaneHold:
-    """Wait for ``turn``: the hold whose lane is this task's now -- its loop's, handed on by
-    the task before, or, once the lane had left the loop, the hold it was queued with. Given
-    up (a timeout, a cancellation, an interrupt) after it was granted, its turn is ended at
-    once: handed on, or the lane given back."""
-    try:
-        await await_job(turn, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
-    except BaseException:
-        spilled = turn.hold
-        if spilled is not None:
-            if spilled.state != AsyncJob.CANCELLED:
-                lane.give_back_async(spilled)  # (granted meanwhile: hand it on)
-        else:
-            fut = turn.future
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # (handed on to it meanwhile: its turn ends before it began)
-                AsyncLaneLease(lane, turn.tenure, counters, busy_timeout).end()
-        raise
-    return turn.granted
+def _give_up_turn(lane: WriteLane, counters: Counters, busy_timeout: float, turn: LaneTurn) -> None:
+    """A task gave up waiting for ``turn`` (a timeout, a cancellation, an interrupt): if it was
+    granted meanwhile, its turn ends at once -- handed on, or the lane given back."""
+    spilled = turn.hold
+    if spilled is not None:
+        if spilled.state != AsyncJob.CANCELLED:
+            lane.give_back_async(spilled)  # (granted meanwhile: hand it on)
+        return
+    fut = turn.future
+    if fut.done() and not fut.cancelled() and fut.exception() is None:
+        # (handed on to it meanwhile: its turn ends before it began)
+        AsyncLaneLease(lane, turn.tenure, counters, busy_timeout).end()
 
 
 def in_own_transaction(lane: WriteLane) -> bool:
@@ -312,11 +300,12 @@ class AsyncLaneLease:
         if began and not conn.in_transaction:  # (after an interrupted statement)
             self._mark_lost()
             raise _rolled_back()
-        # (large_params inlined)
-        for v in params if type(params) is tuple else param_values(params):
-            if isinstance(v, SIZED) and len(v) >= LARGE_VALUE:
-                result = await self.run(run_execute, (sql, params), sql, limit)
-                return result
+        # (large_params, judged in C for a tuple of numbers and NULLs)
+        if (type(params) is not tuple or not SMALL_TYPES.issuperset(map(type, params))) and (
+            large_params(params)
+        ):
+            result = await self.run(run_execute, (sql, params), sql, limit)
+            return result
         steps = self._steps  # (known quick: here, counting its steps and CPU time)
         steps.n = 0
         t0 = perf_counter()
@@ -479,7 +468,7 @@ class AsyncLaneLease:
             await self._settle()
         lane, hold = self._lane, self._hold
         light = lane.commits_cheaply and self._light()
-        if light and not lane.depth:
+        if light and not hold.waiting and not lane.depth:
             # It may COMMIT here (below). First give way once: the loop's other tasks that
             # want the lane ask for it now, and then this one hands it on, the group open,
             # and they share one COMMIT (with a COMMIT here each time, every transaction
@@ -492,7 +481,9 @@ class AsyncLaneLease:
         if not lane.in_group:  # (its shared transaction is gone: nobody would answer)
             self._lost = True
             raise RolledBack(f"the transaction did not commit: {_rolled_back()}")
-        done = light and lane.commit_here(hold)  # alone, with no fsync due: here (no await)
+        # Alone, with no fsync due: here, no await. (A task of its loop waiting for a turn: the
+        # lane is handed on to it below, the group open; commit_here would refuse.)
+        done = light and not hold.waiting and lane.commit_here(hold)
         if done is not False:
             self._over = True
             self._conn = None

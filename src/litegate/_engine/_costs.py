@@ -19,6 +19,7 @@ __all__ = (
     "LARGE_VALUE",
     "SIZED",
     "SLOW_SECONDS",
+    "SMALL_TYPES",
     "STEP_BUDGET",
     "Steps",
     "clocks",
@@ -84,6 +85,8 @@ def large_params(params: Any) -> bool:
     return False
 
 
+SMALL_TYPES = frozenset({int, float, type(None)})
+"""Parameter types whose values are never large (a tuple of only these needs no length check)."""
 SIZED = (str, bytes, bytearray, memoryview)  # (a tuple: ``str | bytes ...`` is built per call)
 
 
