@@ -54,6 +54,9 @@ def server_command(server: str, port: int) -> list[str]:
 
 
 @pytest.mark.blocks_loop("litegate runs in the server process; this loop runs only httpx")
+@pytest.mark.no_debug_loop(
+    "litegate runs in the server process: the debug loop would check only httpx"
+)
 @pytest.mark.usefixtures("no_sniffio_scan")
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
 async def test_concurrent_requests_under_a_real_server(server: str, tmp_path: Path) -> None:

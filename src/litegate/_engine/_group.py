@@ -27,7 +27,7 @@ from ._batch import copy_error, is_open
 from ._batch import undo_savepoint as undo_job_savepoint
 from ._connection import COMMIT, TxnGuard, commit_on_loop, end_transaction, rollback_quietly
 from ._counters import Counters
-from ._jobs import BaseJob, flush
+from ._jobs import AsyncTicket, BaseJob, flush
 
 __all__ = (
     "JOIN_RELEASE",
@@ -87,7 +87,7 @@ class Ticket:
         return self.result
 
 
-Member = BaseJob | Ticket
+Member = BaseJob | Ticket | AsyncTicket
 
 
 class Group:

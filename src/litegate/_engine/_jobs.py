@@ -16,18 +16,19 @@ finished
 result, error, answered    the worker, before answering    ``Job.done`` released after them;
                                                            an async job's ``outbox.append``
                                                            then ``call_soon_threadsafe``
-AsyncJob.state,            loop (cancel, withdraw) and     ``AsyncJob._lock`` (an
-running_on                 worker (start, attach, finish)  ``AsyncTicket``'s: only its one
-                                                           ``finish``, unlocked)
+AsyncJob.state,            loop (cancel, withdraw) and     ``AsyncJob._lock``
+running_on                 worker (start, attach, finish)
 AsyncJob.stop_asked        loop (withdraw, interrupting)   ``AsyncJob._lock`` to set; a runner's
                                                            progress handler reads it without
                                                            (set once: a stale False delays
                                                            the abort by one chunk of steps)
-AsyncJob.future            the loop thread only            (resolved in ``_deliver``, or by
-                                                           ``grant_here``, on it; an
-                                                           ``AsyncTicket``'s replaced there
-                                                           and in ``await_answer`` after a
+AsyncJob.future,           the loop thread only            (resolved in ``_deliver``, or by
+AsyncTicket.future                                         ``grant_here``, on it; a ticket's
+                                                           replaced there and in
+                                                           ``await_answer`` after a
                                                            cancellation)
+AsyncTicket.result,        whoever commits the group       its one ``finish``: the outbox
+error, answered                                            hand-off orders them
 AsyncLaneHold.waiting,     its loop's tasks (a turn        its loop's thread only (the lane
 AsyncLaneHold.turn,        queued, handed on, spilled)     leaves the loop only from there)
 LaneTurn.hold
@@ -75,7 +76,7 @@ WRITE = 0  # runs inside the lane's group-commit transaction, isolated by a save
 READ = 1  # runs on a connection outside any transaction
 EXCLUSIVE = 2  # takes the lane for itself (interactive transactions, snapshots, iterations)
 
-Outbox = deque["AsyncJob"]
+Outbox = deque["AsyncJob | AsyncTicket"]
 
 
 class BaseJob:
@@ -294,26 +295,31 @@ class AsyncJob(BaseJob):
             self.finished.set()
 
 
-class AsyncTicket(AsyncJob):
-    """An async transaction's wait for the COMMIT of the group it handed the lane on to (it
-    runs nothing: whoever commits the group answers it). Its answer is never dropped: when the
-    waiting task is cancelled (which cancels the future it awaits), :func:`_deliver` puts the
-    answer into a fresh future, the one ``_bridge.await_answer`` awaits next -- so the waiter
-    awaits the future itself, with no ``asyncio.shield`` (a loop iteration more per COMMIT)."""
+class AsyncTicket:
+    """An async transaction's wait for the COMMIT of the group it handed the lane on to. It
+    runs nothing -- whoever commits the group answers it -- so it is no job: no function, no
+    context, no state, no lock (one is made per grouped transaction; the AsyncJob it was cost
+    ~90 bytecodes more each, benchmarks/lean_async_tx.py). Its answer is never dropped: when
+    the waiting task is cancelled (which cancels the future it awaits), :func:`_deliver` puts
+    the answer into a fresh future, the one ``_bridge.await_answer`` awaits next -- so the
+    waiter awaits the future itself, with no ``asyncio.shield`` (a loop iteration more per
+    COMMIT)."""
 
-    __slots__ = ()
+    __slots__ = ("answered", "error", "future", "loop", "outbox", "result")
     keeps_answer = True
 
     def __init__(self, loop: asyncio.AbstractEventLoop, outbox: Outbox) -> None:
-        # (It runs nothing: no copy of its caller's context.)
-        AsyncJob.__init__(self, WRITE, _noop, (), None, None, loop, outbox, contextvars.Context())
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.outbox = outbox
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.answered = False
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
-        """Whoever commits the group: publish the outcome. No lock: a ticket is never started,
-        withdrawn or interrupted -- nobody else reads or writes its ``state`` -- and it is
-        answered once, by the lane holder of the moment; the outbox hand-off orders the
-        outcome before the loop reads it."""
-        self.state = AsyncJob.DONE
+        """Whoever commits the group: publish the outcome. No lock: it is answered once, by
+        the lane holder of the moment; the outbox hand-off orders the outcome before the loop
+        reads it."""
         self.result = result
         self.error = error
         self.answered = True
@@ -336,7 +342,7 @@ def deliverable(error: BaseException) -> BaseException:
 _DELIVER_CHUNK = 16  # futures resolved per loop iteration (a group's 64 acks: 4 iterations)
 
 
-def _deliver(jobs: list[AsyncJob]) -> None:
+def _deliver(jobs: list[AsyncJob | AsyncTicket]) -> None:
     """On the loop: resolve the futures of a batch of finished jobs. One job's outcome can never
     keep the others from theirs. A long batch is resolved a chunk per loop iteration: every
     task woken runs before the loop looks at its timers again, so a burst of wake-ups would
@@ -379,7 +385,7 @@ def flush(outbox: Outbox) -> None:
     """Hand every finished job in ``outbox`` to its loop: one call per loop."""
     if not outbox:
         return
-    by_loop: dict[asyncio.AbstractEventLoop, list[AsyncJob]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[AsyncJob | AsyncTicket]] = {}
     try:
         while True:
             try:

@@ -27,7 +27,16 @@ from ._connection import (
     rollback_quietly,
 )
 from ._group import JOIN_RELEASE, JOIN_SAVEPOINT, Group, Ticket, lost_error, undo_savepoint
-from ._jobs import EXCLUSIVE, AsyncJob, AsyncLaneHold, BaseJob, LaneHold, LaneTurn, flush
+from ._jobs import (
+    EXCLUSIVE,
+    AsyncJob,
+    AsyncLaneHold,
+    AsyncTicket,
+    BaseJob,
+    LaneHold,
+    LaneTurn,
+    flush,
+)
 from ._lane_state import LaneState
 
 __all__ = ("LaneTurns",)
@@ -140,7 +149,7 @@ class LaneTurns(LaneState):
         else:
             rollback(conn, self.guard)
 
-    def end_turn(self, ticket: BaseJob | None, light: bool = False) -> bool:
+    def end_turn(self, ticket: AsyncTicket | None, light: bool = False) -> bool:
         """Lane holder, its part of the transaction done (released or undone): with a group
         open, add ``ticket`` (if any: answered after the shared COMMIT) to its members; if
         another transaction waits for the lane, within the group's bounds, hand the lane,
