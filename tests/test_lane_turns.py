@@ -182,7 +182,9 @@ async def test_turns_waiting_when_the_lane_leaves_the_loop_queue_for_it(
 ) -> None:
     """A task holds the lane, tasks of its loop wait for turns, then a thread queues: when the
     group's bound (max_batch=2) ends the group, the lane goes to the thread (queued first) and
-    the waiting turns queue behind it, each getting the lane after it."""
+    the waiting turns queue behind it, each getting the lane after it. (The order asserted is
+    the order the transactions' bodies ran in: at FULL the thread and the next task may share
+    a group, and then both are answered by the same COMMIT.)"""
     adb = await _open(db_path, synchronous=synchronous, max_batch=2, group_wait=30.0)
     db = adb.as_sync()
     inside, go = asyncio.Event(), asyncio.Event()
@@ -191,14 +193,16 @@ async def test_turns_waiting_when_the_lane_leaves_the_loop_queue_for_it(
 
     def thread_tx() -> None:
         with db.transaction(timeout=10) as tx:
+            with lock:
+                order.append("thread")
             tx.execute("INSERT INTO log VALUES ('thread')")
-        with lock:
-            order.append("thread")
 
     async def task_tx(name: str) -> None:
-        await _transfer(adb, 0, 1, name)
-        with lock:
-            order.append(name)
+        async with adb.transaction() as tx:
+            with lock:
+                order.append(name)
+            await tx.execute("INSERT INTO log VALUES (?)", (name,))
+        assert tx.committed
 
     try:
         holder = asyncio.create_task(_hold_lane(adb, inside, go))
@@ -213,7 +217,73 @@ async def test_turns_waiting_when_the_lane_leaves_the_loop_queue_for_it(
         go.set()
         await asyncio.wait_for(asyncio.gather(holder, th, *turns), timeout=10)
         # the holder and t0 shared a group (max_batch=2); then the thread, queued first
-        assert order.index("thread") < order.index("t1"), order
+        assert order == ["t0", "thread", "t1", "t2", "t3"], order
         await _check(adb, 6)
+    finally:
+        await adb.close()
+
+
+async def test_after_a_group_commits_on_the_loop_the_lane_goes_on_to_the_next_turn_there(
+    db_path: str, commits_here: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group ends (max_batch=2) and commits on the loop with a task of the loop still
+    waiting and nothing queued: the lane goes on to that task on the loop (a new group), not
+    back through the lane's queue -- nothing is spilled."""
+    from litegate._engine import _lane_turns
+
+    spilled: list[object] = []
+    real = _lane_turns.LaneTurns._spill_locked
+
+    def spy(self: Any, hold: Any) -> None:
+        spilled.append(hold)
+        real(self, hold)
+
+    adb = await _open(db_path, synchronous="NORMAL", max_batch=2, group_wait=30.0)
+    inside, go = asyncio.Event(), asyncio.Event()
+    try:
+        for who in ("warm", "warm"):  # (every text known quick: the parts are light)
+            await _transfer(adb, 0, 1, who)
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO log VALUES ('holder')")
+        commits_here.clear()
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_spill_locked", spy)
+        holder = asyncio.create_task(_hold_lane(adb, inside, go))
+        await inside.wait()
+        turns = [asyncio.create_task(_transfer(adb, i, i + 1, f"t{i}")) for i in range(2)]
+        await asyncio.sleep(0.01)
+        go.set()
+        await asyncio.wait_for(asyncio.gather(holder, *turns), timeout=10)
+        assert spilled == []
+        assert len(commits_here) == 2  # (holder + t0 as a group, then t1: both on the loop)
+        await _check(adb, 7)
+    finally:
+        await adb.close()
+
+
+async def test_turns_waiting_when_the_writer_thread_has_stopped_fail_with_closed(
+    db_path: str,
+) -> None:
+    """The writer thread stopped (as it does when the lane cannot continue: it fails what is
+    queued, and nothing queued later would ever be served) while a task held the lane and
+    others waited for turns: when the lane leaves the loop, those turns fail with Closed at
+    once instead of waiting in a queue nobody serves until their timeout."""
+    adb = await _open(db_path, synchronous="FULL", max_batch=1, group_wait=30.0, timeout=30)
+    lane = adb._engine._lane  # type: ignore[attr-defined]
+    inside, go = asyncio.Event(), asyncio.Event()
+    try:
+        holder = asyncio.create_task(_hold_lane(adb, inside, go))
+        await inside.wait()
+        turns = [asyncio.create_task(_transfer(adb, i, i + 1, f"t{i}")) for i in range(2)]
+        await asyncio.sleep(0.01)
+        with lane._lock:
+            lane._stopped = True  # (what the writer sets as it fails the queue and stops)
+        go.set()
+        await asyncio.wait_for(holder, timeout=10)  # (its group committed by the writer)
+        t0 = time.monotonic()
+        for t in turns:
+            with pytest.raises(litegate.Closed):
+                await asyncio.wait_for(t, timeout=10)
+        assert time.monotonic() - t0 < 5.0
+        assert await adb.query_value("SELECT count(*) FROM log") == 1
     finally:
         await adb.close()

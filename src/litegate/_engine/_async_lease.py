@@ -220,14 +220,15 @@ class AsyncLaneLease:
 
         :raises Busy: the lock stayed taken for ``busy_timeout`` (default: the database's)
         """
-        self._live()
+        conn = self._live()
         lane = self._lane
         if not lane.join() and not lane.try_begin():
             timeout = self._busy_timeout if busy_timeout is None else busy_timeout
             await self._op(begin_immediate, (lane.guard, timeout, self._counters), None, None)
             lane.opened()
+            conn = self._live()
         self._began = True
-        self._changes0 = self._live().total_changes
+        self._changes0 = conn.total_changes
 
     async def begin_snapshot(self) -> None:
         """A read transaction pinned now (``readers=0`` snapshots); a group left open by the
