@@ -8,6 +8,7 @@ the lane free afterwards."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from typing import Any
@@ -285,5 +286,96 @@ async def test_turns_waiting_when_the_writer_thread_has_stopped_fail_with_closed
                 await asyncio.wait_for(t, timeout=10)
         assert time.monotonic() - t0 < 5.0
         assert await adb.query_value("SELECT count(*) FROM log") == 1
+    finally:
+        await adb.close()
+
+
+class _Interrupt(BaseException):
+    """Stands for a KeyboardInterrupt landing on the loop's thread."""
+
+
+async def test_a_turn_whose_wait_is_interrupted_is_never_handed_the_lane(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt (not a cancellation) ends a task's wait for a turn while the turn is still
+    waiting: the holder's end must not hand the lane to it -- nobody would ever end that turn,
+    and the holder's own COMMIT (shared with it) would never be answered."""
+    from litegate._engine import _bridge
+
+    adb = await _open(db_path, group_wait=30.0)
+    inside, go = asyncio.Event(), asyncio.Event()
+    real = _bridge._timeouts
+
+    def interrupted(loop: asyncio.AbstractEventLoop) -> Any:
+        monkeypatch.setattr(_bridge, "_timeouts", real)
+        raise _Interrupt  # (in the wait, once the turn is queued)
+
+    try:
+        holder = asyncio.create_task(_hold_lane(adb, inside, go))
+        await inside.wait()
+        monkeypatch.setattr(_bridge, "_timeouts", interrupted)
+        with pytest.raises(_Interrupt):
+            async with adb.transaction(timeout=5) as tx:
+                await tx.execute("INSERT INTO log VALUES ('interrupted')")
+        go.set()
+        await asyncio.wait_for(holder, timeout=5)
+        await _check(adb, 1)
+    finally:
+        await adb.close()
+
+
+async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting_turns(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group on the loop ends (max_batch=2) with a thread queued and tasks of the loop
+    waiting for turns; the lane goes to the thread, and an interrupt lands as the waiting turns
+    are moved to the queue: the lane still reaches the thread, and every waiting turn gets it
+    after (none left behind in a loop the lane has left)."""
+    from litegate._engine import _lane_turns
+
+    adb = await _open(db_path, synchronous="NORMAL", max_batch=2, group_wait=30.0)
+    db = adb.as_sync()
+    for _ in range(2):  # (every text known quick: the group commits on the loop)
+        await _transfer(adb, 0, 1, "warm")
+        async with adb.transaction() as tx:
+            await tx.execute("INSERT INTO log VALUES ('holder')")
+    inside, go = asyncio.Event(), asyncio.Event()
+    real = _lane_turns.LaneTurns._spill_locked
+    interrupted: list[bool] = []
+
+    def spill(self: Any, hold: Any) -> None:
+        if not interrupted and sys._getframe(1).f_code.co_name == "_pass_on":
+            interrupted.append(True)
+            raise _Interrupt  # (at the spill's first line)
+        real(self, hold)
+
+    def thread_tx() -> None:
+        with db.transaction(timeout=10) as tx:
+            tx.execute("INSERT INTO log VALUES ('thread')")
+
+    async def attempt(name: str) -> str:
+        try:
+            await _transfer(adb, 2, 3, name)
+        except _Interrupt:  # (the one whose hand-off was interrupted: its outcome is unknown)
+            return "interrupted"
+        return "ok"
+
+    try:
+        holder = asyncio.create_task(_hold_lane(adb, inside, go))
+        await inside.wait()
+        th = asyncio.ensure_future(asyncio.to_thread(thread_tx))
+        deadline = time.monotonic() + 5
+        while (await adb.stats()).queue_depth < 1:
+            assert time.monotonic() < deadline, "the thread never queued"
+            await asyncio.sleep(0.002)
+        turns = [asyncio.create_task(attempt(f"t{i}")) for i in range(3)]
+        await asyncio.sleep(0.01)
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_spill_locked", spill)
+        go.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(*turns), timeout=10)
+        await asyncio.wait_for(asyncio.gather(holder, th), timeout=10)
+        assert interrupted and outcomes.count("interrupted") == 1, outcomes
+        assert outcomes.count("ok") == 2, outcomes
+        assert await adb.query_value("SELECT count(*) FROM log WHERE who = 'thread'") == 1
     finally:
         await adb.close()

@@ -99,14 +99,17 @@ async def take_async(
 
 def _give_up_turn(lane: WriteLane, counters: Counters, busy_timeout: float, turn: LaneTurn) -> None:
     """A task gave up waiting for ``turn`` (a timeout, a cancellation, an interrupt): if it was
-    granted meanwhile, its turn ends at once -- handed on, or the lane given back."""
+    granted meanwhile, its turn ends at once -- handed on, or the lane given back; if not, it
+    never will be (its future is cancelled: whoever hands the lane on skips it)."""
     spilled = turn.hold
     if spilled is not None:
         if spilled.state != AsyncJob.CANCELLED:
             lane.give_back_async(spilled)  # (granted meanwhile: hand it on)
         return
     fut = turn.future
-    if fut.done() and not fut.cancelled() and fut.exception() is None:
+    if not fut.done():
+        fut.cancel()  # (an interrupt, not a cancellation of its wait: still waiting)
+    elif not fut.cancelled() and fut.exception() is None:
         # (handed on to it meanwhile: its turn ends before it began)
         AsyncLaneLease(lane, turn.tenure, counters, busy_timeout).end()
 

@@ -30,8 +30,10 @@ AsyncTicket.future                                         ``grant_here``, on it
 AsyncTicket.result,        whoever commits the group       its one ``finish``: the outbox
 error, answered                                            hand-off orders them
 AsyncLaneHold.waiting,     its loop's tasks (a turn        its loop's thread only (the lane
-AsyncLaneHold.turn,        queued, handed on, spilled)     leaves the loop only from there)
-LaneTurn.hold
+AsyncLaneHold.turn,        queued, handed on, spilled)     leaves the loop only from there);
+LaneTurn.hold                                              ``WriteLane.depth`` reads the
+                                                           length of ``waiting`` from any
+                                                           thread (a statistic)
 LaneHold.abandoned,        the waiter giving up; read by   the lane's ``_lock``
 AsyncLaneHold.abandoned    whoever would grant it
 =========================  ==============================  ===================================

@@ -17,7 +17,15 @@ _paused, _sleeping                                       ``_inactive`` are its c
                                                          the writer re-reads ``_closing``
                                                          under the lock at least every second,
                                                          and fails whatever was queued after
-                                                         it stopped
+                                                         it stopped. The async holder's loop
+                                                         thread reads ``_closing``
+                                                         (``queue_turn``), ``_queue`` and
+                                                         ``_paused`` (``give_back_async``)
+                                                         without it: a stale value only picks
+                                                         a path (a turn handed on there
+                                                         rather than through the queue; one
+                                                         more turn before fork's pause, which
+                                                         has its own deadline)
 _active, user        whoever takes / gives back the      ``_lock``; ``user`` is read without
                      lane                                it only by a thread comparing it
                                                          with its own ident (a stale value
@@ -57,8 +65,11 @@ _held_since          lease grants and releases; a turn   ``_lock``; a turn hande
                                                          long-hold report reads it under the
                                                          lock: a stale value shifts it by a
                                                          turn)
-_stopped             the writer thread, failing what     ``_lock``
-                     was queued as it stops
+_stopped             the writer thread, failing what     ``_lock``; ``_hand_turn`` reads it
+                     was queued as it stops              without (set once: a stale False
+                                                         hands the lane on one turn more, as
+                                                         if that turn had come a moment
+                                                         earlier)
 _hold_reported       writer thread, lane givers          ``_lock``
 _slice, _slice_end   whoever gives the lane to a thread  ``_lock``; the holder reads them
                      (``take``/``_enter`` on an idle     without it (nobody else writes them

@@ -196,6 +196,7 @@ class LaneTurns(LaneState):
         none (or the bounds are reached)."""
         opts = self.opts
         claimed: BaseJob | None = None  # taken from the queue for the lane: it must get it
+        leaving: AsyncLaneHold | None = None
         try:
             with self._lock:
                 queue = self._queue
@@ -231,6 +232,8 @@ class LaneTurns(LaneState):
             # same -- else its waiter, and the lane, would wait for ever.
             if claimed is not None and self._claimable(claimed):
                 with self._lock:
+                    if leaving is not None and leaving.waiting:  # (the lane leaves the loop)
+                        self._spill_locked(leaving)
                     self._assign_locked(claimed)
                 if not claimed.answered:
                     self._announce(claimed)
@@ -324,6 +327,8 @@ class LaneTurns(LaneState):
         group's bounds. False if there is none (or the bounds are reached). Its future is
         resolved before its turn leaves ``waiting``, and once taken from there it gets the lane
         whatever interrupts this (as in :meth:`_pass_on`)."""
+        if self._stopped:  # (read without the lock: see the table)
+            return False  # (the caller gives the lane back: the turns then fail with Closed)
         waiting = hold.waiting
         group = self._group
         opts = self.opts
@@ -373,7 +378,7 @@ class LaneTurns(LaneState):
                     else:
                         spilled = turn.hold = AsyncLaneHold(hold.loop, self.outbox, turn.future)
                         queue.append(spilled)
-                elif spilled not in queue:  # (an interrupt cut a spill short here before)
+                elif spilled not in queue and not self._stopped:  # (a spill interrupted here)
                     queue.append(spilled)
             waiting.popleft()
 
