@@ -267,7 +267,9 @@ async def test_turns_waiting_when_the_writer_thread_has_stopped_fail_with_closed
     """The writer thread stopped (as it does when the lane cannot continue: it fails what is
     queued, and nothing queued later would ever be served) while a task held the lane and
     others waited for turns: when the lane leaves the loop, those turns fail with Closed at
-    once instead of waiting in a queue nobody serves until their timeout."""
+    once instead of waiting in a queue nobody serves until their timeout; the holder's group,
+    which nobody will commit, is lost (RolledBack), and a statement that needs the writer
+    thread fails with Closed instead of waiting for ever."""
     adb = await _open(db_path, synchronous="FULL", max_batch=1, group_wait=30.0, timeout=30)
     lane = adb._engine._lane  # type: ignore[attr-defined]
     inside, go = asyncio.Event(), asyncio.Event()
@@ -279,13 +281,20 @@ async def test_turns_waiting_when_the_writer_thread_has_stopped_fail_with_closed
         with lane._lock:
             lane._stopped = True  # (what the writer sets as it fails the queue and stops)
         go.set()
-        await asyncio.wait_for(holder, timeout=10)  # (its group committed by the writer)
         t0 = time.monotonic()
+        with pytest.raises(litegate.RolledBack):
+            await asyncio.wait_for(holder, timeout=10)  # (nobody would commit its group)
         for t in turns:
             with pytest.raises(litegate.Closed):
                 await asyncio.wait_for(t, timeout=10)
         assert time.monotonic() - t0 < 5.0
-        assert await adb.query_value("SELECT count(*) FROM log") == 1
+        with pytest.raises(litegate.RolledBack):  # (its COMMIT too: nobody would run it)
+            async with adb.transaction(timeout=5) as tx:  # (the lane was given back)
+                with pytest.raises(litegate.Closed):
+                    await tx.executemany("INSERT INTO log VALUES (?)", [("w",)])  # (writer's)
+        with lane._lock:
+            lane._stopped = False  # (so that close() finds the writer it expects)
+        assert await adb.query_value("SELECT count(*) FROM log") == 0
     finally:
         await adb.close()
 

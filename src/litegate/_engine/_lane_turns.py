@@ -406,19 +406,27 @@ class LaneTurns(LaneState):
         with self._lock:
             if self._async_holder is not hold:
                 raise Misuse("the transaction is over (its block was left)")
+            if self._stopped:  # (nobody would run it: its await would never end)
+                raise self.closed_error("the database is closed; this statement was not run")
             self._ops.append(op)
             self._ring()
 
     def hand_to_writer(self, hold: AsyncLaneHold, undo: bool) -> bool:
         """Loop thread: the async holder ``hold`` is done (``undo``: roll back its own part
         first); the writer thread takes the lane over, commits an open group and goes on.
-        Never blocks. False if ``hold`` did not hold the lane (any more)."""
+        Once the writer thread has stopped, nobody would: the open group is lost (its members
+        told so), what is open rolled back, and the lane given back here. Never blocks. False
+        if ``hold`` did not hold the lane (any more)."""
         with self._lock:
             if self._async_holder is not hold:
                 return False
             self.counters.lane_holds.append(monotonic() - self._held_since)
             if hold.waiting:
-                self._spill_locked(hold)
+                self._spill_locked(hold)  # (failed with Closed, once stopped)
+            if self._stopped:
+                self._lose_group("the write lane stopped")
+                self._release_locked()
+                return True
             self._undo = undo
             self._async_holder = None
             self._held_since = 0.0
