@@ -20,6 +20,13 @@ the lane, interrupt repair, stats -- costs a bounded amount per transaction, not
 
     python benchmarks/lean_async_tx.py                 # wall clock, 3 interleaved rounds
     python benchmarks/lean_async_tx.py --instructions  # callgrind: instructions per transfer
+    python benchmarks/lean_async_tx.py --bytecodes 30  # Python bytecodes per transfer, and
+                                                       # the 30 functions that run the most
+
+Bytecodes are counted with ``sys.settrace`` (``f_trace_opcodes``), every thread, over 2,000
+transfers run after 2,000 untraced ones on the same database (every SQL text known): a
+deterministic count that says *where* the instructions go, function by function, which
+callgrind (C functions only) cannot.
 """
 
 from __future__ import annotations
@@ -159,8 +166,11 @@ async def _run(
     count: int,
     group_wait: float = DEFAULT_GROUP_WAIT,
     directory: str | None = None,
+    traced: Callable[[Callable[[], Any]], Any] | None = None,
 ) -> tuple[int, float]:
-    """Transfers done and seconds taken (``count`` > 0: exactly that many, untimed)."""
+    """Transfers done and seconds taken (``count`` > 0: exactly that many, untimed).
+    ``traced``: ``count`` transfers run first, then ``traced(run)`` runs ``count`` more (it
+    returns ``run()``'s awaitable: it traces them)."""
     path = os.path.join(tempfile.mkdtemp(dir=directory), "lean.db")
     _prepare(path)
     if mode == "litegate":
@@ -196,8 +206,16 @@ async def _run(
                     await tx.execute(CREDIT, (5, b))
             done[0] += 1
 
+    def run() -> Any:
+        return asyncio.gather(*(worker(w) for w in range(tasks)))
+
+    if traced is not None:
+        await run()
+        done[0] = 0
+        await traced(run)
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(tasks)))
+    if traced is None:
+        await run()
     elapsed = time.perf_counter() - t0
     if mode == "litegate":
         total = await db.query_value("SELECT sum(balance) FROM accounts")
@@ -250,8 +268,43 @@ def _instructions(mode: str, tasks: int, n: int) -> int:
     return int(found.group(1))
 
 
+def _bytecodes(mode: str, tasks: int, n: int, top: int) -> list[str]:
+    """This process (a child: it lifts the clocks): bytecodes per transfer, in total and in
+    the ``top`` functions that ran the most."""
+    import threading
+    from collections import Counter
+
+    _lift_clocks()
+    counts: Counter[tuple[str, int, str]] = Counter()
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            code = frame.f_code
+            counts[(os.path.basename(code.co_filename), code.co_firstlineno, code.co_name)] += 1
+        return tracer
+
+    async def traced(run: Callable[[], Any]) -> None:
+        sys.settrace(tracer)
+        threading.settrace(tracer)
+        try:
+            await run()
+        finally:
+            sys.settrace(None)
+            threading.settrace(None)  # type: ignore[arg-type]
+
+    asyncio.run(_run(mode, tasks, 0, n, 60.0, traced=traced))
+    lines = [f"{mode}: {sum(counts.values()) / n:,.0f} bytecodes per transfer"]
+    for (name, line, func), c in counts.most_common(top):
+        lines.append(f"  {c / n:7.1f}  {name}:{line} {func}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--bytecodes-child"]:
+        print("\n".join(_bytecodes(args[1], int(args[2]), int(args[3]), int(args[4]))))
+        return 0
     if args[:1] == ["--child"]:
         mode, tasks, seconds, count = args[1], int(args[2]), float(args[3]), int(args[4])
         lift = args[5:6] == ["lift"]
@@ -266,8 +319,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--instructions", action="store_true", help="count with callgrind")
+    parser.add_argument(
+        "--bytecodes", type=int, metavar="TOP", help="count bytecodes; show the TOP functions"
+    )
     opts = parser.parse_args(args)
     modes = ("litegate", "lean")
+    if opts.bytecodes is not None:  # (each in a fresh process)
+        env = {**os.environ, "PYTHONPATH": SRC, "PYTHONHASHSEED": "0"}
+        for mode in modes:
+            argv = [sys.executable, __file__, "--bytecodes-child", mode, str(opts.tasks)]
+            argv += ["2000", str(opts.bytecodes)]
+            out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+            print(out.stdout, end="", flush=True)
+        return 0
     if opts.instructions:  # (all threads; the difference of 3,000 and 1,000 transfers)
         for mode in modes:
             per = _instructions(mode, opts.tasks, 3000) - _instructions(mode, opts.tasks, 1000)
