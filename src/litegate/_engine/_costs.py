@@ -17,7 +17,6 @@ from typing import Any
 
 __all__ = (
     "LARGE_VALUE",
-    "SIZED",
     "SLOW_SECONDS",
     "SMALL_TYPES",
     "STEP_BUDGET",
@@ -26,7 +25,6 @@ __all__ = (
     "forget_cost",
     "large_params",
     "measured",
-    "param_values",
     "ran_slow",
     "record_cost",
 )
@@ -79,18 +77,18 @@ def forget_cost(costs: dict[str, int], sql: str) -> None:
 def large_params(params: Any) -> bool:
     """Has a write a text or blob parameter of :data:`LARGE_VALUE` or more (never on the
     loop: binding and writing it is one VM step however long it takes)?"""
-    for v in param_values(params):
-        if isinstance(v, SIZED) and len(v) >= LARGE_VALUE:
+    for v in _param_values(params):
+        if isinstance(v, _SIZED) and len(v) >= LARGE_VALUE:
             return True
     return False
 
 
 SMALL_TYPES = frozenset({int, float, type(None)})
 """Parameter types whose values are never large (a tuple of only these needs no length check)."""
-SIZED = (str, bytes, bytearray, memoryview)  # (a tuple: ``str | bytes ...`` is built per call)
+_SIZED = (str, bytes, bytearray, memoryview)  # (a tuple: ``str | bytes ...`` is built per call)
 
 
-def param_values(params: Any) -> Any:
+def _param_values(params: Any) -> Any:
     """The parameter values of ``params`` (a sequence, or a dict of named ones)."""
     return params.values() if isinstance(params, dict) else params
 

@@ -38,16 +38,13 @@ class LaneLoop(LaneTurns):
         held, as after commit_group). The automatic checkpoint is held off for it
         (:func:`commit_on_loop`); every :data:`LOOP_COMMITS`-th goes to the writer thread."""
         group = self._group
-        waiting = hold.waiting
-        while waiting and waiting[0].future.done():  # (timed out or cancelled)
-            waiting.popleft()
         if (
             not self._cheap
             or group is None
             or group.members
             or self._joined
             or self._queue
-            or waiting
+            or hold.waiting  # (a task of its loop waits for a turn: the lane goes on to it)
             or self._async_holder is not hold
         ):
             return False
