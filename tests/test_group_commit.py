@@ -265,6 +265,39 @@ def test_a_thread_in_its_slice_never_starves_a_waiter(db_path: str) -> None:
         assert db.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
 
 
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_threads_are_answered_only_after_their_commit(db_path: str, synchronous: str) -> None:
+    """6 threads of transactions contending for the lane (at NORMAL each commits and hands
+    the lane on when its slice ends; at FULL the group commits): a transaction whose block
+    has returned is committed, seen at once by a connection of the thread's own."""
+    threads, each = 6, 120
+    MOVE = "UPDATE accounts SET balance = balance + ? WHERE id = ?"
+    with _open(db_path, synchronous=synchronous, group_wait=0.005) as db:
+
+        def worker(k: int) -> Callable[[], None]:
+            def run() -> None:
+                seen = sqlite3.connect(db_path, isolation_level=None)
+                try:
+                    for i in range(each):
+                        name = f"{k}-{i}"
+                        with db.transaction() as tx:
+                            tx.execute("INSERT INTO items VALUES (?)", (name,))
+                            a, b = (k, k + 1) if i % 2 else (k + 1, k)
+                            tx.execute(MOVE, (-1, a))
+                            tx.execute(MOVE, (1, b))
+                        row = seen.execute("SELECT 1 FROM items WHERE name = ?", (name,))
+                        assert row.fetchone() == (1,), f"{name} answered before its COMMIT"
+                finally:
+                    seen.close()
+
+            return run
+
+        outs = [Outcome(worker(k)) for k in range(threads)]
+        assert [o.join().error for o in outs] == [None] * threads
+        assert len(_names(db)) == threads * each
+        assert db.query_value("SELECT sum(balance) FROM accounts") == ACCOUNTS * START
+
+
 @pytest.mark.parametrize("closed", ["before the grant", "after the grant"])
 def test_an_async_transaction_whose_loop_closed_never_keeps_the_lane(
     db_path: str, closed: str

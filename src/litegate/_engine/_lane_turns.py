@@ -175,13 +175,14 @@ class LaneTurns(LaneState):
         return bool(self._queue) and self._pass_on(group)
 
     def hand_on(self) -> Ticket | None:
-        """A sync holder's :meth:`end_turn`, committing: the ticket to wait on if it handed
+        """A sync holder's :meth:`end_turn`, committing where a COMMIT costs an fsync (else
+        :meth:`commit_and_pass_on`): the ticket to wait on if it handed
         the lane on, else None (the caller commits the group). The ticket is made only when
         someone waits: a lone transaction pays nothing for grouping."""
         self.counters.transactions += 1  # (still the holder: the counter's guard)
         group = self._group
-        if group is None or not self._queue or self._in_slice(get_ident()):
-            return None  # (in its slice: it commits, and may take the lane again)
+        if group is None or not self._queue:
+            return None
         group.here = False  # (a thread's part: its weight is not known on a loop)
         ticket = Ticket()
         group.members.append((ticket, None))
@@ -252,6 +253,22 @@ class LaneTurns(LaneState):
         if isinstance(hold, LaneHold | AsyncLaneHold) and hold.abandoned:
             return False
         return not (isinstance(hold, AsyncLaneHold) and hold.orphaned)
+
+    def commit_and_pass_on(self) -> BaseException | bool:
+        """A sync holder's commit where a COMMIT costs no fsync, when it may not keep the
+        lane (others wait, and its slice is over): COMMIT here (with the group it was handed,
+        if any), then hand the lane straight to the first waiting transaction. Returns the
+        COMMIT's error (everyone in it failed), or whether the lane was handed on (False: the
+        caller gives it back).
+
+        Handing the lane on with the group open would keep this thread waiting for the
+        group's COMMIT, a second wake for each transaction to save a COMMIT that costs no
+        fsync; given back, the lane would wait for the writer thread to wake and grant it."""
+        self.counters.transactions += 1  # (still the holder: the counter's guard)
+        error = self.commit_group(own=True)
+        if error is not None:
+            return error
+        return bool(self._queue) and self._pass_on(None)
 
     def commit_group(self, own: bool = False, answer: bool = True) -> BaseException | None:
         """Lane holder (on a thread, never a loop): COMMIT the open group and answer its

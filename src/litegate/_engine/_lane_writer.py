@@ -123,8 +123,18 @@ class LaneWriter(LaneLoop):
                         self.user = get_ident()
                         take_over = True
                     elif self._active or self._paused:  # a caller runs on the lane itself
-                        wait = 0.0 if self._watch_hold() else self._poll
                         idle_wait = False
+                        if self._watch_hold():
+                            wait = 0.0
+                        elif self._queue and (left := self._slice_left()) > 0:
+                            # its slice runs: it may release and retake the lane many times
+                            # before the slice ends; watching, the writer is not rung at each
+                            # release (a wake and a GIL switch per transaction) but wakes when
+                            # the slice ends, and serves the queue then
+                            self._watching = True
+                            wait = min(left, self._poll)
+                        else:
+                            wait = self._poll
                     elif self._queue and (left := self._slice_left()) > 0:
                         # a thread's slice runs: it may come back for the lane; serve the
                         # queue when the slice ends (the holder does not ring meanwhile)
