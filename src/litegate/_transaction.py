@@ -34,7 +34,7 @@ logger = logging.getLogger("litegate")
 _savepoint_ids = itertools.count(1)
 T = TypeVar("T")
 # The statement functions whose first argument is the caller's SQL text (checked lazily).
-_SQL_FIRST = (stmt.run_query, stmt.fetch, stmt.run_execute)
+_SQL_FIRST = (stmt.run_query, stmt.fetch, stmt.run_execute)  # (and _query's, execute's)
 
 
 class OpenCursors:
@@ -88,13 +88,25 @@ class _Reads(OpenCursors):
                 raise not_a_str(args[0]) from None  # (here, not up front: free on the hot path)
             raise
 
+    def _query(self, time_limit: Limit, sql: str, params: Params) -> list[Any]:
+        """The rows of a query: ``_call`` of ``run_query``, through the lease's flattened
+        :meth:`~litegate._engine.ReadLease.query` (one frame less on every read)."""
+        lease = self._lease()
+        limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
+        try:
+            return lease.query(sql, params, limit)
+        except BaseException as exc:
+            self._after_error()
+            if isinstance(exc, TypeError) and not isinstance(sql, str):
+                raise not_a_str(sql) from None
+            raise
+
     def _after_error(self) -> None:
         """Hook: a statement failed (transactions check whether SQLite ended them)."""
 
     def query(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> list[Any]:
         """All rows of a query, as a list."""
-        rows: list[Any] = self._call(time_limit, sql, stmt.run_query, sql, params)
-        return rows
+        return self._query(time_limit, sql, params)
 
     def query_one(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
         """The first row, or ``None``."""
@@ -103,7 +115,7 @@ class _Reads(OpenCursors):
     def query_value(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
         """The first column of the first row, or ``None`` when there is no row."""
         # (query and first_value inlined: two frames of a transaction, benchmarks/hot_paths.py)
-        rows = self._call(time_limit, sql, stmt.run_query, sql, params)
+        rows = self._query(time_limit, sql, params)
         return rows[0][0] if rows else None
 
     def iterate(
@@ -240,6 +252,20 @@ class Transaction(TransactionBase, _Reads):
                 raise not_a_str(args[0]) from None
             raise
 
+    def _query(self, time_limit: Limit, sql: str, params: Params) -> list[Any]:
+        # _Reads._query with _lease inlined, as _call. Keep the three in step.
+        lease = self._write_lease
+        if not self._active or lease is None or self._aborted:
+            lease = self._lease()  # (raises, saying why)
+        limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
+        try:
+            return lease.query(sql, params, limit)
+        except BaseException as exc:
+            self._after_error()
+            if isinstance(exc, TypeError) and not isinstance(sql, str):
+                raise not_a_str(sql) from None
+            raise
+
     def _lease(self) -> WriteLease:
         lease = self._write_lease
         if not self._active or lease is None:
@@ -262,8 +288,19 @@ class Transaction(TransactionBase, _Reads):
 
     def execute(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement in the transaction."""
-        result: Result = self._call(time_limit, sql, stmt.run_execute, sql, params)
-        return result
+        # (_call inlined, through the lease's flattened execute: every write of every
+        # transaction runs it, benchmarks/hot_paths.py. Keep it in step with _call.)
+        lease = self._write_lease
+        if not self._active or lease is None or self._aborted:
+            lease = self._lease()  # (raises, saying why)
+        limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
+        try:
+            return lease.execute(sql, params, limit)
+        except BaseException as exc:
+            self._after_error()
+            if isinstance(exc, TypeError) and not isinstance(sql, str):
+                raise not_a_str(sql) from None
+            raise
 
     def executemany(self, sql: str, seq: ParamSeq, *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement for every parameter set in ``seq`` (streamed: an iterator is not

@@ -91,6 +91,10 @@ class ReadLease(Protocol):
     def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
         """``fn(conn, *args)`` under the time limit ``limit``."""
 
+    def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        """The rows of a query under the time limit ``limit`` (as :meth:`run` of
+        ``run_query``)."""
+
     def begin_snapshot(self) -> None:
         """Open a read transaction and pin its snapshot now."""
 
@@ -105,6 +109,10 @@ class WriteLease(ReadLease, Protocol):
     def begin(self, busy_timeout: float | None = None) -> None:
         """``BEGIN IMMEDIATE``, or join the open group (waits <= ``busy_timeout`` for another
         process: Busy)."""
+
+    def execute(self, sql: str, params: Params, limit: Bound) -> Result:
+        """One write statement under the time limit ``limit`` (as :meth:`run` of
+        ``run_execute``)."""
 
     def commit(self) -> None:
         """End the transaction; returns after the (shared) ``COMMIT``; on failure rolled back

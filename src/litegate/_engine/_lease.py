@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 from threading import get_ident
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .._errors import Misuse, RolledBack
-from .._types import Args, Bound, Fn
+from .._statements import Result, run_execute, run_query
+from .._types import Args, Bound, Fn, Params
 from ._authorizer import explain
 from ._commit_gate import refused_error
 from ._connection import begin_snapshot, run_limited
@@ -79,18 +80,48 @@ class _Lease:
         try:  # (after SQLite rolled the transaction back, the commit gate refuses a write)
             result = fn(conn, *args) if limit is None else run_limited(conn, limit, sql, fn, *args)
         except sqlite3.DatabaseError as exc:
-            if began and not _in_txn(conn):
-                self._lost()  # (SQLite rolled it back with the error)
-            err = refused_error(explain(exc), in_transaction=began)
-            if err is exc:
-                raise
-            raise err from exc  # refused by the authorizer or the commit gate: say why
+            self._failed(exc, conn, began)
         if began and not conn.in_transaction:
             # fn caught an error after which SQLite rolled the transaction back: whatever it
             # or a later statement does would run in autocommit mode. Never let it.
             self._lost()
             raise _rolled_back()
         return result
+
+    def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        """The rows of a query: :meth:`run` of ``run_query``, flattened (one frame for every
+        read of every transaction and snapshot: benchmarks/hot_paths.py)."""
+        conn = self._conn
+        if conn is None:
+            raise _ended()
+        if limit is not None:
+            return self.run(run_query, (sql, params), sql, limit)
+        began = self._began
+        try:
+            cur = conn.execute(sql, params)  # (run_query inlined)
+            try:
+                rows: list[Any] = cur.fetchall()
+            finally:
+                cur.close()
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc, conn, began)
+        if began and not conn.in_transaction:  # (as run's)
+            self._lost()
+            raise _rolled_back()
+        return rows
+
+    def _failed(
+        self, exc: sqlite3.DatabaseError, conn: sqlite3.Connection, began: bool
+    ) -> NoReturn:
+        """A statement failed with ``exc``: raise what to tell the caller (the authorizer's or
+        the commit gate's reason, if they refused it), the transaction marked lost if SQLite
+        rolled it back."""
+        if began and not _in_txn(conn):
+            self._lost()  # (SQLite rolled it back with the error)
+        err = refused_error(explain(exc), in_transaction=began)
+        if err is exc:
+            raise exc
+        raise err from exc  # refused by the authorizer or the commit gate: say why
 
     def _lost(self) -> None:
         """Hook: SQLite rolled the lease's write transaction back."""
@@ -115,6 +146,24 @@ class LaneLease(_Lease):
         self._busy_timeout = busy_timeout
         self._began = False  # a write transaction was begun (its turn must end)
         self._turn_over = False  # its part is done: the lane was handed on or given back
+
+    def execute(self, sql: str, params: Params, limit: Bound) -> Result:
+        """One write statement's :class:`Result`: :meth:`run` of ``run_execute``, flattened
+        (one frame for every write of every transaction: benchmarks/hot_paths.py)."""
+        conn = self._conn
+        if conn is None:
+            raise _ended()
+        if limit is not None:
+            return self.run(run_execute, (sql, params), sql, limit)
+        began = self._began
+        try:
+            result = run_execute(conn, sql, params)
+        except sqlite3.DatabaseError as exc:
+            self._failed(exc, conn, began)
+        if began and not conn.in_transaction:  # (as run's)
+            self._lost()
+            raise _rolled_back()
+        return result
 
     def begin(self, busy_timeout: float | None = None) -> None:
         """Join the open group (a savepoint) or ``BEGIN IMMEDIATE``, retrying while another
