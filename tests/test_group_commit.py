@@ -22,7 +22,15 @@ import pytest
 
 import litegate
 from helpers import Outcome, interrupt_at, wait_for, writer_autocheckpoint
-from litegate._engine import _async_lease, _bridge, _connection, _group, _lane_loop, _lane_turns
+from litegate._engine import (
+    _async_lease,
+    _bridge,
+    _connection,
+    _group,
+    _lane_loop,
+    _lane_turns,
+    _lease,
+)
 
 SCHEMA = """
 CREATE TABLE items(name TEXT PRIMARY KEY);
@@ -1039,6 +1047,81 @@ async def test_an_interrupt_in_a_group_commit_on_the_loop_tells_the_truth_and_fr
         assert await asyncio.to_thread(writer_autocheckpoint, db) == 1000
     finally:
         await asyncio.to_thread(db.close)
+
+
+def _sync_waits(db: litegate.Database, depth: int) -> None:
+    wait_for(lambda: db.stats().queue_depth >= depth, what=f"{depth} waiting for the lane")
+
+
+@pytest.mark.parametrize(
+    ("func", "text"),
+    [
+        (_lease.LaneLease.commit, "outcome = lane.commit_and_pass_on()"),
+        (_lease.LaneLease.commit, "if outcome is True:"),
+        (_lease.LaneLease.commit, "self._conn = None  # (the lane is the next holder's now)"),
+        (_lane_turns.LaneTurns.commit_and_pass_on, "error = self.commit_group(own=True)"),
+        (_lane_turns.LaneTurns.commit_and_pass_on, "if error is not None:"),
+        (_lane_turns.LaneTurns.commit_and_pass_on, "return bool(self._queue) and self._pass_on"),
+        (_group.Group.commit, "end_transaction(conn, guard, COMMIT)"),
+        (_group.Group.commit, "self.committed = True"),
+        (_group.Group.commit, "job.finish(result)"),
+        (_lane_turns.LaneTurns._pass_on, "self._assign_locked(nxt)"),
+        (_lane_turns.LaneTurns._pass_on, "self._announce(nxt)"),
+    ],
+)
+def test_an_interrupt_as_a_thread_commits_a_handed_group_tells_the_truth(
+    db_path: str, func: Any, text: str
+) -> None:
+    """At NORMAL an async leader hands the lane, its group open, to this thread's transaction;
+    a thread waits behind it. This thread COMMITs the group and hands the lane straight on
+    (``commit_and_pass_on``) -- and is interrupted at ``text``. Whatever the point: the leader
+    is told the truth (committed exactly when its row is there), the waiter gets the lane and
+    commits, and the lane is free after."""
+    db = _open(db_path, synchronous="NORMAL", timeout=5)
+    try:
+        adb = db.as_async()
+        go, holding = threading.Event(), threading.Event()
+
+        async def leader() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO items VALUES ('leader')")
+                holding.set()
+                await asyncio.to_thread(go.wait, 10)
+
+        lead = Outcome(lambda: asyncio.run(leader()))
+        assert holding.wait(10)
+
+        def arrange() -> Outcome:
+            _sync_waits(db, 1)  # (this thread queued first)
+            waiter = Outcome(_insert_tx(db, "w"))
+            _sync_waits(db, 2)
+            go.set()
+            return waiter
+
+        arranging = Outcome(arrange)
+        tracer = sys.gettrace()  # (coverage's, under `make test`: put back after)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                with db.transaction() as tx:
+                    tx.execute("INSERT INTO items VALUES ('me')")
+                    sys.settrace(interrupt_at(func, text))
+        finally:
+            sys.settrace(tracer)
+        waiter = arranging.join().result
+        assert waiter.join().error is None  # the waiter got the lane
+        lead.join()
+        names = _names(db)
+        assert "w" in names
+        if lead.error is None:
+            assert "leader" in names, "the leader was told it committed: it did not"
+        else:
+            assert isinstance(lead.error, litegate.RolledBack), lead.error
+            assert "leader" not in names, "the leader was told it rolled back: it committed"
+        assert ("me" in names) == ("leader" in names)  # (one group: both or neither)
+        with db.transaction(timeout=5) as tx:  # the lane is free
+            tx.execute("INSERT INTO items VALUES ('after')")
+    finally:
+        db.close()
 
 
 async def wait_async(adb: litegate.AsyncDatabase, depth: int) -> None:

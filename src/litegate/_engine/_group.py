@@ -137,6 +137,7 @@ class Group:
                 end_transaction(conn, guard, COMMIT)
             else:
                 commit_on_loop(conn, guard, loop_pages)
+            self.committed = True  # (in the try: an interrupt right here is handled below)
         except BaseException as exc:
             # An interrupt raised as the COMMIT returned comes after the COMMIT: the
             # transaction is gone because it committed (no Python code runs inside the
@@ -151,7 +152,7 @@ class Group:
                     job.finish(error=err)
                 return exc
             interrupted = exc
-        self.committed = True
+            self.committed = True
         n = len(members) + own
         if n:
             c.batches += 1  # (a COMMIT; its transactions are counted as they end)
