@@ -196,6 +196,7 @@ class LaneState:
         self.outbox: Outbox = deque()  # finished async jobs, delivered in batches
         self._then: Callable[[], None] | None = None  # run by the writer after it stopped
         self._poll = min(1.0, max(opts.hold_warn / 4, 0.01))
+        self._idle = min(1.0, max(opts.checkpoint_idle, 0.01))  # the writer's wait, not dirty
         self._dirty = False
         self._next_wal_check = 0.0
         self._loop_commits = 0  # COMMITs run on a loop since one ran off it (LOOP_COMMITS)

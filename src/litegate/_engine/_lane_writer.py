@@ -158,8 +158,13 @@ class LaneWriter(LaneLoop):
                     elif self._dirty and quiet:
                         idle = True
                     else:
+                        # Not dirty: a write may still come on a caller's own thread, which
+                        # does not wake the writer; waking every checkpoint_idle (at most 1 s),
+                        # the writer sees it and checkpoints within twice that of it
                         wait, idle_wait = (
-                            (self.opts.checkpoint_idle, True) if self._dirty else (1.0, False)
+                            (self.opts.checkpoint_idle, True)
+                            if self._dirty
+                            else (self._idle, False)
                         )
                     if jobs is not None or idle or grant is not None:
                         self._active = True
