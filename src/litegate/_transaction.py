@@ -252,8 +252,24 @@ class Transaction(TransactionBase, _Reads):
                 raise not_a_str(args[0]) from None
             raise
 
+    def query_value(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
+        """The first column of the first row, or ``None`` when there is no row."""
+        # (_query inlined: two frames of every read of a transaction, hot_paths.py tx)
+        lease = self._write_lease
+        if not self._active or lease is None or self._aborted:
+            lease = self._lease()  # (raises, saying why)
+        limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
+        try:
+            rows = lease.query(sql, params, limit)
+        except BaseException as exc:
+            self._after_error()
+            if isinstance(exc, TypeError) and not isinstance(sql, str):
+                raise not_a_str(sql) from None
+            raise
+        return rows[0][0] if rows else None
+
     def _query(self, time_limit: Limit, sql: str, params: Params) -> list[Any]:
-        # _Reads._query with _lease inlined, as _call. Keep the three in step.
+        # _Reads._query with _lease inlined, as _call. Keep the four in step.
         lease = self._write_lease
         if not self._active or lease is None or self._aborted:
             lease = self._lease()  # (raises, saying why)

@@ -19,7 +19,15 @@ from threading import get_ident
 from typing import Any, NoReturn, TypeVar
 
 from .._errors import Misuse, RolledBack
-from .._statements import Result, run_execute, run_query
+from .._statements import (
+    Result,
+    new_object,
+    run_execute,
+    run_query,
+    set_lastrowid,
+    set_rowcount,
+    set_rows,
+)
 from .._types import Args, Bound, Fn, Params
 from ._authorizer import explain
 from ._commit_gate import refused_error
@@ -157,7 +165,14 @@ class LaneLease(_Lease):
             return self.run(run_execute, (sql, params), sql, limit)
         began = self._began
         try:
-            result = run_execute(conn, sql, params)
+            cur = conn.execute(sql, params)  # (run_execute inlined)
+            try:
+                result: Result = new_object(Result)
+                set_rows(result, cur.fetchall())
+                set_rowcount(result, cur.rowcount)
+                set_lastrowid(result, cur.lastrowid)
+            finally:
+                cur.close()
         except sqlite3.DatabaseError as exc:
             self._failed(exc, conn, began)
         if began and not conn.in_transaction:  # (as run's)

@@ -378,7 +378,8 @@ class LocalEngine:
         what: str = "the transaction",
         holder: object = None,
     ) -> LaneLease:
-        self.check()
+        if self._state or self._forked:
+            self.check()
         lane = self._lane
         if lane.owner is not None or lane.user is not None:
             self._no_reentry(what)
