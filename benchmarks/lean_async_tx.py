@@ -52,7 +52,7 @@ except ImportError:  # running from a checkout without installing
     sys.path.insert(0, SRC)
 
 from litegate._config import DEFAULT_GROUP_WAIT  # noqa: E402
-from litegate._engine._async_lease import give_way as _give_way  # noqa: E402
+from litegate._engine._bridge import give_way as _give_way  # noqa: E402
 from litegate._engine._costs import Steps as _Steps  # noqa: E402
 
 BALANCE = "SELECT balance FROM accounts WHERE id = ?"

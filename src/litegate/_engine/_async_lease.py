@@ -16,8 +16,7 @@ import asyncio
 import contextvars
 import logging
 import sqlite3
-import types
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic, perf_counter, thread_time
 from typing import Any
 
@@ -28,14 +27,18 @@ from .._statements import (
     close_cursors,
     exec_sql,
     fetch,
+    new_object,
     rollback_to_savepoint,
     run_execute,
     run_query,
+    set_lastrowid,
+    set_rowcount,
+    set_rows,
 )
 from .._types import Args, Bound, Params
 from . import _costs
 from ._authorizer import explain
-from ._bridge import MISS, await_answer, await_job, run_inline, submit
+from ._bridge import MISS, await_answer, await_job, give_way, run_inline, submit
 from ._commit_gate import refused_error
 from ._connection import begin_immediate, begin_snapshot
 from ._costs import (
@@ -52,7 +55,7 @@ from ._group import lost_error
 from ._jobs import READ, AsyncJob, AsyncLaneHold, AsyncTicket, LaneTurn, consume, flush
 from ._lane import WriteLane
 
-__all__ = ("AsyncLaneLease", "give_way", "in_own_transaction", "take_async")
+__all__ = ("AsyncLaneLease", "in_own_transaction", "take_async")
 
 logger = logging.getLogger("litegate")
 
@@ -316,7 +319,14 @@ class AsyncLaneLease:
         c0 = thread_time()
         conn.set_progress_handler(steps, STEP_BUDGET)
         try:
-            result = run_execute(conn, sql, params)
+            cur = conn.execute(sql, params)  # (run_execute inlined: a frame per write)
+            try:
+                result = new_object(Result)
+                set_rows(result, cur.fetchall())
+                set_rowcount(result, cur.rowcount)
+                set_lastrowid(result, cur.lastrowid)
+            finally:
+                cur.close()
         except sqlite3.DatabaseError as exc:
             err = self._failed(exc)
             if err is exc:
@@ -575,12 +585,6 @@ def _rolled_back() -> RolledBack:
         "the transaction was rolled back by SQLite (an interrupted or failed statement); "
         "nothing of it will commit. Leave the block and start again"
     )
-
-
-@types.coroutine
-def give_way() -> Generator[None, None, None]:
-    """Let every other ready callback of the loop run once (``asyncio.sleep(0)``)."""
-    yield
 
 
 def _commit_group(conn: sqlite3.Connection, lane: WriteLane) -> BaseException | None:

@@ -14,8 +14,9 @@ import math
 import sqlite3
 import threading
 import time
+import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from time import perf_counter
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = (
     "await_answer",
     "await_job",
     "borrow",
+    "give_way",
     "run_inline",
     "submit",
     "wait_briefly",
@@ -217,6 +219,12 @@ async def wait_briefly(opening: concurrent.futures.Future[None], end: float | No
     ``on_connect``) or ``end`` (monotonic), the read goes on without it."""
     wait = _SPARE_WAIT if end is None else min(end - time.monotonic(), _SPARE_WAIT)
     await asyncio.wait((asyncio.wrap_future(opening),), timeout=max(wait, 0.0))
+
+
+@types.coroutine
+def give_way() -> Generator[None, None, None]:
+    """Let every other ready callback of the loop run once (``asyncio.sleep(0)``)."""
+    yield
 
 
 async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> None:

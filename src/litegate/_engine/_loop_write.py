@@ -39,8 +39,8 @@ from typing import Any
 from .._errors import RolledBack
 from .._statements import run_execute
 from .._types import Args, Bound, Params
-from ._async_lease import give_way
 from ._batch import job_error
+from ._bridge import give_way
 from ._costs import (
     STEP_BUDGET,
     clocks,
