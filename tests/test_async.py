@@ -269,6 +269,53 @@ async def test_async_timeouts(db_path: str) -> None:
         await adb.close()
 
 
+@pytest.mark.parametrize("what", ["write", "transaction"])
+async def test_a_wait_for_room_in_a_full_queue_counts_against_the_same_timeout(
+    db_path: str, what: str
+) -> None:
+    """Regression: a write or transaction that first waited for room in a full queue then
+    waited for the lane its whole ``timeout`` again (up to twice it in all). The queued writes
+    time out at 0.3 s, so this one queues then, and the lane stays held: it must fail at its
+    0.6 s, not at 0.3 + 0.6 s."""
+    adb = await open_db(db_path, 1, queue_size=2)
+    db = adb.as_sync()
+    try:
+        async with lane_held_async(db):
+            fill = [  # (threads' writes: withdrawn from the queue when they time out)
+                asyncio.ensure_future(
+                    asyncio.to_thread(
+                        db.execute, "INSERT INTO items(name) VALUES (?)", (n,), timeout=0.3
+                    )
+                )
+                for n in ("a", "b")
+            ]
+            deadline = time.monotonic() + 10
+            while (await adb.stats()).queue_depth < 2:
+                assert time.monotonic() < deadline, "the two writes never queued"
+                await asyncio.sleep(0.002)
+
+            async def late() -> None:
+                if what == "write":
+                    await adb.execute("INSERT INTO items(name) VALUES ('late')", timeout=0.6)
+                else:
+                    async with adb.transaction(timeout=0.6):
+                        pass  # pragma: no cover
+
+            t0 = time.monotonic()
+            waiting = asyncio.ensure_future(late())
+            for f in fill:  # (room at ~0.3 s: the late one queues then)
+                with pytest.raises(litegate.WriteTimeout):
+                    await f
+            assert not waiting.done()
+            with pytest.raises(litegate.WriteTimeout):
+                await asyncio.wait_for(waiting, 5)
+            waited = time.monotonic() - t0
+            assert 0.6 - 0.002 <= waited < 0.85, waited
+        assert await adb.query_value("SELECT count(*) FROM items") == 0
+    finally:
+        await adb.close()
+
+
 async def test_waits_with_different_timeouts_each_expire_at_their_own(db_path: str) -> None:
     """The queued waits of a loop share one timer: one with a short timeout, queued after
     waits with long ones, still fails at its own deadline (the timer moves earlier), and

@@ -87,9 +87,9 @@ async def take_async(
         hold = AsyncLaneHold(loop, lane.outbox)
         if not lane.try_take_async(hold):  # (idle lane: taken at once, on the loop)
             try:
-                if not lane.try_submit(hold):  # (room in the queue: no submit coroutine)
-                    await submit(lane, hold, timeout)
-                await await_job(hold, timeout, lambda: lane.timeout_error(what, monotonic() - t0))
+                # (room in the queue: no submit coroutine; else one timeout for both waits)
+                left = timeout if lane.try_submit(hold) else await submit(lane, hold, timeout)
+                await await_job(hold, left, lambda: lane.timeout_error(what, monotonic() - t0))
             except BaseException:
                 if hold.state != AsyncJob.CANCELLED:
                     lane.give_back_async(hold)  # (granted meanwhile: hand it on)

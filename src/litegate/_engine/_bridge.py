@@ -227,16 +227,19 @@ def give_way() -> Generator[None, None, None]:
     yield
 
 
-async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> None:
-    """Queue a lane job without blocking the loop (a full queue is waited for in a thread)."""
+async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> Bound:
+    """Queue a lane job without blocking the loop (a full queue is waited for in a thread).
+    Returns what is left of ``timeout`` for the wait that follows (one bound for both)."""
     if lane.try_submit(job):
-        return
-    deadline = None if timeout is None else time.monotonic() + timeout
+        return timeout
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
     try:
         await asyncio.to_thread(lane.submit, job, deadline)
     except asyncio.CancelledError:
         job.cancel()  # if the thread still queues it, the writer skips it
         raise
+    return None if timeout is None else max(timeout - (time.monotonic() - start), 0.0)
 
 
 async def borrow(pool: ReaderPool, timeout: Bound) -> sqlite3.Connection:

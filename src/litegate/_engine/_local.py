@@ -355,9 +355,9 @@ class LocalEngine:
         a batch after its group commit (or its run, for a lane read)."""
         lane = self._lane
         job = AsyncJob(kind, fn, args, sql, time_limit, asyncio.get_running_loop(), lane.outbox)
-        await submit(lane, job, timeout)
         m0 = monotonic()
-        return await await_job(job, timeout, lambda: lane.timeout_error(what, monotonic() - m0))
+        left = await submit(lane, job, timeout)  # (a full queue: one timeout for both waits)
+        return await await_job(job, left, lambda: lane.timeout_error(what, monotonic() - m0))
 
     async def write_async(
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
