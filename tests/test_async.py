@@ -316,6 +316,41 @@ async def test_a_wait_for_room_in_a_full_queue_counts_against_the_same_timeout(
         await adb.close()
 
 
+async def test_a_cancelled_queued_write_or_transaction_frees_its_place_at_once(
+    db_path: str,
+) -> None:
+    """Regression: an async write or transaction cancelled while queued stayed in the queue
+    (the writer skips it, but only once the lane moves): a queue full of cancelled ones
+    refused new writes ("queue stayed full") for as long as the lane was held."""
+    adb = await open_db(db_path, 1, queue_size=2)
+    db = adb.as_sync()
+    try:
+        async with lane_held_async(db):
+
+            async def tx() -> None:
+                async with adb.transaction():
+                    pass  # pragma: no cover
+
+            queued = [
+                asyncio.ensure_future(adb.execute("INSERT INTO items(name) VALUES ('x')")),
+                asyncio.ensure_future(tx()),
+            ]
+            deadline = time.monotonic() + 10
+            while (await adb.stats()).queue_depth < 2:
+                assert time.monotonic() < deadline, "the two never queued"
+                await asyncio.sleep(0.002)
+            for q in queued:
+                q.cancel()
+            outcomes = await asyncio.gather(*queued, return_exceptions=True)
+            assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+            assert (await adb.stats()).queue_depth == 0
+            with pytest.raises(litegate.WriteTimeout, match="did not get the write lane"):
+                await adb.execute("INSERT INTO items(name) VALUES ('late')", timeout=0.2)
+        assert await adb.query_value("SELECT count(*) FROM items") == 0
+    finally:
+        await adb.close()
+
+
 async def test_waits_with_different_timeouts_each_expire_at_their_own(db_path: str) -> None:
     """The queued waits of a loop share one timer: one with a short timeout, queued after
     waits with long ones, still fails at its own deadline (the timer moves earlier), and

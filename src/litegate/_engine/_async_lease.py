@@ -91,8 +91,7 @@ async def take_async(
                 left = timeout if lane.try_submit(hold) else await submit(lane, hold, timeout)
                 await await_job(hold, left, lambda: lane.timeout_error(what, monotonic() - t0))
             except BaseException:
-                if hold.state != AsyncJob.CANCELLED:
-                    lane.give_back_async(hold)  # (granted meanwhile: hand it on)
+                lane.abandon_async(hold)  # (granted meanwhile: handed on; else out of the queue)
                 raise
             counters.lane_wait.append(monotonic() - t0)
     lease = AsyncLaneLease(lane, hold, counters, busy_timeout)
@@ -106,8 +105,7 @@ def _give_up_turn(lane: WriteLane, counters: Counters, busy_timeout: float, turn
     never will be (its future is cancelled: whoever hands the lane on skips it)."""
     spilled = turn.hold
     if spilled is not None:
-        if spilled.state != AsyncJob.CANCELLED:
-            lane.give_back_async(spilled)  # (granted meanwhile: hand it on)
+        lane.abandon_async(spilled)  # (granted meanwhile: handed on; else out of the queue)
         return
     fut = turn.future
     if not fut.done():

@@ -451,6 +451,16 @@ class LaneTurns(LaneState):
             self._ring()
         return True
 
+    def abandon_async(self, hold: AsyncLaneHold) -> None:
+        """Loop thread: a task gave up waiting for the lane with ``hold`` queued (a timeout, a
+        cancellation, an interrupt). Granted meanwhile: its turn ends at once (handed on);
+        else it is taken out of the queue, so that its place is free at once (the writer
+        would skip it, but only once the lane moves)."""
+        if hold.state == AsyncJob.CANCELLED:
+            self.cancel(hold)
+        else:
+            self.give_back_async(hold)
+
     def give_back_async(self, hold: AsyncLaneHold) -> None:
         """Loop thread: the turn of the async holder ``hold``'s task ends: the lane goes on to
         the next task of its loop waiting for a turn, if no group is open and nothing is

@@ -357,7 +357,12 @@ class LocalEngine:
         job = AsyncJob(kind, fn, args, sql, time_limit, asyncio.get_running_loop(), lane.outbox)
         m0 = monotonic()
         left = await submit(lane, job, timeout)  # (a full queue: one timeout for both waits)
-        return await await_job(job, left, lambda: lane.timeout_error(what, monotonic() - m0))
+        try:
+            return await await_job(job, left, lambda: lane.timeout_error(what, monotonic() - m0))
+        except BaseException:
+            if job.cancelled:
+                lane.cancel(job)  # (its place in the queue is free at once)
+            raise
 
     async def write_async(
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
