@@ -176,9 +176,9 @@ class LaneTurns(LaneState):
 
     def hand_on(self) -> Ticket | None:
         """A sync holder's :meth:`end_turn`, committing where a COMMIT costs an fsync (else
-        :meth:`commit_and_pass_on`): the ticket to wait on if it handed
-        the lane on, else None (the caller commits the group). The ticket is made only when
-        someone waits: a lone transaction pays nothing for grouping."""
+        :meth:`commit_and_pass_on`): the ticket to wait on if it handed the lane on, else None
+        (the caller commits the group). The ticket is made only when someone waits: a lone
+        transaction pays nothing for grouping."""
         self.counters.transactions += 1  # (still the holder: the counter's guard)
         group = self._group
         if group is None or not self._queue:
