@@ -256,8 +256,9 @@ class LaneTurns(LaneState):
 
     def commit_and_pass_on(self) -> BaseException | bool:
         """A sync holder's commit where a COMMIT costs no fsync, when it may not keep the
-        lane (others wait, and its slice is over): COMMIT here (with the group it was handed,
-        if any), then hand the lane straight to the first waiting transaction. Returns the
+        lane (others wait, and its slice is over -- or it was handed a group, which then gives
+        up the rest of its slice): COMMIT here (with that group, if any), then hand the lane
+        straight to the first waiting transaction. Returns the
         COMMIT's error (everyone in it failed), or whether the lane was handed on (False: the
         caller gives it back).
 
