@@ -287,12 +287,8 @@ async def test_a_transaction_write_with_a_large_parameter_runs_off_the_loop(
     real = stmt.run_execute
 
     def spy(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
-        on_loop.append(threading.get_ident() == here)  # (run off the loop: run_execute)
+        on_loop.append(threading.get_ident() == here)
         return real(conn, sql, params)
-
-    def new_result(cls: type) -> Any:
-        on_loop.append(threading.get_ident() == here)  # (inline: it builds the Result)
-        return object.__new__(cls)
 
     try:
         for i, value in enumerate((0, 1, b"x" * _costs.LARGE_VALUE, "y" * 70_000, 2)):
@@ -300,7 +296,6 @@ async def test_a_transaction_write_with_a_large_parameter_runs_off_the_loop(
                 if i == 1:
                     commits_here.clear()  # (the text is known quick from here on)
                     monkeypatch.setattr(_async_lease, "run_execute", spy)
-                    monkeypatch.setattr(_async_lease, "new_object", new_result)
                 await tx.execute(sql, {"v": value} if named else (value,))
             assert tx.committed
     finally:

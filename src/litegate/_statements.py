@@ -47,21 +47,20 @@ class Result:
 
 
 # Result's slots set directly: a frozen dataclass's __init__ goes through object.__setattr__
-# for each field (~1 us, on every write; this is ~0.4 us). Public: the sync lease's execute
-# builds its Result the same way, in its own frame (benchmarks/hot_paths.py).
-new_object = object.__new__
-set_rowcount = vars(Result)["rowcount"].__set__
-set_lastrowid = vars(Result)["lastrowid"].__set__
-set_rows = vars(Result)["rows"].__set__
+# for each field (~1 us, on every write; this is ~0.4 us).
+_new_object = object.__new__
+_set_rowcount = vars(Result)["rowcount"].__set__
+_set_lastrowid = vars(Result)["lastrowid"].__set__
+_set_rows = vars(Result)["rows"].__set__
 
 
 def run_execute(conn: sqlite3.Connection, sql: str, params: Params = ()) -> Result:
     cur = conn.execute(sql, params)
     try:
-        result: Result = new_object(Result)
-        set_rows(result, cur.fetchall())
-        set_rowcount(result, cur.rowcount)
-        set_lastrowid(result, cur.lastrowid)
+        result: Result = _new_object(Result)
+        _set_rows(result, cur.fetchall())
+        _set_rowcount(result, cur.rowcount)
+        _set_lastrowid(result, cur.lastrowid)
         return result
     finally:
         cur.close()

@@ -12,7 +12,7 @@ import itertools
 import logging
 import sqlite3
 from collections.abc import Callable, Generator
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 from . import _statements as stmt
 from ._args import (
@@ -34,7 +34,7 @@ logger = logging.getLogger("litegate")
 _savepoint_ids = itertools.count(1)
 T = TypeVar("T")
 # The statement functions whose first argument is the caller's SQL text (checked lazily).
-_SQL_FIRST = (stmt.run_query, stmt.fetch, stmt.run_execute)  # (and _query's, execute's)
+_SQL_FIRST = (stmt.run_query, stmt.fetch, stmt.run_execute)
 
 
 class OpenCursors:
@@ -83,10 +83,7 @@ class _Reads(OpenCursors):
         try:
             return lease.run(fn, args, sql, limit)
         except BaseException as exc:
-            self._after_error()
-            if isinstance(exc, TypeError) and fn in _SQL_FIRST and not isinstance(args[0], str):
-                raise not_a_str(args[0]) from None  # (here, not up front: free on the hot path)
-            raise
+            self._statement_failed(exc, args[0] if fn in _SQL_FIRST else "")
 
     def _query(self, time_limit: Limit, sql: str, params: Params) -> list[Any]:
         """The rows of a query: ``_call`` of ``run_query``, through the lease's flattened
@@ -96,10 +93,16 @@ class _Reads(OpenCursors):
         try:
             return lease.query(sql, params, limit)
         except BaseException as exc:
-            self._after_error()
-            if isinstance(exc, TypeError) and not isinstance(sql, str):
-                raise not_a_str(sql) from None
-            raise
+            self._statement_failed(exc, sql)
+
+    def _statement_failed(self, exc: BaseException, sql: object) -> NoReturn:
+        """A statement raised ``exc``: note it (:meth:`_after_error`), then raise it -- as the
+        caller's bad SQL text if that is what the ``TypeError`` was about (checked here, not
+        up front: free on the hot path)."""
+        self._after_error()
+        if isinstance(exc, TypeError) and not isinstance(sql, str):
+            raise not_a_str(sql) from None
+        raise exc
 
     def _after_error(self) -> None:
         """Hook: a statement failed (transactions check whether SQLite ended them)."""
@@ -247,10 +250,7 @@ class Transaction(TransactionBase, _Reads):
         try:
             return lease.run(fn, args, sql, limit)
         except BaseException as exc:
-            self._after_error()
-            if isinstance(exc, TypeError) and fn in _SQL_FIRST and not isinstance(args[0], str):
-                raise not_a_str(args[0]) from None
-            raise
+            self._statement_failed(exc, args[0] if fn in _SQL_FIRST else "")
 
     def query_value(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Any:
         """The first column of the first row, or ``None`` when there is no row."""
@@ -262,10 +262,7 @@ class Transaction(TransactionBase, _Reads):
         try:
             rows = lease.query(sql, params, limit)
         except BaseException as exc:
-            self._after_error()
-            if isinstance(exc, TypeError) and not isinstance(sql, str):
-                raise not_a_str(sql) from None
-            raise
+            self._statement_failed(exc, sql)
         return rows[0][0] if rows else None
 
     def _query(self, time_limit: Limit, sql: str, params: Params) -> list[Any]:
@@ -277,10 +274,7 @@ class Transaction(TransactionBase, _Reads):
         try:
             return lease.query(sql, params, limit)
         except BaseException as exc:
-            self._after_error()
-            if isinstance(exc, TypeError) and not isinstance(sql, str):
-                raise not_a_str(sql) from None
-            raise
+            self._statement_failed(exc, sql)
 
     def _lease(self) -> WriteLease:
         lease = self._write_lease
@@ -304,19 +298,16 @@ class Transaction(TransactionBase, _Reads):
 
     def execute(self, sql: str, params: Params = (), *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement in the transaction."""
-        # (_call inlined, through the lease's flattened execute: every write of every
-        # transaction runs it, benchmarks/hot_paths.py. Keep it in step with _call.)
+        # (_call inlined: every write of every transaction runs it, benchmarks/hot_paths.py)
         lease = self._write_lease
         if not self._active or lease is None or self._aborted:
             lease = self._lease()  # (raises, saying why)
         limit = self._time_limit if time_limit is DEFAULT else limit_arg(time_limit)
         try:
-            return lease.execute(sql, params, limit)
+            result: Result = lease.run(stmt.run_execute, (sql, params), sql, limit)
+            return result
         except BaseException as exc:
-            self._after_error()
-            if isinstance(exc, TypeError) and not isinstance(sql, str):
-                raise not_a_str(sql) from None
-            raise
+            self._statement_failed(exc, sql)
 
     def executemany(self, sql: str, seq: ParamSeq, *, time_limit: Limit = DEFAULT) -> Result:
         """Run one statement for every parameter set in ``seq`` (streamed: an iterator is not

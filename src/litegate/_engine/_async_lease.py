@@ -27,13 +27,9 @@ from .._statements import (
     close_cursors,
     exec_sql,
     fetch,
-    new_object,
     rollback_to_savepoint,
     run_execute,
     run_query,
-    set_lastrowid,
-    set_rowcount,
-    set_rows,
 )
 from .._types import Args, Bound, Params
 from . import _costs
@@ -317,14 +313,7 @@ class AsyncLaneLease:
         c0 = thread_time()
         conn.set_progress_handler(steps, STEP_BUDGET)
         try:
-            cur = conn.execute(sql, params)  # (run_execute inlined: a frame per write)
-            try:
-                result = new_object(Result)
-                set_rows(result, cur.fetchall())
-                set_rowcount(result, cur.rowcount)
-                set_lastrowid(result, cur.lastrowid)
-            finally:
-                cur.close()
+            result = run_execute(conn, sql, params)
         except sqlite3.DatabaseError as exc:
             err = self._failed(exc)
             if err is exc:

@@ -110,10 +110,6 @@ class WriteLease(ReadLease, Protocol):
         """``BEGIN IMMEDIATE``, or join the open group (waits <= ``busy_timeout`` for another
         process: Busy)."""
 
-    def execute(self, sql: str, params: Params, limit: Bound) -> Result:
-        """One write statement under the time limit ``limit`` (as :meth:`run` of
-        ``run_execute``)."""
-
     def commit(self) -> None:
         """End the transaction; returns after the (shared) ``COMMIT``; on failure rolled back
         and raised (RolledBack for a group lost by another's failure)."""

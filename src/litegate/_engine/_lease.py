@@ -20,13 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 from .._errors import Misuse, RolledBack
 from .._statements import (
-    Result,
-    new_object,
-    run_execute,
     run_query,
-    set_lastrowid,
-    set_rowcount,
-    set_rows,
 )
 from .._types import Args, Bound, Fn, Params
 from ._authorizer import explain
@@ -92,8 +86,7 @@ class _Lease:
         if began and not conn.in_transaction:
             # fn caught an error after which SQLite rolled the transaction back: whatever it
             # or a later statement does would run in autocommit mode. Never let it.
-            self._lost()
-            raise _rolled_back()
+            self._rolled_back_under()
         return result
 
     def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
@@ -114,8 +107,7 @@ class _Lease:
         except sqlite3.DatabaseError as exc:
             self._failed(exc, conn, began)
         if began and not conn.in_transaction:  # (as run's)
-            self._lost()
-            raise _rolled_back()
+            self._rolled_back_under()
         return rows
 
     def _failed(
@@ -130,6 +122,12 @@ class _Lease:
         if err is exc:
             raise exc
         raise err from exc  # refused by the authorizer or the commit gate: say why
+
+    def _rolled_back_under(self) -> NoReturn:
+        """A statement succeeded, but SQLite rolled the transaction back (after an error its
+        function caught): lost, and :class:`RolledBack`."""
+        self._lost()
+        raise _rolled_back()
 
     def _lost(self) -> None:
         """Hook: SQLite rolled the lease's write transaction back."""
@@ -154,31 +152,6 @@ class LaneLease(_Lease):
         self._busy_timeout = busy_timeout
         self._began = False  # a write transaction was begun (its turn must end)
         self._turn_over = False  # its part is done: the lane was handed on or given back
-
-    def execute(self, sql: str, params: Params, limit: Bound) -> Result:
-        """One write statement's :class:`Result`: :meth:`run` of ``run_execute``, flattened
-        (one frame for every write of every transaction: benchmarks/hot_paths.py)."""
-        conn = self._conn
-        if conn is None:
-            raise _ended()
-        if limit is not None:
-            return self.run(run_execute, (sql, params), sql, limit)
-        began = self._began
-        try:
-            cur = conn.execute(sql, params)  # (run_execute inlined)
-            try:
-                result: Result = new_object(Result)
-                set_rows(result, cur.fetchall())
-                set_rowcount(result, cur.rowcount)
-                set_lastrowid(result, cur.lastrowid)
-            finally:
-                cur.close()
-        except sqlite3.DatabaseError as exc:
-            self._failed(exc, conn, began)
-        if began and not conn.in_transaction:  # (as run's)
-            self._lost()
-            raise _rolled_back()
-        return result
 
     def begin(self, busy_timeout: float | None = None) -> None:
         """Join the open group (a savepoint) or ``BEGIN IMMEDIATE``, retrying while another
