@@ -26,8 +26,7 @@ def test_every_workload_runs_every_contender_that_can(result: _bench.BenchResult
         (name, mode) for mode in MODES for name in SYNC_THREADS
     ]
     for w in result.cases:
-        expected = [n for n in CONTENDERS if w.workload.name != "transfers" or "ceiling" not in n]
-        assert [c.name for c in w.contenders] == expected
+        assert [c.name for c in w.contenders] == CONTENDERS
         assert w.workers == SYNC_THREADS[w.workload.name]
         for c in w.contenders:
             assert c.ops > 0, (w.workload.name, c.name)
@@ -93,10 +92,9 @@ def test_targets_and_report(result: _bench.BenchResult) -> None:
         w, m = t.name.split()
         assert t.threshold == sync_suite.TARGETS[(w, m)]
         assert t.text.startswith("PASS" if t.passed else "FAIL")
+        assert "ceiling bare group commit = " in t.note
         if w == "transfers":
             assert "raw one-thread = " in t.note
-        else:
-            assert "ceiling bare group commit = " in t.note
     text = _bench.format_report(result)
     for name in CONTENDERS:
         assert name in text

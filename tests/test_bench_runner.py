@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +172,55 @@ async def test_the_bare_ceilings_failed_commit_fails_its_whole_group(tmp_path: P
             conn.close()
 
     assert await asyncio.to_thread(stored) == ([3, 4], 0)
+
+
+def test_the_sync_bare_ceiling_groups_transfers_and_a_failed_commit_fails_the_group(
+    tmp_path: Path,
+) -> None:
+    """The sync ceiling's transfers share a COMMIT while others wait for the connection: four
+    queued at once run as one group, and when its COMMIT fails (a deferred foreign key, set off
+    by one of them) all four fail and none is stored; later ones commit alone."""
+    path = _fresh(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child(pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);"
+        "CREATE TRIGGER bad AFTER UPDATE ON accounts WHEN NEW.id = 13 "
+        "BEGIN INSERT INTO child VALUES (42); END;"  # no parent 42: the COMMIT fails
+    )
+    conn.close()
+    bare = contenders.BareGroupCommit()
+    bare.open(path, _case("transfers", 4, synchronous="NORMAL"))
+    bare._writer.execute("PRAGMA foreign_keys=ON")
+    outcomes: dict[int, object] = {}
+
+    def transfer(src: int) -> None:
+        try:
+            outcomes[src] = bare.transfer(src, src + 100, 1)
+        except sqlite3.IntegrityError as exc:
+            outcomes[src] = exc
+
+    threads = [threading.Thread(target=transfer, args=(src,)) for src in (1, 2, 13, 4)]
+    try:
+        with bare._turn:  # held: all four wait for it, then run as one group
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            while bare._wanting < len(threads) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        for t in threads:
+            t.join(10)
+        assert not any(t.is_alive() for t in threads)
+        assert bare.transfer(5, 6, 1) is True
+        assert bare.transfer(7, 8, 1) is True
+    finally:
+        figures = bare.close()
+    assert all(isinstance(outcomes[src], sqlite3.IntegrityError) for src in (1, 2, 13, 4)), outcomes
+    assert figures["commits"] == 2
+    conn = sqlite3.connect(path)
+    moved = conn.execute("SELECT id FROM accounts WHERE moves > 0 ORDER BY id").fetchall()
+    conn.close()
+    assert moved == [(5,), (6,), (7,), (8,)]
 
 
 def test_the_data_check_catches_lost_money_and_half_transfers(tmp_path: Path) -> None:

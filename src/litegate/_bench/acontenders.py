@@ -197,10 +197,17 @@ class ToThread(AsyncContender):
     default executor. ``worker_exit`` does nothing (executor threads outlive the tasks), so an
     inner contender that opens something per thread releases it in its own ``close``."""
 
-    def __init__(self, inner: Contender, name: str, kind: str = "peer") -> None:
+    def __init__(
+        self,
+        inner: Contender,
+        name: str,
+        kind: str = "peer",
+        shapes: frozenset[str] | None = None,
+    ) -> None:
         self.inner = inner
         self.name = name
         self.kind = kind
+        self.shapes = inner.shapes if shapes is None else shapes
 
     async def open(self, path: str, case: Case) -> None:
         await asyncio.to_thread(self.inner.open, path, case)

@@ -32,13 +32,14 @@ from .acontenders import (
 )
 from .async_targets import (
     AIOSQLITE,
+    BARE_TO_THREAD,
     LITEGATE,
     LITEGATE_TO_THREAD,
     TO_THREAD,
     TO_THREAD_PER_THREAD,
     async_targets,
 )
-from .contenders import Litegate, Locked, PerThread
+from .contenders import BareGroupCommit, Litegate, Locked, PerThread
 from .report import BenchResult, CaseResult, Layout, Ratio, json_by_case
 from .runner import TASKS
 from .session import Suite, meta, reference_name, run_suite
@@ -75,6 +76,9 @@ def _contenders(with_aiosqlite: bool) -> list[Callable[[], AsyncContender]]:
         lambda: ToThread(Locked(), TO_THREAD),
         lambda: ToThread(PerThread(), TO_THREAD_PER_THREAD),
         BareAsyncGroupCommit,
+        # the seed's pattern's own ceiling: the leanest thread-side group commit of
+        # transactions, behind to_thread like litegate's Database
+        lambda: ToThread(BareGroupCommit(), BARE_TO_THREAD, "ceiling", frozenset({"transfer"})),
     ]
     return makers
 
@@ -103,7 +107,9 @@ def _heading(result: BenchResult) -> list[str]:
         "connection, isolation_level=None, writes and transfers under an asyncio.Lock; "
         f"{TO_THREAD}: one sqlite3 connection + threading.Lock; {TO_THREAD_PER_THREAD}: "
         "a threading.local connection per executor thread; ceiling: bare group commit: "
-        "statements on the loop, a shared COMMIT on one thread, no guarantees (not a peer)",
+        "statements on the loop, a shared COMMIT on one thread, no guarantees (not a peer); "
+        f"{BARE_TO_THREAD} (transfers): transactions taking turns on one connection through a "
+        "threading.Lock, the last of a group running its COMMIT, no guarantees (not a peer)",
         "  lag: how late a 1 ms asyncio.sleep ticker woke (p99, max; ms) while the row ran",
     ]
     if m.get("slow_rows"):

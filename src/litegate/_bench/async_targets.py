@@ -14,6 +14,7 @@ from .session import reference_name
 
 __all__ = (
     "AIOSQLITE",
+    "BARE_TO_THREAD",
     "LAG_MAX_MS",
     "LAG_P99_MS",
     "LITEGATE",
@@ -28,6 +29,7 @@ LITEGATE_TO_THREAD = "litegate Database via to_thread"
 AIOSQLITE = "aiosqlite"
 TO_THREAD = "to_thread + Lock"
 TO_THREAD_PER_THREAD = "to_thread per-thread conn"
+BARE_TO_THREAD = "ceiling: bare to_thread"
 
 LAG_P99_MS = 2.0
 LAG_MAX_MS = 20.0

@@ -12,7 +12,7 @@ One small interface, :class:`Contender` (called from worker threads): ``open``, 
   transfers retried likewise;
 * ``sqlite3 + Lock``: one connection behind a ``threading.Lock``;
 * ``ceiling: bare group commit``: the leanest group commit Python allows, no guarantees
-  (single-statement workloads only);
+  (writes through a writer thread; transfers taking turns on one connection);
 * ``litegate``: ``db.query_one``/``db.query`` for reads, ``db.execute`` for writes (group
   commit), ``with db.transaction() as tx`` for transfers.
 
@@ -35,7 +35,15 @@ from typing import Any, cast
 import litegate
 
 from .._config import Readers, Synchronous
-from .plain import open_plain, plain_read, plain_scan, plain_transfer, plain_write, retrying
+from .plain import (
+    open_plain,
+    plain_read,
+    plain_scan,
+    plain_transfer,
+    plain_write,
+    retrying,
+    transfer_body,
+)
 from .workloads import BUSY_TIMEOUT, SQL_BALANCE, SQL_CREDIT, SQL_DEBIT, SQL_READ, SQL_SCAN, Case
 
 __all__ = (
@@ -52,6 +60,9 @@ __all__ = (
 )
 
 DEFAULT_POOL_SIZE = 4
+_BARE_MAX_GROUP = (
+    512  # the bare ceiling's largest group of transfers (litegate's default max_batch)
+)
 ALL_SHAPES = frozenset({"point", "scan", "transfer", "slow"})
 
 
@@ -321,15 +332,29 @@ class Litegate(Contender):
 class BareGroupCommit(PerThread):
     """Not a remedy but a ceiling: the leanest group commit Python allows, with none of
     litegate's guarantees (no per-job isolation, no bounded queue, no timeouts, no
-    cancellation, no transactions, no stats). Reads use a connection per thread; writes go to
-    a deque that one writer thread drains into ``BEGIN IMMEDIATE`` ... ``COMMIT`` batches,
-    waking each caller by its own raw lock. What it reaches on a machine shows how far a
-    target is from what any thread-acknowledging design written in Python can do there.
+    cancellation, no stats). What it reaches on a machine shows how far a target is from what
+    any thread-acknowledging design written in Python can do there.
+
+    * Reads use a connection per thread.
+    * Writes go to a deque that one writer thread drains into ``BEGIN IMMEDIATE`` ...
+      ``COMMIT`` batches, waking each caller by its own raw lock.
+    * Transfers (interactive transactions) share the writer connection in turns, taken
+      through one ``threading.Lock`` (the lock remedy's hand-off, the cheapest there is). The
+      first of a group runs ``BEGIN IMMEDIATE``; a transaction that ends while other threads
+      wait for the lock joins the open group and waits for its COMMIT, which the group's last
+      member runs (no savepoint per transaction, so one that fails loses its group; the
+      transfer raises nothing but SQLite errors). The writer thread never runs a transfer.
+
+    Guards: ``_queue`` is a deque (``append``/``popleft`` from one side each); ``_wanting``
+    counts the threads between wanting the lock and taking it (guard ``_count``); the writer
+    connection's transfer state (``_group_open``, ``_members``, ``_tx_commits``) belongs to
+    the holder of ``_turn``, ``_write_commits`` to the writer thread (both read by ``close``
+    after the workers and the writer thread ended).
     """
 
     name = "ceiling: bare group commit"
     kind = "ceiling"
-    shapes = frozenset({"point"})  # no interactive transactions, nor scans worth comparing
+    shapes = frozenset({"point", "transfer"})  # scans: nothing to group
 
     def open(self, path: str, case: Case) -> None:
         super().open(path, case)
@@ -341,6 +366,13 @@ class BareGroupCommit(PerThread):
         self._stop = False
         self._thread = threading.Thread(target=self._drain, name="bench-bare-writer", daemon=True)
         self._thread.start()
+        self._turn = threading.Lock()
+        self._count = threading.Lock()
+        self._wanting = 0
+        self._group_open = False
+        self._members: list[list[Any]] = []  # [lock, error] of each member awaiting COMMIT
+        self._tx_commits = 0
+        self._write_commits = 0
 
     def _drain(self) -> None:
         queue_, conn = self._queue, self._writer
@@ -359,6 +391,7 @@ class BareGroupCommit(PerThread):
                 for job in jobs:
                     conn.execute(job[1], job[2])
                 conn.execute("COMMIT")
+                self._write_commits += 1
             except BaseException as exc:  # the whole batch fails; nothing is acknowledged
                 if conn.in_transaction:
                     conn.rollback()
@@ -382,8 +415,60 @@ class BareGroupCommit(PerThread):
         if error is not None:
             raise error
 
+    def transfer(self, src: int, dst: int, amount: int) -> bool:
+        with self._count:
+            self._wanting += 1
+        self._turn.acquire()
+        try:
+            with self._count:
+                self._wanting -= 1
+                others = self._wanting
+            conn = self._writer
+            if not self._group_open:
+                conn.execute("BEGIN IMMEDIATE")
+                self._group_open = True
+            moved = transfer_body(conn, src, dst, amount)
+            if others and len(self._members) < _BARE_MAX_GROUP - 1:
+                # Someone is about to take the lock: it (or the last after it) commits for us.
+                entry: list[Any] = [allocate_lock(), None]
+                entry[0].acquire()
+                self._members.append(entry)
+            else:
+                entry = []
+                self._end_group(None)
+        except BaseException as exc:
+            self._end_group(exc)  # (rolls the group back: nothing of it is acknowledged)
+            raise
+        finally:
+            self._turn.release()
+        if entry:
+            entry[0].acquire()
+            if entry[1] is not None:
+                raise entry[1]
+        return moved
+
+    def _end_group(self, failed: BaseException | None) -> None:
+        """Holder of ``_turn``: COMMIT the open group (or roll it back after ``failed``) and
+        wake its members with the outcome."""
+        conn, members = self._writer, self._members
+        self._members, self._group_open = [], False
+        error = failed
+        if failed is None:
+            try:
+                conn.execute("COMMIT")
+                self._tx_commits += 1
+            except BaseException as exc:
+                error = exc
+        if error is not None and conn.in_transaction:
+            conn.rollback()
+        for entry in members:
+            entry[1] = error
+            entry[0].release()
+        if error is not None and failed is None:
+            raise error
+
     def close(self) -> dict[str, Any]:
         self._stop = True
         self._thread.join(5.0)
         self._writer.close()
-        return super().close()
+        return super().close() | {"commits": self._tx_commits + self._write_commits}

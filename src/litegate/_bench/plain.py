@@ -29,6 +29,7 @@ __all__ = (
     "plain_transfer",
     "plain_write",
     "retrying",
+    "transfer_body",
 )
 
 MAX_RETRIES = 10
@@ -81,17 +82,24 @@ def plain_transfer(conn: sqlite3.Connection, src: int, dst: int, amount: int) ->
     the source has it, ``COMMIT``. True when money moved."""
     try:
         conn.execute("BEGIN IMMEDIATE")
-        (balance,) = conn.execute(SQL_BALANCE, (src,)).fetchone()
-        conn.execute(SQL_BALANCE, (dst,)).fetchone()
-        moved: bool = balance >= amount
-        if moved:
-            conn.execute(SQL_DEBIT, (amount, src))
-            conn.execute(SQL_CREDIT, (amount, dst))
+        moved = transfer_body(conn, src, dst, amount)
         conn.execute("COMMIT")
         return moved
     except BaseException:
         _rollback(conn)
         raise
+
+
+def transfer_body(conn: sqlite3.Connection, src: int, dst: int, amount: int) -> bool:
+    """A transfer's statements, inside a transaction someone else began: read both
+    balances, move ``amount`` if the source has it. True when money moved."""
+    (balance,) = conn.execute(SQL_BALANCE, (src,)).fetchone()
+    conn.execute(SQL_BALANCE, (dst,)).fetchone()
+    moved: bool = balance >= amount
+    if moved:
+        conn.execute(SQL_DEBIT, (amount, src))
+        conn.execute(SQL_CREDIT, (amount, dst))
+    return moved
 
 
 def retrying(fn: Callable[[], T], count: Callable[[], None]) -> T:

@@ -1,5 +1,5 @@
 """The sync suite: OS threads; litegate's ``Database`` against the folk remedies for sharing
-sqlite3 between threads, plus a ceiling (bare group commit, single statements only).
+sqlite3 between threads, plus a ceiling (bare group commit: writes and transfers).
 
 Workloads: a 90/10 mix on 8 threads, single-row writes on 64 and interactive transfers on 8,
 on a ``kv`` table of ``SYNC_ROWS`` rows, each at every chosen ``synchronous`` level. Ratios:
