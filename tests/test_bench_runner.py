@@ -174,6 +174,38 @@ async def test_the_bare_ceilings_failed_commit_fails_its_whole_group(tmp_path: P
     assert await asyncio.to_thread(stored) == ([3, 4], 0)
 
 
+def _bare_group(bare: contenders.BareGroupCommit, sources: tuple[int, ...]) -> dict[int, object]:
+    """Transfers from ``sources`` (to source + 100), queued at once behind the bare ceiling's
+    held lock so that they run as one group; what each returned or raised."""
+    outcomes: dict[int, object] = {}
+
+    def transfer(src: int) -> None:
+        try:
+            outcomes[src] = bare.transfer(src, src + 100, 1)
+        except Exception as exc:
+            outcomes[src] = exc
+
+    threads = [threading.Thread(target=transfer, args=(src,)) for src in sources]
+    with bare._turn:  # held: all of them wait for it, then run as one group
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while bare._wanting < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.001)
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    return outcomes
+
+
+def _moved(path: str) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT id FROM accounts WHERE moves > 0 ORDER BY id")]
+    finally:
+        conn.close()
+
+
 def test_the_sync_bare_ceiling_groups_transfers_and_a_failed_commit_fails_the_group(
     tmp_path: Path,
 ) -> None:
@@ -192,35 +224,32 @@ def test_the_sync_bare_ceiling_groups_transfers_and_a_failed_commit_fails_the_gr
     bare = contenders.BareGroupCommit()
     bare.open(path, _case("transfers", 4, synchronous="NORMAL"))
     bare._writer.execute("PRAGMA foreign_keys=ON")
-    outcomes: dict[int, object] = {}
-
-    def transfer(src: int) -> None:
-        try:
-            outcomes[src] = bare.transfer(src, src + 100, 1)
-        except sqlite3.IntegrityError as exc:
-            outcomes[src] = exc
-
-    threads = [threading.Thread(target=transfer, args=(src,)) for src in (1, 2, 13, 4)]
     try:
-        with bare._turn:  # held: all four wait for it, then run as one group
-            for t in threads:
-                t.start()
-            deadline = time.monotonic() + 10
-            while bare._wanting < len(threads) and time.monotonic() < deadline:
-                time.sleep(0.001)
-        for t in threads:
-            t.join(10)
-        assert not any(t.is_alive() for t in threads)
+        outcomes = _bare_group(bare, (1, 2, 13, 4))
         assert bare.transfer(5, 6, 1) is True
         assert bare.transfer(7, 8, 1) is True
     finally:
         figures = bare.close()
     assert all(isinstance(outcomes[src], sqlite3.IntegrityError) for src in (1, 2, 13, 4)), outcomes
     assert figures["commits"] == 2
-    conn = sqlite3.connect(path)
-    moved = conn.execute("SELECT id FROM accounts WHERE moves > 0 ORDER BY id").fetchall()
-    conn.close()
-    assert moved == [(5,), (6,), (7,), (8,)]
+    assert _moved(path) == [5, 6, 7, 8]
+
+
+def test_the_sync_bare_ceiling_undoes_only_a_failing_transfer_of_a_group(tmp_path: Path) -> None:
+    """Each transfer of the sync ceiling's group runs in its own savepoint (the isolation
+    litegate keeps): one that fails (no such account) is undone alone, wherever it falls in
+    the group, and the others commit together."""
+    path = _fresh(tmp_path)
+    bare = contenders.BareGroupCommit()
+    bare.open(path, _case("transfers", 4, synchronous="NORMAL"))
+    try:
+        outcomes = _bare_group(bare, (1, 5000, 3, 4))  # (account 5000 does not exist)
+    finally:
+        figures = bare.close()
+    assert isinstance(outcomes.pop(5000), TypeError)
+    assert outcomes == {1: True, 3: True, 4: True}
+    assert figures["commits"] == 1
+    assert _moved(path) == [1, 3, 4, 101, 103, 104]
 
 
 def test_the_data_check_catches_lost_money_and_half_transfers(tmp_path: Path) -> None:

@@ -60,9 +60,12 @@ __all__ = (
 )
 
 DEFAULT_POOL_SIZE = 4
-_BARE_MAX_GROUP = (
-    512  # the bare ceiling's largest group of transfers (litegate's default max_batch)
-)
+# The bare ceiling's transfers: a joining one's savepoint, and its largest group (litegate's
+# default max_batch).
+_BARE_SAVEPOINT = "SAVEPOINT bare"
+_BARE_ROLLBACK_TO = "ROLLBACK TO bare"
+_BARE_RELEASE = "RELEASE bare"
+_BARE_MAX_GROUP = 512
 ALL_SHAPES = frozenset({"point", "scan", "transfer", "slow"})
 
 
@@ -340,10 +343,11 @@ class BareGroupCommit(PerThread):
       ``COMMIT`` batches, waking each caller by its own raw lock.
     * Transfers (interactive transactions) share the writer connection in turns, taken
       through one ``threading.Lock`` (the lock remedy's hand-off, the cheapest there is). The
-      first of a group runs ``BEGIN IMMEDIATE``; a transaction that ends while other threads
-      wait for the lock joins the open group and waits for its COMMIT, which the group's last
-      member runs (no savepoint per transaction, so one that fails loses its group; the
-      transfer raises nothing but SQLite errors). The writer thread never runs a transfer.
+      first of a group runs ``BEGIN IMMEDIATE``, each later one runs inside its own savepoint
+      (the isolation litegate's group commit gives: one that fails undoes only itself); one
+      that ends while other threads wait for the lock leaves the group open and waits for its
+      COMMIT, which the group's last member runs; a failed COMMIT fails the whole group. The
+      writer thread never runs a transfer.
 
     Guards: ``_queue`` is a deque (``append``/``popleft`` from one side each); ``_wanting``
     counts the threads between wanting the lock and taking it (guard ``_count``); the writer
@@ -419,29 +423,46 @@ class BareGroupCommit(PerThread):
         with self._count:
             self._wanting += 1
         self._turn.acquire()
+        entry: list[Any] | None = None  # [lock, error]: a member waiting for the COMMIT
+        own: Exception | None = None  # its own failure (only its savepoint was undone)
         try:
             with self._count:
                 self._wanting -= 1
                 others = self._wanting
             conn = self._writer
-            if not self._group_open:
+            joined = self._group_open
+            if joined:
+                conn.execute(_BARE_SAVEPOINT)
+            else:
                 conn.execute("BEGIN IMMEDIATE")
                 self._group_open = True
-            moved = transfer_body(conn, src, dst, amount)
-            if others and len(self._members) < _BARE_MAX_GROUP - 1:
-                # Someone is about to take the lock: it (or the last after it) commits for us.
-                entry: list[Any] = [allocate_lock(), None]
-                entry[0].acquire()
-                self._members.append(entry)
+            try:
+                moved = transfer_body(conn, src, dst, amount)
+            except Exception as exc:
+                if not joined:
+                    raise  # (it began the group: nothing of others is in it yet)
+                conn.execute(_BARE_ROLLBACK_TO)  # (fails if SQLite lost it all: the group)
+                conn.execute(_BARE_RELEASE)
+                own = exc
             else:
-                entry = []
+                if joined:
+                    conn.execute(_BARE_RELEASE)
+            if others and len(self._members) < _BARE_MAX_GROUP - 1:
+                # Someone is about to take the lock: it (or the last after it) commits.
+                if own is None:
+                    entry = [allocate_lock(), None]
+                    entry[0].acquire()
+                    self._members.append(entry)
+            else:
                 self._end_group(None)
         except BaseException as exc:
             self._end_group(exc)  # (rolls the group back: nothing of it is acknowledged)
             raise
         finally:
             self._turn.release()
-        if entry:
+        if own is not None:
+            raise own
+        if entry is not None:
             entry[0].acquire()
             if entry[1] is not None:
                 raise entry[1]
