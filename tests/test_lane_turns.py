@@ -353,7 +353,8 @@ async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting
     interrupted: list[bool] = []
 
     def spill(self: Any, hold: Any) -> None:
-        if not interrupted and sys._getframe(1).f_code.co_name == "_pass_on":
+        # (_pass_on -> _lane_left -> here)
+        if not interrupted and sys._getframe(2).f_code.co_name == "_pass_on":
             interrupted.append(True)
             raise _Interrupt  # (at the spill's first line)
         real(self, hold)

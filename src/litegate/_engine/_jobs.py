@@ -448,7 +448,8 @@ class AsyncLaneHold(AsyncJob):
             self.future = future
         self.abandoned = False  # its task gave up before the grant: never grant it (lane lock)
         self.waiting: deque[LaneTurn] = deque()  # its loop's tasks waiting for a turn
-        self.turn: object = None  # the lease whose turn it is (None: being handed on)
+        # the lease whose turn it is (None: being handed on, or the lane left the loop)
+        self.turn: object = None
 
     @property
     def orphaned(self) -> bool:
