@@ -11,6 +11,7 @@ import asyncio
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -303,6 +304,22 @@ class _Interrupt(BaseException):
     """Stands for a KeyboardInterrupt landing on the loop's thread."""
 
 
+def _interrupt_once(
+    real: Callable[..., Any], caller: str, fired: list[Any], depth: int = 1
+) -> Callable[..., Any]:
+    """A stand-in for the method ``real`` that raises :class:`_Interrupt` at its first line
+    the first time it is called from ``caller`` (``depth`` frames up), noting its first
+    argument (or True) in ``fired``; else it calls ``real``."""
+
+    def stand_in(self: Any, *args: Any) -> Any:
+        if not fired and sys._getframe(depth).f_code.co_name == caller:
+            fired.append(args[0] if args else True)
+            raise _Interrupt
+        return real(self, *args)
+
+    return stand_in
+
+
 async def test_a_turn_whose_wait_is_interrupted_is_never_handed_the_lane(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -333,13 +350,118 @@ async def test_a_turn_whose_wait_is_interrupted_is_never_handed_the_lane(
         await adb.close()
 
 
-async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting_turns(
+async def test_an_interrupt_as_a_rolled_back_transaction_gives_the_lane_back_frees_it(
     db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt lands as a rolled-back async transaction gives the lane back, before the
+    lane is released: the lane must still be freed (the lease's end hands it to the writer
+    thread), not left held by a lease that has ended -- which it was while the hold's
+    ``turn`` was cleared before the release (every later writer timed out)."""
+    from litegate._engine import _lane_state
+
+    adb = await _open(db_path)
+    real = _lane_state.LaneState._release_locked
+    interrupted: list[Any] = []
+    release = _interrupt_once(real, "give_back_async", interrupted)  # (at its first line)
+
+    try:
+        monkeypatch.setattr(_lane_state.LaneState, "_release_locked", release)
+        with pytest.raises(_Interrupt):
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO log VALUES ('undone')")
+                raise ValueError("roll back")
+        monkeypatch.setattr(_lane_state.LaneState, "_release_locked", real)
+        assert interrupted
+        async with adb.transaction(timeout=5) as tx:  # (WriteTimeout: the lane was stranded)
+            await tx.execute("INSERT INTO log VALUES ('next')")
+        assert await adb.query_value("SELECT group_concat(who) FROM log") == "next"
+    finally:
+        await adb.close()
+
+
+async def test_an_interrupt_passing_the_lane_to_a_holder_that_gave_up_still_commits_the_group(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction of this loop ends with another loop's transaction queued: the lane is
+    being passed to it when an interrupt lands, and meanwhile that other task gives up (it is
+    cancelled). Nobody gets the lane from the pass-on, so the interrupted transaction's end
+    must hand it to the writer thread, which commits the open group: no lane left held by an
+    ended lease, no write lost (it was, while the hold's ``turn`` was cleared first)."""
+    from litegate._engine import _lane_turns
+
+    adb = await _open(db_path, group_wait=30.0)
+    db = adb.as_sync()
+    inside, go = asyncio.Event(), asyncio.Event()
+    other: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+    outcome: list[str] = []
+
+    def other_loop() -> None:
+        async def transaction() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            other.append((asyncio.get_running_loop(), task))
+            try:
+                async with db.as_async().transaction(timeout=10) as tx:
+                    await tx.execute("INSERT INTO log VALUES ('other')")
+                outcome.append("ok")
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+
+        asyncio.run(transaction())
+
+    real_assign = _lane_turns.LaneTurns._assign_locked
+    real_claimable = _lane_turns.LaneTurns._claimable
+    claimed: list[Any] = []
+    assign = _interrupt_once(real_assign, "_pass_on", claimed)  # (at its first line)
+
+    def claimable(hold: Any) -> bool:
+        if claimed and hold is claimed[0]:  # (its task gives up now, the lane's lock free)
+            loop, task = other[0]
+            loop.call_soon_threadsafe(task.cancel)
+            deadline = time.monotonic() + 5
+            while not hold.abandoned and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert hold.abandoned
+        return real_claimable(hold)
+
+    th = threading.Thread(target=other_loop)
+    try:
+        holder = asyncio.create_task(_hold_lane(adb, inside, go))
+        await inside.wait()
+        th.start()
+        deadline = time.monotonic() + 5
+        while (await adb.stats()).queue_depth < 1:
+            assert time.monotonic() < deadline, "the other loop never queued"
+            await asyncio.sleep(0.002)
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_assign_locked", assign)
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_claimable", staticmethod(claimable))
+        go.set()
+        with pytest.raises(_Interrupt):
+            await holder
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_assign_locked", real_assign)
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_claimable", staticmethod(real_claimable))
+        await asyncio.to_thread(th.join, 10)
+        assert claimed and outcome == ["cancelled"]
+        async with adb.transaction(timeout=5) as tx:  # (WriteTimeout: the lane was stranded)
+            await tx.execute("INSERT INTO log VALUES ('next')")
+        # the interrupted transaction's outcome was unknown to it; its group was committed
+        assert await adb.query_value("SELECT group_concat(who, ',') FROM log") == "holder,next"
+    finally:
+        go.set()
+        await adb.close()
+
+
+@pytest.mark.parametrize("given_up", [False, True], ids=["claimed", "claimed-then-given-up"])
+async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting_turns(
+    db_path: str, monkeypatch: pytest.MonkeyPatch, given_up: bool
 ) -> None:
     """A group on the loop ends (max_batch=2) with a thread queued and tasks of the loop
     waiting for turns; the lane goes to the thread, and an interrupt lands as the waiting turns
     are moved to the queue: the lane still reaches the thread, and every waiting turn gets it
-    after (none left behind in a loop the lane has left)."""
+    after (none left behind in a loop the lane has left). ``given_up``: the interrupt lands
+    just after the lane was assigned to the thread, and the recovery finds the thread's
+    request given up meanwhile (simulated): it is not granted again, but the lane has left
+    the loop all the same, so the waiting turns are queued (they waited for their timeout)."""
     from litegate._engine import _lane_turns
 
     adb = await _open(db_path, synchronous="NORMAL", max_batch=2, group_wait=30.0)
@@ -349,17 +471,18 @@ async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting
         async with adb.transaction() as tx:
             await tx.execute("INSERT INTO log VALUES ('holder')")
     inside, go = asyncio.Event(), asyncio.Event()
-    real = _lane_turns.LaneTurns._spill_locked
-    interrupted: list[bool] = []
+    real_claimable = _lane_turns.LaneTurns._claimable
+    interrupted: list[Any] = []
+    # (at the spill's first line: _pass_on -> _lane_left -> _spill_locked)
+    spill = _interrupt_once(_lane_turns.LaneTurns._spill_locked, "_pass_on", interrupted, 2)
+    # (the lane assigned to the thread, not yet left the loop)
+    left = _interrupt_once(_lane_turns.LaneTurns._lane_left, "_pass_on", interrupted)
 
-    def spill(self: Any, hold: Any) -> None:
-        # (_pass_on -> _lane_left -> here)
-        if not interrupted and sys._getframe(2).f_code.co_name == "_pass_on":
-            interrupted.append(True)
-            raise _Interrupt  # (at the spill's first line)
-        real(self, hold)
+    def claimable(hold: Any) -> bool:
+        return False if interrupted else real_claimable(hold)  # ("given up meanwhile")
 
     def thread_tx() -> None:
+        # (its request is never answered when given_up: it sees the lane is its own)
         with db.transaction(timeout=10) as tx:
             tx.execute("INSERT INTO log VALUES ('thread')")
 
@@ -380,7 +503,11 @@ async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting
             await asyncio.sleep(0.002)
         turns = [asyncio.create_task(attempt(f"t{i}")) for i in range(3)]
         await asyncio.sleep(0.01)
-        monkeypatch.setattr(_lane_turns.LaneTurns, "_spill_locked", spill)
+        if given_up:
+            monkeypatch.setattr(_lane_turns.LaneTurns, "_lane_left", left)
+            monkeypatch.setattr(_lane_turns.LaneTurns, "_claimable", staticmethod(claimable))
+        else:
+            monkeypatch.setattr(_lane_turns.LaneTurns, "_spill_locked", spill)
         go.set()
         outcomes = await asyncio.wait_for(asyncio.gather(*turns), timeout=10)
         await asyncio.wait_for(asyncio.gather(holder, th), timeout=10)

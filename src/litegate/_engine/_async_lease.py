@@ -556,7 +556,8 @@ class AsyncLaneLease:
     def _to_writer(self, undo: bool) -> None:
         """After an interrupt in its turn's end: if the lane is still this turn's -- not yet
         handed on, to a task of its loop or to another holder -- the writer thread takes it
-        over (``undo``: rolling back what is left of this transaction first)."""
+        over (``undo``: rolling back what is left of this transaction first). (The lane clears
+        ``turn`` only after it left the hold: see :meth:`~._lane_turns.LaneTurns._lane_left`.)"""
         if self._hold.turn is self:
             self._lane.hand_to_writer(self._hold, undo)
 

@@ -424,7 +424,8 @@ class AsyncLaneHold(AsyncJob):
     Its future resolves when the lane is its first task's. Other tasks of the loop that want
     the lane meanwhile queue a :class:`LaneTurn` in ``waiting`` -- no lock, no thread -- and the
     task whose turn ends hands the lane on to the first of them (``turn``: the lease whose turn
-    it is, None while being handed on); when the lane leaves the loop, those still waiting
+    it is, None while being handed on, and once the lane has left the loop: see
+    :meth:`~._lane_turns.LaneTurns._lane_left`); when the lane leaves the loop, those still waiting
     queue for it each with a hold of its own (:meth:`~._lane_turns.LaneTurns._spill_locked`).
     Fields ``waiting`` and ``turn``: the loop thread's only."""
 

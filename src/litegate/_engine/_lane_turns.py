@@ -221,9 +221,9 @@ class LaneTurns(LaneState):
                         claimed = None
                         continue  # (its loop was closed while it waited: never to be used)
                     self.counters.lane_holds.append(monotonic() - self._held_since)
+                    self._assign_locked(nxt)  # (first: see _lane_left)
                     if leaving is not None:
                         self._lane_left(leaving)
-                    self._assign_locked(nxt)
                     break
                 else:
                     return False
@@ -233,21 +233,32 @@ class LaneTurns(LaneState):
             # same -- else its waiter, and the lane, would wait for ever.
             if claimed is not None and self._claimable(claimed):
                 with self._lock:
+                    self._assign_locked(claimed)
                     if leaving is not None:  # (the lane leaves the loop)
                         self._lane_left(leaving)
-                    self._assign_locked(claimed)
                 if not claimed.answered:
                     self._announce(claimed)
+            elif leaving is not None:
+                with self._lock:  # (given up meanwhile, but assigned before the interrupt:
+                    if self._async_holder is not leaving:  # the lane has left the loop all
+                        self._lane_left(leaving)  # the same, and its waiter gives it back)
             raise
         return True
 
     def _lane_left(self, hold: AsyncLaneHold) -> None:
-        """Lock held, on ``hold``'s loop thread: the lane leaves that loop for a queued holder.
-        Its tasks still waiting for a turn queue for the lane instead, and no turn of the hold
-        is left: ``turn`` no longer names the lease whose turn ended (that lease names the
-        hold: a reference cycle per transaction, 7 objects collected only by the GC -- at
-        FULL, 64 tasks of transfers made its collections of the young generations take 2-3 ms
-        of the loop ~15 times a second, most of the loop's lag p99; issue 11)."""
+        """Lock held, on ``hold``'s loop thread, the lane assigned to a queued holder: it has
+        left that loop. Its tasks still waiting for a turn queue for the lane instead, and no
+        turn of the hold is left: ``turn`` no longer names the lease whose turn ended (that
+        lease names the hold: a reference cycle per transaction, 7 objects collected only by
+        the GC -- at FULL, 64 tasks of transfers made its collections of the young
+        generations take 2-3 ms of the loop ~15 times a second, most of the loop's lag p99;
+        issue 11).
+
+        ``turn`` is cleared only once the lane is no longer the hold's (here, in
+        :meth:`give_back_async` and :meth:`hand_to_writer` alike): while the hold still holds
+        it, ``turn`` None means "handed to a task of its loop", and an interrupted hand-off
+        relies on that (:meth:`~._async_lease.AsyncLaneLease._to_writer`): cleared before, an
+        interrupt in between left the lane held by a lease that had ended."""
         if hold.waiting:
             self._spill_locked(hold)
         hold.turn = None
@@ -455,6 +466,7 @@ class LaneTurns(LaneState):
             if self._stopped:
                 self._lose_group("the write lane stopped")
                 self._release_locked()
+                hold.turn = None  # (after: see _lane_left)
                 return True
             self._undo = undo
             self._async_holder = None
@@ -497,8 +509,8 @@ class LaneTurns(LaneState):
             self._dirty = True
             if hold.waiting:
                 self._spill_locked(hold)
-            hold.turn = None  # (no turn of it is left: see _lane_left)
             self._release_locked()
+            hold.turn = None  # (no turn of it is left; after the release: see _lane_left)
 
     def _take_over(self) -> None:
         """Writer thread, handed the lane: undo what the last holder asked, then COMMIT the
