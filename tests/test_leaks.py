@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -73,6 +74,86 @@ async def test_a_task_running_many_transactions_keeps_none_of_the_finished_ones(
         await adb.close()
 
 
+def _freed(refs: list[weakref.ref[asyncio.AbstractEventLoop]]) -> list[bool]:
+    """Which of the loops are gone. (The writer thread may be handing a closed loop its last
+    answers at this moment -- its flush holds them -- so look again for up to 2 s: a loop
+    kept for good is still alive then.)"""
+    deadline = time.monotonic() + 2
+    while True:
+        gc.collect()
+        freed = [ref() is None for ref in refs]
+        if all(freed) or time.monotonic() > deadline:
+            return freed
+        time.sleep(0.01)
+
+
+def test_a_loop_the_writer_thread_granted_the_lane_to_is_freed(tmp_path: Path) -> None:
+    """A task queued behind a thread's write is granted the lane by the writer thread;
+    once its loop has closed, nothing of litegate's may keep that loop alive. (The writer
+    thread kept the last hold it granted in a local while it slept -- for good, on an idle
+    database -- and the hold its loop: a closed loop, its futures and its tasks' frames,
+    alive until the writer granted the lane to another queued holder;
+    test_an_event_loop_whose_tasks_waited_for_the_lane_is_freed saw it in 1 run of 3-6
+    under load.)"""
+    db = litegate.connect(str(tmp_path / "granted.db"), synchronous="FULL")
+    try:
+        db.execute("CREATE TABLE t(x)")
+        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+        async def run() -> None:
+            adb = db.as_async()
+            entered, release = threading.Event(), threading.Event()
+
+            def slow(conn: sqlite3.Connection) -> None:  # (a write holding the lane)
+                conn.execute("INSERT INTO t VALUES (0)")
+                entered.set()
+                release.wait(10)
+
+            async def task() -> None:
+                async with adb.transaction(timeout=10) as tx:
+                    await tx.execute("INSERT INTO t VALUES (1)")
+
+            write = asyncio.ensure_future(asyncio.to_thread(db.run_write, slow))
+            try:
+                assert await asyncio.to_thread(entered.wait, 10)
+                queued = asyncio.create_task(task())
+                deadline = time.monotonic() + 5
+                while (await adb.stats()).queue_depth < 1:
+                    assert time.monotonic() < deadline, "the task never queued"
+                    await asyncio.sleep(0.002)
+            finally:
+                release.set()
+            await write
+            await queued  # (granted by the writer thread, the write's lane released)
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+
+        asyncio.run(run())
+        assert _freed(loops) == [True]
+        assert db.query_value("SELECT count(*) FROM t") == 2
+    finally:
+        db.close()
+
+
+def test_a_loop_whose_reads_ran_on_a_reader_thread_is_freed(tmp_path: Path) -> None:
+    """A reader thread that ran a loop's reads keeps nothing of them once that loop has
+    closed (it kept the last job it ran in a local while it waited for the next: the job's
+    loop and its caller's context, alive until its next read)."""
+    db = litegate.connect(str(tmp_path / "reads.db"))
+    try:
+        db.execute("CREATE TABLE t(x)")
+        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+        async def run() -> None:
+            adb = db.as_async()
+            assert await adb.run_read(lambda c: c.execute("SELECT 1").fetchone()[0]) == 1
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+
+        asyncio.run(run())
+        assert _freed(loops) == [True]
+    finally:
+        db.close()
+
+
 def test_an_event_loop_whose_tasks_waited_for_the_lane_is_freed(tmp_path: Path) -> None:
     """The timeouts of a loop's queued waits share one timer, kept per loop in a registry
     keyed weakly by the loop: nothing there may keep a finished loop alive (a timer handle
@@ -96,17 +177,7 @@ def test_an_event_loop_whose_tasks_waited_for_the_lane_is_freed(tmp_path: Path) 
 
         for _ in range(3):
             asyncio.run(run())
-        # (The writer thread may still be handing its last answers to a loop that has just
-        # closed -- its flush holds them for a moment -- so look again briefly: a loop kept
-        # for good stays alive past the deadline.)
-        deadline = time.monotonic() + 2
-        while True:
-            gc.collect()
-            alive = [ref() is not None for ref in loops]
-            if not any(alive) or time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        assert alive == [False, False, False]
+        assert _freed(loops) == [True, True, True]
         assert db.query_value("SELECT count(*) FROM t") == 60
     finally:
         db.close()

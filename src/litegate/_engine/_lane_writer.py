@@ -142,13 +142,16 @@ class LaneWriter(LaneLoop):
                         wait, idle_wait = left, False
                     elif self._queue:
                         was_full = len(self._queue) >= cap
-                        front = self._queue[0]
-                        if front.kind == EXCLUSIVE:
-                            self._queue.popleft()
+                        if self._queue[0].kind == EXCLUSIVE:
+                            # (no local names it after this iteration: the writer may then
+                            # sleep for long, and a local kept a granted hold's event loop
+                            # alive after the loop had closed)
+                            front = self._queue.popleft()
                             if front.start(None):
                                 grant = front
                             else:  # cancelled while it waited: look again
                                 skipped = True
+                            del front
                         else:
                             jobs = self._take_queued(max_batch)
                         if was_full:

@@ -216,6 +216,9 @@ class ReaderThreads:
                     flush(outbox)
                     since = monotonic()
             flush(outbox)
+            # (no local names a job while this thread waits, maybe for good: the last one kept
+            # its event loop -- closed or not -- and its caller's context alive)
+            del jobs, job
 
     def _run_one(self, job: AsyncJob) -> None:
         if job.cancelled:
