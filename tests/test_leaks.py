@@ -154,6 +154,31 @@ def test_a_loop_whose_reads_ran_on_a_reader_thread_is_freed(tmp_path: Path) -> N
         db.close()
 
 
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_a_loop_that_read_inline_and_wrote_on_the_loop_is_freed(
+    tmp_path: Path, synchronous: str
+) -> None:
+    """The per-thread records of a loop's inline readers' turns and of its writes giving way
+    (kept until the thread runs another loop, or for good) hold their loop weakly: a strong
+    reference kept the thread's last loop alive after it closed."""
+    db = litegate.connect(str(tmp_path / "inline.db"), synchronous=synchronous)  # type: ignore[arg-type]
+    try:
+        db.execute("CREATE TABLE t(x)")
+        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+        async def run() -> None:
+            adb = db.as_async()
+            for i in range(20):  # (inline reads take turns; a lone write runs on the loop)
+                assert await adb.query_value("SELECT count(*) FROM t") == i
+                await adb.execute("INSERT INTO t VALUES (?)", (i,))
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+
+        asyncio.run(run())
+        assert _freed(loops) == [True]
+    finally:
+        db.close()
+
+
 def test_an_event_loop_whose_tasks_waited_for_the_lane_is_freed(tmp_path: Path) -> None:
     """The timeouts of a loop's queued waits share one timer, kept per loop in a registry
     keyed weakly by the loop: nothing there may keep a finished loop alive (a timer handle

@@ -33,6 +33,7 @@ and written only by the thread running that loop (a thread runs one loop at a ti
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -68,7 +69,7 @@ class _Window:
     __slots__ = ("crowded", "loop", "open")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop = weakref.ref(loop)  # (weak: see of_this_loop)
         self.open = False
         self.crowded = False
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -46,8 +47,10 @@ class _Turns:
     """One event loop's readers waiting for a turn to read inline again (loop thread only: one
     per thread, as a thread runs one loop at a time; replaced when it runs another loop).
 
-    ``waiting``: the parked readers' futures, first come first woken (a cancelled one is
-    skipped); ``woken``: one was woken and has not resumed yet; ``turn`` counts the wakes.
+    ``loop``: a weak reference to its loop (kept in a thread-local, a strong one kept the
+    thread's last loop alive after it closed); ``waiting``: the parked readers' futures,
+    first come first woken (a cancelled one is skipped); ``woken``: one was woken and has not
+    resumed yet; ``turn`` counts the wakes.
     Liveness: while ``waiting`` holds a live future, a woken reader is due to resume or a
     :meth:`fallback` is scheduled -- a resumed reader wakes the next one when it parks again,
     and if it never does (it stopped reading), its fallback a loop iteration later does."""
@@ -55,7 +58,7 @@ class _Turns:
     __slots__ = ("loop", "turn", "waiting", "woken")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop = weakref.ref(loop)
         self.waiting: deque[asyncio.Future[None]] = deque()
         self.woken = False
         self.turn = 0
@@ -77,19 +80,28 @@ class _Turns:
 
 
 class _OfALoop(Protocol):
-    loop: asyncio.AbstractEventLoop
+    loop: weakref.ref[asyncio.AbstractEventLoop]  # (weak: see of_this_loop)
 
 
 L = TypeVar("L", bound=_OfALoop)
 _local = threading.local()
 
 
-def of_this_loop(kind: Callable[[asyncio.AbstractEventLoop], L], name: str) -> L:
+def of_this_loop(
+    kind: Callable[[asyncio.AbstractEventLoop], L],
+    name: str,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> L:
     """The running loop's ``kind`` object (kept per thread under ``name``: a thread runs one
-    loop at a time; a new one is made when the thread runs another loop)."""
-    loop = asyncio.get_running_loop()
+    loop at a time; a new one is made when the thread runs another loop). ``loop``: the
+    running loop, if the caller has it. The object holds its loop weakly: kept in a
+    thread-local until the thread runs another loop -- for good, if it never does -- it would
+    keep a closed loop alive (a ``weakref.ref`` never refers to a new loop at a dead loop's
+    address, as a bare ``id`` could)."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
     found: L | None = getattr(_local, name, None)
-    if found is None or found.loop is not loop:
+    if found is None or found.loop() is not loop:
         found = kind(loop)
         setattr(_local, name, found)
     return found
@@ -100,15 +112,12 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def _loop_turns() -> _Turns:
-    return of_this_loop(_Turns, "turns")
-
-
 async def wait_turn() -> float:
     """Park until this task's turn to read inline again (after the readers parked before it);
     returns the slice it may read for."""
-    turns = _loop_turns()
-    fut = turns.loop.create_future()
+    loop = asyncio.get_running_loop()
+    turns = of_this_loop(_Turns, "turns", loop)
+    fut = loop.create_future()
     turns.waiting.append(fut)
     if not turns.woken:
         turns.wake_next()  # (the first parked: perhaps this task, resumed next iteration)
@@ -118,8 +127,8 @@ async def wait_turn() -> float:
             # fall due meanwhile: they would wait for its next slice too (a lone task reading
             # or committing on the loop made a 1 ms ticker 1.3 ms late at p50). Resumed from a
             # callback instead, it runs one iteration later, after them.
-            later = turns.loop.create_future()
-            turns.loop.call_soon(_resolve, later)
+            later = loop.create_future()
+            loop.call_soon(_resolve, later)
             await later
         else:
             await fut
@@ -127,6 +136,6 @@ async def wait_turn() -> float:
         if not fut.cancelled():  # woken (then perhaps cancelled): the next one's turn is due
             turns.woken = False
             if turns.waiting:
-                turns.loop.call_soon(turns.fallback, turns.turn)
+                loop.call_soon(turns.fallback, turns.turn)
     fit = _ROUND / (len(turns.waiting) + 1)
     return _SLICE_MAX if fit > _SLICE_MAX else _SLICE_MIN if fit < _SLICE_MIN else fit
