@@ -379,6 +379,21 @@ async def test_an_interrupt_as_a_rolled_back_transaction_gives_the_lane_back_fre
         await adb.close()
 
 
+async def _held_with_one_queued(
+    adb: litegate.AsyncDatabase, inside: asyncio.Event, go: asyncio.Event, th: threading.Thread
+) -> asyncio.Task[None]:
+    """A task of this loop holds the lane (until ``go``); ``th`` (another loop's transaction)
+    is started and has queued for it. Returns the holder's task."""
+    holder = asyncio.create_task(_hold_lane(adb, inside, go))
+    await inside.wait()
+    th.start()
+    deadline = time.monotonic() + 5
+    while (await adb.stats()).queue_depth < 1:
+        assert time.monotonic() < deadline, "the other loop never queued"
+        await asyncio.sleep(0.002)
+    return holder
+
+
 async def test_an_interrupt_passing_the_lane_to_a_holder_that_gave_up_still_commits_the_group(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -410,11 +425,11 @@ async def test_an_interrupt_passing_the_lane_to_a_holder_that_gave_up_still_comm
         asyncio.run(transaction())
 
     real_assign = _lane_turns.LaneTurns._assign_locked
-    real_claimable = _lane_turns.LaneTurns._claimable
+    real_after = _lane_turns.LaneTurns._after_interrupted_pass
     claimed: list[Any] = []
     assign = _interrupt_once(real_assign, "_pass_on", claimed)  # (at its first line)
 
-    def claimable(hold: Any) -> bool:
+    def after(self: Any, hold: Any, *args: Any) -> None:
         if claimed and hold is claimed[0]:  # (its task gives up now, the lane's lock free)
             loop, task = other[0]
             loop.call_soon_threadsafe(task.cancel)
@@ -422,24 +437,18 @@ async def test_an_interrupt_passing_the_lane_to_a_holder_that_gave_up_still_comm
             while not hold.abandoned and time.monotonic() < deadline:
                 time.sleep(0.001)
             assert hold.abandoned
-        return real_claimable(hold)
+        real_after(self, hold, *args)
 
     th = threading.Thread(target=other_loop)
     try:
-        holder = asyncio.create_task(_hold_lane(adb, inside, go))
-        await inside.wait()
-        th.start()
-        deadline = time.monotonic() + 5
-        while (await adb.stats()).queue_depth < 1:
-            assert time.monotonic() < deadline, "the other loop never queued"
-            await asyncio.sleep(0.002)
+        holder = await _held_with_one_queued(adb, inside, go, th)
         monkeypatch.setattr(_lane_turns.LaneTurns, "_assign_locked", assign)
-        monkeypatch.setattr(_lane_turns.LaneTurns, "_claimable", staticmethod(claimable))
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_after_interrupted_pass", after)
         go.set()
         with pytest.raises(_Interrupt):
             await holder
         monkeypatch.setattr(_lane_turns.LaneTurns, "_assign_locked", real_assign)
-        monkeypatch.setattr(_lane_turns.LaneTurns, "_claimable", staticmethod(real_claimable))
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_after_interrupted_pass", real_after)
         await asyncio.to_thread(th.join, 10)
         assert claimed and outcome == ["cancelled"]
         async with adb.transaction(timeout=5) as tx:  # (WriteTimeout: the lane was stranded)
@@ -451,17 +460,96 @@ async def test_an_interrupt_passing_the_lane_to_a_holder_that_gave_up_still_comm
         await adb.close()
 
 
-@pytest.mark.parametrize("given_up", [False, True], ids=["claimed", "claimed-then-given-up"])
+async def test_a_holder_that_gave_the_lane_back_during_an_interrupted_pass_is_not_granted_again(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane has been assigned to another loop's transaction when an interrupt lands (as
+    it is being told), and that transaction's task is cancelled at once: it gives the lane
+    back. The recovery must not assign it to that hold again -- nobody would ever end it, and
+    every later transaction of that loop queued a turn behind it and timed out."""
+    from litegate._engine import _lane_turns
+
+    adb = await _open(db_path, group_wait=30.0)
+    db = adb.as_sync()
+    lane = db._engine._lane  # type: ignore[attr-defined]
+    inside, go = asyncio.Event(), asyncio.Event()
+    other: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+    outcome: list[str] = []
+    again = threading.Event()
+
+    def other_loop() -> None:
+        async def transaction(who: str, timeout: float) -> None:
+            async with db.as_async().transaction(timeout=timeout) as tx:
+                await tx.execute("INSERT INTO log VALUES (?)", (who,))
+
+        async def first() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            other.append((asyncio.get_running_loop(), task))
+            try:
+                await transaction("other", 10)
+                outcome.append("ok")
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+
+        async def run() -> None:
+            await asyncio.create_task(first())
+            await asyncio.to_thread(again.wait, 10)
+            try:  # (the same loop, later: a turn behind a hold granted again never came)
+                await transaction("other-again", 5)
+                outcome.append("again ok")
+            except litegate.WriteTimeout:
+                outcome.append("again WriteTimeout")
+
+        asyncio.run(run())
+
+    real_announce = _lane_turns.LaneTurns._announce
+    told: list[Any] = []
+
+    def announce(self: Any, hold: Any) -> None:
+        if not told and sys._getframe(1).f_code.co_name == "_pass_on":
+            told.append(hold)  # (assigned: its task is cancelled now and gives the lane back)
+            loop, task = other[0]
+            loop.call_soon_threadsafe(task.cancel)
+            deadline = time.monotonic() + 5
+            while lane._async_holder is hold and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert lane._async_holder is not hold
+            raise _Interrupt
+        real_announce(self, hold)
+
+    th = threading.Thread(target=other_loop)
+    try:
+        holder = await _held_with_one_queued(adb, inside, go, th)
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_announce", announce)
+        go.set()
+        with pytest.raises(_Interrupt):
+            await holder
+        monkeypatch.setattr(_lane_turns.LaneTurns, "_announce", real_announce)
+        again.set()
+        await asyncio.to_thread(th.join, 15)
+        assert told and outcome == ["cancelled", "again ok"], outcome
+        async with adb.transaction(timeout=5) as tx:
+            await tx.execute("INSERT INTO log VALUES ('next')")
+        # (the group the holder left open was committed by the writer thread when the
+        # cancelled transaction gave the lane back)
+        logged = await adb.query_value("SELECT group_concat(who, ',') FROM log")
+        assert sorted(logged.split(",")) == ["holder", "next", "other-again"]
+    finally:
+        go.set()
+        again.set()
+        await adb.close()
+
+
+@pytest.mark.parametrize("at", ["_spill_locked", "_lane_left"])
 async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting_turns(
-    db_path: str, monkeypatch: pytest.MonkeyPatch, given_up: bool
+    db_path: str, monkeypatch: pytest.MonkeyPatch, at: str
 ) -> None:
     """A group on the loop ends (max_batch=2) with a thread queued and tasks of the loop
     waiting for turns; the lane goes to the thread, and an interrupt lands as the waiting turns
-    are moved to the queue: the lane still reaches the thread, and every waiting turn gets it
-    after (none left behind in a loop the lane has left). ``given_up``: the interrupt lands
-    just after the lane was assigned to the thread, and the recovery finds the thread's
-    request given up meanwhile (simulated): it is not granted again, but the lane has left
-    the loop all the same, so the waiting turns are queued (they waited for their timeout)."""
+    are moved to the queue (``_spill_locked``), or just before, the lane assigned to the thread
+    (``_lane_left``): the lane still reaches the thread, and every waiting turn gets it after
+    (none left behind in a loop the lane has left: they waited for their timeout)."""
     from litegate._engine import _lane_turns
 
     adb = await _open(db_path, synchronous="NORMAL", max_batch=2, group_wait=30.0)
@@ -471,18 +559,16 @@ async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting
         async with adb.transaction() as tx:
             await tx.execute("INSERT INTO log VALUES ('holder')")
     inside, go = asyncio.Event(), asyncio.Event()
-    real_claimable = _lane_turns.LaneTurns._claimable
     interrupted: list[Any] = []
-    # (at the spill's first line: _pass_on -> _lane_left -> _spill_locked)
-    spill = _interrupt_once(_lane_turns.LaneTurns._spill_locked, "_pass_on", interrupted, 2)
-    # (the lane assigned to the thread, not yet left the loop)
-    left = _interrupt_once(_lane_turns.LaneTurns._lane_left, "_pass_on", interrupted)
-
-    def claimable(hold: Any) -> bool:
-        return False if interrupted else real_claimable(hold)  # ("given up meanwhile")
+    # (_pass_on -> _lane_left -> _spill_locked: the interrupt at the first line of either)
+    stand_in = _interrupt_once(
+        getattr(_lane_turns.LaneTurns, at),
+        "_pass_on",
+        interrupted,
+        2 if at == "_spill_locked" else 1,
+    )
 
     def thread_tx() -> None:
-        # (its request is never answered when given_up: it sees the lane is its own)
         with db.transaction(timeout=10) as tx:
             tx.execute("INSERT INTO log VALUES ('thread')")
 
@@ -503,11 +589,7 @@ async def test_an_interrupt_as_the_lane_leaves_the_loop_still_queues_its_waiting
             await asyncio.sleep(0.002)
         turns = [asyncio.create_task(attempt(f"t{i}")) for i in range(3)]
         await asyncio.sleep(0.01)
-        if given_up:
-            monkeypatch.setattr(_lane_turns.LaneTurns, "_lane_left", left)
-            monkeypatch.setattr(_lane_turns.LaneTurns, "_claimable", staticmethod(claimable))
-        else:
-            monkeypatch.setattr(_lane_turns.LaneTurns, "_spill_locked", spill)
+        monkeypatch.setattr(_lane_turns.LaneTurns, at, stand_in)
         go.set()
         outcomes = await asyncio.wait_for(asyncio.gather(*turns), timeout=10)
         await asyncio.wait_for(asyncio.gather(holder, th), timeout=10)

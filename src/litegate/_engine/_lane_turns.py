@@ -198,6 +198,7 @@ class LaneTurns(LaneState):
         opts = self.opts
         claimed: BaseJob | None = None  # taken from the queue for the lane: it must get it
         leaving: AsyncLaneHold | None = None
+        assigned = False  # the lane was made claimed's (then never again: see below)
         try:
             with self._lock:
                 queue = self._queue
@@ -222,6 +223,7 @@ class LaneTurns(LaneState):
                         continue  # (its loop was closed while it waited: never to be used)
                     self.counters.lane_holds.append(monotonic() - self._held_since)
                     self._assign_locked(nxt)  # (first: see _lane_left)
+                    assigned = True
                     if leaving is not None:
                         self._lane_left(leaving)
                     break
@@ -231,19 +233,36 @@ class LaneTurns(LaneState):
         except BaseException:
             # An interrupt (the loop's thread) once it was claimed: it gets the lane all the
             # same -- else its waiter, and the lane, would wait for ever.
-            if claimed is not None and self._claimable(claimed):
-                with self._lock:
-                    self._assign_locked(claimed)
-                    if leaving is not None:  # (the lane leaves the loop)
-                        self._lane_left(leaving)
-                if not claimed.answered:
-                    self._announce(claimed)
-            elif leaving is not None:
-                with self._lock:  # (given up meanwhile, but assigned before the interrupt:
-                    if self._async_holder is not leaving:  # the lane has left the loop all
-                        self._lane_left(leaving)  # the same, and its waiter gives it back)
+            if claimed is not None:
+                self._after_interrupted_pass(claimed, leaving, assigned)
             raise
         return True
+
+    def _after_interrupted_pass(
+        self, claimed: BaseJob, leaving: AsyncLaneHold | None, assigned: bool
+    ) -> None:
+        """:meth:`_pass_on` was interrupted once it had taken ``claimed`` from the queue:
+        finish the hand-over, under the lock (its waiter may give up meanwhile, on another
+        thread). Assigned already, the lane is never assigned again -- its waiter may have
+        given it back since (an async holder's cancelled task does, and stays claimable):
+        the leaving loop's waiting turns are queued if the lane has left it, and ``claimed``
+        is told if the lane is still its own. Not assigned, it is assigned if ``claimed`` is
+        still wanted; if not, the lane is still the leaving holder's (its turn's end hands it
+        to the writer thread: :meth:`~._async_lease.AsyncLaneLease._to_writer`)."""
+        with self._lock:
+            if not assigned:
+                if not self._claimable(claimed):
+                    return
+                self._assign_locked(claimed)
+            if leaving is not None and self._async_holder is not leaving:
+                self._lane_left(leaving)
+            tell = not claimed.answered and (
+                self._async_holder is claimed
+                if isinstance(claimed, AsyncLaneHold)
+                else isinstance(claimed, LaneHold) and self.user == claimed.ident
+            )
+        if tell:
+            self._announce(claimed)
 
     def _lane_left(self, hold: AsyncLaneHold) -> None:
         """Lock held, on ``hold``'s loop thread, the lane assigned to a queued holder: it has
