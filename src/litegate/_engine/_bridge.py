@@ -228,10 +228,9 @@ def give_way() -> Generator[None, None, None]:
 
 
 async def submit(lane: WriteLane, job: AsyncJob, timeout: Bound) -> Bound:
-    """Queue a lane job without blocking the loop (a full queue is waited for in a thread).
+    """Queue a lane job that found the queue full (``lane.try_submit`` said so: callers try
+    that first, with no coroutine), waiting for room in a thread without blocking the loop.
     Returns what is left of ``timeout`` for the wait that follows (one bound for both)."""
-    if lane.try_submit(job):
-        return timeout
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     try:

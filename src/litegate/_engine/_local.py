@@ -356,7 +356,8 @@ class LocalEngine:
         lane = self._lane
         job = AsyncJob(kind, fn, args, sql, time_limit, asyncio.get_running_loop(), lane.outbox)
         m0 = monotonic()
-        left = await submit(lane, job, timeout)  # (a full queue: one timeout for both waits)
+        # (room in the queue: no submit coroutine; else one timeout for both waits)
+        left = timeout if lane.try_submit(job) else await submit(lane, job, timeout)
         try:
             return await await_job(job, left, lambda: lane.timeout_error(what, monotonic() - m0))
         except BaseException:
@@ -375,23 +376,7 @@ class LocalEngine:
         if fn is run_execute and time_limit is None and lane.commits_cheaply:
             result = await write_cheap(lane, self._lane_job, args[0], args[1], timeout)
         else:
-            # _lane_job inlined, with submit's queue-has-room case: every async write where a
-            # COMMIT costs an fsync comes this way (one coroutine less: 953 -> 917 Python
-            # bytecodes per write, loop and writer thread, 64 tasks at FULL). Keep the two in
-            # step.
-            job = AsyncJob(
-                WRITE, fn, args, sql, time_limit, asyncio.get_running_loop(), lane.outbox
-            )
-            m0 = monotonic()
-            left = timeout if lane.try_submit(job) else await submit(lane, job, timeout)
-            try:
-                result = await await_job(
-                    job, left, lambda: lane.timeout_error("the write", monotonic() - m0)
-                )
-            except BaseException:
-                if job.cancelled:
-                    lane.cancel(job)  # (its place in the queue is free at once)
-                raise
+            result = await self._lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
         self._counters.write_latency.append(perf_counter() - t0)
         return result
 
