@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -74,14 +74,25 @@ async def test_a_task_running_many_transactions_keeps_none_of_the_finished_ones(
         await adb.close()
 
 
-def _freed(refs: list[weakref.ref[asyncio.AbstractEventLoop]]) -> list[bool]:
-    """Which of the loops are gone. (The writer thread may be handing a closed loop its last
-    answers at this moment -- its flush holds them -- so look again for up to 2 s: a loop
-    kept for good is still alive then.)"""
+def _loops_freed(
+    db: litegate.Database, use: Callable[[litegate.AsyncDatabase], Awaitable[None]], rounds: int = 1
+) -> list[bool]:
+    """Run ``use(adb)`` on ``db`` in a fresh event loop, ``rounds`` times; which of those loops
+    are gone once closed. (The writer thread may be handing a closed loop its last answers at
+    this moment -- its flush holds them -- so look again for up to 2 s: a loop kept for good
+    is still alive then.)"""
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        await use(db.as_async())
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+
+    for _ in range(rounds):
+        asyncio.run(main())
     deadline = time.monotonic() + 2
     while True:
         gc.collect()
-        freed = [ref() is None for ref in refs]
+        freed = [ref() is None for ref in loops]
         if all(freed) or time.monotonic() > deadline:
             return freed
         time.sleep(0.01)
@@ -98,10 +109,8 @@ def test_a_loop_the_writer_thread_granted_the_lane_to_is_freed(tmp_path: Path) -
     db = litegate.connect(str(tmp_path / "granted.db"), synchronous="FULL")
     try:
         db.execute("CREATE TABLE t(x)")
-        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
-        async def run() -> None:
-            adb = db.as_async()
+        async def use(adb: litegate.AsyncDatabase) -> None:
             entered, release = threading.Event(), threading.Event()
 
             def slow(conn: sqlite3.Connection) -> None:  # (a write holding the lane)
@@ -125,10 +134,8 @@ def test_a_loop_the_writer_thread_granted_the_lane_to_is_freed(tmp_path: Path) -
                 release.set()
             await write
             await queued  # (granted by the writer thread, the write's lane released)
-            loops.append(weakref.ref(asyncio.get_running_loop()))
 
-        asyncio.run(run())
-        assert _freed(loops) == [True]
+        assert _loops_freed(db, use) == [True]
         assert db.query_value("SELECT count(*) FROM t") == 2
     finally:
         db.close()
@@ -141,15 +148,11 @@ def test_a_loop_whose_reads_ran_on_a_reader_thread_is_freed(tmp_path: Path) -> N
     db = litegate.connect(str(tmp_path / "reads.db"))
     try:
         db.execute("CREATE TABLE t(x)")
-        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
-        async def run() -> None:
-            adb = db.as_async()
+        async def use(adb: litegate.AsyncDatabase) -> None:
             assert await adb.run_read(lambda c: c.execute("SELECT 1").fetchone()[0]) == 1
-            loops.append(weakref.ref(asyncio.get_running_loop()))
 
-        asyncio.run(run())
-        assert _freed(loops) == [True]
+        assert _loops_freed(db, use) == [True]
     finally:
         db.close()
 
@@ -164,17 +167,13 @@ def test_a_loop_that_read_inline_and_wrote_on_the_loop_is_freed(
     db = litegate.connect(str(tmp_path / "inline.db"), synchronous=synchronous)  # type: ignore[arg-type]
     try:
         db.execute("CREATE TABLE t(x)")
-        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
-        async def run() -> None:
-            adb = db.as_async()
+        async def use(adb: litegate.AsyncDatabase) -> None:
             for i in range(20):  # (inline reads take turns; a lone write runs on the loop)
                 assert await adb.query_value("SELECT count(*) FROM t") == i
                 await adb.execute("INSERT INTO t VALUES (?)", (i,))
-            loops.append(weakref.ref(asyncio.get_running_loop()))
 
-        asyncio.run(run())
-        assert _freed(loops) == [True]
+        assert _loops_freed(db, use) == [True]
     finally:
         db.close()
 
@@ -186,11 +185,8 @@ def test_an_event_loop_whose_tasks_waited_for_the_lane_is_freed(tmp_path: Path) 
     db = litegate.connect(str(tmp_path / "loops.db"))
     try:
         db.execute("CREATE TABLE t(x)")
-        loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
-        async def run() -> None:
-            adb = db.as_async()
-
+        async def use(adb: litegate.AsyncDatabase) -> None:
             async def worker(k: int) -> None:
                 for _ in range(5):
                     async with adb.transaction(timeout=30) as tx:
@@ -198,11 +194,8 @@ def test_an_event_loop_whose_tasks_waited_for_the_lane_is_freed(tmp_path: Path) 
                         await asyncio.sleep(0)  # (holding the lane: the others queue)
 
             await asyncio.gather(*(worker(k) for k in range(4)))
-            loops.append(weakref.ref(asyncio.get_running_loop()))
 
-        for _ in range(3):
-            asyncio.run(run())
-        assert _freed(loops) == [True, True, True]
+        assert _loops_freed(db, use, rounds=3) == [True, True, True]
         assert db.query_value("SELECT count(*) FROM t") == 60
     finally:
         db.close()
