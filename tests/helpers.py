@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,6 +31,22 @@ def interrupt_at(func: Callable[..., Any], text: str, nth: int = 1) -> Any:
         return local
 
     return lambda frame, event, arg: local if frame.f_code is code else None
+
+
+@contextmanager
+def interrupting(func: Callable[..., Any], text: str) -> Iterator[None]:
+    """Inside the block, the first time ``func`` reaches the line containing ``text``, a
+    KeyboardInterrupt is raised there (:func:`interrupt_at`); the block must see it. The
+    tracer before (coverage's, under ``make test``) is put back after."""
+    import pytest  # (helpers is imported by the tests only)
+
+    tracer = sys.gettrace()
+    sys.settrace(interrupt_at(func, text))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        sys.settrace(tracer)
 
 
 def writer_autocheckpoint(db: litegate.Database) -> int:

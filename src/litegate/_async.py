@@ -34,6 +34,7 @@ from time import perf_counter
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
 from . import _args
+from ._args import limit_arg, timeout_arg
 from ._async_transaction import AsyncSavepoint, AsyncSnapshot, AsyncTransaction
 from ._engine import INLINE_BUDGET, MISS, Engine, wait_turn
 from ._facade import Facade
@@ -74,8 +75,13 @@ class AsyncMethods(Facade):
         """Run one write statement in its own (group-committed) transaction; returns after COMMIT."""
         if type(sql) is not str:
             _args.check_sql(sql)
+        # (_t and _l inlined: every async write runs this)
         return await self._engine.write_async(
-            run_execute, (sql, params), self._t(timeout), self._l(time_limit), sql
+            run_execute,
+            (sql, params),
+            self._timeout if timeout is DEFAULT else timeout_arg(timeout),
+            self._time_limit if time_limit is DEFAULT else limit_arg(time_limit),
+            sql,
         )
 
     async def executemany(

@@ -98,9 +98,12 @@ class Group:
     transactions run in it so far, members or not), ``here`` (every part so far was an async
     transaction's that ran light on its loop: the group may COMMIT on a loop where that costs
     no fsync) and ``changes0`` (the connection's ``total_changes`` at BEGIN, for a loop group).
+    A group of a loop's one-statement writes (:mod:`._loop_group`) also has ``writes`` (how
+    many such writes it holds: counted as jobs when it commits or fails) and ``end``: their
+    one answer (after any members'), which the loop hands on to each of them.
     """
 
-    __slots__ = ("changes0", "committed", "here", "members", "size", "started")
+    __slots__ = ("changes0", "committed", "end", "here", "members", "size", "started", "writes")
 
     def __init__(self, here: bool = False, changes0: int = 0) -> None:
         self.committed = False  # its COMMIT went through
@@ -109,6 +112,8 @@ class Group:
         self.size = 1
         self.here = here
         self.changes0 = changes0
+        self.writes = 0
+        self.end: AsyncTicket | None = None
 
     def open_for(self, max_size: int, max_age: float) -> bool:
         """May one more transaction join (the bounds: size and age)?"""
@@ -146,26 +151,40 @@ class Group:
             if isinstance(exc, Exception) or not is_open(conn) or conn.in_transaction:
                 rollback_quietly(conn, guard)
                 self.members = []
+                c.jobs_failed += self.writes
                 for job, _ in members:
                     err = lost_error(f"the shared COMMIT failed ({exc!r})")
                     err.__cause__ = copy_error(exc)
                     job.finish(error=err)
+                if self.end is not None:
+                    err = lost_error(f"the shared COMMIT failed ({exc!r})")
+                    err.__cause__ = copy_error(exc)
+                    self._ended(err)
                 return exc
             interrupted = exc
             self.committed = True
-        n = len(members) + own
+        n = len(members) + own + self.writes
         if n:
             c.batches += 1  # (a COMMIT; its transactions are counted as they end)
             c.batch_sizes.append(n)
             if n > c.max_batch:
                 c.max_batch = n
+        c.jobs_ok += self.writes
         # Each is answered before it leaves the list: one cut off by an interrupt in between
         # is answered by lose(), which skips those answered already (``answered`` is set with
         # no signal check between it and the answer's publication: see the jobs' finish).
         for job, result in members:
             job.finish(result)
         members.clear()
+        self._ended()
         return interrupted
+
+    def _ended(self, error: BaseException | None = None) -> None:
+        """Answer ``end`` (if any, and not answered yet): the group's COMMIT is over, with
+        ``error`` if it did not commit."""
+        end = self.end
+        if end is not None and not end.answered:
+            end.finish(error=error)
 
     def lose(self, why: str, outbox: Any) -> None:
         """The shared transaction is gone (rolled back) -- or, after :meth:`commit` was cut
@@ -178,4 +197,5 @@ class Group:
                 job.finish(result)
             else:
                 job.finish(error=lost_error(why))
+        self._ended(None if self.committed else lost_error(why))
         flush(outbox)

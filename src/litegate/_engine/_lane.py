@@ -9,7 +9,10 @@ Who uses the writer connection: exactly one *lane holder* at a time --
   be quick, the others (and a COMMIT that fsyncs or is shared) on the writer thread, which
   serves them (``_ops``) while the async holder holds the lane;
 * a loop thread running a lone async write, COMMIT included, on the idle lane where a COMMIT
-  costs no fsync (:mod:`._loop_write`: ``take_here`` / ``end_here``).
+  costs no fsync (:mod:`._loop_write`: ``take_here`` / ``end_here``);
+* a loop thread running its tasks' one-statement writes into a group it opened on the idle
+  lane, where a COMMIT fsyncs; the writer thread takes the lane over for the COMMIT
+  (:mod:`._loop_group`: ``take_group_here`` / ``hand_group_here``).
 
 A transaction that ends while another waits for the lane hands the lane on without committing
 (group commit, :mod:`._group`): the lane passes from holder to holder directly -- no writer
@@ -65,8 +68,15 @@ class WriteLane(LaneWriter):
 
     # ---- what others may read ---------------------------------------------------------
     def reentrance(self, ident: int) -> str | None:
-        """Why thread ``ident`` must not wait for the lane (it holds it), or None."""
+        """Why thread ``ident`` must not wait for the lane (it holds it), or None. A group
+        of one-statement writes that the loop of thread ``ident`` holds the lane for is ended
+        first (its COMMIT goes to the writer thread): the caller then waits as any thread."""
         self._drop_stale(ident)
+        if self.user == ident and self._group_loop is not None:
+            end = self._group_end
+            if end is not None:
+                end()
+            self.end_group_here()  # (if the loop's record lost track of it: an interrupt)
         if self.owner == ident:
             return (
                 "inside a transaction held by this thread; it would wait for the transaction "

@@ -14,11 +14,17 @@ thread instead, which checkpoints if due. Fields and guards: :mod:`._lane_state`
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import weakref
+from collections.abc import Callable
 from threading import get_ident
+from time import monotonic
 
+from .._errors import Misuse
 from ._batch import is_open
 from ._connection import commit_on_loop, rollback_quietly
+from ._group import Group
 from ._jobs import AsyncLaneHold, flush
 from ._lane_state import LOOP_COMMITS
 from ._lane_turns import LaneTurns
@@ -189,5 +195,95 @@ class LaneLoop(LaneTurns):
             return
         try:
             self._undo_open_transaction()
+        finally:
+            self._end_direct()
+
+    # ---- a loop's group of one-statement writes, where a COMMIT fsyncs (_loop_group) -------
+    def take_group_here(
+        self, loop: asyncio.AbstractEventLoop, end_now: Callable[[], None]
+    ) -> Group | None:
+        """Loop thread, a known-quick one-statement write where a COMMIT costs an fsync: the
+        idle lane, held by this thread with a group open (``BEGIN IMMEDIATE``, never
+        waiting) that this loop's writes join until :meth:`hand_group_here`; None if the lane
+        is busy or another process holds the file's write lock. ``end_now``: ends the group
+        (a sync call of this thread must not wait for a lane its own loop holds:
+        :meth:`~._lane.WriteLane.reentrance`). Call it inside the ``try`` whose handler calls
+        :meth:`lose_group_here` (an interrupt may land anywhere).
+
+        :raises Closed: the lane is closing
+        """
+        with self._lock:
+            if self._closing:
+                raise self.closed_error("the database is closed; no new writes are accepted")
+            if self._active or self._paused or self._queue:
+                return None
+            self.user = get_ident()  # (before _active: abandon_here recognises the holder by it)
+            self._active = True
+            self._group_loop = weakref.ref(loop)
+            self._group_end = end_now
+            self._held_since = monotonic()
+        try:
+            if not self._begin_if_free():
+                self.abandon_here()
+                return None
+            group = self._group = Group()
+            group.size = 0  # (its writes are counted as it ends: _loop_group)
+            self._joined = False
+        except BaseException:  # (an interrupt too: nothing begun is left open, lane given back)
+            self.abandon_here()
+            raise
+        return group
+
+    def group_connection(self, group: Group) -> sqlite3.Connection:
+        """Loop thread: the writer connection, for the loop group ``group`` that this thread
+        holds the lane for. :raises Misuse: it does not (any more)"""
+        if self._group is not group or self.user != get_ident():
+            raise Misuse("the loop's write group has ended")
+        return self._conn
+
+    def hand_group_here(self, group: Group) -> bool:
+        """Loop thread: the loop group's writes are in: the writer thread takes the lane over,
+        COMMITs the group and answers its members (then ``group.end``). Once the writer thread
+        has stopped, nobody would: the group is lost (its members told so) and the lane given
+        back here. False if this thread no longer holds the lane for ``group``."""
+        with self._lock:
+            if self._group is not group or self.user != get_ident():
+                return False
+            self._conn.set_progress_handler(None, 0)  # (the loop's step counter)
+            self.counters.lane_holds.append(monotonic() - self._held_since)
+            if self._stopped:
+                self._lose_group("the write lane stopped")
+            self._release_locked()  # (the group open: to the writer thread, which commits it)
+        return True
+
+    def end_group_here(self) -> None:
+        """Loop thread, holding the lane for its loop's group, whose record on the loop lost
+        track of it (an interrupt cut the group's end short): the writer thread takes the lane
+        over and commits it (its writes are answered through the group's ``end``)."""
+        with self._lock:
+            if self.user != get_ident() or self._group_loop is None:
+                return
+            self._conn.set_progress_handler(None, 0)
+            self._release_locked()
+
+    def lose_group_here(self, group: Group, failed: bool = False) -> None:
+        """Loop thread: a write of the loop group ``group`` failed (``failed``: counted; its
+        partial work may be in the transaction) or an interrupt cut the group short: roll it
+        back and give the lane back (the loop tells the group's writes). A no-op if this
+        thread no longer holds the lane. Idempotent."""
+        if self.user != get_ident() or self.owner is not None or self._async_holder is not None:
+            return
+        try:
+            if failed:
+                self.counters.jobs_failed += 1  # (still the holder: the counter's guard)
+            if self._group is group:
+                self._group = None
+                conn = self._conn
+                if is_open(conn):
+                    conn.set_progress_handler(None, 0)
+                    if conn.in_transaction:
+                        rollback_quietly(conn, self.guard)
+            else:
+                self._undo_open_transaction()
         finally:
             self._end_direct()

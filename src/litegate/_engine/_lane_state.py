@@ -58,6 +58,13 @@ _stale               the holder's weakref callback       read by the owner threa
 broken               the writer thread, once, as it      ``_lock``; read without it only for
                      stops on its own                    a message
 _batch               the writer thread                   the writer thread only
+_group_loop,         a loop thread taking the idle lane   ``_lock``; read without it by the
+_group_end           for its writes' group (weakref to    thread holding the lane (only that
+                     its loop; what ends the group);      thread, or the writer once that loop
+                     cleared when the lane is given back  is closed, clears them)
+                     or handed to the writer
+loop_groups          each thread, its own attribute (a    a ``threading.local``: each thread
+                     loop's record, :mod:`._loop_group`)  sees only its own
 _held_since          lease grants and releases; a turn   ``_lock``; a turn handed on within a
                      handed on within a loop's tenure    loop's tenure sets it without (the
                                                          holder, on that loop's thread); read
@@ -91,6 +98,7 @@ _bell                writer acquires; callers release    a raw lock; released on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -179,6 +187,11 @@ class LaneState:
         self._stale = False  # that holder was collected without giving the lane back
         self._on_holder_gone = self._holder_gone  # (bound once: a transaction's cost)
         self._held_since = 0.0  # when the current lease (sync or async) was granted; 0: none
+        # the loop whose thread holds the lane for a group of its one-statement writes, and
+        # what ends that group at once (see _loop_group)
+        self._group_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._group_end: Callable[[], None] | None = None
+        self.loop_groups = threading.local()  # each thread's record of its loop's group (its own)
         self._stopped = False  # the writer thread stopped: nothing queued now would be served
         self._hold_reported = False
         self._cheap = opts.memory or (  # a COMMIT costs no fsync (WAL: a rollback journal's
@@ -388,6 +401,7 @@ class LaneState:
         self.owner = None
         self.holder = None
         self._async_holder = None
+        self._group_loop = self._group_end = None
         self._held_since = 0.0
         self._hold_reported = False
         if self._group is not None:

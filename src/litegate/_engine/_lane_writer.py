@@ -241,6 +241,22 @@ class LaneWriter(LaneLoop):
         from an async holder whose loop was closed (it can never end its turn): its part is
         undone and an open group committed, as if it had left (True: look again at once)."""
         hold = self._async_holder
+        if self._group_loop is not None:
+            group_loop = self._group_loop()
+            if group_loop is None or group_loop.is_closed():
+                # A loop holding the lane for its writes' group was closed before the group's
+                # end ran: nobody can end it now. Its writes had started: they commit.
+                self.counters.lane_holds.append(monotonic() - self._held_since)
+                self._group_loop = self._group_end = None
+                self.user = None
+                self._held_since = 0.0
+                self._handed = True
+                logger.warning(
+                    "litegate: the event loop of writes holding the write lane of %s was "
+                    "closed before their COMMIT; the lane was taken back and they committed",
+                    self.opts.name,
+                )
+                return True
         if hold is not None and hold.orphaned:
             self.counters.lane_holds.append(monotonic() - self._held_since)
             self._undo = True
@@ -254,7 +270,7 @@ class LaneWriter(LaneLoop):
             )
             return True
         if (
-            (self.owner is not None or hold is not None)
+            (self.owner is not None or hold is not None or self._group_loop is not None)
             and self._held_since
             and not self._hold_reported
         ):
@@ -297,7 +313,11 @@ class LaneWriter(LaneLoop):
                 job.finish(error=self.closed_error("this write did not finish"))
         self._batch = []
         with self._lock:  # (a thread or task holding the lane owns the group: it commits or
-            held = self.owner is not None or self._async_holder is not None  # loses it)
+            held = (  # loses it)
+                self.owner is not None
+                or self._async_holder is not None
+                or self._group_loop is not None
+            )
         group = None
         if not held:
             group, self._group = self._group, None

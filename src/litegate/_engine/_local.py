@@ -49,6 +49,7 @@ from ._counters import Counters
 from ._jobs import READ, WRITE, AsyncJob, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
+from ._loop_group import write_grouped
 from ._loop_write import write_cheap
 from ._pool import PerThreadPool, ReaderPool, ReadPool, make_pool, thread_name
 from ._readers import LoopReaders, ReaderThreads, SlowStatements
@@ -373,8 +374,11 @@ class LocalEngine:
         t0 = perf_counter()
         lane = self._lane
         result: T
-        if fn is run_execute and time_limit is None and lane.commits_cheaply:
-            result = await write_cheap(lane, self._lane_job, args[0], args[1], timeout)
+        if fn is run_execute and time_limit is None:
+            if lane.commits_cheaply:
+                result = await write_cheap(lane, self._lane_job, args[0], args[1], timeout)
+            else:
+                result = await write_grouped(lane, self._lane_job, args[0], args[1], timeout)
         else:
             result = await self._lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
         self._counters.write_latency.append(perf_counter() - t0)

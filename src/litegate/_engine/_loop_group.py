@@ -1,0 +1,329 @@
+"""One-statement async writes group-committed from the event loop, where a COMMIT fsyncs.
+
+At ``synchronous=FULL`` a write's COMMIT (its fsync) must run off the loop, but its statement
+need not: handing every statement to the writer thread and its answer back costs more than the
+statement (64 tasks of one-row writes: ~930 Python bytecodes a write, ~280 of them on the
+writer thread, against a loop-side design's ~250 in all). So a known-quick write runs its
+statement on the loop, into a group the loop holds the lane for:
+
+* the first write of a loop iteration that finds the lane idle takes it on the loop
+  (``BEGIN IMMEDIATE``, never waiting: :meth:`~._lane_loop.LaneLoop.take_group_here`) and
+  schedules the group's end (``call_soon``); every write of this loop that runs before that
+  end joins it -- its statement run here at once, no turn to wait for (it has no ``await``
+  inside) -- and waits for the group's COMMIT;
+* at the end the lane goes to the writer thread, which COMMITs the group and answers every
+  write (one hop for the whole group: :meth:`~._lane_loop.LaneLoop.hand_group_here`); writes
+  of this loop that come while that COMMIT runs wait for it, then start the next group;
+* the rules of lone loop writes (:mod:`._loop_write`) keep the loop free: only a SQL text
+  measured quick on the writer thread runs here (the lane's cost table), none with a large
+  parameter; each run is counted (VM steps, CPU time) and a text that ran slow goes to the
+  writer thread from then on. A statement here is never interrupted (SQLite would roll the
+  whole group back);
+* nothing of a failed write is kept: a statement that fails here may leave part of its work
+  in the shared transaction (``OR FAIL``), so the group is rolled back, the failing write
+  raises its error, and every other write of the group runs again, queued for the writer
+  thread (as the writer's own group commit does, :func:`~._batch.group_commit`); the text is
+  measured on the writer thread next time. If the COMMIT fails, every write of the group
+  fails with an error saying so; none is acknowledged;
+* the group's bounds are the lane's (``max_batch``, ``group_wait``); its age is one loop
+  iteration of quick statements. Anything else that wants the lane meanwhile -- a thread, a
+  transaction, a write that is not known quick -- queues, and is served when the group's
+  COMMIT is done; a sync call from the loop's own thread ends the group first
+  (:meth:`~._lane.WriteLane.reentrance`), then waits as any thread does.
+
+A cancelled write that is in a group stays in it (a started write finishes; its result is
+dropped). Shared state: the per-loop record of the group (:class:`_LoopGroup`), kept per
+thread and used only by the thread running that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import weakref
+from asyncio import Future as _Future
+from asyncio import get_running_loop
+from collections.abc import Awaitable, Callable
+from functools import partial
+from sys import getsizeof
+from time import monotonic, perf_counter, thread_time
+from typing import Any
+
+from .._errors import RolledBack
+from .._statements import run_execute
+from .._types import Args, Bound, Params
+from . import _costs
+from ._batch import copy_error, job_error
+from ._costs import (
+    LARGE_VALUE,
+    SMALL_TYPES,
+    STEP_BUDGET,
+    Steps,
+    forget_cost,
+    large_params,
+    record_cost,
+)
+from ._group import Group
+from ._jobs import WRITE, AsyncTicket
+from ._lane import WriteLane
+
+__all__ = ("write_grouped",)
+
+LaneJob = Callable[[int, Callable[..., Any], Args, Bound, Bound, "str | None", str], Awaitable[Any]]
+
+
+_QUICK_TYPES = SMALL_TYPES | {str, bytes}
+"""Parameter types whose size ``sys.getsizeof`` tells (not a memoryview's: its buffer's)."""
+_ANSWER_CHUNK = 16  # a group's writes answered per loop iteration (as _jobs._DELIVER_CHUNK)
+
+
+class _Again(Exception):
+    """A write's answer when the group it joined was rolled back for another's failure: it
+    runs again, queued (never raised to a caller)."""
+
+
+class _LoopGroup:
+    """A loop's write group on one lane: the one open (``group``, with the writer connection
+    ``conn``, its writes' futures and results ``joined``, the step counter ``steps``, and this
+    thread's CPU and wall clocks ``cpu0``, ``wall0`` when it began), whether its COMMIT is under
+    way (``committing``), the writes waiting for that (``waiters``), and whether the writes of
+    the last COMMIT are still being answered (``answering``). The loop thread's only."""
+
+    __slots__ = (
+        "answering",
+        "committing",
+        "conn",
+        "cpu0",
+        "group",
+        "joined",
+        "loop",
+        "steps",
+        "waiters",
+        "wall0",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = weakref.ref(loop)  # (weak: see of_this_loop)
+        self.group: Group | None = None
+        self.conn: sqlite3.Connection | None = None
+        self.joined: list[tuple[asyncio.Future[Any], Any]] = []
+        self.committing = False
+        self.waiters: list[asyncio.Future[None]] = []
+        self.steps = Steps()
+        self.cpu0 = self.wall0 = 0.0
+        self.answering = False  # a committed group's writes are still being answered
+
+    def burned(self, t0: float, t1: float) -> bool:
+        """Did a statement that took ``t1 - t0`` seconds (wall) burn over SLOW_SECONDS of
+        this thread's CPU? Only the group's CPU clock is read (a syscall: once per group, and
+        here): the thread waited (for the GIL, a core) at most the group's wall time less its
+        CPU time, so the statement burned at least its wall time less that."""
+        waited = (t1 - self.wall0) - (thread_time() - self.cpu0)
+        return (t1 - t0) - max(waited, 0.0) > _costs.SLOW_SECONDS
+
+    def loop_(self) -> asyncio.AbstractEventLoop:
+        """Its loop (alive: only its own thread, running it, asks)."""
+        loop = self.loop()
+        assert loop is not None
+        return loop
+
+    def committed(self) -> None:
+        """The COMMIT under way is over (whatever its outcome): wake the writes waiting."""
+        self.committing = False
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def drop(self, error: BaseException) -> None:
+        """The open group is gone before its COMMIT: its writes get ``error``."""
+        joined, self.joined = self.joined, []
+        self.group = self.conn = None
+        for fut, _ in joined:
+            if not fut.done():
+                fut.set_exception(error)
+
+
+class _Ended(asyncio.Future[None]):
+    """The future of a group's ``end`` ticket, resolved on the loop (``_deliver``) once the
+    group's COMMIT is over: answers the group's writes (their results, or the error) and wakes
+    the writes waiting for the COMMIT -- one answer through the outbox for the whole group.
+    The results go out a chunk per loop iteration (as ``_deliver``'s: every task woken runs
+    before the loop looks at its timers again); the next group stays open meanwhile."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        lg: _LoopGroup,
+        joined: list[tuple[asyncio.Future[Any], Any]],
+    ) -> None:
+        super().__init__(loop=loop)
+        self._lg = lg
+        self._joined = joined
+
+    def set_result(self, result: None) -> None:
+        joined, self._joined = self._joined, []
+        try:
+            self._lg.committed()
+            _answer(self._lg, joined, 0)
+        finally:
+            super().set_result(None)
+
+    def set_exception(self, exception: type | BaseException) -> None:
+        joined, self._joined = self._joined, []
+        try:
+            self._lg.committed()
+            again = len(joined) > 1 and isinstance(
+                getattr(exception, "__cause__", None), sqlite3.IntegrityError
+            )  # (a deferred constraint failed at COMMIT: each runs again, the guilty one fails)
+            for fut, _ in joined:
+                if not fut.done():
+                    fut.set_exception(
+                        _Again()
+                        if again
+                        else copy_error(exception)
+                        if isinstance(exception, BaseException)
+                        else exception
+                    )
+        finally:
+            super().set_result(None)  # (its writes have the error: this future has no reader)
+
+
+def _answer(lg: _LoopGroup, joined: list[tuple[asyncio.Future[Any], Any]], start: int) -> None:
+    """Loop thread: resolve a committed group's writes from ``start``, a chunk of them now,
+    the rest in the next loop iterations (``lg.answering`` meanwhile)."""
+    stop = start + _ANSWER_CHUNK
+    lg.answering = True
+    for fut, value in joined[start:stop]:
+        if not fut.done():
+            fut.set_result(value)
+    # (behind the wake-ups of the tasks just answered: the group stays open until they ran)
+    if stop < len(joined):
+        lg.loop_().call_soon(_answer, lg, joined, stop)
+    else:
+        lg.loop_().call_soon(_answered, lg)
+
+
+def _answered(lg: _LoopGroup) -> None:
+    lg.answering = False
+
+
+def _end(lane: WriteLane, lg: _LoopGroup, group: Group, now: bool = False) -> None:
+    """Loop thread (``call_soon``: after the writes of this iteration; ``now``: at once): the
+    group's COMMIT goes to the writer thread."""
+    if lg.group is not group:
+        return  # (lost meanwhile, or ended early at its bounds)
+    joined = lg.joined
+    if (
+        not now
+        and lg.answering
+        and len(joined) < lane.opts.max_batch
+        and monotonic() - group.started < lane.opts.group_wait
+    ):
+        # (the writes of the last COMMIT are still being answered: those not woken yet join
+        # this group when they write again)
+        lg.loop_().call_soon(_end, lane, lg, group)
+        return
+    group.size = group.writes = len(joined)
+    lg.committing = True  # (first: cut short here, the group is still this loop's to end)
+    handed = lane.hand_group_here(group)
+    lg.group = lg.conn = None
+    lg.joined = []
+    if not handed:  # (no longer this loop's: nothing of this COMMIT to wait for)
+        lg.committed()
+
+
+def _end_current(lane: WriteLane, lg: _LoopGroup) -> None:
+    """Loop thread: end the open group at once (a sync call of this thread wants the lane)."""
+    group = lg.group
+    if group is not None:
+        _end(lane, lg, group, True)
+
+
+def _queued(lane_job: LaneJob, sql: str, params: Params, timeout: Bound) -> Awaitable[Any]:
+    return lane_job(WRITE, run_execute, (sql, params), timeout, None, sql, "the write")
+
+
+async def write_grouped(
+    lane: WriteLane, lane_job: LaneJob, sql: str, params: Params, timeout: Bound
+) -> Any:
+    """An async one-statement write (no time limit) where the lane's COMMIT costs an fsync:
+    in this loop's group when it can (see the module), else queued for the writer thread
+    through ``lane_job`` (measured there if its SQL text is new)."""
+    costs = lane.costs
+    cost = costs.get(sql)  # (read without the lane: a stale value picks a path)
+    if cost != 0 or not (
+        # (no large parameter: judged in C for a tuple of numbers, NULLs, texts and blobs)
+        type(params) is tuple
+        and _QUICK_TYPES.issuperset(map(type, params))
+        and sum(map(getsizeof, params)) < LARGE_VALUE
+    ):
+        if cost is None:
+            args: Args = (run_execute, costs, sql, params)
+            return await lane_job(WRITE, _costs.measured, args, timeout, None, sql, "the write")
+        if cost != 0 or large_params(params):
+            return await _queued(lane_job, sql, params, timeout)
+    loop = get_running_loop()
+    here = lane.loop_groups  # (this thread's, for this lane: of_this_loop inlined)
+    lg: _LoopGroup | None = getattr(here, "lg", None)
+    if lg is None or lg.loop() is not loop:
+        lg = here.lg = _LoopGroup(loop)
+    while lg.committing:  # (this loop's group's COMMIT runs: the next group starts after it)
+        wait: asyncio.Future[None] = _Future(loop=loop)
+        lg.waiters.append(wait)
+        await wait
+    group = lg.group
+    fut: asyncio.Future[Any] = _Future(loop=loop)
+    try:
+        if group is None:
+            group = lane.take_group_here(loop, partial(_end_current, lane, lg))
+            if group is None:  # (busy: queued, as before)
+                return await _queued(lane_job, sql, params, timeout)
+            lg.group, conn = group, lane.group_connection(group)
+            lg.conn = conn
+            joined = lg.joined = []
+            end = group.end = AsyncTicket(loop, lane.outbox)
+            end.future = _Ended(loop, lg, joined)
+            lg.cpu0, lg.wall0 = thread_time(), perf_counter()
+            conn.set_progress_handler(lg.steps, STEP_BUDGET)
+            loop.call_soon(_end, lane, lg, group)
+        else:
+            joined = lg.joined
+            if len(joined) >= lane.opts.max_batch:
+                _end(lane, lg, group)  # (at its bound: its COMMIT now; this write waits for it)
+                return await write_grouped(lane, lane_job, sql, params, timeout)
+            conn = lg.conn  # type: ignore[assignment]
+        steps = lg.steps
+        n0 = steps.n
+        t0 = perf_counter()
+        try:
+            result = run_execute(conn, sql, params)
+        except sqlite3.Error as exc:
+            lg.drop(_Again())  # (the others run again, queued)
+            lane.lose_group_here(group, failed=True)
+            forget_cost(costs, sql)  # (measured off the loop next time: it may fail again)
+            err = job_error(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        if steps.n - n0 > 1:
+            record_cost(costs, sql, steps.n - n0)
+        elif (t1 := perf_counter()) - t0 > _costs.SLOW_SECONDS and lg.burned(t0, t1):
+            forget_cost(costs, sql)  # (measured off the loop next time: see ran_slow)
+        if not conn.in_transaction:  # (its statement ended the shared transaction)
+            lg.drop(_Again())
+            lane.lose_group_here(group, failed=True)
+            raise RolledBack("the write's statement ended its transaction; nothing was committed")
+        joined.append((fut, result))
+    except BaseException:  # (an interrupt: nothing of the group is kept, the lane is freed)
+        if group is None:
+            lane.abandon_here()  # (cut short in or just after take_group_here)
+        else:
+            if lg.group is group:
+                lg.drop(_Again())
+            lane.lose_group_here(group)
+        raise
+    try:
+        return await fut
+    except _Again:  # (the group was rolled back for another write's failure)
+        return await _queued(lane_job, sql, params, timeout)

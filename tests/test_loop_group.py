@@ -1,0 +1,343 @@
+"""One-statement async writes group-committed from the event loop where a COMMIT fsyncs
+(``litegate._engine._loop_group``): their statements run on the loop, one COMMIT per group off
+it, and nothing else about a write changes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import litegate
+from helpers import interrupting
+from litegate import _statements
+from litegate._engine import _connection, _lane_loop, _loop_group
+
+INSERT = "INSERT INTO t(v) VALUES (?)"
+
+
+async def _open(db_path: str, **kw: Any) -> litegate.AsyncDatabase:
+    adb = await litegate.connect_async(db_path, synchronous="FULL", **kw)
+    await adb.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v UNIQUE)")
+    await adb.execute(INSERT, (-1,))  # (its first run is measured off the loop: quick)
+    return adb
+
+
+def _on_commit(monkeypatch: pytest.MonkeyPatch, before: Any) -> None:
+    """Call ``before()`` as a group's COMMIT is about to run (on whichever thread runs it)."""
+    real = _connection.end_transaction
+
+    def spy(conn: sqlite3.Connection, guard: Any, sql: str) -> None:
+        before()
+        real(conn, guard, sql)
+
+    monkeypatch.setattr("litegate._engine._group.end_transaction", spy)
+
+
+@pytest.fixture
+def grouped(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The loop groups handed to the writer thread: (the handing thread, writes in it)."""
+    seen: list[tuple[int, int]] = []
+    real = _lane_loop.LaneLoop.hand_group_here
+
+    def spy(lane: Any, group: Any) -> bool:
+        seen.append((threading.get_ident(), group.writes))
+        return real(lane, group)
+
+    monkeypatch.setattr(_lane_loop.LaneLoop, "hand_group_here", spy)
+    return seen
+
+
+@pytest.fixture
+def statements_on(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The threads the loop group's statements ran on."""
+    on: list[int] = []
+    real = _statements.run_execute
+
+    def spy(conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
+        on.append(threading.get_ident())
+        return real(conn, sql, params)
+
+    monkeypatch.setattr("litegate._engine._loop_group.run_execute", spy)
+    return on
+
+
+async def test_concurrent_writes_run_on_the_loop_and_share_one_commit_off_it(
+    db_path: str,
+    grouped: list[tuple[int, int]],
+    statements_on: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    commits: list[int] = []
+    adb = await _open(db_path)
+    statements_on.clear()
+    grouped.clear()
+    try:
+        _on_commit(monkeypatch, lambda: commits.append(threading.get_ident()))
+        results = await asyncio.gather(*(adb.execute(INSERT, (i,)) for i in range(64)))
+        assert sorted(r.lastrowid or 0 for r in results) == list(range(2, 66))  # (-1: row 1)
+        assert await adb.query_value("SELECT count(*) FROM t") == 65
+        assert await adb.query_value("SELECT sum(v) FROM t") == sum(range(64)) - 1
+        stats = await adb.stats()
+    finally:
+        monkeypatch.undo()
+        await adb.close()
+    here = threading.get_ident()
+    assert statements_on == [here] * 64  # every statement on the loop
+    assert grouped == [(here, 64)]  # one group, handed on from the loop
+    assert len(commits) == 1 and commits[0] != here  # one COMMIT, off the loop
+    assert stats.max_batch_size == 64 and stats.jobs_ok == 66 and stats.jobs_failed == 0, stats
+
+
+async def test_a_failing_write_fails_alone_and_keeps_nothing_of_its_own(db_path: str) -> None:
+    adb = await _open(db_path)
+    try:
+        # OR FAIL keeps the rows a statement wrote before its failing one: in a shared
+        # transaction they would commit with the others. Nothing of it may be kept.
+        many = "INSERT OR FAIL INTO t(v) VALUES (?), (?), (?)"
+        await adb.execute(many, (100, 101, 102))  # (measured: quick)
+        results = await asyncio.gather(
+            adb.execute(INSERT, (1,)),
+            adb.execute(INSERT, (2,)),
+            adb.execute(many, (3, 4, 1)),  # its 3rd row collides with the 1st write
+            adb.execute(INSERT, (5,)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[2], sqlite3.IntegrityError), results
+        assert all(isinstance(r, litegate.Result) for i, r in enumerate(results) if i != 2)
+        rows = [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")]
+        assert rows == [-1, 1, 2, 5, 100, 101, 102]
+        stats = await adb.stats()
+        assert stats.jobs_failed == 1, stats
+        await adb.execute(INSERT, (6,))  # the lane is free again
+    finally:
+        await adb.close()
+
+
+async def test_a_statement_that_ends_the_transaction_loses_only_itself(db_path: str) -> None:
+    adb = await _open(db_path)
+    try:
+        rollback = "INSERT OR ROLLBACK INTO t(v) VALUES (?)"
+        await adb.execute(rollback, (200,))  # (measured: quick)
+        results = await asyncio.gather(
+            adb.execute(INSERT, (1,)),
+            adb.execute(rollback, (1,)),  # collides: SQLite rolls the whole group back
+            adb.execute(INSERT, (2,)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], sqlite3.IntegrityError), results
+        assert isinstance(results[0], litegate.Result) and isinstance(results[2], litegate.Result)
+        rows = [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")]
+        assert rows == [-1, 1, 2, 200]  # the others ran again
+    finally:
+        await adb.close()
+
+
+async def test_a_failed_group_commit_fails_every_write_and_acknowledges_none(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adb = await _open(db_path)
+
+    def failing() -> None:
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    try:
+        _on_commit(monkeypatch, failing)
+        results = await asyncio.gather(
+            *(adb.execute(INSERT, (i,)) for i in range(8)), return_exceptions=True
+        )
+        assert all(isinstance(r, litegate.RolledBack) for r in results), results
+        assert all("shared its COMMIT" in str(r) for r in results)
+        monkeypatch.undo()
+        assert await adb.query_value("SELECT count(*) FROM t") == 1
+        await adb.execute(INSERT, (9,))  # the lane works again
+        assert await adb.query_value("SELECT count(*) FROM t") == 2
+    finally:
+        await adb.close()
+
+
+async def test_a_deferred_constraint_failing_at_commit_fails_only_the_guilty(
+    db_path: str,
+) -> None:
+    def foreign_keys(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA foreign_keys=ON")
+
+    adb = await litegate.connect_async(db_path, synchronous="FULL", on_connect=foreign_keys)
+    try:
+        await adb.executescript(
+            "CREATE TABLE p(id INTEGER PRIMARY KEY);"
+            "CREATE TABLE c(id INTEGER PRIMARY KEY, "
+            "  p REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);"
+            "INSERT INTO p VALUES (1);"
+        )
+        child = "INSERT INTO c(p) VALUES (?)"
+        await adb.execute(child, (1,))  # (measured: quick)
+        results = await asyncio.gather(
+            adb.execute(child, (1,)),
+            adb.execute(child, (42,)),  # no such parent: its COMMIT fails
+            adb.execute(child, (1,)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], sqlite3.IntegrityError), results
+        assert isinstance(results[0], litegate.Result) and isinstance(results[2], litegate.Result)
+        assert await adb.query_value("SELECT count(*) FROM c") == 3
+    finally:
+        await adb.close()
+
+
+async def test_a_cancelled_write_in_a_group_still_commits(db_path: str) -> None:
+    adb = await _open(db_path)
+    try:
+        first = asyncio.ensure_future(adb.execute(INSERT, (1,)))
+        others = [asyncio.ensure_future(adb.execute(INSERT, (i,))) for i in (2, 3)]
+        await asyncio.sleep(0)  # (each ran its statement into the group: started)
+        first.cancel()
+        await asyncio.gather(*others)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        rows = [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")]
+        assert rows == [-1, 1, 2, 3]  # a started write finishes; its result is dropped
+    finally:
+        await adb.close()
+
+
+async def test_a_cancelled_write_waiting_for_the_commit_never_runs(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adb = await _open(db_path)
+    committing, go = threading.Event(), threading.Event()
+
+    def held() -> None:
+        committing.set()
+        go.wait(10)
+
+    try:
+        _on_commit(monkeypatch, held)
+        first = asyncio.ensure_future(adb.execute(INSERT, (1,)))
+        assert await asyncio.to_thread(committing.wait, 10)  # its group's COMMIT runs
+        late = asyncio.ensure_future(adb.execute(INSERT, (2,)))
+        await asyncio.sleep(0.01)  # (it waits for that COMMIT)
+        late.cancel()
+        go.set()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await late
+        monkeypatch.undo()
+        await adb.execute(INSERT, (3,))
+        assert [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")] == [-1, 1, 3]
+    finally:
+        go.set()
+        await adb.close()
+
+
+async def test_a_blocking_sync_call_on_the_loop_thread_ends_the_group_first(
+    db_path: str,
+) -> None:
+    adb = await _open(db_path)
+    db = adb.as_sync()
+    try:
+        task = asyncio.ensure_future(adb.execute(INSERT, (1,)))
+        await asyncio.sleep(0)  # (in the group: the loop holds the lane)
+        # A sync call from the loop thread (blocking the loop, as some apps do) must neither
+        # deadlock nor be refused: the group is handed to the writer first.
+        db.execute(INSERT, (2,), timeout=5.0)
+        with db.transaction(timeout=5.0) as tx:
+            tx.execute(INSERT, (3,))
+        await task
+        assert [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")] == [-1, 1, 2, 3]
+    finally:
+        await adb.close()
+
+
+def test_a_group_whose_loop_was_closed_never_keeps_the_lane(db_path: str) -> None:
+    db = litegate.connect(db_path, synchronous="FULL", hold_warn=0.2)
+    try:
+        db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v UNIQUE)")
+        adb = db.as_async()
+        loop = asyncio.new_event_loop()
+
+        async def start() -> None:
+            await adb.execute(INSERT, (-1,))  # (measured: quick)
+            asyncio.ensure_future(adb.execute(INSERT, (1,)))
+            await asyncio.sleep(0)  # it joined a group; the loop stops before its end runs
+
+        loop.run_until_complete(start())
+        loop.close()  # (the group's end never runs)
+        t0 = time.monotonic()
+        db.execute(INSERT, (2,), timeout=10.0)  # the writer takes the lane back
+        assert time.monotonic() - t0 < 5.0
+        assert [r[0] for r in db.query("SELECT v FROM t ORDER BY v")] in ([-1, 1, 2], [-1, 2])
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("func", "text", "first"),
+    [
+        (_lane_loop.LaneLoop.take_group_here, "if not self._begin_if_free():", True),
+        (_lane_loop.LaneLoop.take_group_here, "group = self._group = Group()", True),
+        (_loop_group.write_grouped, "end.future = _Ended(loop, lg, joined)", True),
+        (_loop_group.write_grouped, "loop.call_soon(_end, lane, lg, group)", True),
+        (_loop_group.write_grouped, "result = run_execute(conn, sql, params)", True),
+        (_loop_group.write_grouped, "result = run_execute(conn, sql, params)", False),
+        (_loop_group.write_grouped, "joined.append((fut, result))", False),
+    ],
+)
+async def test_an_interrupt_on_the_loop_never_strands_the_lane_nor_a_write(
+    db_path: str, func: Any, text: str, first: bool
+) -> None:
+    # (the interrupted write runs in the test's own task: a KeyboardInterrupt in another
+    # task leaves the event loop. ``first``: it opens the group, else it joins one the other
+    # writes opened)
+    adb = await _open(db_path)
+    try:
+        tasks = [asyncio.ensure_future(adb.execute(INSERT, (i,))) for i in range(3)]
+        if not first:
+            await asyncio.sleep(0)  # (they ran their statements into a group)
+        with interrupting(func, text):
+            await adb.execute(INSERT, (3,))
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        await adb.execute(INSERT, (10,), timeout=2.0)  # the lane works again
+        rows = {r[0] for r in await adb.query("SELECT v FROM t")}
+        for i, outcome in enumerate(outcomes):  # every answer is the truth
+            assert isinstance(outcome, litegate.Result) and i in rows, (outcomes, rows)
+        assert 3 not in rows and {-1, 10} <= rows, rows  # (interrupted: nothing of it kept)
+    finally:
+        await adb.close()
+
+
+@pytest.mark.parametrize(
+    ("func", "text"),
+    [
+        (_loop_group._end, "handed = lane.hand_group_here(group)"),
+        (_lane_loop.LaneLoop.hand_group_here, "self._conn.set_progress_handler(None, 0)"),
+        (_lane_loop.LaneLoop.hand_group_here, "self._release_locked()"),
+    ],
+)
+def test_an_interrupt_ending_a_group_on_the_loop_never_strands_the_lane(
+    db_path: str, func: Any, text: str
+) -> None:
+    # A Ctrl-C in the group's end (a loop callback, in no task) leaves the loop: asyncio.run
+    # ends and closes it. The writer thread then takes the lane back.
+    db = litegate.connect(db_path, synchronous="FULL")
+    try:
+        db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v UNIQUE)")
+        adb = db.as_async()
+        asyncio.run(adb.execute(INSERT, (-1,)))  # (measured: quick)
+
+        async def writes() -> None:
+            await asyncio.gather(*(adb.execute(INSERT, (i,)) for i in range(3)))
+
+        with interrupting(func, text):
+            asyncio.run(writes())
+        t0 = time.monotonic()
+        db.execute(INSERT, (10,), timeout=10.0)  # the lane works again
+        assert time.monotonic() - t0 < 5.0
+        rows = sorted(r[0] for r in db.query("SELECT v FROM t"))
+        assert rows in ([-1, 10], [-1, 0, 1, 2, 10]), rows  # the group, all or nothing
+    finally:
+        db.close()
