@@ -5,6 +5,7 @@ it, and nothing else about a write changes."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import threading
 import time
@@ -263,13 +264,18 @@ def test_a_group_whose_loop_was_closed_never_keeps_the_lane(db_path: str) -> Non
         async def start() -> None:
             await adb.execute(INSERT, (-1,))  # (measured: quick)
             asyncio.ensure_future(adb.execute(INSERT, (1,)))
-            await asyncio.sleep(0)  # it joined a group; the loop stops before its end runs
+            await asyncio.sleep(0)  # it joined a group, whose end is due next iteration
+            loop.stop()  # ... which never comes
 
-        loop.run_until_complete(start())
-        loop.close()  # (the group's end never runs)
+        try:
+            loop.run_until_complete(start())  # (it returned; the loop stopped with it)
+        finally:
+            loop.close()  # (the group's end never runs)
         t0 = time.monotonic()
-        db.execute(INSERT, (2,), timeout=10.0)  # the writer takes the lane back
-        assert time.monotonic() - t0 < 5.0
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # (another thread: this one
+            # would end the group itself, see the next test)
+            pool.submit(db.execute, INSERT, (2,), timeout=10.0).result()  # the writer takes
+        assert time.monotonic() - t0 < 5.0  # the lane back
         assert [r[0] for r in db.query("SELECT v FROM t ORDER BY v")] in ([-1, 1, 2], [-1, 2])
     finally:
         db.close()
