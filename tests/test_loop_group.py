@@ -286,11 +286,11 @@ def test_a_group_whose_loop_was_closed_never_keeps_the_lane(db_path: str) -> Non
     [
         (_lane_loop.LaneLoop.take_group_here, "if not self._begin_if_free():", True),
         (_lane_loop.LaneLoop.take_group_here, "group = self._group = Group()", True),
-        (_loop_group.write_grouped, "end.future = _Ended(loop, lg, joined)", True),
-        (_loop_group.write_grouped, "loop.call_soon(_end, lane, lg, group)", True),
-        (_loop_group.write_grouped, "result = run_execute(conn, sql, params)", True),
-        (_loop_group.write_grouped, "result = run_execute(conn, sql, params)", False),
-        (_loop_group.write_grouped, "joined.append((fut, result))", False),
+        (_loop_group._join, "end.future = _Ended(loop, lg, joined)", True),
+        (_loop_group._join, "loop.call_soon(_end, lane, lg, group)", True),
+        (_loop_group._join, "result = run_execute(conn, sql, params)", True),
+        (_loop_group._join, "result = run_execute(conn, sql, params)", False),
+        (_loop_group._join, "joined.append((fut, result))", False),
     ],
 )
 async def test_an_interrupt_on_the_loop_never_strands_the_lane_nor_a_write(
@@ -347,3 +347,143 @@ def test_an_interrupt_ending_a_group_on_the_loop_never_strands_the_lane(
         assert rows in ([-1, 10], [-1, 0, 1, 2, 10]), rows  # the group, all or nothing
     finally:
         db.close()
+
+
+async def test_a_queued_write_failing_never_undoes_another_tasks_group(db_path: str) -> None:
+    # A queued write's failure (or cancellation) reaches its task while another task of the
+    # loop holds the lane for a group: the repairs of the failed write must leave that group.
+    adb = await _open(db_path, timeout=3.0)
+    db = adb.as_sync()
+    held, release = threading.Event(), threading.Event()
+
+    def hold_lane() -> None:
+        with db.transaction() as tx:
+            tx.execute(INSERT, ("thread",))
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold_lane)
+    holder.start()
+    try:
+        assert await asyncio.to_thread(held.wait, 5)
+        failing = asyncio.ensure_future(adb.execute(INSERT, (-1,)))  # a duplicate, queued
+        await asyncio.sleep(0.01)
+        release.set()
+
+        async def poller(i: int) -> Any:
+            # (polled, not an Event: one of them writes in the very iteration that answers
+            # the failed write, before the failed write's task resumes)
+            while not failing.done():  # noqa: ASYNC110
+                await asyncio.sleep(0)
+            return await adb.execute(INSERT, (100 + i,))
+
+        pollers = [asyncio.ensure_future(poller(i)) for i in range(64)]
+        results = await asyncio.wait_for(
+            asyncio.gather(failing, *pollers, return_exceptions=True), 10
+        )
+        assert isinstance(results[0], sqlite3.IntegrityError), results[0]
+        assert all(isinstance(r, litegate.Result) for r in results[1:]), results[1:]
+        assert await adb.query_value("SELECT count(*) FROM t WHERE v BETWEEN 100 AND 163") == 64
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 5)
+        await adb.close()
+
+
+@pytest.mark.blocks_loop("a blocking sync call from the loop thread is the case under test")
+async def test_a_blocking_call_to_another_database_ends_this_loops_groups_first(
+    tmp_path: Any,
+) -> None:
+    # The loop holds B's lane for a group; a task calls A blocking while thread T holds A and
+    # wants B: without ending B's group first, each waits for the other until a timeout.
+    a = await litegate.connect_async(str(tmp_path / "a.db"), synchronous="FULL", timeout=2.0)
+    b = await litegate.connect_async(str(tmp_path / "b.db"), synchronous="FULL", timeout=2.0)
+    in_a, go = threading.Event(), threading.Event()
+    took: list[float] = []
+
+    def thread_t() -> None:
+        with a.as_sync().transaction(timeout=2.0) as tx:
+            tx.execute(INSERT, ("T",))
+            in_a.set()
+            go.wait(5)
+            time.sleep(0.2)  # (the loop thread now waits for A)
+            t0 = time.monotonic()
+            b.as_sync().execute(INSERT, ("T",), timeout=2.0)
+            took.append(time.monotonic() - t0)
+
+    try:
+        for x in (a, b):
+            await x.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+            await x.execute(INSERT, (0,))  # (measured: quick)
+        t = threading.Thread(target=thread_t)
+        t.start()
+        assert await asyncio.to_thread(in_a.wait, 5)
+        write = asyncio.ensure_future(b.execute(INSERT, (1,)))
+        await asyncio.sleep(0)  # (in a group: the loop holds B's lane)
+        go.set()
+        a.as_sync().execute(INSERT, ("loop",), timeout=5.0)  # blocks the loop until T is done
+        await write
+        await asyncio.to_thread(t.join, 5)
+        assert took and took[0] < 1.0, took
+        assert await b.query_value("SELECT count(*) FROM t") == 3
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_function_of_a_grouped_statement_calling_the_database_is_refused(
+    db_path: str,
+) -> None:
+    notes: list[str] = []
+    dbs: list[litegate.Database] = []
+
+    def call_back(x: int) -> int:
+        try:
+            dbs[0].execute(INSERT, (x + 1000,), timeout=1.0)
+        except litegate.Misuse as exc:
+            notes.append(str(exc))
+        return x
+
+    def register(conn: sqlite3.Connection) -> None:
+        conn.create_function("call_back", 1, call_back)
+
+    adb = await _open(db_path, on_connect=register)
+    dbs.append(adb.as_sync())
+    try:
+        sql = "INSERT INTO t(v) VALUES (call_back(?))"
+        await adb.execute(sql, (1,))  # (measured off the loop: refused there too)
+        notes.clear()
+        others = [asyncio.ensure_future(adb.execute(INSERT, (i,))) for i in (2, 3)]
+        await asyncio.sleep(0)  # (a group is open)
+        t0 = time.monotonic()
+        await adb.execute(sql, (4,))
+        assert time.monotonic() - t0 < 0.5  # refused at once, not after a timeout
+        await asyncio.gather(*others)
+        assert len(notes) == 1 and "inside a write statement" in notes[0], notes
+        rows = sorted(r[0] for r in await adb.query("SELECT v FROM t"))
+        assert rows == [-1, 1, 2, 3, 4], rows
+    finally:
+        await adb.close()
+
+
+async def test_a_lone_write_whose_deferred_constraint_fails_gets_its_own_error(
+    db_path: str,
+) -> None:
+    def foreign_keys(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA foreign_keys=ON")
+
+    adb = await litegate.connect_async(db_path, synchronous="FULL", on_connect=foreign_keys)
+    try:
+        await adb.executescript(
+            "CREATE TABLE p(id INTEGER PRIMARY KEY);"
+            "CREATE TABLE c(id INTEGER PRIMARY KEY, "
+            "  p REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);"
+            "INSERT INTO p VALUES (1);"
+        )
+        child = "INSERT INTO c(p) VALUES (?)"
+        await adb.execute(child, (1,))  # (measured: quick)
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            await adb.execute(child, (42,))
+        assert await adb.query_value("SELECT count(*) FROM c") == 1
+    finally:
+        await adb.close()

@@ -25,6 +25,8 @@ import time
 import weakref
 from typing import Protocol
 
+from ._lane_state import end_groups_here
+
 __all__ = ("FORK_QUIESCE", "Forkable", "live", "register", "unregister")
 
 logger = logging.getLogger("litegate")
@@ -79,6 +81,7 @@ def live() -> list[Forkable]:
 
 
 def _before_fork() -> None:
+    end_groups_here()  # (a group this thread's loop holds would keep its lane busy)
     _lock.acquire()
     engines = [e for e in _registry if e.open_in_this_process]
     deadline = time.monotonic() + FORK_QUIESCE

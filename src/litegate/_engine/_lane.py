@@ -36,12 +36,13 @@ import weakref
 from threading import get_ident
 from time import monotonic
 
-from .._errors import WriteTimeout
+from .._errors import Misuse, WriteTimeout
 from .._types import Bound
 from ._batch import LaneBroken, commit_one
 from ._connection import COMMIT, end_transaction, rollback_quietly
 from ._group import Ticket
 from ._jobs import EXCLUSIVE, WRITE, BaseJob, Job, LaneHold, flush
+from ._lane_state import end_groups_here
 from ._lane_writer import LaneWriter
 
 __all__ = ("WriteLane",)
@@ -73,10 +74,9 @@ class WriteLane(LaneWriter):
         first (its COMMIT goes to the writer thread): the caller then waits as any thread."""
         self._drop_stale(ident)
         if self.user == ident and self._group_loop is not None:
-            end = self._group_end
-            if end is not None:
-                end()
-            self.end_group_here()  # (if the loop's record lost track of it: an interrupt)
+            why = end_groups_here()
+            if why is not None:
+                return why
         if self.owner == ident:
             return (
                 "inside a transaction held by this thread; it would wait for the transaction "
@@ -153,6 +153,10 @@ class WriteLane(LaneWriter):
         """A queued job's caller waits for its outcome until ``deadline``; then withdraws it if
         it has not started (:class:`WriteTimeout`), else waits for it (it is running, bounded
         by its time limit). Never past the writer's end: :class:`Closed` then."""
+        why = end_groups_here()  # (its loop's groups first: they would wait for this thread)
+        if why is not None:
+            self.cancel(job)
+            raise Misuse(f"{what} was called on the database {why}")
         done = job.done
         # (A LaneHold is granted by making the lane its thread's, then answered: an interrupt
         # of the granting thread in between would leave the answer out; the lane is ours.)

@@ -126,7 +126,7 @@ from ._jobs import (
     running_loop,
 )
 
-__all__ = ("LOOP_COMMITS", "LaneState")
+__all__ = ("LOOP_COMMITS", "LaneState", "end_groups_here", "held_here")
 
 logger = logging.getLogger("litegate")
 
@@ -143,6 +143,35 @@ _SLICE = 0.001
 # one-row transaction adds a few WAL pages: the WAL grows at most some hundreds of pages past
 # ``wal_autocheckpoint`` (1000 by default) before its checkpoint.
 LOOP_COMMITS = 100
+
+
+# Each thread's lanes that its event loop took for a group of writes (:mod:`._loop_group`):
+# a thread about to wait for any lane ends those groups first (they would wait for it).
+_GROUPS_HERE = threading.local()
+
+
+def held_here() -> weakref.WeakSet[LaneState]:
+    """This thread's lanes taken for a loop group (some may be given back since)."""
+    lanes: weakref.WeakSet[LaneState] | None = getattr(_GROUPS_HERE, "lanes", None)
+    if lanes is None:
+        lanes = _GROUPS_HERE.lanes = weakref.WeakSet()
+    return lanes
+
+
+def end_groups_here() -> str | None:
+    """A thread about to wait for a lane (or for fork): end every group its loop holds a lane
+    for. The reason it must not wait, if one cannot be ended (a statement of it is running on
+    this thread: a function of that statement called the database)."""
+    lanes = getattr(_GROUPS_HERE, "lanes", None)
+    if not lanes:
+        return None
+    for lane in list(lanes):
+        if not lane.end_group_of_this_thread():
+            return (
+                "from inside a write statement running on the event loop (a function of it "
+                "called the database); it would wait for that statement to end (a deadlock)"
+            )
+    return None
 
 
 class LaneState:
@@ -190,7 +219,7 @@ class LaneState:
         # the loop whose thread holds the lane for a group of its one-statement writes, and
         # what ends that group at once (see _loop_group)
         self._group_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-        self._group_end: Callable[[], None] | None = None
+        self._group_end: Callable[[], bool] | None = None
         self.loop_groups = threading.local()  # each thread's record of its loop's group (its own)
         self._stopped = False  # the writer thread stopped: nothing queued now would be served
         self._hold_reported = False
@@ -221,6 +250,10 @@ class LaneState:
 
     def _run(self) -> None:
         """The writer thread's loop (:meth:`._lane_writer.LaneWriter._run`)."""
+        raise NotImplementedError
+
+    def end_group_of_this_thread(self) -> bool:
+        """(:meth:`._lane_loop.LaneLoop.end_group_of_this_thread`)"""
         raise NotImplementedError
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -398,14 +431,15 @@ class LaneState:
 
     def _release_locked(self) -> None:
         """Lock held, by the lane holder: give the lane back (see :meth:`_end_direct`)."""
+        if self._group is not None:
+            self._handed = True  # (first: once set, the writer takes over whatever interrupts)
         self.owner = None
         self.holder = None
         self._async_holder = None
         self._group_loop = self._group_end = None
         self._held_since = 0.0
         self._hold_reported = False
-        if self._group is not None:
-            self._handed = True  # (stays active: the writer thread is the holder now)
+        if self._group is not None:  # (stays active: the writer thread is the holder now)
             self.user = None
             self._ring()
             return

@@ -97,6 +97,7 @@ class _LoopGroup:
         "group",
         "joined",
         "loop",
+        "running",
         "steps",
         "waiters",
         "wall0",
@@ -112,6 +113,7 @@ class _LoopGroup:
         self.steps = Steps()
         self.cpu0 = self.wall0 = 0.0
         self.answering = False  # a committed group's writes are still being answered
+        self.running = False  # a write's statement runs (a function of it may call us back)
 
     def burned(self, t0: float, t1: float) -> bool:
         """Did a statement that took ``t1 - t0`` seconds (wall) burn over SLOW_SECONDS of
@@ -128,12 +130,14 @@ class _LoopGroup:
         return loop
 
     def committed(self) -> None:
-        """The COMMIT under way is over (whatever its outcome): wake the writes waiting."""
+        """The COMMIT under way is over (whatever its outcome): wake the writes waiting (each
+        woken before the list is cleared: one an interrupt leaves is woken next time)."""
         self.committing = False
-        waiters, self.waiters = self.waiters, []
+        waiters = self.waiters
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+        waiters.clear()
 
     def drop(self, error: BaseException) -> None:
         """The open group is gone before its COMMIT: its writes get ``error``."""
@@ -163,9 +167,13 @@ class _Ended(asyncio.Future[None]):
 
     def set_result(self, result: None) -> None:
         joined, self._joined = self._joined, []
+        lg = self._lg
         try:
-            self._lg.committed()
-            _answer(self._lg, joined, 0)
+            lg.committed()
+            _answer(lg, joined, 0)
+        except BaseException:  # (an interrupt: the writes are answered next iteration all the
+            lg.loop_().call_soon(_answer_all, lg, joined)  # same; _deliver goes on after it)
+            raise
         finally:
             super().set_result(None)
 
@@ -173,18 +181,16 @@ class _Ended(asyncio.Future[None]):
         joined, self._joined = self._joined, []
         try:
             self._lg.committed()
-            again = len(joined) > 1 and isinstance(
-                getattr(exception, "__cause__", None), sqlite3.IntegrityError
-            )  # (a deferred constraint failed at COMMIT: each runs again, the guilty one fails)
+            cause = getattr(exception, "__cause__", None)
+            if isinstance(cause, sqlite3.IntegrityError):
+                # A deferred constraint failed at COMMIT: alone, the write's own error; in a
+                # group, each runs again (queued) and only the guilty one fails.
+                error: BaseException = _Again() if len(joined) > 1 else cause
+            else:
+                error = exception if isinstance(exception, BaseException) else exception()
             for fut, _ in joined:
                 if not fut.done():
-                    fut.set_exception(
-                        _Again()
-                        if again
-                        else copy_error(exception)
-                        if isinstance(exception, BaseException)
-                        else exception
-                    )
+                    fut.set_exception(copy_error(error))
         finally:
             super().set_result(None)  # (its writes have the error: this future has no reader)
 
@@ -208,9 +214,20 @@ def _answered(lg: _LoopGroup) -> None:
     lg.answering = False
 
 
+def _answer_all(lg: _LoopGroup, joined: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """Loop thread, after an interrupt cut answering short: answer every write left."""
+    lg.committed()
+    for fut, value in joined:
+        if not fut.done():
+            fut.set_result(value)
+    lg.answering = False
+
+
 def _end(lane: WriteLane, lg: _LoopGroup, group: Group, now: bool = False) -> None:
     """Loop thread (``call_soon``: after the writes of this iteration; ``now``: at once): the
-    group's COMMIT goes to the writer thread."""
+    group's COMMIT goes to the writer thread. While the writes of the last COMMIT are still
+    being answered (a chunk per iteration) and nothing else waits for the lane, the group stays
+    open for them, within its bounds."""
     if lg.group is not group:
         return  # (lost meanwhile, or ended early at its bounds)
     joined = lg.joined
@@ -219,25 +236,57 @@ def _end(lane: WriteLane, lg: _LoopGroup, group: Group, now: bool = False) -> No
         and lg.answering
         and len(joined) < lane.opts.max_batch
         and monotonic() - group.started < lane.opts.group_wait
+        and not lane.depth
     ):
-        # (the writes of the last COMMIT are still being answered: those not woken yet join
-        # this group when they write again)
         lg.loop_().call_soon(_end, lane, lg, group)
         return
-    group.size = group.writes = len(joined)
-    lg.committing = True  # (first: cut short here, the group is still this loop's to end)
-    handed = lane.hand_group_here(group)
-    lg.group = lg.conn = None
-    lg.joined = []
-    if not handed:  # (no longer this loop's: nothing of this COMMIT to wait for)
-        lg.committed()
+    try:
+        group.size = group.writes = len(joined)
+        lg.committing = True  # (first: from here its writes wait for this COMMIT)
+        handed = lane.hand_group_here(group)
+        lg.group = lg.conn = None
+        lg.joined = []
+        if not handed:  # (no longer this loop's: nothing of this COMMIT to wait for)
+            lg.committed()
+    except BaseException:  # (an interrupt: the hand-off is finished all the same)
+        lg.committing = True
+        lane.end_group_here()
+        lg.group = lg.conn = None
+        lg.joined = []
+        raise
 
 
-def _end_current(lane: WriteLane, lg: _LoopGroup) -> None:
-    """Loop thread: end the open group at once (a sync call of this thread wants the lane)."""
+def _end_current(lane: WriteLane, lg: _LoopGroup) -> bool:
+    """Loop thread: end the open group at once (a sync call of this thread wants a lane).
+    False if it cannot: one of its statements is running (a function of it called back)."""
+    if lg.running:
+        return False
     group = lg.group
     if group is not None:
         _end(lane, lg, group, True)
+    return True
+
+
+async def _wait_commit(
+    lane: WriteLane, lg: _LoopGroup, loop: asyncio.AbstractEventLoop, timeout: Bound
+) -> None:
+    """Wait for the loop's group's COMMIT under way, at most ``timeout`` seconds
+    (:class:`~litegate.WriteTimeout`: this write never ran)."""
+    wait: asyncio.Future[None] = _Future(loop=loop)
+    lg.waiters.append(wait)
+    if timeout is None:
+        await wait
+        return
+    timer = loop.call_later(timeout, _time_out, wait, lane, timeout)
+    try:
+        await wait
+    finally:
+        timer.cancel()
+
+
+def _time_out(wait: asyncio.Future[None], lane: WriteLane, timeout: float) -> None:
+    if not wait.done():
+        wait.set_exception(lane.timeout_error("the write", timeout))
 
 
 def _queued(lane_job: LaneJob, sql: str, params: Params, timeout: Bound) -> Awaitable[Any]:
@@ -267,18 +316,42 @@ async def write_grouped(
     here = lane.loop_groups  # (this thread's, for this lane: of_this_loop inlined)
     lg: _LoopGroup | None = getattr(here, "lg", None)
     if lg is None or lg.loop() is not loop:
+        if not lane.opts.group_wait:  # (group_wait=0: every write commits alone)
+            return await _queued(lane_job, sql, params, timeout)
         lg = here.lg = _LoopGroup(loop)
-    while lg.committing:  # (this loop's group's COMMIT runs: the next group starts after it)
-        wait: asyncio.Future[None] = _Future(loop=loop)
-        lg.waiters.append(wait)
-        await wait
+    while True:
+        if lg.committing:  # (this loop's group's COMMIT runs: the next group starts after it)
+            await _wait_commit(lane, lg, loop, timeout)
+            continue
+        fut = _join(lane, lg, loop, sql, params)  # (no await inside: see _join)
+        if fut is not _FULL:
+            break
+    if fut is None:  # (the lane is busy: queued, as before)
+        return await _queued(lane_job, sql, params, timeout)
+    try:
+        return await fut
+    except _Again:  # (the group was rolled back for another write's failure)
+        return await _queued(lane_job, sql, params, timeout)
+
+
+_FULL: Any = object()  # _join: the group was at its bound (ended now); wait for its COMMIT
+
+
+def _join(
+    lane: WriteLane, lg: _LoopGroup, loop: asyncio.AbstractEventLoop, sql: str, params: Params
+) -> Any:
+    """Loop thread: run the write's statement into the loop's group -- opening one on the
+    idle lane if none is open -- and return the future of its answer; None if the lane is
+    busy; ``_FULL`` if the group was at its size bound (ended now). Raises the statement's
+    error (the group rolled back: its other writes run again). No ``await`` in here: the
+    repairs below touch only the group this call opened or joined, never one another task
+    of the loop opened meanwhile."""
     group = lg.group
-    fut: asyncio.Future[Any] = _Future(loop=loop)
     try:
         if group is None:
             group = lane.take_group_here(loop, partial(_end_current, lane, lg))
-            if group is None:  # (busy: queued, as before)
-                return await _queued(lane_job, sql, params, timeout)
+            if group is None:
+                return None
             lg.group, conn = group, lane.group_connection(group)
             lg.conn = conn
             joined = lg.joined = []
@@ -291,39 +364,40 @@ async def write_grouped(
             joined = lg.joined
             if len(joined) >= lane.opts.max_batch:
                 _end(lane, lg, group)  # (at its bound: its COMMIT now; this write waits for it)
-                return await write_grouped(lane, lane_job, sql, params, timeout)
+                return _FULL
             conn = lg.conn  # type: ignore[assignment]
         steps = lg.steps
         n0 = steps.n
         t0 = perf_counter()
+        lg.running = True
         try:
             result = run_execute(conn, sql, params)
         except sqlite3.Error as exc:
+            lg.running = False
             lg.drop(_Again())  # (the others run again, queued)
             lane.lose_group_here(group, failed=True)
-            forget_cost(costs, sql)  # (measured off the loop next time: it may fail again)
+            forget_cost(lane.costs, sql)  # (measured off the loop next time: it may fail again)
             err = job_error(exc)
             if err is exc:
                 raise
             raise err from exc
+        lg.running = False
         if steps.n - n0 > 1:
-            record_cost(costs, sql, steps.n - n0)
+            record_cost(lane.costs, sql, steps.n - n0)
         elif (t1 := perf_counter()) - t0 > _costs.SLOW_SECONDS and lg.burned(t0, t1):
-            forget_cost(costs, sql)  # (measured off the loop next time: see ran_slow)
+            forget_cost(lane.costs, sql)  # (measured off the loop next time: see ran_slow)
         if not conn.in_transaction:  # (its statement ended the shared transaction)
             lg.drop(_Again())
             lane.lose_group_here(group, failed=True)
             raise RolledBack("the write's statement ended its transaction; nothing was committed")
+        fut: asyncio.Future[Any] = _Future(loop=loop)
         joined.append((fut, result))
     except BaseException:  # (an interrupt: nothing of the group is kept, the lane is freed)
-        if group is None:
-            lane.abandon_here()  # (cut short in or just after take_group_here)
-        else:
-            if lg.group is group:
-                lg.drop(_Again())
+        lg.running = False
+        if group is None or lg.group is None:
+            lane.abandon_group_here()  # (cut short in or just after take_group_here)
+        elif lg.group is group:
+            lg.drop(_Again())
             lane.lose_group_here(group)
         raise
-    try:
-        return await fut
-    except _Again:  # (the group was rolled back for another write's failure)
-        return await _queued(lane_job, sql, params, timeout)
+    return fut
