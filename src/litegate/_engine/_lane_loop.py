@@ -26,7 +26,7 @@ from ._batch import is_open
 from ._connection import commit_on_loop, rollback_quietly
 from ._group import Group
 from ._jobs import AsyncLaneHold, flush
-from ._lane_state import LOOP_COMMITS
+from ._lane_state import LOOP_COMMITS, held_here
 from ._lane_turns import LaneTurns
 
 __all__ = ("LaneLoop",)
@@ -200,15 +200,16 @@ class LaneLoop(LaneTurns):
 
     # ---- a loop's group of one-statement writes, where a COMMIT fsyncs (_loop_group) -------
     def take_group_here(
-        self, loop: asyncio.AbstractEventLoop, end_now: Callable[[], None]
+        self, loop: asyncio.AbstractEventLoop, end_now: Callable[[], bool]
     ) -> Group | None:
         """Loop thread, a known-quick one-statement write where a COMMIT costs an fsync: the
         idle lane, held by this thread with a group open (``BEGIN IMMEDIATE``, never
         waiting) that this loop's writes join until :meth:`hand_group_here`; None if the lane
         is busy or another process holds the file's write lock. ``end_now``: ends the group
-        (a sync call of this thread must not wait for a lane its own loop holds:
-        :meth:`~._lane.WriteLane.reentrance`). Call it inside the ``try`` whose handler calls
-        :meth:`lose_group_here` (an interrupt may land anywhere).
+        (a thread must not wait for any lane while its loop holds one:
+        :func:`~._lane_state.end_groups_here`); False if it cannot (a statement of the group
+        is running). Call it inside the ``try`` whose handler calls
+        :meth:`abandon_group_here` (an interrupt may land anywhere).
 
         :raises Closed: the lane is closing
         """
@@ -222,15 +223,16 @@ class LaneLoop(LaneTurns):
             self._group_loop = weakref.ref(loop)
             self._group_end = end_now
             self._held_since = monotonic()
+        held_here().add(self)
         try:
             if not self._begin_if_free():
-                self.abandon_here()
+                self.abandon_group_here()
                 return None
             group = self._group = Group()
             group.size = 0  # (its writes are counted as it ends: _loop_group)
             self._joined = False
         except BaseException:  # (an interrupt too: nothing begun is left open, lane given back)
-            self.abandon_here()
+            self.abandon_group_here()
             raise
         return group
 
@@ -266,24 +268,46 @@ class LaneLoop(LaneTurns):
             self._conn.set_progress_handler(None, 0)
             self._release_locked()
 
+    def end_group_of_this_thread(self) -> bool:
+        """A thread about to wait (for this or another lane): if its loop holds this lane for
+        a group, end the group (its COMMIT goes to the writer thread). False if it cannot: a
+        statement of the group is running on this thread (a function of it called back)."""
+        if self.user != get_ident() or self._group_loop is None:
+            return True
+        end = self._group_end
+        if end is not None and not end():
+            return False
+        self.end_group_here()  # (if the loop's record lost track of it: an interrupt)
+        return True
+
     def lose_group_here(self, group: Group, failed: bool = False) -> None:
         """Loop thread: a write of the loop group ``group`` failed (``failed``: counted; its
         partial work may be in the transaction) or an interrupt cut the group short: roll it
-        back and give the lane back (the loop tells the group's writes). A no-op if this
-        thread no longer holds the lane. Idempotent."""
-        if self.user != get_ident() or self.owner is not None or self._async_holder is not None:
+        back and give the lane back (the loop tells the group's writes). A no-op unless this
+        thread holds the lane for that group (never another). Idempotent."""
+        if self.user != get_ident() or self._group_loop is None:
             return
+        if self._group is not group and self._group is not None:
+            return  # (another group: never undone here)
         try:
             if failed:
                 self.counters.jobs_failed += 1  # (still the holder: the counter's guard)
-            if self._group is group:
-                self._group = None
-                conn = self._conn
-                if is_open(conn):
-                    conn.set_progress_handler(None, 0)
-                    if conn.in_transaction:
-                        rollback_quietly(conn, self.guard)
-            else:
-                self._undo_open_transaction()
+            self._group = None
+            conn = self._conn
+            if is_open(conn):
+                conn.set_progress_handler(None, 0)
+                if conn.in_transaction:
+                    rollback_quietly(conn, self.guard)
+        finally:
+            self._end_direct()
+
+    def abandon_group_here(self) -> None:
+        """Loop thread, repairing after an interrupt cut :meth:`take_group_here` (or its
+        caller, before it recorded the group) short: undo what is open and give the lane back,
+        if this thread holds it for a loop group. Idempotent."""
+        if self.user != get_ident() or self._group_loop is None:
+            return
+        try:
+            self._undo_open_transaction()
         finally:
             self._end_direct()
