@@ -366,14 +366,17 @@ async def test_a_queued_write_failing_never_undoes_another_tasks_group(db_path: 
     holder.start()
     try:
         assert await asyncio.to_thread(held.wait, 5)
+        lane = adb._engine._lane  # type: ignore[attr-defined]
         failing = asyncio.ensure_future(adb.execute(INSERT, (-1,)))  # a duplicate, queued
-        await asyncio.sleep(0.01)
+        while not lane._queue:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        job = lane._queue[0]
         release.set()
 
         async def poller(i: int) -> Any:
             # (polled, not an Event: one of them writes in the very iteration that answers
-            # the failed write, before the failed write's task resumes)
-            while not failing.done():  # noqa: ASYNC110
+            # the queued write, before that write's task resumes)
+            while not job.future.done():  # noqa: ASYNC110
                 await asyncio.sleep(0)
             return await adb.execute(INSERT, (100 + i,))
 
