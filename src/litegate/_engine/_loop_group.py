@@ -25,15 +25,23 @@ statement on the loop, into a group the loop holds the lane for:
   thread (as the writer's own group commit does, :func:`~._batch.group_commit`); the text is
   measured on the writer thread next time. If the COMMIT fails, every write of the group
   fails with an error saying so; none is acknowledged;
-* the group's bounds are the lane's (``max_batch``, ``group_wait``); its age is one loop
-  iteration of quick statements. Anything else that wants the lane meanwhile -- a thread, a
-  transaction, a write that is not known quick -- queues, and is served when the group's
-  COMMIT is done; a sync call from the loop's own thread ends the group first
-  (:meth:`~._lane.WriteLane.reentrance`), then waits as any thread does.
+* the group's bounds are the lane's (``max_batch``; ``group_wait`` bounds how long it stays
+  open for the writes of the last COMMIT still being answered, a chunk per iteration;
+  ``group_wait=0`` turns loop groups off); it ends with the loop iteration it began in, so a
+  task that blocks the loop in that iteration holds the lane (and the file's write lock) as
+  long. Anything else that wants the lane meanwhile -- a thread, a transaction, a write that
+  is not known quick -- queues, and is served when the group's COMMIT is done; a thread about
+  to wait for any lane, or to fork, ends its loop's groups first
+  (:func:`~._lane_state.end_groups_here`), and a function of a grouped statement that calls
+  the database is refused (it would wait for its own statement).
+* if the loop is closed before the group's end, the writer thread takes the lane back and
+  commits the group (:meth:`~._lane_writer.LaneWriter._watch_hold`); a loop stopped but not
+  closed keeps the lane until it runs again.
 
 A cancelled write that is in a group stays in it (a started write finishes; its result is
-dropped). Shared state: the per-loop record of the group (:class:`_LoopGroup`), kept per
-thread and used only by the thread running that loop.
+dropped), unless the group is rolled back for another write's failure (then it is not run
+again). Shared state: the per-loop record of the group (:class:`_LoopGroup`), kept per
+thread and per lane (``lane.loop_groups``) and used only by the thread running that loop.
 """
 
 from __future__ import annotations
