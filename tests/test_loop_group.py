@@ -320,6 +320,7 @@ async def test_an_interrupt_on_the_loop_never_strands_the_lane_nor_a_write(
 @pytest.mark.parametrize(
     ("func", "text"),
     [
+        (_loop_group._end, "joined = lg.joined"),
         (_loop_group._end, "handed = lane.hand_group_here(group)"),
         (_lane_loop.LaneLoop.hand_group_here, "self._conn.set_progress_handler(None, 0)"),
         (_lane_loop.LaneLoop.hand_group_here, "self._release_locked()"),
@@ -489,5 +490,25 @@ async def test_a_lone_write_whose_deferred_constraint_fails_gets_its_own_error(
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
             await adb.execute(child, (42,))
         assert await adb.query_value("SELECT count(*) FROM c") == 1
+    finally:
+        await adb.close()
+
+
+async def test_savepoint_statements_never_run_in_a_loop_group(
+    db_path: str, statements_on: list[int]
+) -> None:
+    # In a group of other writes, a ROLLBACK TO would undo theirs: such texts are never
+    # judged quick, so they never run on the loop.
+    adb = await _open(db_path)
+    try:
+        for _ in range(3):
+            async with adb.transaction() as tx:  # (measured there too: never quick)
+                await tx.execute("SAVEPOINT x")
+                await tx.execute("ROLLBACK TO x")
+            await adb.execute("SAVEPOINT y")
+        statements_on.clear()
+        await asyncio.gather(adb.execute(INSERT, (1,)), adb.execute("SAVEPOINT y"))
+        # (the spy also sees the writer thread run the SAVEPOINT, measured there again)
+        assert statements_on.count(threading.get_ident()) == 1  # on the loop: the INSERT only
     finally:
         await adb.close()

@@ -109,12 +109,22 @@ def measured(
         result = fn(conn, sql, *rest)
     finally:
         conn.set_progress_handler(None, 0)
-    if steps.n > 1 or thread_time() - t0 <= SLOW_SECONDS:
+    if (steps.n > 1 or thread_time() - t0 <= SLOW_SECONDS) and not _controls(sql):
         record_cost(costs, sql, steps.n)
     # else few steps but long: left unknown, so measured again next time (a first run also
     # parses the schema and prepares the statement; a heavy one stays off the loop)
     return result
 
+
+def _controls(sql: str) -> bool:
+    """Is ``sql`` a transaction-control statement (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK``,
+    ...)? Such a text is never judged quick: on the loop it would run inside a group of other
+    writes (:mod:`._loop_group`), where ``ROLLBACK TO`` could undo theirs. (Its first word
+    only: one hidden behind a leading comment is not recognised.)"""
+    return sql.lstrip()[:9].upper().startswith(_CONTROL_WORDS)
+
+
+_CONTROL_WORDS = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "END")
 
 SLOW_SECONDS = 0.001
 """A write statement that took this much of its thread's CPU time is slow: it runs on the

@@ -151,7 +151,8 @@ class Group:
             if isinstance(exc, Exception) or not is_open(conn) or conn.in_transaction:
                 rollback_quietly(conn, guard)
                 self.members = []
-                c.jobs_failed += self.writes
+                if self.writes == 1 or not isinstance(exc, sqlite3.IntegrityError):
+                    c.jobs_failed += self.writes  # (else they run again: counted then)
                 for job, _ in members:
                     err = lost_error(f"the shared COMMIT failed ({exc!r})")
                     err.__cause__ = copy_error(exc)

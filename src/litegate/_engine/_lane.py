@@ -154,8 +154,7 @@ class WriteLane(LaneWriter):
         it has not started (:class:`WriteTimeout`), else waits for it (it is running, bounded
         by its time limit). Never past the writer's end: :class:`Closed` then."""
         why = end_groups_here()  # (its loop's groups first: they would wait for this thread)
-        if why is not None:
-            self.cancel(job)
+        if why is not None and self.cancel(job):  # (else it runs already: waited for below)
             raise Misuse(f"{what} was called on the database {why}")
         done = job.done
         # (A LaneHold is granted by making the lane its thread's, then answered: an interrupt
@@ -363,7 +362,11 @@ class WriteLane(LaneWriter):
         :raises RolledBack: the group's shared transaction was lost
         """
         done = ticket.done
-        while not done.acquire(True, _LIVENESS_POLL):
-            if not self.alive and not ticket.answered:
-                raise self.closed_error("the write lane stopped before this transaction's COMMIT")
+        if not done.acquire(False):
+            end_groups_here()  # (its loop's groups first: they would wait for this thread)
+            while not done.acquire(True, _LIVENESS_POLL):
+                if not self.alive and not ticket.answered:
+                    raise self.closed_error(
+                        "the write lane stopped before this transaction's COMMIT"
+                    )
         ticket.outcome()

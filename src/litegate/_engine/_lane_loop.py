@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import weakref
 from collections.abc import Callable
 from threading import get_ident
@@ -222,6 +223,7 @@ class LaneLoop(LaneTurns):
             self._active = True
             self._group_loop = weakref.ref(loop)
             self._group_end = end_now
+            self._group_thread = threading.current_thread()
             self._held_since = monotonic()
         held_here().add(self)
         try:

@@ -59,7 +59,8 @@ broken               the writer thread, once, as it      ``_lock``; read without
                      stops on its own                    a message
 _batch               the writer thread                   the writer thread only
 _group_loop,         a loop thread taking the idle lane   ``_lock``; read without it by the
-_group_end           for its writes' group (weakref to    thread holding the lane (only that
+_group_end,          for its writes' group (weakref to    thread holding the lane (only that
+_group_thread
                      its loop; what ends the group);      thread, or the writer once that loop
                      cleared when the lane is given back  is closed, clears them)
                      or handed to the writer
@@ -220,6 +221,7 @@ class LaneState:
         # what ends that group at once (see _loop_group)
         self._group_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._group_end: Callable[[], bool] | None = None
+        self._group_thread: threading.Thread | None = None  # the thread running that loop
         self.loop_groups = threading.local()  # each thread's record of its loop's group (its own)
         self._stopped = False  # the writer thread stopped: nothing queued now would be served
         self._hold_reported = False
@@ -378,6 +380,7 @@ class LaneState:
         """
         if self.try_submit(job):
             return
+        end_groups_here()  # (about to wait: its loop's groups first, they would wait for it)
         cap = self.opts.queue_size
         with self._lock:
             start = monotonic()
@@ -436,7 +439,7 @@ class LaneState:
         self.owner = None
         self.holder = None
         self._async_holder = None
-        self._group_loop = self._group_end = None
+        self._group_loop = self._group_end = self._group_thread = None
         self._held_since = 0.0
         self._hold_reported = False
         if self._group is not None:  # (stays active: the writer thread is the holder now)

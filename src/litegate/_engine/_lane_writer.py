@@ -243,11 +243,18 @@ class LaneWriter(LaneLoop):
         hold = self._async_holder
         if self._group_loop is not None:
             group_loop = self._group_loop()
-            if group_loop is None or group_loop.is_closed():
-                # A loop holding the lane for its writes' group was closed before the group's
-                # end ran: nobody can end it now. Its writes had started: they commit.
+            thread = self._group_thread
+            if (
+                group_loop is None
+                or group_loop.is_closed()
+                or (thread is not None and not thread.is_alive())
+            ):
+                # A loop holding the lane for its writes' group was closed (or its thread
+                # ended) before the group's end ran: nobody can end it now. Its writes had
+                # started: they commit.
                 self.counters.lane_holds.append(monotonic() - self._held_since)
-                self._group_loop = self._group_end = None
+                self._conn.set_progress_handler(None, 0)  # (the loop's step counter)
+                self._group_loop = self._group_end = self._group_thread = None
                 self.user = None
                 self._held_since = 0.0
                 self._handed = True

@@ -196,11 +196,21 @@ class _Ended(asyncio.Future[None]):
                 error: BaseException = _Again() if len(joined) > 1 else cause
             else:
                 error = exception if isinstance(exception, BaseException) else exception()
-            for fut, _ in joined:
-                if not fut.done():
-                    fut.set_exception(copy_error(error))
+            try:
+                for fut, _ in joined:
+                    if not fut.done():
+                        fut.set_exception(copy_error(error))
+            except BaseException:  # (an interrupt: the rest are told next iteration)
+                self._lg.loop_().call_soon(_fail_all, joined, error)
+                raise
         finally:
             super().set_result(None)  # (its writes have the error: this future has no reader)
+
+
+def _fail_all(joined: list[tuple[asyncio.Future[Any], Any]], error: BaseException) -> None:
+    for fut, _ in joined:
+        if not fut.done():
+            fut.set_exception(copy_error(error))
 
 
 def _answer(lg: _LoopGroup, joined: list[tuple[asyncio.Future[Any], Any]], start: int) -> None:
@@ -236,19 +246,19 @@ def _end(lane: WriteLane, lg: _LoopGroup, group: Group, now: bool = False) -> No
     group's COMMIT goes to the writer thread. While the writes of the last COMMIT are still
     being answered (a chunk per iteration) and nothing else waits for the lane, the group stays
     open for them, within its bounds."""
-    if lg.group is not group:
-        return  # (lost meanwhile, or ended early at its bounds)
-    joined = lg.joined
-    if (
-        not now
-        and lg.answering
-        and len(joined) < lane.opts.max_batch
-        and monotonic() - group.started < lane.opts.group_wait
-        and not lane.depth
-    ):
-        lg.loop_().call_soon(_end, lane, lg, group)
-        return
     try:
+        if lg.group is not group:
+            return  # (lost meanwhile, or ended early at its bounds)
+        joined = lg.joined
+        if (
+            not now
+            and lg.answering
+            and len(joined) < lane.opts.max_batch
+            and monotonic() - group.started < lane.opts.group_wait
+            and not lane.depth
+        ):
+            lg.loop_().call_soon(_end, lane, lg, group)
+            return
         group.size = group.writes = len(joined)
         lg.committing = True  # (first: from here its writes wait for this COMMIT)
         handed = lane.hand_group_here(group)
@@ -257,10 +267,11 @@ def _end(lane: WriteLane, lg: _LoopGroup, group: Group, now: bool = False) -> No
         if not handed:  # (no longer this loop's: nothing of this COMMIT to wait for)
             lg.committed()
     except BaseException:  # (an interrupt: the hand-off is finished all the same)
-        lg.committing = True
-        lane.end_group_here()
-        lg.group = lg.conn = None
-        lg.joined = []
+        if lg.group is group:
+            lg.committing = True
+            lane.end_group_here()
+            lg.group = lg.conn = None
+            lg.joined = []
         raise
 
 
