@@ -3,8 +3,9 @@
 At ``synchronous=FULL`` a write's COMMIT (its fsync) must run off the loop, but its statement
 need not: handing every statement to the writer thread and its answer back costs more than the
 statement (64 tasks of one-row writes: ~930 Python bytecodes a write, ~280 of them on the
-writer thread, against a loop-side design's ~250 in all). So a known-quick write runs its
-statement on the loop, into a group the loop holds the lane for:
+writer thread; this way ~570, ~10 on the writer thread, and 1.3-1.5x as many writes a
+second). So a known-quick write runs its statement on the loop, into a group the loop holds
+the lane for:
 
 * the first write of a loop iteration that finds the lane idle takes it on the loop
   (``BEGIN IMMEDIATE``, never waiting: :meth:`~._lane_loop.LaneLoop.take_group_here`) and
@@ -16,15 +17,17 @@ statement on the loop, into a group the loop holds the lane for:
   of this loop that come while that COMMIT runs wait for it, then start the next group;
 * the rules of lone loop writes (:mod:`._loop_write`) keep the loop free: only a SQL text
   measured quick on the writer thread runs here (the lane's cost table), none with a large
-  parameter; each run is counted (VM steps, CPU time) and a text that ran slow goes to the
-  writer thread from then on. A statement here is never interrupted (SQLite would roll the
-  whole group back);
+  parameter, and never a transaction-control text (a ``ROLLBACK TO`` would undo the others:
+  ``_costs.measured`` never judges one quick); each run is counted (VM steps, CPU time) and a
+  text that ran slow goes to the writer thread from then on. A statement here is never
+  interrupted (SQLite would roll the whole group back);
 * nothing of a failed write is kept: a statement that fails here may leave part of its work
   in the shared transaction (``OR FAIL``), so the group is rolled back, the failing write
   raises its error, and every other write of the group runs again, queued for the writer
   thread (as the writer's own group commit does, :func:`~._batch.group_commit`); the text is
   measured on the writer thread next time. If the COMMIT fails, every write of the group
-  fails with an error saying so; none is acknowledged;
+  fails with an error saying so (none is acknowledged) -- unless a deferred constraint failed
+  there: then each runs again, queued, and only the guilty one fails (alone: its own error);
 * the group's bounds are the lane's (``max_batch``; ``group_wait`` bounds how long it stays
   open for the writes of the last COMMIT still being answered, a chunk per iteration;
   ``group_wait=0`` turns loop groups off); it ends with the loop iteration it began in, so a
