@@ -58,14 +58,13 @@ _stale               the holder's weakref callback       read by the owner threa
 broken               the writer thread, once, as it      ``_lock``; read without it only for
                      stops on its own                    a message
 _batch               the writer thread                   the writer thread only
-_group_loop,         a loop thread taking the idle lane   ``_lock``; read without it by the
-_group_end,          for its writes' group (weakref to    thread holding the lane (only that
-_group_thread
-                     its loop; what ends the group);      thread, or the writer once that loop
-                     cleared when the lane is given back  is closed, clears them)
-                     or handed to the writer
-loop_groups          each thread, its own attribute (a    a ``threading.local``: each thread
-                     loop's record, :mod:`._loop_group`)  sees only its own
+_group_loop,         a loop thread taking the idle lane  ``_lock``; read without it by the
+_group_end,          for its writes' group (weakref to   thread holding the lane (only that
+_group_thread        its loop; what ends the group; its  thread clears them -- or the writer,
+                     thread); cleared when the lane is   once that loop is closed or its
+                     given back or handed to the writer  thread ended)
+loop_groups          each thread, its own attribute (a   a ``threading.local``: each thread
+                     loop's record, :mod:`._loop_group`) sees only its own
 _held_since          lease grants and releases; a turn   ``_lock``; a turn handed on within a
                      handed on within a loop's tenure    loop's tenure sets it without (the
                                                          holder, on that loop's thread); read
