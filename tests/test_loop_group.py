@@ -39,6 +39,27 @@ def _on_commit(monkeypatch: pytest.MonkeyPatch, before: Any) -> None:
     monkeypatch.setattr("litegate._engine._group.end_transaction", spy)
 
 
+CHILD = "INSERT INTO c(p) VALUES (?)"  # (its parent checked at COMMIT: see _open_deferred)
+
+
+async def _open_deferred(db_path: str) -> litegate.AsyncDatabase:
+    """A database whose ``c`` rows reference ``p(1)`` through a foreign key checked only at
+    COMMIT; one child written already (``CHILD``: measured, quick)."""
+
+    def foreign_keys(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA foreign_keys=ON")
+
+    adb = await litegate.connect_async(db_path, synchronous="FULL", on_connect=foreign_keys)
+    await adb.executescript(
+        "CREATE TABLE p(id INTEGER PRIMARY KEY);"
+        "CREATE TABLE c(id INTEGER PRIMARY KEY, "
+        "  p REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);"
+        "INSERT INTO p VALUES (1);"
+    )
+    await adb.execute(CHILD, (1,))
+    return adb
+
+
 @pytest.fixture
 def grouped(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """The loop groups handed to the writer thread: (the handing thread, writes in it)."""
@@ -164,23 +185,12 @@ async def test_a_failed_group_commit_fails_every_write_and_acknowledges_none(
 async def test_a_deferred_constraint_failing_at_commit_fails_only_the_guilty(
     db_path: str,
 ) -> None:
-    def foreign_keys(conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA foreign_keys=ON")
-
-    adb = await litegate.connect_async(db_path, synchronous="FULL", on_connect=foreign_keys)
+    adb = await _open_deferred(db_path)
     try:
-        await adb.executescript(
-            "CREATE TABLE p(id INTEGER PRIMARY KEY);"
-            "CREATE TABLE c(id INTEGER PRIMARY KEY, "
-            "  p REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);"
-            "INSERT INTO p VALUES (1);"
-        )
-        child = "INSERT INTO c(p) VALUES (?)"
-        await adb.execute(child, (1,))  # (measured: quick)
         results = await asyncio.gather(
-            adb.execute(child, (1,)),
-            adb.execute(child, (42,)),  # no such parent: its COMMIT fails
-            adb.execute(child, (1,)),
+            adb.execute(CHILD, (1,)),
+            adb.execute(CHILD, (42,)),  # no such parent: its COMMIT fails
+            adb.execute(CHILD, (1,)),
             return_exceptions=True,
         )
         assert isinstance(results[1], sqlite3.IntegrityError), results
@@ -474,21 +484,10 @@ async def test_a_function_of_a_grouped_statement_calling_the_database_is_refused
 async def test_a_lone_write_whose_deferred_constraint_fails_gets_its_own_error(
     db_path: str,
 ) -> None:
-    def foreign_keys(conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA foreign_keys=ON")
-
-    adb = await litegate.connect_async(db_path, synchronous="FULL", on_connect=foreign_keys)
+    adb = await _open_deferred(db_path)
     try:
-        await adb.executescript(
-            "CREATE TABLE p(id INTEGER PRIMARY KEY);"
-            "CREATE TABLE c(id INTEGER PRIMARY KEY, "
-            "  p REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);"
-            "INSERT INTO p VALUES (1);"
-        )
-        child = "INSERT INTO c(p) VALUES (?)"
-        await adb.execute(child, (1,))  # (measured: quick)
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-            await adb.execute(child, (42,))
+            await adb.execute(CHILD, (42,))
         assert await adb.query_value("SELECT count(*) FROM c") == 1
     finally:
         await adb.close()

@@ -245,7 +245,7 @@ class LaneLoop(LaneTurns):
             raise Misuse("the loop's write group has ended")
         return self._conn
 
-    def hand_group_here(self, group: Group) -> bool:
+    def hand_group_here(self, group: Group | None) -> bool:
         """Loop thread: the loop group's writes are in: the writer thread takes the lane over,
         COMMITs the group and answers its members (then ``group.end``). Once the writer thread
         has stopped, nobody would: the group is lost (its members told so) and the lane given
@@ -263,12 +263,10 @@ class LaneLoop(LaneTurns):
     def end_group_here(self) -> None:
         """Loop thread, holding the lane for its loop's group, whose record on the loop lost
         track of it (an interrupt cut the group's end short): the writer thread takes the lane
-        over and commits it (its writes are answered through the group's ``end``)."""
-        with self._lock:
-            if self.user != get_ident() or self._group_loop is None:
-                return
-            self._conn.set_progress_handler(None, 0)
-            self._release_locked()
+        over and commits it (its writes are answered through the group's ``end``), as
+        :meth:`hand_group_here` does for the group the lane holds."""
+        if self.user == get_ident() and self._group_loop is not None:
+            self.hand_group_here(self._group)  # (the holder reads its own group)
 
     def end_group_of_this_thread(self) -> bool:
         """A thread about to wait (for this or another lane): if its loop holds this lane for

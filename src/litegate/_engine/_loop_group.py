@@ -200,9 +200,7 @@ class _Ended(asyncio.Future[None]):
             else:
                 error = exception if isinstance(exception, BaseException) else exception()
             try:
-                for fut, _ in joined:
-                    if not fut.done():
-                        fut.set_exception(copy_error(error))
+                _fail_all(joined, error)
             except BaseException:  # (an interrupt: the rest are told next iteration)
                 self._lg.loop_().call_soon(_fail_all, joined, error)
                 raise
@@ -211,6 +209,7 @@ class _Ended(asyncio.Future[None]):
 
 
 def _fail_all(joined: list[tuple[asyncio.Future[Any], Any]], error: BaseException) -> None:
+    """Loop thread: every write of ``joined`` not answered yet gets (a copy of) ``error``."""
     for fut, _ in joined:
         if not fut.done():
             fut.set_exception(copy_error(error))
