@@ -64,7 +64,7 @@ close_async(timeout)``             close; idempotent
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .._config import Options
@@ -189,9 +189,10 @@ class Engine(Protocol):
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T: ...
 
-    async def write_async(
+    def write_async(
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
-    ) -> T: ...
+    ) -> Awaitable[T]:
+        """To await (an implementation may be a coroutine function, or return one)."""
 
     def lease(
         self,

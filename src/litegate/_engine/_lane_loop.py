@@ -201,12 +201,16 @@ class LaneLoop(LaneTurns):
 
     # ---- a loop's group of one-statement writes, where a COMMIT fsyncs (_loop_group) -------
     def take_group_here(
-        self, loop: asyncio.AbstractEventLoop, end_now: Callable[[], bool]
+        self,
+        loop: weakref.ref[asyncio.AbstractEventLoop],
+        end_now: Callable[[], bool],
+        thread: threading.Thread,
     ) -> Group | None:
         """Loop thread, a known-quick one-statement write where a COMMIT costs an fsync: the
-        idle lane, held by this thread with a group open (``BEGIN IMMEDIATE``, never
-        waiting) that this loop's writes join until :meth:`hand_group_here`; None if the lane
-        is busy or another process holds the file's write lock. ``end_now``: ends the group
+        idle lane, held by this thread (``thread``) for its loop (``loop``, a weak reference)
+        with a group open (``BEGIN IMMEDIATE``, never waiting) that this loop's writes join
+        until :meth:`hand_group_here`; None if the lane is busy or another process holds the
+        file's write lock. ``end_now``: ends the group
         (a thread must not wait for any lane while its loop holds one:
         :func:`~._lane_state.end_groups_here`); False if it cannot (a statement of the group
         is running). Call it inside the ``try`` whose handler calls
@@ -221,11 +225,13 @@ class LaneLoop(LaneTurns):
                 return None
             self.user = get_ident()  # (before _active: abandon_here recognises the holder by it)
             self._active = True
-            self._group_loop = weakref.ref(loop)
+            self._group_loop = loop
             self._group_end = end_now
-            self._group_thread = threading.current_thread()
+            self._group_thread = thread
             self._held_since = monotonic()
-        held_here().add(self)
+        lanes = held_here()
+        if self not in lanes:  # (cheaper than add: a lane stays in the set once added)
+            lanes.add(self)
         try:
             if not self._begin_if_free():
                 self.abandon_group_here()

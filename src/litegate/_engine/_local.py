@@ -366,19 +366,26 @@ class LocalEngine:
                 lane.cancel(job)  # (its place in the queue is free at once)
             raise
 
-    async def write_async(
+    def write_async(
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
-    ) -> T:
+    ) -> Coroutine[Any, Any, T]:
+        # (no coroutine of its own: a write of a loop group is awaited one frame nearer)
         if self._state or self._forked:
             self.check()
-        t0 = perf_counter()
         lane = self._lane
+        if fn is run_execute and time_limit is None and not lane.commits_cheaply:
+            return write_grouped(
+                lane, self._lane_job, args[0], args[1], timeout, self._counters.write_latency
+            )
+        return self._write_async(fn, args, timeout, time_limit, sql)
+
+    async def _write_async(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None
+    ) -> T:
+        t0 = perf_counter()
         result: T
-        if fn is run_execute and time_limit is None:
-            if lane.commits_cheaply:
-                result = await write_cheap(lane, self._lane_job, args[0], args[1], timeout)
-            else:
-                result = await write_grouped(lane, self._lane_job, args[0], args[1], timeout)
+        if fn is run_execute and time_limit is None:  # (its COMMIT costs no fsync)
+            result = await write_cheap(self._lane, self._lane_job, args[0], args[1], timeout)
         else:
             result = await self._lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
         self._counters.write_latency.append(perf_counter() - t0)

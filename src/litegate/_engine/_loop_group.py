@@ -51,9 +51,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import weakref
 from asyncio import Future as _Future
 from asyncio import get_running_loop
+from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from sys import getsizeof
@@ -110,12 +112,14 @@ class _LoopGroup:
         "loop",
         "running",
         "steps",
+        "thread",
         "waiters",
         "wall0",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)  # (weak: see of_this_loop)
+        self.thread = threading.current_thread()  # (the record's: it lives in a thread-local)
         self.group: Group | None = None
         self.conn: sqlite3.Connection | None = None
         self.joined: list[tuple[asyncio.Future[Any], Any]] = []
@@ -223,11 +227,14 @@ def _answer(lg: _LoopGroup, joined: list[tuple[asyncio.Future[Any], Any]], start
     for fut, value in joined[start:stop]:
         if not fut.done():
             fut.set_result(value)
-    # (behind the wake-ups of the tasks just answered: the group stays open until they ran)
-    if stop < len(joined):
+    if stop < len(joined):  # (the rest behind the wake-ups of the tasks just answered)
         lg.loop_().call_soon(_answer, lg, joined, stop)
-    else:
+    elif start:  # (the group open meanwhile stays open until the last ones ran: see _end)
         lg.loop_().call_soon(_answered, lg)
+    else:
+        # One chunk: no group is open (none opens while a COMMIT runs), and the one these
+        # tasks open ends behind their wake-ups all the same (its end is scheduled after).
+        lg.answering = False
 
 
 def _answered(lg: _LoopGroup) -> None:
@@ -315,11 +322,18 @@ def _queued(lane_job: LaneJob, sql: str, params: Params, timeout: Bound) -> Awai
 
 
 async def write_grouped(
-    lane: WriteLane, lane_job: LaneJob, sql: str, params: Params, timeout: Bound
+    lane: WriteLane,
+    lane_job: LaneJob,
+    sql: str,
+    params: Params,
+    timeout: Bound,
+    latency: deque[float],
 ) -> Any:
     """An async one-statement write (no time limit) where the lane's COMMIT costs an fsync:
     in this loop's group when it can (see the module), else queued for the writer thread
-    through ``lane_job`` (measured there if its SQL text is new)."""
+    through ``lane_job`` (measured there if its SQL text is new). Its time, when it succeeds,
+    goes to ``latency``."""
+    t0 = perf_counter()
     costs = lane.costs
     cost = costs.get(sql)  # (read without the lane: a stale value picks a path)
     if cost != 0 or not (
@@ -330,15 +344,19 @@ async def write_grouped(
     ):
         if cost is None:
             args: Args = (run_execute, costs, sql, params)
-            return await lane_job(WRITE, _costs.measured, args, timeout, None, sql, "the write")
+            return _took(
+                latency,
+                t0,
+                await lane_job(WRITE, _costs.measured, args, timeout, None, sql, "the write"),
+            )
         if cost != 0 or large_params(params):
-            return await _queued(lane_job, sql, params, timeout)
+            return _took(latency, t0, await _queued(lane_job, sql, params, timeout))
     loop = get_running_loop()
     here = lane.loop_groups  # (this thread's, for this lane: of_this_loop inlined)
     lg: _LoopGroup | None = getattr(here, "lg", None)
     if lg is None or lg.loop() is not loop:
         if not lane.opts.group_wait:  # (group_wait=0: every write commits alone)
-            return await _queued(lane_job, sql, params, timeout)
+            return _took(latency, t0, await _queued(lane_job, sql, params, timeout))
         lg = here.lg = _LoopGroup(loop)
     while True:
         if lg.committing:  # (this loop's group's COMMIT runs: the next group starts after it)
@@ -348,11 +366,19 @@ async def write_grouped(
         if fut is not _FULL:
             break
     if fut is None:  # (the lane is busy: queued, as before)
-        return await _queued(lane_job, sql, params, timeout)
+        return _took(latency, t0, await _queued(lane_job, sql, params, timeout))
     try:
-        return await fut
+        result = await fut
     except _Again:  # (the group was rolled back for another write's failure)
-        return await _queued(lane_job, sql, params, timeout)
+        result = await _queued(lane_job, sql, params, timeout)
+    latency.append(perf_counter() - t0)
+    return result
+
+
+def _took(latency: deque[float], t0: float, result: Any) -> Any:
+    """``result``, its write's time (since ``t0``) added to ``latency``."""
+    latency.append(perf_counter() - t0)
+    return result
 
 
 _FULL: Any = object()  # _join: the group was at its bound (ended now); wait for its COMMIT
@@ -370,7 +396,7 @@ def _join(
     group = lg.group
     try:
         if group is None:
-            group = lane.take_group_here(loop, partial(_end_current, lane, lg))
+            group = lane.take_group_here(lg.loop, partial(_end_current, lane, lg), lg.thread)
             if group is None:
                 return None
             lg.group, conn = group, lane.group_connection(group)
