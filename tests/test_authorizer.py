@@ -13,6 +13,7 @@ import pytest
 
 import litegate
 from helpers import write_elsewhere
+from litegate._config import Synchronous
 from litegate._engine._authorizer import PRAGMAS_WITH_ARGUMENT, ReaderGuard, explain
 from litegate._engine._connection import TxnGuard
 
@@ -237,3 +238,62 @@ def test_connect_applies_tuning_pragmas_to_every_connection(db_path: str, reader
     with litegate.connect(db_path, readers=readers, pragmas=tuning) as db:
         assert db.run_write(settings) == list(tuning.values())
         assert db.run_read(settings) == list(tuning.values())
+
+
+SAVEPOINT_TEXTS = ["SAVEPOINT x", "  release x", "\nROLLBACK TO x", "rollback"]
+
+
+@pytest.mark.parametrize("sql", SAVEPOINT_TEXTS)
+def test_savepoint_statements_as_plain_writes_are_refused(db: litegate.Database, sql: str) -> None:
+    """A plain write shares its transaction with other callers' writes: a SAVEPOINT left there,
+    or a ROLLBACK TO, would span or undo theirs. Refused before anything runs."""
+    db.execute("CREATE TABLE t(x)")
+    verb = sql.split()[0].upper()
+    with pytest.raises(litegate.Refused, match=f"refused {verb} in a plain write") as info:
+        db.execute(sql)
+    assert info.value.what == verb
+    assert info.value.sqlite_errorname == "SQLITE_AUTH"
+    with pytest.raises(litegate.Refused, match="tx.savepoint"):
+        db.executemany(sql, [(), ()])
+    with db.transaction() as tx:  # (inside a transaction, savepoints are its own)
+        tx.execute("SAVEPOINT x")
+        tx.execute("INSERT INTO t VALUES (1)")
+        tx.execute("ROLLBACK TO x")
+        tx.execute("RELEASE x")
+        tx.execute("INSERT INTO t VALUES (2)")
+    assert db.query("SELECT x FROM t")[0]["x"] == 2
+    assert db.query_value("SELECT count(*) FROM t") == 1
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_a_plain_rollback_to_can_no_longer_undo_another_acknowledged_write(
+    db_path: str, synchronous: Synchronous
+) -> None:
+    """Regression: at FULL, SAVEPOINT x / INSERT / ROLLBACK TO x sent as three plain writes at
+    once were group-committed together: the INSERT was acknowledged (rowid 1), then undone."""
+    adb = await litegate.connect_async(db_path, synchronous=synchronous)
+    try:
+        await adb.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+        sp, insert, back = await asyncio.gather(
+            adb.execute("SAVEPOINT x"),
+            adb.execute("INSERT INTO t(v) VALUES (1)"),
+            adb.execute("ROLLBACK TO x"),
+            return_exceptions=True,
+        )
+        assert isinstance(sp, litegate.Refused) and isinstance(back, litegate.Refused)
+        assert isinstance(insert, litegate.Result) and insert.lastrowid == 1
+        assert await adb.query_value("SELECT count(*) FROM t") == 1
+        for sql in SAVEPOINT_TEXTS:  # (known quick or not: refused all the same)
+            with pytest.raises(litegate.Refused, match="in a plain write"):
+                await adb.execute(sql, ())
+            with pytest.raises(litegate.Refused, match="in a plain write"):
+                await adb.executemany(sql, [()])
+            with pytest.raises(litegate.Refused, match="in a plain write"):
+                await adb.execute(sql, time_limit=1.0)
+        async with adb.transaction() as tx:
+            await tx.execute("SAVEPOINT y")
+            await tx.execute("INSERT INTO t(v) VALUES (2)")
+            await tx.execute("ROLLBACK TO y")
+        assert await adb.query_value("SELECT count(*) FROM t") == 1
+    finally:
+        await adb.close()

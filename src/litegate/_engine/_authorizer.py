@@ -43,6 +43,7 @@ __all__ = (
     "ReaderGuard",
     "explain",
     "refuse",
+    "refuse_plain_savepoint",
     "refuse_transaction",
     "reraise",
     "verdict",
@@ -138,6 +139,31 @@ def refuse_transaction(verb: str | None) -> int:
         "other callers' work with yours. Use db.transaction() (and tx.savepoint() to nest), "
         "or let the call's function raise to roll its work back",
     )
+
+
+_SAVEPOINT_WORDS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
+
+
+def refuse_plain_savepoint(sql: str) -> None:
+    """Raise :class:`Refused` if ``sql``, sent as a plain write (``execute``,
+    ``executemany``), is a savepoint statement (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK
+    TO``) or a ``ROLLBACK``: a plain write runs in a transaction shared with other callers'
+    writes (group commit), where ``ROLLBACK TO`` would undo their acknowledged writes. By its
+    first word: the authorizer cannot tell, since a statement re-run from the connection's
+    statement cache is not authorized again (one behind a leading comment is not caught)."""
+    head = sql.lstrip()[:9].upper()
+    if head.startswith(_SAVEPOINT_WORDS):
+        verb = next(w for w in _SAVEPOINT_WORDS if head.startswith(w))
+        err = Refused(
+            f"litegate refused {verb} in a plain write: it runs in a transaction shared with "
+            "other callers' writes (group commit), so a savepoint there would span, release "
+            "or undo their work with yours. Use db.transaction() (and tx.savepoint() to "
+            "nest); there, SAVEPOINT statements are the transaction's own",
+            what=verb,
+        )
+        err.sqlite_errorcode = _SQLITE_AUTH
+        err.sqlite_errorname = "SQLITE_AUTH"
+        raise err
 
 
 def verdict(action: int, arg1: str | None, arg2: str | None) -> int:

@@ -37,12 +37,13 @@ from typing import Any, TypeVar
 
 from .._config import Options
 from .._errors import Misuse
-from .._statements import run_execute, run_query
+from .._statements import run_execute, run_executemany, run_query
 from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
 from . import _fork
 from ._async_lease import AsyncLaneLease, in_own_transaction, take_async
 from ._async_read import AsyncPooledRead
+from ._authorizer import refuse_plain_savepoint
 from ._bridge import MISS, await_job, borrow, run_inline, submit, wait_briefly
 from ._connection import run_limited
 from ._counters import Counters
@@ -50,7 +51,7 @@ from ._jobs import READ, WRITE, AsyncJob, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
 from ._loop_group import write_grouped
-from ._loop_write import write_cheap
+from ._loop_write import write_other
 from ._pool import PerThreadPool, ReaderPool, ReadPool, make_pool, thread_name
 from ._readers import LoopReaders, ReaderThreads, SlowStatements
 from ._turns import wait_turn
@@ -331,6 +332,8 @@ class LocalEngine:
         lane = self._lane
         if lane.owner is not None or lane.user is not None:
             self._no_reentry("a write")
+        if fn is run_execute or fn is run_executemany:
+            refuse_plain_savepoint(args[0])
         t0 = perf_counter()
         job = Job(WRITE, fn, args, sql, time_limit)
         lane.call(job, timeout, "the write")
@@ -377,19 +380,8 @@ class LocalEngine:
             return write_grouped(
                 lane, self._lane_job, args[0], args[1], timeout, self._counters.write_latency
             )
-        return self._write_async(fn, args, timeout, time_limit, sql)
-
-    async def _write_async(
-        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None
-    ) -> T:
-        t0 = perf_counter()
-        result: T
-        if fn is run_execute and time_limit is None:  # (its COMMIT costs no fsync)
-            result = await write_cheap(self._lane, self._lane_job, args[0], args[1], timeout)
-        else:
-            result = await self._lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
-        self._counters.write_latency.append(perf_counter() - t0)
-        return result
+        latency = self._counters.write_latency
+        return write_other(lane, self._lane_job, latency, fn, args, timeout, time_limit, sql)
 
     def lease(
         self,

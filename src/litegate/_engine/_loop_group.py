@@ -66,6 +66,7 @@ from .._errors import RolledBack
 from .._statements import run_execute
 from .._types import Args, Bound, Params
 from . import _costs
+from ._authorizer import refuse_plain_savepoint
 from ._batch import copy_error, job_error
 from ._costs import (
     LARGE_VALUE,
@@ -342,6 +343,8 @@ async def write_grouped(
         and _QUICK_TYPES.issuperset(map(type, params))
         and sum(map(getsizeof, params)) < LARGE_VALUE
     ):
+        if cost != 0:  # (a savepoint text is never measured quick: see refuse_plain_savepoint)
+            refuse_plain_savepoint(sql)
         if cost is None:
             args: Args = (run_execute, costs, sql, params)
             return _took(

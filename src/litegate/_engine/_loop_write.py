@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 from .._errors import RolledBack
-from .._statements import run_execute
+from .._statements import run_execute, run_executemany
 from .._types import Args, Bound, Params
+from ._authorizer import refuse_plain_savepoint
 from ._batch import job_error
 from ._bridge import give_way
 from ._costs import (
@@ -55,7 +58,7 @@ from ._jobs import WRITE
 from ._lane import WriteLane
 from ._turns import of_this_loop
 
-__all__ = ("write_cheap",)
+__all__ = ("write_cheap", "write_other")
 
 _SQLITE_INTERRUPT = 9
 
@@ -116,10 +119,37 @@ async def write_cheap(
             if result is not _AGAIN:
                 return result
             cost = 1
+    if cost != 0:  # (a savepoint text is never measured quick: see refuse_plain_savepoint)
+        refuse_plain_savepoint(sql)
     if cost is None:  # new: measured on the writer thread (steps and CPU time)
         args: Args = (run_execute, lane.costs, sql, params)
         return await lane_job(WRITE, measured, args, timeout, None, sql, "the write")
     return await lane_job(WRITE, run_execute, (sql, params), timeout, None, sql, "the write")
+
+
+async def write_other(
+    lane: WriteLane,
+    lane_job: LaneJob,
+    latency: deque[float],
+    fn: Callable[..., Any],
+    args: Args,
+    timeout: Bound,
+    time_limit: Bound,
+    sql: str | None,
+) -> Any:
+    """An async write that no loop group takes (:func:`~._loop_group.write_grouped` takes a
+    one-statement write where a COMMIT fsyncs): one-statement writes where it does not
+    (:func:`write_cheap`), the others queued for the writer thread through ``lane_job``. Its
+    time, when it succeeds, goes to ``latency``."""
+    t0 = perf_counter()
+    if fn is run_execute and time_limit is None:  # (its COMMIT costs no fsync)
+        result = await write_cheap(lane, lane_job, args[0], args[1], timeout)
+    else:
+        if fn is run_execute or fn is run_executemany:
+            refuse_plain_savepoint(args[0])
+        result = await lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
+    latency.append(perf_counter() - t0)
+    return result
 
 
 _AGAIN: Any = object()  # _run_here: it ran too long here; queue it
