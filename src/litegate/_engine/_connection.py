@@ -67,9 +67,11 @@ class TxnGuard:
     :mod:`._authorizer` refuses on every connection (state-changing PRAGMAs, ATTACH).
 
     The lane owns transaction boundaries: a job that committed on its own would commit other
-    callers' half-done work. Savepoints stay allowed. Transaction control is permitted only to
-    the thread that opened a :meth:`permit` (the authorizer runs on the thread preparing the
-    statement), so no other thread can widen or narrow it by accident.
+    callers' half-done work. Savepoints stay allowed here (a transaction's own; as plain
+    writes they are refused by their text first: :func:`~._authorizer.refuse_plain_savepoint`).
+    Transaction control is permitted only to the thread that opened a :meth:`permit` (the
+    authorizer runs on the thread preparing the statement), so no other thread can widen or
+    narrow it by accident.
     """
 
     __slots__ = ("_allowed", "gate", "held_pages")
