@@ -14,7 +14,12 @@ import pytest
 import litegate
 from helpers import write_elsewhere
 from litegate._config import Synchronous
-from litegate._engine._authorizer import PRAGMAS_WITH_ARGUMENT, ReaderGuard, explain
+from litegate._engine._authorizer import (
+    PRAGMAS_WITH_ARGUMENT,
+    ReaderGuard,
+    explain,
+    first_word,
+)
 from litegate._engine._connection import TxnGuard
 
 OK, DENY = sqlite3.SQLITE_OK, sqlite3.SQLITE_DENY
@@ -240,21 +245,47 @@ def test_connect_applies_tuning_pragmas_to_every_connection(db_path: str, reader
         assert db.run_read(settings) == list(tuning.values())
 
 
-SAVEPOINT_TEXTS = ["SAVEPOINT x", "  release x", "\nROLLBACK TO x", "rollback"]
+SAVEPOINT_TEXTS = {  # (SQLite skips white space, ";" and comments before a statement)
+    "SAVEPOINT x": "SAVEPOINT",
+    "  release x": "RELEASE",
+    "\nROLLBACK TO x": "ROLLBACK",
+    "rollback": "ROLLBACK",
+    ";SAVEPOINT x": "SAVEPOINT",
+    "/* c */ RELEASE x": "RELEASE",
+    "-- c\n ;; ROLLBACK TO x": "ROLLBACK",
+}
 
 
-@pytest.mark.parametrize("sql", SAVEPOINT_TEXTS)
+@pytest.mark.parametrize(
+    ("sql", "word"),
+    [
+        ("UPDATE t SET x = 1", "UPDATE T "),
+        ("  ;\n-- a\n/* b */ savepoint a", "SAVEPOINT"),
+        ("/* unterminated", ""),
+        ("-- only a comment", ""),
+        ("", ""),
+        ("/**/rollback", "ROLLBACK"),
+    ],
+)
+def test_first_word_skips_what_sqlite_skips(sql: str, word: str) -> None:
+    assert first_word(sql) == word
+
+
+@pytest.mark.parametrize("sql", list(SAVEPOINT_TEXTS))
 def test_savepoint_statements_as_plain_writes_are_refused(db: litegate.Database, sql: str) -> None:
     """A plain write shares its transaction with other callers' writes: a SAVEPOINT left there,
     or a ROLLBACK TO, would span or undo theirs. Refused before anything runs."""
     db.execute("CREATE TABLE t(x)")
-    verb = sql.split()[0].upper()
+    verb = SAVEPOINT_TEXTS[sql]
     with pytest.raises(litegate.Refused, match=f"refused {verb} in a plain write") as info:
         db.execute(sql)
     assert info.value.what == verb
     assert info.value.sqlite_errorname == "SQLITE_AUTH"
     with pytest.raises(litegate.Refused, match="tx.savepoint"):
         db.executemany(sql, [(), ()])
+    with pytest.raises(litegate.Refused, match=f"refused {verb}"):
+        db.executescript(f"INSERT INTO t VALUES (0); {sql}; INSERT INTO t VALUES (0)")
+    assert db.query_value("SELECT count(*) FROM t") == 0  # (nothing of the script ran)
     with db.transaction() as tx:  # (inside a transaction, savepoints are its own)
         tx.execute("SAVEPOINT x")
         tx.execute("INSERT INTO t VALUES (1)")
@@ -290,10 +321,35 @@ async def test_a_plain_rollback_to_can_no_longer_undo_another_acknowledged_write
                 await adb.executemany(sql, [()])
             with pytest.raises(litegate.Refused, match="in a plain write"):
                 await adb.execute(sql, time_limit=1.0)
+            with pytest.raises(litegate.Refused, match="in a plain write"):
+                await adb.executescript(f"INSERT INTO t(v) VALUES (3);\n{sql}")
         async with adb.transaction() as tx:
             await tx.execute("SAVEPOINT y")
             await tx.execute("INSERT INTO t(v) VALUES (2)")
             await tx.execute("ROLLBACK TO y")
         assert await adb.query_value("SELECT count(*) FROM t") == 1
+    finally:
+        await adb.close()
+
+
+async def test_a_run_write_function_cannot_roll_back_another_writes_work(db_path: str) -> None:
+    """Regression: at FULL, run_write(SAVEPOINT sp) / an INSERT / run_write(ROLLBACK TO sp)
+    queued together shared one group commit: the INSERT was acknowledged, then undone. Now a
+    function sharing a group runs in a savepoint of its own: sp ends with it."""
+    adb = await litegate.connect_async(db_path, synchronous="FULL")
+    try:
+        await adb.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+        for n in range(1, 4):
+            done: list[Any] = await asyncio.gather(
+                adb.run_write(lambda c: c.execute("SAVEPOINT sp").close()),
+                adb.execute(f"INSERT INTO t(v) VALUES ({n})"),  # (a new text: queued too)
+                adb.run_write(lambda c: c.execute("ROLLBACK TO sp").close()),
+                return_exceptions=True,
+            )
+            opened, insert, back = done
+            assert opened is None and isinstance(insert, litegate.Result)
+            if not isinstance(back, sqlite3.OperationalError):  # (it ran in a later group)
+                assert back is None
+            assert await adb.query_value("SELECT count(*) FROM t") == n
     finally:
         await adb.close()

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .._config import ENGINE_PRAGMAS
 from .._errors import Refused
+from .._statements import run_execute, run_executemany, run_script, split_script
 
 __all__ = (
     "GUARDED",
@@ -43,7 +44,9 @@ __all__ = (
     "ReaderGuard",
     "explain",
     "refuse",
+    "first_word",
     "refuse_plain_savepoint",
+    "refuse_plain_savepoints",
     "refuse_transaction",
     "reraise",
     "verdict",
@@ -142,6 +145,28 @@ def refuse_transaction(verb: str | None) -> int:
 
 
 _SAVEPOINT_WORDS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
+_BLANK = " \t\n\r\f\v;"
+
+
+def first_word(sql: str) -> str:
+    """The start of ``sql``'s first statement, upper-cased (9 characters: enough for any
+    transaction-control word), past what SQLite skips before it: white space, ``;`` and
+    comments."""
+    if sql[:1].isalpha():  # (the usual text: no scan)
+        return sql[:9].upper()
+    i, n = 0, len(sql)
+    while i < n:
+        if sql[i] in _BLANK:
+            i += 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+        else:
+            break
+    return sql[i : i + 9].upper()
 
 
 def refuse_plain_savepoint(sql: str) -> None:
@@ -149,9 +174,9 @@ def refuse_plain_savepoint(sql: str) -> None:
     ``executemany``), is a savepoint statement (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK
     TO``) or a ``ROLLBACK``: a plain write runs in a transaction shared with other callers'
     writes (group commit), where ``ROLLBACK TO`` would undo their acknowledged writes. By its
-    first word: the authorizer cannot tell, since a statement re-run from the connection's
-    statement cache is not authorized again (one behind a leading comment is not caught)."""
-    head = sql.lstrip()[:9].upper()
+    first word (:func:`first_word`): the authorizer cannot tell, since a statement re-run from
+    the connection's statement cache is not authorized again."""
+    head = first_word(sql)
     if head.startswith(_SAVEPOINT_WORDS):
         verb = next(w for w in _SAVEPOINT_WORDS if head.startswith(w))
         err = Refused(
@@ -164,6 +189,16 @@ def refuse_plain_savepoint(sql: str) -> None:
         err.sqlite_errorcode = _SQLITE_AUTH
         err.sqlite_errorname = "SQLITE_AUTH"
         raise err
+
+
+def refuse_plain_savepoints(fn: object, args: tuple[Any, ...]) -> None:
+    """:func:`refuse_plain_savepoint` for a plain write's job ``fn(conn, *args)``: the
+    statement of ``execute``/``executemany``, every statement of ``executescript``."""
+    if fn is run_execute or fn is run_executemany:
+        refuse_plain_savepoint(args[0])
+    elif fn is run_script:
+        for statement in split_script(args[0]):
+            refuse_plain_savepoint(statement)
 
 
 def verdict(action: int, arg1: str | None, arg2: str | None) -> int:

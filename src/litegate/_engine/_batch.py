@@ -11,6 +11,7 @@ import sqlite3
 import time
 
 from .._errors import Misuse, RolledBack
+from .._statements import run_execute, run_executemany, run_script
 from ._authorizer import explain
 from ._commit_gate import refused_error
 from ._connection import (
@@ -22,6 +23,7 @@ from ._connection import (
     rollback_quietly,
     run_limited,
 )
+from ._costs import measured
 from ._counters import Counters
 from ._jobs import BaseJob
 
@@ -42,6 +44,12 @@ _SAVEPOINT = "SAVEPOINT litegate_job"
 _RELEASE = "RELEASE litegate_job"
 _ROLLBACK_TO = "ROLLBACK TO litegate_job"
 _YIELD_AFTER_CONTENTION = 0.0005
+_PLAIN = frozenset({run_execute, run_executemany, run_script, measured})
+"""The plain writes' job functions: their SQL can open no savepoint nor roll back to one
+(:func:`~._authorizer.refuse_plain_savepoints`). Any other function (``run_write``'s) runs in
+a savepoint of its own when it shares the transaction with other jobs: one it opened and left
+is released with it, and it cannot roll back to another job's (SQLite would undo that job's
+acknowledged work)."""
 
 
 def copy_error(exc: BaseException) -> BaseException:
@@ -231,7 +239,9 @@ def group_commit(
     """BEGIN IMMEDIATE; the jobs; one COMMIT; then answer everyone.
 
     Optimistic first: the jobs run back to back, with no savepoint each (every statement
-    hands the GIL back and forth, so two more per job cost real time under load). When a
+    hands the GIL back and forth, so two more per job cost real time under load) -- but a
+    ``run_write`` function's, which runs in its own when others share the transaction
+    (``_PLAIN``; a failure there is undone alone). When a
     job fails, it fails alone: the transaction is rolled back and the others are run again,
     this time each inside its own SAVEPOINT so that a later failure is undone on its own.
     If SQLite itself rolls the transaction back (interrupt, ``OR ROLLBACK``, I/O error),
@@ -256,19 +266,21 @@ def group_commit(
         except BaseException as exc:
             _begin_failed(conn, guard, c, pending, exc)
             return False
-        savepoints = careful and len(pending) > 1
+        shared = len(pending) > 1
+        savepoints = careful and shared
         done: list[tuple[BaseJob, object]] = []
         restart: list[BaseJob] | None = None
         try:
             for i, job in enumerate(pending):
+                own = savepoints or (shared and job.fn not in _PLAIN)
                 try:
-                    if savepoints:
+                    if own:
                         conn.execute(_SAVEPOINT)
                     if job.time_limit is None:  # job.run inline: this runs once per write
                         result = job.ctx.run(job.fn, conn, *job.args)
                     else:
                         result = run_limited(conn, job.time_limit, job.sql, job.run)
-                    if savepoints:
+                    if own:
                         conn.execute(_RELEASE)
                     if not conn.in_transaction:  # it swallowed an error that ended the txn
                         raise _swallowed()
@@ -279,7 +291,7 @@ def group_commit(
                     rest = [j for j, _ in done] + pending[i + 1 :]
                     if not alive:
                         raise LaneBroken("a write's function closed the connection", rest) from exc
-                    if savepoints and undo_savepoint(conn):
+                    if own and undo_savepoint(conn):
                         continue
                     # Undo everything (it may hold the failed job's partial work) and run
                     # the others again, carefully.

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from time import perf_counter, thread_time
 from typing import Any
 
+from ._authorizer import first_word
+
 __all__ = (
     "LARGE_VALUE",
     "SLOW_SECONDS",
@@ -119,9 +121,9 @@ def measured(
 def _controls(sql: str) -> bool:
     """Is ``sql`` a transaction-control statement (``SAVEPOINT``, ``RELEASE``, ``ROLLBACK``,
     ...)? Such a text is never judged quick: on the loop it would run inside a group of other
-    writes (:mod:`._loop_group`), where ``ROLLBACK TO`` could undo theirs. (Its first word
-    only: one hidden behind a leading comment is not recognised.)"""
-    return sql.lstrip()[:9].upper().startswith(_CONTROL_WORDS)
+    writes (:mod:`._loop_group`), where ``ROLLBACK TO`` could undo theirs. (Its first word,
+    past white space, ``;`` and comments: :func:`~._authorizer.first_word`.)"""
+    return first_word(sql).startswith(_CONTROL_WORDS)
 
 
 _CONTROL_WORDS = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT", "END")

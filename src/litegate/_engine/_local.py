@@ -37,13 +37,13 @@ from typing import Any, TypeVar
 
 from .._config import Options
 from .._errors import Misuse
-from .._statements import run_execute, run_executemany, run_query
+from .._statements import run_execute, run_query
 from .._stats import Stats, percentile
 from .._types import Args, Bound, Fn, Params
 from . import _fork
 from ._async_lease import AsyncLaneLease, in_own_transaction, take_async
 from ._async_read import AsyncPooledRead
-from ._authorizer import refuse_plain_savepoint
+from ._authorizer import refuse_plain_savepoints
 from ._bridge import MISS, await_job, borrow, run_inline, submit, wait_briefly
 from ._connection import run_limited
 from ._counters import Counters
@@ -332,8 +332,7 @@ class LocalEngine:
         lane = self._lane
         if lane.owner is not None or lane.user is not None:
             self._no_reentry("a write")
-        if fn is run_execute or fn is run_executemany:
-            refuse_plain_savepoint(args[0])
+        refuse_plain_savepoints(fn, args)
         t0 = perf_counter()
         job = Job(WRITE, fn, args, sql, time_limit)
         lane.call(job, timeout, "the write")

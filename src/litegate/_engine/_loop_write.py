@@ -40,9 +40,9 @@ from time import perf_counter
 from typing import Any
 
 from .._errors import RolledBack
-from .._statements import run_execute, run_executemany
+from .._statements import run_execute
 from .._types import Args, Bound, Params
-from ._authorizer import refuse_plain_savepoint
+from ._authorizer import refuse_plain_savepoint, refuse_plain_savepoints
 from ._batch import job_error
 from ._bridge import give_way
 from ._costs import (
@@ -145,8 +145,7 @@ async def write_other(
     if fn is run_execute and time_limit is None:  # (its COMMIT costs no fsync)
         result = await write_cheap(lane, lane_job, args[0], args[1], timeout)
     else:
-        if fn is run_execute or fn is run_executemany:
-            refuse_plain_savepoint(args[0])
+        refuse_plain_savepoints(fn, args)
         result = await lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
     latency.append(perf_counter() - t0)
     return result
