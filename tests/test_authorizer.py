@@ -340,7 +340,7 @@ async def test_a_run_write_function_cannot_roll_back_another_writes_work(db_path
     try:
         await adb.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
         for n in range(1, 4):
-            done: list[Any] = await asyncio.gather(
+            done: tuple[Any, ...] = await asyncio.gather(
                 adb.run_write(lambda c: c.execute("SAVEPOINT sp").close()),
                 adb.execute(f"INSERT INTO t(v) VALUES ({n})"),  # (a new text: queued too)
                 adb.run_write(lambda c: c.execute("ROLLBACK TO sp").close()),

@@ -280,10 +280,10 @@ def group_commit(
                         result = job.ctx.run(job.fn, conn, *job.args)
                     else:
                         result = run_limited(conn, job.time_limit, job.sql, job.run)
-                    if own:
-                        conn.execute(_RELEASE)
                     if not conn.in_transaction:  # it swallowed an error that ended the txn
                         raise _swallowed()
+                    if own:  # (never the end of the transaction: BEGIN began it)
+                        conn.execute(_RELEASE)
                 except BaseException as exc:
                     alive = is_open(conn)
                     c.jobs_failed += 1
