@@ -181,9 +181,9 @@ def refuse_plain_savepoint(sql: str) -> None:
         verb = next(w for w in _SAVEPOINT_WORDS if head.startswith(w))
         err = Refused(
             f"litegate refused {verb} in a plain write: it runs in a transaction shared with "
-            "other callers' writes (group commit), so a savepoint there would span, release "
-            "or undo their work with yours. Use db.transaction() (and tx.savepoint() to "
-            "nest); there, SAVEPOINT statements are the transaction's own",
+            "other callers' writes (group commit), so a savepoint or ROLLBACK there would "
+            "span, release or undo their work with yours. Use db.transaction() (and "
+            "tx.savepoint() to nest); there, SAVEPOINT statements are the transaction's own",
             what=verb,
         )
         err.sqlite_errorcode = _SQLITE_AUTH
