@@ -515,3 +515,30 @@ async def test_savepoint_statements_never_run_in_a_loop_group(
         assert statements_on == [threading.get_ident()]  # on the loop: the INSERT only
     finally:
         await adb.close()
+
+
+async def test_a_task_writing_alone_is_queued_whole_until_writes_come_together(
+    db_path: str, grouped: list[tuple[int, int]], statements_on: list[int]
+) -> None:
+    """Groups of one write each, _SOLO in a row: the next lone writes go to the writer thread
+    whole (statement and COMMIT: cheaper for a lone write); once writes come together, groups
+    again. Nothing else changes: every write is acknowledged and kept."""
+    adb = await _open(db_path)
+    loop_thread = threading.get_ident()
+    try:
+        for i in range(_loop_group._SOLO + 3):
+            await adb.execute(INSERT, (i,))
+        assert [n for _, n in grouped] == [1] * _loop_group._SOLO  # (then queued whole)
+        assert statements_on.count(loop_thread) == _loop_group._SOLO
+        statements_on.clear()
+
+        async def task(k: int) -> None:
+            for j in range(10):
+                await adb.execute(INSERT, (1000 + k * 100 + j,))
+
+        await asyncio.gather(*(task(k) for k in range(32)))
+        assert any(n > 1 for _, n in grouped[_loop_group._SOLO :]), grouped
+        assert statements_on.count(loop_thread) > 1
+        assert await adb.query_value("SELECT count(*) FROM t") == 1 + _loop_group._SOLO + 3 + 320
+    finally:
+        await adb.close()
