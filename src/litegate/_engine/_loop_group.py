@@ -37,6 +37,10 @@ the lane for:
   to wait for any lane, or to fork, ends its loop's groups first
   (:func:`~._lane_state.end_groups_here`), and a function of a grouped statement that calls
   the database is refused (it would wait for its own statement).
+* a task writing alone (``_SOLO`` groups of one write in a row) gains nothing from a group:
+  its writes go to the writer thread whole (statement and COMMIT, the queued path: one
+  hand-off either way, and less work on the loop) until one comes while another of the loop's
+  is queued;
 * if the loop is closed before the group's end, the writer thread takes the lane back and
   commits the group (:meth:`~._lane_writer.LaneWriter._watch_hold`); a loop stopped but not
   closed keeps the lane until it runs again.
