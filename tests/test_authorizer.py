@@ -253,6 +253,7 @@ SAVEPOINT_TEXTS = {  # (SQLite skips white space, ";" and comments before a stat
     ";SAVEPOINT x": "SAVEPOINT",
     "/* c */ RELEASE x": "RELEASE",
     "-- c\n ;; ROLLBACK TO x": "ROLLBACK",
+    "\ufeffSAVEPOINT x": "SAVEPOINT",
 }
 
 
@@ -265,6 +266,8 @@ SAVEPOINT_TEXTS = {  # (SQLite skips white space, ";" and comments before a stat
         ("-- only a comment", ""),
         ("", ""),
         ("/**/rollback", "ROLLBACK"),
+        ("\ufeff ROLLBACK TO a", "ROLLBACK "),
+        ("\t\vsavepoint a", "SAVEPOINT"),
     ],
 )
 def test_first_word_skips_what_sqlite_skips(sql: str, word: str) -> None:

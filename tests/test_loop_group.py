@@ -542,3 +542,21 @@ async def test_a_task_writing_alone_is_queued_whole_until_writes_come_together(
         assert await adb.query_value("SELECT count(*) FROM t") == 1 + _loop_group._SOLO + 3 + 320
     finally:
         await adb.close()
+
+
+async def test_a_burst_after_writing_alone_is_grouped_again(
+    db_path: str, grouped: list[tuple[int, int]]
+) -> None:
+    """After a task wrote alone (queued whole), a burst of writes -- each request's gather,
+    done before the next -- gets groups again, not a queue behind its first write."""
+    adb = await _open(db_path)
+    try:
+        for i in range(_loop_group._SOLO + 2):
+            await adb.execute(INSERT, (i,))
+        grouped.clear()
+        for burst in range(4):
+            await asyncio.gather(*(adb.execute(INSERT, (100 * (burst + 1) + k,)) for k in range(8)))
+        assert any(n > 1 for _, n in grouped), grouped
+        assert await adb.query_value("SELECT count(*) FROM t") == 1 + _loop_group._SOLO + 2 + 32
+    finally:
+        await adb.close()

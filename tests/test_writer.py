@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -338,6 +339,40 @@ def test_write_function_that_swallows_a_rollback_fails_without_losing_its_batch(
         assert a.join().error is None and c.join().error is None
         assert isinstance(b.join().error, litegate.RolledBack)
         assert [r[0] for r in db.query("SELECT x FROM t ORDER BY x")] == ["A", "C", "dup"]
+
+
+@dataclasses.dataclass
+class _Insert:
+    """A callable that cannot be hashed (a dataclass with ``eq``: ``__hash__`` is None)."""
+
+    v: str
+
+    def __call__(self, conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO t VALUES (?)", (self.v,))
+        return self.v
+
+
+def test_write_functions_that_share_a_batch_run_in_a_savepoint_each(db_path: str) -> None:
+    """A run_write function batched with other writes runs in a savepoint of its own: one it
+    leaves open ends with it, so a later one cannot roll back to it (that undid the writes
+    between, acknowledged). Any callable: an unhashable one used to stop the writer thread."""
+    with litegate.connect(db_path) as db:
+        db.execute("CREATE TABLE t(x)")
+        with lane_held(db):
+            opened = Outcome(lambda: db.run_write(lambda c: c.execute("SAVEPOINT sp").close()))
+            wait_for(lambda: db.stats().queue_depth == 1)
+            kept = Outcome(lambda: db.execute("INSERT INTO t VALUES ('kept')"))
+            wait_for(lambda: db.stats().queue_depth == 2)
+            odd = Outcome(lambda: db.run_write(_Insert("odd")))
+            wait_for(lambda: db.stats().queue_depth == 3)
+            back = Outcome(lambda: db.run_write(lambda c: c.execute("ROLLBACK TO sp").close()))
+            wait_for(lambda: db.stats().queue_depth == 4)
+        assert opened.join().error is None and kept.join().error is None
+        assert odd.join().error is None and odd.join().result == "odd"
+        error = back.join().error
+        assert isinstance(error, sqlite3.OperationalError) and "no such savepoint" in str(error)
+        assert sorted(r[0] for r in db.query("SELECT x FROM t")) == ["kept", "odd"]
+        db.execute("INSERT INTO t VALUES ('after')")  # (the lane goes on)
 
 
 def _interrupted_hold(before: Callable[[], object]) -> type[LaneHold]:

@@ -250,7 +250,7 @@ class AsyncLaneLease:
         :raises Misuse: the lease has ended
         """
         conn = self._live()
-        if fn in _CHEAP and self._free():
+        if _cheap(fn) and self._free():
             fut: asyncio.Future[Any] = self._loop.create_future()
             fut.add_done_callback(consume)
             try:
@@ -360,7 +360,7 @@ class AsyncLaneLease:
                 if costs.get(args[0]) == 0 and not large_params(args[1]):
                     return await self.execute(args[0], args[1], None)  # (known quick: here)
                 return await self._op(measured, (fn, costs, *args), sql, None)
-            if fn in _READS:
+            if _reads(fn):
                 try:
                     result = run_inline(conn, fn, args)
                 except BaseException:
@@ -369,7 +369,7 @@ class AsyncLaneLease:
                 if result is not MISS:
                     self._check(conn)
                     return result
-            elif fn in _CHEAP:
+            elif _cheap(fn):
                 return self._inline(conn, fn, args)
         return await self._op(fn, args, sql, limit)
 
@@ -377,7 +377,7 @@ class AsyncLaneLease:
         op = AsyncJob(READ, fn, args, sql, limit, self._loop, self._lane.outbox)
         self._lane.post(self._hold, op)
         self._last_op = op
-        if fn not in _READS:  # (a query sent there, e.g. over its inline budget, writes nothing)
+        if not _reads(fn):  # (a query sent there, e.g. over its inline budget, writes nothing)
             self._heavy = True
         op.future.add_done_callback(consume)
         return op
@@ -583,5 +583,15 @@ def _commit_group(conn: sqlite3.Connection, lane: WriteLane) -> BaseException | 
 HERE_CHANGES = 256
 """Rows an async transaction may change and still COMMIT on the loop (where that costs no
 fsync): a COMMIT writes every page changed."""
-_READS = frozenset({run_query, fetch})
-_CHEAP = frozenset({exec_sql, rollback_to_savepoint, close_cursors, close_cursor})
+
+
+def _reads(fn: object) -> bool:
+    """The lease's own read functions (by identity: a user's callable need not be hashable)."""
+    return fn is run_query or fn is fetch
+
+
+def _cheap(fn: object) -> bool:
+    """The lease's own quick functions, run on the loop (by identity, as :func:`_reads`)."""
+    return (
+        fn is exec_sql or fn is rollback_to_savepoint or fn is close_cursors or fn is close_cursor
+    )

@@ -145,13 +145,13 @@ def refuse_transaction(verb: str | None) -> int:
 
 
 _SAVEPOINT_WORDS = ("SAVEPOINT", "RELEASE", "ROLLBACK")
-_BLANK = " \t\n\r\f\v;"
+_BLANK = " \t\n\r\f\v;\ufeff"  # (SQLite skips a BOM, U+FEFF, as white space)
 
 
 def first_word(sql: str) -> str:
     """The start of ``sql``'s first statement, upper-cased (9 characters: enough for any
-    transaction-control word), past what SQLite skips before it: white space, ``;`` and
-    comments."""
+    transaction-control word), past what SQLite skips before it: white space (a byte-order
+    mark too), ``;`` and comments."""
     if sql[:1].isalpha():  # (the usual text: no scan)
         return sql[:9].upper()
     i, n = 0, len(sql)

@@ -44,12 +44,16 @@ _SAVEPOINT = "SAVEPOINT litegate_job"
 _RELEASE = "RELEASE litegate_job"
 _ROLLBACK_TO = "ROLLBACK TO litegate_job"
 _YIELD_AFTER_CONTENTION = 0.0005
-_PLAIN = frozenset({run_execute, run_executemany, run_script, measured})
-"""The plain writes' job functions: their SQL can open no savepoint nor roll back to one
-(:func:`~._authorizer.refuse_plain_savepoints`). Any other function (``run_write``'s) runs in
-a savepoint of its own when it shares the transaction with other jobs: one it opened and left
-is released with it, and it cannot roll back to another job's (SQLite would undo that job's
-acknowledged work)."""
+
+
+def _plain(fn: object) -> bool:
+    """Is ``fn`` a plain write's job function? Their SQL can open no savepoint nor roll back
+    to one (:func:`~._authorizer.refuse_plain_savepoints`). Any other function (``run_write``'s)
+    runs in a savepoint of its own when it shares the transaction with other jobs: one it
+    opened and left is released with it, and it cannot roll back to another job's (SQLite
+    would undo that job's acknowledged work). By identity: a callable need not be hashable,
+    and no user ``__eq__`` runs here."""
+    return fn is run_execute or fn is run_executemany or fn is run_script or fn is measured
 
 
 def copy_error(exc: BaseException) -> BaseException:
@@ -241,7 +245,7 @@ def group_commit(
     Optimistic first: the jobs run back to back, with no savepoint each (every statement
     hands the GIL back and forth, so two more per job cost real time under load) -- but a
     ``run_write`` function's, which runs in its own when others share the transaction
-    (``_PLAIN``; a failure there is undone alone). When a
+    (:func:`_plain`; a failure there is undone alone). When a
     job fails, it fails alone: the transaction is rolled back and the others are run again,
     this time each inside its own SAVEPOINT so that a later failure is undone on its own.
     If SQLite itself rolls the transaction back (interrupt, ``OR ROLLBACK``, I/O error),
@@ -272,7 +276,7 @@ def group_commit(
         restart: list[BaseJob] | None = None
         try:
             for i, job in enumerate(pending):
-                own = savepoints or (shared and job.fn not in _PLAIN)
+                own = savepoints or (shared and not _plain(job.fn))
                 try:
                     if own:
                         conn.execute(_SAVEPOINT)
