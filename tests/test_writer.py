@@ -375,6 +375,27 @@ def test_write_functions_that_share_a_batch_run_in_a_savepoint_each(db_path: str
         db.execute("INSERT INTO t VALUES ('after')")  # (the lane goes on)
 
 
+def test_a_write_function_that_releases_its_savepoint_fails_alone(db_path: str) -> None:
+    with litegate.connect(db_path) as db:
+        db.execute("CREATE TABLE t(x)")
+
+        def meddler(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t VALUES ('meddler')")
+            conn.execute("RELEASE litegate_job")  # (the savepoint litegate runs it in)
+
+        with lane_held(db):
+            a = Outcome(lambda: db.execute("INSERT INTO t VALUES ('A')"))
+            wait_for(lambda: db.stats().queue_depth == 1)
+            b = Outcome(lambda: db.run_write(meddler))
+            wait_for(lambda: db.stats().queue_depth == 2)
+            c = Outcome(lambda: db.execute("INSERT INTO t VALUES ('C')"))
+            wait_for(lambda: db.stats().queue_depth == 3)
+        assert a.join().error is None and c.join().error is None
+        error = b.join().error
+        assert isinstance(error, litegate.RolledBack) and "past the savepoint" in str(error)
+        assert sorted(r[0] for r in db.query("SELECT x FROM t")) == ["A", "C"]
+
+
 def _interrupted_hold(before: Callable[[], object]) -> type[LaneHold]:
     """A LaneHold whose waiter gets "Ctrl-C" (KeyboardInterrupt) after ``before()``."""
 

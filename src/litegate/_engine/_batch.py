@@ -178,6 +178,14 @@ def _swallowed() -> RolledBack:
     )
 
 
+def _savepoint_gone() -> RolledBack:
+    return RolledBack(
+        "this write's function released or rolled back past the savepoint litegate ran it in "
+        "(its batch shares one transaction): the write failed and nothing of it is kept (the "
+        "others of its batch are kept). Use savepoints of your own only"
+    )
+
+
 def _begin_failed(
     conn: sqlite3.Connection, guard: TxnGuard, c: Counters, jobs: list[BaseJob], exc: BaseException
 ) -> None:
@@ -287,7 +295,10 @@ def group_commit(
                     if not conn.in_transaction:  # it swallowed an error that ended the txn
                         raise _swallowed()
                     if own:  # (never the end of the transaction: BEGIN began it)
-                        conn.execute(_RELEASE)
+                        try:
+                            conn.execute(_RELEASE)
+                        except sqlite3.OperationalError as exc:  # (its function's doing)
+                            raise _savepoint_gone() from exc
                 except BaseException as exc:
                     alive = is_open(conn)
                     c.jobs_failed += 1
