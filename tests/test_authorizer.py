@@ -250,6 +250,8 @@ SAVEPOINT_TEXTS = {  # (SQLite skips white space, ";" and comments before a stat
     "  release x": "RELEASE",
     "\nROLLBACK TO x": "ROLLBACK",
     "rollback": "ROLLBACK",
+    "sAvEpOiNt x": "SAVEPOINT",
+    "Release x": "RELEASE",
     ";SAVEPOINT x": "SAVEPOINT",
     "/* c */ RELEASE x": "RELEASE",
     "-- c\n ;; ROLLBACK TO x": "ROLLBACK",
