@@ -387,6 +387,23 @@ def flush(outbox: Outbox) -> None:
     """Hand every finished job in ``outbox`` to its loop: one call per loop."""
     if not outbox:
         return
+    if len(outbox) == 1:  # (one answer, a lone write's: no sorting by loop)
+        try:
+            job = outbox.popleft()
+        except IndexError:  # (another thread's flush took it)
+            return
+        try:
+            loop = job.loop
+            if loop is running_loop():
+                loop.call_soon(_deliver, [job])
+            else:
+                loop.call_soon_threadsafe(_deliver, [job])
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+        except BaseException:  # (an interrupt: it waits for the next flush)
+            outbox.appendleft(job)
+            raise
+        return
     by_loop: dict[asyncio.AbstractEventLoop, list[AsyncJob | AsyncTicket]] = {}
     try:
         while True:

@@ -15,7 +15,7 @@ from threading import get_ident
 from time import monotonic
 
 from .._errors import Closed
-from ._batch import LaneBroken, group_commit, run_reads
+from ._batch import LaneBroken, commit_one, group_commit, run_reads
 from ._connection import cannot_write, is_read_only, rollback
 from ._jobs import EXCLUSIVE, WRITE, AsyncJob, AsyncLaneHold, BaseJob, Job, LaneHold, flush
 from ._lane_loop import LaneLoop
@@ -415,9 +415,14 @@ class LaneWriter(LaneLoop):
         a new one is opened and the jobs that were neither answered nor committed run again
         on it, once."""
         try:
-            committed = group_commit(
-                self._conn, self.guard, self.opts.busy_timeout, self.counters, jobs
-            )
+            if len(jobs) == 1:  # (a lone write: one task writing alone, the hot path)
+                committed = commit_one(
+                    self._conn, self.guard, self.opts.busy_timeout, self.counters, jobs[0]
+                )
+            else:
+                committed = group_commit(
+                    self._conn, self.guard, self.opts.busy_timeout, self.counters, jobs
+                )
         except LaneBroken as broken:
             self._reopen(str(broken))
             committed = bool(broken.jobs) and group_commit(
