@@ -16,7 +16,15 @@ import pytest
 import litegate
 from helpers import interrupt_at, writer_autocheckpoint
 from litegate import _statements as stmt
-from litegate._engine import _async_lease, _connection, _costs, _lane_loop, _lane_turns, _loop_write
+from litegate._engine import (
+    _async_lease,
+    _connection,
+    _costs,
+    _lane_loop,
+    _lane_turns,
+    _loop_group,
+    _loop_write,
+)
 
 SLOW_INSERT_N = (
     "INSERT INTO t(v) SELECT x FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
@@ -152,17 +160,33 @@ async def test_a_failing_lone_write_raises_its_error_and_keeps_nothing(
 
 
 async def test_writes_that_arrive_together_are_group_committed_off_the_loop(
-    db_path: str, commits_here: list[int]
+    db_path: str, commits_here: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """They run their statements on the loop, into the loop's write group (the one that gave
+    way joins it), and the writer thread runs the group's one COMMIT."""
+    sql = "INSERT INTO t(v) VALUES (?)"
     adb = await _open(db_path)
+    ran_on: list[int] = []
+    real = stmt.run_execute  # (what _loop_group runs a statement with)
+
+    def spy(conn: sqlite3.Connection, sql: str, params: Any = ()) -> stmt.Result:
+        ran_on.append(threading.get_ident())
+        return real(conn, sql, params)
+
     try:
-        await asyncio.gather(*(adb.execute("INSERT INTO t(v) VALUES (?)", (i,)) for i in range(64)))
-        assert await adb.query_value("SELECT count(*) FROM t") == 64
+        await adb.execute(sql, (-1,))  # (a new text is measured off the loop first)
+        commits_here.clear()
+        before = await adb.stats()
+        monkeypatch.setattr(_loop_group, "run_execute", spy)
+        await asyncio.gather(*(adb.execute(sql, (i,)) for i in range(64)))
+        assert await adb.query_value("SELECT count(*) FROM t") == 65
         stats = await adb.stats()
-        assert stats.max_batch_size > 1, stats
+        assert stats.batches - before.batches == 1, stats  # (one COMMIT for all 64)
+        assert stats.max_batch_size == 64, stats
     finally:
         await adb.close()
-    assert len(commits_here) <= 1  # (at most the first, alone before the others came)
+    assert ran_on == [threading.get_ident()] * 64  # (each statement on the loop)
+    assert commits_here == []  # (the COMMIT: off the loop)
 
 
 async def test_a_write_cancelled_while_it_gives_way_never_runs(db_path: str) -> None:

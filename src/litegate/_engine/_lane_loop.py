@@ -199,14 +199,15 @@ class LaneLoop(LaneTurns):
         finally:
             self._end_direct()
 
-    # ---- a loop's group of one-statement writes, where a COMMIT fsyncs (_loop_group) -------
+    # ---- a loop's group of one-statement writes (_loop_group) -------------------------------
     def take_group_here(
         self,
         loop: weakref.ref[asyncio.AbstractEventLoop],
         end_now: Callable[[], bool],
         thread: threading.Thread,
     ) -> Group | None:
-        """Loop thread, a known-quick one-statement write where a COMMIT costs an fsync: the
+        """Loop thread, a known-quick one-statement write (where a COMMIT costs an fsync, or
+        that came with others where it does not: :mod:`._loop_write`): the
         idle lane, held by this thread (``thread``) for its loop (``loop``, a weak reference)
         with a group open (``BEGIN IMMEDIATE``, never waiting) that this loop's writes join
         until :meth:`hand_group_here`; None if the lane is busy or another process holds the

@@ -1,4 +1,6 @@
-"""One-statement async writes group-committed from the event loop, where a COMMIT fsyncs.
+"""One-statement async writes group-committed from the event loop: every one where a COMMIT
+fsyncs, and those that come together where it does not (:mod:`._loop_write` runs a lone one
+there, statement and COMMIT).
 
 At ``synchronous=FULL`` a write's COMMIT (its fsync) must run off the loop, but its statement
 need not: handing every statement to the writer thread and its answer back costs more than the
@@ -339,8 +341,9 @@ async def write_grouped(
     timeout: Bound,
     latency: deque[float],
 ) -> Any:
-    """An async one-statement write (no time limit) where the lane's COMMIT costs an fsync:
-    in this loop's group when it can (see the module), else queued for the writer thread
+    """An async one-statement write (no time limit) where the lane's COMMIT costs an fsync
+    (or where it does not, one that came with others: :func:`~._loop_write.write_cheap`): in
+    this loop's group when it can (see the module), else queued for the writer thread
     through ``lane_job`` (measured there if its SQL text is new). Its time, when it succeeds,
     goes to ``latency``."""
     t0 = perf_counter()

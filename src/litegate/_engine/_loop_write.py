@@ -20,9 +20,10 @@ loop free and group commit intact:
   fsyncs) is held off for the COMMIT (:meth:`~._lane_turns.LaneTurns.take_here` says when one
   is due off the loop).
 * **alone only:** a write first gives way to the loop once. If another write of this loop's
-  tasks comes meanwhile (it is queued at once), or the lane is busy, it is queued as before:
-  writes that arrive together are group-committed by the writer thread, which runs their
-  COMMIT beside the loop.
+  tasks comes meanwhile, both go to this loop's write group (:mod:`._loop_group`: their
+  statements on the loop, its one COMMIT on the writer thread, beside the loop; 64 tasks of
+  one-row writes: 1.2-1.3x as many a second as queued whole for the writer thread, each
+  handed over and answered). If the lane is busy, the write is queued as before.
 * **nothing else changes:** errors are those of the queued path, a write is acknowledged only
   after its COMMIT returned, a cancellation while it gives way withdraws it (it never ran).
 
@@ -56,9 +57,10 @@ from ._costs import (
 )
 from ._jobs import WRITE
 from ._lane import WriteLane
+from ._loop_group import write_grouped
 from ._turns import of_this_loop
 
-__all__ = ("write_cheap", "write_other")
+__all__ = ("CROWDED", "write_cheap", "write_other")
 
 _SQLITE_INTERRUPT = 9
 
@@ -104,9 +106,11 @@ async def write_cheap(
     ``lane_job`` -- measured there if its SQL text is new. Raises what the queued write would
     raise."""
     window = _window()
-    if window.open:  # another write gives way: both are queued (one yield per burst)
+    if window.open:  # another write gives way: both go to the loop's group (one yield per burst)
         window.crowded = True
         cost = lane.costs.get(sql)  # (read without the lane: a stale value picks a path)
+        if cost == 0:
+            return CROWDED
     else:
         window.open, window.crowded = True, False
         try:
@@ -114,11 +118,14 @@ async def write_cheap(
         finally:
             window.open = False
         cost = lane.costs.get(sql)
-        if cost == 0 and not window.crowded and not large_params(params):
-            result = _run_here(lane, sql, params)
-            if result is not _AGAIN:
-                return result
-            cost = 1
+        if cost == 0:
+            if window.crowded:
+                return CROWDED
+            if not large_params(params):
+                result = _run_here(lane, sql, params)
+                if result is not _AGAIN:
+                    return result
+                cost = 1
     if cost != 0:  # (a savepoint text is never measured quick: see refuse_plain_savepoint)
         refuse_plain_savepoint(sql)
     if cost is None:  # new: measured on the writer thread (steps and CPU time)
@@ -144,6 +151,8 @@ async def write_other(
     t0 = perf_counter()
     if fn is run_execute and time_limit is None:  # (its COMMIT costs no fsync)
         result = await write_cheap(lane, lane_job, args[0], args[1], timeout)
+        if result is CROWDED:  # (its time counted from here: one loop iteration less)
+            return await write_grouped(lane, lane_job, args[0], args[1], timeout, latency)
     else:
         refuse_plain_savepoints(fn, args)
         result = await lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")
@@ -152,6 +161,7 @@ async def write_other(
 
 
 _AGAIN: Any = object()  # _run_here: it ran too long here; queue it
+CROWDED: Any = object()  # write_cheap: writes came together; this loop's write group takes it
 
 
 def _run_here(lane: WriteLane, sql: str, params: Params) -> Any:
