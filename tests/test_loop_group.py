@@ -264,6 +264,51 @@ async def test_a_blocking_sync_call_on_the_loop_thread_ends_the_group_first(
         await adb.close()
 
 
+@pytest.mark.blocks_loop("a blocking read from the loop's thread is the case under test")
+async def test_a_blocking_read_on_the_loop_thread_waiting_for_a_reader_ends_the_group_first(
+    tmp_path: Any,
+) -> None:
+    """The only reader is borrowed by a thread that then writes (it waits for the lane, which
+    the loop's group holds); a blocking read from the loop's thread waits for that reader: the
+    group is handed to the writer first, so neither waits for the other until a timeout."""
+    db = litegate.connect(str(tmp_path / "r.db"), synchronous="FULL", readers=1, timeout=10.0)
+    db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v UNIQUE)")
+    adb = db.as_async()
+    await adb.execute(INSERT, (-1,))  # (measured: quick)
+    have_reader, group_open = threading.Event(), threading.Event()
+    waited: dict[str, float] = {}
+
+    def borrower() -> None:
+        for _ in db.iterate("SELECT 1"):  # (holds the reader while it writes)
+            have_reader.set()
+            group_open.wait(10.0)
+            t0 = time.monotonic()
+            db.execute(INSERT, (99,))
+            waited["write"] = time.monotonic() - t0
+
+    thread = threading.Thread(target=borrower)
+    thread.start()
+    try:
+        assert have_reader.wait(10.0)
+        task = asyncio.ensure_future(adb.execute(INSERT, (1,)))
+        await asyncio.sleep(0)  # (in the group: the loop holds the lane)
+        group_open.set()
+        pause, deadline = threading.Event(), time.monotonic() + 10.0
+        while db.stats().queue_depth == 0 and time.monotonic() < deadline:
+            pause.wait(0.005)  # (until the thread waits for the lane, queued)
+        t0 = time.monotonic()
+        assert db.query_value("SELECT count(*) FROM t") in (2, 3)  # blocking, on the loop
+        waited["read"] = time.monotonic() - t0
+        await task
+        await asyncio.to_thread(thread.join, 10.0)
+        assert waited["read"] < 5.0 and waited["write"] < 5.0, waited
+        assert [r[0] for r in db.query("SELECT v FROM t ORDER BY v")] == [-1, 1, 99]
+    finally:
+        group_open.set()
+        await asyncio.to_thread(thread.join, 10.0)
+        db.close()
+
+
 def test_a_group_whose_loop_was_closed_never_keeps_the_lane(db_path: str) -> None:
     db = litegate.connect(db_path, synchronous="FULL", hold_warn=0.2)
     try:

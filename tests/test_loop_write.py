@@ -189,6 +189,26 @@ async def test_writes_that_arrive_together_are_group_committed_off_the_loop(
     assert commits_here == []  # (the COMMIT: off the loop)
 
 
+@pytest.mark.blocks_loop("a task blocks the iteration the first write gives way in")
+async def test_a_write_that_gave_way_and_joined_a_group_is_timed_from_its_call(
+    db_path: str,
+) -> None:
+    """Its stats time includes the loop iteration it gave way for (here 0.2 s long)."""
+    sql = "INSERT INTO t(v) VALUES (?)"
+    adb = await _open(db_path)
+
+    async def blocker() -> None:
+        time.sleep(0.2)  # noqa: ASYNC251 (the long iteration under test)
+
+    try:
+        await adb.execute(sql, (0,))  # (measured off the loop: quick; timed ~0)
+        await asyncio.gather(adb.execute(sql, (1,)), adb.execute(sql, (2,)), blocker())
+        stats = await adb.stats()  # (3 writes timed: ~0, and ~0.2 s for both of these)
+        assert stats.write_p50_ms >= 150.0, stats
+    finally:
+        await adb.close()
+
+
 async def test_a_write_cancelled_while_it_gives_way_never_runs(db_path: str) -> None:
     adb = await _open(db_path)
     try:

@@ -11,7 +11,8 @@ Who uses the writer connection: exactly one *lane holder* at a time --
 * a loop thread running a lone async write, COMMIT included, on the idle lane where a COMMIT
   costs no fsync (:mod:`._loop_write`: ``take_here`` / ``end_here``);
 * a loop thread running its tasks' one-statement writes into a group it opened on the idle
-  lane, where a COMMIT fsyncs; the writer thread takes the lane over for the COMMIT
+  lane (where a COMMIT fsyncs; elsewhere, writes that came together); the writer thread takes
+  the lane over for the COMMIT
   (:mod:`._loop_group`: ``take_group_here`` / ``hand_group_here``).
 
 A transaction that ends while another waits for the lane hands the lane on without committing

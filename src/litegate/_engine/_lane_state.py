@@ -62,7 +62,8 @@ _group_loop,         a loop thread taking the idle lane  ``_lock``; read without
 _group_end,          for its writes' group (weakref to   thread holding the lane (only that
 _group_thread        its loop; what ends the group; its  thread clears them -- or the writer,
                      thread); cleared when the lane is   once that loop is closed or its
-                     given back or handed to the writer  thread ended)
+                     given back or handed to the writer  thread ended), and by anyone for a
+                                                         message (``_hold_text``)
 loop_groups          each thread, its own attribute (a   a ``threading.local``: each thread
                      loop's record, :mod:`._loop_group`) sees only its own
 _held_since          lease grants and releases; a turn   ``_lock``; a turn handed on within a
@@ -353,7 +354,8 @@ class LaneState:
         since = self._held_since  # (read without the lock: a message only)
         if not since:
             return "no transaction holds it now"
-        return f"a transaction has held it for {monotonic() - since:.2f}s"
+        who = "an event loop's group of writes" if self._group_loop is not None else "a transaction"
+        return f"{who} has held it for {monotonic() - since:.2f}s"
 
     # ---- queueing ----------------------------------------------------------------------
     def try_submit(self, job: BaseJob) -> bool:

@@ -290,6 +290,17 @@ class LaneWriter(LaneLoop):
     def _report_long_hold(self, held: float) -> None:
         """Writer thread: count and log a lease held past ``hold_warn``."""
         self.counters.long_holds += 1
+        if self._group_loop is not None:  # (lock held: see _watch_hold)
+            logger.warning(
+                "litegate: an event loop's group of writes on %s has held the write lane for "
+                "%.2fs (hold_warn=%ss); every other writer waits behind it. The group ends "
+                "with its loop iteration: a task is blocking the loop (run blocking calls "
+                "through asyncio.to_thread)",
+                self.opts.name,
+                held,
+                self.opts.hold_warn,
+            )
+            return
         logger.warning(
             "litegate: a transaction on %s has held the write lane for %.2fs (hold_warn=%ss); "
             "every other writer waits behind it. Keep transactions short: do slow work "

@@ -376,8 +376,9 @@ class LocalEngine:
             self.check()
         lane = self._lane
         if fn is run_execute and time_limit is None and not lane.commits_cheaply:
+            latency = self._counters.write_latency
             return write_grouped(
-                lane, self._lane_job, args[0], args[1], timeout, self._counters.write_latency
+                lane, self._lane_job, args[0], args[1], timeout, latency, perf_counter()
             )
         latency = self._counters.write_latency
         return write_other(lane, self._lane_job, latency, fn, args, timeout, time_limit, sql)

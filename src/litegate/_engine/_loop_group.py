@@ -340,13 +340,13 @@ async def write_grouped(
     params: Params,
     timeout: Bound,
     latency: deque[float],
+    t0: float,
 ) -> Any:
     """An async one-statement write (no time limit) where the lane's COMMIT costs an fsync
     (or where it does not, one that came with others: :func:`~._loop_write.write_cheap`): in
     this loop's group when it can (see the module), else queued for the writer thread
-    through ``lane_job`` (measured there if its SQL text is new). Its time, when it succeeds,
-    goes to ``latency``."""
-    t0 = perf_counter()
+    through ``lane_job`` (measured there if its SQL text is new). Its time since ``t0`` (the
+    call's ``perf_counter()``), when it succeeds, goes to ``latency``."""
     costs = lane.costs
     cost = costs.get(sql)  # (read without the lane: a stale value picks a path)
     if cost != 0 or not (

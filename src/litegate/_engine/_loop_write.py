@@ -69,7 +69,7 @@ LaneJob = Callable[[int, Callable[..., Any], Args, Bound, Bound, "str | None", s
 
 class _Window:
     """A loop's write that is giving way (``open``), and whether another write came meanwhile
-    (``crowded``: then both are queued, and group-committed)."""
+    (``crowded``: then both go to the loop's write group, :mod:`._loop_group`)."""
 
     __slots__ = ("crowded", "loop", "open")
 
@@ -144,15 +144,16 @@ async def write_other(
     time_limit: Bound,
     sql: str | None,
 ) -> Any:
-    """An async write that no loop group takes (:func:`~._loop_group.write_grouped` takes a
-    one-statement write where a COMMIT fsyncs): one-statement writes where it does not
-    (:func:`write_cheap`), the others queued for the writer thread through ``lane_job``. Its
-    time, when it succeeds, goes to ``latency``."""
+    """An async write that :func:`~._loop_group.write_grouped` is not called for (it is for
+    every one-statement write where a COMMIT fsyncs): a one-statement write where it does not
+    (:func:`write_cheap`: alone, on the loop; with others, ``write_grouped`` after all), the
+    others queued for the writer thread through ``lane_job``. Its time, when it succeeds, goes
+    to ``latency``."""
     t0 = perf_counter()
     if fn is run_execute and time_limit is None:  # (its COMMIT costs no fsync)
         result = await write_cheap(lane, lane_job, args[0], args[1], timeout)
-        if result is CROWDED:  # (its time counted from here: one loop iteration less)
-            return await write_grouped(lane, lane_job, args[0], args[1], timeout, latency)
+        if result is CROWDED:
+            return await write_grouped(lane, lane_job, args[0], args[1], timeout, latency, t0)
     else:
         refuse_plain_savepoints(fn, args)
         result = await lane_job(WRITE, fn, args, timeout, time_limit, sql, "the write")

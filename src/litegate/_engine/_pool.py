@@ -28,6 +28,7 @@ from .._errors import Closed, PoolTimeout
 from .._types import Bound, Params
 from ._authorizer import reraise
 from ._connection import open_connection
+from ._lane_state import end_groups_here
 from ._pool_base import Borrowing, ReaderPool, checkin, close_quietly
 from ._pool_per_thread import PerThreadPool
 
@@ -317,7 +318,10 @@ class ReadPool(Borrowing):
         return reader
 
     def _wait(self, deadline: float | None) -> Any:
-        """Block for a free slot until ``deadline``, in slices of at most a second."""
+        """Block for a free slot until ``deadline``, in slices of at most a second. An event
+        loop's thread (a blocking call from a coroutine) ends its loop's write groups first:
+        a reader's borrower may be waiting for the lane such a group holds."""
+        end_groups_here()  # (one that cannot end -- called from its statement -- only waits)
         start = monotonic()
         with self._lock:
             self.waits += 1
