@@ -21,8 +21,8 @@ from litegate._engine import _connection, _lane_loop, _loop_group
 INSERT = "INSERT INTO t(v) VALUES (?)"
 
 
-async def _open(db_path: str, **kw: Any) -> litegate.AsyncDatabase:
-    adb = await litegate.connect_async(db_path, synchronous="FULL", **kw)
+async def _open(db_path: str, synchronous: Any = "FULL", **kw: Any) -> litegate.AsyncDatabase:
+    adb = await litegate.connect_async(db_path, synchronous=synchronous, **kw)
     await adb.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v UNIQUE)")
     await adb.execute(INSERT, (-1,))  # (its first run is measured off the loop: quick)
     return adb
@@ -88,14 +88,16 @@ def statements_on(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return on
 
 
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])  # (NORMAL: writes that come together)
 async def test_concurrent_writes_run_on_the_loop_and_share_one_commit_off_it(
     db_path: str,
+    synchronous: str,
     grouped: list[tuple[int, int]],
     statements_on: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     commits: list[int] = []
-    adb = await _open(db_path)
+    adb = await _open(db_path, synchronous)
     statements_on.clear()
     grouped.clear()
     try:
@@ -115,24 +117,28 @@ async def test_concurrent_writes_run_on_the_loop_and_share_one_commit_off_it(
     assert stats.max_batch_size == 64 and stats.jobs_ok == 66 and stats.jobs_failed == 0, stats
 
 
-async def test_a_failing_write_fails_alone_and_keeps_nothing_of_its_own(db_path: str) -> None:
-    adb = await _open(db_path)
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])  # (NORMAL: writes that come together)
+async def test_a_failing_write_fails_alone_and_keeps_nothing_of_its_own(
+    db_path: str, synchronous: str
+) -> None:
+    adb = await _open(db_path, synchronous)
     try:
         # OR FAIL keeps the rows a statement wrote before its failing one: in a shared
         # transaction they would commit with the others. Nothing of it may be kept.
         many = "INSERT OR FAIL INTO t(v) VALUES (?), (?), (?)"
         await adb.execute(many, (100, 101, 102))  # (measured: quick)
         results = await asyncio.gather(
+            adb.execute(INSERT, (0,)),  # (at NORMAL it gives way: its statement runs last)
             adb.execute(INSERT, (1,)),
             adb.execute(INSERT, (2,)),
-            adb.execute(many, (3, 4, 1)),  # its 3rd row collides with the 1st write
+            adb.execute(many, (3, 4, 1)),  # its 3rd row collides with an earlier write
             adb.execute(INSERT, (5,)),
             return_exceptions=True,
         )
-        assert isinstance(results[2], sqlite3.IntegrityError), results
-        assert all(isinstance(r, litegate.Result) for i, r in enumerate(results) if i != 2)
+        assert isinstance(results[3], sqlite3.IntegrityError), results
+        assert all(isinstance(r, litegate.Result) for i, r in enumerate(results) if i != 3)
         rows = [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")]
-        assert rows == [-1, 1, 2, 5, 100, 101, 102]
+        assert rows == [-1, 0, 1, 2, 5, 100, 101, 102]
         stats = await adb.stats()
         assert stats.jobs_failed == 1, stats
         await adb.execute(INSERT, (6,))  # the lane is free again
@@ -140,29 +146,34 @@ async def test_a_failing_write_fails_alone_and_keeps_nothing_of_its_own(db_path:
         await adb.close()
 
 
-async def test_a_statement_that_ends_the_transaction_loses_only_itself(db_path: str) -> None:
-    adb = await _open(db_path)
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])  # (NORMAL: writes that come together)
+async def test_a_statement_that_ends_the_transaction_loses_only_itself(
+    db_path: str, synchronous: str
+) -> None:
+    adb = await _open(db_path, synchronous)
     try:
         rollback = "INSERT OR ROLLBACK INTO t(v) VALUES (?)"
         await adb.execute(rollback, (200,))  # (measured: quick)
         results = await asyncio.gather(
+            adb.execute(INSERT, (0,)),  # (at NORMAL it gives way: its statement runs last)
             adb.execute(INSERT, (1,)),
             adb.execute(rollback, (1,)),  # collides: SQLite rolls the whole group back
             adb.execute(INSERT, (2,)),
             return_exceptions=True,
         )
-        assert isinstance(results[1], sqlite3.IntegrityError), results
-        assert isinstance(results[0], litegate.Result) and isinstance(results[2], litegate.Result)
+        assert isinstance(results[2], sqlite3.IntegrityError), results
+        assert all(isinstance(r, litegate.Result) for i, r in enumerate(results) if i != 2)
         rows = [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")]
-        assert rows == [-1, 1, 2, 200]  # the others ran again
+        assert rows == [-1, 0, 1, 2, 200]  # the others ran again
     finally:
         await adb.close()
 
 
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])  # (NORMAL: writes that come together)
 async def test_a_failed_group_commit_fails_every_write_and_acknowledges_none(
-    db_path: str, monkeypatch: pytest.MonkeyPatch
+    db_path: str, synchronous: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    adb = await _open(db_path)
+    adb = await _open(db_path, synchronous)
 
     def failing() -> None:
         raise sqlite3.OperationalError("disk I/O error (simulated)")
