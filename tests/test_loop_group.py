@@ -9,6 +9,7 @@ import concurrent.futures
 import sqlite3
 import threading
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import pytest
@@ -58,6 +59,16 @@ async def _open_deferred(db_path: str) -> litegate.AsyncDatabase:
     )
     await adb.execute(CHILD, (1,))
     return adb
+
+
+async def _in_group(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+    """Start the write ``coro`` as a task; return once its statement ran into the loop's
+    group, whose end is due later in this loop iteration (the loop holds the lane now)."""
+    task = asyncio.ensure_future(coro)
+    if asyncio.get_running_loop().get_task_factory() is None:
+        await asyncio.sleep(0)  # (it runs up to its first yield: in the group)
+    # (an eager task ran up to it inside ensure_future: a sleep here would let the group end)
+    return task
 
 
 @pytest.fixture
@@ -119,7 +130,7 @@ async def test_concurrent_writes_run_on_the_loop_and_share_one_commit_off_it(
 
 @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])  # (NORMAL: writes that come together)
 async def test_a_failing_write_fails_alone_and_keeps_nothing_of_its_own(
-    db_path: str, synchronous: str
+    db_path: str, synchronous: str, statements_on: list[int]
 ) -> None:
     adb = await _open(db_path, synchronous)
     try:
@@ -137,6 +148,8 @@ async def test_a_failing_write_fails_alone_and_keeps_nothing_of_its_own(
         )
         assert isinstance(results[3], sqlite3.IntegrityError), results
         assert all(isinstance(r, litegate.Result) for i, r in enumerate(results) if i != 3)
+        # (it failed in a loop group: the 3 writes before it and it ran there, on the loop)
+        assert statements_on.count(threading.get_ident()) >= 4, statements_on
         rows = [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")]
         assert rows == [-1, 0, 1, 2, 5, 100, 101, 102]
         stats = await adb.stats()
@@ -148,7 +161,7 @@ async def test_a_failing_write_fails_alone_and_keeps_nothing_of_its_own(
 
 @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])  # (NORMAL: writes that come together)
 async def test_a_statement_that_ends_the_transaction_loses_only_itself(
-    db_path: str, synchronous: str
+    db_path: str, synchronous: str, statements_on: list[int]
 ) -> None:
     adb = await _open(db_path, synchronous)
     try:
@@ -163,6 +176,8 @@ async def test_a_statement_that_ends_the_transaction_loses_only_itself(
         )
         assert isinstance(results[2], sqlite3.IntegrityError), results
         assert all(isinstance(r, litegate.Result) for i, r in enumerate(results) if i != 2)
+        # (it ended a loop group: the write before it and it ran there, on the loop)
+        assert statements_on.count(threading.get_ident()) >= 2, statements_on
         rows = [r[0] for r in await adb.query("SELECT v FROM t ORDER BY v")]
         assert rows == [-1, 0, 1, 2, 200]  # the others ran again
     finally:
@@ -262,8 +277,7 @@ async def test_a_blocking_sync_call_on_the_loop_thread_ends_the_group_first(
     adb = await _open(db_path)
     db = adb.as_sync()
     try:
-        task = asyncio.ensure_future(adb.execute(INSERT, (1,)))
-        await asyncio.sleep(0)  # (in the group: the loop holds the lane)
+        task = await _in_group(adb.execute(INSERT, (1,)))
         # A sync call from the loop thread (blocking the loop, as some apps do) must neither
         # deadlock nor be refused: the group is handed to the writer first.
         db.execute(INSERT, (2,), timeout=5.0)
@@ -301,15 +315,16 @@ async def test_a_blocking_read_on_the_loop_thread_waiting_for_a_reader_ends_the_
     thread.start()
     try:
         assert have_reader.wait(10.0)
-        task = asyncio.ensure_future(adb.execute(INSERT, (1,)))
-        await asyncio.sleep(0)  # (in the group: the loop holds the lane)
+        task = await _in_group(adb.execute(INSERT, (1,)))
         group_open.set()
         pause, deadline = threading.Event(), time.monotonic() + 10.0
         while db.stats().queue_depth == 0 and time.monotonic() < deadline:
             pause.wait(0.005)  # (until the thread waits for the lane, queued)
+        assert db.stats().queue_depth == 1  # (the thread's write waits for the loop's group)
         t0 = time.monotonic()
         assert db.query_value("SELECT count(*) FROM t") in (2, 3)  # blocking, on the loop
         waited["read"] = time.monotonic() - t0
+        assert db.stats().pool_waits == 1  # (the read waited for the thread's reader)
         await task
         await asyncio.to_thread(thread.join, 10.0)
         assert waited["read"] < 5.0 and waited["write"] < 5.0, waited
@@ -489,8 +504,7 @@ async def test_a_blocking_call_to_another_database_ends_this_loops_groups_first(
         t = threading.Thread(target=thread_t)
         t.start()
         assert await asyncio.to_thread(in_a.wait, 5)
-        write = asyncio.ensure_future(b.execute(INSERT, (1,)))
-        await asyncio.sleep(0)  # (in a group: the loop holds B's lane)
+        write = await _in_group(b.execute(INSERT, (1,)))  # (the loop holds B's lane)
         go.set()
         a.as_sync().execute(INSERT, ("loop",), timeout=5.0)  # blocks the loop until T is done
         await write
