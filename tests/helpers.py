@@ -142,3 +142,13 @@ class Outcome:
         self.thread.join(20)
         assert not self.thread.is_alive()
         return self
+
+
+def queued_in_order(db: litegate.Database, *calls: Callable[[], Any]) -> list[Outcome]:
+    """Start each call in a thread of its own, once the one before it is in ``db``'s write
+    queue (the lane held meanwhile, e.g. by :func:`lane_held`): they queue in this order."""
+    outcomes: list[Outcome] = []
+    for n, call in enumerate(calls, 1):
+        outcomes.append(Outcome(call))
+        wait_for(lambda: db.stats().queue_depth == len(outcomes), what=f"{n} queued jobs")
+    return outcomes

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import litegate
-from helpers import Outcome, lane_held, lane_held_async, wait_for
+from helpers import Outcome, lane_held, lane_held_async, queued_in_order, wait_for
 from litegate._engine import _batch
 from litegate._engine._connection import end_transaction
 from litegate._engine._jobs import LaneHold
@@ -84,12 +84,12 @@ def test_deferred_constraint_at_commit_fails_only_the_guilty_job(db_path: str) -
             """
         )
         with lane_held(db):
-            good1 = Outcome(lambda: db.execute("INSERT INTO child VALUES (1, 1)"))
-            wait_for(lambda: db.stats().queue_depth == 1)
-            bad = Outcome(lambda: db.execute("INSERT INTO child VALUES (2, 99)"))
-            wait_for(lambda: db.stats().queue_depth == 2)
-            good2 = Outcome(lambda: db.execute("INSERT INTO child VALUES (3, 1)"))
-            wait_for(lambda: db.stats().queue_depth == 3)
+            good1, bad, good2 = queued_in_order(
+                db,
+                lambda: db.execute("INSERT INTO child VALUES (1, 1)"),
+                lambda: db.execute("INSERT INTO child VALUES (2, 99)"),
+                lambda: db.execute("INSERT INTO child VALUES (3, 1)"),
+            )
         assert good1.join().error is None and good2.join().error is None
         assert isinstance(bad.join().error, sqlite3.IntegrityError)
         assert [r[0] for r in db.query("SELECT id FROM child ORDER BY id")] == [1, 3]
@@ -124,12 +124,12 @@ def test_failed_commit_fails_the_whole_batch(
 
 def test_interrupted_job_in_a_batch_does_not_lose_the_others(db: litegate.Database) -> None:
     with lane_held(db):
-        a = Outcome(lambda: db.execute("INSERT INTO items(name) VALUES ('a')"))
-        wait_for(lambda: db.stats().queue_depth == 1)
-        slow = Outcome(lambda: db.execute(SLOW_INSERT, time_limit=0.05))
-        wait_for(lambda: db.stats().queue_depth == 2)
-        b = Outcome(lambda: db.execute("INSERT INTO items(name) VALUES ('b')"))
-        wait_for(lambda: db.stats().queue_depth == 3)
+        a, slow, b = queued_in_order(
+            db,
+            lambda: db.execute("INSERT INTO items(name) VALUES ('a')"),
+            lambda: db.execute(SLOW_INSERT, time_limit=0.05),
+            lambda: db.execute("INSERT INTO items(name) VALUES ('b')"),
+        )
     assert a.join().error is None and b.join().error is None
     err = slow.join().error
     assert isinstance(err, litegate.QueryTimeout) and err.time_limit == 0.05
@@ -330,12 +330,12 @@ def test_write_function_that_swallows_a_rollback_fails_without_losing_its_batch(
                 pass
 
         with lane_held(db):
-            a = Outcome(lambda: db.execute("INSERT INTO t VALUES ('A')"))
-            wait_for(lambda: db.stats().queue_depth == 1)
-            b = Outcome(lambda: db.run_write(tolerant))
-            wait_for(lambda: db.stats().queue_depth == 2)
-            c = Outcome(lambda: db.execute("INSERT INTO t VALUES ('C')"))
-            wait_for(lambda: db.stats().queue_depth == 3)
+            a, b, c = queued_in_order(
+                db,
+                lambda: db.execute("INSERT INTO t VALUES ('A')"),
+                lambda: db.run_write(tolerant),
+                lambda: db.execute("INSERT INTO t VALUES ('C')"),
+            )
         assert a.join().error is None and c.join().error is None
         assert isinstance(b.join().error, litegate.RolledBack)
         assert [r[0] for r in db.query("SELECT x FROM t ORDER BY x")] == ["A", "C", "dup"]
@@ -359,14 +359,13 @@ def test_write_functions_that_share_a_batch_run_in_a_savepoint_each(db_path: str
     with litegate.connect(db_path) as db:
         db.execute("CREATE TABLE t(x)")
         with lane_held(db):
-            opened = Outcome(lambda: db.run_write(lambda c: c.execute("SAVEPOINT sp").close()))
-            wait_for(lambda: db.stats().queue_depth == 1)
-            kept = Outcome(lambda: db.execute("INSERT INTO t VALUES ('kept')"))
-            wait_for(lambda: db.stats().queue_depth == 2)
-            odd = Outcome(lambda: db.run_write(_Insert("odd")))
-            wait_for(lambda: db.stats().queue_depth == 3)
-            back = Outcome(lambda: db.run_write(lambda c: c.execute("ROLLBACK TO sp").close()))
-            wait_for(lambda: db.stats().queue_depth == 4)
+            opened, kept, odd, back = queued_in_order(
+                db,
+                lambda: db.run_write(lambda c: c.execute("SAVEPOINT sp").close()),
+                lambda: db.execute("INSERT INTO t VALUES ('kept')"),
+                lambda: db.run_write(_Insert("odd")),
+                lambda: db.run_write(lambda c: c.execute("ROLLBACK TO sp").close()),
+            )
         assert opened.join().error is None and kept.join().error is None
         assert odd.join().error is None and odd.join().result == "odd"
         error = back.join().error
@@ -384,12 +383,12 @@ def test_a_write_function_that_releases_its_savepoint_fails_alone(db_path: str) 
             conn.execute("RELEASE litegate_job")  # (the savepoint litegate runs it in)
 
         with lane_held(db):
-            a = Outcome(lambda: db.execute("INSERT INTO t VALUES ('A')"))
-            wait_for(lambda: db.stats().queue_depth == 1)
-            b = Outcome(lambda: db.run_write(meddler))
-            wait_for(lambda: db.stats().queue_depth == 2)
-            c = Outcome(lambda: db.execute("INSERT INTO t VALUES ('C')"))
-            wait_for(lambda: db.stats().queue_depth == 3)
+            a, b, c = queued_in_order(
+                db,
+                lambda: db.execute("INSERT INTO t VALUES ('A')"),
+                lambda: db.run_write(meddler),
+                lambda: db.execute("INSERT INTO t VALUES ('C')"),
+            )
         assert a.join().error is None and c.join().error is None
         error = b.join().error
         assert isinstance(error, litegate.RolledBack) and "past the savepoint" in str(error)
