@@ -374,13 +374,11 @@ class LocalEngine:
         # (no coroutine of its own: a write of a loop group is awaited one frame nearer)
         if self._state or self._forked:
             self.check()
-        lane = self._lane
+        lane, latency = self._lane, self._counters.write_latency
         if fn is run_execute and time_limit is None and not lane.commits_cheaply:
-            latency = self._counters.write_latency
             return write_grouped(
                 lane, self._lane_job, args[0], args[1], timeout, latency, perf_counter()
             )
-        latency = self._counters.write_latency
         return write_other(lane, self._lane_job, latency, fn, args, timeout, time_limit, sql)
 
     def lease(
