@@ -56,6 +56,7 @@ ENGINE_PRAGMAS: Mapping[str, str] = {
 """PRAGMAs whose setting litegate owns (or that are dangerous): refused both in ``pragmas=``
 and through the API, with the reason given here."""
 
+_DETECT_TYPES = sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES
 _FILE_PRAGMAS = ("user_version", "application_id", "incremental_vacuum")
 
 Readers = int | Literal["per-thread"]
@@ -94,6 +95,9 @@ class Options:
     :param cache_kib: page cache per connection in KiB
     :param row_factory: row type for query results (default :class:`sqlite3.Row`)
     :param uri: treat ``path`` as a URI
+    :param detect_types: sqlite3's ``detect_types`` for every connection
+        (``sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES``: values converted by the
+        converters registered with ``sqlite3.register_converter``); default ``0``
     :param pragmas: extra ``PRAGMA name = value`` applied to every connection (after
         litegate's own settings, before ``on_connect``): per-connection tuning such as
         ``mmap_size``, ``cache_size``, ``temp_store``, ``wal_autocheckpoint`` or
@@ -125,6 +129,7 @@ class Options:
     cache_kib: int = DEFAULT_CACHE_KIB
     row_factory: RowFactory | None = sqlite3.Row
     uri: bool = False
+    detect_types: int = 0
     pragmas: Mapping[str, str | int] = field(default_factory=dict)
     on_connect: Callable[[sqlite3.Connection], None] | None = None
 
@@ -171,6 +176,12 @@ class Options:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+        dt = self.detect_types
+        if isinstance(dt, bool) or not isinstance(dt, int) or dt & ~_DETECT_TYPES:
+            raise ValueError(
+                "detect_types must be 0 or sqlite3.PARSE_DECLTYPES and/or "
+                f"sqlite3.PARSE_COLNAMES, got {dt!r}"
+            )
         for key in self.pragmas:
             _check_pragma(key)
         if not unbounded:
@@ -217,6 +228,7 @@ class ConnectOptions(TypedDict, total=False):
     cache_kib: int
     row_factory: RowFactory | None
     uri: bool
+    detect_types: int
     pragmas: Mapping[str, str | int]
     on_connect: Callable[[sqlite3.Connection], None] | None
 

@@ -143,6 +143,7 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
         isolation_level=None,
         check_same_thread=False,
         uri=opts.uri,
+        detect_types=opts.detect_types,
         cached_statements=256,
     )
     try:

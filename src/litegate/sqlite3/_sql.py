@@ -1,0 +1,186 @@
+"""What a statement is, read from its text: the drop-in's one routing decision.
+
+The standard module's API takes SQL text, so ``litegate.sqlite3`` must route by it: a read runs
+on a reader, a write on the write lane, transaction control changes the calling thread's
+session. The rule is conservative: only a statement that is recognisably a read is routed as
+one (``SELECT``, ``VALUES``, ``EXPLAIN``, a ``PRAGMA`` that only reads, a ``WITH`` that does not
+write); everything else is a write. A misrouted "read" cannot write anything either: readers
+are ``query_only``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = (
+    "BEGIN",
+    "COMMIT",
+    "DML",
+    "INSERT",
+    "READ",
+    "RELEASE",
+    "ROLLBACK",
+    "ROLLBACK_TO",
+    "SAVEPOINT",
+    "WRITE",
+    "Kind",
+    "classify",
+    "savepoint_name",
+)
+
+Kind = int
+READ: Final = 1
+WRITE: Final = 2  # not recognisably a read: DDL, VACUUM, a PRAGMA that sets ...
+DML: Final = 3  # UPDATE, DELETE: the legacy implicit BEGIN opens before these (and INSERT)
+INSERT: Final = 4  # INSERT, REPLACE: DML that sets the connection's last inserted rowid
+BEGIN: Final = 5  # (this and above: transaction control)
+COMMIT: Final = 6  # COMMIT, END
+ROLLBACK: Final = 7
+SAVEPOINT: Final = 8
+RELEASE: Final = 9
+ROLLBACK_TO: Final = 10
+
+_WORDS: Final = {
+    "SELECT": READ,
+    "VALUES": READ,
+    "EXPLAIN": READ,
+    "INSERT": INSERT,
+    "UPDATE": DML,
+    "DELETE": DML,
+    "REPLACE": INSERT,
+    "BEGIN": BEGIN,
+    "COMMIT": COMMIT,
+    "END": COMMIT,
+    "SAVEPOINT": SAVEPOINT,
+    "RELEASE": RELEASE,
+}
+# PRAGMAs without an argument that change something (a checkpoint, an optimisation): writes.
+_WRITING_PRAGMAS: Final = frozenset(
+    {"wal_checkpoint", "optimize", "incremental_vacuum", "shrink_memory", "analysis_limit"}
+)
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_DML_WORD = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+_SKIP = " \t\n\r\f\v;\ufeff"
+
+_cache: dict[str, Kind] = {}  # sql -> kind: a pure function's memo (a lost or doubled entry
+# is harmless: every writer stores the same value; cleared whole when it grows too large)
+_CACHE_MAX = 4096
+
+
+def _skip(sql: str, i: int) -> int:
+    """The index of the first character at or after ``i`` that SQLite does not skip (white
+    space, ``;``, comments)."""
+    n = len(sql)
+    while i < n:
+        c = sql[i]
+        if c in _SKIP:
+            i += 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            i = n if j == -1 else j + 1
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            i = n if j == -1 else j + 2
+        else:
+            break
+    return i
+
+
+def _words(sql: str, count: int) -> list[str]:
+    """Up to ``count`` leading keywords, upper case (stops at anything else)."""
+    out: list[str] = []
+    i = 0
+    while len(out) < count:
+        i = _skip(sql, i)
+        m = _WORD.match(sql, i)
+        if m is None:
+            break
+        out.append(m.group().upper())
+        i = m.end()
+    return out
+
+
+def classify(sql: str) -> Kind:
+    """The kind of the statement that starts ``sql`` (one of the constants above)."""
+    kind = _cache.get(sql)
+    if kind is None:
+        kind = _classify(sql)
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[sql] = kind
+    return kind
+
+
+def _classify(sql: str) -> Kind:
+    words = _words(sql, 3)
+    if not words:
+        return WRITE
+    first = words[0]
+    kind = _WORDS.get(first)
+    if kind is not None:
+        return kind
+    if first == "ROLLBACK":
+        rest = words[1:]
+        if rest[:1] == ["TRANSACTION"]:
+            rest = rest[1:]
+        return ROLLBACK_TO if rest[:1] == ["TO"] else ROLLBACK
+    if first == "WITH":
+        return WRITE if _DML_WORD.search(sql) else READ
+    if first == "PRAGMA":
+        return _pragma(sql)
+    return WRITE
+
+
+def _pragma(sql: str) -> Kind:
+    """A PRAGMA that only reads: no ``=`` and no argument, or a reading one with an argument
+    (``table_info(t)``); anything else is a write (the engine refuses what it must)."""
+    i = _skip(sql, 0) + len("PRAGMA")
+    body = sql[i:].strip(_SKIP)
+    name = _WORD.match(body)
+    if name is None:
+        return WRITE
+    rest = body[name.end() :].lstrip()
+    if rest.startswith("."):  # schema.name
+        name = _WORD.match(rest, 1)
+        if name is None:
+            return WRITE
+        rest = rest[name.end() :].lstrip()
+    lowered = name.group().lower()
+    if lowered in _WRITING_PRAGMAS or rest.startswith("="):
+        return WRITE
+    if rest.startswith("("):
+        return READ if lowered in _READING_WITH_ARGUMENT else WRITE
+    return READ
+
+
+_READING_WITH_ARGUMENT: Final = frozenset(
+    {
+        "foreign_key_check",
+        "foreign_key_list",
+        "index_info",
+        "index_list",
+        "index_xinfo",
+        "integrity_check",
+        "quick_check",
+        "table_info",
+        "table_list",
+        "table_xinfo",
+    }
+)
+
+
+_SAVEPOINT_WORDS: Final = frozenset({"ROLLBACK", "TRANSACTION", "TO", "SAVEPOINT", "RELEASE"})
+
+
+def savepoint_name(sql: str) -> str:
+    """The savepoint a ``SAVEPOINT``/``RELEASE``/``ROLLBACK TO`` statement names (folded to
+    lower case, as SQLite compares them; ``""`` if it names none)."""
+    words = _words(sql, 5)
+    while words and words[0] in _SAVEPOINT_WORDS:
+        words = words[1:]
+    if words:
+        return words[0].lower()
+    # A quoted name: "sp 1", [sp], `sp`, 'sp'
+    m = re.search(r"""(?:"([^"]*)"|\[([^\]]*)\]|`([^`]*)`|'([^']*)')""", sql)
+    return next((g for g in m.groups() if g is not None), "").lower() if m else ""
