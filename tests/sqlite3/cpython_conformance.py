@@ -14,6 +14,7 @@ import unittest
 
 import litegate  # noqa: F401  (first: litegate's own modules bind the real sqlite3)
 import litegate.sqlite3 as drop_in
+import sqlite3.dump as std_dump
 
 MODULES = (
     "test_backup",
@@ -31,6 +32,7 @@ MODULES = (
 def main() -> None:
     sys.modules["sqlite3"] = drop_in
     sys.modules["sqlite3.dbapi2"] = drop_in
+    sys.modules["sqlite3.dump"] = std_dump  # (the tests import the standard module's helper)
     target, *picked = sys.argv[1:]
     names = picked or [f"test.test_sqlite3.{m}" for m in MODULES]
     suite = unittest.defaultTestLoader.loadTestsFromNames(names)

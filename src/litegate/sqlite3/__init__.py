@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os as _os
 import sqlite3 as _std
+from collections.abc import Callable as _Callable
 from collections.abc import Mapping as _Mapping
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
@@ -73,7 +74,7 @@ a time)."""
 # The SQLITE_* constants of the running Python's sqlite3 (they vary by version).
 _CONSTANTS = tuple(name for name in dir(_std) if name.startswith("SQLITE_"))
 globals().update({name: getattr(_std, name) for name in _CONSTANTS})
-_DEPRECATED = frozenset({"version", "version_info", "enable_shared_cache"})
+_DEPRECATED = frozenset({"version", "version_info", "enable_shared_cache", "OptimizedUnicode"})
 
 
 def __getattr__(name: str) -> _Any:
@@ -90,7 +91,7 @@ def connect(
     detect_types: int = 0,
     isolation_level: str | None = "",
     check_same_thread: bool = True,
-    factory: type[Connection] = Connection,
+    factory: _Callable[..., Connection] = Connection,
     cached_statements: int = 128,
     uri: bool = False,
     *,
@@ -108,8 +109,8 @@ def connect(
 
     Blocks while the file is opened (at most ``timeout`` when another process holds it).
     """
-    if not (isinstance(factory, type) and issubclass(factory, Connection)):
-        raise TypeError("factory must be a subclass of litegate.sqlite3.Connection")
+    if not callable(factory):
+        raise TypeError("factory must be callable (a litegate.sqlite3.Connection subclass)")
     extra: dict[str, _Any] = {}
     if autocommit != LEGACY_TRANSACTION_CONTROL:
         extra["autocommit"] = autocommit

@@ -42,7 +42,7 @@ def _level(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise TypeError("isolation_level must be str or None")
-    if value.upper() not in _LEVELS:
+    if "\0" in value or str.upper(value) not in _LEVELS:
         raise ValueError(
             "isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'"
         )
@@ -55,6 +55,15 @@ def _autocommit(value: object) -> bool | int:
     raise ValueError(
         "autocommit must be True, False, or sqlite3.LEGACY_TRANSACTION_CONTROL"
     )
+
+
+class _Statement:
+    """What ``Connection.__call__`` returns (sqlite3's ``Statement`` has no public API)."""
+
+    __slots__ = ("sql",)
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
 
 
 class Connection:
@@ -77,6 +86,8 @@ class Connection:
     InternalError = sqlite3.InternalError
     ProgrammingError = sqlite3.ProgrammingError
     NotSupportedError = sqlite3.NotSupportedError
+
+    _closed: bool | None = None  # (None: __init__ never ran)
 
     def __init__(
         self,
@@ -131,8 +142,12 @@ class Connection:
 
     # ---- state -------------------------------------------------------------------------------
     def _check(self) -> None:
-        if self._closed:
-            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        if self._closed is not False:
+            raise sqlite3.ProgrammingError(
+                "Base Connection.__init__ not called."
+                if self._closed is None
+                else "Cannot operate on a closed database."
+            )
 
     def _session(self) -> Session:
         try:
@@ -152,10 +167,12 @@ class Connection:
 
     @property
     def isolation_level(self) -> str | None:
+        self._check()
         return self._isolation_level
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
+        self._check()
         level = _level(value)
         if level is None and self._autocommit == LEGACY_TRANSACTION_CONTROL:
             self.commit()  # (as sqlite3 does: the calling thread's transaction)
@@ -163,6 +180,7 @@ class Connection:
 
     @property
     def autocommit(self) -> bool | int:
+        self._check()
         return self._autocommit
 
     @autocommit.setter
@@ -257,15 +275,17 @@ class Connection:
             if kind >= _sql.BEGIN:
                 return self._control(s, kind, sql, params, cur)
             lease = s.lease
-            if lease is None and (
-                self._autocommit is False
-                or (
+            if lease is None:
+                if self._autocommit is False:
+                    lease = self._begin(s, "BEGIN")
+                elif (
                     kind in (_sql.DML, _sql.INSERT)
                     and self._isolation_level is not None
                     and self._autocommit == LEGACY_TRANSACTION_CONTROL
-                )
-            ):
-                lease = self._begin(s)
+                ):
+                    lease = self._begin(s, "BEGIN " + self._isolation_level)
+                elif kind == _sql.NO_TRANSACTION:
+                    return self._outside(cur, sql, params)
             args = (self, cur, sql, params, many)
             if lease is not None:
                 try:
@@ -292,19 +312,19 @@ class Connection:
         if kind == _sql.BEGIN:
             if lease is not None:
                 raise sqlite3.OperationalError("cannot start a transaction within a transaction")
-            self._begin(s)
+            self._begin(s, sql)
             return EMPTY
         if kind == _sql.COMMIT or kind == _sql.ROLLBACK:
             if lease is None:
                 verb = "commit" if kind == _sql.COMMIT else "rollback"
                 raise sqlite3.OperationalError(f"cannot {verb} - no transaction is active")
-            self._end(s, commit=kind == _sql.COMMIT)
+            self._end(s, commit=kind == _sql.COMMIT, text=sql)
             return EMPTY
         name = _sql.savepoint_name(sql)
         if lease is None:
             if kind != _sql.SAVEPOINT:
                 raise sqlite3.OperationalError(f"no such savepoint: {name}")
-            lease = self._begin(s)
+            lease = self._begin(s, None)
             s.savepoints = []
         out: Outcome = lease.run(run_statement, (self, cur, sql, params, False), sql, None)
         marks = s.savepoints
@@ -318,7 +338,11 @@ class Connection:
                     self._end(s, commit=True)
         return out
 
-    def _begin(self, s: Session) -> Any:
+    def _begin(self, s: Session, text: str | None) -> Any:
+        """Open the calling thread's transaction: take the write lane, ``BEGIN IMMEDIATE``
+        (``text``: the statement sqlite3 would have run, for a trace callback)."""
+        if text is not None and self._trace is not None:
+            self._trace(text)
         lease = self._engine.lease(self._timeout, "the transaction", s)
         try:
             lease.begin()
@@ -328,11 +352,13 @@ class Connection:
         s.lease = lease
         return lease
 
-    def _end(self, s: Session, *, commit: bool) -> None:
+    def _end(self, s: Session, *, commit: bool, text: str | None = None) -> None:
         """End the calling thread's transaction (if any) and give the lane back."""
         lease = s.lease
         if lease is None:
             return
+        if self._trace is not None:
+            self._trace(text or ("COMMIT" if commit else "ROLLBACK"))
         s.lease = None
         s.savepoints = None
         if s.blobs:
@@ -386,6 +412,8 @@ class Connection:
     def close(self) -> None:
         """Close the connection, for every thread. The calling thread's open transaction is
         rolled back; the last connection to a file closes its engine (draining its writes)."""
+        if self._closed is None:
+            raise sqlite3.ProgrammingError("Base Connection.__init__ not called.")
         with self._lock:
             if self._closed:
                 return
@@ -411,6 +439,40 @@ class Connection:
         if shared is not None and not self._closed:
             self._closed = True
             detach(shared, 0, wait=False)
+
+    def _outside(self, cur: Cursor, sql: str, params: Any) -> Outcome:
+        """A statement SQLite runs only outside a transaction (``VACUUM``): on the write lane,
+        held without a transaction."""
+        lease = self._engine.lease(self._timeout, "the statement", self._session())
+        try:
+            out: Outcome = lease.run(run_statement, (self, cur, sql, params, False), sql, None)
+        finally:
+            lease.release()
+        return out
+
+    def __call__(self, *args: str) -> _Statement:
+        """A statement object (sqlite3 compiles it here; litegate checks its text only)."""
+        self._check()
+        if len(args) != 1:
+            raise TypeError(f"expected 1 argument, got {len(args)}")
+        sql = args[0]
+        if not isinstance(sql, str):
+            raise TypeError(f"argument must be str, not {type(sql).__name__}")
+        sql.encode()  # (UnicodeEncodeError for a lone surrogate, as sqlite3)
+        return _Statement(sql)
+
+    def getlimit(self, category: int, /) -> int:
+        """A run-time limit of the engine's connections."""
+        self._check()
+        value: int = self._read_job(lambda conn: conn.getlimit(category))
+        return value
+
+    def setlimit(self, category: int, limit: int, /) -> int:
+        """Set a run-time limit on every connection of the engine (shared by the connections
+        to one file); returns the previous value."""
+        old = self.getlimit(category)
+        self._register("setlimit", category, limit)
+        return old
 
     # ---- functions and hooks -----------------------------------------------------------------
     def _register(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -478,11 +540,20 @@ class Connection:
         return iter(lines)
 
     def _read_job(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``fn(conn)`` on a reader (in the calling thread's transaction: on the lane), with
+        the registered functions and limits applied."""
         s = self._session()
+        hooks = self._shared.hooks
+
+        def job(conn: sqlite3.Connection) -> Any:
+            if hooks.version:
+                hooks.sync(conn)
+            return fn(conn)
+
         try:
             if s.lease is not None:
-                return s.lease.run(fn, (), None, None)
-            return self._engine.read(fn, (), self._timeout, None)
+                return s.lease.run(job, (), None, None)
+            return self._engine.read(job, (), self._timeout, None)
         except Error as exc:
             raise translate(exc) from exc
 
@@ -500,7 +571,7 @@ class Connection:
         if isinstance(target, Connection):
             target._check()
             if target is self:
-                raise sqlite3.OperationalError("target cannot be the same connection instance")
+                raise ValueError("target cannot be the same connection instance")
 
             def copy(src: sqlite3.Connection) -> None:
                 target._into(src, pages, progress, name, sleep)
@@ -551,7 +622,7 @@ class Connection:
         s = self._session()
         lease = s.lease
         if lease is None and self._autocommit is False:
-            lease = self._begin(s)
+            lease = self._begin(s, "BEGIN")
         if lease is None:
             raise sqlite3.NotSupportedError(
                 "blobopen() needs a transaction on litegate.sqlite3: a blob keeps its "

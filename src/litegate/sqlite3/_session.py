@@ -109,8 +109,8 @@ def translate(exc: BaseException) -> BaseException:
         cls, text = sqlite3.OperationalError, f"database is locked: {exc}"
     elif isinstance(exc, RolledBack):
         cls, text = sqlite3.OperationalError, str(exc)
-    elif isinstance(exc, Misuse):
-        cls, text = sqlite3.ProgrammingError, str(exc)
+    elif isinstance(exc, Misuse):  # (this thread holds the lane through another connection)
+        cls, text = sqlite3.OperationalError, f"database is locked: {exc}"
     else:
         cls, text = sqlite3.OperationalError, str(exc)
     err = cls(text)

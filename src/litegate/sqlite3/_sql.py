@@ -18,6 +18,7 @@ __all__ = (
     "COMMIT",
     "DML",
     "INSERT",
+    "NO_TRANSACTION",
     "READ",
     "RELEASE",
     "ROLLBACK",
@@ -34,12 +35,13 @@ READ: Final = 1
 WRITE: Final = 2  # not recognisably a read: DDL, VACUUM, a PRAGMA that sets ...
 DML: Final = 3  # UPDATE, DELETE: the legacy implicit BEGIN opens before these (and INSERT)
 INSERT: Final = 4  # INSERT, REPLACE: DML that sets the connection's last inserted rowid
-BEGIN: Final = 5  # (this and above: transaction control)
-COMMIT: Final = 6  # COMMIT, END
-ROLLBACK: Final = 7
-SAVEPOINT: Final = 8
-RELEASE: Final = 9
-ROLLBACK_TO: Final = 10
+NO_TRANSACTION: Final = 5  # VACUUM: runs only outside a transaction
+BEGIN: Final = 6  # (this and above: transaction control)
+COMMIT: Final = 7  # COMMIT, END
+ROLLBACK: Final = 8
+SAVEPOINT: Final = 9
+RELEASE: Final = 10
+ROLLBACK_TO: Final = 11
 
 _WORDS: Final = {
     "SELECT": READ,
@@ -54,6 +56,7 @@ _WORDS: Final = {
     "END": COMMIT,
     "SAVEPOINT": SAVEPOINT,
     "RELEASE": RELEASE,
+    "VACUUM": NO_TRANSACTION,
 }
 # PRAGMAs without an argument that change something (a checkpoint, an optimisation): writes.
 _WRITING_PRAGMAS: Final = frozenset(
