@@ -57,6 +57,7 @@ from __future__ import annotations
 
 from .._config import Options
 from ._authorizer import explain as explain_refusal
+from ._authorizer import use_authorizer
 from ._bridge import INLINE_BUDGET, MISS
 from ._fork import live
 from ._interface import AsyncReadLease, AsyncWriteLease, Engine, ReadLease, WriteLease
@@ -76,6 +77,7 @@ __all__ = (
     "explain_refusal",
     "live",
     "open_engine",
+    "use_authorizer",
 )
 
 

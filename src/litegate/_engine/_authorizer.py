@@ -30,6 +30,7 @@ thread, before the error travels to its caller.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from typing import Any, NoReturn
@@ -39,6 +40,8 @@ from .._errors import Refused
 from .._statements import run_execute, run_executemany, run_script, split_script
 
 __all__ = (
+    "install",
+    "use_authorizer",
     "GUARDED",
     "PRAGMAS_WITH_ARGUMENT",
     "ReaderGuard",
@@ -125,6 +128,10 @@ def _pragma_verdict(name: str, arg: str | None) -> int:
 
 
 def _attach_verdict(action: int, arg: str | None) -> int:
+    if action == _ATTACH and arg == "":
+        # A new private temporary database: what VACUUM attaches to rebuild the file into
+        # (nothing another connection could miss).
+        return _OK
     verb = "ATTACH" if action == _ATTACH else "DETACH"
     return refuse(
         f"{verb} {arg!r}",
@@ -256,3 +263,52 @@ def reraise(exc: BaseException) -> NoReturn:
     if err is exc:
         raise exc
     raise err from exc
+
+
+# ---- a caller's own authorizer, next to the engine's -------------------------------------------
+# The guard each engine connection has (id -> (connection, guard)): written when the engine
+# installs it, read to put it back after a caller's statement. Guarded by _guards_lock. The
+# connection is kept to tell a reused id apart; closed ones are dropped as the table grows.
+_guards: dict[int, tuple[sqlite3.Connection, Any]] = {}
+_guards_lock = threading.Lock()
+
+
+def install(conn: sqlite3.Connection, guard: Any) -> None:
+    """Install the engine's ``guard`` as ``conn``'s authorizer (and remember it)."""
+    conn.set_authorizer(guard)
+    with _guards_lock:
+        if len(_guards) > 256:
+            for key, (old, _) in list(_guards.items()):
+                try:
+                    old.total_changes  # noqa: B018 (raises once closed)
+                except sqlite3.ProgrammingError:
+                    del _guards[key]
+        _guards[id(conn)] = (conn, guard)
+
+
+def _both(base: Any, user: Any) -> Any:
+    """The engine's guard first (its refusals stand), then the caller's authorizer (whose
+    name it carries: SQLite reports an exception raised there under it)."""
+
+    @functools.wraps(user)
+    def both(*args: Any) -> int:
+        verdict_: int = base(*args)
+        if verdict_ != _OK:
+            return verdict_
+        mine: int = user(*args)
+        return mine
+
+    return both
+
+
+def use_authorizer(conn: sqlite3.Connection, user: Any) -> None:
+    """Run ``conn``'s next statements (the caller owns it) with ``user``'s authorizer too;
+    ``user=None`` puts the engine's guard back alone. (Each call makes SQLite prepare the
+    connection's statements anew, as ``set_authorizer`` does.)"""
+    with _guards_lock:
+        entry = _guards.get(id(conn))
+    base = entry[1] if entry is not None and entry[0] is conn else None
+    if base is None:
+        conn.set_authorizer(user)
+    else:
+        conn.set_authorizer(base if user is None else _both(base, user))

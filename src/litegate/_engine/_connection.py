@@ -18,7 +18,15 @@ from urllib.parse import parse_qs, urlsplit
 from .._config import Options
 from .._errors import Busy, Misuse, QueryTimeout
 from .._types import Bound, Fn
-from ._authorizer import GUARDED, ReaderGuard, explain, refuse_transaction, reraise, verdict
+from ._authorizer import (
+    GUARDED,
+    ReaderGuard,
+    explain,
+    install,
+    refuse_transaction,
+    reraise,
+    verdict,
+)
 from ._commit_gate import OPEN, SHUT, CommitGate
 from ._counters import Counters
 
@@ -163,7 +171,7 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
         if opts.on_connect is not None:
             opts.on_connect(conn)
         if reader:  # (the writer's, a TxnGuard, is installed by the lane)
-            conn.set_authorizer(_READER_GUARD)
+            install(conn, _READER_GUARD)
     except BaseException:
         conn.close()
         raise

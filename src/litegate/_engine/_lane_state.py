@@ -112,6 +112,7 @@ from time import monotonic
 from .._config import Options
 from .._errors import Closed, WriteTimeout
 from . import _commit_gate
+from ._authorizer import install
 from ._batch import is_open
 from ._connection import TxnGuard, open_connection, rollback, rollback_quietly
 from ._counters import Counters
@@ -267,7 +268,7 @@ class LaneState:
         self._wal = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
         # (as the connection has it: on_connect may have set it; 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA)
         self._sync_level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
-        conn.set_authorizer(self.guard)
+        install(conn, self.guard)
         self._gate = _commit_gate.install(conn)  # (kept alive as long as the connection)
         self.guard.set_gate(self._gate)
         # its wal_autocheckpoint pages (0: off), held off by COMMITs on a loop

@@ -21,6 +21,7 @@ constants are the standard module's own objects. See docs/sqlite3.md for what di
 from __future__ import annotations
 
 import os as _os
+import warnings as _warnings
 import sqlite3 as _std
 from collections.abc import Callable as _Callable
 from collections.abc import Mapping as _Mapping
@@ -81,7 +82,12 @@ def __getattr__(name: str) -> _Any:
     """The standard module's deprecated names (``version``, ``version_info``, ...), with its
     own deprecation warnings."""
     if name in _DEPRECATED:
-        return getattr(_std, name)
+        with _warnings.catch_warnings(record=True) as seen:
+            _warnings.simplefilter("always")
+            value = getattr(_std, name)
+        for w in seen:  # (re-raised as the caller's, where sqlite3 puts them)
+            _warnings.warn(w.message, w.category, stacklevel=2)
+        return value
     raise AttributeError(f"module 'litegate.sqlite3' has no attribute {name!r}")
 
 

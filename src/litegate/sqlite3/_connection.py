@@ -18,11 +18,13 @@ hooks, levels
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Self
 
-from .._engine import Engine
+from .._engine import Engine, use_authorizer
 from .._errors import Error
 from .._statements import split_script
 from .._types import ExcType, Tb
@@ -55,6 +57,23 @@ def _autocommit(value: object) -> bool | int:
     raise ValueError(
         "autocommit must be True, False, or sqlite3.LEGACY_TRANSACTION_CONTROL"
     )
+
+
+_TRUE = {"1", "on", "true", "yes"}
+_FALSE = {"0", "off", "false", "no"}
+_SYNCHRONOUS = {"0": "off", "1": "normal", "2": "full", "3": "extra"}
+
+
+def _same_setting(name: str, have: object, value: str) -> bool:
+    """Whether ``PRAGMA name = value`` asks for what the engine has (``have``, as ``PRAGMA
+    name`` reads)."""
+    want = value.strip().lower()
+    got = str(have).lower()
+    if name == "synchronous":
+        return _SYNCHRONOUS.get(got, got) == _SYNCHRONOUS.get(want, want)
+    if got in ("0", "1") and (want in _TRUE or want in _FALSE):
+        return (got == "1") == (want in _TRUE)
+    return got == want
 
 
 class _Statement:
@@ -124,6 +143,8 @@ class Connection:
         self._text_factory: Any = str
         self._trace: Callable[[str], object] | None = None
         self._progress: tuple[Callable[[], object], int] | None = None
+        self._authorizer: Callable[..., int] | None = None
+        self._sql_limit: int | None = None  # SQLITE_LIMIT_SQL_LENGTH, if set
         self._custom = False
         del check_same_thread, factory, cached_statements  # (accepted: see the docs)
         try:
@@ -187,8 +208,13 @@ class Connection:
     def autocommit(self, value: bool | int) -> None:
         mode = _autocommit(value)
         self._check()
-        if mode is True:
-            self._end(self._session(), commit=True)
+        s = self._session()
+        if mode is True and self._autocommit is False:
+            self._finish(s, commit=True, reopen=False)
+        elif mode is True:
+            self._commit(s)
+        elif mode is False and self._autocommit is not False and s.lease is None:
+            self._traced("BEGIN")
         self._autocommit = mode
 
     @property
@@ -209,7 +235,10 @@ class Connection:
 
     def _recustom(self) -> None:
         self._custom = bool(
-            self._text_factory is not str or self._trace is not None or self._progress
+            self._text_factory is not str
+            or self._trace is not None
+            or self._progress
+            or self._authorizer is not None
         )
 
     def _count_changes(self, n: int) -> None:
@@ -233,6 +262,8 @@ class Connection:
             conn.set_trace_callback(self._trace)
         if self._progress is not None:
             conn.set_progress_handler(*self._progress)
+        if self._authorizer is not None:
+            use_authorizer(conn, self._authorizer)
         return True
 
     def _settings_done(self, conn: sqlite3.Connection) -> None:
@@ -243,6 +274,8 @@ class Connection:
         if self._trace is not None or self._progress is not None:
             conn.set_trace_callback(None)
             conn.set_progress_handler(None, 0)
+        if self._authorizer is not None:
+            use_authorizer(conn, None)
 
     # ---- statements --------------------------------------------------------------------------
     def cursor(self, factory: Callable[[Connection], Any] = Cursor) -> Any:
@@ -269,15 +302,19 @@ class Connection:
         """One statement for ``cur``, routed by what it is and the thread's session."""
         if not isinstance(sql, str):
             raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
+        if self._sql_limit is not None:
+            self._check_length(sql)
         kind = _sql.classify(sql)
         s = self._session()
         try:
+            if kind == _sql.SET_PRAGMA:
+                return self._set_pragma(sql)
             if kind >= _sql.BEGIN:
                 return self._control(s, kind, sql, params, cur)
             lease = s.lease
             if lease is None:
-                if self._autocommit is False:
-                    lease = self._begin(s, "BEGIN")
+                if self._autocommit is False:  # (its BEGIN was traced when it "opened")
+                    lease = self._begin(s, None)
                 elif (
                     kind in (_sql.DML, _sql.INSERT)
                     and self._isolation_level is not None
@@ -338,6 +375,36 @@ class Connection:
                     self._end(s, commit=True)
         return out
 
+    def _set_pragma(self, sql: str) -> Outcome:
+        """``PRAGMA name = value`` of a connection setting. The engine's connections are
+        shared, so it cannot change for one caller: a value the engine already has is
+        accepted (``journal_mode=WAL``, ``foreign_keys=OFF`` ...), ``busy_timeout`` too (the
+        connection's ``timeout`` bounds every wait); any other is refused, saying how to set
+        it for the engine."""
+        setting = _sql.pragma_setting(sql)
+        if setting is None:
+            raise sqlite3.NotSupportedError(f"litegate.sqlite3 cannot read the PRAGMA in {sql!r}")
+        name, value = setting
+        if name == "busy_timeout":
+            return EMPTY
+        rows = self._read_job(lambda conn: conn.execute(f"PRAGMA {name}").fetchall())
+        have = rows[0][0] if rows and rows[0] else None
+        if _same_setting(name, have, value):
+            if name == "journal_mode":  # (it answers with the mode)
+                return Outcome([(have,)], (("journal_mode",) + (None,) * 6,), -1, None)
+            return EMPTY
+        how = (
+            f'litegate={{"{name}": ...}}'
+            if name == "synchronous"
+            else f'litegate={{"pragmas": {{"{name}": ...}}}}'
+        )
+        raise sqlite3.NotSupportedError(
+            f"PRAGMA {name}={value} is not supported by litegate.sqlite3: every connection to "
+            f"{self._engine.opts.name!r} in this process shares one engine, which has "
+            f"{name}={have}. Set it for the engine when the first connection opens: "
+            f"sqlite3.connect(..., {how})"
+        )
+
     def _begin(self, s: Session, text: str | None) -> Any:
         """Open the calling thread's transaction: take the write lane, ``BEGIN IMMEDIATE``
         (``text``: the statement sqlite3 would have run, for a trace callback)."""
@@ -391,7 +458,9 @@ class Connection:
         """Commit the calling thread's transaction (no-op without one, or with
         ``autocommit=True``). Returns after the (group's) COMMIT."""
         self._check()
-        if self._autocommit is not True:
+        if self._autocommit is False:
+            self._finish(self._session(), commit=True, reopen=True)
+        elif self._autocommit is not True:
             self._commit(self._session())
 
     def _commit(self, s: Session) -> None:
@@ -403,11 +472,32 @@ class Connection:
     def rollback(self) -> None:
         """Roll back the calling thread's transaction (no-op without one)."""
         self._check()
-        if self._autocommit is not True:
+        if self._autocommit is False:
+            self._finish(self._session(), commit=False, reopen=True)
+        elif self._autocommit is not True:
             try:
                 self._end(self._session(), commit=False)
             except Error as exc:
                 raise translate(exc) from exc
+
+    def _finish(self, s: Session, *, commit: bool, reopen: bool) -> None:
+        """``autocommit=False``: end the thread's transaction, which is always open (begun
+        lazily, at its first statement: the trace shows it as sqlite3 would)."""
+        try:
+            if s.lease is not None:
+                self._end(s, commit=commit)
+            else:
+                self._traced("COMMIT" if commit else "ROLLBACK")
+        except Error as exc:
+            raise translate(exc) from exc
+        finally:
+            if reopen:
+                self._traced("BEGIN")
+
+    def _traced(self, text: str) -> None:
+        trace = self._trace
+        if trace is not None:
+            trace(text)
 
     def close(self) -> None:
         """Close the connection, for every thread. The calling thread's open transaction is
@@ -419,8 +509,12 @@ class Connection:
                 return
             self._closed = True
         try:
-            self._end(self._session(), commit=False)
-        except Error:
+            s = self._session()
+            if self._autocommit is False:
+                self._finish(s, commit=False, reopen=False)
+            else:
+                self._end(s, commit=False)
+        except sqlite3.Error:
             pass
         finally:
             detach(self._shared, self._timeout)
@@ -438,14 +532,30 @@ class Connection:
         shared = getattr(self, "_shared", None)
         if shared is not None and not self._closed:
             self._closed = True
+            if sys.version_info >= (3, 13):  # (as sqlite3 warns since 3.13)
+                warnings.warn(
+                    f"unclosed database in {self!r}", ResourceWarning, source=self, stacklevel=1
+                )
             detach(shared, 0, wait=False)
 
     def _outside(self, cur: Cursor, sql: str, params: Any) -> Outcome:
-        """A statement SQLite runs only outside a transaction (``VACUUM``): on the write lane,
-        held without a transaction."""
+        """A statement SQLite runs only outside a transaction (``VACUUM``): on a connection
+        of its own, while this thread holds the write lane (no other writer of the process
+        runs meanwhile; readers go on, WAL allows it)."""
+        opts = self._engine.opts
+        if opts.memory:
+            raise sqlite3.NotSupportedError(
+                f"{sql.split()[0]} of an in-memory database is not supported by litegate.sqlite3 "
+                "(the engine's one connection runs every statement in a transaction)"
+            )
         lease = self._engine.lease(self._timeout, "the statement", self._session())
         try:
-            out: Outcome = lease.run(run_statement, (self, cur, sql, params, False), sql, None)
+            side = sqlite3.connect(opts.path, timeout=self._timeout, uri=opts.uri)
+            try:
+                side.isolation_level = None
+                out = run_statement(side, self, cur, sql, params, False)
+            finally:
+                side.close()
         finally:
             lease.release()
         return out
@@ -459,20 +569,47 @@ class Connection:
         if not isinstance(sql, str):
             raise TypeError(f"argument must be str, not {type(sql).__name__}")
         sql.encode()  # (UnicodeEncodeError for a lone surrogate, as sqlite3)
+        self._check_length(sql)
         return _Statement(sql)
 
     def getlimit(self, category: int, /) -> int:
         """A run-time limit of the engine's connections."""
         self._check()
+        if category == sqlite3.SQLITE_LIMIT_SQL_LENGTH and self._sql_limit is not None:
+            return self._sql_limit
         value: int = self._read_job(lambda conn: conn.getlimit(category))
         return value
 
     def setlimit(self, category: int, limit: int, /) -> int:
-        """Set a run-time limit on every connection of the engine (shared by the connections
-        to one file); returns the previous value."""
+        """Set a run-time limit: the SQL text length for this connection's statements; any
+        other on every connection of the engine (shared by the connections to one file).
+        Returns the previous value."""
         old = self.getlimit(category)
+        if category == sqlite3.SQLITE_LIMIT_SQL_LENGTH:
+            # (checked here: on the engine's connections it would refuse litegate's own SQL)
+            check_registration("setlimit", (category, limit), {})
+            if limit >= 0:
+                self._sql_limit = limit
+            return old
         self._register("setlimit", category, limit)
         return old
+
+    def getconfig(self, op: int, /) -> bool:
+        """A configuration option of the engine's connections (Python 3.12+)."""
+        self._check()
+        value: bool = self._read_job(lambda conn: conn.getconfig(op))  # type: ignore[attr-defined,unused-ignore]
+        return value
+
+    def setconfig(self, op: int, enable: bool = True, /) -> bool:
+        """Set a configuration option on every connection of the engine (shared by the
+        connections to one file); returns its new value (Python 3.12+)."""
+        self._register("setconfig", op, enable)
+        return self.getconfig(op)
+
+    def _check_length(self, sql: str) -> None:
+        limit = self._sql_limit
+        if limit is not None and len(sql.encode("utf-8", "surrogatepass")) > limit:
+            raise sqlite3.DataError("query string is too large")
 
     # ---- functions and hooks -----------------------------------------------------------------
     def _register(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -507,12 +644,13 @@ class Connection:
         self._recustom()
 
     def set_authorizer(self, authorizer_callback: Callable[..., int] | None) -> None:
+        """Consult ``authorizer_callback`` for this connection's statements (after litegate's
+        own authorizer, whose refusals stand)."""
         self._check()
-        raise sqlite3.NotSupportedError(
-            "set_authorizer is not supported by litegate.sqlite3: the engine's connections "
-            "are shared and carry litegate's own authorizer (which keeps transaction control "
-            "with the write lane)"
-        )
+        if authorizer_callback is not None and not callable(authorizer_callback):
+            raise TypeError("parameter must be callable")
+        self._authorizer = authorizer_callback
+        self._recustom()
 
     def enable_load_extension(self, enabled: bool, /) -> None:
         self._check()
@@ -533,10 +671,12 @@ class Connection:
             conn.interrupt()
 
     # ---- whole-database operations -----------------------------------------------------------
-    def iterdump(self) -> Iterator[str]:
-        """The database as SQL text (read on a reader, or in the calling thread's transaction)."""
+    def iterdump(self, *, filter: str | None = None) -> Iterator[str]:  # noqa: A002
+        """The database as SQL text (read on a reader, or in the calling thread's
+        transaction). ``filter`` (Python 3.13+): a LIKE pattern of the tables to dump."""
         self._check()
-        lines: list[str] = self._read_job(lambda conn: list(conn.iterdump()))
+        kwargs = {} if filter is None else {"filter": filter}
+        lines: list[str] = self._read_job(lambda conn: list(conn.iterdump(**kwargs)))
         return iter(lines)
 
     def _read_job(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -622,7 +762,7 @@ class Connection:
         s = self._session()
         lease = s.lease
         if lease is None and self._autocommit is False:
-            lease = self._begin(s, "BEGIN")
+            lease = self._begin(s, None)
         if lease is None:
             raise sqlite3.NotSupportedError(
                 "blobopen() needs a transaction on litegate.sqlite3: a blob keeps its "

@@ -119,6 +119,8 @@ def attach(
         "uri": uri,
         "detect_types": detect_types,
     }
+    # SQLite's own default, as a sqlite3 connection has it (litegate.connect turns it on)
+    fields["pragmas"] = {"foreign_keys": 0}
     fields.update(options or {})
     if _config.is_memory_path(path, uri):
         fields["readers"] = 0

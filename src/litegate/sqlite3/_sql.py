@@ -22,11 +22,13 @@ __all__ = (
     "READ",
     "RELEASE",
     "ROLLBACK",
+    "SET_PRAGMA",
     "ROLLBACK_TO",
     "SAVEPOINT",
     "WRITE",
     "Kind",
     "classify",
+    "pragma_setting",
     "savepoint_name",
 )
 
@@ -35,7 +37,8 @@ READ: Final = 1
 WRITE: Final = 2  # not recognisably a read: DDL, VACUUM, a PRAGMA that sets ...
 DML: Final = 3  # UPDATE, DELETE: the legacy implicit BEGIN opens before these (and INSERT)
 INSERT: Final = 4  # INSERT, REPLACE: DML that sets the connection's last inserted rowid
-NO_TRANSACTION: Final = 5  # VACUUM: runs only outside a transaction
+SET_PRAGMA: Final = 12  # PRAGMA name = value of a connection setting (compared, not run)
+NO_TRANSACTION: Final = 5  # VACUUM, PRAGMA wal_checkpoint: run only outside a transaction
 BEGIN: Final = 6  # (this and above: transaction control)
 COMMIT: Final = 7  # COMMIT, END
 ROLLBACK: Final = 8
@@ -150,11 +153,36 @@ def _pragma(sql: str) -> Kind:
             return WRITE
         rest = rest[name.end() :].lstrip()
     lowered = name.group().lower()
-    if lowered in _WRITING_PRAGMAS or rest.startswith("="):
+    if lowered == "wal_checkpoint":
+        return NO_TRANSACTION
+    if lowered in _WRITING_PRAGMAS or lowered in _FILE_VALUES:
         return WRITE
+    if rest.startswith("="):
+        return SET_PRAGMA
     if rest.startswith("("):
         return READ if lowered in _READING_WITH_ARGUMENT else WRITE
     return READ
+
+
+# Values of the database file, written as any write (through the lane).
+_FILE_VALUES: Final = frozenset(
+    {"user_version", "application_id", "auto_vacuum", "page_size", "max_page_count"}
+)
+_PRAGMA_SET = re.compile(
+    r"\s*PRAGMA\s+(?:(\w+)\s*\.\s*)?(\w+)\s*=\s*(.+?)[\s;]*$", re.IGNORECASE | re.DOTALL
+)
+
+
+def pragma_setting(sql: str) -> tuple[str, str] | None:
+    """``(name, value)`` of a ``PRAGMA [schema.]name = value`` (name lower case, value
+    unquoted), or ``None`` if ``sql`` is not one in a form this reads."""
+    m = _PRAGMA_SET.match(sql[_skip(sql, 0) :])
+    if m is None:
+        return None
+    value = m.group(3).strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return m.group(2).lower(), value
 
 
 _READING_WITH_ARGUMENT: Final = frozenset(
