@@ -20,6 +20,8 @@ class Rule:
     :ivar summary: what the rule finds, one line
     :ivar fix: what to change, one or two sentences
     :ivar level: SARIF level, ``"error"`` (will fail or corrupt) or ``"warning"`` (risk)
+    :ivar fixable: ``litegate doctor --fix`` can remove the cause by switching the module to
+        the ``litegate.sqlite3`` drop-in (a connection made to be shared by threads)
     """
 
     id: str
@@ -27,6 +29,7 @@ class Rule:
     summary: str
     fix: str
     level: str = "error"
+    fixable: bool = False
 
 
 _ALL = (
@@ -37,6 +40,7 @@ _ALL = (
         "Open one connection per thread (threading.local or open it inside the worker), "
         "or hand the work to a single owner: litegate.Database routes every call to the "
         "right connection from any thread.",
+        fixable=True,
     ),
     Rule(
         "LG102",
@@ -45,6 +49,7 @@ _ALL = (
         "Hold one threading.Lock around each whole unit of work on the shared connection "
         "(statements and commit together), or use litegate.Database, which serialises writes "
         "on one writer thread.",
+        fixable=True,
     ),
     Rule(
         "LG103",
@@ -59,6 +64,7 @@ _ALL = (
         "one connection or cursor in a global is used by several thread targets",
         "Do not share a connection or cursor through a global: give each thread its own "
         "connection (and each query its own cursor), or share a litegate.Database instead.",
+        fixable=True,
     ),
     Rule(
         "LG105",
@@ -67,6 +73,7 @@ _ALL = (
         "A worker's commit() also commits other threads' half-done statements and close() "
         "breaks every other user: keep transactions per thread (own connection, or lock held "
         "from first statement to commit) and close shared connections once, at shutdown.",
+        fixable=True,
     ),
     Rule(
         "LG106",
