@@ -220,13 +220,21 @@ def _rewrite(source: str, tree: ast.Module) -> str:
     text = _Text(source)
     module = Module(tree)
     edits: list[_Edit] = []
+    connects: list[ast.Call] = []
+    stdlib_names: set[str] = set()  # still bound to the stdlib module: keep their arguments
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             edits.extend(_import_edits(text, node))
         elif isinstance(node, ast.ImportFrom):
-            edits.extend(_from_edits(text, node))
+            found = _from_edits(text, node)
+            edits.extend(found)
+            if node.module == "sqlite3" and not node.level and not found:
+                stdlib_names.update(a.asname or a.name for a in node.names)
         elif isinstance(node, ast.Call) and module.is_connect(node):
-            edits.extend(_check_same_thread_edits(text, node))
+            connects.append(node)
+    for call in connects:
+        if _root_name(call.func) not in stdlib_names:
+            edits.extend(_check_same_thread_edits(text, call))
     out = source
     last = len(source) + 1
     for start, end, replacement in sorted(edits, reverse=True):
@@ -235,6 +243,12 @@ def _rewrite(source: str, tree: ast.Module) -> str:
         out = out[:start] + replacement + out[end:]
         last = start
     return out
+
+
+def _root_name(expr: ast.expr) -> str | None:
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
 
 
 def _import_edits(text: _Text, node: ast.Import) -> list[_Edit]:
