@@ -140,7 +140,7 @@ class _Analysis:
             on_thread = {f.qualname for f, *_ in states}
             for f, so, locked, bindings in states:
                 for cs in f.calls:
-                    if self.m.dotted(cs.call.func) == "sqlite3.connect":
+                    if self.m.is_connect(cs.call):
                         reached_connects.append((cs.call, f))
                 if not entry.process:
                     uses.extend(self._uses(entry, f, so, locked, bindings, on_thread))
@@ -422,6 +422,9 @@ class _Analysis:
                 f"{first.func.qualname}, which runs on another thread "
                 f"({first.entry.how}, line {first.entry.line})"
             )
+            if holder.dropin:
+                self._dropin_close(holder, group, what, where)
+                continue
             if not holder.shares_threads:
                 self._add(
                     "LG101",
@@ -451,7 +454,20 @@ class _Analysis:
                     "in one transaction",
                 )
 
+    def _dropin_close(self, holder: Holder, group: list[_Use], what: str, where: str) -> None:
+        """The drop-in lets threads share a connection, each with its own transaction, but a
+        worker's ``close()`` still closes it for every thread (a cursor still holds one query)."""
+        for use in group:
+            if use.method == "close":
+                self._add(
+                    "LG105",
+                    use.node,
+                    f"close() on shared {what} `{holder.display}` from worker code in {where}",
+                )
+
     def _global_rule(self, holder: Holder, uses: list[_Use]) -> None:
+        if holder.dropin and holder.kind == "conn":
+            return  # made to be shared; a shared *cursor* still mixes threads' rows
         entries: dict[tuple[int, int], _Entry] = {}
         for use in uses:
             entries.setdefault((id(use.entry.func), use.entry.line), use.entry)
@@ -480,6 +496,8 @@ class _Analysis:
         for holder, holder_uses in by_holder.items():
             if holder.site is None or holder.site_func is None or not holder.shares_threads:
                 continue
+            if holder.dropin:
+                continue  # assumed: the drop-in, like litegate's engine, queues its threads' writes
             entries = {(id(u.entry.func), u.entry.line) for u in holder_uses if u.writes}
             multi = any(u.entry.multi for u in holder_uses if u.writes)
             if len(entries) > 1 or (entries and multi):
@@ -491,7 +509,7 @@ class _Analysis:
                 candidates.setdefault(id(call), (call, f, why))
             for f in self.m.funcs:
                 for cs in f.calls:
-                    if cs.in_loop and self.m.dotted(cs.call.func) == "sqlite3.connect":
+                    if cs.in_loop and self.m.is_connect(cs.call):
                         why = "connections opened in a loop (a pool) write to one file"
                         candidates.setdefault(id(cs.call), (cs.call, f, why))
         for call, f, why in candidates.values():
@@ -548,7 +566,7 @@ class _Analysis:
     def _blocking_message(self, f: Func, call: ast.Call) -> str | None:
         m = self.m
         fn = call.func
-        if m.dotted(fn) == "sqlite3.connect":
+        if m.is_connect(call):
             return "sqlite3.connect() blocks the event loop"
         if isinstance(fn, ast.Attribute) and fn.attr in _BLOCKING:
             val = m.value(fn.value, f, SHARED, ())
@@ -571,7 +589,7 @@ class _Analysis:
         found: int | None = None
         for cs in f.calls:
             fn = cs.call.func
-            if self.m.dotted(fn) == "sqlite3.connect":
+            if self.m.is_connect(cs.call):
                 found = cs.call.lineno
             elif isinstance(fn, ast.Attribute) and fn.attr in _BLOCKING:
                 val = self.m.value(fn.value, f, SHARED, ())

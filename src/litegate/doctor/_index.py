@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ("Func", "Holder", "Module", "Val")
+__all__ = ("DROPIN_CONNECT", "Func", "Holder", "Module", "Val")
 
 _LOCKISH = re.compile(r"lock|mutex|semaphore|(^|_)sem($|_)", re.IGNORECASE)
 _LOCK_CTORS = frozenset(
@@ -32,6 +32,10 @@ _PROC_EXECUTORS = frozenset(
     {"concurrent.futures.ProcessPoolExecutor", "multiprocessing.Pool", "multiprocessing.pool.Pool"}
 )
 _CONNECT = "sqlite3.connect"
+# litegate's drop-in for the sqlite3 module: one connection may be shared by threads, each with
+# its own transaction, so the cross-thread rules do not apply to the connections it makes.
+DROPIN_CONNECT = "litegate.sqlite3.connect"
+_CONNECTS = frozenset({_CONNECT, DROPIN_CONNECT})
 _CURSOR_METHODS = frozenset({"cursor", "execute", "executemany", "executescript"})
 _FUNC_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -59,6 +63,7 @@ class Holder:
     :ivar site_func: the function containing that call
     :ivar node: the assignment target (where the holder is reported)
     :ivar where: the place of creation in words (``at module level``, ``in Store.__init__``)
+    :ivar dropin: the connection was made by ``litegate.sqlite3.connect`` (however imported)
     """
 
     display: str
@@ -68,6 +73,7 @@ class Holder:
     site_func: Func | None
     node: ast.AST
     where: str
+    dropin: bool = False
 
     def kwarg(self, name: str, position: int) -> ast.expr | None:
         """The argument given to the connect call for ``name``, or ``None``."""
@@ -77,7 +83,10 @@ class Holder:
 
     @property
     def shares_threads(self) -> bool:
-        """``check_same_thread=False`` was passed, or may be (through ``**kwargs``)."""
+        """``check_same_thread=False`` was passed, or may be (through ``**kwargs``), or the
+        connection comes from the drop-in, which is made to be shared."""
+        if self.dropin:
+            return True
         arg = self.kwarg("check_same_thread", 4)
         if arg is None and self.site is not None:
             return any(kw.arg is None for kw in self.site.keywords)
@@ -180,6 +189,10 @@ class Module:
             return None
         parts.append(base)
         return ".".join(reversed(parts))
+
+    def is_connect(self, call: ast.Call) -> bool:
+        """Whether ``call`` opens a connection: ``sqlite3.connect`` or the drop-in's."""
+        return self.dotted(call.func) in _CONNECTS
 
     def lookup(self, name: str, func: Func) -> Func:
         """The function whose scope defines ``name`` as seen from ``func``; module if global."""
@@ -335,7 +348,10 @@ class Module:
                 where = "at module level"
             else:
                 where = f"in {site_func.qualname}"
-            holder = Holder(display, scope, src.kind, src.site, src.site_func, target, where)
+            dropin = src.site is not None and self.dotted(src.site.func) == DROPIN_CONNECT
+            holder = Holder(
+                display, scope, src.kind, src.site, src.site_func, target, where, dropin
+            )
             self.holders[key] = holder
         return Val(src.kind, new_origin, holder, src.site, src.site_func)
 
@@ -404,7 +420,7 @@ class Module:
         fn = call.func
         dotted = self.dotted(fn)
         here = func.qualname
-        if dotted == _CONNECT:
+        if dotted in _CONNECTS:
             return Val("conn", here, site=call, site_func=func)
         if dotted is not None:
             if dotted in ("threading.local", "_threading_local.local"):

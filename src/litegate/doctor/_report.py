@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from collections.abc import Collection
 from itertools import groupby
 from typing import Any
 
 from .._version import __version__
+from ._fix import FixReport, why_left
 from ._paths import Report
 from ._rules import RULES
 
-__all__ = ("to_json", "to_sarif", "to_text")
+__all__ = ("to_fix_text", "to_json", "to_sarif", "to_text")
 
 _SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
@@ -35,6 +38,57 @@ def to_text(report: Report) -> str:
         summary = "no findings"
     out.append(f"{summary} ({report.files} file{'s' * (report.files != 1)} checked)")
     return "\n".join(out) + "\n"
+
+
+def to_fix_text(report: FixReport, *, written: bool, failed: Collection[str] = ()) -> str:
+    """What ``--fix`` changed (or would change) per file, then each finding it leaves, with
+    why, then a summary. Line numbers are those of the files as they are on disk afterwards.
+
+    :param written: the fixes were written (``--write``); else the files are unchanged
+    :param failed: paths whose fix could not be written
+    """
+    out: list[str] = []
+    changed = [f for f in report.fixes if f.changed and f.path not in failed]
+    verb = "fixed" if written else "would fix"
+    for fix in changed:
+        rules = Counter(f.rule for f in fix.before) - Counter(f.rule for f in fix.after)
+        names = ", ".join(r if n == 1 else f"{r} x{n}" for r, n in sorted(rules.items()))
+        out.append(f"{verb} {fix.path}: {_count(fix.fixed)} ({names})")
+    if changed:
+        out.append("")
+    left = 0
+    for fix in report.fixes:
+        applied = fix.changed and fix.path not in failed
+        findings = fix.after if applied else fix.before
+        if not findings:
+            continue
+        out.append(f"{fix.path} (left by --fix)")
+        for f in findings:
+            line, col = f.line, f.col
+            if applied and not written:
+                line, col = fix.old_position(line, col)
+            out.append(f"  {line}:{col}  {f.rule}  {f.message}")
+            out.append(f"      not fixed: {why_left(f)}")
+            out.append(f"      fix: {f.fix}")
+            left += 1
+        out.append("")
+    for path, reason in report.skipped:
+        out.append(f"skipped {path}: {reason}")
+    fixed = sum(f.fixed for f in changed)
+    files = len(changed)
+    where = f"in {files} file{'s' * (files != 1)}"
+    checked = f"{report.files} file{'s' * (report.files != 1)} checked"
+    if written:
+        out.append(f"{_count(fixed)} fixed {where}, {_count(left)} left ({checked})")
+    else:
+        out.append(f"{_count(fixed)} fixable {where}, {_count(left)} left ({checked})")
+        if changed:
+            out.append("nothing was written: run with --write to apply the diff")
+    return "\n".join(out) + "\n"
+
+
+def _count(n: int) -> str:
+    return f"{n} finding{'s' * (n != 1)}"
 
 
 def to_json(report: Report) -> str:

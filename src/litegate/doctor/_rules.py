@@ -20,6 +20,8 @@ class Rule:
     :ivar summary: what the rule finds, one line
     :ivar fix: what to change, one or two sentences
     :ivar level: SARIF level, ``"error"`` (will fail or corrupt) or ``"warning"`` (risk)
+    :ivar fixable: ``litegate doctor --fix`` can remove the cause by switching the module to
+        the ``litegate.sqlite3`` drop-in (a connection made to be shared by threads)
     """
 
     id: str
@@ -27,6 +29,7 @@ class Rule:
     summary: str
     fix: str
     level: str = "error"
+    fixable: bool = False
 
 
 _ALL = (
@@ -36,7 +39,9 @@ _ALL = (
         "a sqlite3 connection made in one thread is used from code that runs on another thread",
         "Open one connection per thread (threading.local or open it inside the worker), "
         "or hand the work to a single owner: litegate.Database routes every call to the "
-        "right connection from any thread.",
+        "right connection from any thread. `litegate doctor --fix` switches the module to "
+        "`import litegate.sqlite3 as sqlite3`, whose connections any thread may use.",
+        fixable=True,
     ),
     Rule(
         "LG102",
@@ -44,7 +49,9 @@ _ALL = (
         "check_same_thread=False on a connection used by several threads without a lock",
         "Hold one threading.Lock around each whole unit of work on the shared connection "
         "(statements and commit together), or use litegate.Database, which serialises writes "
-        "on one writer thread.",
+        "on one writer thread. `litegate doctor --fix` switches the module to "
+        "`import litegate.sqlite3 as sqlite3`: each thread gets its own transaction.",
+        fixable=True,
     ),
     Rule(
         "LG103",
@@ -58,7 +65,10 @@ _ALL = (
         "global-shared-by-threads",
         "one connection or cursor in a global is used by several thread targets",
         "Do not share a connection or cursor through a global: give each thread its own "
-        "connection (and each query its own cursor), or share a litegate.Database instead.",
+        "connection (and each query its own cursor), or share a litegate.Database instead. "
+        "For a connection, `litegate doctor --fix` switches the module to "
+        "`import litegate.sqlite3 as sqlite3`; a shared cursor stays yours to fix.",
+        fixable=True,
     ),
     Rule(
         "LG105",
@@ -66,7 +76,10 @@ _ALL = (
         "commit(), rollback() or close() on a shared connection from worker code",
         "A worker's commit() also commits other threads' half-done statements and close() "
         "breaks every other user: keep transactions per thread (own connection, or lock held "
-        "from first statement to commit) and close shared connections once, at shutdown.",
+        "from first statement to commit) and close shared connections once, at shutdown. "
+        "`litegate doctor --fix` switches the module to `import litegate.sqlite3 as sqlite3`, "
+        "which keeps each thread's transaction apart (a worker's close() stays yours to fix).",
+        fixable=True,
     ),
     Rule(
         "LG106",
