@@ -44,6 +44,7 @@ __all__ = (
     "end_transaction",
     "is_busy",
     "is_read_only",
+    "main_file",
     "open_connection",
     "rollback",
     "rollback_quietly",
@@ -178,6 +179,15 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
     return conn
 
 
+def main_file(conn: sqlite3.Connection) -> str | None:
+    """The path of ``conn``'s main database file (``None`` for an in-memory one). Read as
+    bytes: a path that is not UTF-8 (any bytes a POSIX name may hold) still comes back."""
+    row = conn.execute(
+        "SELECT CAST(file AS BLOB) FROM pragma_database_list WHERE name = 'main'"
+    ).fetchone()
+    return os.fsdecode(row[0]) if row and row[0] else None
+
+
 def _use_wal(conn: sqlite3.Connection, opts: Options, deadline: float) -> None:
     """Writer: put the database in WAL mode, unless this process cannot write it.
 
@@ -224,8 +234,8 @@ def _read_only_reason(
             return True, "opened with mode=ro"
         if any(v not in ("0", "false", "no", "off") for v in query.get("immutable", ())):
             return True, "opened with immutable=1"
-    files = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
-    if files and files[0] and not os.access(files[0], os.W_OK, effective_ids=_EFFECTIVE_IDS):
+    path = main_file(conn)
+    if path and not os.access(path, os.W_OK, effective_ids=_EFFECTIVE_IDS):
         return False, "this process may not write the file: permissions or a read-only file system"
     if refused is not None:
         code = getattr(refused, "sqlite_errorcode", 0)

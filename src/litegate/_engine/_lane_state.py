@@ -114,7 +114,7 @@ from .._errors import Closed, WriteTimeout
 from . import _commit_gate
 from ._authorizer import install
 from ._batch import is_open
-from ._connection import TxnGuard, open_connection, rollback, rollback_quietly
+from ._connection import TxnGuard, main_file, open_connection, rollback, rollback_quietly
 from ._counters import Counters
 from ._group import Group
 from ._jobs import (
@@ -192,8 +192,8 @@ class LaneState:
         self.counters = counters
         self.guard = TxnGuard()
         self._conn = self._open_writer()
-        files = [row[2] for row in self._conn.execute("PRAGMA database_list") if row[1] == "main"]
-        self._wal_path = files[0] + "-wal" if files and files[0] else None
+        path = main_file(self._conn)
+        self._wal_path = path + "-wal" if path else None
         self._on_large_wal = on_large_wal
         self._on_broken = on_broken
         self.broken: str | None = None  # why the lane stopped on its own (written once, lock)

@@ -20,20 +20,7 @@ constants are the standard module's own objects. See docs/sqlite3.md for what di
 
 from __future__ import annotations
 
-import os as _os
-import warnings as _warnings
 import sqlite3 as _std
-from collections.abc import Callable as _Callable
-from collections.abc import Mapping as _Mapping
-from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
-
-from ._connection import LEGACY_TRANSACTION_CONTROL as LEGACY_TRANSACTION_CONTROL
-from ._connection import Connection as Connection
-from ._cursor import Cursor as Cursor
-
-if _TYPE_CHECKING:
-    from sqlite3 import *  # noqa: F403 (the constants, for type checkers; copied below)
 from sqlite3 import PARSE_COLNAMES as PARSE_COLNAMES
 from sqlite3 import PARSE_DECLTYPES as PARSE_DECLTYPES
 from sqlite3 import Binary as Binary
@@ -53,7 +40,7 @@ from sqlite3 import ProgrammingError as ProgrammingError
 from sqlite3 import Row as Row
 from sqlite3 import Time as Time
 from sqlite3 import TimeFromTicks as TimeFromTicks
-from sqlite3 import Timestamp as Timestamp
+from sqlite3 import Timestamp as Timestamp  # type: ignore[attr-defined,unused-ignore]
 from sqlite3 import TimestampFromTicks as TimestampFromTicks
 from sqlite3 import Warning as Warning
 from sqlite3 import adapt as adapt
@@ -65,6 +52,13 @@ from sqlite3 import register_adapter as register_adapter
 from sqlite3 import register_converter as register_converter
 from sqlite3 import sqlite_version as sqlite_version
 from sqlite3 import sqlite_version_info as sqlite_version_info
+from typing import Any as _Any
+
+from ._api import CONSTANTS, deprecated
+from ._api import connect as connect
+from ._connection import Connection as Connection
+from ._core import LEGACY_TRANSACTION_CONTROL as LEGACY_TRANSACTION_CONTROL
+from ._core import Cursor as Cursor
 
 apilevel = "2.0"
 paramstyle = "qmark"
@@ -72,70 +66,17 @@ threadsafety = 2
 """DB-API level 2: threads may share the module and connections (a cursor is one thread's at
 a time)."""
 
-# The SQLITE_* constants of the running Python's sqlite3 (they vary by version).
-_CONSTANTS = tuple(name for name in dir(_std) if name.startswith("SQLITE_"))
-globals().update({name: getattr(_std, name) for name in _CONSTANTS})
-_DEPRECATED = frozenset({"version", "version_info", "enable_shared_cache", "OptimizedUnicode"})
+globals().update({name: getattr(_std, name) for name in CONSTANTS})
 
 
 def __getattr__(name: str) -> _Any:
     """The standard module's deprecated names (``version``, ``version_info``, ...), with its
-    own deprecation warnings."""
-    if name in _DEPRECATED:
-        with _warnings.catch_warnings(record=True) as seen:
-            _warnings.simplefilter("always")
-            value = getattr(_std, name)
-        for w in seen:  # (re-raised as the caller's, where sqlite3 puts them)
-            _warnings.warn(w.message, w.category, stacklevel=2)
-        return value
-    raise AttributeError(f"module 'litegate.sqlite3' has no attribute {name!r}")
+    own deprecation warnings. (To a type checker, the SQLITE_* constants copied above are
+    reached through this: typed ``Any``.)"""
+    return deprecated(name, 3)
 
 
-def connect(
-    database: str | bytes | _os.PathLike[str] | _os.PathLike[bytes],
-    timeout: float = 5.0,
-    detect_types: int = 0,
-    isolation_level: str | None = "",
-    check_same_thread: bool = True,
-    factory: _Callable[..., Connection] = Connection,
-    cached_statements: int = 128,
-    uri: bool = False,
-    *,
-    autocommit: bool | int = LEGACY_TRANSACTION_CONTROL,
-    litegate: _Mapping[str, _Any] | None = None,
-) -> Connection:
-    """Open a connection that every thread may share.
-
-    The arguments are the standard module's. ``timeout`` bounds every wait (for the write lane,
-    a reader, or another process's lock); ``check_same_thread`` and ``cached_statements`` are
-    accepted and have no effect (the connection is safe to share; the engine caches its own
-    statements). ``litegate``: options of the engine (``synchronous``, ``readers``, ... as
-    :func:`litegate.connect`), taken by the first connection to the file; a later one that
-    asks for different values raises ``ProgrammingError``.
-
-    Blocks while the file is opened (at most ``timeout`` when another process holds it).
-    """
-    if not callable(factory):
-        raise TypeError("factory must be callable (a litegate.sqlite3.Connection subclass)")
-    extra: dict[str, _Any] = {}
-    if autocommit != LEGACY_TRANSACTION_CONTROL:
-        extra["autocommit"] = autocommit
-    if litegate is not None:
-        extra["litegate"] = litegate
-    return factory(
-        database,
-        timeout=timeout,
-        detect_types=detect_types,
-        isolation_level=isolation_level,
-        check_same_thread=check_same_thread,
-        factory=factory,
-        cached_statements=cached_statements,
-        uri=uri,
-        **extra,
-    )
-
-
-__all__ = (  # noqa: PLE0604 (the SQLITE_* constants are added at import)
+__all__ = (
     "Binary",
     "Blob",
     "Connection",
@@ -174,7 +115,7 @@ __all__ = (  # noqa: PLE0604 (the SQLITE_* constants are added at import)
     "sqlite_version",
     "sqlite_version_info",
     "threadsafety",
-    *_CONSTANTS,
+    *CONSTANTS,
 )
 
 for _cls in (Connection, Cursor):

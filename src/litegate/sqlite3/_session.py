@@ -1,5 +1,5 @@
-"""One thread's transaction on a drop-in connection, and running one statement on an engine
-connection with the drop-in connection's settings.
+"""One thread's transaction on a drop-in connection, a statement's outcome, and the errors
+drop-in users catch.
 
 A :class:`Session` belongs to one thread (it lives in the connection's ``threading.local``):
 only that thread reads or writes its fields, so they need no lock. If the thread ends with its
@@ -10,16 +10,12 @@ lease's ``holder``, rolls the transaction back and gives the lane back.
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._engine import WriteLease
 from .._errors import Busy, Closed, Error, Misuse, RolledBack, Timeout
 
-if TYPE_CHECKING:
-    from ._connection import Connection
-    from ._cursor import Cursor
-
-__all__ = ("EMPTY", "Outcome", "Session", "run_statement", "translate")
+__all__ = ("EMPTY", "Outcome", "Session", "translate")
 
 
 class Session:
@@ -59,41 +55,6 @@ class Outcome:
 
 
 EMPTY = Outcome([], None, -1, None)
-
-
-def run_statement(
-    conn: sqlite3.Connection,
-    cx: Connection,
-    cur: Cursor,
-    sql: str,
-    params: Any,
-    many: bool,
-) -> Outcome:
-    """Run ``sql`` on ``conn`` (an engine connection the caller owns now) as ``cx`` would on a
-    connection of its own: its functions, text factory, hooks and ``cur``'s row factory."""
-    settings = cx._settings_for(conn)
-    before = conn.total_changes
-    raw = conn.cursor()
-    try:
-        if many:
-            raw.executemany(sql, params)
-        else:
-            raw.execute(sql, params)
-        description = raw.description
-        rows: list[Any] = raw.fetchall() if description is not None else []
-        factory = cur.row_factory
-        if factory is not None and rows:
-            if isinstance(factory, type) and issubclass(factory, sqlite3.Row):
-                rows = [factory(raw, row) for row in rows]
-            else:
-                cur.description = description
-                rows = [factory(cur, row) for row in rows]
-        return Outcome(rows, description, raw.rowcount, raw.lastrowid)
-    finally:
-        raw.close()
-        if settings:
-            cx._settings_done(conn)
-        cx._count_changes(conn.total_changes - before)
 
 
 def translate(exc: BaseException) -> BaseException:

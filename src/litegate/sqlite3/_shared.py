@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .. import _config
 from .._engine import Engine, open_engine
@@ -124,7 +124,8 @@ def attach(
     fields.update(options or {})
     if _config.is_memory_path(path, uri):
         fields["readers"] = 0
-    engine = open_engine(_config.make_options(path, fields))  # (blocks: outside the lock)
+    opts = _config.make_options(path, cast(_config.ConnectOptions, fields))
+    engine = open_engine(opts)  # (blocks: outside the lock)
     if key is None:
         return Shared(None, engine)
     with _lock:

@@ -1,0 +1,586 @@
+"""The drop-in's core: a connection's state, where each statement runs, and the cursor.
+
+A statement runs in the calling thread's transaction (its :class:`~._session.Session`) if it
+has one open, else as one group-committed write on the write lane or on a reader. Each runs to
+its end on an engine connection, whose rows the cursor keeps: a cursor pins nothing.
+
+=====================  ==============================================================
+field                  guard
+=====================  ==============================================================
+``_local``             a ``threading.local``: each thread's :class:`~._session.Session`
+``_closed``            set once, by :meth:`close`, under ``_lock``; read without it (a
+                       call that races with ``close`` fails in the engine instead)
+``_changes``,          ``_lock``
+``_running``
+``row_factory``,       the caller's: set them before sharing the connection (as with
+``text_factory``,      ``sqlite3``); every statement reads them once, when it starts
+hooks, levels
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Self
+
+from .._engine import Engine, use_authorizer
+from .._errors import Error
+from .._statements import split_script
+from . import _sql
+from ._session import EMPTY, Outcome, Session, translate
+from ._shared import attach
+
+__all__ = (
+    "LEGACY_TRANSACTION_CONTROL",
+    "ConnectionCore",
+    "Cursor",
+    "check_level",
+    "check_mode",
+    "run_statement",
+)
+
+LEGACY_TRANSACTION_CONTROL = -1
+_LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+
+
+def check_level(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("isolation_level must be str or None")
+    if "\0" in value or str.upper(value) not in _LEVELS:
+        raise ValueError(
+            "isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'"
+        )
+    return value
+
+
+def check_mode(value: object) -> bool | int:
+    if value is True or value is False or value == LEGACY_TRANSACTION_CONTROL:
+        return value if isinstance(value, bool) else LEGACY_TRANSACTION_CONTROL
+    raise ValueError("autocommit must be True, False, or sqlite3.LEGACY_TRANSACTION_CONTROL")
+
+
+_TRUE = {"1", "on", "true", "yes"}
+_FALSE = {"0", "off", "false", "no"}
+_SYNCHRONOUS = {"0": "off", "1": "normal", "2": "full", "3": "extra"}
+
+
+def _same_setting(name: str, have: object, value: str) -> bool:
+    """Whether ``PRAGMA name = value`` asks for what the engine has (``have``, as ``PRAGMA
+    name`` reads)."""
+    want = value.strip().lower()
+    got = str(have).lower()
+    if name == "synchronous":
+        return _SYNCHRONOUS.get(got, got) == _SYNCHRONOUS.get(want, want)
+    if got in ("0", "1") and (want in _TRUE or want in _FALSE):
+        return (got == "1") == (want in _TRUE)
+    return got == want
+
+
+class ConnectionCore:
+    """The state of a drop-in connection and how its statements are routed (the public API is
+    :class:`~._connection.Connection`'s)."""
+
+    Warning = sqlite3.Warning
+    Error = sqlite3.Error
+    InterfaceError = sqlite3.InterfaceError
+    DatabaseError = sqlite3.DatabaseError
+    DataError = sqlite3.DataError
+    OperationalError = sqlite3.OperationalError
+    IntegrityError = sqlite3.IntegrityError
+    InternalError = sqlite3.InternalError
+    ProgrammingError = sqlite3.ProgrammingError
+    NotSupportedError = sqlite3.NotSupportedError
+
+    _closed: bool | None = None  # (None: __init__ never ran)
+
+    def __init__(
+        self,
+        database: str | bytes | Any,
+        timeout: float = 5.0,
+        detect_types: int = 0,
+        isolation_level: str | None = "",
+        check_same_thread: bool = True,
+        factory: Any = None,
+        cached_statements: int = 128,
+        uri: bool = False,
+        *,
+        autocommit: bool | int = LEGACY_TRANSACTION_CONTROL,
+        litegate: Mapping[str, Any] | None = None,
+    ) -> None:
+        import os
+
+        if isinstance(database, bytes):
+            database = os.fsdecode(database)
+        path = os.fspath(database)
+        if not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
+        if not isinstance(detect_types, int):
+            raise TypeError("detect_types must be an int")
+        self._isolation_level = check_level(isolation_level)
+        self._autocommit = check_mode(autocommit)
+        self._timeout = float(timeout)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+        self._changes = 0
+        self._running: dict[int, sqlite3.Connection] = {}
+        self.row_factory: Any = None
+        self._text_factory: Any = str
+        self._trace: Callable[[str], object] | None = None
+        self._progress: tuple[Callable[[], object], int] | None = None
+        self._authorizer: Callable[..., int] | None = None
+        self._sql_limit: int | None = None  # SQLITE_LIMIT_SQL_LENGTH, if set
+        self._custom = False
+        del check_same_thread, factory, cached_statements  # (accepted: see the docs)
+        try:
+            self._shared = attach(
+                path,
+                uri=bool(uri),
+                detect_types=detect_types,
+                timeout=self._timeout,
+                options=litegate,
+            )
+        except Error as exc:
+            raise translate(exc) from exc
+        except ValueError as exc:
+            raise sqlite3.ProgrammingError(str(exc)) from exc
+        self._engine: Engine = self._shared.engine
+
+    # ---- state -------------------------------------------------------------------------------
+    def _check(self) -> None:
+        if self._closed is not False:
+            raise sqlite3.ProgrammingError(
+                "Base Connection.__init__ not called."
+                if self._closed is None
+                else "Cannot operate on a closed database."
+            )
+
+    def _session(self) -> Session:
+        try:
+            s: Session = self._local.s
+        except AttributeError:
+            s = self._local.s = Session()
+        return s
+
+    def _recustom(self) -> None:
+        self._custom = bool(
+            self._text_factory is not str
+            or self._trace is not None
+            or self._progress
+            or self._authorizer is not None
+        )
+
+    def _count_changes(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self._changes += n
+
+    def _settings_for(self, conn: sqlite3.Connection) -> bool:
+        """Before a statement on engine connection ``conn`` (the caller owns it): bring it up
+        to date with the registered functions and apply this connection's hooks. True if
+        :meth:`_settings_done` must undo them afterwards."""
+        hooks = self._shared.hooks
+        if hooks.version:
+            hooks.sync(conn)
+        with self._lock:
+            self._running[id(conn)] = conn
+        if not self._custom:
+            return True
+        conn.text_factory = self._text_factory
+        if self._trace is not None:
+            conn.set_trace_callback(self._trace)
+        if self._progress is not None:
+            conn.set_progress_handler(*self._progress)  # type: ignore[arg-type]
+        if self._authorizer is not None:
+            use_authorizer(conn, self._authorizer)
+        return True
+
+    def _settings_done(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            self._running.pop(id(conn), None)
+        if conn.text_factory is not str:
+            conn.text_factory = str
+        if self._trace is not None or self._progress is not None:
+            conn.set_trace_callback(None)
+            conn.set_progress_handler(None, 0)
+        if self._authorizer is not None:
+            use_authorizer(conn, None)
+
+    def _run(self, cur: Cursor, sql: str, params: Any, many: bool) -> Outcome:
+        """One statement for ``cur``, routed by what it is and the thread's session."""
+        if not isinstance(sql, str):
+            raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
+        if self._sql_limit is not None:
+            self._check_length(sql)
+        kind = _sql.classify(sql)
+        s = self._session()
+        try:
+            if kind == _sql.SET_PRAGMA:
+                return self._set_pragma(sql)
+            if kind >= _sql.BEGIN:
+                return self._control(s, kind, sql, params, cur)
+            lease = s.lease
+            if lease is None:
+                if self._autocommit is False:  # (its BEGIN was traced when it "opened")
+                    lease = self._begin(s, None)
+                elif (
+                    kind in (_sql.DML, _sql.INSERT)
+                    and self._isolation_level is not None
+                    and self._autocommit == LEGACY_TRANSACTION_CONTROL
+                ):
+                    lease = self._begin(s, "BEGIN " + self._isolation_level)
+                elif kind == _sql.NO_TRANSACTION:
+                    return self._outside(cur, sql, params)
+            args = (self, cur, sql, params, many)
+            if lease is not None:
+                try:
+                    out: Outcome = lease.run(run_statement, args, sql, None)
+                except BaseException:
+                    if s.lease is lease and not lease.in_transaction:
+                        self._end(s, commit=False)  # SQLite ended it (ON CONFLICT ROLLBACK ...)
+                    raise
+            elif kind == _sql.READ:
+                out = self._engine.read(run_statement, args, self._timeout, None, sql)
+            else:
+                out = self._engine.write(run_statement, args, self._timeout, None, sql)
+        except Error as exc:
+            raise translate(exc) from exc
+        if not many:
+            if kind == _sql.INSERT and out.lastrowid is not None:
+                s.lastrowid = out.lastrowid
+            cur.lastrowid = s.lastrowid if s.lastrowid is not None else 0
+        return out
+
+    def _control(self, s: Session, kind: int, sql: str, params: Any, cur: Cursor) -> Outcome:
+        """BEGIN, COMMIT, ROLLBACK and savepoints: the calling thread's session."""
+        lease = s.lease
+        if kind == _sql.BEGIN:
+            if lease is not None:
+                raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+            self._begin(s, sql)
+            return EMPTY
+        if kind == _sql.COMMIT or kind == _sql.ROLLBACK:
+            if lease is None:
+                verb = "commit" if kind == _sql.COMMIT else "rollback"
+                raise sqlite3.OperationalError(f"cannot {verb} - no transaction is active")
+            self._end(s, commit=kind == _sql.COMMIT, text=sql)
+            return EMPTY
+        name = _sql.savepoint_name(sql)
+        if lease is None:
+            if kind != _sql.SAVEPOINT:
+                raise sqlite3.OperationalError(f"no such savepoint: {name}")
+            lease = self._begin(s, None)
+            s.savepoints = []
+        out: Outcome = lease.run(run_statement, (self, cur, sql, params, False), sql, None)
+        marks = s.savepoints
+        if marks is not None:
+            if kind == _sql.SAVEPOINT:
+                marks.append(name)
+            elif name in marks:
+                i = len(marks) - 1 - marks[::-1].index(name)
+                del marks[i if kind == _sql.RELEASE else i + 1 :]
+                if not marks and kind == _sql.RELEASE:
+                    self._end(s, commit=True)
+        return out
+
+    def _set_pragma(self, sql: str) -> Outcome:
+        """``PRAGMA name = value`` of a connection setting. The engine's connections are
+        shared, so it cannot change for one caller: a value the engine already has is
+        accepted (``journal_mode=WAL``, ``foreign_keys=OFF`` ...), ``busy_timeout`` too (the
+        connection's ``timeout`` bounds every wait); any other is refused, saying how to set
+        it for the engine."""
+        setting = _sql.pragma_setting(sql)
+        if setting is None:
+            raise sqlite3.NotSupportedError(f"litegate.sqlite3 cannot read the PRAGMA in {sql!r}")
+        name, value = setting
+        if name == "busy_timeout":
+            return EMPTY
+        rows = self._read_job(lambda conn: conn.execute(f"PRAGMA {name}").fetchall())
+        have = rows[0][0] if rows and rows[0] else None
+        if _same_setting(name, have, value):
+            if name == "journal_mode":  # (it answers with the mode)
+                return Outcome([(have,)], (("journal_mode",) + (None,) * 6,), -1, None)
+            return EMPTY
+        how = (
+            f'litegate={{"{name}": ...}}'
+            if name == "synchronous"
+            else f'litegate={{"pragmas": {{"{name}": ...}}}}'
+        )
+        raise sqlite3.NotSupportedError(
+            f"PRAGMA {name}={value} is not supported by litegate.sqlite3: every connection to "
+            f"{self._engine.opts.name!r} in this process shares one engine, which has "
+            f"{name}={have}. Set it for the engine when the first connection opens: "
+            f"sqlite3.connect(..., {how})"
+        )
+
+    def _begin(self, s: Session, text: str | None) -> Any:
+        """Open the calling thread's transaction: take the write lane, ``BEGIN IMMEDIATE``
+        (``text``: the statement sqlite3 would have run, for a trace callback)."""
+        if text is not None and self._trace is not None:
+            self._trace(text)
+        lease = self._engine.lease(self._timeout, "the transaction", s)
+        try:
+            lease.begin()
+        except BaseException:
+            lease.release()
+            raise
+        s.lease = lease
+        return lease
+
+    def _end(self, s: Session, *, commit: bool, text: str | None = None) -> None:
+        """End the calling thread's transaction (if any) and give the lane back."""
+        lease = s.lease
+        if lease is None:
+            return
+        if self._trace is not None:
+            self._trace(text or ("COMMIT" if commit else "ROLLBACK"))
+        s.lease = None
+        s.savepoints = None
+        if s.blobs:
+            s.close_blobs()
+        try:
+            if lease.in_transaction:
+                if commit:
+                    lease.commit()
+                else:
+                    lease.rollback()
+        finally:
+            lease.release()
+
+    def _script(self, cur: Cursor, script: str) -> None:
+        if not isinstance(script, str):
+            raise TypeError(f"executescript() argument must be str, not {type(script).__name__}")
+        if "\x00" in script:
+            raise ValueError("embedded null character")
+        s = self._session()
+        if self._autocommit == LEGACY_TRANSACTION_CONTROL and s.lease is not None:
+            self._commit(s)
+        for statement in split_script(script):
+            self._run(cur, statement, (), False)
+        cur.description = None
+        cur.rowcount = -1
+
+    def _commit(self, s: Session) -> None:
+        try:
+            self._end(s, commit=True)
+        except Error as exc:
+            raise translate(exc) from exc
+
+    def _finish(self, s: Session, *, commit: bool, reopen: bool) -> None:
+        """``autocommit=False``: end the thread's transaction, which is always open (begun
+        lazily, at its first statement: the trace shows it as sqlite3 would)."""
+        try:
+            if s.lease is not None:
+                self._end(s, commit=commit)
+            else:
+                self._traced("COMMIT" if commit else "ROLLBACK")
+        except Error as exc:
+            raise translate(exc) from exc
+        finally:
+            if reopen:
+                self._traced("BEGIN")
+
+    def _traced(self, text: str) -> None:
+        trace = self._trace
+        if trace is not None:
+            trace(text)
+
+    def _outside(self, cur: Cursor, sql: str, params: Any) -> Outcome:
+        """A statement SQLite runs only outside a transaction (``VACUUM``): on a connection
+        of its own, while this thread holds the write lane (no other writer of the process
+        runs meanwhile; readers go on, WAL allows it)."""
+        opts = self._engine.opts
+        if opts.memory:
+            raise sqlite3.NotSupportedError(
+                f"{sql.split()[0]} of an in-memory database is not supported by litegate.sqlite3 "
+                "(the engine's one connection runs every statement in a transaction)"
+            )
+        lease = self._engine.lease(self._timeout, "the statement", self._session())
+        try:
+            side = sqlite3.connect(opts.path, timeout=self._timeout, uri=opts.uri)
+            try:
+                side.isolation_level = None
+                out = run_statement(side, self, cur, sql, params, False)
+            finally:
+                side.close()
+        finally:
+            lease.release()
+        return out
+
+    def _check_length(self, sql: str) -> None:
+        limit = self._sql_limit
+        if limit is not None and len(sql.encode("utf-8", "surrogatepass")) > limit:
+            raise sqlite3.DataError("query string is too large")
+
+    def _read_job(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``fn(conn)`` on a reader (in the calling thread's transaction: on the lane), with
+        the registered functions and limits applied."""
+        s = self._session()
+        hooks = self._shared.hooks
+
+        def job(conn: sqlite3.Connection) -> Any:
+            if hooks.version:
+                hooks.sync(conn)
+            return fn(conn)
+
+        try:
+            if s.lease is not None:
+                return s.lease.run(job, (), None, None)
+            return self._engine.read(job, (), self._timeout, None)
+        except Error as exc:
+            raise translate(exc) from exc
+
+
+def run_statement(
+    conn: sqlite3.Connection,
+    cx: ConnectionCore,
+    cur: Cursor,
+    sql: str,
+    params: Any,
+    many: bool,
+) -> Outcome:
+    """Run ``sql`` on ``conn`` (an engine connection the caller owns now) as ``cx`` would on a
+    connection of its own: its functions, text factory, hooks and ``cur``'s row factory."""
+    settings = cx._settings_for(conn)
+    before = conn.total_changes
+    raw = conn.cursor()
+    try:
+        if many:
+            raw.executemany(sql, params)
+        else:
+            raw.execute(sql, params)
+        description = raw.description
+        rows: list[Any] = raw.fetchall() if description is not None else []
+        factory = cur.row_factory
+        if factory is not None and rows:
+            if isinstance(factory, type) and issubclass(factory, sqlite3.Row):
+                rows = [factory(raw, row) for row in rows]
+            else:
+                cur.description = description
+                rows = [factory(cur, row) for row in rows]
+        return Outcome(rows, description, raw.rowcount, raw.lastrowid)
+    finally:
+        raw.close()
+        if settings:
+            cx._settings_done(conn)
+        cx._count_changes(conn.total_changes - before)
+
+
+class Cursor:
+    """A ``sqlite3.Cursor`` of a :class:`~litegate.sqlite3.Connection`."""
+
+    def __init__(self, connection: ConnectionCore, /) -> None:
+        if not isinstance(connection, ConnectionCore):
+            raise TypeError(
+                "Cursor() argument must be a litegate.sqlite3.Connection, not "
+                f"{type(connection).__name__}"
+            )
+        self._connection = connection
+        self.arraysize = 1
+        self.row_factory: Any = connection.row_factory
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self._rows: list[Any] = []
+        self._at = 0
+        self._closed = False
+        self._ready = True
+
+    def _check(self) -> ConnectionCore:
+        if not getattr(self, "_ready", False):
+            raise sqlite3.ProgrammingError("Base Cursor.__init__ not called.")
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed cursor.")
+        cx = self._connection
+        cx._check()
+        return cx
+
+    @property
+    def connection(self) -> ConnectionCore:
+        return self._connection
+
+    def _take(self, out: Outcome) -> None:
+        self.description = out.description
+        self._rows = out.rows
+        self._at = 0
+        self.rowcount = out.rowcount
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Self:
+        """Run one statement (see :meth:`Connection.execute` for where it runs)."""
+        cx = self._check()
+        self._take(EMPTY)
+        out = cx._run(self, sql, parameters, False)
+        self._take(out)
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Self:
+        """Run one DML statement once for each parameter set."""
+        cx = self._check()
+        self._take(EMPTY)
+        out = cx._run(self, sql, seq_of_parameters, True)
+        self._take(out)
+        return self
+
+    def executescript(self, sql_script: str, /) -> Self:
+        """Run a script, statement by statement (transaction control statements included)."""
+        cx = self._check()
+        self._take(EMPTY)
+        cx._script(self, sql_script)
+        return self
+
+    def fetchone(self) -> Any:
+        self._check()
+        at = self._at
+        rows = self._rows
+        if at >= len(rows):
+            return None
+        self._at = at + 1
+        return rows[at]
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        self._check()
+        n = self.arraysize if size is None else size
+        if not isinstance(n, int):
+            raise TypeError(f"fetchmany() size must be an int, not {type(n).__name__}")
+        at = self._at
+        if n < 0:
+            n = len(self._rows) - at
+        out = self._rows[at : at + n]
+        self._at = at + len(out)
+        return out
+
+    def fetchall(self) -> list[Any]:
+        self._check()
+        at = self._at
+        out = self._rows[at:] if at else list(self._rows)
+        self._at = len(self._rows)
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        self._check()
+        at = self._at
+        rows = self._rows
+        if at >= len(rows):
+            raise StopIteration
+        self._at = at + 1
+        return rows[at]
+
+    def close(self) -> None:
+        """Close the cursor (it holds no connection; its rows are dropped)."""
+        if not getattr(self, "_ready", False):
+            raise sqlite3.ProgrammingError("Base Cursor.__init__ not called.")
+        self._closed = True
+        self._rows = []
+
+    def setinputsizes(self, sizes: object, /) -> None:
+        """Does nothing (DB-API)."""
+
+    def setoutputsize(self, size: object, column: object = None, /) -> None:
+        """Does nothing (DB-API)."""
