@@ -20,8 +20,10 @@ hooks, levels
 
 from __future__ import annotations
 
+import atexit
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Self
 
@@ -149,6 +151,8 @@ class ConnectionCore:
         except ValueError as exc:
             raise sqlite3.ProgrammingError(str(exc)) from exc
         self._engine: Engine = self._shared.engine
+        with _open_lock:
+            _open.add(self)
 
     # ---- state -------------------------------------------------------------------------------
     def _check(self) -> None:
@@ -433,6 +437,26 @@ class ConnectionCore:
             return self._engine.read(job, (), self._timeout, None)
         except Error as exc:
             raise translate(exc) from exc
+
+
+_open: weakref.WeakSet[ConnectionCore] = weakref.WeakSet()  # guarded by _open_lock
+_open_lock = threading.Lock()
+
+
+@atexit.register
+def _discard_at_exit() -> None:
+    """At exit, roll back the exiting thread's open transactions, as the standard module
+    discards them. (Registered after litegate's own exit handler, so it runs before it: the
+    engines it closes would otherwise wait for a lane this thread still holds.)"""
+    with _open_lock:
+        connections = list(_open)
+    for cx in connections:
+        s = getattr(cx._local, "s", None)
+        if s is not None and s.lease is not None:
+            try:
+                cx._end(s, commit=False)
+            except Exception:  # (exiting: nothing left to tell)
+                pass
 
 
 def run_statement(

@@ -155,10 +155,10 @@ def _pragma(sql: str) -> Kind:
     lowered = name.group().lower()
     if lowered == "wal_checkpoint":
         return NO_TRANSACTION
-    if lowered in _WRITING_PRAGMAS or lowered in _FILE_VALUES:
+    if lowered in _WRITING_PRAGMAS:
         return WRITE
     if rest.startswith("="):
-        return SET_PRAGMA
+        return WRITE if lowered in _FILE_VALUES else SET_PRAGMA
     if rest.startswith("("):
         return READ if lowered in _READING_WITH_ARGUMENT else WRITE
     return READ
