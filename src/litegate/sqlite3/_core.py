@@ -25,9 +25,9 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Self
+from typing import Any, Self, cast
 
-from .._engine import Engine, use_authorizer
+from .._engine import Engine, WriteLease, use_authorizer
 from .._errors import Error
 from .._statements import split_script
 from . import _sql
@@ -136,6 +136,9 @@ class ConnectionCore:
         self._progress: tuple[Callable[[], object], int] | None = None
         self._authorizer: Callable[..., int] | None = None
         self._sql_limit: int | None = None  # SQLITE_LIMIT_SQL_LENGTH, if set
+        # litegate's extension: a transaction this connection begins is a read-only snapshot
+        # on a reader (SQLAlchemy's litegate_read_only execution option sets it)
+        self.read_only = False
         self._custom = False
         del check_same_thread, factory, cached_statements  # (accepted: see the docs)
         try:
@@ -326,6 +329,8 @@ class ConnectionCore:
         (``text``: the statement sqlite3 would have run, for a trace callback)."""
         if text is not None and self._trace is not None:
             self._trace(text)
+        if self.read_only:
+            return self._begin_read(s)
         lease = self._engine.lease(self._timeout, "the transaction", s)
         try:
             lease.begin()
@@ -333,6 +338,18 @@ class ConnectionCore:
             lease.release()
             raise
         s.lease = lease
+        return lease
+
+    def _begin_read(self, s: Session) -> Any:
+        """``read_only``: the transaction is a snapshot on a reader (writes in it fail)."""
+        lease = self._engine.borrow(self._timeout, "the read-only transaction")
+        try:
+            lease.begin_snapshot()
+        except BaseException:
+            lease.release()
+            raise
+        s.lease = cast(WriteLease, lease)  # (only run, in_transaction and release are used)
+        s.reading = True
         return lease
 
     def _end(self, s: Session, *, commit: bool, text: str | None = None) -> None:
@@ -346,6 +363,10 @@ class ConnectionCore:
         s.savepoints = None
         if s.blobs:
             s.close_blobs()
+        if s.reading:
+            s.reading = False
+            lease.release()  # (ends the snapshot)
+            return
         try:
             if lease.in_transaction:
                 if commit:

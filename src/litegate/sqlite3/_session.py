@@ -21,10 +21,12 @@ __all__ = ("EMPTY", "Outcome", "Session", "translate")
 class Session:
     """The calling thread's transaction on one connection."""
 
-    __slots__ = ("__weakref__", "blobs", "lastrowid", "lease", "savepoints")
+    __slots__ = ("__weakref__", "blobs", "lastrowid", "lease", "reading", "savepoints")
 
     def __init__(self) -> None:
-        self.lease: WriteLease | None = None  # the lane, held while a transaction is open
+        # the lane, held while a transaction is open (a reader's lease if ``reading``)
+        self.lease: WriteLease | None = None
+        self.reading = False
         # The savepoints of a transaction that a SAVEPOINT statement opened (its outermost
         # RELEASE commits it, as in SQLite); None for one opened otherwise.
         self.savepoints: list[str] | None = None
