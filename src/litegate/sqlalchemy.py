@@ -107,7 +107,7 @@ class LitegateDialect(SQLiteDialect_pysqlite):
     def get_isolation_level(self, dbapi_connection: Any) -> Any:
         if dbapi_connection.autocommit is True:
             return "AUTOCOMMIT"
-        return super().get_isolation_level(dbapi_connection)
+        return super().get_isolation_level(dbapi_connection)  # type: ignore[no-untyped-call]
 
     def detect_autocommit_setting(self, dbapi_conn: Any) -> bool:
         return dbapi_conn.autocommit is True
