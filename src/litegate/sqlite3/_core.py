@@ -31,6 +31,7 @@ from .._engine import Engine, WriteLease, use_authorizer
 from .._errors import Error
 from .._statements import split_script
 from . import _sql
+from ._pragmas import on_writer, set_pragma
 from ._session import EMPTY, Outcome, Session, translate
 from ._shared import attach
 
@@ -63,23 +64,6 @@ def check_mode(value: object) -> bool | int:
     if value is True or value is False or value == LEGACY_TRANSACTION_CONTROL:
         return value if isinstance(value, bool) else LEGACY_TRANSACTION_CONTROL
     raise ValueError("autocommit must be True, False, or sqlite3.LEGACY_TRANSACTION_CONTROL")
-
-
-_TRUE = {"1", "on", "true", "yes"}
-_FALSE = {"0", "off", "false", "no"}
-_SYNCHRONOUS = {"0": "off", "1": "normal", "2": "full", "3": "extra"}
-
-
-def _same_setting(name: str, have: object, value: str) -> bool:
-    """Whether ``PRAGMA name = value`` asks for what the engine has (``have``, as ``PRAGMA
-    name`` reads)."""
-    want = value.strip().lower()
-    got = str(have).lower()
-    if name == "synchronous":
-        return _SYNCHRONOUS.get(got, got) == _SYNCHRONOUS.get(want, want)
-    if got in ("0", "1") and (want in _TRUE or want in _FALSE):
-        return (got == "1") == (want in _TRUE)
-    return got == want
 
 
 class ConnectionCore:
@@ -227,7 +211,7 @@ class ConnectionCore:
         s = self._session()
         try:
             if kind == _sql.SET_PRAGMA:
-                return self._set_pragma(sql)
+                return self._set_pragma(s, sql)
             if kind >= _sql.BEGIN:
                 return self._control(s, kind, sql, params, cur)
             lease = s.lease
@@ -242,6 +226,14 @@ class ConnectionCore:
                     lease = self._begin(s, "BEGIN " + self._isolation_level)
                 elif kind == _sql.NO_TRANSACTION:
                     return self._outside(cur, sql, params)
+                elif kind == _sql.WRITER_READ:
+                    return on_writer(  # type: ignore[no-any-return]
+                        self._engine,
+                        self._timeout,
+                        s,
+                        run_statement,
+                        (self, cur, sql, params, many),
+                    )
             args = (self, cur, sql, params, many)
             if lease is not None:
                 try:
@@ -294,35 +286,9 @@ class ConnectionCore:
                     self._end(s, commit=True)
         return out
 
-    def _set_pragma(self, sql: str) -> Outcome:
-        """``PRAGMA name = value`` of a connection setting. The engine's connections are
-        shared, so it cannot change for one caller: a value the engine already has is
-        accepted (``journal_mode=WAL``, ``foreign_keys=OFF`` ...), ``busy_timeout`` too (the
-        connection's ``timeout`` bounds every wait); any other is refused, saying how to set
-        it for the engine."""
-        setting = _sql.pragma_setting(sql)
-        if setting is None:
-            raise sqlite3.NotSupportedError(f"litegate.sqlite3 cannot read the PRAGMA in {sql!r}")
-        name, value = setting
-        if name == "busy_timeout":
-            return EMPTY
-        rows = self._read_job(lambda conn: conn.execute(f"PRAGMA {name}").fetchall())
-        have = rows[0][0] if rows and rows[0] else None
-        if _same_setting(name, have, value):
-            if name == "journal_mode":  # (it answers with the mode)
-                return Outcome([(have,)], (("journal_mode",) + (None,) * 6,), -1, None)
-            return EMPTY
-        how = (
-            f'litegate={{"{name}": ...}}'
-            if name == "synchronous"
-            else f'litegate={{"pragmas": {{"{name}": ...}}}}'
-        )
-        raise sqlite3.NotSupportedError(
-            f"PRAGMA {name}={value} is not supported by litegate.sqlite3: every connection to "
-            f"{self._engine.opts.name!r} in this process shares one engine, which has "
-            f"{name}={have}. Set it for the engine when the first connection opens: "
-            f"sqlite3.connect(..., {how})"
-        )
+    def _set_pragma(self, s: Session, sql: str) -> Outcome:
+        """``PRAGMA name = value`` of a connection setting (see :func:`._pragmas.set_pragma`)."""
+        return set_pragma(self._engine, self._timeout, s, self._read_job, sql)
 
     def _begin(self, s: Session, text: str | None) -> Any:
         """Open the calling thread's transaction: take the write lane, ``BEGIN IMMEDIATE``

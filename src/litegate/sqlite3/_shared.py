@@ -119,9 +119,8 @@ def attach(
         "uri": uri,
         "detect_types": detect_types,
     }
-    # SQLite's own default, as a sqlite3 connection has it (litegate.connect turns it on)
-    fields["pragmas"] = {"foreign_keys": 0}
     fields.update(options or {})
+    fields["pragmas"] = _pragmas(options)
     if _config.is_memory_path(path, uri):
         fields["readers"] = 0
     opts = _config.make_options(path, cast(_config.ConnectOptions, fields))
@@ -138,7 +137,15 @@ def attach(
     return shared
 
 
+def _pragmas(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The engine's ``pragmas``: ``foreign_keys`` off unless asked for -- SQLite's own default,
+    as a sqlite3 connection has it (litegate.connect turns it on)."""
+    return {"foreign_keys": 0, **(options or {}).get("pragmas", {})}
+
+
 def _check_same(engine: Engine, options: Mapping[str, Any] | None) -> None:
+    if options and "pragmas" in options:
+        options = {**options, "pragmas": _pragmas(options)}
     for name, value in (options or {}).items():
         have = getattr(engine.opts, name, None)
         if have != value:

@@ -23,6 +23,7 @@ __all__ = (
     "RELEASE",
     "ROLLBACK",
     "SET_PRAGMA",
+    "WRITER_READ",
     "ROLLBACK_TO",
     "SAVEPOINT",
     "WRITE",
@@ -37,14 +38,15 @@ READ: Final = 1
 WRITE: Final = 2  # not recognisably a read: DDL, VACUUM, a PRAGMA that sets ...
 DML: Final = 3  # UPDATE, DELETE: the legacy implicit BEGIN opens before these (and INSERT)
 INSERT: Final = 4  # INSERT, REPLACE: DML that sets the connection's last inserted rowid
-SET_PRAGMA: Final = 12  # PRAGMA name = value of a connection setting (compared, not run)
+SET_PRAGMA: Final = 6  # PRAGMA name = value of a connection setting (compared, not run)
+WRITER_READ: Final = 7  # PRAGMA foreign_keys: the writer's setting (the one that acts)
 NO_TRANSACTION: Final = 5  # VACUUM, PRAGMA wal_checkpoint: run only outside a transaction
-BEGIN: Final = 6  # (this and above: transaction control)
-COMMIT: Final = 7  # COMMIT, END
-ROLLBACK: Final = 8
-SAVEPOINT: Final = 9
-RELEASE: Final = 10
-ROLLBACK_TO: Final = 11
+BEGIN: Final = 8  # (this and above: transaction control)
+COMMIT: Final = 9  # COMMIT, END
+ROLLBACK: Final = 10
+SAVEPOINT: Final = 11
+RELEASE: Final = 12
+ROLLBACK_TO: Final = 13
 
 _WORDS: Final = {
     "SELECT": READ,
@@ -161,7 +163,7 @@ def _pragma(sql: str) -> Kind:
         return WRITE if lowered in _FILE_VALUES else SET_PRAGMA
     if rest.startswith("("):
         return READ if lowered in _READING_WITH_ARGUMENT else WRITE
-    return READ
+    return WRITER_READ if lowered == "foreign_keys" else READ
 
 
 # Values of the database file, written as any write (through the lane).
