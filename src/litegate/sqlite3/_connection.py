@@ -295,9 +295,7 @@ class Connection(ConnectionCore):
     def interrupt(self) -> None:
         """Interrupt the statements this connection is running (in any thread)."""
         self._check()
-        with self._lock:
-            running = list(self._running.values())
-        for conn in running:
+        for conn in self._running():
             conn.interrupt()
 
     # ---- whole-database operations -----------------------------------------------------------

@@ -21,12 +21,15 @@ __all__ = ("EMPTY", "Outcome", "Session", "translate")
 class Session:
     """The calling thread's transaction on one connection."""
 
-    __slots__ = ("__weakref__", "blobs", "lastrowid", "lease", "reading", "savepoints")
+    __slots__ = ("__weakref__", "blobs", "lastrowid", "lease", "reading", "running", "savepoints")
 
     def __init__(self) -> None:
         # the lane, held while a transaction is open (a reader's lease if ``reading``)
         self.lease: WriteLease | None = None
         self.reading = False
+        # The engine connection a statement of this thread runs on now (read by interrupt()
+        # from any thread: a reference, read whole)
+        self.running: sqlite3.Connection | None = None
         # The savepoints of a transaction that a SAVEPOINT statement opened (its outermost
         # RELEASE commits it, as in SQLite); None for one opened otherwise.
         self.savepoints: list[str] | None = None
