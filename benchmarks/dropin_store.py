@@ -8,7 +8,10 @@ between two accounts (10%). The same store code runs on:
 - ``lock``: the standard module, one connection (``check_same_thread=False``) behind a
   ``threading.Lock``;
 - ``per_thread``: the standard module, a connection per thread (``threading.local``),
-  ``timeout=5``, transfers in ``BEGIN IMMEDIATE``.
+  ``timeout=5``, transfers in ``BEGIN IMMEDIATE``;
+- ``litegate_api`` (for reference, not a peer): the same store rewritten on litegate's own API
+  (``db.query_one``, ``db.execute``, ``db.transaction()``): the engine's cost without the
+  drop-in's.
 
 All in WAL mode, at synchronous NORMAL and FULL; each case in a fresh process on a fresh file,
 the cases interleaved. Afterwards: the balances keep their sum, every acknowledged insert is
@@ -38,7 +41,7 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-CASES = ("litegate", "lock", "per_thread")
+CASES = ("litegate", "lock", "per_thread", "litegate_api")
 ACCOUNTS = 1000
 ITEMS = 10_000
 
@@ -47,6 +50,24 @@ class Store:
     """The store users write: methods over one connection (or one per thread)."""
 
     def __init__(self, case: str, path: str, synchronous: str) -> None:
+        self.db: Any = None
+        if case == "litegate_api":
+            import litegate
+
+            self.db = litegate.connect(path, synchronous=synchronous, row_factory=None)
+            self.db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS account(id INTEGER PRIMARY KEY, balance INTEGER);
+                CREATE TABLE IF NOT EXISTS item(id INTEGER PRIMARY KEY, owner INTEGER, note TEXT);
+                """
+            )
+            self.db.executemany("INSERT INTO account(balance) VALUES (?)", [(100,)] * ACCOUNTS)
+            self.db.executemany(
+                "INSERT INTO item(owner, note) VALUES (?, ?)",
+                [(i % 64, "x" * 40) for i in range(ITEMS)],
+            )
+            self.case = case
+            return
         if case == "litegate":
             import litegate.sqlite3 as sqlite3
 
@@ -76,9 +97,7 @@ class Store:
         )
         con = self._con
         con.execute("BEGIN")
-        con.executemany(
-            "INSERT INTO account(balance) VALUES (?)", [(100,)] * ACCOUNTS
-        )
+        con.executemany("INSERT INTO account(balance) VALUES (?)", [(100,)] * ACCOUNTS)
         con.executemany(
             "INSERT INTO item(owner, note) VALUES (?, ?)",
             [(i % 64, "x" * 40) for i in range(ITEMS)],
@@ -102,11 +121,19 @@ class Store:
             return fn(self._con, *args)
 
     def get(self, item_id: int) -> Any:
+        if self.db is not None:
+            return self.db.query_one("SELECT owner, note FROM item WHERE id = ?", (item_id,))
         return self._locked(
             lambda c: c.execute("SELECT owner, note FROM item WHERE id = ?", (item_id,)).fetchone()
         )
 
     def add(self, owner: int) -> int:
+        if self.db is not None:
+            rowid: int = self.db.execute(
+                "INSERT INTO item(owner, note) VALUES (?, 'new')", (owner,)
+            ).lastrowid
+            return rowid
+
         def insert(c: Any) -> int:
             cur = c.execute("INSERT INTO item(owner, note) VALUES (?, 'new')", (owner,))
             rowid: int = cur.lastrowid
@@ -116,6 +143,14 @@ class Store:
         return result
 
     def transfer(self, a: int, b: int) -> None:
+        if self.db is not None:
+            with self.db.transaction() as tx:
+                x = tx.query_value("SELECT balance FROM account WHERE id = ?", (a,))
+                tx.execute("UPDATE account SET balance = ? WHERE id = ?", (x - 1, a))
+                y = tx.query_value("SELECT balance FROM account WHERE id = ?", (b,))
+                tx.execute("UPDATE account SET balance = ? WHERE id = ?", (y + 1, b))
+            return
+
         def move(c: Any) -> None:
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -131,9 +166,13 @@ class Store:
         self._locked(move)
 
     def check(self, added: list[tuple[int, int]]) -> dict[str, Any]:
-        con = self._con
-        total = con.execute("SELECT sum(balance) FROM account").fetchone()[0]
-        owners = dict(con.execute(f"SELECT id, owner FROM item WHERE id > {ITEMS}").fetchall())
+        if self.db is not None:
+            total = self.db.query_value("SELECT sum(balance) FROM account")
+            owners = dict(self.db.query(f"SELECT id, owner FROM item WHERE id > {ITEMS}"))
+        else:
+            con = self._con
+            total = con.execute("SELECT sum(balance) FROM account").fetchone()[0]
+            owners = dict(con.execute(f"SELECT id, owner FROM item WHERE id > {ITEMS}").fetchall())
         wrong = sum(1 for owner, rowid in added if owners.get(rowid) != owner)
         return {"sum_off_by": total - 100 * ACCOUNTS, "inserts_wrong_or_missing": wrong}
 
@@ -160,16 +199,18 @@ def run_case(case: str, synchronous: str, seconds: float, tasks: int) -> dict[st
     added: list[tuple[int, int]] = []
     lags: list[float] = []
 
+    reads, adds = (float(x) for x in os.environ.get("LITEGATE_STORE_MIX", "0.7,0.2").split(","))
+
     async def task(i: int, deadline: float) -> None:
         rnd = random.Random(i)
         while time.perf_counter() < deadline:
             r = rnd.random()
             t0 = time.perf_counter()
             try:
-                if r < 0.7:
+                if r < reads:
                     op = "get"
                     await asyncio.to_thread(store.get, rnd.randrange(1, ITEMS + 1))
-                elif r < 0.9:
+                elif r < reads + adds:
                     op = "add"
                     rowid = await asyncio.to_thread(store.add, i)
                     added.append((i, rowid))

@@ -11,7 +11,7 @@ import pytest
 
 sqlalchemy = pytest.importorskip("sqlalchemy", reason="the sqlalchemy extra is not installed")
 
-from sqlalchemy import Integer, String, create_engine, func, select, text  # noqa: E402
+from sqlalchemy import Engine, Integer, String, create_engine, func, select, text  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
 
@@ -34,7 +34,7 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(Integer)
 
 
-def _engine(tmp_path: Path) -> sqlalchemy.Engine:
+def _engine(tmp_path: Path) -> Engine:
     engine = create_engine(f"sqlite+litegate:///{tmp_path / 'orm.db'}")
     Base.metadata.create_all(engine)
     with Session(engine) as s, s.begin():
@@ -133,9 +133,11 @@ def test_autocommit_isolation_level(tmp_path: Path) -> None:
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("UPDATE account SET balance = 0 WHERE id = 1"))
-            assert not conn.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None and not dbapi.in_transaction
         with engine.connect() as conn:  # (reset on return: transactions again)
             assert conn.execute(text("SELECT balance FROM account WHERE id = 1")).scalar() == 0
-            assert conn.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None and dbapi.in_transaction
     finally:
         engine.dispose()

@@ -24,13 +24,13 @@ class LitegateCursorWrapper(Database.Cursor):
     """Django's ``SQLiteCursorWrapper`` on a litegate cursor: Django's ``format``/``pyformat``
     placeholders turned into ``qmark``/``named`` ones."""
 
-    def execute(self, query: str, params: Any = None) -> Any:  # type: ignore[override]
+    def execute(self, query: str, params: Any = None) -> Any:
         if params is None:
             return super().execute(query)
         param_names = list(params) if isinstance(params, Mapping) else None
         return super().execute(self.convert_query(query, param_names=param_names), params)
 
-    def executemany(self, query: str, param_list: Iterable[Any]) -> Any:  # type: ignore[override]
+    def executemany(self, query: str, param_list: Iterable[Any]) -> Any:
         peekable, param_list = tee(iter(param_list))
         params = next(peekable, None)
         param_names = list(params) if params and isinstance(params, Mapping) else None
