@@ -128,10 +128,6 @@ def _pragma_verdict(name: str, arg: str | None) -> int:
 
 
 def _attach_verdict(action: int, arg: str | None) -> int:
-    if action == _ATTACH and arg == "":
-        # A new private temporary database: what VACUUM attaches to rebuild the file into
-        # (nothing another connection could miss).
-        return _OK
     verb = "ATTACH" if action == _ATTACH else "DETACH"
     return refuse(
         f"{verb} {arg!r}",

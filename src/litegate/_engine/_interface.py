@@ -110,6 +110,10 @@ class WriteLease(ReadLease, Protocol):
         """``BEGIN IMMEDIATE``, or join the open group (waits <= ``busy_timeout`` for another
         process: Busy)."""
 
+    def settle(self) -> None:
+        """Before :meth:`begin` only: commit a group the lane was handed on with, so that the
+        connection is outside any transaction (for ``VACUUM`` and the like)."""
+
     def commit(self) -> None:
         """End the transaction; returns after the (shared) ``COMMIT``; on failure rolled back
         and raised (RolledBack for a group lost by another's failure)."""

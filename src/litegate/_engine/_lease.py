@@ -164,6 +164,13 @@ class LaneLease(_Lease):
         self._lane.start_turn(self._busy_timeout if busy_timeout is None else busy_timeout)
         self._began = True
 
+    def settle(self) -> None:
+        """Commit a group left open by the holder before (not begun: nothing of this lease's
+        own is in it), so that the connection is outside any transaction: for statements
+        SQLite runs only there (``VACUUM``, ``PRAGMA foreign_keys``)."""
+        if self._lane.in_group:
+            self._lane.commit_group()
+
     def begin_snapshot(self) -> None:
         """A read transaction pinned now (``readers=0`` snapshots); a group left open by the
         holder before is committed first."""

@@ -19,7 +19,7 @@ from ._core import (
     check_level,
     check_mode,
 )
-from ._session import translate
+from ._session import Session, translate
 from ._shared import check_registration, detach
 
 __all__ = ("LEGACY_TRANSACTION_CONTROL", "Connection")
@@ -133,21 +133,57 @@ class Connection(ConnectionCore):
         """Commit the calling thread's transaction (no-op without one, or with
         ``autocommit=True``). Returns after the (group's) COMMIT."""
         self._check()
+        s = self._session()
         if self._autocommit is False:
-            self._finish(self._session(), commit=True, reopen=True)
-        elif self._autocommit is not True:
-            self._commit(self._session())
+            self._finish(s, commit=True, reopen=True)
+        elif self._autocommit is not True or (s.lease is not None and not s.explicit):
+            # (with autocommit=True only a BEGIN's transaction is left alone, as sqlite3
+            # does; one opened implicitly before another thread switched the mode is ended)
+            self._commit(s)
 
     def rollback(self) -> None:
         """Roll back the calling thread's transaction (no-op without one)."""
         self._check()
+        s = self._session()
         if self._autocommit is False:
-            self._finish(self._session(), commit=False, reopen=True)
-        elif self._autocommit is not True:
+            self._finish(s, commit=False, reopen=True)
+        elif self._autocommit is not True or (s.lease is not None and not s.explicit):
             try:
-                self._end(self._session(), commit=False)
+                self._end(s, commit=False)
             except Error as exc:
                 raise translate(exc) from exc
+
+    def _finish(self, s: Session, *, commit: bool, reopen: bool) -> None:
+        """``autocommit=False``: end the thread's transaction, which is always open (begun
+        lazily, at its first statement: the trace shows it as sqlite3 would)."""
+        try:
+            if s.lease is not None:
+                self._end(s, commit=commit)
+            else:
+                self._traced("COMMIT" if commit else "ROLLBACK")
+        except Error as exc:
+            raise translate(exc) from exc
+        finally:
+            if reopen:
+                self._traced("BEGIN")
+
+    def _read_job(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``fn(conn)`` on a reader (in the calling thread's transaction: on the lane), with
+        the registered functions and limits applied."""
+        s = self._session()
+        hooks = self._shared.hooks
+
+        def job(conn: sqlite3.Connection) -> Any:
+            if hooks.version:
+                hooks.sync(conn)
+            return fn(conn)
+
+        try:
+            if s.lease is not None:
+                return s.lease.run(job, (), None, None)
+            return self._engine.read(job, (), self._timeout, None)
+        except Error as exc:
+            raise translate(exc) from exc
 
     def close(self) -> None:
         """Close the connection, for every thread. The calling thread's open transaction is

@@ -25,15 +25,15 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Self, cast
+from typing import Any, Self
 
-from .._engine import Engine, WriteLease, use_authorizer
+from .._engine import Engine, use_authorizer
 from .._errors import Error
 from .._statements import split_script
 from . import _sql
-from ._pragmas import on_writer, set_pragma
-from ._session import EMPTY, Outcome, Session, translate
-from ._shared import attach
+from ._pragmas import on_writer, outside, set_pragma
+from ._session import EMPTY, Outcome, Session, begin_read, begin_write, end, translate
+from ._shared import attach, check_statement
 
 __all__ = (
     "LEGACY_TRANSACTION_CONTROL",
@@ -120,9 +120,6 @@ class ConnectionCore:
         self._progress: tuple[Callable[[], object], int] | None = None
         self._authorizer: Callable[..., int] | None = None
         self._sql_limit: int | None = None  # SQLITE_LIMIT_SQL_LENGTH, if set
-        # litegate's extension: a transaction this connection begins is a read-only snapshot
-        # on a reader (SQLAlchemy's litegate_read_only execution option sets it)
-        self.read_only = False
         self._custom = False
         del check_same_thread, factory, cached_statements  # (accepted: see the docs)
         try:
@@ -141,14 +138,19 @@ class ConnectionCore:
         with _open_lock:
             _open.add(self)
 
-    # ---- state -------------------------------------------------------------------------------
     def _check(self) -> None:
         if self._closed is not False:
-            raise sqlite3.ProgrammingError(
-                "Base Connection.__init__ not called."
-                if self._closed is None
-                else "Cannot operate on a closed database."
-            )
+            if self._closed is None:
+                raise sqlite3.ProgrammingError("Base Connection.__init__ not called.")
+            # Closed (maybe by another thread) while this thread had a transaction open: it
+            # is rolled back now, its first call since, so the lane is not held for nothing.
+            s = getattr(self._local, "s", None)
+            if s is not None and s.lease is not None:
+                try:
+                    end(s, commit=False)
+                except Exception:  # (it is being discarded: the error below says why)
+                    pass
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
 
     def _session(self) -> Session:
         try:
@@ -158,6 +160,16 @@ class ConnectionCore:
             with self._lock:
                 self._sessions.add(s)
         return s
+
+    @property
+    def read_only(self) -> bool:
+        """litegate's extension, for the calling thread: its next transactions are read-only
+        snapshots on a reader (SQLAlchemy's ``litegate_read_only`` execution option sets it)."""
+        return self._session().read_only
+
+    @read_only.setter
+    def read_only(self, value: bool) -> None:
+        self._session().read_only = bool(value)
 
     def _running(self) -> list[sqlite3.Connection]:
         """The engine connections this connection's statements run on now (any thread's)."""
@@ -177,29 +189,38 @@ class ConnectionCore:
         with self._lock:
             self._changes += n
 
-    def _settings_for(self, conn: sqlite3.Connection) -> None:
+    def _settings_for(self, conn: sqlite3.Connection) -> tuple[Any, Any, Any]:
         """Before a statement on engine connection ``conn`` (the caller owns it): apply this
-        connection's hooks (only if it has any: ``_custom``)."""
+        connection's hooks (only if it has any: ``_custom``); returns what it installed, for
+        :meth:`_settings_done` (another thread may change the hooks meanwhile)."""
+        trace, progress, authorizer = self._trace, self._progress, self._authorizer
         conn.text_factory = self._text_factory
-        if self._trace is not None:
-            conn.set_trace_callback(self._trace)
-        if self._progress is not None:
-            conn.set_progress_handler(*self._progress)  # type: ignore[arg-type]
-        if self._authorizer is not None:
-            use_authorizer(conn, self._authorizer)
+        if trace is not None:
+            conn.set_trace_callback(trace)
+        if progress is not None:
+            conn.set_progress_handler(*progress)  # type: ignore[arg-type]
+        if authorizer is not None:
+            use_authorizer(conn, authorizer)
+        return trace, progress, authorizer
 
-    def _settings_done(self, conn: sqlite3.Connection) -> None:
-        """After it: take them off again (the connection is the engine's, shared)."""
-        if conn.text_factory is not str:
-            conn.text_factory = str
-        if self._trace is not None or self._progress is not None:
+    @staticmethod
+    def _settings_done(conn: sqlite3.Connection, installed: tuple[Any, Any, Any]) -> None:
+        """After it: take off what :meth:`_settings_for` installed (the connection is the
+        engine's, shared)."""
+        trace, progress, authorizer = installed
+        conn.text_factory = str
+        if trace is not None:
             conn.set_trace_callback(None)
+        if progress is not None:
             conn.set_progress_handler(None, 0)
-        if self._authorizer is not None:
+        if authorizer is not None:
             use_authorizer(conn, None)
 
-    def _run(self, cur: Cursor, sql: str, params: Any, many: bool) -> Outcome:
-        """One statement for ``cur``, routed by what it is and the thread's session."""
+    def _run(
+        self, cur: Cursor, sql: str, params: Any, many: bool, implicit: bool = True
+    ) -> Outcome:
+        """One statement for ``cur``, routed by what it is and the thread's session
+        (``implicit``: the legacy implicit BEGIN applies; not in ``executescript``)."""
         if not isinstance(sql, str):
             raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
         if self._sql_limit is not None:
@@ -211,7 +232,7 @@ class ConnectionCore:
             s = self._session()
         try:
             if kind == _sql.SET_PRAGMA:
-                return self._set_pragma(s, sql)
+                return set_pragma(self._engine, self._timeout, s, sql)
             if kind >= _sql.BEGIN:
                 return self._control(s, kind, sql, params, cur)
             lease = s.lease
@@ -219,13 +240,20 @@ class ConnectionCore:
                 if self._autocommit is False:  # (its BEGIN was traced when it "opened")
                     lease = self._begin(s, None)
                 elif (
-                    kind in (_sql.DML, _sql.INSERT)
+                    implicit
+                    and kind in (_sql.DML, _sql.INSERT)
                     and self._isolation_level is not None
                     and self._autocommit == LEGACY_TRANSACTION_CONTROL
                 ):
                     lease = self._begin(s, "BEGIN " + self._isolation_level)
                 elif kind == _sql.NO_TRANSACTION:
-                    return self._outside(cur, sql, params)
+                    return outside(  # type: ignore[no-any-return]
+                        self._engine,
+                        self._timeout,
+                        s,
+                        run_statement,
+                        (self, cur, sql, params, False, s),
+                    )
                 elif kind == _sql.WRITER_READ:
                     return on_writer(  # type: ignore[no-any-return]
                         self._engine,
@@ -234,6 +262,9 @@ class ConnectionCore:
                         run_statement,
                         (self, cur, sql, params, many, s),
                     )
+            elif s.reading and kind != _sql.READ and kind != _sql.WRITER_READ:
+                # (readers refuse writes themselves; with readers=0 the "reader" is the lane)
+                raise sqlite3.OperationalError("attempt to write a readonly database")
             args = (self, cur, sql, params, many, s)
             if lease is not None:
                 try:
@@ -249,7 +280,7 @@ class ConnectionCore:
         except Error as exc:
             raise translate(exc) from exc
         if not many:
-            if kind == _sql.INSERT and out.lastrowid is not None:
+            if kind == _sql.INSERT and out.rowcount > 0 and out.lastrowid is not None:
                 s.lastrowid = out.lastrowid
             cur.lastrowid = s.lastrowid if s.lastrowid is not None else 0
         return out
@@ -263,7 +294,11 @@ class ConnectionCore:
         lease = self._engine.lease(self._timeout, "the write", args[-1])
         try:
             lease.begin()
-            out: Outcome = lease.run(run_statement, args, sql, None)
+            try:
+                out: Outcome = lease.run(run_statement, args, sql, None)
+            except BaseException:
+                lease.rollback()  # (its part only; never raises)
+                raise
             lease.commit()
         finally:
             lease.release()
@@ -271,11 +306,13 @@ class ConnectionCore:
 
     def _control(self, s: Session, kind: int, sql: str, params: Any, cur: Cursor) -> Outcome:
         """BEGIN, COMMIT, ROLLBACK and savepoints: the calling thread's session."""
+        check_statement(sql)
         lease = s.lease
         if kind == _sql.BEGIN:
             if lease is not None:
                 raise sqlite3.OperationalError("cannot start a transaction within a transaction")
             self._begin(s, sql)
+            s.explicit = True
             return EMPTY
         if kind == _sql.COMMIT or kind == _sql.ROLLBACK:
             if lease is None:
@@ -289,6 +326,12 @@ class ConnectionCore:
                 raise sqlite3.OperationalError(f"no such savepoint: {name}")
             lease = self._begin(s, None)
             s.savepoints = []
+            s.explicit = True
+            try:
+                return self._control(s, kind, sql, params, cur)
+            except BaseException:
+                self._end(s, commit=False)  # (the SAVEPOINT failed: nothing was begun)
+                raise
         out: Outcome = lease.run(run_statement, (self, cur, sql, params, False, s), sql, None)
         marks = s.savepoints
         if marks is not None:
@@ -301,61 +344,21 @@ class ConnectionCore:
                     self._end(s, commit=True)
         return out
 
-    def _set_pragma(self, s: Session, sql: str) -> Outcome:
-        """``PRAGMA name = value`` of a connection setting (see :func:`._pragmas.set_pragma`)."""
-        return set_pragma(self._engine, self._timeout, s, self._read_job, sql)
-
     def _begin(self, s: Session, text: str | None) -> Any:
-        """Open the calling thread's transaction: take the write lane, ``BEGIN IMMEDIATE``
-        (``text``: the statement sqlite3 would have run, for a trace callback)."""
-        if text is not None and self._trace is not None:
-            self._trace(text)
-        if self.read_only:
-            return self._begin_read(s)
-        lease = self._engine.lease(self._timeout, "the transaction", s)
-        try:
-            lease.begin()
-        except BaseException:
-            lease.release()
-            raise
-        s.lease = lease
-        return lease
-
-    def _begin_read(self, s: Session) -> Any:
-        """``read_only``: the transaction is a snapshot on a reader (writes in it fail)."""
-        lease = self._engine.borrow(self._timeout, "the read-only transaction")
-        try:
-            lease.begin_snapshot()
-        except BaseException:
-            lease.release()
-            raise
-        s.lease = cast(WriteLease, lease)  # (only run, in_transaction and release are used)
-        s.reading = True
-        return lease
+        """Open the calling thread's transaction: take the write lane, ``BEGIN IMMEDIATE``,
+        or with ``read_only`` a snapshot on a reader (``text``: the statement sqlite3 would
+        have run, for a trace callback)."""
+        if text is not None:
+            self._traced(text)
+        if s.read_only:
+            return begin_read(self._engine, self._timeout, s)
+        return begin_write(self._engine, self._timeout, s)
 
     def _end(self, s: Session, *, commit: bool, text: str | None = None) -> None:
         """End the calling thread's transaction (if any) and give the lane back."""
-        lease = s.lease
-        if lease is None:
-            return
-        if self._trace is not None:
-            self._trace(text or ("COMMIT" if commit else "ROLLBACK"))
-        s.lease = None
-        s.savepoints = None
-        if s.blobs:
-            s.close_blobs()
-        if s.reading:
-            s.reading = False
-            lease.release()  # (ends the snapshot)
-            return
-        try:
-            if lease.in_transaction:
-                if commit:
-                    lease.commit()
-                else:
-                    lease.rollback()
-        finally:
-            lease.release()
+        if s.lease is not None:
+            self._traced(text or ("COMMIT" if commit else "ROLLBACK"))
+            end(s, commit)
 
     def _script(self, cur: Cursor, script: str) -> None:
         if not isinstance(script, str):
@@ -366,7 +369,7 @@ class ConnectionCore:
         if self._autocommit == LEGACY_TRANSACTION_CONTROL and s.lease is not None:
             self._commit(s)
         for statement in split_script(script):
-            self._run(cur, statement, (), False)
+            self._run(cur, statement, (), False, implicit=False)
         cur.description = None
         cur.rowcount = -1
 
@@ -376,69 +379,20 @@ class ConnectionCore:
         except Error as exc:
             raise translate(exc) from exc
 
-    def _finish(self, s: Session, *, commit: bool, reopen: bool) -> None:
-        """``autocommit=False``: end the thread's transaction, which is always open (begun
-        lazily, at its first statement: the trace shows it as sqlite3 would)."""
-        try:
-            if s.lease is not None:
-                self._end(s, commit=commit)
-            else:
-                self._traced("COMMIT" if commit else "ROLLBACK")
-        except Error as exc:
-            raise translate(exc) from exc
-        finally:
-            if reopen:
-                self._traced("BEGIN")
-
     def _traced(self, text: str) -> None:
+        """Show ``text`` to the trace callback, as sqlite3 shows its own BEGIN and COMMIT (an
+        exception raised there is dropped, as sqlite3 does)."""
         trace = self._trace
         if trace is not None:
-            trace(text)
-
-    def _outside(self, cur: Cursor, sql: str, params: Any) -> Outcome:
-        """A statement SQLite runs only outside a transaction (``VACUUM``): on a connection
-        of its own, while this thread holds the write lane (no other writer of the process
-        runs meanwhile; readers go on, WAL allows it)."""
-        opts = self._engine.opts
-        if opts.memory:
-            raise sqlite3.NotSupportedError(
-                f"{sql.split()[0]} of an in-memory database is not supported by litegate.sqlite3 "
-                "(the engine's one connection runs every statement in a transaction)"
-            )
-        lease = self._engine.lease(self._timeout, "the statement", self._session())
-        try:
-            side = sqlite3.connect(opts.path, timeout=self._timeout, uri=opts.uri)
             try:
-                side.isolation_level = None
-                out = run_statement(side, self, cur, sql, params, False, self._session())
-            finally:
-                side.close()
-        finally:
-            lease.release()
-        return out
+                trace(text)
+            except Exception:
+                pass
 
     def _check_length(self, sql: str) -> None:
         limit = self._sql_limit
         if limit is not None and len(sql.encode("utf-8", "surrogatepass")) > limit:
             raise sqlite3.DataError("query string is too large")
-
-    def _read_job(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """``fn(conn)`` on a reader (in the calling thread's transaction: on the lane), with
-        the registered functions and limits applied."""
-        s = self._session()
-        hooks = self._shared.hooks
-
-        def job(conn: sqlite3.Connection) -> Any:
-            if hooks.version:
-                hooks.sync(conn)
-            return fn(conn)
-
-        try:
-            if s.lease is not None:
-                return s.lease.run(job, (), None, None)
-            return self._engine.read(job, (), self._timeout, None)
-        except Error as exc:
-            raise translate(exc) from exc
 
 
 _open: weakref.WeakSet[ConnectionCore] = weakref.WeakSet()  # guarded by _open_lock
@@ -452,13 +406,11 @@ def _discard_at_exit() -> None:
     engines it closes would otherwise wait for a lane this thread still holds.)"""
     with _open_lock:
         connections = list(_open)
-    for cx in connections:
-        s = getattr(cx._local, "s", None)
-        if s is not None and s.lease is not None:
-            try:
-                cx._end(s, commit=False)
-            except Exception:  # (exiting: nothing left to tell)
-                pass
+    for s in (getattr(cx._local, "s", None) for cx in connections):
+        try:
+            end(s, commit=False) if s is not None else None
+        except Exception:  # (exiting: nothing left to tell)
+            pass
 
 
 def run_statement(
@@ -476,9 +428,7 @@ def run_statement(
     hooks = cx._shared.hooks
     if hooks.version:
         hooks.sync(conn)
-    custom = cx._custom
-    if custom:
-        cx._settings_for(conn)
+    installed = cx._settings_for(conn) if cx._custom else None
     before = conn.total_changes
     s.running = conn
     try:
@@ -495,8 +445,8 @@ def run_statement(
         return Outcome(rows, description, raw.rowcount, raw.lastrowid)
     finally:
         s.running = None
-        if custom:
-            cx._settings_done(conn)
+        if installed is not None:
+            cx._settings_done(conn, installed)
         changes = conn.total_changes - before
         if changes:
             cx._count_changes(changes)

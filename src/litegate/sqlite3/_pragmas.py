@@ -17,7 +17,7 @@ from .._engine import Engine, use_authorizer
 from . import _sql
 from ._session import EMPTY, Outcome, Session
 
-__all__ = ("on_writer", "set_pragma")
+__all__ = ("on_writer", "outside", "set_pragma")
 
 _TRUE = {"1", "on", "true", "yes"}
 _FALSE = {"0", "off", "false", "no"}
@@ -43,7 +43,36 @@ def on_writer(engine: Engine, timeout: float, s: Session, fn: Callable[..., Any]
         return s.lease.run(fn, args, None, None)
     lease = engine.lease(timeout, "the statement", s)
     try:
+        lease.settle()  # (a group handed on with the lane: committed, so none is open)
         return lease.run(fn, args, None, None)
+    finally:
+        lease.release()
+
+
+def outside(engine: Engine, timeout: float, s: Session, fn: Callable[..., Any], args: Any) -> Any:
+    """``fn(conn, *args)`` for a statement SQLite runs only outside a transaction (``VACUUM``,
+    ``PRAGMA wal_checkpoint``), on a connection of its own to the file, while this thread holds
+    the write lane with no transaction open: no other writer of the process runs meanwhile,
+    readers go on (WAL allows it). The side connection has no litegate authorizer: it runs
+    this one statement and closes.
+
+    :raises sqlite3.NotSupportedError: an in-memory database (one connection, always the
+        engine's)
+    """
+    opts = engine.opts
+    if opts.memory:
+        raise sqlite3.NotSupportedError(
+            "VACUUM and wal_checkpoint of an in-memory database are not supported by "
+            "litegate.sqlite3 (its one connection is the engine's)"
+        )
+    lease = engine.lease(timeout, "the statement", s)
+    try:
+        lease.settle()
+        side = sqlite3.connect(opts.path, timeout=timeout, uri=opts.uri, isolation_level=None)
+        try:
+            return fn(side, *args)
+        finally:
+            side.close()
     finally:
         lease.release()
 
@@ -60,15 +89,8 @@ def _set_foreign_keys(conn: sqlite3.Connection, on: bool) -> None:
         use_authorizer(conn, None)  # (the engine's own back)
 
 
-def set_pragma(
-    engine: Engine,
-    timeout: float,
-    s: Session,
-    read: Callable[[Callable[[sqlite3.Connection], Any]], Any],
-    sql: str,
-) -> Outcome:
-    """The outcome of ``sql``, a ``PRAGMA name = value`` of a connection setting (``read``
-    runs a function on a reader, or in the thread's transaction).
+def set_pragma(engine: Engine, timeout: float, s: Session, sql: str) -> Outcome:
+    """The outcome of ``sql``, a ``PRAGMA name = value`` of a connection setting.
 
     :raises sqlite3.NotSupportedError: a value the shared engine cannot take for one caller
     """
@@ -81,7 +103,14 @@ def set_pragma(
     if name == "foreign_keys" and (value.lower() in _TRUE or value.lower() in _FALSE):
         on_writer(engine, timeout, s, _set_foreign_keys, (value.lower() in _TRUE,))
         return EMPTY
-    rows = read(lambda conn: conn.execute(f"PRAGMA {name}").fetchall())
+    if name == "defer_foreign_keys":  # (the transaction's own: it ends with it)
+        if s.lease is not None and not s.reading:
+            s.lease.run(
+                lambda conn: conn.execute(f"PRAGMA defer_foreign_keys={value}"), (), None, None
+            )
+        return EMPTY
+    # (compared with the writer's: the readers are query_only, for one)
+    rows = on_writer(engine, timeout, s, lambda conn: conn.execute(f"PRAGMA {name}").fetchall(), ())
     have = rows[0][0] if rows and rows[0] else None
     if _same_setting(name, have, value):
         if name == "journal_mode":  # (it answers with the mode)

@@ -10,23 +10,36 @@ lease's ``holder``, rolls the transaction back and gives the lane back.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+import weakref
+from typing import Any, cast
 
-from .._engine import WriteLease
+from .._engine import Engine, ReadLease, WriteLease
 from .._errors import Busy, Closed, Error, Misuse, RolledBack, Timeout
 
-__all__ = ("EMPTY", "Outcome", "Session", "translate")
+__all__ = ("EMPTY", "Outcome", "Session", "begin_read", "begin_write", "end", "translate")
 
 
 class Session:
     """The calling thread's transaction on one connection."""
 
-    __slots__ = ("__weakref__", "blobs", "lastrowid", "lease", "reading", "running", "savepoints")
+    __slots__ = (
+        "__weakref__",
+        "blobs",
+        "explicit",
+        "lastrowid",
+        "lease",
+        "read_only",
+        "reading",
+        "running",
+        "savepoints",
+    )
 
     def __init__(self) -> None:
         # the lane, held while a transaction is open (a reader's lease if ``reading``)
         self.lease: WriteLease | None = None
         self.reading = False
+        self.explicit = False  # the transaction was opened by a BEGIN/SAVEPOINT statement
+        self.read_only = False  # this thread's next transactions are snapshots on a reader
         # The engine connection a statement of this thread runs on now (read by interrupt()
         # from any thread: a reference, read whole)
         self.running: sqlite3.Connection | None = None
@@ -43,6 +56,64 @@ class Session:
                 blob.close()
             except sqlite3.Error:
                 pass
+
+
+def begin_write(engine: Engine, timeout: float, s: Session) -> WriteLease:
+    """Open the thread's write transaction: the lane, held, and ``BEGIN IMMEDIATE`` (or a
+    place in the open group)."""
+    lease = engine.lease(timeout, "the transaction", s)
+    try:
+        lease.begin()
+    except BaseException:
+        lease.release()
+        raise
+    s.lease = lease
+    return lease
+
+
+def begin_read(engine: Engine, timeout: float, s: Session) -> WriteLease:
+    """Open the thread's read-only transaction: a snapshot on a reader. (With ``readers=0``
+    the "reader" is the lane: writes in it are refused by the caller, ``Connection._run``.)
+    If the thread dies inside it, a finalizer gives the reader back."""
+    lease = engine.borrow(timeout, "the read-only transaction")
+    try:
+        lease.begin_snapshot()
+    except BaseException:
+        lease.release()
+        raise
+    s.lease = cast(WriteLease, lease)  # (only run, in_transaction, conn and release are used)
+    s.reading = True
+    weakref.finalize(s, _release_quietly, lease)  # (release is idempotent)
+    return s.lease
+
+
+def _release_quietly(lease: ReadLease) -> None:
+    try:
+        lease.release()
+    except Exception:  # (a finalizer: nothing to tell)
+        pass
+
+
+def end(s: Session, commit: bool) -> None:
+    """End the thread's transaction (if any) and give its connection back: commit or roll
+    back a write transaction, close a snapshot."""
+    lease = s.lease
+    if lease is None:
+        return
+    reading = s.reading
+    s.lease = None
+    s.savepoints = None
+    s.reading = s.explicit = False
+    try:
+        if s.blobs:
+            s.close_blobs()
+        if not reading and lease.in_transaction:
+            if commit:
+                lease.commit()
+            else:
+                lease.rollback()
+    finally:
+        lease.release()
 
 
 class Outcome:

@@ -23,43 +23,52 @@ from typing import Any, cast
 from .. import _config
 from .._engine import Engine, open_engine
 
-__all__ = ("Hooks", "Shared", "attach", "check_registration", "detach")
+__all__ = ("Hooks", "Shared", "attach", "check_registration", "check_statement", "detach")
 
 _lock = threading.Lock()
 _engines: dict[tuple[str, int], Shared] = {}
 
 
 class Hooks:
-    """The functions, aggregates and collations registered through any drop-in connection to
-    one engine. SQLite keeps them per connection; the engine has several (the writer, the
-    readers), so each is brought up to date lazily, by whoever runs a statement on it next
-    (that caller owns the connection at that moment)."""
+    """The functions, aggregates, collations and limits registered through any drop-in
+    connection to one engine. SQLite keeps them per connection; the engine has several (the
+    writer, the readers), so each is brought up to date lazily, by whoever runs a statement on
+    it next (that caller owns the connection at that moment). A registration replaces the one
+    of the same name (and argument count): an app that registers its functions on every new
+    connection (Django does) keeps one of each."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        # (method, name, arity) -> (method, args, kwargs), in registration order
+        self._items: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], dict[str, Any]]] = {}
         self.version = 0
-        # id(conn) -> (items applied, conn): the connection is kept to tell a reused id apart
-        # (engine connections are not weak-referenceable; a closed one is dropped in sync)
+        # id(conn) -> (version applied, conn): the connection is kept to tell a reused id
+        # apart (engine connections are not weak-referenceable; closed ones are dropped)
         self._applied: dict[int, tuple[int, sqlite3.Connection]] = {}
 
     def add(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        key = (method, *args[:2]) if method in _WITH_ARITY else (method, *args[:1])
+        if isinstance(key[1], str):
+            key = (method, key[1].lower(), *key[2:])
+        entry = (method, args, kwargs)
         with self._lock:
-            self._items.append((method, args, kwargs))
-            self.version = len(self._items)
+            if self._items.get(key) == entry:
+                return  # (the same again: nothing to apply)
+            self._items.pop(key, None)
+            self._items[key] = entry
+            self.version += 1
 
     def sync(self, conn: sqlite3.Connection) -> None:
-        """Apply to ``conn`` what was registered since it last was (the caller owns it)."""
+        """Apply to ``conn`` the registrations it has not had (the caller owns it)."""
         with self._lock:
             seen = self._applied.get(id(conn))
-            start = seen[0] if seen is not None and seen[1] is conn else 0
-            todo = self._items[start:]
-            if not todo:
+            if seen is not None and seen[1] is conn and seen[0] == self.version:
                 return
+            todo = list(self._items.values())
             if len(self._applied) > 64:
                 self._forget_closed()
-            self._applied[id(conn)] = (len(self._items), conn)
-        for method, args, kwargs in todo:
+            self._applied[id(conn)] = (self.version, conn)
+        for method, args, kwargs in todo:  # (all of them again: idempotent, and rare)
             getattr(conn, method)(*args, **kwargs)
 
     def _forget_closed(self) -> None:
@@ -68,6 +77,9 @@ class Hooks:
                 conn.total_changes  # noqa: B018 (raises once closed)
             except sqlite3.ProgrammingError:
                 del self._applied[key]
+
+
+_WITH_ARITY = frozenset({"create_function", "create_aggregate", "create_window_function"})
 
 
 class Shared:
@@ -173,6 +185,13 @@ def detach(shared: Shared, timeout: float | None, *, wait: bool = True) -> None:
 
 _scratch = sqlite3.Connection(":memory:", check_same_thread=False)
 _scratch_lock = threading.Lock()
+
+
+def check_statement(sql: str) -> None:
+    """Raise what SQLite raises for ``sql`` (transaction control, which the drop-in carries out
+    itself): compiled, not run, on a private in-memory connection."""
+    with _scratch_lock:
+        _scratch.execute("EXPLAIN " + sql).fetchall()
 
 
 def check_registration(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -1,0 +1,186 @@
+"""``litegate.sqlite3`` at its edges: each test is a case a review reproduced against the first
+version (a lane left held, a write silently dropped, an error where sqlite3 has none)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sqlite3 as std
+import threading
+from pathlib import Path
+
+import pytest
+
+import litegate.sqlite3 as sqlite3
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "edges.db")
+
+
+def _other_thread_writes(con: sqlite3.Connection) -> str:
+    """A write from another thread (bounded by the connection's timeout)."""
+    out: list[str] = []
+
+    def write() -> None:
+        try:
+            con.execute("INSERT INTO t VALUES ('other')")
+            con.commit()
+            out.append("ok")
+        except std.Error as exc:
+            out.append(f"{type(exc).__name__}: {exc}")
+
+    t = threading.Thread(target=write)
+    t.start()
+    t.join(30)
+    return out[0] if out else "hung"
+
+
+def test_executescript_opens_no_implicit_transaction(path: str) -> None:
+    con = sqlite3.connect(path, timeout=1)
+    con.executescript("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    assert not con.in_transaction
+    assert _other_thread_writes(con) == "ok"
+    con.close()
+
+
+def test_a_failed_savepoint_leaves_no_transaction(path: str) -> None:
+    con = sqlite3.connect(path, timeout=1, isolation_level=None)
+    con.execute("CREATE TABLE t(x)")
+    con.set_authorizer(lambda action, *_: std.SQLITE_DENY if action == std.SQLITE_SAVEPOINT else 0)
+    with pytest.raises(std.DatabaseError):
+        con.execute("SAVEPOINT s")
+    con.set_authorizer(None)
+    assert not con.in_transaction
+    assert _other_thread_writes(con) == "ok"
+    con.close()
+
+
+def test_commit_ends_an_implicit_transaction_after_autocommit_changed(path: str) -> None:
+    con = sqlite3.connect(path, timeout=1)
+    con.execute("CREATE TABLE t(x)")
+    con.execute("INSERT INTO t VALUES (1)")  # legacy: this thread's implicit transaction
+    switched = threading.Thread(target=lambda: setattr(con, "autocommit", True))
+    switched.start()
+    switched.join(10)
+    con.commit()  # (ends it, though the mode is autocommit now)
+    assert not con.in_transaction
+    assert _other_thread_writes(con) == "ok"
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    con.close()
+
+
+def test_close_from_another_thread_frees_the_lane_at_the_owners_next_call(path: str) -> None:
+    keep = sqlite3.connect(path, timeout=1)  # (keeps the engine open)
+    keep.execute("CREATE TABLE t(x)")
+    con = sqlite3.connect(path, timeout=1)
+    con.execute("INSERT INTO t VALUES (1)")  # this thread's transaction, left open
+    closer = threading.Thread(target=con.close)
+    closer.start()
+    closer.join(10)
+    with pytest.raises(std.ProgrammingError, match="closed"):
+        con.commit()  # (refused: closed; its transaction rolled back on the way)
+    assert _other_thread_writes(keep) == "ok"
+    assert keep.execute("SELECT x FROM t").fetchall() == [("other",)]
+    keep.close()
+
+
+def test_a_read_only_thread_that_dies_gives_its_reader_back(path: str) -> None:
+    con = sqlite3.connect(path, timeout=1, litegate={"readers": 1})
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+
+    def reads_and_dies() -> None:
+        con.read_only = True
+        con.execute("BEGIN")
+        con.execute("SELECT count(*) FROM t").fetchone()  # (never ends its transaction)
+
+    t = threading.Thread(target=reads_and_dies)
+    t.start()
+    t.join(10)
+    del t
+    gc.collect()
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (0,)  # (the one reader)
+    con.close()
+
+
+@pytest.mark.parametrize("where", [":memory:", "file"])
+def test_a_read_only_transaction_refuses_writes(path: str, where: str) -> None:
+    con = sqlite3.connect(path if where == "file" else ":memory:", isolation_level=None)
+    con.execute("CREATE TABLE t(x)")
+    con.read_only = True
+    con.execute("BEGIN")
+    with pytest.raises(std.OperationalError, match="readonly"):
+        con.execute("INSERT INTO t VALUES (1)")
+    con.execute("COMMIT")
+    con.read_only = False
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    con.close()
+
+
+def test_a_raising_trace_callback_is_ignored_as_sqlite3_does(path: str) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t(x)")
+    con.set_trace_callback(lambda sql: 1 / 0)
+    with con:
+        con.execute("INSERT INTO t VALUES (1)")
+    assert not con.in_transaction
+    con.set_trace_callback(None)
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    con.close()
+
+
+def test_a_failed_write_logs_nothing(path: str, caplog: pytest.LogCaptureFixture) -> None:
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("CREATE TABLE t(x UNIQUE)")
+    con.execute("INSERT INTO t VALUES (1)")
+    with caplog.at_level(logging.WARNING, logger="litegate"):
+        for _ in range(3):
+            with pytest.raises(std.IntegrityError):
+                con.execute("INSERT INTO t VALUES (1)")
+    assert caplog.records == []
+    con.close()
+
+
+def test_foreign_keys_switch_under_concurrent_writes(path: str) -> None:
+    con = sqlite3.connect(path, isolation_level=None, litegate={"pragmas": {"foreign_keys": 1}})
+    con.execute("CREATE TABLE t(x)")
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            con.execute("INSERT INTO t VALUES (1)")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for i in range(40):  # (each must act: the lane may come with a group still open)
+            con.execute(f"PRAGMA foreign_keys = {i % 2}")
+            assert con.execute("PRAGMA foreign_keys").fetchone() == (i % 2,)
+    finally:
+        stop.set()
+        t.join(10)
+    con.close()
+
+
+def test_registering_a_function_again_replaces_it(path: str) -> None:
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("CREATE TABLE t(x)")
+    for n in (1, 2, 3):
+        con.create_function("f", 0, lambda n=n: n)
+    assert con.execute("SELECT f()").fetchone() == (3,)  # (a reader)
+    con.execute("BEGIN")
+    assert con.execute("SELECT f()").fetchone() == (3,)  # (the writer)
+    con.execute("COMMIT")
+    con.close()
+
+
+def test_transaction_control_text_is_checked(path: str) -> None:
+    con = sqlite3.connect(path, isolation_level=None)
+    with pytest.raises(std.OperationalError):
+        con.execute("BEGIN nonsense")
+    with pytest.raises(std.ProgrammingError):
+        con.execute("BEGIN; DROP TABLE x")
+    assert not con.in_transaction
+    con.close()
