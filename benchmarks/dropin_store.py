@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         best = max(med["lock"], med["per_thread"])
         ratio = med["litegate"] / best
+        ceiling = med["litegate_api"] / best
         clean = all(
             not r["errors"] and not r["sum_off_by"] and not r["inserts_wrong_or_missing"]
             for r in results
@@ -310,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{verdict} {sync}: litegate {med['litegate']:.0f} ops/s, lock {med['lock']:.0f}, "
             f"per-thread {med['per_thread']:.0f}: {ratio:.2f}x the best (target >= 1x, "
-            f"no errors, invariants kept: {'yes' if clean else 'NO'})"
+            f"no errors, invariants kept: {'yes' if clean else 'NO'}); litegate's own API "
+            f"{med['litegate_api']:.0f} ops/s, {ceiling:.2f}x (the engine's ceiling here)"
         )
     if args.json:
         with open(args.json, "w") as f:
