@@ -185,6 +185,14 @@ class Connection(ConnectionCore):
         except Error as exc:
             raise translate(exc) from exc
 
+    def _recustom(self) -> None:
+        self._custom = bool(
+            self._text_factory is not str
+            or self._trace is not None
+            or self._progress
+            or self._authorizer is not None
+        )
+
     def close(self) -> None:
         """Close the connection, for every thread. The calling thread's open transaction is
         rolled back; the last connection to a file closes its engine (draining its writes)."""
