@@ -329,3 +329,16 @@ def test_detect_types_and_vacuum(path: str) -> None:
     con.execute("VACUUM")
     assert con.execute("PRAGMA freelist_count").fetchone() == (0,)
     con.close()
+
+
+def test_a_plain_path_with_uri_true_shares_the_engine(path: str) -> None:
+    a = sqlite3.connect(path)
+    # (Django passes uri=True with a plain path; this one is spelt differently)
+    b = sqlite3.connect(path.replace("app.db", "./app.db"), uri=True)
+    a.execute("CREATE TABLE t(x)")
+    a.execute("INSERT INTO t VALUES (1)")  # a's open transaction holds the lane ...
+    with pytest.raises(std.OperationalError, match="database is locked: .*this thread"):
+        b.execute("INSERT INTO t VALUES (2)")  # ... of the one engine both share
+    a.commit()
+    a.close()
+    b.close()

@@ -97,9 +97,9 @@ def _key(path: str, uri: bool) -> str | None:
     in-memory database (its URI); ``None``: a private database (``:memory:``, ``""``)."""
     if _config.is_memory_path(path, uri):
         return path if uri and "cache=shared" in path else None
-    if uri:
+    if uri and path.startswith("file:"):
         return path
-    return os.path.realpath(path)
+    return os.path.realpath(path)  # (a plain path, also with uri=True: Django passes it so)
 
 
 def attach(
