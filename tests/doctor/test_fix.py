@@ -346,7 +346,7 @@ def test_check_same_thread_false_is_removed(call: str, want: str) -> None:
     assert analyze_source(new) == []
 
 
-def test_check_same_thread_false_is_kept_where_the_stdlib_stays() -> None:
+def test_from_sqlite3_import_dbapi2_is_rewritten_too() -> None:
     src = """
     import sqlite3, threading
     from sqlite3 import connect, dbapi2
@@ -359,9 +359,21 @@ def test_check_same_thread_false_is_kept_where_the_stdlib_stays() -> None:
     """
     new = fixed(src)
     assert 'a = sqlite3.connect("a.db")' in new
-    assert "from sqlite3 import connect, dbapi2" in new  # dbapi2 is not in the drop-in
-    assert 'b = connect("b.db", check_same_thread=False)' in new
-    assert [f.rule for f in analyze_source(new)] == ["LG102"]
+    assert "from litegate.sqlite3 import connect, dbapi2" in new  # (the drop-in has dbapi2)
+    assert 'b = connect("b.db")' in new
+    assert analyze_source(new) == []
+
+
+def test_check_same_thread_false_is_kept_where_the_stdlib_stays() -> None:
+    src = """
+    import sqlite3.dbapi2, threading
+    a = sqlite3.dbapi2.connect("a.db", check_same_thread=False)
+    def work():
+        a.execute("SELECT 1")
+    threading.Thread(target=work).start()
+    """
+    new = fixed(src)
+    assert 'a = sqlite3.dbapi2.connect("a.db", check_same_thread=False)' in new
 
 
 def test_check_same_thread_true_and_other_calls_are_kept() -> None:

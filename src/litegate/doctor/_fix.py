@@ -284,7 +284,7 @@ def _alias(alias: ast.alias) -> str:
 
 def _from_edits(text: _Text, node: ast.ImportFrom) -> list[_Edit]:
     """``from sqlite3 import ...`` to ``from litegate.sqlite3 import ...``."""
-    if node.module != "sqlite3" or node.level or any(a.name == "dbapi2" for a in node.names):
+    if node.module != "sqlite3" or node.level:  # (dbapi2 included: the drop-in has one)
         return []
     start, _ = text.span(node)
     match = _FROM_SQLITE3.match(text.text, start)
