@@ -184,3 +184,69 @@ def test_transaction_control_text_is_checked(path: str) -> None:
         con.execute("BEGIN; DROP TABLE x")
     assert not con.in_transaction
     con.close()
+
+
+def test_autocommit_false_release_keeps_the_transaction(path: str) -> None:
+    con = sqlite3.connect(path, autocommit=False)
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.execute("SAVEPOINT a")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.execute("RELEASE a")  # (with autocommit=False a transaction is always open)
+    con.rollback()
+    assert con.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    con.close()
+
+
+def test_a_function_removed_by_another_method_can_come_back(path: str) -> None:
+    class Count:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def step(self, _: object) -> None:
+            self.n += 1
+
+        def finalize(self) -> int:
+            return self.n
+
+    con = sqlite3.connect(path)
+    con.create_aggregate("cnt", 1, Count)
+    con.create_function("cnt", 1, None)  # (the same SQLite slot: removed)
+    con.create_aggregate("cnt", 1, Count)
+    assert con.execute("SELECT cnt(x) FROM (SELECT 1 AS x)").fetchone() == (1,)
+    con.close()
+
+
+def test_a_limit_on_one_connection_does_not_reach_transaction_control(
+    path: str, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(str(tmp_path / "other.db"))
+    other.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 1)  # (its own statements only)
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    con.execute("SAVEPOINT s")
+    con.execute("COMMIT")
+    other.close()
+    con.close()
+
+
+def test_vacuum_finds_its_file_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    con = sqlite3.connect("rel.db")
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    con.execute("VACUUM")
+    assert not (tmp_path / "elsewhere" / "rel.db").exists()
+    con.close()
+
+
+@pytest.mark.parametrize("text", ["PRAGMA foreign_keys = 1 -- on", "PRAGMA foreign_keys(1)"])
+def test_pragma_setting_forms(path: str, text: str) -> None:
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute(text)
+    assert con.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    con.close()

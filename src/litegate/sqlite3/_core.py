@@ -321,8 +321,9 @@ class ConnectionCore:
             if kind != _sql.SAVEPOINT:
                 raise sqlite3.OperationalError(f"no such savepoint: {name}")
             lease = self._begin(s, None)
-            s.savepoints = []
-            s.explicit = True
+            if self._autocommit is not False:  # (there a transaction is always open)
+                s.savepoints = []
+                s.explicit = True
             try:
                 return self._control(s, kind, sql, params, cur)
             except BaseException:

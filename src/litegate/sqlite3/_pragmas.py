@@ -70,6 +70,8 @@ def outside(engine: Engine, timeout: float, s: Session, fn: Callable[..., Any], 
         lease.settle()
         side = sqlite3.connect(opts.path, timeout=timeout, uri=opts.uri, isolation_level=None)
         try:
+            if opts.on_connect is not None:  # (its collations, say: VACUUM may need them)
+                opts.on_connect(side)
             return fn(side, *args)
         finally:
             side.close()

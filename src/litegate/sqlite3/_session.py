@@ -29,6 +29,7 @@ class Session:
         "lastrowid",
         "lease",
         "read_only",
+        "reader",
         "reading",
         "running",
         "savepoints",
@@ -40,6 +41,9 @@ class Session:
         self.reading = False
         self.explicit = False  # the transaction was opened by a BEGIN/SAVEPOINT statement
         self.read_only = False  # this thread's next transactions are snapshots on a reader
+        # [the read lease held, or None]: what a finalizer gives back if the thread dies with
+        # it (one finalizer per session, made at its first read-only transaction)
+        self.reader: list[ReadLease | None] | None = None
         # The engine connection a statement of this thread runs on now (read by interrupt()
         # from any thread: a reference, read whole)
         self.running: sqlite3.Connection | None = None
@@ -83,15 +87,20 @@ def begin_read(engine: Engine, timeout: float, s: Session) -> WriteLease:
         raise
     s.lease = cast(WriteLease, lease)  # (only run, in_transaction, conn and release are used)
     s.reading = True
-    weakref.finalize(s, _release_quietly, lease)  # (release is idempotent)
+    if s.reader is None:
+        s.reader = []
+        weakref.finalize(s, _release_quietly, s.reader)
+    s.reader[:] = [lease]
     return s.lease
 
 
-def _release_quietly(lease: ReadLease) -> None:
-    try:
-        lease.release()
-    except Exception:  # (a finalizer: nothing to tell)
-        pass
+def _release_quietly(box: list[ReadLease | None]) -> None:
+    for lease in box:
+        try:
+            if lease is not None:
+                lease.release()  # (idempotent)
+        except Exception:  # (a finalizer: nothing to tell)
+            pass
 
 
 def end(s: Session, commit: bool) -> None:
@@ -101,6 +110,8 @@ def end(s: Session, commit: bool) -> None:
     if lease is None:
         return
     reading = s.reading
+    if reading and s.reader:
+        s.reader[:] = []
     s.lease = None
     s.savepoints = None
     s.reading = s.explicit = False

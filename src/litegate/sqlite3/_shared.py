@@ -47,9 +47,12 @@ class Hooks:
         self._applied: dict[int, tuple[int, sqlite3.Connection]] = {}
 
     def add(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        key = (method, *args[:2]) if method in _WITH_ARITY else (method, *args[:1])
-        if isinstance(key[1], str):
-            key = (method, key[1].lower(), *key[2:])
+        # One SQLite slot per function name and argument count, whichever method filled it;
+        # one per collation name, limit category, config option
+        if method in _WITH_ARITY:
+            key: tuple[Any, ...] = ("function", str(args[0]).lower(), args[1])
+        else:
+            key = (method, str(args[0]).lower() if isinstance(args[0], str) else args[0])
         entry = (method, args, kwargs)
         with self._lock:
             if self._items.get(key) == entry:
@@ -135,6 +138,8 @@ def attach(
     fields["pragmas"] = _pragmas(options)
     if _config.is_memory_path(path, uri):
         fields["readers"] = 0
+    elif not (uri and path.startswith("file:")):
+        path = os.path.abspath(path)  # (VACUUM's side connection, after a chdir, finds it)
     opts = _config.make_options(path, cast(_config.ConnectOptions, fields))
     engine = open_engine(opts)  # (blocks: outside the lock)
     if key is None:
@@ -183,15 +188,19 @@ def detach(shared: Shared, timeout: float | None, *, wait: bool = True) -> None:
             shared.engine.start_close()
 
 
+# Private in-memory connections to check arguments on: one for registrations (which change
+# it: a limit set there stays), one for statements. Each guarded by its lock.
 _scratch = sqlite3.Connection(":memory:", check_same_thread=False)
 _scratch_lock = threading.Lock()
+_compiler = sqlite3.Connection(":memory:", check_same_thread=False)
+_compiler_lock = threading.Lock()
 
 
 def check_statement(sql: str) -> None:
     """Raise what SQLite raises for ``sql`` (transaction control, which the drop-in carries out
     itself): compiled, not run, on a private in-memory connection."""
-    with _scratch_lock:
-        _scratch.execute("EXPLAIN " + sql).fetchall()
+    with _compiler_lock:
+        _compiler.execute("EXPLAIN " + sql).fetchall()
 
 
 def check_registration(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

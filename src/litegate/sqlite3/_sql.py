@@ -162,7 +162,9 @@ def _pragma(sql: str) -> Kind:
     if rest.startswith("="):
         return WRITE if lowered in _FILE_VALUES else SET_PRAGMA
     if rest.startswith("("):
-        return READ if lowered in _READING_WITH_ARGUMENT else WRITE
+        if lowered in _READING_WITH_ARGUMENT:
+            return READ
+        return WRITE if lowered in _FILE_VALUES else SET_PRAGMA  # (name(value): a setting)
     return WRITER_READ if lowered == "foreign_keys" else READ
 
 
@@ -171,17 +173,19 @@ _FILE_VALUES: Final = frozenset(
     {"user_version", "application_id", "auto_vacuum", "page_size", "max_page_count"}
 )
 _PRAGMA_SET = re.compile(
-    r"\s*PRAGMA\s+(?:(\w+)\s*\.\s*)?(\w+)\s*=\s*(.+?)[\s;]*$", re.IGNORECASE | re.DOTALL
+    r"\s*PRAGMA\s+(?:(\w+)\s*\.\s*)?(\w+)\s*(?:=\s*(.+?)|\(\s*(.+?)\s*\))[\s;]*$",
+    re.IGNORECASE | re.DOTALL,
 )
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?(?:\*/|$)", re.DOTALL)
 
 
 def pragma_setting(sql: str) -> tuple[str, str] | None:
-    """``(name, value)`` of a ``PRAGMA [schema.]name = value`` (name lower case, value
-    unquoted), or ``None`` if ``sql`` is not one in a form this reads."""
-    m = _PRAGMA_SET.match(sql[_skip(sql, 0) :])
+    """``(name, value)`` of a ``PRAGMA [schema.]name = value`` or ``name(value)`` (name lower
+    case, value unquoted, comments dropped), or ``None`` if ``sql`` is not one."""
+    m = _PRAGMA_SET.match(_COMMENT.sub(" ", sql[_skip(sql, 0) :]))
     if m is None:
         return None
-    value = m.group(3).strip()
+    value = (m.group(3) or m.group(4)).strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
     return m.group(2).lower(), value
