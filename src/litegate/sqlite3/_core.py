@@ -11,7 +11,9 @@ field                  guard
 ``_closed``            set once, by :meth:`close`, under ``_lock``; read without it (a
                        call that races with ``close`` fails in the engine instead)
 ``_changes``,          ``_lock``
-``_running``
+``_sessions``
+``Session.running``    written by its thread only; ``interrupt()`` reads the reference
+                       whole from another (it may miss a statement that starts then)
 ``row_factory``,       the caller's: set them before sharing the connection (as with
 ``text_factory``,      ``sqlite3``); every statement reads them once, when it starts
 hooks, levels
