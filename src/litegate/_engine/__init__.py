@@ -56,8 +56,8 @@ shared field and what guards it. ``fork()`` and exit are handled in :mod:`._fork
 from __future__ import annotations
 
 from .._config import Options
+from ._authorizer import PRAGMA_READS_WITH_ARGUMENT, use_authorizer
 from ._authorizer import explain as explain_refusal
-from ._authorizer import use_authorizer
 from ._bridge import INLINE_BUDGET, MISS
 from ._fork import live
 from ._interface import AsyncReadLease, AsyncWriteLease, Engine, ReadLease, WriteLease
@@ -67,6 +67,7 @@ from ._turns import wait_turn
 __all__ = (
     "wait_turn",
     "INLINE_BUDGET",
+    "PRAGMA_READS_WITH_ARGUMENT",
     "MISS",
     "AsyncReadLease",
     "AsyncWriteLease",

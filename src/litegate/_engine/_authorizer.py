@@ -44,6 +44,7 @@ __all__ = (
     "use_authorizer",
     "GUARDED",
     "PRAGMAS_WITH_ARGUMENT",
+    "PRAGMA_READS_WITH_ARGUMENT",
     "ReaderGuard",
     "explain",
     "refuse",
@@ -65,9 +66,8 @@ _SQLITE_AUTH = 23
 GUARDED = frozenset({_PRAGMA, _ATTACH, sqlite3.SQLITE_DETACH, _TRANSACTION})
 """The authorizer actions the guards look at; every other action is allowed at once."""
 
-PRAGMAS_WITH_ARGUMENT = frozenset(
+PRAGMA_READS_WITH_ARGUMENT = frozenset(
     {
-        # reads that take a table, an index or a limit as their argument
         "foreign_key_check",
         "foreign_key_list",
         "index_info",
@@ -78,6 +78,12 @@ PRAGMAS_WITH_ARGUMENT = frozenset(
         "table_info",
         "table_list",
         "table_xinfo",
+    }
+)
+"""PRAGMAs that only read, taking a table, an index or a limit as their argument."""
+
+PRAGMAS_WITH_ARGUMENT = PRAGMA_READS_WITH_ARGUMENT | frozenset(
+    {
         # values stored in the database file (written through the lane, like any write)
         "application_id",
         "user_version",

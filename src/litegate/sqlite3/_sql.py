@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from .._engine import PRAGMA_READS_WITH_ARGUMENT
+
 __all__ = (
     "BEGIN",
     "COMMIT",
@@ -162,7 +164,7 @@ def _pragma(sql: str) -> Kind:
     if rest.startswith("="):
         return WRITE if lowered in _FILE_VALUES else SET_PRAGMA
     if rest.startswith("("):
-        if lowered in _READING_WITH_ARGUMENT:
+        if lowered in PRAGMA_READS_WITH_ARGUMENT:
             return READ
         return WRITE if lowered in _FILE_VALUES else SET_PRAGMA  # (name(value): a setting)
     return WRITER_READ if lowered == "foreign_keys" else READ
@@ -189,22 +191,6 @@ def pragma_setting(sql: str) -> tuple[str, str] | None:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
     return m.group(2).lower(), value
-
-
-_READING_WITH_ARGUMENT: Final = frozenset(
-    {
-        "foreign_key_check",
-        "foreign_key_list",
-        "index_info",
-        "index_list",
-        "index_xinfo",
-        "integrity_check",
-        "quick_check",
-        "table_info",
-        "table_list",
-        "table_xinfo",
-    }
-)
 
 
 _SAVEPOINT_WORDS: Final = frozenset({"ROLLBACK", "TRANSACTION", "TO", "SAVEPOINT", "RELEASE"})
