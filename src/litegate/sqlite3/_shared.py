@@ -194,13 +194,19 @@ _scratch = sqlite3.Connection(":memory:", check_same_thread=False)
 _scratch_lock = threading.Lock()
 _compiler = sqlite3.Connection(":memory:", check_same_thread=False)
 _compiler_lock = threading.Lock()
+_compiled: set[str] = set()  # texts that compiled (guarded by _compiler_lock)
 
 
 def check_statement(sql: str) -> None:
     """Raise what SQLite raises for ``sql`` (transaction control, which the drop-in carries out
     itself): compiled, not run, on a private in-memory connection."""
     with _compiler_lock:
+        if sql in _compiled:
+            return  # (every transaction sends the same few texts: compiled once each)
         _compiler.execute("EXPLAIN " + sql).fetchall()
+        if len(_compiled) >= 4096:
+            _compiled.clear()
+        _compiled.add(sql)
 
 
 def check_registration(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
