@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import sqlite3
 import sys
 import threading
@@ -152,3 +153,10 @@ def queued_in_order(db: litegate.Database, *calls: Callable[[], Any]) -> list[Ou
         outcomes.append(Outcome(call))
         wait_for(lambda: db.stats().queue_depth == len(outcomes), what=f"{n} queued jobs")
     return outcomes
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

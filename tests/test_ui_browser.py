@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import free_port
 from litegate import Stats
 
 TESTS = Path(__file__).resolve().parent
@@ -55,17 +55,10 @@ STABLE = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """uvicorn serving ui_app in a subprocess; yields its base URL. Stopped by PID."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, LITEGATE_UI_DB=str(tmp_path / "ui.db"))
     log_path = tmp_path / "uvicorn.log"
     cmd = [sys.executable, "-m", "uvicorn", "ui_app:app", "--app-dir", str(TESTS)]

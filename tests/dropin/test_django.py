@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from helpers import free_port
 
 pytest.importorskip("django", reason="the django extra is not installed")
 
@@ -97,20 +98,13 @@ print(json.dumps(out))
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_a_threaded_server_keeps_the_invariant(project: tuple[Path, dict[str, str]]) -> None:
     """16 clients at once, each request a read-modify-write transfer in an atomic block: every
     request succeeds (no `database is locked`), the balances keep their sum, the counter (read,
     incremented, saved) counts every transfer: no update was lost."""
     _manage(project, "migrate")
     where, env = project
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(where / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
         env=env,
