@@ -142,13 +142,21 @@ def test_read_modify_write_transfers_keep_the_sum(path: str, style: str) -> None
     con.close()
 
 
-def test_the_seed_pattern_through_to_thread_loses_nothing(path: str) -> None:
+@pytest.mark.parametrize(
+    "level, synchronous", [("", "FULL"), (None, "NORMAL"), (None, "FULL"), ("", "NORMAL")]
+)
+def test_the_seed_pattern_through_to_thread_loses_nothing(
+    path: str, level: str | None, synchronous: str
+) -> None:
     """A store built at startup, called through asyncio.to_thread by 64 coroutines: every
-    insert committed, every rowid handed back is the caller's own row."""
+    insert committed, every rowid handed back is the caller's own row -- in a transaction of
+    the thread's (legacy ``isolation_level``) and as a write alone (``None``: at NORMAL
+    committed by SQLite's autocommit under the lane, at FULL a group-committed lane job)."""
 
     class Store:
         def __init__(self) -> None:
-            self.con = sqlite3.connect(path)
+            options = {"synchronous": synchronous}
+            self.con = sqlite3.connect(path, isolation_level=level, litegate=options)
             self.con.execute("CREATE TABLE item(id INTEGER PRIMARY KEY, owner INTEGER)")
 
         def add(self, owner: int) -> int:

@@ -338,6 +338,28 @@ def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None
         guard._allowed = 0
 
 
+def run_autocommit(conn: sqlite3.Connection, guard: TxnGuard, fn: Fn[T], args: Any) -> T:
+    """``fn(conn, *args)`` -- one statement, run to its end (every row fetched) -- in
+    SQLite's autocommit mode on a connection guarded by ``guard`` (the lane holder, no
+    transaction open): the commit gate is open for the call, so SQLite commits the statement
+    as it ends. (One left unfinished past the call commits nothing: its commit comes when
+    it is reset, and the gate, shut by then, turns it into a rollback.)"""
+    if guard.held_pages:  # (as end_transaction's: this commit may checkpoint)
+        guard._allowed = get_ident()
+        try:
+            _restore_autocheckpoint(conn, guard)
+        finally:
+            guard._allowed = 0
+    gate = guard.gate
+    if gate is not None:
+        gate[0] = OPEN
+    try:
+        return fn(conn, *args)
+    finally:
+        if gate is not None:
+            gate[0] = SHUT
+
+
 _AUTOCHECKPOINT_OFF = "PRAGMA wal_autocheckpoint=0 /* litegate */"
 
 

@@ -36,11 +36,12 @@ import threading
 import weakref
 from threading import get_ident
 from time import monotonic
+from typing import TypeVar
 
-from .._errors import Misuse, WriteTimeout
-from .._types import Bound
+from .._errors import Busy, Misuse, WriteTimeout
+from .._types import Args, Bound, Fn
 from ._batch import LaneBroken, commit_one
-from ._connection import COMMIT, end_transaction, rollback_quietly
+from ._connection import COMMIT, end_transaction, is_busy, rollback_quietly, run_autocommit
 from ._group import Ticket
 from ._jobs import EXCLUSIVE, WRITE, BaseJob, Job, LaneHold, flush
 from ._lane_state import end_groups_here
@@ -63,6 +64,9 @@ def _refresh_main_thread() -> None:
 
 
 os.register_at_fork(after_in_child=_refresh_main_thread)
+
+
+T = TypeVar("T")
 
 
 class WriteLane(LaneWriter):
@@ -341,6 +345,37 @@ class WriteLane(LaneWriter):
         with self._lock:
             self._release_locked()
         return True
+
+    def run_alone(self, fn: Fn[T], args: Args) -> T:
+        """A sync lease holder, no transaction of its own begun, where a COMMIT costs no
+        fsync: ``fn(conn, *args)`` -- one statement -- committed by SQLite at the end of its
+        own call (:func:`~._connection.run_autocommit`). A group the lane was handed on with
+        is committed first. Why: BEGIN, the statement and COMMIT are three calls, each of which
+        gives the GIL up and must win it back while every other writer waits for the lane;
+        this is one (benchmarks/dropin_store.py: the difference between a writer that holds the
+        lane and one that holds SQLite's lock only inside its statement, as a connection per
+        thread does).
+
+        :raises Busy: another process held the write lock (nothing ran: the caller may
+            begin a transaction, which waits for it)
+        """
+        if self._group is not None:
+            self.commit_group()  # (a failure is its members' to hear, not this write's)
+        conn = self._conn
+        try:
+            result = run_autocommit(conn, self.guard, fn, args)
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc) and not conn.in_transaction:
+                raise Busy("another process holds the write lock") from exc
+            raise
+        c = self.counters
+        c.transactions += 1  # (still the holder: the counter's guard)
+        c.batches += 1
+        c.batch_sizes.append(1)
+        if c.max_batch < 1:
+            c.max_batch = 1
+        self._dirty = True
+        return result
 
     def recover(self, ident: int, holder: object) -> None:
         """After an exception (an interrupt) escaped a lease's set-up or release on thread
