@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
+from litegate._engine import _connection
 from litegate._statements import split_script
 
 
@@ -71,3 +74,19 @@ def test_reader_snapshot_does_not_revoke_the_writers_commit(tmp_path: object) ->
             assert guard._allowed == threading.get_ident()
         finally:
             guard.revoke()
+
+
+def test_busy_is_told_by_sqlite_code_not_by_text() -> None:
+    """An error the sqlite3 module raises itself has no code, and its text may quote a row's
+    data ("Could not decode to UTF-8 column ... with text 'busy ...'"): never taken for
+    another process's lock (a write taken for one is run again)."""
+    assert not _connection.is_busy(sqlite3.OperationalError("text 'database is locked, busy'"))
+    con = sqlite3.connect(":memory:")
+    try:
+        con.execute("SELECT CAST(x'ff' AS TEXT)").fetchall()
+    except sqlite3.OperationalError as exc:
+        assert not _connection.is_busy(exc)
+    else:
+        raise AssertionError("the decode error was expected")
+    finally:
+        con.close()

@@ -148,3 +148,25 @@ def test_a_group_the_lane_was_handed_on_with_commits_first(db_path: str) -> None
             other.close()
     finally:
         engine.close()
+
+
+def test_busy_after_a_change_is_not_run_again(db_path: str) -> None:
+    """The fallback on another process's lock re-runs ``fn`` only if nothing ran: a function
+    breaking the one-statement rule, whose second statement meets the lock after its first
+    committed, gets the error rather than a second run (which would write 'a' twice)."""
+    engine = _open(db_path, "NORMAL", busy_timeout=5)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+
+        def two(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t(x) VALUES ('a')")
+            other.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t(x) VALUES ('b')")
+
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _alone(engine, two)
+        other.execute("ROLLBACK")
+        assert engine.query("SELECT x FROM t", (), 5, None, False) == [("a",)]
+    finally:
+        other.close()
+        engine.close()

@@ -350,3 +350,32 @@ def test_a_plain_path_with_uri_true_shares_the_engine(path: str) -> None:
     a.commit()
     a.close()
     b.close()
+
+
+def test_a_returning_write_whose_rows_fail_to_fetch_keeps_later_writes(path: str) -> None:
+    """At NORMAL a write alone is committed by SQLite as it ends. One whose RETURNING rows
+    fail to fetch (not UTF-8) is closed there and then -- left open, it would hold the
+    writer's transaction unseen while its error lives, and the writes after it would be
+    acknowledged, then rolled back. An error that quotes "busy" in a row's text is not
+    taken for another process's lock: the function in it runs once."""
+    con = sqlite3.connect(path, isolation_level=None, litegate={"synchronous": "NORMAL"})
+    con.execute("CREATE TABLE t(x)")
+    calls: list[int] = []
+
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    con.create_function("f", 1, f)
+    with pytest.raises(std.OperationalError, match="UTF-8") as kept:  # (the error lives on)
+        con.execute("INSERT INTO t VALUES (f(0)) RETURNING 'busy ' || CAST(x'ff' AS TEXT)")
+    assert calls == [0]
+    for i in range(1, 4):
+        con.execute("INSERT INTO t VALUES (?)", (i,))
+    other = std.connect(path)
+    try:
+        assert other.execute("SELECT count(*) FROM t").fetchone() == (4,)
+    finally:
+        other.close()
+    assert kept.value is not None
+    con.close()

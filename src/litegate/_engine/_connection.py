@@ -260,10 +260,10 @@ def is_read_only(exc: BaseException) -> bool:
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite raised ``exc`` as SQLITE_BUSY or SQLITE_LOCKED (by its code: an error
+    the sqlite3 module raises itself has none, and its text may quote a row's data)."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:  # pragma: no cover - sqlite3 always sets it on 3.11+
-        return "locked" in str(exc) or "busy" in str(exc)
-    return (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return code is not None and (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 def begin_immediate(
@@ -339,11 +339,13 @@ def end_transaction(conn: sqlite3.Connection, guard: TxnGuard, sql: str) -> None
 
 
 def run_autocommit(conn: sqlite3.Connection, guard: TxnGuard, fn: Fn[T], args: Any) -> T:
-    """``fn(conn, *args)`` -- one statement, run to its end (every row fetched) -- in
-    SQLite's autocommit mode on a connection guarded by ``guard`` (the lane holder, no
-    transaction open): the commit gate is open for the call, so SQLite commits the statement
-    as it ends. (One left unfinished past the call commits nothing: its commit comes when
-    it is reset, and the gate, shut by then, turns it into a rollback.)"""
+    """``fn(conn, *args)`` -- one statement, run to its end or closed (its cursor reset even
+    when fetching its rows fails) -- in SQLite's autocommit mode on a connection guarded by
+    ``guard`` (the lane holder, no transaction open): the commit gate is open for the call,
+    so SQLite commits the statement as it ends. A statement left unfinished past the call
+    would keep SQLite's write transaction open unseen (``in_transaction`` stays False) and
+    take later writes into it; its commit, when it is reset, meets the shut gate and rolls
+    them all back. ``fn`` must never leave one."""
     if guard.held_pages:  # (as end_transaction's: this commit may checkpoint)
         guard._allowed = get_ident()
         try:

@@ -112,8 +112,9 @@ class WriteLease(ReadLease, Protocol):
 
     def run_alone(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
         """Instead of :meth:`begin`, :meth:`run` and :meth:`commit`, for a job of one
-        statement: the same effect, at the least cost the engine has (where a COMMIT costs no
-        fsync, SQLite's own autocommit: the lane is held across one call, not three)."""
+        statement run to its end: the statement's effect in SQLite's autocommit mode, at the
+        least cost the engine has (where a COMMIT costs no fsync, SQLite's own autocommit: the
+        lane is held across one call, not three)."""
 
     def settle(self) -> None:
         """Before :meth:`begin` only: commit a group the lane was handed on with, so that the

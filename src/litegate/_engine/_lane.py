@@ -348,8 +348,8 @@ class WriteLane(LaneWriter):
 
     def run_alone(self, fn: Fn[T], args: Args) -> T:
         """A sync lease holder, no transaction of its own begun, where a COMMIT costs no
-        fsync: ``fn(conn, *args)`` -- one statement -- committed by SQLite at the end of its
-        own call (:func:`~._connection.run_autocommit`). A group the lane was handed on with
+        fsync: ``fn(conn, *args)`` -- one statement, run to its end (see
+        :func:`~._connection.run_autocommit`) -- committed by SQLite at the end of its own call (:func:`~._connection.run_autocommit`). A group the lane was handed on with
         is committed first. Why: BEGIN, the statement and COMMIT are three calls, each of which
         gives the GIL up and must win it back while every other writer waits for the lane;
         this is one (benchmarks/dropin_store.py: the difference between a writer that holds the
@@ -362,10 +362,12 @@ class WriteLane(LaneWriter):
         if self._group is not None:
             self.commit_group()  # (a failure is its members' to hear, not this write's)
         conn = self._conn
+        before = conn.total_changes
         try:
             result = run_autocommit(conn, self.guard, fn, args)
         except sqlite3.OperationalError as exc:
-            if is_busy(exc) and not conn.in_transaction:
+            # (nothing ran -- no change made, none open -- so the caller may run it again)
+            if is_busy(exc) and not conn.in_transaction and conn.total_changes == before:
                 raise Busy("another process holds the write lock") from exc
             raise
         c = self.counters

@@ -175,8 +175,10 @@ class LaneLease(_Lease):
         """A write of one statement, instead of :meth:`begin`, :meth:`run` and :meth:`commit`
         (then :meth:`release`): where a COMMIT costs no fsync, ``fn(conn, *args)`` in SQLite's
         autocommit mode, committed at the end of its own call
-        (:meth:`~._lane.WriteLane.run_alone`); elsewhere, or while another process holds the
-        write lock, exactly those three.
+        (:meth:`~._lane.WriteLane.run_alone`): what the standard module does with
+        ``isolation_level=None`` (an ``INSERT OR FAIL`` that fails keeps the rows it made
+        before, as there). Elsewhere, or while another process holds the write lock (nothing
+        ran), exactly those three. ``fn`` runs one statement to its end.
 
         :raises Misuse: this lease began a transaction
         """

@@ -427,7 +427,11 @@ def run_statement(
     try:
         raw = conn.executemany(sql, params) if many else conn.execute(sql, params)
         description = raw.description
-        rows: list[Any] = raw.fetchall() if description is not None else []
+        try:  # (a fetch that fails -- a row not UTF-8, a converter -- leaves it unfinished)
+            rows: list[Any] = raw.fetchall() if description is not None else []
+        except BaseException:
+            raw.close()  # (reset now: an unfinished write would hold the writer's transaction)
+            raise
         factory = cur.row_factory
         if factory is not None and rows:
             if isinstance(factory, type) and issubclass(factory, sqlite3.Row):
