@@ -430,11 +430,14 @@ class LocalEngine:
     def read(
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T:
-        self.check()
+        if self._state or self._forked:
+            self.check()
         t0 = perf_counter()
         pool = self._pool
         if pool is None:
             result = self._lane_read(fn, args, timeout, time_limit, sql)
+        elif time_limit is None:
+            result = pool.run(fn, args, timeout)
         else:
             conn = pool.acquire(timeout)
             reads = 0

@@ -1,5 +1,6 @@
 """What both shapes of read pool share: the interface the engine uses (:class:`ReaderPool`),
-the general :meth:`~ReaderPool.query` over ``acquire`` and ``release`` (:class:`Borrowing`),
+the general :meth:`~ReaderPool.query` and :meth:`~ReaderPool.run` over ``acquire`` and
+``release`` (:class:`Borrowing`),
 and how a returned reader is made clean or closed. The shapes: :mod:`._pool` (a bounded
 pool) and :mod:`._pool_per_thread` (one reader per thread).
 """
@@ -9,12 +10,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import deque
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .._statements import fetch
-from .._types import Bound, Params
+from .._types import Args, Bound, Fn, Params
 from ._authorizer import reraise
-from ._connection import ROLLBACK
+from ._connection import ROLLBACK, run_limited
+
+T = TypeVar("T")
 
 __all__ = ("Borrowing", "ReaderPool", "checkin", "close_quietly")
 
@@ -55,6 +58,10 @@ class ReaderPool(Protocol):
 
     def query(self, sql: str, params: Params, timeout: Bound, first: bool) -> Any:
         """Borrow, run one query (its rows, or ``first``: its first row or None), give back."""
+
+    def run(self, fn: Fn[T], args: Args, timeout: Bound) -> T:
+        """Borrow, ``fn(conn, *args)`` (as :func:`~._connection.run_limited` with no time
+        limit), give back."""
 
     def longest_holder(self) -> tuple[int, float] | None:
         """(thread ident, monotonic time since) of the reader held longest, or None."""
@@ -100,6 +107,16 @@ class Borrowing:
 
     def release(self, conn: sqlite3.Connection, reads: int = 0) -> None:
         raise NotImplementedError
+
+    def run(self, fn: Fn[T], args: Args, timeout: Bound) -> T:
+        conn = self.acquire(timeout)
+        reads = 0
+        try:
+            result = run_limited(conn, None, None, fn, *args)
+            reads = 1
+            return result
+        finally:
+            self.release(conn, reads)
 
     def query(self, sql: str, params: Params, timeout: Bound, first: bool) -> Any:
         conn = self.acquire(timeout)

@@ -12,15 +12,10 @@ from typing import Any, Self
 
 from .._errors import Error
 from .._types import ExcType, Tb
-from ._core import (
-    LEGACY_TRANSACTION_CONTROL,
-    ConnectionCore,
-    Cursor,
-    check_level,
-    check_mode,
-)
+from ._core import LEGACY_TRANSACTION_CONTROL, ConnectionCore, Cursor
 from ._session import Session, translate
 from ._shared import check_registration, detach
+from ._sql import check_level, check_mode
 
 __all__ = ("LEGACY_TRANSACTION_CONTROL", "Connection")
 

@@ -36,36 +36,14 @@ from . import _sql
 from ._pragmas import on_writer, outside, set_pragma
 from ._session import EMPTY, Outcome, Session, begin_read, begin_write, end, translate
 from ._shared import attach, check_statement
+from ._sql import LEGACY_TRANSACTION_CONTROL, check_level, check_mode, check_open
 
 __all__ = (
     "LEGACY_TRANSACTION_CONTROL",
     "ConnectionCore",
     "Cursor",
-    "check_level",
-    "check_mode",
     "run_statement",
 )
-
-LEGACY_TRANSACTION_CONTROL = -1
-_LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
-
-
-def check_level(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError("isolation_level must be str or None")
-    if "\0" in value or str.upper(value) not in _LEVELS:
-        raise ValueError(
-            "isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'"
-        )
-    return value
-
-
-def check_mode(value: object) -> bool | int:
-    if value is True or value is False or value == LEGACY_TRANSACTION_CONTROL:
-        return value if isinstance(value, bool) else LEGACY_TRANSACTION_CONTROL
-    raise ValueError("autocommit must be True, False, or sqlite3.LEGACY_TRANSACTION_CONTROL")
 
 
 class ConnectionCore:
@@ -99,18 +77,9 @@ class ConnectionCore:
         autocommit: bool | int = LEGACY_TRANSACTION_CONTROL,
         litegate: Mapping[str, Any] | None = None,
     ) -> None:
-        import os
-
-        if isinstance(database, bytes):
-            database = os.fsdecode(database)
-        path = os.fspath(database)
-        if not isinstance(timeout, int | float):
-            raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
-        if not isinstance(detect_types, int):
-            raise TypeError("detect_types must be an int")
+        path, self._timeout = check_open(database, timeout, detect_types)
         self._isolation_level = check_level(isolation_level)
         self._autocommit = check_mode(autocommit)
-        self._timeout = float(timeout)
         self._lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
@@ -137,8 +106,7 @@ class ConnectionCore:
         except ValueError as exc:
             raise sqlite3.ProgrammingError(str(exc)) from exc
         self._engine: Engine = self._shared.engine
-        # (a COMMIT costs an fsync: see _write)
-        self._fsyncs = str(self._engine.opts.synchronous).upper() in ("FULL", "EXTRA")
+        self._fsyncs = str(self._engine.opts.synchronous).upper() in ("FULL", "EXTRA")  # (_write)
         with _open_lock:
             _open.add(self)
 
@@ -227,6 +195,18 @@ class ConnectionCore:
         except AttributeError:
             s = self._session()
         try:
+            if (
+                kind == _sql.READ
+                and s.lease is None
+                and not many
+                and not self._custom
+                and not self._shared.hooks.version
+                and self._autocommit is not False
+            ):  # (the hot path: a read outside a transaction, no hooks to apply)
+                job = (cur, sql, params, s)
+                read: Outcome = self._engine.read(run_read, job, self._timeout, None, sql)
+                cur.lastrowid = s.lastrowid if s.lastrowid is not None else 0
+                return read
             if kind == _sql.SET_PRAGMA:
                 return set_pragma(self._engine, self._timeout, s, sql)
             if kind >= _sql.BEGIN:
@@ -432,13 +412,8 @@ def run_statement(
         except BaseException:
             raw.close()  # (reset now: an unfinished write would hold the writer's transaction)
             raise
-        factory = cur.row_factory
-        if factory is not None and rows:
-            if isinstance(factory, type) and issubclass(factory, sqlite3.Row):
-                rows = [factory(raw, row) for row in rows]
-            else:
-                cur.description = description
-                rows = [factory(cur, row) for row in rows]
+        if rows and cur.row_factory is not None:
+            rows = _made(cur, raw, rows, description)
         return Outcome(rows, description, raw.rowcount, raw.lastrowid)
     finally:
         s.running = None
@@ -447,6 +422,33 @@ def run_statement(
         changes = conn.total_changes - before
         if changes:
             cx._count_changes(changes)
+
+
+def run_read(conn: sqlite3.Connection, cur: Cursor, sql: str, params: Any, s: Session) -> Outcome:
+    """:func:`run_statement` for a read outside a transaction, on a reader, by a connection
+    with no hooks, functions or text factory of its own (``_run`` checks): nothing changes."""
+    s.running = conn
+    try:
+        raw = conn.execute(sql, params)
+        try:
+            rows: list[Any] = raw.fetchall()
+        except BaseException:
+            raw.close()  # (as run_statement's)
+            raise
+    finally:
+        s.running = None
+    if rows and cur.row_factory is not None:
+        rows = _made(cur, raw, rows, raw.description)
+    return Outcome(rows, raw.description, raw.rowcount, None)
+
+
+def _made(cur: Cursor, raw: sqlite3.Cursor, rows: list[Any], description: Any) -> list[Any]:
+    """``rows`` made by ``cur``'s row factory."""
+    factory = cur.row_factory
+    if isinstance(factory, type) and issubclass(factory, sqlite3.Row):
+        return [factory(raw, row) for row in rows]
+    cur.description = description
+    return [factory(cur, row) for row in rows]
 
 
 class Cursor:

@@ -1,4 +1,6 @@
-"""What a statement is, read from its text: the drop-in's one routing decision.
+"""What a statement is, read from its text: the drop-in's one routing decision (and the
+checks of the settings that decide when a transaction opens: ``isolation_level``,
+``autocommit``).
 
 The standard module's API takes SQL text, so ``litegate.sqlite3`` must route by it: a read runs
 on a reader, a write on the write lane, transaction control changes the calling thread's
@@ -10,6 +12,7 @@ are ``query_only``.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Final
 
@@ -20,6 +23,7 @@ __all__ = (
     "COMMIT",
     "DML",
     "INSERT",
+    "LEGACY_TRANSACTION_CONTROL",
     "NO_TRANSACTION",
     "READ",
     "RELEASE",
@@ -30,6 +34,9 @@ __all__ = (
     "SAVEPOINT",
     "WRITE",
     "Kind",
+    "check_level",
+    "check_mode",
+    "check_open",
     "classify",
     "pragma_setting",
     "savepoint_name",
@@ -207,3 +214,38 @@ def savepoint_name(sql: str) -> str:
     # A quoted name: "sp 1", [sp], `sp`, 'sp'
     m = re.search(r"""(?:"([^"]*)"|\[([^\]]*)\]|`([^`]*)`|'([^']*)')""", sql)
     return next((g for g in m.groups() if g is not None), "").lower() if m else ""
+
+
+# ---- the transaction-control settings ---------------------------------------------------------
+LEGACY_TRANSACTION_CONTROL = -1
+_LEVELS = ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+
+
+def check_level(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("isolation_level must be str or None")
+    if "\0" in value or str.upper(value) not in _LEVELS:
+        raise ValueError(
+            "isolation_level string must be '', 'DEFERRED', 'IMMEDIATE', or 'EXCLUSIVE'"
+        )
+    return value
+
+
+def check_mode(value: object) -> bool | int:
+    if value is True or value is False or value == LEGACY_TRANSACTION_CONTROL:
+        return value if isinstance(value, bool) else LEGACY_TRANSACTION_CONTROL
+    raise ValueError("autocommit must be True, False, or sqlite3.LEGACY_TRANSACTION_CONTROL")
+
+
+def check_open(database: object, timeout: object, detect_types: object) -> tuple[str, float]:
+    """``connect``'s file and timeout, checked as sqlite3 checks them: (path, seconds)."""
+    if isinstance(database, bytes):
+        database = os.fsdecode(database)
+    path = os.fspath(database)  # type: ignore[call-overload]
+    if not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
+    if not isinstance(detect_types, int):
+        raise TypeError("detect_types must be an int")
+    return path, float(timeout)
