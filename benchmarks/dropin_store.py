@@ -309,10 +309,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             for c in CASES
         }
-        best = max(med["lock"], med["per_thread"])
-        ratio = med["litegate"] / best
-        ceiling = med["litegate_api"] / best
-        design = med["one_writer"] / best
+        # Each ratio is taken within a round (its cases ran back to back) and the median of
+        # the rounds' ratios reported: this machine's speed drifts from round to round, and a
+        # ratio of medians taken from different rounds mixes the drift in.
+        rounds = [r for r in results if r["synchronous"] == sync]
+        per_round = [
+            {r["case"]: r["ops_per_s"] for r in rounds[i : i + len(CASES)]}
+            for i in range(0, len(rounds), len(CASES))
+        ]
+
+        ratio, ceiling, design = (
+            statistics.median(o[c] / max(o["lock"], o["per_thread"]) for o in per_round)
+            for c in ("litegate", "litegate_api", "one_writer")
+        )
+        of_design = statistics.median(o["litegate"] / o["one_writer"] for o in per_round)
         clean = all(
             not r["errors"] and not r["sum_off_by"] and not r["inserts_wrong_or_missing"]
             for r in results
@@ -326,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             f"no errors, invariants kept: {'yes' if clean else 'NO'}); litegate's own API "
             f"{med['litegate_api']:.0f} ops/s, {ceiling:.2f}x; one writer + a reader per "
             f"thread at no cost of its own {med['one_writer']:.0f} ops/s, {design:.2f}x (the "
-            f"design's ceiling here)"
+            f"design's ceiling here; litegate {of_design:.2f}x of it). Ratios: the median of "
+            f"the rounds' own; ops/s: medians"
         )
     if args.json:
         with open(args.json, "w") as f:
