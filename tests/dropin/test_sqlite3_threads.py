@@ -379,3 +379,34 @@ def test_a_returning_write_whose_rows_fail_to_fetch_keeps_later_writes(path: str
         other.close()
     assert kept.value is not None
     con.close()
+
+
+def test_interrupt_reaches_a_read_running_outside_a_transaction(path: str) -> None:
+    """``interrupt()`` from another thread stops a long read that runs on a reader (the read
+    hot path), as it stops one on the standard module's connection."""
+    con = sqlite3.connect(path, isolation_level=None)
+    outcome: list[BaseException | None] = []
+    long_read = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) "
+        "SELECT count(*) FROM c"
+    )
+
+    def reader() -> None:
+        try:
+            con.execute(long_read).fetchone()
+            outcome.append(None)
+        except BaseException as exc:  # (reported below)
+            outcome.append(exc)
+
+    t = threading.Thread(target=reader, daemon=True)  # (daemon: a failure hangs nothing)
+    t.start()
+    deadline = time.monotonic() + 10
+    while t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        con.interrupt()
+    t.join(5)
+    assert not t.is_alive(), "the read was never interrupted"
+    assert len(outcome) == 1 and isinstance(outcome[0], std.OperationalError)
+    assert "interrupted" in str(outcome[0])
+    assert con.execute("SELECT 1").fetchone() == (1,)  # the reader serves again
+    con.close()
