@@ -368,3 +368,54 @@ def test_async_run_read_closing_its_reader_fails_and_it_is_replaced(
         if readers == 2:
             _all_readers_serve(db, 2)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("path", ["query", "run"])
+def test_a_close_between_taking_a_reader_and_using_it_leaves_no_reader_open(
+    db_path: str, path: str
+) -> None:
+    """The one-frame paths (query, run) take an idle reader, then find the pool closed: the
+    reader they put back is closed too (close() emptied the queue before it was back)."""
+    with litegate.connect(db_path, readers=1) as db:
+        db.execute("CREATE TABLE t(x)")
+    pool = ReadPool(litegate.Options(db_path, row_factory=None), 1)
+    conn = pool.acquire(5)
+    pool.release(conn)
+    real = pool._free
+
+    class ClosingQueue:
+        armed = True
+
+        def get_nowait(self) -> Any:
+            item = real.get_nowait()
+            if ClosingQueue.armed:  # (once: close() itself empties the queue)
+                ClosingQueue.armed = False
+                pool.close()  # (close() runs now: the queue is empty)
+            return item
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    pool._free = ClosingQueue()  # type: ignore[assignment]
+    with pytest.raises(litegate.Closed):
+        if path == "query":
+            pool.query("SELECT 1", (), 1, True)
+        else:
+            pool.run(lambda c: c.execute("SELECT 1").fetchone(), (), 1)
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open
+        conn.execute("SELECT 1")
+    assert pool.open_count == 0
+
+
+def test_a_function_that_closes_its_reader_and_uses_it_gets_the_sqlite3_error(
+    pooled: litegate.Database,
+) -> None:
+    """As before the one-frame run path (and as on every other path): the function's own
+    error reaches the caller; only a function that returns after closing it is Misuse."""
+    with pooled as db:
+        assert db.query_value("SELECT 1") == 1  # (a warm pool: the one-frame path)
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            db.run_read(lambda c: (c.close(), c.execute("SELECT 1")))
+        with pytest.raises(litegate.Misuse, match="closed the connection"):
+            db.run_read(_close)
+        assert db.query_value("SELECT 2") == 2

@@ -49,14 +49,6 @@ def thread_name(ident: int) -> str:
     return f"thread {ident}"
 
 
-def _closed(conn: sqlite3.Connection) -> bool:
-    try:
-        conn.in_transaction  # noqa: B018 (raises on a closed connection)
-    except sqlite3.ProgrammingError:
-        return True
-    return False
-
-
 class _Reader:
     """A pooled connection and what the pool knows of it. ``ident``, ``since`` and ``reads``
     are written only by its borrower of the moment (handed over through the queue)."""
@@ -173,6 +165,8 @@ class ReadPool(Borrowing):
             return super().query(sql, params, timeout, first)
         if type(reader) is not _Reader or self._closed:
             self._free.put(reader)
+            if self._closed:  # close() emptied the queue meanwhile and may have missed it
+                self._drain()
             return super().query(sql, params, timeout, first)
         reader.ident = get_ident()
         reader.since = monotonic()
@@ -207,6 +201,8 @@ class ReadPool(Borrowing):
             return super().run(fn, args, timeout)
         if type(reader) is not _Reader or self._closed:
             self._free.put(reader)
+            if self._closed:  # (as query's)
+                self._drain()
             return super().run(fn, args, timeout)
         reader.ident = get_ident()
         reader.since = monotonic()
@@ -218,17 +214,16 @@ class ReadPool(Borrowing):
                 result = fn(conn, *args)
             except sqlite3.DatabaseError as exc:
                 reraise(exc)  # (a refused PRAGMA or ATTACH: Refused, saying which)
-            clean = not conn.in_transaction  # (raises if fn closed it: see below)
-            reader.reads += 1
-            return result
-        except sqlite3.ProgrammingError:
-            if _closed(conn):
+            try:
+                clean = not conn.in_transaction
+            except sqlite3.ProgrammingError:  # (as run_limited's)
                 raise Misuse(
                     "the function closed the connection it was given: litegate's connections "
                     "are shared and must stay open (a closed reader is replaced when it is "
                     "given back)"
                 ) from None
-            raise
+            reader.reads += 1
+            return result
         finally:
             if clean and not self._closed:  # release() inlined for a clean reader
                 del self._holders[id(conn)]

@@ -35,7 +35,7 @@ from .._statements import split_script
 from . import _sql
 from ._pragmas import on_writer, outside, set_pragma
 from ._session import EMPTY, Outcome, Session, begin_read, begin_write, end, translate
-from ._shared import attach, check_statement
+from ._shared import Hooks, attach, check_statement
 from ._sql import LEGACY_TRANSACTION_CONTROL, check_level, check_mode, check_open
 
 __all__ = (
@@ -200,10 +200,9 @@ class ConnectionCore:
                 and s.lease is None
                 and not many
                 and not self._custom
-                and not self._shared.hooks.version
                 and self._autocommit is not False
             ):  # (the hot path: a read outside a transaction, no hooks to apply)
-                job = (cur, sql, params, s)
+                job = (cur, sql, params, s, self._shared.hooks)
                 read: Outcome = self._engine.read(run_read, job, self._timeout, None, sql)
                 cur.lastrowid = s.lastrowid if s.lastrowid is not None else 0
                 return read
@@ -222,22 +221,11 @@ class ConnectionCore:
                     and self._autocommit == LEGACY_TRANSACTION_CONTROL
                 ):
                     lease = self._begin(s, "BEGIN " + self._isolation_level)
-                elif kind == _sql.NO_TRANSACTION:
-                    return outside(  # type: ignore[no-any-return]
-                        self._engine,
-                        self._timeout,
-                        s,
-                        run_statement,
-                        (self, cur, sql, params, False, s),
-                    )
-                elif kind == _sql.WRITER_READ:
-                    return on_writer(  # type: ignore[no-any-return]
-                        self._engine,
-                        self._timeout,
-                        s,
-                        run_statement,
-                        (self, cur, sql, params, many, s),
-                    )
+                elif kind == _sql.NO_TRANSACTION or kind == _sql.WRITER_READ:
+                    side = outside if kind == _sql.NO_TRANSACTION else on_writer
+                    work = (self, cur, sql, params, many and kind == _sql.WRITER_READ, s)
+                    done: Outcome = side(self._engine, self._timeout, s, run_statement, work)
+                    return done
             elif s.reading and kind != _sql.READ and kind != _sql.WRITER_READ:
                 # (readers refuse writes themselves; with readers=0 the "reader" is the lane)
                 raise sqlite3.OperationalError("attempt to write a readonly database")
@@ -424,9 +412,13 @@ def run_statement(
             cx._count_changes(changes)
 
 
-def run_read(conn: sqlite3.Connection, cur: Cursor, sql: str, params: Any, s: Session) -> Outcome:
+def run_read(
+    conn: sqlite3.Connection, cur: Cursor, sql: str, params: Any, s: Session, hooks: Hooks
+) -> Outcome:
     """:func:`run_statement` for a read outside a transaction, on a reader, by a connection
-    with no hooks, functions or text factory of its own (``_run`` checks): nothing changes."""
+    with no hooks or text factory of its own (``_run`` checks): nothing changes."""
+    if hooks.version:
+        hooks.sync(conn)
     s.running = conn
     try:
         raw = conn.execute(sql, params)
