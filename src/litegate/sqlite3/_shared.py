@@ -38,6 +38,11 @@ class Hooks:
     connection (Django does) keeps one of each."""
 
     def __init__(self) -> None:
+        # Guards _items, version and _applied. version and _applied are also read without
+        # it, by sync's first check: a whole int and a whole tuple (dict reads are safe
+        # against a concurrent write); a stale pair only sends the caller to the locked path,
+        # and a registration made before the caller's statement (in its thread, or handed
+        # to it through anything that orders them) is seen.
         self._lock = threading.Lock()
         # (method, name, arity) -> (method, args, kwargs), in registration order
         self._items: dict[tuple[Any, ...], tuple[str, tuple[Any, ...], dict[str, Any]]] = {}
@@ -63,6 +68,9 @@ class Hooks:
 
     def sync(self, conn: sqlite3.Connection) -> None:
         """Apply to ``conn`` the registrations it has not had (the caller owns it)."""
+        seen = self._applied.get(id(conn))  # (up to date: no lock, see __init__)
+        if seen is not None and seen[1] is conn and seen[0] == self.version:
+            return
         with self._lock:
             seen = self._applied.get(id(conn))
             if seen is not None and seen[1] is conn and seen[0] == self.version:
