@@ -109,8 +109,12 @@ def _traced(tracer: _Interrupter) -> Iterator[None]:
 
 
 def _lock_is_free(path: Path) -> bool:
-    """Another connection can take the file's write lock at once (nothing left holding it)."""
-    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    """Another connection can take the file's write lock (nothing left holding it). Within
+    half a second: the engine's idle checkpoint (``wal_checkpoint(TRUNCATE)``, 0.2 s after
+    the lane goes idle) blocks writers for the few milliseconds it runs, and one that began
+    just then made this check fail at a random point of a sweep; a lane left held stays
+    held (nothing else runs meanwhile)."""
+    other = sqlite3.connect(path, timeout=0.5, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
         other.execute("ROLLBACK")

@@ -348,13 +348,13 @@ class WriteLane(LaneWriter):
 
     def run_alone(self, fn: Fn[T], args: Args) -> T:
         """A sync lease holder, no transaction of its own begun, where a COMMIT costs no
-        fsync: ``fn(conn, *args)`` -- one statement, run to its end (see
-        :func:`~._connection.run_autocommit`) -- committed by SQLite at the end of its own call (:func:`~._connection.run_autocommit`). A group the lane was handed on with
-        is committed first. Why: BEGIN, the statement and COMMIT are three calls, each of which
-        gives the GIL up and must win it back while every other writer waits for the lane;
-        this is one (benchmarks/dropin_store.py: the difference between a writer that holds the
-        lane and one that holds SQLite's lock only inside its statement, as a connection per
-        thread does).
+        fsync: ``fn(conn, *args)`` -- one statement, run to its end -- committed by SQLite at
+        the end of its own call (:func:`~._connection.run_autocommit`). A group the lane was
+        handed on with is committed first. Why: BEGIN, the statement and COMMIT are three
+        calls, each of which gives the GIL up and must win it back while every other writer
+        waits for the lane; this is one (benchmarks/dropin_store.py: the difference between a
+        writer that holds the lane and one that holds SQLite's lock only inside its
+        statement, as a connection per thread does).
 
         :raises Busy: another process held the write lock (nothing ran: the caller may
             begin a transaction, which waits for it)

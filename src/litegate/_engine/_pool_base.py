@@ -1,8 +1,7 @@
 """What both shapes of read pool share: the interface the engine uses (:class:`ReaderPool`),
 the general :meth:`~ReaderPool.query` and :meth:`~ReaderPool.run` over ``acquire`` and
-``release`` (:class:`Borrowing`),
-and how a returned reader is made clean or closed. The shapes: :mod:`._pool` (a bounded
-pool) and :mod:`._pool_per_thread` (one reader per thread).
+``release`` (:class:`Borrowing`), and how a returned reader is made clean or closed. The
+shapes: :mod:`._pool` (a bounded pool) and :mod:`._pool_per_thread` (one reader per thread).
 """
 
 from __future__ import annotations
