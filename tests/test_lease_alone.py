@@ -1,8 +1,9 @@
 """``WriteLease.run_alone``: a write of one statement on a held lane, committed by SQLite's
 autocommit where a COMMIT costs no fsync (``litegate._engine._lane.WriteLane.run_alone``),
-else begin/run/commit. What must hold: it commits (and only what it wrote), a failing
-statement leaves nothing behind, another process's lock is waited for, a group the lane was
-handed on with is committed first, and the lane is free afterwards."""
+else begin/run/commit. What must hold: it commits (and only what it wrote), a statement that
+fails leaves what SQLite's autocommit leaves (a row refused by a constraint: nothing), another
+process's lock is waited for, a group the lane was handed on with is committed first, and the
+lane is free afterwards."""
 
 from __future__ import annotations
 
