@@ -439,13 +439,7 @@ class LocalEngine:
         elif time_limit is None:
             result = pool.run(fn, args, timeout)
         else:
-            conn = pool.acquire(timeout)
-            reads = 0
-            try:
-                result = run_limited(conn, time_limit, sql, fn, *args)
-                reads = 1
-            finally:
-                pool.release(conn, reads)
+            result = pool.run(run_limited, (time_limit, sql, fn, *args), timeout)
         self._counters.read_latency.append(perf_counter() - t0)
         return result
 

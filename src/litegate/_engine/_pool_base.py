@@ -13,7 +13,6 @@ from typing import Any, Protocol, TypeVar
 
 from .._statements import fetch
 from .._types import Args, Bound, Fn, Params
-from ._authorizer import reraise
 from ._connection import ROLLBACK, run_limited
 
 T = TypeVar("T")
@@ -118,13 +117,4 @@ class Borrowing:
             self.release(conn, reads)
 
     def query(self, sql: str, params: Params, timeout: Bound, first: bool) -> Any:
-        conn = self.acquire(timeout)
-        reads = 0
-        try:
-            result = fetch(conn, sql, params, first)
-            reads = 1
-            return result
-        except sqlite3.DatabaseError as exc:
-            reraise(exc)  # (a refused PRAGMA or ATTACH: Refused, saying which)
-        finally:
-            self.release(conn, reads)
+        return self.run(fetch, (sql, params, first), timeout)
