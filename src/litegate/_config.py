@@ -27,7 +27,13 @@ DEFAULT_TIMEOUT = 5.0
 """Seconds any call waits for a reader, for queue space or for the write lane."""
 DEFAULT_BUSY_TIMEOUT = 5.0
 """Seconds the writer keeps retrying when another process holds the file's write lock."""
-DEFAULT_READERS = 4
+DEFAULT_READERS = min(32, (getattr(os, "process_cpu_count", os.cpu_count)() or 1) + 4)
+"""Reader connections at most (opened only as that many reads run at once): as many as the
+threads of Python's default thread pool (``ThreadPoolExecutor``'s default, which
+``asyncio.to_thread`` uses), so that pool's threads never wait for a reader. With 4 readers
+under ``asyncio.to_thread``'s 6 threads on 2 cores, point reads through the drop-in ran at
+0.83x the rate 6 readers gave (median of four interleaved rounds; ``benchmarks/dropin_store.py``
+with ``LITEGATE_STORE_MIX=1,0``, FULL)."""
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_MAX_BATCH = 512
 DEFAULT_WAL_WARN_BYTES = 64 * 1024 * 1024
@@ -210,8 +216,9 @@ def _check_pragma(key: object) -> None:
 
 class ConnectOptions(TypedDict, total=False):
     """The keyword arguments of :func:`litegate.connect` and :func:`litegate.connect_async`
-    (the fields of :class:`Options` but ``path``; ``readers=None`` means "the default": 4, or
-    0 for an in-memory database). One definition types both functions alike."""
+    (the fields of :class:`Options` but ``path``; ``readers=None`` means "the default":
+    ``DEFAULT_READERS``, or 0 for an in-memory database). One definition types both functions
+    alike."""
 
     readers: Readers | None
     synchronous: Synchronous

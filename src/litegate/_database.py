@@ -54,7 +54,8 @@ def connect(path: str | os.PathLike[str], **options: Unpack[ConnectOptions]) -> 
     """Open a database for the whole program: threads may share the returned object.
 
     :param path: file path, or ``":memory:"`` (one connection; reads go through the lane)
-    :param readers: reader connections: ``N`` (default 4), ``"per-thread"`` or ``0``
+    :param readers: reader connections: ``N`` (default ``min(32, CPUs + 4)``, the threads of
+        Python's default thread pool; opened as needed), ``"per-thread"`` or ``0``
     :param synchronous: ``"FULL"`` (default, durable) or ``"NORMAL"``
     :param timeout: default wait bound in seconds for readers and the write lane (default 5)
     :param busy_timeout: seconds to keep retrying while another process holds the write lock

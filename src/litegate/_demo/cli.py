@@ -134,7 +134,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--readers",
         type=_readers,
         default=4,
-        help="read pool: a number, 'per-thread' or 0 (default 4)",
+        help="read pool: a number, 'per-thread' or 0 (default: CPUs + 4, at most 32)",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
 
