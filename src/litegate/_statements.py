@@ -15,6 +15,7 @@ from typing import Any
 from ._types import Params
 
 __all__ = (
+    "Described",
     "Result",
     "close_cursor",
     "close_cursors",
@@ -26,6 +27,7 @@ __all__ = (
     "rollback_to_savepoint",
     "run_execute",
     "run_executemany",
+    "run_described",
     "run_query",
     "run_script",
     "split_script",
@@ -79,6 +81,43 @@ def fetch(conn: sqlite3.Connection, sql: str, params: Params, first: bool) -> An
     cur = conn.execute(sql, params)
     try:
         return cur.fetchone() if first else cur.fetchall()
+    finally:
+        cur.close()
+
+
+class Described:
+    """What one read statement gave, as a DB-API cursor tells it: its rows (made by the
+    ``row_factory`` it ran with), ``description``, ``rowcount`` and ``lastrowid``."""
+
+    __slots__ = ("description", "lastrowid", "rowcount", "rows")
+
+    def __init__(self, rows: list[Any], description: Any, rowcount: int, lastrowid: Any) -> None:
+        self.rows = rows
+        self.description = description
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+
+def run_described(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: Params,
+    row_factory: Any,
+    prepare: Any,
+) -> Described:
+    """A read statement's :class:`Described`: :func:`run_query` for a DB-API facade
+    (``litegate.aio``), which needs the cursor's ``description`` and its own row factory (run
+    here, on the engine's cursor: ``sqlite3.Row`` and factories that read
+    ``cursor.description`` need the real one). ``prepare(conn)``, if given, runs first (the
+    drop-in's registered functions brought up to date on ``conn``). A read: the engine runs it
+    inline on the loop where :func:`run_query` would be (``_async_lease._reads``)."""
+    if prepare is not None:
+        prepare(conn)
+    cur = conn.cursor()
+    try:
+        cur.row_factory = row_factory
+        cur.execute(sql, params)
+        return Described(cur.fetchall(), cur.description, cur.rowcount, cur.lastrowid)
     finally:
         cur.close()
 

@@ -28,6 +28,7 @@ from .._statements import (
     exec_sql,
     fetch,
     rollback_to_savepoint,
+    run_described,
     run_execute,
     run_query,
 )
@@ -587,7 +588,7 @@ fsync): a COMMIT writes every page changed."""
 
 def _reads(fn: object) -> bool:
     """The lease's own read functions (by identity: a user's callable need not be hashable)."""
-    return fn is run_query or fn is fetch
+    return fn is run_query or fn is fetch or fn is run_described
 
 
 def _cheap(fn: object) -> bool:

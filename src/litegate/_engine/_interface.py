@@ -36,9 +36,10 @@ time_limit, first)``               read hot path)                          for a
                                                                            PoolTimeout
 ``read(fn, args, timeout,          the job on a read-only connection       as ``query``
 time_limit, sql)``
-``query_inline(sql, params)``      loop thread: the rows, if an idle       never longer than
-                                   reader ran the query within             INLINE_BUDGET;
-                                   ``INLINE_BUDGET``; else ``MISS``        never waits
+``query_inline(sql, params,        loop thread: the rows (``fn``'s result,  never longer than
+fn=run_query, extra=())``          ``fn(conn, sql, params, *extra)``), if  INLINE_BUDGET;
+                                   an idle reader ran it within            never waits
+                                   ``INLINE_BUDGET``; else ``MISS``
 ``await read_async(...)``          the job on a reader thread (offload)    never blocks the
                                                                            loop
 ``borrow(timeout, what)``          a reader held across calls: a           as ``query``
@@ -224,7 +225,9 @@ class Engine(Protocol):
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T: ...
 
-    def query_inline(self, sql: str, params: Params) -> Any: ...
+    def query_inline(
+        self, sql: str, params: Params, fn: Fn[Any] = ..., extra: Args = ()
+    ) -> Any: ...
 
     async def read_async(
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None

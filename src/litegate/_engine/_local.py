@@ -457,7 +457,9 @@ class LocalEngine:
         outcome: T = job.outcome()
         return outcome
 
-    def query_inline(self, sql: str, params: Params) -> Any:
+    def query_inline(
+        self, sql: str, params: Params, fn: Fn[Any] = run_query, extra: Args = ()
+    ) -> Any:
         if self._state or self._forked:
             self.check()
         pool, slow = self._pool, self._slow
@@ -467,7 +469,7 @@ class LocalEngine:
             return MISS
         t0, rows = perf_counter(), MISS
         try:
-            rows = run_inline(conn, run_query, (sql, params))
+            rows = run_inline(conn, fn, (sql, params, *extra) if extra else (sql, params))
         finally:
             pool.release(conn, 0 if rows is MISS else 1)
         if rows is not MISS:  # (else the reader thread that runs it judges it: SlowStatements)

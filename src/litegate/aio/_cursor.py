@@ -1,0 +1,160 @@
+"""``litegate.aio``'s cursor and the awaitable-or-context-manager that methods return.
+
+A statement runs to its end when it is awaited and its cursor keeps the rows (as the drop-in's
+does): a cursor pins no reader and no lane, so fetching is free and an abandoned cursor holds
+nothing. Fields: a cursor is its task's (as an aiosqlite cursor is its connection thread's).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+
+from .._types import ExcType, Tb
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ("Cursor", "Result")
+
+T = TypeVar("T")
+
+
+class Result(Generic[T]):
+    """What ``execute`` and its kin return: ``await`` it for the value, or ``async with`` it
+    (a cursor is closed at the block's end), as aiosqlite's ``Result``."""
+
+    __slots__ = ("_coro", "_value")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._value: Any = None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._coro.__await__()
+
+    def send(self, value: Any) -> Any:  # (a Coroutine: asyncio.gather and ensure_future take it)
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    async def __aenter__(self) -> T:
+        self._value = await self._coro
+        value: T = self._value
+        return value
+
+    async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
+        if isinstance(self._value, Cursor):
+            await self._value.close()
+
+
+Coroutine.register(Result)
+
+
+class Cursor:
+    """An aiosqlite cursor: ``execute…`` returns it; ``fetchone/fetchmany/fetchall`` and
+    ``async for`` give the rows the statement returned."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.iter_chunk_size = conn.iter_chunk_size
+        self.arraysize = 1
+        self.row_factory: Callable[[sqlite3.Cursor, tuple[Any, ...]], Any] | None = None
+        self._rows: list[Any] = []
+        self._at = 0
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self._closed = False
+
+    def _set(self, rows: list[Any], description: Any, rowcount: int, lastrowid: Any) -> None:
+        self._rows, self._at = rows, 0
+        self.description = description
+        self.rowcount = rowcount
+        if lastrowid is not None:
+            self.lastrowid = lastrowid
+
+    def _live(self) -> None:
+        conn = self._conn
+        if self._closed or conn.closed:
+            raise ValueError("Connection closed")
+        if conn.closing:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> Self:
+        self._live()
+        await self._conn.run_statement(self, sql, () if parameters is None else parameters)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> Self:
+        self._live()
+        await self._conn.run_statement(self, sql, parameters, many=True)
+        return self
+
+    async def executescript(self, sql_script: str) -> Self:
+        self._live()
+        await self._conn.run_script(self, sql_script)
+        return self
+
+    async def fetchone(self) -> Any:
+        self._live()
+        if self._at >= len(self._rows):
+            return None
+        row = self._rows[self._at]
+        self._at += 1
+        return row
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        self._live()
+        n = self.arraysize if size is None else size
+        rows = self._rows[self._at : self._at + max(n, 0)]
+        self._at += len(rows)
+        return rows
+
+    async def fetchall(self) -> list[Any]:
+        self._live()
+        rows = self._rows[self._at :]
+        self._at = len(self._rows)
+        return rows
+
+    async def close(self) -> None:
+        self._closed = True
+        self._rows = []
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Any]:
+        while True:
+            rows = await self.fetchmany(self.iter_chunk_size)
+            if not rows:
+                return
+            for row in rows:
+                yield row
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
+        await self.close()
+
+
+def result(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Result[T]]:
+    """Make an ``async def`` method return a :class:`Result`."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Result[T]:
+        return Result(fn(*args, **kwargs))
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__qualname__ = fn.__qualname__
+    return wrapper
