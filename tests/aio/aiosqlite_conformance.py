@@ -26,7 +26,7 @@ def main() -> None:
         suite = loader.loadTestsFromNames([f"aiosqlite.tests.smoke.SmokeTest.{p}" for p in picked])
     else:
         suite = loader.loadTestsFromTestCase(smoke.SmokeTest)
-    ids = [t.id() for t in suite]
+    ids = [t.id() for t in suite if isinstance(t, unittest.TestCase)]
     stream = io.StringIO()
     result = unittest.TextTestRunner(stream=stream, verbosity=2).run(suite)
     out = {

@@ -1,192 +1,37 @@
-"""``litegate.aio.Connection``: aiosqlite's connection on the shared engine.
-
-Every connection to one file in a process shares one engine (with ``litegate.sqlite3``'s: the
-same registry). A statement runs in the calling task's transaction if it has one, else as one
-group-committed write on the lane or as a read on the pool -- inline on the loop when an idle
-reader answers within the engine's budget, as :class:`litegate.AsyncDatabase` reads.
-
-Transaction state belongs to the calling task (:class:`_Session`, found through a
-``ContextVar`` of the connection's): a task's transaction holds the write lane until that
-task's ``commit()``/``rollback()``, the connection's ``close()``, or the task's end (rolled back,
-with a ``ResourceWarning``). A task started while its parent's transaction is open runs its
-statements in it (``asyncio.gather`` inside a transaction, as ORMs do); otherwise it has its
-own.
-
-==================  =====================================================================
-field               guard
-==================  =====================================================================
-``_open``           ``_lock``: the sessions with a transaction open (``close`` ends them)
-``_changes``        ``_lock``
-``_closed``         set once by ``close``/``stop``; read without the lock (a call racing
-                    with close fails in the engine instead)
-a ``_Session``      its task's (a child task reads it only while the transaction is open)
-factories, hooks,   the caller's: set them before sharing the connection (as with
-``isolation_level`` aiosqlite); each statement reads them once, when it starts
-==================  =====================================================================
-"""
+"""``litegate.aio.Connection``: aiosqlite's connection on the shared engine (its state and
+where each statement runs: :mod:`._core`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 import sqlite3
-import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
-from time import perf_counter
 from typing import Any, Self, cast
 
-from .._engine import MISS, AsyncReadLease, AsyncWriteLease, Engine, use_authorizer, wait_turn
 from .._errors import Error
-from .._statements import run_described, run_execute, split_script
 from .._types import ExcType, Tb
 from ..sqlite3 import _sql
 from ..sqlite3._session import translate
-from ..sqlite3._shared import Shared, attach, check_registration, check_statement, detach
+from ..sqlite3._shared import detach
+from ._core import ConnectionCore, dump
 from ._cursor import Cursor, result
 
 __all__ = ("Connection", "connect")
 
-_Lease = AsyncWriteLease | AsyncReadLease
 
+class Connection(ConnectionCore):
+    """An aiosqlite connection on litegate's shared engine (see :mod:`._core`)."""
 
-class _Session:
-    """One task's transaction on one connection."""
-
-    __slots__ = ("explicit", "lease", "read_only", "reading", "task")
-
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        self.task = task
-        self.lease: _Lease | None = None
-        self.reading = False  # the lease is a snapshot on a reader
-        self.explicit = False
-        self.read_only = False
-
-
-def _location(database: Any) -> str:
-    """aiosqlite's: a path, bytes, or anything with ``__str__``."""
-    if isinstance(database, str):
-        return database
-    if isinstance(database, bytes):
-        return database.decode("utf-8")
-    if isinstance(database, os.PathLike):
-        return os.fspath(database)  # type: ignore[no-any-return]
-    return str(database)
-
-
-class Connection:
-    """An aiosqlite connection on litegate's shared engine (see the module docstring)."""
-
-    def __init__(
-        self,
-        connector: Callable[[], Any] | str | bytes | os.PathLike[str],
-        iter_chunk_size: int = 64,
-        loop: asyncio.AbstractEventLoop | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if loop is not None:
-            warnings.warn(
-                "aiosqlite.Connection no longer uses the `loop` parameter",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-        self._connector = connector
-        self._kwargs = kwargs
-        self.iter_chunk_size = iter_chunk_size
-        self._lock = threading.Lock()
-        self._var: contextvars.ContextVar[_Session] = contextvars.ContextVar("litegate.aio")
-        self._open: set[_Session] = set()
-        self._running_on: list[sqlite3.Connection] = []  # engine connections running its jobs
-        self._changes = 0
-        self._shared: Shared | None = None
-        self._engine: Engine | None = None
-        self._sync: Any = None  # a litegate.sqlite3 connection for the rare statements
-        self._closed = False  # close() has begun
-        self._done = False  # close() has ended
-        self._running = True
-        self._started = False
-        self._isolation_level = _sql.check_level(kwargs.get("isolation_level", ""))
-        self._autocommit = _sql.check_mode(
-            kwargs.get("autocommit", _sql.LEGACY_TRANSACTION_CONTROL)
-        )
-        self._timeout = 5.0
-        self.row_factory: Callable[[sqlite3.Cursor, tuple[Any, ...]], Any] | None = None
-        self.text_factory: Any = str
-        self._trace: Callable[[str], object] | None = None
-        self._progress: tuple[Callable[[], object], int] | None = None
-        self._authorizer: Callable[..., int] | None = None
-        self._slice = 0.0
-        self._last_yield = 0.0
-
-    # ---- opening and closing --------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, Self]:
         return self._connect().__await__()
-
-    async def _connect(self) -> Self:
-        if self._started:
-            raise RuntimeError("threads can only be started once")
-        self._started = True
-        try:
-            self._shared = await asyncio.to_thread(self._attach)
-        except BaseException:
-            self._running = False
-            raise
-        self._engine = self._shared.engine
-        return self
-
-    def _attach(self) -> Shared:
-        connector = self._connector
-        if callable(connector) and not isinstance(connector, os.PathLike):
-            made = connector()  # (aiosqlite's own constructor: a function that connects)
-            if isinstance(made, sqlite3.Connection):
-                made.close()
-            raise sqlite3.NotSupportedError(
-                "litegate.aio opens its own connections to the shared engine: use "
-                "litegate.aio.connect(path, ...) rather than Connection(connector, ...)"
-            )
-        kw = self._kwargs
-        path, self._timeout = _sql.check_open(
-            _location(connector), kw.get("timeout", 5.0), kw.get("detect_types", 0)
-        )
-        unknown = set(kw) - _CONNECT_ARGS
-        if unknown:
-            raise TypeError(f"connect() got an unexpected keyword argument {sorted(unknown)[0]!r}")
-        try:
-            return attach(
-                path,
-                uri=bool(kw.get("uri", False)),
-                detect_types=kw.get("detect_types", 0),
-                timeout=self._timeout,
-                options=kw.get("litegate"),
-            )
-        except Error as exc:
-            raise translate(exc) from exc
-        except ValueError as exc:
-            raise sqlite3.ProgrammingError(str(exc)) from exc
 
     async def __aenter__(self) -> Self:
         return await self
 
     async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
         await self.close()
-
-    @property
-    def closed(self) -> bool:
-        """Never opened, or closed (``close()`` ended, or ``stop()`` was called)."""
-        return self._done or self._engine is None
-
-    def _live(self) -> Engine:
-        engine = self._engine
-        if engine is None or self._closed:
-            raise ValueError("no active connection")
-        return engine
-
-    @property
-    def closing(self) -> bool:
-        """``close()`` has begun (a cursor's calls meanwhile raise ``ProgrammingError``, as
-        aiosqlite's do on the closed ``sqlite3`` connection; once it has ended, ``ValueError``)."""
-        return self._closed
 
     async def close(self) -> None:
         """Roll back the transactions still open on it (every task's), then detach from the
@@ -219,19 +64,6 @@ class Connection:
         fut.set_result(None)
         return fut
 
-    def _take_down(self) -> Shared | None:
-        self._running = False
-        with self._lock:
-            if self._closed or self._shared is None:
-                self._closed = True
-                return None
-            self._closed = True
-            sessions, self._open = list(self._open), set()
-        for s in sessions:
-            _end_quietly(s)
-        shared, self._shared = self._shared, None
-        return shared
-
     def __del__(self) -> None:
         if self._shared is not None and not self._closed:
             warnings.warn(
@@ -243,269 +75,7 @@ class Connection:
             self.stop()
 
     # ---- the calling task's session ----------------------------------------------------------
-    def _session(self) -> _Session:
-        task = asyncio.current_task()
-        s = self._var.get(None)
-        if s is not None and (s.task is task or s.lease is not None):
-            return s  # (its own, or the open transaction of the task that started it)
-        s = _Session(task)
-        self._var.set(s)
-        return s
 
-    async def _begin(self, s: _Session) -> _Lease:
-        engine = self._live()
-        try:
-            if s.read_only:
-                lease: _Lease = await engine.borrow_async(self._timeout, "the snapshot")
-                await lease.begin_snapshot()
-                s.reading = True
-            else:
-                lease = await engine.lease_async(self._timeout, "the transaction")
-                try:
-                    await lease.begin()
-                except BaseException:
-                    lease.end()
-                    raise
-                s.reading = False
-        except Error as exc:
-            raise translate(exc) from exc
-        s.lease = lease
-        with self._lock:
-            self._open.add(s)
-        task = s.task
-        if task is not None:
-            task.add_done_callback(lambda _t: self._task_ended(s))
-        return lease
-
-    def _task_ended(self, s: _Session) -> None:
-        if s.lease is None:
-            return
-        self._forget(s)
-        _end_quietly(s)
-        warnings.warn(
-            "a task ended with its litegate.aio transaction open: rolled back (commit() or "
-            "rollback() before the task ends)",
-            ResourceWarning,
-            stacklevel=1,
-        )
-
-    def _forget(self, s: _Session) -> None:
-        with self._lock:
-            self._open.discard(s)
-
-    async def _end(self, s: _Session, commit: bool) -> None:
-        lease = s.lease
-        if lease is None:
-            return
-        self._traced("COMMIT" if commit else "ROLLBACK")
-        s.lease = None
-        s.explicit = False
-        self._forget(s)
-        try:
-            if s.reading:
-                await lease.release()
-            elif commit:
-                try:
-                    await _writing(lease).commit()
-                finally:
-                    _writing(lease).end()
-            else:
-                _writing(lease).end()
-        except Error as exc:
-            raise translate(exc) from exc
-
-    # ---- statements ---------------------------------------------------------------------------
-    @property
-    def _custom(self) -> bool:
-        return (
-            self._trace is not None
-            or self._progress is not None
-            or self._authorizer is not None
-            or self.text_factory is not str
-        )
-
-    async def run_statement(
-        self, cur: Cursor, sql: str, params: Any, *, many: bool = False, implicit: bool = True
-    ) -> None:
-        """Run one statement for ``cur`` (routed as the module docstring says)."""
-        if not isinstance(sql, str):
-            raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
-        engine = self._live()
-        kind = _sql.classify(sql)
-        s = self._session()
-        rf = cur.row_factory if cur.row_factory is not None else self.row_factory
-        hooks = self._shared.hooks if self._shared is not None else None
-        prepare = hooks.sync if hooks is not None and hooks.version else None
-        try:
-            if kind == _sql.READ and s.lease is None and not many and not self._custom:
-                if self._autocommit is not False:
-                    out = await self._read(engine, sql, params, rf, prepare)
-                    cur._set(out.rows, out.description, out.rowcount, None)
-                    return
-            if kind >= _sql.BEGIN:
-                await self._control(s, kind, sql)
-                cur._set([], None, -1, None)
-                return
-            lease = s.lease
-            if lease is None:
-                if self._autocommit is False:
-                    lease = await self._begin(s)
-                elif (
-                    implicit
-                    and kind in (_sql.DML, _sql.INSERT)
-                    and self._isolation_level is not None
-                    and self._autocommit == _sql.LEGACY_TRANSACTION_CONTROL
-                ):
-                    self._traced("BEGIN " + self._isolation_level)
-                    lease = await self._begin(s)
-            if kind in (_sql.SET_PRAGMA, _sql.NO_TRANSACTION, _sql.WRITER_READ) and lease is None:
-                out = await self._on_sync(sql, params, many)
-            elif lease is not None:
-                if s.reading and kind != _sql.READ and kind != _sql.WRITER_READ:
-                    raise sqlite3.OperationalError("attempt to write a readonly database")
-                if kind == _sql.NO_TRANSACTION:
-                    raise sqlite3.OperationalError(
-                        f"cannot run {sql.split()[0].upper()} from within a transaction"
-                    )
-                try:
-                    out = await self._in_transaction(s, lease, kind, sql, params, many, rf, prepare)
-                except BaseException:
-                    if s.lease is lease and not s.reading and _writing(lease).lost:
-                        await self._end(s, commit=False)  # (SQLite ended it: give the lane back)
-                    raise
-            elif kind == _sql.READ:
-                job = (sql, params, many, rf, prepare, self._settings(), self)
-                out = await engine.read_async(_run_job, job, self._timeout, None, sql)
-            else:
-                out = await self._write(engine, sql, params, many, rf, prepare)
-        except Error as exc:
-            raise translate(exc) from exc
-        if kind in (_sql.DML, _sql.INSERT, _sql.WRITE) and out.rowcount > 0:
-            with self._lock:
-                self._changes += out.rowcount
-        lastrowid = out.lastrowid if kind == _sql.INSERT and not many else None
-        cur._set(out.rows, out.description, out.rowcount, lastrowid)
-
-    async def _read(self, engine: Engine, sql: str, params: Any, rf: Any, prepare: Any) -> Any:
-        """A read outside a transaction: inline on an idle reader within the engine's budget
-        (taking a turn first once this loop has read for a slice), else on a reader thread."""
-        if perf_counter() - self._last_yield > self._slice:
-            self._slice = await wait_turn()
-            self._last_yield = perf_counter()
-        out = engine.query_inline(sql, params, run_described, (rf, prepare))
-        if out is MISS:
-            job = (sql, params, rf, prepare)
-            out = await engine.read_async(run_described, job, self._timeout, None, sql)
-        return out
-
-    async def _write(
-        self, engine: Engine, sql: str, params: Any, many: bool, rf: Any, prepare: Any
-    ) -> Any:
-        """A write outside the task's transaction: one group-committed lane job."""
-        if not many and prepare is None and not self._custom and not _returns(sql):
-            res = await engine.write_async(run_execute, (sql, params), self._timeout, None, sql)
-            return _Out(res.rows, None, res.rowcount, res.lastrowid)
-        job = (sql, params, many, rf, prepare, self._settings(), self)
-        return await engine.write_async(_run_job, job, self._timeout, None, sql)
-
-    async def _in_transaction(
-        self,
-        s: _Session,
-        lease: _Lease,
-        kind: int,
-        sql: str,
-        params: Any,
-        many: bool,
-        rf: Any,
-        prepare: Any,
-    ) -> Any:
-        custom = self._custom
-        if kind == _sql.READ and not many and not custom:
-            return await lease.run(run_described, (sql, params, rf, prepare), sql, None)
-        if (
-            not s.reading
-            and not many
-            and not custom
-            and prepare is None
-            and not _returns(sql)
-            and kind in (_sql.DML, _sql.INSERT, _sql.WRITE)
-        ):
-            res = await _writing(lease).execute(sql, params, None)
-            return _Out(res.rows, None, res.rowcount, res.lastrowid)
-        job = (sql, params, many, rf, prepare, self._settings(), self)
-        return await lease.run(_run_job, job, sql, None)
-
-    async def _on_sync(self, sql: str, params: Any, many: bool) -> Any:
-        """PRAGMA settings, VACUUM and the like: through a ``litegate.sqlite3`` connection to
-        the same engine (its rules for them), in a thread."""
-        sync = self._sync
-        if sync is None:
-            sync = self._sync = await asyncio.to_thread(self._open_sync)
-
-        def run() -> _Out:
-            cur = sync.executemany(sql, params) if many else sync.execute(sql, params)
-            rows = cur.fetchall() if cur.description is not None else []
-            return _Out(rows, cur.description, cur.rowcount, None)
-
-        return await asyncio.to_thread(run)
-
-    def _open_sync(self) -> Any:
-        from .. import sqlite3 as dropin
-
-        kw = {k: v for k, v in self._kwargs.items() if k in _CONNECT_ARGS}
-        kw["isolation_level"] = None
-        kw.pop("autocommit", None)
-        assert self._engine is not None
-        return dropin.connect(self._engine.opts.path, **kw)
-
-    async def _control(self, s: _Session, kind: int, sql: str) -> None:
-        check_statement(sql)
-        lease = s.lease
-        if kind == _sql.BEGIN:
-            if lease is not None:
-                raise sqlite3.OperationalError("cannot start a transaction within a transaction")
-            self._traced(sql)
-            await self._begin(s)
-            s.explicit = True
-            return
-        if kind == _sql.COMMIT or kind == _sql.ROLLBACK:
-            if lease is None:
-                verb = "commit" if kind == _sql.COMMIT else "rollback"
-                raise sqlite3.OperationalError(f"cannot {verb} - no transaction is active")
-            await self._end(s, commit=kind == _sql.COMMIT)
-            return
-        if lease is None:
-            if kind != _sql.SAVEPOINT:
-                raise sqlite3.OperationalError(f"no such savepoint: {_sql.savepoint_name(sql)}")
-            lease = await self._begin(s)
-            s.explicit = True
-        job = (sql, (), False, None, None, None, self)
-        await lease.run(_run_job, job, sql, None)
-
-    def _settings(self) -> tuple[Any, ...] | None:
-        if not self._custom:
-            return None
-        return (self._trace, self._progress, self._authorizer, self.text_factory)
-
-    def _traced(self, text: str) -> None:
-        trace = self._trace
-        if trace is not None:
-            try:
-                trace(text)
-            except Exception:
-                pass
-
-    async def run_script(self, cur: Cursor, script: str) -> None:
-        if not isinstance(script, str):
-            raise TypeError(f"executescript() argument must be str, not {type(script).__name__}")
-        s = self._session()
-        if self._autocommit == _sql.LEGACY_TRANSACTION_CONTROL and s.lease is not None:
-            await self._end(s, commit=True)
-        for statement in split_script(script):
-            await self.run_statement(cur, statement, (), implicit=False)
-        cur._set([], None, -1, None)
-
-    # ---- aiosqlite's API ------------------------------------------------------------------------
     @result
     async def cursor(self) -> Cursor:
         self._live()
@@ -592,34 +162,11 @@ class Connection:
         with self._lock:
             return self._changes
 
-    async def interrupt(self) -> None:
-        """Interrupt the statements of this connection running off the loop (a statement
-        running inline on the loop has ended before another task can call this)."""
-        self._live()
-        with self._lock:
-            running = list(self._running_on)
-        for conn in running:
-            conn.interrupt()
-
-    def _started_on(self, conn: sqlite3.Connection) -> None:
-        with self._lock:
-            self._running_on.append(conn)
-
-    def _ended_on(self, conn: sqlite3.Connection) -> None:
-        with self._lock:
-            self._running_on.remove(conn)
-
     async def create_function(
         self, name: str, num_params: int, func: Callable[..., Any], deterministic: bool = False
     ) -> None:
         """Register a function on every connection of the shared engine."""
         self._register("create_function", name, num_params, func, deterministic=deterministic)
-
-    def _register(self, method: str, *args: Any, **kwargs: Any) -> None:
-        self._live()
-        check_registration(method, args, kwargs)
-        assert self._shared is not None
-        self._shared.hooks.add(method, args, kwargs)
 
     async def set_trace_callback(self, handler: Callable[[str], object] | None) -> None:
         self._live()
@@ -650,9 +197,9 @@ class Connection:
         engine = self._live()
         s = self._session()
         if s.lease is not None:
-            lines = await s.lease.run(_dump, (), None, None)
+            lines = await s.lease.run(dump, (), None, None)
         else:
-            lines = await engine.read_async(_dump, (), self._timeout, None, None)
+            lines = await engine.read_async(dump, (), self._timeout, None, None)
         for line in lines:
             yield line
 
@@ -668,7 +215,7 @@ class Connection:
         """Copy the database into ``target`` (another ``litegate.aio`` connection: on its
         write lane; or a ``sqlite3`` connection), from a reader (off the loop)."""
         engine = self._live()
-        into = target._live() if isinstance(target, Connection) else None
+        into = target.engine if isinstance(target, Connection) else None
         timeout, pages = self._timeout, pages or -1  # (0: aiosqlite's "all", as -1 is)
 
         def copy(src: sqlite3.Connection) -> None:
@@ -692,107 +239,6 @@ class Connection:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<litegate.aio.Connection {state} at {id(self):#x}>"
-
-
-_CONNECT_ARGS = frozenset(
-    (
-        "timeout",
-        "detect_types",
-        "isolation_level",
-        "check_same_thread",
-        "factory",
-        "cached_statements",
-        "uri",
-        "autocommit",
-        "litegate",
-    )
-)
-
-
-class _Out:
-    __slots__ = ("description", "lastrowid", "rowcount", "rows")
-
-    def __init__(self, rows: list[Any], description: Any, rowcount: int, lastrowid: Any) -> None:
-        self.rows = rows
-        self.description = description
-        self.rowcount = rowcount
-        self.lastrowid = lastrowid
-
-
-def _writing(lease: _Lease) -> AsyncWriteLease:
-    """A session's lease when it is not ``reading``: the write lane's."""
-    return cast(AsyncWriteLease, lease)
-
-
-def _returns(sql: str) -> bool:
-    return "returning" in sql.lower()
-
-
-def _end_quietly(s: _Session) -> None:
-    lease, s.lease = s.lease, None
-    if lease is None:
-        return
-    try:
-        end = getattr(lease, "end", None)
-        if end is not None:
-            end()
-        else:
-            asyncio.ensure_future(lease.release())
-    except Exception:  # (it is being discarded; the engine logs what it could not undo)
-        pass
-
-
-def _dump(conn: sqlite3.Connection) -> list[str]:
-    return list(conn.iterdump())
-
-
-def _run_job(
-    conn: sqlite3.Connection,
-    sql: str,
-    params: Any,
-    many: bool,
-    rf: Any,
-    prepare: Any,
-    settings: tuple[Any, ...] | None,
-    owner: Connection,
-) -> _Out:
-    """A statement on an engine connection the caller owns now, as the connection would run
-    it on one of its own: its functions, hooks, text and row factories."""
-    if prepare is not None:
-        prepare(conn)
-    owner._started_on(conn)
-    if settings is not None:
-        trace, progress, authorizer, text_factory = settings
-        conn.text_factory = text_factory
-        if trace is not None:
-            conn.set_trace_callback(trace)
-        if progress is not None:
-            conn.set_progress_handler(*progress)
-        if authorizer is not None:
-            use_authorizer(conn, authorizer)
-    try:
-        cur = conn.cursor()
-        try:
-            cur.row_factory = rf
-            if many:
-                cur.executemany(sql, params)
-            else:
-                cur.execute(sql, params)
-            description = cur.description
-            rows = cur.fetchall() if description is not None else []
-            return _Out(rows, description, cur.rowcount, cur.lastrowid)
-        finally:
-            cur.close()
-    finally:
-        owner._ended_on(conn)
-        if settings is not None:
-            conn.text_factory = str
-            if settings[0] is not None:
-                conn.set_trace_callback(None)
-            if settings[1] is not None:
-                conn.set_progress_handler(None, 0)
-            if settings[2] is not None:
-                use_authorizer(conn, None)
 
 
 def connect(

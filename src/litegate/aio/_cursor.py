@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from .._types import ExcType, Tb
 
-if TYPE_CHECKING:
-    from ._connection import Connection
-
-__all__ = ("Cursor", "Result")
+__all__ = ("Cursor", "Outcome", "Result", "result")
 
 T = TypeVar("T")
 
@@ -56,11 +53,41 @@ class Result(Generic[T]):
 Coroutine.register(Result)
 
 
+class Outcome:
+    """What one statement gave its cursor (all of it fetched: a cursor pins nothing)."""
+
+    __slots__ = ("description", "lastrowid", "rowcount", "rows")
+
+    def __init__(self, rows: list[Any], description: Any, rowcount: int, lastrowid: Any) -> None:
+        self.rows = rows
+        self.description = description
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid  # None but after an INSERT/REPLACE through execute()
+
+
+class _Runs(Protocol):
+    """What a cursor uses of its connection."""
+
+    iter_chunk_size: int
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    async def run_statement(
+        self, sql: str, params: Any, row_factory: Any = None, *, many: bool = False
+    ) -> Outcome: ...
+
+    async def run_script(self, script: str) -> None: ...
+
+
 class Cursor:
     """An aiosqlite cursor: ``execute…`` returns it; ``fetchone/fetchmany/fetchall`` and
     ``async for`` give the rows the statement returned."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: _Runs) -> None:
         self._conn = conn
         self.iter_chunk_size = conn.iter_chunk_size
         self.arraysize = 1
@@ -72,12 +99,12 @@ class Cursor:
         self.lastrowid: int | None = None
         self._closed = False
 
-    def _set(self, rows: list[Any], description: Any, rowcount: int, lastrowid: Any) -> None:
-        self._rows, self._at = rows, 0
-        self.description = description
-        self.rowcount = rowcount
-        if lastrowid is not None:
-            self.lastrowid = lastrowid
+    def _take(self, out: Outcome) -> None:
+        self._rows, self._at = out.rows, 0
+        self.description = out.description
+        self.rowcount = out.rowcount
+        if out.lastrowid is not None:
+            self.lastrowid = out.lastrowid
 
     def _live(self) -> None:
         conn = self._conn
@@ -87,22 +114,26 @@ class Cursor:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
 
     @property
-    def connection(self) -> Connection:
+    def connection(self) -> Any:
+        """The ``litegate.aio.Connection`` (aiosqlite gives its ``sqlite3`` connection, which
+        the shared engine has no one of)."""
         return self._conn
 
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> Self:
         self._live()
-        await self._conn.run_statement(self, sql, () if parameters is None else parameters)
+        params = () if parameters is None else parameters
+        self._take(await self._conn.run_statement(sql, params, self.row_factory))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> Self:
         self._live()
-        await self._conn.run_statement(self, sql, parameters, many=True)
+        self._take(await self._conn.run_statement(sql, parameters, self.row_factory, many=True))
         return self
 
     async def executescript(self, sql_script: str) -> Self:
         self._live()
-        await self._conn.run_script(self, sql_script)
+        await self._conn.run_script(sql_script)
+        self._take(Outcome([], None, -1, None))
         return self
 
     async def fetchone(self) -> Any:
