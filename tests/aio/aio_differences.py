@@ -1,6 +1,6 @@
 """The tests of aiosqlite's own suite that ``litegate.aio`` fails on purpose, with why.
 
-docs/aio.md lists the same (tests/aio/test_conformance.py checks both ways: every failing test
+docs/aio.md lists the same (tests/aio/test_aio_conformance.py checks both ways: every failing test
 is listed here, every test listed here fails, and the docs name each). Keys: ``Class.method``.
 """
 
