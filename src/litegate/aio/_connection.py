@@ -83,18 +83,21 @@ class Connection(ConnectionCore):
 
     @result
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> Cursor:
+        self._live()
         cur = Cursor(self)
         await cur.execute(sql, parameters)
         return cur
 
     @result
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> Cursor:
+        self._live()
         cur = Cursor(self)
         await cur.executemany(sql, parameters)
         return cur
 
     @result
     async def executescript(self, sql_script: str) -> Cursor:
+        self._live()
         cur = Cursor(self)
         await cur.executescript(sql_script)
         return cur
@@ -104,6 +107,7 @@ class Connection(ConnectionCore):
         """The statement, then its row id as a one-column row (aiosqlite's
         ``SELECT last_insert_rowid()``, kept per task here: another task's insert on the
         shared writer does not change it)."""
+        self._live()
         cur = Cursor(self)
         await cur.execute(sql, parameters)
         if self.row_factory is None:
@@ -113,6 +117,7 @@ class Connection(ConnectionCore):
 
     @result
     async def execute_fetchall(self, sql: str, parameters: Iterable[Any] | None = None) -> Any:
+        self._live()
         cur = Cursor(self)
         await cur.execute(sql, parameters)
         return await cur.fetchall()

@@ -54,10 +54,11 @@ _Lease = AsyncWriteLease | AsyncReadLease
 class _Session:
     """One task's transaction on one connection."""
 
-    __slots__ = ("explicit", "lease", "read_only", "reading", "task")
+    __slots__ = ("explicit", "lease", "read_only", "reading", "task", "txn")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
+        self.txn = 0  # which of its transactions is open (or was last)
         self.lease: _Lease | None = None
         self.reading = False  # the lease is a snapshot on a reader
         self.explicit = False
@@ -95,7 +96,11 @@ class ConnectionCore:
         self._kwargs = kwargs
         self.iter_chunk_size = iter_chunk_size
         self._lock = threading.Lock()
-        self._var: contextvars.ContextVar[_Session] = contextvars.ContextVar("litegate.aio")
+        # The calling task's session and which of its transactions was open when the value
+        # was set: a task started then (it copies its parent's context) joins that one.
+        self._var: contextvars.ContextVar[tuple[_Session, int]] = contextvars.ContextVar(
+            "litegate.aio"
+        )
         self._open: set[_Session] = set()
         self._running_on: list[sqlite3.Connection] = []  # engine connections running its jobs
         self._changes = 0
@@ -200,11 +205,13 @@ class ConnectionCore:
 
     def _session(self) -> _Session:
         task = asyncio.current_task()
-        s = self._var.get(None)
-        if s is not None and (s.task is task or s.lease is not None):
-            return s  # (its own, or the open transaction of the task that started it)
+        ticket = self._var.get(None)
+        if ticket is not None:
+            s, txn = ticket
+            if s.task is task or (s.lease is not None and s.txn == txn):
+                return s  # (its own, or the transaction open when this task was started)
         s = _Session(task)
-        self._var.set(s)
+        self._var.set((s, 0))
         return s
 
     async def _begin(self, s: _Session) -> _Lease:
@@ -225,6 +232,8 @@ class ConnectionCore:
         except Error as exc:
             raise translate(exc) from exc
         s.lease = lease
+        s.txn += 1
+        self._var.set((s, s.txn))  # (the tasks this one starts from now on join it)
         with self._lock:
             self._open.add(s)
         task = s.task
