@@ -278,3 +278,29 @@ async def test_functions_are_registered_on_the_engine(path: str) -> None:
         await db.execute("INSERT INTO t(id, v) VALUES (twice(21), 'x')")
         await db.commit()
         assert await db.execute_fetchall("SELECT twice(id) FROM t") == [(84,)]
+
+
+async def test_savepoints_nest_and_release_of_the_outermost_commits(path: str) -> None:
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        await _table(db)
+        await db.execute("SAVEPOINT outer_sp")
+        await db.execute("INSERT INTO t(v) VALUES ('kept')")
+        await db.execute("SAVEPOINT inner_sp")
+        await db.execute("INSERT INTO t(v) VALUES ('undone')")
+        await db.execute("ROLLBACK TO inner_sp")
+        await db.execute("RELEASE inner_sp")
+        assert db.in_transaction
+        await db.execute("RELEASE outer_sp")  # (the outermost: commits, gives the lane back)
+        assert not db.in_transaction
+        async with aiosqlite.connect(path, timeout=1) as other:
+            await other.execute("INSERT INTO t(v) VALUES ('other')")
+            await other.commit()
+        rows = await db.execute_fetchall("SELECT v FROM t ORDER BY id")
+        assert rows == [("kept",), ("other",)]
+        await db.execute("BEGIN")
+        await db.execute("SAVEPOINT sp")
+        await db.execute("INSERT INTO t(v) VALUES ('in begin')")
+        await db.execute("RELEASE sp")
+        assert db.in_transaction  # (inside BEGIN a RELEASE only releases)
+        await db.execute("ROLLBACK")
+        assert await db.execute_fetchall("SELECT count(*) FROM t") == [(2,)]

@@ -54,11 +54,22 @@ _Lease = AsyncWriteLease | AsyncReadLease
 class _Session:
     """One task's transaction on one connection."""
 
-    __slots__ = ("explicit", "lease", "read_only", "reading", "task", "txn")
+    __slots__ = (
+        "explicit",
+        "lease",
+        "read_only",
+        "reading",
+        "savepoints",
+        "task",
+        "txn",
+        "watched",
+    )
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.txn = 0  # which of its transactions is open (or was last)
+        self.savepoints: list[str] | None = None  # a transaction a SAVEPOINT began: its marks
+        self.watched = False  # its task's end is watched (rolls back what it left open)
         self.lease: _Lease | None = None
         self.reading = False  # the lease is a snapshot on a reader
         self.explicit = False
@@ -237,7 +248,8 @@ class ConnectionCore:
         with self._lock:
             self._open.add(s)
         task = s.task
-        if task is not None:
+        if task is not None and not s.watched:  # (once per task: its transactions come and go)
+            s.watched = True
             task.add_done_callback(lambda _t: self._task_ended(s))
         return lease
 
@@ -264,6 +276,7 @@ class ConnectionCore:
         self._traced("COMMIT" if commit else "ROLLBACK")
         s.lease = None
         s.explicit = False
+        s.savepoints = None
         self._forget(s)
         try:
             if s.reading:
@@ -445,13 +458,30 @@ class ConnectionCore:
                 raise sqlite3.OperationalError(f"cannot {verb} - no transaction is active")
             await self._end(s, commit=kind == _sql.COMMIT)
             return
+        name = _sql.savepoint_name(sql)
         if lease is None:
             if kind != _sql.SAVEPOINT:
-                raise sqlite3.OperationalError(f"no such savepoint: {_sql.savepoint_name(sql)}")
+                raise sqlite3.OperationalError(f"no such savepoint: {name}")
             lease = await self._begin(s)
             s.explicit = True
+            if self._autocommit is not False:  # (a SAVEPOINT outside BEGIN is a transaction)
+                s.savepoints = []
         job = (sql, (), False, None, None, None, self)
-        await lease.run(_run_job, job, sql, None)
+        try:
+            await lease.run(_run_job, job, sql, None)
+        except BaseException:
+            if s.savepoints == [] and kind == _sql.SAVEPOINT:
+                await self._end(s, commit=False)  # (it began nothing: give the lane back)
+            raise
+        marks = s.savepoints
+        if marks is not None:  # (as SQLite: RELEASE of the outermost commits)
+            if kind == _sql.SAVEPOINT:
+                marks.append(name)
+            elif name in marks:
+                i = len(marks) - 1 - marks[::-1].index(name)
+                del marks[i if kind == _sql.RELEASE else i + 1 :]
+                if not marks and kind == _sql.RELEASE:
+                    await self._end(s, commit=True)
 
     def _settings(self) -> tuple[Any, ...] | None:
         if not self._custom:
