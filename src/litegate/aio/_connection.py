@@ -241,9 +241,41 @@ class Connection(ConnectionCore):
         except Error as exc:
             raise translate(exc) from exc
 
+    @property
+    def _conn(self) -> _Factories:
+        """aiosqlite's private ``sqlite3.Connection``, as far as ORMs reach for it: Tortoise
+        sets ``_connection._conn.row_factory``. Only the factories (the connection's own);
+        the engine's connections are shared and not handed out."""
+        return _Factories(self)
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<litegate.aio.Connection {state} at {id(self):#x}>"
+
+
+class _Factories:
+    """What :attr:`Connection._conn` gives: the connection's row and text factories."""
+
+    __slots__ = ("_of",)
+
+    def __init__(self, of: Connection) -> None:
+        self._of = of
+
+    @property
+    def row_factory(self) -> Any:
+        return self._of.row_factory
+
+    @row_factory.setter
+    def row_factory(self, value: Any) -> None:
+        self._of.row_factory = value
+
+    @property
+    def text_factory(self) -> Any:
+        return self._of.text_factory
+
+    @text_factory.setter
+    def text_factory(self, value: Any) -> None:
+        self._of.text_factory = value
 
 
 def connect(
