@@ -17,21 +17,46 @@ of the engine shares one litegate engine (one write lane with group commit, one 
 The pool is :class:`HandlePool`: a ``litegate.sqlite3`` connection is a handle on the shared
 engine (no SQLite connection of its own), so the pool never waits for one.
 
+``create_async_engine("sqlite+litegate_async:///app.db")`` is the same dialect on
+:mod:`litegate.aio` (:class:`LitegateAsyncDialect`, pool :class:`AsyncHandlePool`), with the
+same two rules. A transaction belongs to the asyncio task that began it (SQLAlchemy's asyncio
+layer runs a session's statements in the task that awaits them): a session whose statements run
+in one task, or in tasks it starts while its transaction is open, is one transaction. One begun
+in a child task -- ``asyncio.wait_for`` runs its awaitable in one on Python 3.11 -- is rolled
+back when that task ends, with a ``ResourceWarning``.
+
 Requires the extra ``litegate[sqlalchemy]``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sqlite3 as stdlib_sqlite3
+from types import ModuleType
+from typing import Any, NoReturn
 
-from sqlalchemy import pool
+from sqlalchemy import pool, util
+from sqlalchemy.connectors.asyncio import (
+    AsyncAdapt_dbapi_connection,
+    AsyncAdapt_dbapi_cursor,
+    AsyncAdapt_dbapi_module,
+    AsyncAdapt_dbapi_ss_cursor,
+    AsyncAdapt_terminate,
+)
+from sqlalchemy.dialects.sqlite.base import SQLiteExecutionContext
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.characteristics import ConnectionCharacteristic
 
 from . import sqlite3 as _dbapi
+from ._config import is_memory_path
+from ._version import __version__
 
-__all__ = ("HandlePool", "LitegateDialect")
+try:
+    from sqlalchemy.util import await_
+except ImportError:  # (SQLAlchemy 2.0's name for it)
+    from sqlalchemy.util import await_only as await_
+
+__all__ = ("AsyncHandlePool", "HandlePool", "LitegateAsyncDialect", "LitegateDialect")
 
 
 class HandlePool(pool.QueuePool):
@@ -111,3 +136,188 @@ class LitegateDialect(SQLiteDialect_pysqlite):
 
     def detect_autocommit_setting(self, dbapi_conn: Any) -> bool:
         return dbapi_conn.autocommit is True
+
+
+# ---- sqlite+litegate_async:// -------------------------------------------------------------------
+
+
+class AsyncHandlePool(pool.AsyncAdaptedQueuePool):
+    """:class:`HandlePool` for the asyncio dialect: ``litegate.aio`` connections are handles on
+    the shared engine, so a checkout never waits for one."""
+
+    def __init__(self, creator: Any, pool_size: int = 16, max_overflow: int = -1, **kw: Any):
+        super().__init__(creator, pool_size=pool_size, max_overflow=max_overflow, **kw)
+
+
+class _CursorErrors:
+    """Opening a cursor on a closed connection is a disconnect (as SQLAlchemy 2.1 has it;
+    2.0 lets the driver's ``ValueError`` through)."""
+
+    __slots__ = ()
+
+    def _aenter_cursor(self, cursor: Any) -> Any:
+        try:
+            return await_(cursor.__aenter__())
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)  # type: ignore[attr-defined]
+
+
+class AsyncAdapt_litegate_cursor(_CursorErrors, AsyncAdapt_dbapi_cursor):
+    __slots__ = ()
+
+
+class AsyncAdapt_litegate_ss_cursor(_CursorErrors, AsyncAdapt_dbapi_ss_cursor):
+    __slots__ = ()
+
+
+class AsyncAdapt_litegate_connection(AsyncAdapt_terminate, AsyncAdapt_dbapi_connection):
+    """A ``litegate.aio.Connection`` seen as a DBAPI connection from SQLAlchemy's greenlet.
+
+    A pooled handle to a file is one session's at a time (the pool's checkout), so its
+    transaction is the handle's (``per_task`` off), not the task's: a session's statements may
+    run in tasks of their own (``asyncio.wait_for`` makes one on Python 3.11). The in-memory
+    handle is shared by every task (``StaticPool``): there each task's transaction is its own.
+    ``autocommit`` is the adapter's own: ``True`` under the AUTOCOMMIT isolation level, when
+    ``do_begin`` issues no BEGIN."""
+
+    __slots__ = ("autocommit",)
+
+    _cursor_cls = AsyncAdapt_litegate_cursor
+    _ss_cursor_cls = AsyncAdapt_litegate_ss_cursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self.autocommit: Any = _dbapi.LEGACY_TRANSACTION_CONTROL
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._connection.isolation_level  # type: ignore[no-any-return]
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        self._connection.isolation_level = value
+
+    @property
+    def read_only(self) -> bool:
+        """The calling task's next transactions are snapshots on a reader."""
+        return self._connection.read_only  # type: ignore[no-any-return]
+
+    @read_only.setter
+    def read_only(self, value: bool) -> None:
+        self._connection.read_only = value
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._connection.in_transaction  # type: ignore[no-any-return]
+
+    def create_function(self, *args: Any, **kw: Any) -> None:
+        try:
+            await_(self._connection.create_function(*args, **kw))
+        except Exception as error:
+            self._handle_exception(error)
+
+    def rollback(self) -> None:
+        if not self._connection.closed:
+            super().rollback()
+
+    def commit(self) -> None:
+        if not self._connection.closed:
+            super().commit()
+
+    def close(self) -> None:
+        try:
+            await_(self._connection.close())  # (idempotent)
+        except Exception as error:
+            self._handle_exception(error)
+
+    def _handle_exception(self, error: Exception) -> NoReturn:
+        if isinstance(error, ValueError) and str(error).lower() in _CLOSED:
+            raise self.dbapi.OperationalError(str(error)) from error  # (a disconnect)
+        super()._handle_exception(error)
+
+    async def _terminate_graceful_close(self) -> None:
+        await self._connection.close()
+
+    def _terminate_force_close(self) -> None:
+        self._connection.stop()
+
+
+_CLOSED = ("no active connection", "connection closed")
+
+
+class AsyncAdapt_litegate_dbapi(AsyncAdapt_dbapi_module):
+    """``litegate.aio`` as SQLAlchemy's asyncio layer expects a DBAPI module to look."""
+
+    def __init__(self, aio: ModuleType) -> None:
+        self.driver = self.aio = aio
+        self.dbapi_module = stdlib_sqlite3  # (its exceptions: SQLAlchemy 2.1 looks there)
+        self.paramstyle = "qmark"
+        for name in (
+            "DatabaseError",
+            "Error",
+            "IntegrityError",
+            "InterfaceError",
+            "NotSupportedError",
+            "OperationalError",
+            "ProgrammingError",
+            "PARSE_COLNAMES",
+            "PARSE_DECLTYPES",
+            "Binary",
+            "sqlite_version",
+            "sqlite_version_info",
+        ):
+            setattr(self, name, getattr(stdlib_sqlite3, name))
+
+    def connect(self, *args: Any, **kw: Any) -> AsyncAdapt_litegate_connection:
+        creator_fn = kw.pop("async_creator_fn", None)
+        connecting = creator_fn(*args, **kw) if creator_fn else self.aio.connect(*args, **kw)
+        connection = await_(connecting)
+        database = args[0] if args else kw.get("database", "")
+        if not is_memory_path(str(database), bool(kw.get("uri"))):
+            connection.per_task = False  # (a pooled handle: one session's at a time)
+        return AsyncAdapt_litegate_connection(self, connection)
+
+
+class _AsyncExecutionContext(SQLiteExecutionContext):
+    def create_server_side_cursor(self) -> Any:
+        return self._dbapi_connection.cursor(server_side=True)
+
+
+class LitegateAsyncDialect(LitegateDialect):
+    """``sqlite+litegate_async://``: :class:`LitegateDialect`'s transactions on
+    :mod:`litegate.aio`, for ``create_async_engine``."""
+
+    driver = "litegate_async"
+    supports_statement_cache = True
+    is_async = True
+    has_terminate = True
+    supports_server_side_cursors = True
+    execution_ctx_cls = _AsyncExecutionContext
+
+    @classmethod
+    def import_dbapi(cls) -> Any:
+        from . import aio
+
+        return AsyncAdapt_litegate_dbapi(aio)
+
+    @classmethod
+    def get_pool_class(cls, url: URL) -> type[pool.Pool]:
+        if cls._is_url_file_db(url):
+            return AsyncHandlePool
+        # An in-memory database is private to one connection: one handle, shared by every
+        # task (safe: each task's transaction is its own).
+        return pool.StaticPool
+
+    def retrieve_dbapi_version(self, dbapi: Any) -> Any:
+        return util.parse_version_string(__version__)
+
+    def is_disconnect(self, e: Any, connection: Any, cursor: Any) -> bool:
+        if isinstance(e, stdlib_sqlite3.OperationalError) and str(e).lower() in _CLOSED:
+            return True
+        return super().is_disconnect(e, connection, cursor)
+
+    def get_driver_connection(self, connection: Any) -> Any:
+        return connection.driver_connection  # (the adapter's: the litegate.aio connection)
+
+    def do_terminate(self, dbapi_connection: Any) -> None:
+        dbapi_connection.terminate()

@@ -304,3 +304,26 @@ async def test_savepoints_nest_and_release_of_the_outermost_commits(path: str) -
         assert db.in_transaction  # (inside BEGIN a RELEASE only releases)
         await db.execute("ROLLBACK")
         assert await db.execute_fetchall("SELECT count(*) FROM t") == [(2,)]
+
+
+async def test_per_task_off_makes_transactions_the_connections(path: str) -> None:
+    async with aiosqlite.connect(path) as db, aiosqlite.connect(path) as other:
+        await _table(db)
+        db.per_task = False
+        assert not db.per_task
+        # a statement in a task of its own (asyncio.wait_for on 3.11, shield, gather): its
+        # transaction is the connection's, not that task's, and the caller commits it
+        await asyncio.wait_for(
+            asyncio.ensure_future(db.execute("INSERT INTO t(v) VALUES ('a')")), 5
+        )
+        await asyncio.gather(
+            *(db.execute("INSERT INTO t(v) VALUES (?)", (str(i),)) for i in range(4))
+        )
+        assert db.in_transaction
+        with pytest.raises(sqlite3.ProgrammingError, match="per_task"):
+            db.per_task = True
+        assert not other.in_transaction  # (another connection's transactions stay apart)
+        await db.commit()
+        assert await other.execute_fetchall("SELECT count(*) FROM t") == [(5,)]
+        db.per_task = True
+        assert db.per_task

@@ -83,9 +83,9 @@ class Connection(ConnectionCore):
 
     @result
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> Cursor:
-        self._live()
-        cur = Cursor(self)
-        await cur.execute(sql, parameters)
+        cur = Cursor(self)  # (run_statement checks the connection is open)
+        params = () if parameters is None else parameters
+        cur.take(await self.run_statement(sql, params))
         return cur
 
     @result
@@ -117,10 +117,8 @@ class Connection(ConnectionCore):
 
     @result
     async def execute_fetchall(self, sql: str, parameters: Iterable[Any] | None = None) -> Any:
-        self._live()
-        cur = Cursor(self)
-        await cur.execute(sql, parameters)
-        return await cur.fetchall()
+        out = await self.run_statement(sql, () if parameters is None else parameters)
+        return out.rows
 
     async def commit(self) -> None:
         """Commit the calling task's transaction (no other task's)."""
@@ -176,14 +174,17 @@ class Connection(ConnectionCore):
     async def set_trace_callback(self, handler: Callable[[str], object] | None) -> None:
         self._live()
         self._trace = handler
+        self._recustom()
 
     async def set_progress_handler(self, handler: Callable[[], object] | None, n: int) -> None:
         self._live()
         self._progress = None if handler is None else (handler, n)
+        self._recustom()
 
     async def set_authorizer(self, authorizer_callback: Callable[..., int] | None) -> None:
         self._live()
         self._authorizer = authorizer_callback
+        self._recustom()
 
     async def enable_load_extension(self, value: bool) -> None:
         self._live()

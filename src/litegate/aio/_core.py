@@ -128,7 +128,9 @@ class ConnectionCore:
         )
         self._timeout = 5.0
         self.row_factory: Callable[[sqlite3.Cursor, tuple[Any, ...]], Any] | None = None
-        self.text_factory: Any = str
+        self._text_factory: Any = str
+        self._custom = False  # any hook or text factory of its own (see _recustom)
+        self._one: _Session | None = None  # the one session, when per_task is off
         self._trace: Callable[[str], object] | None = None
         self._progress: tuple[Callable[[], object], int] | None = None
         self._authorizer: Callable[..., int] | None = None
@@ -215,7 +217,10 @@ class ConnectionCore:
         return shared
 
     def _session(self) -> _Session:
-        task = asyncio.current_task()
+        one = self._one
+        if one is not None:
+            return one  # (transactions are the connection's: per_task is off)
+        task = _current_task()
         ticket = self._var.get(None)
         if ticket is not None:
             s, txn = ticket
@@ -293,13 +298,46 @@ class ConnectionCore:
 
     # ---- statements ---------------------------------------------------------------------------
     @property
-    def _custom(self) -> bool:
-        return (
+    def per_task(self) -> bool:
+        """litegate's extension: whether transaction state belongs to the calling task (the
+        default) or, set to ``False``, to this connection object, as in aiosqlite -- for a
+        connection that one user holds at a time (a pool's checkout: SQLAlchemy's dialect
+        sets it), whose statements may run in tasks of their own (``asyncio.wait_for`` on
+        Python 3.11, ``shield``, ``gather``). The writes still go through the shared engine's
+        lane; other connections' transactions stay apart. Set it before the first statement.
+
+        :raises sqlite3.ProgrammingError: a transaction is open
+        """
+        return self._one is None
+
+    @per_task.setter
+    def per_task(self, value: bool) -> None:
+        with self._lock:
+            if self._open:
+                raise sqlite3.ProgrammingError(
+                    "per_task cannot change while a transaction of this connection is open"
+                )
+            if bool(value) != (self._one is None):
+                self._one = None if value else _Session(None)
+
+    def _recustom(self) -> None:
+        """After a hook or the text factory changed: has the connection any of its own?
+        (Then its statements run through :func:`_run_job`, which applies them.)"""
+        self._custom = (
             self._trace is not None
             or self._progress is not None
             or self._authorizer is not None
-            or self.text_factory is not str
+            or self._text_factory is not str
         )
+
+    @property
+    def text_factory(self) -> Any:
+        return self._text_factory
+
+    @text_factory.setter
+    def text_factory(self, value: Any) -> None:
+        self._text_factory = value
+        self._recustom()
 
     async def run_statement(
         self,
@@ -314,18 +352,31 @@ class ConnectionCore:
         ``row_factory`` is given (``None``: the connection's); its :class:`Outcome`."""
         if not isinstance(sql, str):
             raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
-        engine = self._live()
-        kind = _sql.classify(sql)
-        s = self._session()
+        engine, shared = self._engine, self._shared
+        if engine is None or shared is None or self._closed:
+            raise ValueError("no active connection")
+        kind = _classify(sql)
+        s = self._session()  # (its hot path first: the calling task's own session)
         rf = row_factory if row_factory is not None else self.row_factory
-        hooks = self._shared.hooks if self._shared is not None else None
-        prepare = hooks.sync if hooks is not None and hooks.version else None
+        hooks = shared.hooks
+        prepare = hooks.sync if hooks.version else None
         try:
-            if kind == _sql.READ and s.lease is None and not many and not self._custom:
-                if self._autocommit is not False:
-                    out: Outcome = await self._read(engine, sql, params, rf, prepare)
-                    out.lastrowid = None
-                    return out
+            if (
+                kind == _READ
+                and s.lease is None
+                and not many
+                and not self._custom
+                and self._autocommit is not False
+            ):  # (the hot path: a read outside a transaction, inline when an idle reader is)
+                if perf_counter() - self._last_yield > self._slice:
+                    self._slice = await wait_turn()  # (a burst of tasks reads in turns)
+                    self._last_yield = perf_counter()
+                out: Outcome = engine.query_inline(sql, params, run_described, (rf, prepare))
+                if out is MISS:
+                    read = (sql, params, rf, prepare)
+                    out = await engine.read_async(run_described, read, self._timeout, None, sql)
+                out.lastrowid = None
+                return out
             if kind >= _sql.BEGIN:
                 await self._control(s, kind, sql)
                 return Outcome([], None, -1, None)
@@ -339,7 +390,8 @@ class ConnectionCore:
                     and self._isolation_level is not None
                     and self._autocommit == _sql.LEGACY_TRANSACTION_CONTROL
                 ):
-                    self._traced("BEGIN " + self._isolation_level)
+                    if self._trace is not None:
+                        self._traced("BEGIN " + self._isolation_level)
                     lease = await self._begin(s)
             if kind in (_sql.SET_PRAGMA, _sql.NO_TRANSACTION, _sql.WRITER_READ) and lease is None:
                 out = await self._on_sync(sql, params, many)
@@ -368,18 +420,6 @@ class ConnectionCore:
                 self._changes += out.rowcount
         if kind != _sql.INSERT or many:
             out.lastrowid = None  # (the cursor keeps the last insert's, as sqlite3's does)
-        return out
-
-    async def _read(self, engine: Engine, sql: str, params: Any, rf: Any, prepare: Any) -> Any:
-        """A read outside a transaction: inline on an idle reader within the engine's budget
-        (taking a turn first once this loop has read for a slice), else on a reader thread."""
-        if perf_counter() - self._last_yield > self._slice:
-            self._slice = await wait_turn()
-            self._last_yield = perf_counter()
-        out = engine.query_inline(sql, params, run_described, (rf, prepare))
-        if out is MISS:
-            job = (sql, params, rf, prepare)
-            out = await engine.read_async(run_described, job, self._timeout, None, sql)
         return out
 
     async def _write(
@@ -486,7 +526,7 @@ class ConnectionCore:
     def _settings(self) -> tuple[Any, ...] | None:
         if not self._custom:
             return None
-        return (self._trace, self._progress, self._authorizer, self.text_factory)
+        return (self._trace, self._progress, self._authorizer, self._text_factory)
 
     def _traced(self, text: str) -> None:
         trace = self._trace
@@ -536,6 +576,10 @@ class ConnectionCore:
         assert self._shared is not None
         self._shared.hooks.add(method, args, kwargs)
 
+
+_classify = _sql.classify
+_READ = _sql.READ
+_current_task = asyncio.current_task
 
 CONNECT_ARGS = frozenset(
     (

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from typing import Any, Generic, Protocol, Self, TypeVar
 
+from .._statements import Described as Outcome
 from .._types import ExcType, Tb
 
 __all__ = ("Cursor", "Outcome", "Result", "result")
@@ -53,18 +54,6 @@ class Result(Generic[T]):
 Coroutine.register(Result)
 
 
-class Outcome:
-    """What one statement gave its cursor (all of it fetched: a cursor pins nothing)."""
-
-    __slots__ = ("description", "lastrowid", "rowcount", "rows")
-
-    def __init__(self, rows: list[Any], description: Any, rowcount: int, lastrowid: Any) -> None:
-        self.rows = rows
-        self.description = description
-        self.rowcount = rowcount
-        self.lastrowid = lastrowid  # None but after an INSERT/REPLACE through execute()
-
-
 class _Runs(Protocol):
     """What a cursor uses of its connection."""
 
@@ -87,6 +76,19 @@ class Cursor:
     """An aiosqlite cursor: ``execute…`` returns it; ``fetchone/fetchmany/fetchall`` and
     ``async for`` give the rows the statement returned."""
 
+    __slots__ = (
+        "_at",
+        "_closed",
+        "_conn",
+        "_rows",
+        "arraysize",
+        "description",
+        "iter_chunk_size",
+        "lastrowid",
+        "row_factory",
+        "rowcount",
+    )
+
     def __init__(self, conn: _Runs) -> None:
         self._conn = conn
         self.iter_chunk_size = conn.iter_chunk_size
@@ -99,7 +101,8 @@ class Cursor:
         self.lastrowid: int | None = None
         self._closed = False
 
-    def _take(self, out: Outcome) -> None:
+    def take(self, out: Outcome) -> None:
+        """Keep what a statement run for this cursor gave."""
         self._rows, self._at = out.rows, 0
         self.description = out.description
         self.rowcount = out.rowcount
@@ -122,18 +125,18 @@ class Cursor:
     async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> Self:
         self._live()
         params = () if parameters is None else parameters
-        self._take(await self._conn.run_statement(sql, params, self.row_factory))
+        self.take(await self._conn.run_statement(sql, params, self.row_factory))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> Self:
         self._live()
-        self._take(await self._conn.run_statement(sql, parameters, self.row_factory, many=True))
+        self.take(await self._conn.run_statement(sql, parameters, self.row_factory, many=True))
         return self
 
     async def executescript(self, sql_script: str) -> Self:
         self._live()
         await self._conn.run_script(sql_script)
-        self._take(Outcome([], None, -1, None))
+        self.take(Outcome([], None, -1, None))
         return self
 
     async def fetchone(self) -> Any:
