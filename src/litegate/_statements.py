@@ -8,7 +8,7 @@ Nothing here takes locks or knows threads: these run on whichever thread holds t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = (
     "fetch_page",
     "first_value",
     "open_cursor",
+    "prepare",
     "rollback_to_savepoint",
     "run_execute",
     "run_executemany",
@@ -160,6 +161,13 @@ def close_cursors(conn: sqlite3.Connection | None, cursors: Iterable[sqlite3.Cur
 
 def exec_sql(conn: sqlite3.Connection, sql: str) -> None:
     conn.execute(sql).close()
+
+
+def prepare(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], object]) -> None:
+    """``fn(conn)``: a facade's quick setup of a connection it holds (the drop-ins' registered
+    functions brought up to date on the writer before their statements). Quick by contract:
+    the engine runs it inline on the loop inside an async transaction (``_async_lease._cheap``)."""
+    fn(conn)
 
 
 def rollback_to_savepoint(conn: sqlite3.Connection, name: str) -> None:

@@ -27,6 +27,7 @@ from .._statements import (
     close_cursors,
     exec_sql,
     fetch,
+    prepare,
     rollback_to_savepoint,
     run_described,
     run_execute,
@@ -594,5 +595,9 @@ def _reads(fn: object) -> bool:
 def _cheap(fn: object) -> bool:
     """The lease's own quick functions, run on the loop (by identity, as :func:`_reads`)."""
     return (
-        fn is exec_sql or fn is rollback_to_savepoint or fn is close_cursors or fn is close_cursor
+        fn is exec_sql
+        or fn is rollback_to_savepoint
+        or fn is close_cursors
+        or fn is close_cursor
+        or fn is prepare
     )
