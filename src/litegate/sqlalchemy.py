@@ -48,7 +48,6 @@ from sqlalchemy.engine import URL
 from sqlalchemy.engine.characteristics import ConnectionCharacteristic
 
 from . import sqlite3 as _dbapi
-from ._config import is_memory_path
 from ._version import __version__
 
 try:
@@ -188,6 +187,10 @@ class AsyncAdapt_litegate_connection(AsyncAdapt_terminate, AsyncAdapt_dbapi_conn
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self.autocommit: Any = _dbapi.LEGACY_TRANSACTION_CONTROL
+        # litegate.aio takes concurrent tasks: SQLAlchemy's per-connection lock would make a
+        # task whose BEGIN waits for the lane (another task's transaction on StaticPool's
+        # shared in-memory handle) block that very transaction's next statement
+        self._execute_mutex = _NO_LOCK  # type: ignore[assignment]
 
     @property
     def isolation_level(self) -> str | None:
@@ -245,6 +248,19 @@ class AsyncAdapt_litegate_connection(AsyncAdapt_terminate, AsyncAdapt_dbapi_conn
 _CLOSED = ("no active connection", "connection closed")
 
 
+class _NoLock:
+    """An ``async with`` that does nothing (see ``AsyncAdapt_litegate_connection``)."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
 class AsyncAdapt_litegate_dbapi(AsyncAdapt_dbapi_module):
     """``litegate.aio`` as SQLAlchemy's asyncio layer expects a DBAPI module to look."""
 
@@ -272,9 +288,11 @@ class AsyncAdapt_litegate_dbapi(AsyncAdapt_dbapi_module):
         creator_fn = kw.pop("async_creator_fn", None)
         connecting = creator_fn(*args, **kw) if creator_fn else self.aio.connect(*args, **kw)
         connection = await_(connecting)
-        database = args[0] if args else kw.get("database", "")
-        if not is_memory_path(str(database), bool(kw.get("uri"))):
-            connection.per_task = False  # (a pooled handle: one session's at a time)
+        database = str(args[0] if args else kw.get("database", ""))
+        if database not in ("", ":memory:") and "mode=memory" not in database:
+            # (a pooled handle -- get_pool_class's file case, SQLAlchemy's _is_url_file_db --
+            # is one session's at a time; StaticPool's one handle is every task's)
+            connection.per_task = False
         return AsyncAdapt_litegate_connection(self, connection)
 
 

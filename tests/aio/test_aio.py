@@ -327,3 +327,101 @@ async def test_per_task_off_makes_transactions_the_connections(path: str) -> Non
         assert await other.execute_fetchall("SELECT count(*) FROM t") == [(5,)]
         db.per_task = True
         assert db.per_task
+
+
+async def test_close_while_a_task_waits_for_the_lane_leaves_the_lane_free(path: str) -> None:
+    async with aiosqlite.connect(path, timeout=2) as keep:
+        await _table(keep)
+        conn = await aiosqlite.connect(path, timeout=2)
+        holding = asyncio.Event()
+
+        async def holder() -> None:
+            await conn.execute("INSERT INTO t(v) VALUES ('held')")
+            holding.set()
+            await asyncio.sleep(60)
+
+        async def waiter() -> None:  # (waits for the lane while close() runs)
+            await conn.execute("INSERT INTO t(v) VALUES ('waited')")
+            await asyncio.sleep(60)
+
+        h = asyncio.create_task(holder())
+        await holding.wait()
+        w = asyncio.create_task(waiter())
+        await asyncio.sleep(0.05)
+        await conn.close()  # (rolls the holder's transaction back)
+        with pytest.raises(ValueError, match="no active connection"):
+            await w  # (it got the lane from close's rollback: given back, and it fails)
+        t0 = time.monotonic()
+        await keep.execute("INSERT INTO t(v) VALUES ('other')")  # (the lane is free)
+        await keep.commit()
+        assert time.monotonic() - t0 < 1.0
+        h.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await h
+        assert await keep.execute_fetchall("SELECT v FROM t") == [("other",)]
+
+
+async def test_a_query_classified_as_a_write_keeps_its_description(path: str) -> None:
+    async with aiosqlite.connect(path) as db:
+        await _table(db)
+        await db.execute("INSERT INTO t(v) VALUES ('a-b')")
+        await db.commit()
+        db.row_factory = aiosqlite.Row
+        sql = "WITH c AS (SELECT v FROM t) SELECT replace(v, '-', '_') AS w FROM c"
+        for _ in range(2):  # (outside a transaction, then inside one)
+            cur = await db.execute(sql)
+            assert [d[0] for d in cur.description] == ["w"]
+            assert [dict(r) for r in await cur.fetchall()] == [{"w": "a_b"}]
+            await db.execute("UPDATE t SET v = v")  # (opens the task's transaction)
+        await db.rollback()
+
+
+async def test_per_task_off_opens_one_transaction_for_concurrent_statements(path: str) -> None:
+    async with aiosqlite.connect(path, timeout=2) as db, aiosqlite.connect(path) as other:
+        await _table(db)
+        db.per_task = False
+        await other.execute("INSERT INTO t(v) VALUES ('busy')")  # (the lane is taken)
+        release = asyncio.get_running_loop().call_later(0.1, asyncio.ensure_future, other.commit())
+        try:
+            results = await asyncio.gather(
+                db.execute("INSERT INTO t(v) VALUES ('1')"),
+                db.execute("INSERT INTO t(v) VALUES ('2')"),
+            )
+        finally:
+            release.cancel()
+        assert all(isinstance(r, aiosqlite.Cursor) for r in results)
+        await db.commit()
+        assert await db.execute_fetchall("SELECT count(*) FROM t") == [(3,)]
+
+
+async def test_lastrowid_is_the_tasks_own_after_an_insert_that_inserted_nothing(
+    path: str,
+) -> None:
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        await db.execute("CREATE TABLE u(id INTEGER PRIMARY KEY, k TEXT UNIQUE)")
+        (first,) = await db.execute_insert("INSERT INTO u(k) VALUES ('a')")
+
+        async def elsewhere() -> None:  # (another task inserts on the shared writer)
+            for i in range(5):
+                await db.execute("INSERT INTO u(k) VALUES (?)", (f"x{i}",))
+
+        await asyncio.create_task(elsewhere())
+        cur = await db.execute("INSERT OR IGNORE INTO u(k) VALUES ('a')")
+        assert cur.rowcount == 0
+        assert cur.lastrowid == first  # (not the other task's last row)
+
+
+async def test_connection_pragmas_inside_a_transaction_and_on_memory(path: str) -> None:
+    async with aiosqlite.connect(path) as db:
+        await _table(db)
+        await db.execute("INSERT INTO t(v) VALUES ('x')")
+        await db.execute("PRAGMA busy_timeout = 1000")  # (accepted, as litegate.sqlite3 does)
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.rollback()
+    async with aiosqlite.connect(":memory:") as mem:
+        await mem.execute("CREATE TABLE p(id INTEGER PRIMARY KEY)")
+        await mem.execute("CREATE TABLE c(p INTEGER REFERENCES p(id))")
+        await mem.execute("PRAGMA foreign_keys = ON")  # (this database's, not another's)
+        assert await mem.execute_fetchall("PRAGMA foreign_keys") == [(1,)]
+        with pytest.raises(sqlite3.IntegrityError):
+            await mem.execute("INSERT INTO c VALUES (42)")

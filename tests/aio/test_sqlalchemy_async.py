@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -264,3 +265,34 @@ async def test_a_transaction_begun_in_a_child_task_is_the_sessions(engine: Async
     async with AsyncSession(engine) as s:
         rows = (await s.execute(select(Account.balance).where(Account.id <= 2))).scalars()
         assert list(rows) == [1, 2]
+
+
+async def test_in_memory_sessions_of_concurrent_tasks_do_not_stall_each_other() -> None:
+    # (StaticPool's one handle is every task's: a task whose BEGIN waits for the lane must not
+    # hold anything the transaction it waits for needs -- SQLAlchemy's per-connection lock did)
+    memory = create_async_engine("sqlite+litegate_async://", connect_args={"timeout": 2})
+    try:
+        async with memory.begin() as conn:
+            await conn.execute(text("CREATE TABLE n(x INTEGER)"))
+        a_began = asyncio.Event()
+
+        async def a() -> float:
+            async with memory.begin() as conn:
+                await conn.execute(text("INSERT INTO n VALUES (1)"))
+                a_began.set()
+                await asyncio.sleep(0.2)  # (b's BEGIN waits for the lane meanwhile)
+                t0 = time.monotonic()
+                await conn.execute(text("INSERT INTO n VALUES (2)"))
+                return time.monotonic() - t0
+
+        async def b() -> None:
+            await a_began.wait()
+            async with memory.begin() as conn:
+                await conn.execute(text("INSERT INTO n VALUES (3)"))
+
+        waited, _ = await asyncio.gather(a(), b())
+        assert waited < 0.5
+        async with memory.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM n"))).scalar() == 3
+    finally:
+        await memory.dispose()

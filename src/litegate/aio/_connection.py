@@ -38,11 +38,8 @@ class Connection(ConnectionCore):
         engine (the last connection to the file closes it, in a thread). Idempotent."""
         shared = self._take_down()
         try:
-            if shared is not None:
-                sync, self._sync = self._sync, None
-                if sync is not None:
-                    await asyncio.to_thread(sync.close)
-                await asyncio.to_thread(detach, shared, self._timeout)
+            if shared is not None:  # (shielded: a cancelled close still lets the engine go)
+                await asyncio.shield(asyncio.to_thread(detach, shared, self._timeout))
         finally:
             self._done = True
 
@@ -52,9 +49,6 @@ class Connection(ConnectionCore):
         when a loop runs, else ``None``."""
         shared = self._take_down()
         if shared is not None:
-            if self._sync is not None:
-                self._sync.close()
-                self._sync = None
             detach(shared, self._timeout, wait=False)
         self._done = True
         try:
@@ -121,13 +115,14 @@ class Connection(ConnectionCore):
         return out.rows
 
     async def commit(self) -> None:
-        """Commit the calling task's transaction (no other task's)."""
+        """Commit the calling task's transaction (no other task's; a task started inside a
+        transaction is part of it, as ``asyncio.shield`` and ``wait_for`` make them)."""
         self._live()
         s = self._session()
         await self._end(s, commit=True)
 
     async def rollback(self) -> None:
-        """Roll back the calling task's transaction (no other task's)."""
+        """Roll back the calling task's transaction (no other task's; see :meth:`commit`)."""
         self._live()
         s = self._session()
         await self._end(s, commit=False)

@@ -17,12 +17,22 @@ own.
 field               guard
 ==================  =====================================================================
 ``_open``           ``_lock``: the sessions with a transaction open (``close`` ends them)
-``_changes``        ``_lock``
-``_closed``         set once by ``close``/``stop``; read without the lock (a call racing
-                    with close fails in the engine instead)
-a ``_Session``      its task's (a child task reads it only while the transaction is open)
+``_changes``,       ``_lock`` (``interrupt`` holds it while it interrupts, so a job that
+``_running_on``     ends meanwhile waits and no other caller's statement is reached)
+``_closed``         set once by ``close``/``stop`` under ``_lock``; ``_begin`` re-checks it
+                    under the lock before it records a transaction (one that got the lane
+                    from close's rollbacks is given back); elsewhere read without it: a call
+                    that starts after it fails
+``_one``            ``_lock`` (``per_task``'s setter; read without it: a whole reference)
+a ``_Session``      written on its loop only, by the tasks that use it: its own task, tasks
+                    it started inside its transaction, all of the connection's with
+                    ``per_task`` off; ``beginning`` makes them open one transaction, not two;
+                    ``close`` ends its lease (``end()`` never blocks)
+``_slice``,         the loop's read turns: written by whichever task reads (a stale value
+``_last_yield``     only moves a turn); a connection used from several loops shares them
 factories, hooks,   the caller's: set them before sharing the connection (as with
-``isolation_level`` aiosqlite); each statement reads them once, when it starts
+``isolation_level`` aiosqlite); a statement reads them as it starts, a hook again when its
+                    job runs
 ==================  =====================================================================
 """
 
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import sqlite3
 import threading
@@ -43,20 +54,39 @@ from .._errors import Error
 from .._statements import prepare as prepare_conn
 from .._statements import run_described, run_execute, split_script
 from ..sqlite3 import _sql
+from ..sqlite3._pragmas import on_writer, outside, set_pragma
+from ..sqlite3._session import Session as DropinSession
 from ..sqlite3._session import translate
-from ..sqlite3._shared import Shared, attach, check_registration, check_statement
+from ..sqlite3._shared import Shared, attach, check_registration, check_statement, detach
 from ._cursor import Outcome
 
 __all__ = ("CONNECT_ARGS", "ConnectionCore", "dump", "location")
 
 _Lease = AsyncWriteLease | AsyncReadLease
+logger = logging.getLogger("litegate")
+
+
+class _ThroughLoop:
+    """An async lease seen from a worker thread as ``litegate.sqlite3``'s rules use a lease:
+    ``run`` sends the job to the lease on its loop and waits for it (the loop is free: the
+    task that holds the lease awaits the thread)."""
+
+    def __init__(self, lease: AsyncReadLease, loop: asyncio.AbstractEventLoop) -> None:
+        self.lease = lease
+        self.loop = loop
+
+    def run(self, fn: Callable[..., Any], args: Any, sql: str | None, limit: Any) -> Any:
+        done = asyncio.run_coroutine_threadsafe(self.lease.run(fn, args, sql, limit), self.loop)
+        return done.result()
 
 
 class _Session:
     """One task's transaction on one connection."""
 
     __slots__ = (
+        "beginning",
         "explicit",
+        "lastrowid",
         "lease",
         "read_only",
         "reading",
@@ -73,6 +103,8 @@ class _Session:
         self.savepoints: list[str] | None = None  # a transaction a SAVEPOINT began: its marks
         self.watched = False  # its task's end is watched (rolls back what it left open)
         self.synced = -1  # the registered functions' version brought to the writer in it
+        self.beginning: asyncio.Future[None] | None = None  # set while _begin opens one
+        self.lastrowid: int | None = None  # its last INSERT's row id (sqlite3's, per task)
         self.lease: _Lease | None = None
         self.reading = False  # the lease is a snapshot on a reader
         self.explicit = False
@@ -120,7 +152,6 @@ class ConnectionCore:
         self._changes = 0
         self._shared: Shared | None = None
         self._engine: Engine | None = None
-        self._sync: Any = None  # a litegate.sqlite3 connection for the rare statements
         self._closed = False  # close() has begun
         self._done = False  # close() has ended
         self._running = True
@@ -146,13 +177,22 @@ class ConnectionCore:
         if self._started:
             raise RuntimeError("threads can only be started once")
         self._started = True
+        attaching = asyncio.ensure_future(asyncio.to_thread(self._attach))
         try:
-            self._shared = await asyncio.to_thread(self._attach)
+            self._shared = await asyncio.shield(attaching)
         except BaseException:
             self._running = False
+            if not attaching.done():  # (cancelled: the thread attaches still; let go then)
+                attaching.add_done_callback(self._let_go)
+            else:
+                attaching.result()  # (the thread's own error, as it was raised there)
             raise
         self._engine = self._shared.engine
         return self
+
+    def _let_go(self, attaching: asyncio.Future[Shared]) -> None:
+        if not attaching.cancelled() and attaching.exception() is None:
+            detach(attaching.result(), self._timeout, wait=False)
 
     def _attach(self) -> Shared:
         connector = self._connector
@@ -234,11 +274,32 @@ class ConnectionCore:
         return s
 
     async def _begin(self, s: _Session) -> _Lease:
+        """Open ``s``'s transaction: the write lane and ``BEGIN IMMEDIATE``, or (``read_only``)
+        a snapshot on a reader. One at a time per session (with ``per_task`` off, or joined,
+        several tasks share it): a task that finds another beginning waits for it and then
+        uses its transaction."""
+        while (beginning := s.beginning) is not None:
+            await asyncio.shield(beginning)
+            if s.lease is not None:
+                return s.lease
         engine = self._live()
+        s.beginning = asyncio.get_running_loop().create_future()
+        try:
+            return await self._open_transaction(engine, s)
+        finally:
+            done, s.beginning = s.beginning, None
+            if done is not None and not done.done():
+                done.set_result(None)
+
+    async def _open_transaction(self, engine: Engine, s: _Session) -> _Lease:
         try:
             if s.read_only:
                 lease: _Lease = await engine.borrow_async(self._timeout, "the snapshot")
-                await lease.begin_snapshot()
+                try:
+                    await lease.begin_snapshot()
+                except BaseException:
+                    await asyncio.shield(lease.release())  # (the reader back, even if cancelled)
+                    raise
                 s.reading = True
             else:
                 lease = await engine.lease_async(self._timeout, "the transaction")
@@ -250,12 +311,19 @@ class ConnectionCore:
                 s.reading = False
         except Error as exc:
             raise translate(exc) from exc
-        s.lease = lease
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                s.lease = lease
+                self._open.add(s)
+        if closed:  # (close() ran while this waited for the lane: it is given back)
+            s.lease = lease
+            await self._end(s, commit=False)
+            raise ValueError("no active connection")
         s.synced = -1
         s.txn += 1
-        self._var.set((s, s.txn))  # (the tasks this one starts from now on join it)
-        with self._lock:
-            self._open.add(s)
+        if s.task is not None:
+            self._var.set((s, s.txn))  # (the tasks this one starts from now on join it)
         task = s.task
         if task is not None and not s.watched:  # (once per task: its transactions come and go)
             s.watched = True
@@ -267,6 +335,9 @@ class ConnectionCore:
             return
         self._forget(s)
         _end_quietly(s)
+        logger.warning(
+            "litegate.aio: %r ended with its transaction open; it was rolled back", s.task
+        )
         warnings.warn(
             "a task ended with its litegate.aio transaction open: rolled back (commit() or "
             "rollback() before the task ends)",
@@ -379,7 +450,7 @@ class ConnectionCore:
                 if out is MISS:
                     read = (sql, params, rf, prepare)
                     out = await engine.read_async(run_described, read, self._timeout, None, sql)
-                out.lastrowid = None
+                out.lastrowid = s.lastrowid
                 return out
             if kind >= _sql.BEGIN:
                 await self._control(s, kind, sql)
@@ -397,8 +468,10 @@ class ConnectionCore:
                     if self._trace is not None:
                         self._traced("BEGIN " + self._isolation_level)
                     lease = await self._begin(s)
-            if kind in (_sql.SET_PRAGMA, _sql.NO_TRANSACTION, _sql.WRITER_READ) and lease is None:
-                out = await self._on_sync(sql, params, many)
+            if kind == _sql.SET_PRAGMA or (
+                lease is None and (kind == _sql.NO_TRANSACTION or kind == _sql.WRITER_READ)
+            ):
+                out = await self._by_dropin_rules(engine, s, kind, sql, params, many)
             elif lease is not None:
                 if s.reading and kind != _sql.READ and kind != _sql.WRITER_READ:
                     raise sqlite3.OperationalError("attempt to write a readonly database")
@@ -416,21 +489,31 @@ class ConnectionCore:
                 job = (sql, params, many, rf, prepare, self._settings(), self)
                 out = await engine.read_async(_run_job, job, self._timeout, None, sql)
             else:
-                out = await self._write(engine, sql, params, many, rf, prepare)
+                out = await self._write(engine, kind, sql, params, many, rf, prepare)
         except Error as exc:
             raise translate(exc) from exc
         if kind in (_sql.DML, _sql.INSERT, _sql.WRITE) and out.rowcount > 0:
             with self._lock:
                 self._changes += out.rowcount
-        if kind != _sql.INSERT or many:
-            out.lastrowid = None  # (the cursor keeps the last insert's, as sqlite3's does)
+        if many:
+            out.lastrowid = None
+        else:  # (the task's own last inserted row, as a connection of its own would tell)
+            if kind == _sql.INSERT and out.rowcount > 0 and out.lastrowid is not None:
+                s.lastrowid = out.lastrowid
+            out.lastrowid = s.lastrowid
         return out
 
     async def _write(
-        self, engine: Engine, sql: str, params: Any, many: bool, rf: Any, prepare: Any
+        self, engine: Engine, kind: int, sql: str, params: Any, many: bool, rf: Any, prepare: Any
     ) -> Any:
         """A write outside the task's transaction: one group-committed lane job."""
-        if not many and prepare is None and not self._custom and not _returns(sql):
+        if (
+            not many
+            and prepare is None
+            and not self._custom
+            and kind != _sql.WRITE  # (DDL, and what classify could not tell: it may return rows)
+            and not _returns(sql)
+        ):
             res = await engine.write_async(run_execute, (sql, params), self._timeout, None, sql)
             return Outcome(res.rows, None, res.rowcount, res.lastrowid)
         job = (sql, params, many, rf, prepare, self._settings(), self)
@@ -454,7 +537,7 @@ class ConnectionCore:
             not s.reading
             and not custom
             and not _returns(sql)
-            and kind in (_sql.DML, _sql.INSERT, _sql.WRITE)
+            and (kind == _sql.DML or kind == _sql.INSERT)
         ):  # (a write the engine may run on the loop: its execute's fast path)
             writing = _writing(lease)
             if prepare is not None and s.synced != self._shared_hooks_version():
@@ -476,28 +559,29 @@ class ConnectionCore:
         shared = self._shared
         return shared.hooks.version if shared is not None else 0
 
-    async def _on_sync(self, sql: str, params: Any, many: bool) -> Any:
-        """PRAGMA settings, VACUUM and the like: through a ``litegate.sqlite3`` connection to
-        the same engine (its rules for them), in a thread."""
-        sync = self._sync
-        if sync is None:
-            sync = self._sync = await asyncio.to_thread(self._open_sync)
+    async def _by_dropin_rules(
+        self, engine: Engine, s: _Session, kind: int, sql: str, params: Any, many: bool
+    ) -> Any:
+        """PRAGMA settings, ``PRAGMA foreign_keys``, ``VACUUM`` and the like: by
+        ``litegate.sqlite3``'s rules for them (:mod:`litegate.sqlite3._pragmas`), on this
+        connection's engine, in a thread (they take the lane, or a side connection). Inside the
+        task's transaction they run in it: the thread sends them to its lease on the loop."""
+        held = s.lease
+        loop = asyncio.get_running_loop()
+        stand_in = DropinSession()
+        stand_in.reading = s.reading
+        if held is not None:
+            stand_in.lease = cast(Any, _ThroughLoop(held, loop))
+        job = (sql, params, many, None, None, None, self)
+        timeout = self._timeout
 
-        def run() -> Outcome:
-            cur = sync.executemany(sql, params) if many else sync.execute(sql, params)
-            rows = cur.fetchall() if cur.description is not None else []
-            return Outcome(rows, cur.description, cur.rowcount, None)
+        def run() -> Any:
+            if kind == _sql.SET_PRAGMA:
+                return set_pragma(engine, timeout, stand_in, sql)
+            side = outside if kind == _sql.NO_TRANSACTION else on_writer
+            return side(engine, timeout, stand_in, _run_job, job)
 
         return await asyncio.to_thread(run)
-
-    def _open_sync(self) -> Any:
-        from .. import sqlite3 as dropin
-
-        kw = {k: v for k, v in self._kwargs.items() if k in CONNECT_ARGS}
-        kw["isolation_level"] = None
-        kw.pop("autocommit", None)
-        assert self._engine is not None
-        return dropin.connect(self._engine.opts.path, **kw)
 
     async def _control(self, s: _Session, kind: int, sql: str) -> None:
         check_statement(sql)
@@ -568,10 +652,9 @@ class ConnectionCore:
         """Interrupt the statements of this connection running off the loop (a statement
         running inline on the loop has ended before another task can call this)."""
         self._live()
-        with self._lock:
-            running = list(self._running_on)
-        for conn in running:
-            conn.interrupt()
+        with self._lock:  # (held: a job that ends meanwhile waits, so no other is reached)
+            for conn in self._running_on:
+                conn.interrupt()
 
     def _started_on(self, conn: sqlite3.Connection) -> None:
         with self._lock:
