@@ -103,7 +103,8 @@ class _Session:
         self.savepoints: list[str] | None = None  # a transaction a SAVEPOINT began: its marks
         self.watched = False  # its task's end is watched (rolls back what it left open)
         self.synced = -1  # the registered functions' version brought to the writer in it
-        self.beginning: asyncio.Future[None] | None = None  # set while _begin opens one
+        # True while _begin opens one; a future once another task waits for that
+        self.beginning: asyncio.Future[None] | bool | None = None
         self.lastrowid: int | None = None  # its last INSERT's row id (sqlite3's, per task)
         self.lease: _Lease | None = None
         self.reading = False  # the lease is a snapshot on a reader
@@ -278,18 +279,20 @@ class ConnectionCore:
         a snapshot on a reader. One at a time per session (with ``per_task`` off, or joined,
         several tasks share it): a task that finds another beginning waits for it and then
         uses its transaction."""
-        while (beginning := s.beginning) is not None:
-            await asyncio.shield(beginning)
+        while s.beginning is not None:  # (another task of the session is opening one)
+            if not isinstance(s.beginning, asyncio.Future):  # (the first to wait makes it)
+                s.beginning = asyncio.get_running_loop().create_future()
+            await asyncio.shield(s.beginning)
             if s.lease is not None:
                 return s.lease
         engine = self._live()
-        s.beginning = asyncio.get_running_loop().create_future()
+        s.beginning = True
         try:
             return await self._open_transaction(engine, s)
         finally:
-            done, s.beginning = s.beginning, None
-            if done is not None and not done.done():
-                done.set_result(None)
+            waited, s.beginning = s.beginning, None
+            if isinstance(waited, asyncio.Future) and not waited.done():
+                waited.set_result(None)
 
     async def _open_transaction(self, engine: Engine, s: _Session) -> _Lease:
         try:
