@@ -14,7 +14,7 @@ from .._errors import Error
 from .._types import ExcType, Tb
 from ..sqlite3 import _sql
 from ..sqlite3._session import translate
-from ..sqlite3._shared import detach
+from ..sqlite3._shared import detach, detach_unless_last
 from ._core import ConnectionCore, dump
 from ._cursor import Cursor, result
 
@@ -38,7 +38,8 @@ class Connection(ConnectionCore):
         engine (the last connection to the file closes it, in a thread). Idempotent."""
         shared = self._take_down()
         try:
-            if shared is not None:  # (shielded: a cancelled close still lets the engine go)
+            if shared is not None and not detach_unless_last(shared):  # (the last: it closes
+                # the engine, in a thread; shielded: a cancelled close still lets it go)
                 await asyncio.shield(asyncio.to_thread(detach, shared, self._timeout))
         finally:
             self._done = True

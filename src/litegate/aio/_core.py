@@ -47,7 +47,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any, Self, cast
+from typing import Any, Literal, Self, cast, overload
 
 from .._engine import MISS, AsyncReadLease, AsyncWriteLease, Engine, use_authorizer, wait_turn
 from .._errors import Error
@@ -57,7 +57,14 @@ from ..sqlite3 import _sql
 from ..sqlite3._pragmas import on_writer, outside, set_pragma
 from ..sqlite3._session import Session as DropinSession
 from ..sqlite3._session import translate
-from ..sqlite3._shared import Shared, attach, check_registration, check_statement, detach
+from ..sqlite3._shared import (
+    Shared,
+    attach,
+    attach_if_open,
+    check_registration,
+    check_statement,
+    detach,
+)
 from ._cursor import Outcome
 
 __all__ = ("CONNECT_ARGS", "ConnectionCore", "dump", "location")
@@ -178,6 +185,10 @@ class ConnectionCore:
         if self._started:
             raise RuntimeError("threads can only be started once")
         self._started = True
+        shared = self._attach(only_open=True)  # (on the loop: no thread when the engine is open)
+        if shared is not None:
+            self._shared, self._engine = shared, shared.engine
+            return self
         attaching = asyncio.ensure_future(asyncio.to_thread(self._attach))
         try:
             self._shared = await asyncio.shield(attaching)
@@ -195,9 +206,18 @@ class ConnectionCore:
         if not attaching.cancelled() and attaching.exception() is None:
             detach(attaching.result(), self._timeout, wait=False)
 
-    def _attach(self) -> Shared:
+    @overload
+    def _attach(self, only_open: Literal[True]) -> Shared | None: ...
+    @overload
+    def _attach(self, only_open: Literal[False] = False) -> Shared: ...
+
+    def _attach(self, only_open: bool = False) -> Shared | None:
+        """The engine for the connection's file; ``only_open``: only if it is open already
+        (then it never blocks; ``None`` otherwise)."""
         connector = self._connector
         if callable(connector) and not isinstance(connector, os.PathLike):
+            if only_open:
+                return None
             made = connector()  # (aiosqlite's own constructor: a function that connects)
             if isinstance(made, sqlite3.Connection):
                 made.close()
@@ -213,6 +233,13 @@ class ConnectionCore:
         if unknown:
             raise TypeError(f"connect() got an unexpected keyword argument {sorted(unknown)[0]!r}")
         try:
+            if only_open:
+                return attach_if_open(
+                    path,
+                    uri=bool(kw.get("uri", False)),
+                    detect_types=kw.get("detect_types", 0),
+                    options=kw.get("litegate"),
+                )
             return attach(
                 path,
                 uri=bool(kw.get("uri", False)),

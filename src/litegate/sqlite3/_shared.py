@@ -23,7 +23,16 @@ from typing import Any, cast
 from .. import _config
 from .._engine import Engine, open_engine
 
-__all__ = ("Hooks", "Shared", "attach", "check_registration", "check_statement", "detach")
+__all__ = (
+    "Hooks",
+    "Shared",
+    "attach",
+    "attach_if_open",
+    "check_registration",
+    "check_statement",
+    "detach",
+    "detach_unless_last",
+)
 
 _lock = threading.Lock()
 _engines: dict[tuple[str, int], Shared] = {}
@@ -126,15 +135,11 @@ def attach(
     :raises sqlite3.ProgrammingError: ``options`` differ from those the open engine has
     :raises sqlite3.Error: the file cannot be opened
     """
+    shared = attach_if_open(path, uri=uri, detect_types=detect_types, options=options)
+    if shared is not None:
+        return shared
     name = _key(path, uri)
     key = None if name is None else (name, detect_types)
-    if key is not None:
-        with _lock:
-            shared = _engines.get(key)
-            if shared is not None and not shared.engine.closed:
-                _check_same(shared.engine, options)
-                shared.users += 1
-                return shared
     fields: dict[str, Any] = {
         "timeout": timeout,
         "busy_timeout": timeout,
@@ -160,6 +165,36 @@ def attach(
         shared.users += 1  # another thread opened it meanwhile: use theirs
     engine.close()
     return shared
+
+
+def attach_if_open(
+    path: str, *, uri: bool, detect_types: int, options: Mapping[str, Any] | None
+) -> Shared | None:
+    """:func:`attach` when the engine is open already (never blocks: no file is opened, an
+    asyncio caller may call it on its loop); ``None`` when it is not.
+
+    :raises sqlite3.ProgrammingError: ``options`` differ from those the open engine has
+    """
+    name = _key(path, uri)
+    if name is None:
+        return None
+    with _lock:
+        shared = _engines.get((name, detect_types))
+        if shared is not None and not shared.engine.closed:
+            _check_same(shared.engine, options)
+            shared.users += 1
+            return shared
+    return None
+
+
+def detach_unless_last(shared: Shared) -> bool:
+    """:func:`detach` if another user remains (never blocks); False, and nothing done, if
+    this is the last one (then :func:`detach` closes the engine)."""
+    with _lock:
+        if shared.users <= 1:
+            return False
+        shared.users -= 1
+        return True
 
 
 def _pragmas(options: Mapping[str, Any] | None) -> dict[str, Any]:
