@@ -425,3 +425,26 @@ async def test_connection_pragmas_inside_a_transaction_and_on_memory(path: str) 
         assert await mem.execute_fetchall("PRAGMA foreign_keys") == [(1,)]
         with pytest.raises(sqlite3.IntegrityError):
             await mem.execute("INSERT INTO c VALUES (42)")
+
+
+async def test_connecting_to_an_open_engine_takes_no_thread(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (a thread's start holds the loop until the thread runs: 31 ms under load in CI; so does
+    # realpath's system calls, each giving up the GIL: 43 ms)
+    first = await aiosqlite.connect(path)
+    calls: list[object] = []
+    real = asyncio.to_thread
+
+    async def counted(fn: object, *args: object, **kwargs: object) -> object:
+        calls.append(fn)
+        return await real(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    for _ in range(3):
+        db = await aiosqlite.connect(path)
+        assert db.engine is first.engine
+        await db.close()
+    assert calls == []
+    await first.close()  # (the last: closes the engine, in a thread)
+    assert len(calls) == 1

@@ -234,11 +234,12 @@ class ConnectionCore:
             raise TypeError(f"connect() got an unexpected keyword argument {sorted(unknown)[0]!r}")
         try:
             if only_open:
-                return attach_if_open(
+                return attach_if_open(  # (not even realpath on the loop: see there)
                     path,
                     uri=bool(kw.get("uri", False)),
                     detect_types=kw.get("detect_types", 0),
                     options=kw.get("litegate"),
+                    resolve=False,
                 )
             return attach(
                 path,

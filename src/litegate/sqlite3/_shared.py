@@ -36,6 +36,8 @@ __all__ = (
 
 _lock = threading.Lock()
 _engines: dict[tuple[str, int], Shared] = {}
+# (path as given, uri, detect_types) -> an engine of _engines (see _remember); guarded by _lock
+_given: dict[tuple[str, bool, int], Shared] = {}
 
 
 class Hooks:
@@ -135,8 +137,10 @@ def attach(
     :raises sqlite3.ProgrammingError: ``options`` differ from those the open engine has
     :raises sqlite3.Error: the file cannot be opened
     """
+    given = path
     shared = attach_if_open(path, uri=uri, detect_types=detect_types, options=options)
     if shared is not None:
+        _remember(given, uri, detect_types, shared)
         return shared
     name = _key(path, uri)
     key = None if name is None else (name, detect_types)
@@ -158,23 +162,54 @@ def attach(
     if key is None:
         return Shared(None, engine)
     with _lock:
-        shared = _engines.get(key)
-        if shared is None or shared.engine.closed:
+        theirs = _engines.get(key)
+        mine = theirs is None or theirs.engine.closed
+        if theirs is None or mine:
             shared = _engines[key] = Shared(key, engine)
-            return shared
-        shared.users += 1  # another thread opened it meanwhile: use theirs
-    engine.close()
+        else:
+            shared = theirs
+            shared.users += 1  # another thread opened it meanwhile: use theirs
+    _remember(given, uri, detect_types, shared)
+    if not mine:
+        engine.close()
     return shared
 
 
+def _remember(path: str, uri: bool, detect_types: int, shared: Shared) -> None:
+    """Note the engine under the path as given, for :func:`attach_if_open` without
+    ``resolve`` (absolute paths and ``file:`` URIs only: a relative one depends on the working
+    directory)."""
+    if shared.key is not None and (os.path.isabs(path) or (uri and path.startswith("file:"))):
+        with _lock:
+            _given[(path, uri, shared.key[1])] = shared
+
+
 def attach_if_open(
-    path: str, *, uri: bool, detect_types: int, options: Mapping[str, Any] | None
+    path: str,
+    *,
+    uri: bool,
+    detect_types: int,
+    options: Mapping[str, Any] | None,
+    resolve: bool = True,
 ) -> Shared | None:
-    """:func:`attach` when the engine is open already (never blocks: no file is opened, an
-    asyncio caller may call it on its loop); ``None`` when it is not.
+    """:func:`attach` when the engine is open already (no file is opened); ``None`` when it
+    is not. ``resolve=False``: not even the path is resolved (``realpath`` makes a system call
+    per component, and each gives up the GIL: an event loop under load waited 43 ms for it) --
+    only a path that an earlier :func:`attach` was given, as it was given, is found.
 
     :raises sqlite3.ProgrammingError: ``options`` differ from those the open engine has
     """
+    if not resolve:
+        with _lock:
+            shared = _given.get((path, uri, detect_types))
+            key = None if shared is None else shared.key
+            if shared is None or key is None or _engines.get(key) is not shared:
+                return None
+            if shared.engine.closed:
+                return None
+            _check_same(shared.engine, options)
+            shared.users += 1
+            return shared
     name = _key(path, uri)
     if name is None:
         return None
@@ -224,6 +259,8 @@ def detach(shared: Shared, timeout: float | None, *, wait: bool = True) -> None:
         last = shared.users <= 0
         if last and shared.key is not None and _engines.get(shared.key) is shared:
             del _engines[shared.key]
+            for given in [k for k, v in _given.items() if v is shared]:
+                del _given[given]
     if last:
         if wait:
             shared.engine.close(timeout)
