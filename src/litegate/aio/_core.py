@@ -49,7 +49,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Literal, Self, cast, overload
 
-from .._engine import MISS, AsyncReadLease, AsyncWriteLease, Engine, use_authorizer, wait_turn
+from .._engine import MISS, AsyncReadLease, AsyncWriteLease, Engine, wait_turn
 from .._errors import Error
 from .._statements import prepare as prepare_conn
 from .._statements import run_described, run_execute, split_script
@@ -58,12 +58,15 @@ from ..sqlite3._pragmas import on_writer, outside, set_pragma
 from ..sqlite3._session import Session as DropinSession
 from ..sqlite3._session import translate
 from ..sqlite3._shared import (
+    Settings,
     Shared,
     attach,
     attach_if_open,
     check_registration,
     check_statement,
     detach,
+    install_settings,
+    remove_settings,
 )
 from ._cursor import Outcome
 
@@ -92,7 +95,6 @@ class _Session:
 
     __slots__ = (
         "beginning",
-        "explicit",
         "lastrowid",
         "lease",
         "read_only",
@@ -115,7 +117,6 @@ class _Session:
         self.lastrowid: int | None = None  # its last INSERT's row id (sqlite3's, per task)
         self.lease: _Lease | None = None
         self.reading = False  # the lease is a snapshot on a reader
-        self.explicit = False
         self.read_only = False
 
 
@@ -386,7 +387,6 @@ class ConnectionCore:
             return
         self._traced("COMMIT" if commit else "ROLLBACK")
         s.lease = None
-        s.explicit = False
         s.savepoints = None
         self._forget(s)
         try:
@@ -622,7 +622,6 @@ class ConnectionCore:
                 raise sqlite3.OperationalError("cannot start a transaction within a transaction")
             self._traced(sql)
             await self._begin(s)
-            s.explicit = True
             return
         if kind == _sql.COMMIT or kind == _sql.ROLLBACK:
             if lease is None:
@@ -635,7 +634,6 @@ class ConnectionCore:
             if kind != _sql.SAVEPOINT:
                 raise sqlite3.OperationalError(f"no such savepoint: {name}")
             lease = await self._begin(s)
-            s.explicit = True
             if self._autocommit is not False:  # (a SAVEPOINT outside BEGIN is a transaction)
                 s.savepoints = []
         job = (sql, (), False, None, None, None, self)
@@ -655,7 +653,7 @@ class ConnectionCore:
                 if not marks and kind == _sql.RELEASE:
                     await self._end(s, commit=True)
 
-    def _settings(self) -> tuple[Any, ...] | None:
+    def _settings(self) -> Settings | None:
         if not self._custom:
             return None
         return (self._trace, self._progress, self._authorizer, self._text_factory)
@@ -766,7 +764,7 @@ def _run_job(
     many: bool,
     rf: Any,
     prepare: Any,
-    settings: tuple[Any, ...] | None,
+    settings: Settings | None,
     owner: ConnectionCore,
 ) -> Outcome:
     """A statement on an engine connection the caller owns now, as the connection would run
@@ -775,14 +773,7 @@ def _run_job(
         prepare(conn)
     owner._started_on(conn)
     if settings is not None:
-        trace, progress, authorizer, text_factory = settings
-        conn.text_factory = text_factory
-        if trace is not None:
-            conn.set_trace_callback(trace)
-        if progress is not None:
-            conn.set_progress_handler(*progress)
-        if authorizer is not None:
-            use_authorizer(conn, authorizer)
+        install_settings(conn, settings)
     try:
         cur = conn.cursor()
         try:
@@ -799,10 +790,4 @@ def _run_job(
     finally:
         owner._ended_on(conn)
         if settings is not None:
-            conn.text_factory = str
-            if settings[0] is not None:
-                conn.set_trace_callback(None)
-            if settings[1] is not None:
-                conn.set_progress_handler(None, 0)
-            if settings[2] is not None:
-                use_authorizer(conn, None)
+            remove_settings(conn, settings)

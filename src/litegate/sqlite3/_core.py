@@ -29,13 +29,20 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Self
 
-from .._engine import Engine, use_authorizer
+from .._engine import Engine
 from .._errors import Error
 from .._statements import split_script
 from . import _sql
 from ._pragmas import on_writer, outside, set_pragma
 from ._session import EMPTY, Outcome, Session, begin_read, begin_write, end, translate
-from ._shared import Hooks, attach, check_statement
+from ._shared import (
+    Hooks,
+    Settings,
+    attach,
+    check_statement,
+    install_settings,
+    remove_settings,
+)
 from ._sql import LEGACY_TRANSACTION_CONTROL, check_level, check_mode, check_open
 
 __all__ = (
@@ -153,32 +160,10 @@ class ConnectionCore:
         with self._lock:
             self._changes += n
 
-    def _settings_for(self, conn: sqlite3.Connection) -> tuple[Any, Any, Any]:
-        """Before a statement on engine connection ``conn`` (the caller owns it): apply this
-        connection's hooks (only if it has any: ``_custom``); returns what it installed, for
-        :meth:`_settings_done` (another thread may change the hooks meanwhile)."""
-        trace, progress, authorizer = self._trace, self._progress, self._authorizer
-        conn.text_factory = self._text_factory
-        if trace is not None:
-            conn.set_trace_callback(trace)
-        if progress is not None:
-            conn.set_progress_handler(*progress)  # type: ignore[arg-type]
-        if authorizer is not None:
-            use_authorizer(conn, authorizer)
-        return trace, progress, authorizer
-
-    @staticmethod
-    def _settings_done(conn: sqlite3.Connection, installed: tuple[Any, Any, Any]) -> None:
-        """After it: take off what :meth:`_settings_for` installed (the connection is the
-        engine's, shared)."""
-        trace, progress, authorizer = installed
-        conn.text_factory = str
-        if trace is not None:
-            conn.set_trace_callback(None)
-        if progress is not None:
-            conn.set_progress_handler(None, 0)
-        if authorizer is not None:
-            use_authorizer(conn, None)
+    def _settings(self) -> Settings:
+        """This connection's own hooks and text factory, read once for a statement (another
+        thread may change them meanwhile): what :func:`install_settings` puts on."""
+        return (self._trace, self._progress, self._authorizer, self._text_factory)
 
     def _run(
         self, cur: Cursor, sql: str, params: Any, many: bool, implicit: bool = True
@@ -389,7 +374,9 @@ def run_statement(
     hooks = cx._shared.hooks
     if hooks.version:
         hooks.sync(conn)
-    installed = cx._settings_for(conn) if cx._custom else None
+    installed = cx._settings() if cx._custom else None
+    if installed is not None:
+        install_settings(conn, installed)
     before = conn.total_changes
     s.running = conn
     try:
@@ -406,7 +393,7 @@ def run_statement(
     finally:
         s.running = None
         if installed is not None:
-            cx._settings_done(conn, installed)
+            remove_settings(conn, installed)
         changes = conn.total_changes - before
         if changes:
             cx._count_changes(changes)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from .. import _config
-from .._engine import Engine, open_engine
+from .._engine import Engine, open_engine, use_authorizer
 
 __all__ = (
     "Hooks",
@@ -32,6 +32,8 @@ __all__ = (
     "check_statement",
     "detach",
     "detach_unless_last",
+    "install_settings",
+    "remove_settings",
 )
 
 _lock = threading.Lock()
@@ -230,6 +232,37 @@ def detach_unless_last(shared: Shared) -> bool:
             return False
         shared.users -= 1
         return True
+
+
+Settings = tuple[Any, Any, Any, Any]
+"""A drop-in connection's own hooks and text factory: (trace, progress, authorizer,
+text_factory); ``progress`` is ``(handler, n)`` or ``None``."""
+
+
+def install_settings(conn: sqlite3.Connection, settings: Settings) -> None:
+    """Before a statement on engine connection ``conn`` (the caller owns it): a drop-in
+    connection's own settings, as a connection of its own would have them."""
+    trace, progress, authorizer, text_factory = settings
+    conn.text_factory = text_factory
+    if trace is not None:
+        conn.set_trace_callback(trace)
+    if progress is not None:
+        conn.set_progress_handler(*progress)
+    if authorizer is not None:
+        use_authorizer(conn, authorizer)
+
+
+def remove_settings(conn: sqlite3.Connection, settings: Settings) -> None:
+    """After it: take off what :func:`install_settings` put on (the connection is the
+    engine's, shared)."""
+    trace, progress, authorizer, _ = settings
+    conn.text_factory = str
+    if trace is not None:
+        conn.set_trace_callback(None)
+    if progress is not None:
+        conn.set_progress_handler(None, 0)
+    if authorizer is not None:
+        use_authorizer(conn, None)
 
 
 def _pragmas(options: Mapping[str, Any] | None) -> dict[str, Any]:
