@@ -46,12 +46,12 @@ CASES = (
 _CHILD = r"""
 import asyncio, os, sqlite3, sys, tempfile
 import litegate
-from litegate._engine import _bridge, _costs
+from litegate._engine import _costs, _inline
 
 # Under valgrind everything runs ~50x slower, so the clock-based budgets that keep slow work off
 # the loop (1 ms) would fire at random and send statements to the writer thread: the counts
 # would swing with the machine's speed. Lifted, every run takes the path a full-speed run takes.
-_bridge.INLINE_BUDGET = _bridge._HARD_BUDGET = _costs.SLOW_SECONDS = 1e9
+_inline.INLINE_BUDGET = _inline._HARD_BUDGET = _costs.SLOW_SECONDS = 1e9
 
 case, n = sys.argv[1], int(sys.argv[2])
 path = os.path.join(tempfile.mkdtemp(), "h.db")

@@ -241,9 +241,9 @@ def _lift_clocks() -> None:
     budgets would fire at random and send statements to the writer thread; lifted, the path is
     a full-speed run's and the count repeats. (Process-wide: never in a process that runs
     anything else.)"""
-    from litegate._engine import _bridge, _costs
+    from litegate._engine import _costs, _inline
 
-    _bridge.INLINE_BUDGET = _bridge._HARD_BUDGET = _costs.SLOW_SECONDS = 1e9
+    _inline.INLINE_BUDGET = _inline._HARD_BUDGET = _costs.SLOW_SECONDS = 1e9
 
 
 def _instructions(mode: str, tasks: int, n: int) -> int:

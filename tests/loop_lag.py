@@ -3,7 +3,7 @@
 An ``async def`` test runs with a ticker beside it (conftest ``_loop_lag``, autouse). The
 ticker sleeps :data:`PERIOD`; any lateness beyond that is time in which the loop could not run
 a ready callback, because some callback, task step or inline read held it. The test fails when
-the worst lateness exceeds the inline read's hard budget (``litegate._engine._bridge._HARD_BUDGET``:
+the worst lateness exceeds the inline read's hard budget (``litegate._engine._inline._HARD_BUDGET``:
 the one thing litegate itself may run on the loop) plus :data:`MARGIN`.
 
 Where: a sampler thread looks at the loop thread's stack whenever the loop has not ticked for
@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
-from litegate._engine._bridge import _HARD_BUDGET
+from litegate._engine._inline import _HARD_BUDGET
 
 PERIOD = 0.001
 """Seconds the ticker sleeps between wake-ups."""

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 import litegate
-from litegate._engine import _bridge, _readers
+from litegate._engine import _inline, _readers
 from litegate._engine._connection import open_connection
+from litegate._engine._pool import ReadPool
 from litegate._engine._readers import _SKIPS_FIRST, SlowStatements
 
 # Far longer than INLINE_BUDGET on any machine (tens of ms), so every inline attempt misses.
@@ -59,13 +60,13 @@ async def test_a_statement_known_slow_goes_straight_to_a_thread(
     # (readers=2: in per-thread mode the loop thread never has a reader of its own, so every
     # async read runs on a reader thread)
     tried: list[str] = []
-    real = _bridge.run_inline  # (what _local imported)
+    real = ReadPool.inline  # (where _local's query_inline runs a read on the loop)
 
-    def counting(conn: sqlite3.Connection, fn: Any, args: Any) -> Any:
+    def counting(pool: ReadPool, fn: Any, args: Any) -> Any:
         tried.append(args[0])
-        return real(conn, fn, args)
+        return real(pool, fn, args)
 
-    monkeypatch.setattr("litegate._engine._local.run_inline", counting)
+    monkeypatch.setattr(ReadPool, "inline", counting)
     adb = await _open(db_path, 2)
     try:
         for _ in range(3):  # (the first read opens a reader, on a thread)
@@ -138,7 +139,7 @@ def zero_slice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("litegate._engine._turns._SLICE_MIN", 0.0)
     # (no inline read runs over budget, even on a slow debug loop: a miss takes the
     # reader-thread path, outside the turns)
-    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)
+    monkeypatch.setattr(_inline, "INLINE_BUDGET", 30.0)
 
 
 def _count_iterations() -> tuple[list[int], Any]:
@@ -351,10 +352,10 @@ async def test_reader_threads_judge_a_statement_by_its_steps_not_its_time(
 
 
 def _stalled_clock(monkeypatch: pytest.MonkeyPatch, stall: float) -> None:
-    """``_bridge.perf_counter`` jumps ``stall`` seconds after its first reading (as if the
+    """``_inline.perf_counter`` jumps ``stall`` seconds after its first reading (as if the
     loop thread had waited that long for the GIL once), then stands still."""
     readings = itertools.chain([100.0], itertools.repeat(100.0 + stall))
-    monkeypatch.setattr(_bridge, "perf_counter", lambda: next(readings))
+    monkeypatch.setattr(_inline, "perf_counter", lambda: next(readings))
 
 
 @pytest.mark.parametrize("stall", [0.0015, 0.01])
@@ -370,19 +371,19 @@ def test_an_inline_read_stalled_past_the_budget_is_interrupted_only_if_long(
         conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, i) for i in range(1, 201)])
         scan = ("SELECT v FROM t WHERE id BETWEEN ? AND ?", (1, 100))
         _stalled_clock(monkeypatch, stall)
-        rows = _bridge.run_inline(conn, lambda c, q, p: c.execute(q, p).fetchall(), scan)
-        if stall < _bridge._HARD_BUDGET:
-            assert rows is not _bridge.MISS and len(rows) == 100
+        rows = _inline.run_inline(conn, lambda c, q, p: c.execute(q, p).fetchall(), scan)
+        if stall < _inline._HARD_BUDGET:
+            assert rows is not _inline.MISS and len(rows) == 100
         else:
-            assert rows is _bridge.MISS
+            assert rows is _inline.MISS
         _stalled_clock(monkeypatch, stall)
-        long = _bridge.run_inline(
+        long = _inline.run_inline(
             conn, lambda c, q, p: c.execute(q, p).fetchall(), (SLOW, (SLOW_N,))
         )
-        assert long is _bridge.MISS
+        assert long is _inline.MISS
         _stalled_clock(monkeypatch, 0.0)  # no stall: the same scan is never interrupted
         assert (
-            len(_bridge.run_inline(conn, lambda c, q, p: c.execute(q, p).fetchall(), scan)) == 100
+            len(_inline.run_inline(conn, lambda c, q, p: c.execute(q, p).fetchall(), scan)) == 100
         )
     finally:
         conn.close()
@@ -394,7 +395,7 @@ async def test_a_burst_of_first_reads_waits_for_a_reader_and_reads_inline(
     """64 tasks read at once before any reader is open: one is opened for the loop (on a helper
     thread) and every read runs inline (they all went to reader threads, which convoyed with
     the loop on the GIL: 30-150 ms of loop lag at 64 tasks)."""
-    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)  # (where reads go, not the budget)
+    monkeypatch.setattr(_inline, "INLINE_BUDGET", 30.0)  # (where reads go, not the budget)
     adb = await _open(db_path, 2)  # (nothing read yet: no reader open)
     engine: Any = adb._engine
 
@@ -438,7 +439,7 @@ async def test_the_loop_gets_the_last_reader_opened_while_threads_hold_the_other
 ) -> None:
     """readers=2 (one reader thread): a long read holds the thread's reader; the loop's reads
     get the other slot opened for them and run inline (they queued behind the long read)."""
-    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)  # (where reads go, not the budget)
+    monkeypatch.setattr(_inline, "INLINE_BUDGET", 30.0)  # (where reads go, not the budget)
     adb = await _open(db_path, 2)
     engine: Any = adb._engine
     try:
@@ -575,7 +576,7 @@ async def test_tasks_woken_by_the_spare_open_take_turns(
     skipped the turns: 12 of 16 read in one iteration)."""
     monkeypatch.setattr("litegate._engine._turns._SLICE_MAX", 0.0)
     monkeypatch.setattr("litegate._engine._turns._SLICE_MIN", 0.0)
-    monkeypatch.setattr(_bridge, "INLINE_BUDGET", 30.0)
+    monkeypatch.setattr(_inline, "INLINE_BUDGET", 30.0)
     _slow_reader_opens(monkeypatch, 0.05, [True])  # all 16 tasks wait for the spare
     adb = await _open(db_path, 2)
     engine: Any = adb._engine
@@ -585,7 +586,7 @@ async def test_tasks_woken_by_the_spare_open_take_turns(
 
     def spy(sql: str, params: Any) -> Any:
         rows = real_inline(sql, params)
-        if rows is not _bridge.MISS:
+        if rows is not _inline.MISS:
             read_in.append(count[0])
         return rows
 

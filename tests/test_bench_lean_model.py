@@ -37,9 +37,9 @@ def test_both_sides_run_transfers_that_keep_the_sum(mode: str, tmp_path: Path) -
 
 
 def _steering() -> tuple[float, float, float]:
-    from litegate._engine import _bridge, _costs
+    from litegate._engine import _costs, _inline
 
-    return (_bridge.INLINE_BUDGET, _bridge._HARD_BUDGET, _costs.SLOW_SECONDS)
+    return (_inline.INLINE_BUDGET, _inline._HARD_BUDGET, _costs.SLOW_SECONDS)
 
 
 def test_a_transaction_that_raises_undoes_only_its_own_part(tmp_path: Path) -> None:

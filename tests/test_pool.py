@@ -14,7 +14,8 @@ import pytest
 
 import litegate
 from helpers import Outcome, wait_for
-from litegate._engine import _pool
+from litegate._engine import _inline, _pool
+from litegate._engine._inline import MISS, InlineGuard
 from litegate._engine._pool import ReadPool
 
 
@@ -370,11 +371,11 @@ def test_async_run_read_closing_its_reader_fails_and_it_is_replaced(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
-@pytest.mark.parametrize("path", ["query", "run"])
+@pytest.mark.parametrize("path", ["query", "run", "inline"])
 def test_a_close_between_taking_a_reader_and_using_it_leaves_no_reader_open(
     db_path: str, path: str
 ) -> None:
-    """The one-frame paths (query, run) take an idle reader, then find the pool closed: the
+    """The one-frame paths (query, run, inline) take an idle reader, then find the pool closed: the
     reader they put back is closed too (close() emptied the queue before it was back)."""
     with litegate.connect(db_path, readers=1) as db:
         db.execute("CREATE TABLE t(x)")
@@ -397,11 +398,14 @@ def test_a_close_between_taking_a_reader_and_using_it_leaves_no_reader_open(
             return getattr(real, name)
 
     pool._free = ClosingQueue()  # type: ignore[assignment]
-    with pytest.raises(litegate.Closed):
-        if path == "query":
-            pool.query("SELECT 1", (), 1, True)
-        else:
-            pool.run(lambda c: c.execute("SELECT 1").fetchone(), (), 1)
+    if path == "inline":  # (the loop's: nothing to read, so it would wait elsewhere)
+        assert pool.inline(lambda c: c.execute("SELECT 1").fetchone(), ()) is MISS
+    else:
+        with pytest.raises(litegate.Closed):
+            if path == "query":
+                pool.query("SELECT 1", (), 1, True)
+            else:
+                pool.run(lambda c: c.execute("SELECT 1").fetchone(), (), 1)
     with pytest.raises(sqlite3.ProgrammingError):  # closed, not left open
         conn.execute("SELECT 1")
     assert pool.open_count == 0
@@ -419,3 +423,83 @@ def test_a_function_that_closes_its_reader_and_uses_it_gets_the_sqlite3_error(
         with pytest.raises(litegate.Misuse, match="closed the connection"):
             db.run_read(_close)
         assert db.query_value("SELECT 2") == 2
+
+
+def test_the_inline_guard_stays_between_inline_reads_and_never_runs_elsewhere(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader keeps the inline budget's progress handler from one inline read to the next
+    (installed once), and has it removed before it is lent any other way: on a reader
+    thread it would take the GIL every few VM steps of a long read."""
+    with litegate.connect(db_path, readers=1) as db:
+        db.executescript(
+            "CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c"
+            " WHERE i < 5000) INSERT INTO t SELECT i FROM c;"
+        )
+    monkeypatch.setattr(_inline, "INLINE_BUDGET", 30.0)  # (what runs where, not the budget)
+    monkeypatch.setattr(_inline, "_HARD_BUDGET", 30.0)
+    calls: list[int] = []
+    made: list[InlineGuard] = []
+    real_over, real_init = InlineGuard.over, InlineGuard.__init__
+
+    def over(self: InlineGuard) -> bool:
+        calls.append(threading.get_ident())
+        return real_over(self)
+
+    def init(self: InlineGuard) -> None:
+        made.append(self)
+        real_init(self)
+
+    monkeypatch.setattr(InlineGuard, "over", over)
+    monkeypatch.setattr(InlineGuard, "__init__", init)
+    total = 5000 * 5001 // 2
+
+    def scan(c: sqlite3.Connection) -> int:
+        value: int = c.execute("SELECT sum(x) FROM t").fetchone()[0]
+        return value
+
+    pool = ReadPool(litegate.Options(db_path, row_factory=None), 1)
+    try:
+        pool.release(pool.acquire(5))  # (opened)
+        me = threading.get_ident()
+        for _ in range(2):
+            assert pool.inline(scan, ()) == total
+        assert calls and set(calls) == {me}  # (5,000 rows: many progress calls)
+        assert len(made) == 1  # (installed once, for both)
+        calls.clear()
+        got: list[int] = []
+        t = threading.Thread(target=lambda: got.append(pool.run(scan, (), 5)))
+        t.start()
+        t.join(10)
+        assert got == [total] and calls == []  # (removed before the thread's read)
+        assert pool.inline(scan, ()) == total and len(made) == 2  # (installed again)
+        calls.clear()
+        conn = pool.acquire(5)
+        try:
+            assert scan(conn) == total and calls == []
+        finally:
+            pool.release(conn)
+        assert pool.query("SELECT count(*) FROM t", (), 5, True) == (5000,)
+    finally:
+        pool.close()
+
+
+def test_an_inline_read_over_its_budget_is_a_miss_and_gives_its_reader_back(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with litegate.connect(db_path, readers=1) as db:
+        db.execute("CREATE TABLE t(x)")
+    monkeypatch.setattr(_inline, "INLINE_BUDGET", 0.0)
+    monkeypatch.setattr(_inline, "_HARD_BUDGET", 0.0)
+    endless = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT max(i) FROM c"
+    pool = ReadPool(litegate.Options(db_path, row_factory=None), 1)
+    try:
+        pool.release(pool.acquire(5))
+        assert pool.inline(lambda c: c.execute(endless).fetchone(), ()) is MISS
+        assert pool.in_use == 0 and pool.reads == 0
+        monkeypatch.setattr(_inline, "INLINE_BUDGET", 30.0)
+        monkeypatch.setattr(_inline, "_HARD_BUDGET", 30.0)
+        assert pool.inline(lambda c: c.execute("SELECT 7").fetchone(), ()) == (7,)
+        assert pool.reads == 1 and pool.open_count == 1
+    finally:
+        pool.close()

@@ -17,12 +17,11 @@ import time
 import types
 import weakref
 from collections.abc import Callable, Generator
-from time import perf_counter
 from typing import Any, TypeVar
 
 from .._errors import Timeout
-from .._types import Args, Bound, Fn
-from ._authorizer import reraise
+from .._types import Bound
+from ._inline import INLINE_BUDGET, MISS, run_inline
 from ._jobs import AsyncJob, AsyncTicket, LaneTurn
 from ._lane import WriteLane
 from ._pool import ReaderPool
@@ -42,48 +41,7 @@ __all__ = (
 T = TypeVar("T")
 logger = logging.getLogger("litegate")
 
-INLINE_BUDGET = 0.001
-"""Seconds a read may run inline on the event loop before it is moved to a reader thread (if it
-is long: a read stalled past it is given ~1,000 more VM steps, up to ``_HARD_BUDGET``)."""
-_PROGRESS_STEPS = 100
-# Past the budget, a read is interrupted only once it has also run this many more progress
-# calls (x _PROGRESS_STEPS VM steps: ~0.03-0.15 ms of work), or when it reaches _HARD_BUDGET.
-# Over the budget in wall time is as often a stall as a long statement: the loop thread waited
-# for the GIL (each progress call and each row takes it back from the reader and writer
-# threads) or was descheduled. Interrupting a stalled read gains the loop nothing -- the time is
-# gone -- and its re-run on a reader thread competes with the loop for the GIL row by row,
-# waiting up to a switch interval (5 ms) for each: offloaded 100-row scans took 50-170 ms at 64
-# tasks, and the loop waited too (issue 11: 40-100 misses in 2 s before, 0-8 after).
-_LONG_CALLS = 10
-_HARD_BUDGET = 0.003
-_SQLITE_INTERRUPT = 9
 _SPARE_WAIT = 0.1  # seconds a read waits for a reader being opened for the loop
-MISS: Any = object()
-"""What :func:`run_inline` returns for a statement that ran over the budget (interrupted)."""
-
-
-def run_inline(conn: sqlite3.Connection, fn: Fn[T], args: Args) -> T:
-    """Run ``fn(conn, *args)`` on the loop thread within INLINE_BUDGET; MISS if it ran over
-    (it was interrupted: a read, so nothing of it remains)."""
-    start = perf_counter()  # (perf_counter: fine-grained on every OS)
-    deadline, hard, calls = start + INLINE_BUDGET, start + _HARD_BUDGET, [0]
-
-    def over() -> bool:
-        if perf_counter() < deadline:
-            return False
-        calls[0] += 1
-        return calls[0] > _LONG_CALLS or perf_counter() > hard
-
-    conn.set_progress_handler(over, _PROGRESS_STEPS)
-    try:
-        return fn(conn, *args)
-    except sqlite3.DatabaseError as exc:
-        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_INTERRUPT:
-            result: T = MISS
-            return result
-        reraise(exc)  # a refused PRAGMA or ATTACH: say so
-    finally:
-        conn.set_progress_handler(None, 0)
 
 
 def _expire(job: AsyncJob | LaneTurn, make_error: Callable[[], BaseException]) -> None:

@@ -39,6 +39,7 @@ __all__ = (
     "begin_snapshot",
     "cannot_write",
     "clear_time_limit",
+    "closed_by_function",
     "commit_on_loop",
     "commit_or_rollback",
     "end_transaction",
@@ -504,8 +505,13 @@ def run_limited(
     try:
         conn.in_transaction  # noqa: B018 (raises on a closed connection)
     except sqlite3.ProgrammingError:
-        raise Misuse(
-            "the function closed the connection it was given: litegate's connections are "
-            "shared and must stay open (a closed reader is replaced when it is given back)"
-        ) from None
+        raise closed_by_function() from None
     return result
+
+
+def closed_by_function() -> Misuse:
+    """The error for a function that closed the shared connection it was lent."""
+    return Misuse(
+        "the function closed the connection it was given: litegate's connections are shared "
+        "and must stay open (a closed reader is replaced when it is given back)"
+    )

@@ -465,13 +465,18 @@ class LocalEngine:
         pool, slow = self._pool, self._slow
         if pool is None or (slow.known and slow.skip(sql)):
             return MISS  # (a reader thread found it long lately: to a thread at once)
-        if (conn := pool.try_acquire()) is None:
-            return MISS
-        t0, rows = perf_counter(), MISS
-        try:
-            rows = run_inline(conn, fn, (sql, params, *extra) if extra else (sql, params))
-        finally:
-            pool.release(conn, 0 if rows is MISS else 1)
+        args = (sql, params, *extra) if extra else (sql, params)
+        t0 = perf_counter()
+        if type(pool) is ReadPool:  # (borrow, run and give back in one frame)
+            rows = pool.inline(fn, args)
+        else:
+            if (conn := pool.try_acquire()) is None:
+                return MISS
+            rows = MISS
+            try:
+                rows = run_inline(conn, fn, args)
+            finally:
+                pool.release(conn, 0 if rows is MISS else 1)
         if rows is not MISS:  # (else the reader thread that runs it judges it: SlowStatements)
             if slow.known:
                 slow.ran_inline(sql)

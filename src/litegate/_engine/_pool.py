@@ -21,13 +21,14 @@ from collections import deque
 from concurrent.futures import Future
 from threading import get_ident
 from time import monotonic, sleep
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .._config import Options
-from .._errors import Closed, Misuse, PoolTimeout
+from .._errors import Closed, PoolTimeout
 from .._types import Args, Bound, Fn, Params
 from ._authorizer import reraise
-from ._connection import open_connection
+from ._connection import closed_by_function, open_connection
+from ._inline import MISS, PROGRESS_STEPS, InlineGuard, interrupted, run_inline
 from ._lane_state import end_groups_here
 from ._pool_base import Borrowing, ReaderPool, checkin, close_quietly
 from ._pool_per_thread import PerThreadPool
@@ -50,16 +51,29 @@ def thread_name(ident: int) -> str:
 
 
 class _Reader:
-    """A pooled connection and what the pool knows of it. ``ident``, ``since`` and ``reads``
-    are written only by its borrower of the moment (handed over through the queue)."""
+    """A pooled connection and what the pool knows of it. ``ident``, ``since``, ``reads`` and
+    ``guard`` are written only by its borrower of the moment (handed over through the
+    queue)."""
 
-    __slots__ = ("conn", "ident", "reads", "since")
+    __slots__ = ("conn", "guard", "ident", "reads", "since")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.ident = 0  # the borrowing thread
         self.since = 0.0  # when it was borrowed
         self.reads = 0
+        # The inline budget's progress handler, installed on the connection by the loop's
+        # inline reads (ReadPool.inline) and left there for the next; removed (None) before
+        # the reader is lent any other way (_unguarded).
+        self.guard: InlineGuard | None = None
+
+
+def _unguarded(reader: _Reader) -> _Reader:
+    """``reader`` without the inline guard (its borrower's: before any other use)."""
+    if reader.guard is not None:
+        reader.conn.set_progress_handler(None, 0)
+        reader.guard = None
+    return reader
 
 
 class ReadPool(Borrowing):
@@ -148,6 +162,8 @@ class ReadPool(Borrowing):
         return self._lend(item)
 
     def _lend(self, reader: _Reader) -> sqlite3.Connection:
+        if reader.guard is not None:
+            _unguarded(reader)
         reader.ident = get_ident()
         reader.since = monotonic()
         conn = reader.conn
@@ -168,6 +184,8 @@ class ReadPool(Borrowing):
             if self._closed:  # close() emptied the queue meanwhile and may have missed it
                 self._drain()
             return super().query(sql, params, timeout, first)
+        if reader.guard is not None:
+            _unguarded(reader)
         reader.ident = get_ident()
         reader.since = monotonic()
         conn = reader.conn
@@ -204,6 +222,8 @@ class ReadPool(Borrowing):
             if self._closed:  # (as query's)
                 self._drain()
             return super().run(fn, args, timeout)
+        if reader.guard is not None:
+            _unguarded(reader)
         reader.ident = get_ident()
         reader.since = monotonic()
         conn = reader.conn
@@ -217,21 +237,73 @@ class ReadPool(Borrowing):
             try:
                 clean = not conn.in_transaction
             except sqlite3.ProgrammingError:  # (as run_limited's)
-                raise Misuse(
-                    "the function closed the connection it was given: litegate's connections "
-                    "are shared and must stay open (a closed reader is replaced when it is "
-                    "given back)"
-                ) from None
+                raise closed_by_function() from None
             reader.reads += 1
             return result
         finally:
-            if clean and not self._closed:  # release() inlined for a clean reader
-                del self._holders[id(conn)]
-                self._free.put(reader)
-                if self._closed:  # close() ran meanwhile and may have missed it
-                    self._drain()
-            else:
-                self.release(conn)
+            self._give_back(reader, clean)
+
+    def inline(self, fn: Fn[T], args: Args) -> T:
+        """The loop's inline read (the engine's ``query_inline``): an idle reader borrowed,
+        ``fn(conn, *args)`` run on it within the inline budget -- its guard armed, installed
+        once and left for the next such read -- and given back, in this one frame. MISS when
+        no reader is idle (the caller then waits for one) or the read ran over its budget (it
+        was interrupted: a read, nothing of it remains)."""
+        try:
+            reader = self._free.get_nowait()
+        except queue.Empty:
+            return cast(T, MISS)
+        if type(reader) is not _Reader or self._closed:  # (a free slot or the closed mark)
+            self._free.put(reader)
+            if self._closed:  # (as query's)
+                self._drain()
+            conn = self.try_acquire()  # (the general way; unguarded)
+            result = cast(T, MISS)
+            if conn is None:
+                return result
+            try:
+                result = run_inline(conn, fn, args)
+            finally:
+                self.release(conn, 0 if result is MISS else 1)
+            return result
+        reader.ident = get_ident()
+        reader.since = monotonic()
+        conn = reader.conn
+        self._holders[id(conn)] = reader
+        guard = reader.guard
+        if guard is None:
+            reader.guard = guard = InlineGuard()
+            conn.set_progress_handler(guard.over, PROGRESS_STEPS)
+        clean = False
+        try:
+            guard.arm()
+            try:
+                result = fn(conn, *args)
+            except sqlite3.DatabaseError as exc:
+                if not interrupted(exc):
+                    reraise(exc)  # (a refused PRAGMA or ATTACH: Refused, saying which)
+                result = cast(T, MISS)
+            try:
+                clean = not conn.in_transaction
+            except sqlite3.ProgrammingError:  # (as run's)
+                raise closed_by_function() from None
+            if result is not MISS:
+                reader.reads += 1
+            return result
+        finally:
+            self._give_back(reader, clean)
+
+    def _give_back(self, reader: _Reader, clean: bool) -> None:
+        """The end of run's and inline's one frame: release() inlined for a clean reader of
+        an open pool, else the general way."""
+        conn = reader.conn
+        if clean and not self._closed:
+            del self._holders[id(conn)]
+            self._free.put(reader)
+            if self._closed:  # close() ran meanwhile and may have missed it
+                self._drain()
+        else:
+            self.release(conn)
 
     def try_acquire(self) -> sqlite3.Connection | None:
         if self._closed:
