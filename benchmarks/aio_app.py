@@ -26,6 +26,12 @@ invariants -- the balances keep their sum, every acknowledged insert is there wi
 rowid. Reads use aiosqlite's documented idiom, ``async with db.execute(...) as cursor`` then
 ``fetchone()`` (three calls into aiosqlite's thread; ``execute_fetchall`` would be one).
 
+A third case, ``ceiling``, measures what bounds every design that runs the app's statements on
+the event loop's thread, as litegate.aio does: the same app with the standard module called
+straight on the loop behind aiosqlite-style coroutines that never suspend (so nothing is
+interleaved or locked; at synchronous=NORMAL in every round, since a COMMIT that fsyncs there
+would stall the loop). Its ops/s over aiosqlite's is the most any such design can reach.
+
 Each case in a fresh process on a fresh file, the cases interleaved round by round, at
 synchronous NORMAL and FULL. Reports ops/s (completed operations), p50/p99 per operation,
 errors, invariants, event-loop lag p99, CPU per operation (and how busy the event loop's
@@ -59,12 +65,92 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-CASES = ("aiosqlite", "litegate.aio")
+CASES = ("aiosqlite", "litegate.aio", "ceiling")
 PARTS = ("users", "orders", "audit", "reports")
 ACCOUNTS = 1000
 ITEMS = 10_000
 LAG_TARGET_MS = 2.0
 RATIO_TARGET = 5.0
+
+
+class _Result:
+    """``ceiling``'s answer to ``execute``: awaitable or an async context manager, as
+    aiosqlite's ``Result`` (the cost an aiosqlite-style API puts on every statement)."""
+
+    __slots__ = ("_coro", "_cur")
+
+    def __init__(self, coro: Any) -> None:
+        self._coro = coro
+
+    def __await__(self) -> Any:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> Any:
+        self._cur = await self._coro
+        return self._cur
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cur.close()
+
+
+class _Cursor:
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self._cur = cur
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cur.lastrowid
+
+    async def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    async def close(self) -> None:
+        self._cur.close()
+
+
+class _OnTheLoop:
+    """``ceiling``: the app's calls run straight on the event loop's thread with the standard
+    module, nothing in between but aiosqlite-style coroutines -- never suspending, so a
+    transfer is never interleaved and nothing is ever locked. Not a design (a COMMIT that
+    fsyncs would stall the loop, so it runs at synchronous=NORMAL whatever the round's
+    setting): the most operations per second one loop's thread can do with this app's
+    statements, the ceiling of every design that runs them there, litegate.aio's included."""
+
+    def __init__(self, path: str) -> None:
+        self._conn = sqlite3.connect(path, check_same_thread=False)
+
+    def execute(self, sql: str, params: Any = ()) -> _Result:
+        return _Result(self._execute(sql, params))
+
+    async def _execute(self, sql: str, params: Any) -> _Cursor:
+        if sql.startswith("PRAGMA synchronous"):
+            sql = "PRAGMA synchronous=NORMAL"
+        return _Cursor(self._conn.execute(sql, params))
+
+    async def executescript(self, script: str) -> None:
+        self._conn.executescript(script)
+
+    async def executemany(self, sql: str, rows: Any) -> None:
+        self._conn.executemany(sql, rows)
+
+    async def commit(self) -> None:
+        self._conn.commit()
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    async def close(self) -> None:
+        self._conn.close()
+
+
+class _Ceiling:
+    """The ``ceiling`` case's module: ``connect`` as aiosqlite's (awaited here)."""
+
+    @staticmethod
+    async def connect(path: str, **_: Any) -> _OnTheLoop:
+        return _OnTheLoop(path)
 
 
 class App:
@@ -172,7 +258,8 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def run_case(case: str, synchronous: str, seconds: float, tasks: int, begin: str) -> dict[str, Any]:
     path = os.path.join(tempfile.mkdtemp(prefix="lg-aio-app-"), "app.db")
-    module = importlib.import_module(case)  # ("import aiosqlite" / "import litegate.aio as ...")
+    # ("import aiosqlite" / "import litegate.aio as aiosqlite" / the ceiling's stand-in)
+    module = _Ceiling() if case == "ceiling" else importlib.import_module(case)
     engine_options = {"litegate": {"synchronous": synchronous}} if case == "litegate.aio" else {}
     app = App(module, path, synchronous, begin)
     latencies: dict[str, list[float]] = {"get": [], "add": [], "transfer": []}
@@ -329,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         ratios = [o["litegate.aio"]["ops_per_s"] / o["aiosqlite"]["ops_per_s"] for o in per_round]
         ratio = statistics.median(ratios)
+        ceiling = statistics.median(
+            o["ceiling"]["ops_per_s"] / o["aiosqlite"]["ops_per_s"] for o in per_round
+        )
+        share = statistics.median(
+            o["litegate.aio"]["ops_per_s"] / o["ceiling"]["ops_per_s"] for o in per_round
+        )
         lg = [o["litegate.aio"] for o in per_round]
         ai = [o["aiosqlite"] for o in per_round]
         lag = statistics.median(r["loop_lag_p99_ms"] for r in lg)
@@ -353,8 +446,10 @@ def main(argv: list[str] | None = None) -> int:
             f"locked {lg_locked}), invariants kept: {'yes' if kept else 'NO'}, loop lag p99 "
             f"{lag:.2f} ms (worst round {lag_worst:.2f}; target <= {LAG_TARGET_MS:g}); "
             f"aiosqlite errors {ai_errors} (database is locked {ai_locked}), invariants broken "
-            f"in {ai_broken} of {len(ai)} runs. Ratios: the median of the rounds' own; ops/s "
-            "and lag: medians"
+            f"in {ai_broken} of {len(ai)} runs. Ceiling (the app's statements straight on the "
+            f"loop, {med['ceiling']:.0f} ops/s): {ceiling:.2f}x aiosqlite; litegate.aio makes "
+            f"{100 * share:.0f}% of it. Ratios: the median of the rounds' own; ops/s and lag: "
+            "medians"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -16,7 +16,7 @@ from ..sqlite3 import _sql
 from ..sqlite3._session import translate
 from ..sqlite3._shared import detach, detach_unless_last
 from ._core import ConnectionCore, dump
-from ._cursor import Cursor, result
+from ._cursor import Cursor, Result, result
 
 __all__ = ("Connection", "connect")
 
@@ -76,12 +76,11 @@ class Connection(ConnectionCore):
         self._live()
         return Cursor(self)
 
-    @result
-    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> Cursor:
-        cur = Cursor(self)  # (run_statement checks the connection is open)
-        params = () if parameters is None else parameters
-        cur.take(await self.run_statement(sql, params))
-        return cur
+    def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> Result[Cursor]:
+        return Result(self._execute(sql, () if parameters is None else parameters))
+
+    async def _execute(self, sql: str, params: Any) -> Cursor:
+        return Cursor(self, await self.run_statement(sql, params))  # (it checks we are open)
 
     @result
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> Cursor:

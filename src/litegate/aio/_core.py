@@ -385,20 +385,24 @@ class ConnectionCore:
         lease = s.lease
         if lease is None:
             return
-        self._traced("COMMIT" if commit else "ROLLBACK")
+        if self._trace is not None:
+            self._traced("COMMIT" if commit else "ROLLBACK")
         s.lease = None
         s.savepoints = None
-        self._forget(s)
+        with self._lock:  # (_forget, inline)
+            self._open.discard(s)
         try:
             if s.reading:
                 await lease.release()
-            elif commit:
+                return
+            writing: AsyncWriteLease = lease  # type: ignore[assignment]  # (not reading)
+            if commit:
                 try:
-                    await _writing(lease).commit()
+                    await writing.commit()
                 finally:
-                    _writing(lease).end()
+                    writing.end()
             else:
-                _writing(lease).end()
+                writing.end()
         except Error as exc:
             raise translate(exc) from exc
 
@@ -462,27 +466,22 @@ class ConnectionCore:
         if engine is None or shared is None or self._closed:
             raise ValueError("no active connection")
         kind = _classify(sql)
-        s = self._session()  # (its hot path first: the calling task's own session)
         rf = row_factory if row_factory is not None else self.row_factory
         hooks = shared.hooks
         prepare = hooks.sync if hooks.version else None
+        if kind == _READ and not many and not self._custom and self._autocommit is not False:
+            # The hot path: a read outside the task's transaction, inline when a reader is
+            # idle. Its session is not needed to tell: the one in the context var -- the
+            # task's own, or one it inherited from the task that started it -- has no
+            # transaction open, or there is none.
+            s: _Session | None = self._one
+            if s is None and (ticket := self._var.get(None)) is not None:
+                s = ticket[0]
+            if s is None or s.lease is None:
+                return await self._read(engine, sql, params, rf, prepare, s)
+        s = self._session()
+        out: Outcome
         try:
-            if (
-                kind == _READ
-                and s.lease is None
-                and not many
-                and not self._custom
-                and self._autocommit is not False
-            ):  # (the hot path: a read outside a transaction, inline when an idle reader is)
-                if perf_counter() - self._last_yield > self._slice:
-                    self._slice = await wait_turn()  # (a burst of tasks reads in turns)
-                    self._last_yield = perf_counter()
-                out: Outcome = engine.query_inline(sql, params, run_described, (rf, prepare))
-                if out is MISS:
-                    read = (sql, params, rf, prepare)
-                    out = await engine.read_async(run_described, read, self._timeout, None, sql)
-                out.lastrowid = s.lastrowid
-                return out
             if kind >= _sql.BEGIN:
                 await self._control(s, kind, sql)
                 return Outcome([], None, -1, None)
@@ -534,6 +533,28 @@ class ConnectionCore:
             out.lastrowid = s.lastrowid
         return out
 
+    async def _read(
+        self, engine: Engine, sql: str, params: Any, rf: Any, prepare: Any, s: _Session | None
+    ) -> Outcome:
+        """A read outside a transaction (``s``: the session in the task's context, if any)."""
+        if perf_counter() - self._last_yield > self._slice:
+            self._slice = await wait_turn()  # (a burst of tasks reads in turns)
+            self._last_yield = perf_counter()
+        try:
+            out: Outcome = engine.query_inline(sql, params, run_described, (rf, prepare))
+            if out is MISS:
+                read = (sql, params, rf, prepare)
+                out = await engine.read_async(run_described, read, self._timeout, None, sql)
+        except Error as exc:
+            raise translate(exc) from exc
+        rowid = None
+        if s is not None and s.lastrowid is not None:  # (its task's last inserted row, as its
+            # own connection would tell; an inherited session's is its parent's: none yet)
+            if s is self._one or s.task is _current_task():
+                rowid = s.lastrowid
+        out.lastrowid = rowid
+        return out
+
     async def _write(
         self, engine: Engine, kind: int, sql: str, params: Any, many: bool, rf: Any, prepare: Any
     ) -> Any:
@@ -570,7 +591,7 @@ class ConnectionCore:
             and not _returns(sql)
             and (kind == _sql.DML or kind == _sql.INSERT)
         ):  # (a write the engine may run on the loop: its execute's fast path)
-            writing = _writing(lease)
+            writing: AsyncWriteLease = lease  # type: ignore[assignment]  # (not reading)
             if prepare is not None and s.synced != self._shared_hooks_version():
                 await lease.run(prepare_conn, (prepare,), None, None)  # (quick: on the loop)
                 s.synced = self._shared_hooks_version()
@@ -735,8 +756,18 @@ def _writing(lease: _Lease) -> AsyncWriteLease:
     return cast(AsyncWriteLease, lease)
 
 
+_RETURNS: dict[str, bool] = {}  # sql -> answer: a pure function's memo, as _sql's (a lost or
+# doubled entry is harmless: every writer stores the same value; cleared whole when large)
+
+
 def _returns(sql: str) -> bool:
-    return "returning" in sql.lower()
+    """Whether ``sql`` may return rows although it writes (``RETURNING``)."""
+    found = _RETURNS.get(sql)
+    if found is None:
+        if len(_RETURNS) >= 1024:
+            _RETURNS.clear()
+        found = _RETURNS[sql] = "returning" in sql.lower()
+    return found
 
 
 def _end_quietly(s: _Session) -> None:

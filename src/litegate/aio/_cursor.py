@@ -47,8 +47,11 @@ class Result(Generic[T]):
         return value
 
     async def __aexit__(self, exc_type: ExcType, exc: BaseException | None, tb: Tb) -> None:
-        if isinstance(self._value, Cursor):
-            await self._value.close()
+        value = self._value
+        if type(value) is Cursor:
+            value._rows, value._closed = [], True  # (its close(), without a coroutine)
+        elif isinstance(value, Cursor):  # (a subclass's close() may do more)
+            await value.close()
 
 
 Coroutine.register(Result)
@@ -89,17 +92,23 @@ class Cursor:
         "rowcount",
     )
 
-    def __init__(self, conn: _Runs) -> None:
+    def __init__(self, conn: _Runs, out: Outcome | None = None) -> None:
         self._conn = conn
         self.iter_chunk_size = conn.iter_chunk_size
         self.arraysize = 1
         self.row_factory: Callable[[sqlite3.Cursor, tuple[Any, ...]], Any] | None = None
-        self._rows: list[Any] = []
         self._at = 0
-        self.description: Any = None
-        self.rowcount = -1
-        self.lastrowid: int | None = None
         self._closed = False
+        if out is None:
+            self._rows: list[Any] = []
+            self.description: Any = None
+            self.rowcount = -1
+            self.lastrowid: int | None = None
+        else:  # (what its first statement gave: take() in the constructor)
+            self._rows = out.rows
+            self.description = out.description
+            self.rowcount = out.rowcount
+            self.lastrowid = out.lastrowid
 
     def take(self, out: Outcome) -> None:
         """Keep what a statement run for this cursor gave."""
@@ -110,11 +119,13 @@ class Cursor:
             self.lastrowid = out.lastrowid
 
     def _live(self) -> None:
-        conn = self._conn
-        if self._closed or conn.closed:
+        if self._closed or self._conn.closing:  # (closed implies closing: one test when open)
+            self._dead()
+
+    def _dead(self) -> None:
+        if self._closed or self._conn.closed:
             raise ValueError("Connection closed")
-        if conn.closing:
-            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
 
     @property
     def connection(self) -> Any:
@@ -140,7 +151,8 @@ class Cursor:
         return self
 
     async def fetchone(self) -> Any:
-        self._live()
+        if self._closed or self._conn.closing:  # (_live, inline: the most called)
+            self._dead()
         if self._at >= len(self._rows):
             return None
         row = self._rows[self._at]
