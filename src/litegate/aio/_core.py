@@ -293,12 +293,18 @@ class ConnectionCore:
         one = self._one
         if one is not None:
             return one  # (transactions are the connection's: per_task is off)
-        task = _current_task()
         ticket = self._var.get(None)
         if ticket is not None:
             s, txn = ticket
-            if s.task is task or (s.lease is not None and s.txn == txn):
-                return s  # (its own, or the transaction open when this task was started)
+            if s.lease is not None and s.txn == txn:
+                return (
+                    s  # (the transaction open when this task, or the one that started it, set it)
+                )
+            task = _current_task()
+            if s.task is task:
+                return s  # (its own)
+        else:
+            task = _current_task()
         s = _Session(task)
         self._var.set((s, 0))
         return s
