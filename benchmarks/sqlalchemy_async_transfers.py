@@ -2,6 +2,9 @@
 against SQLAlchemy's own ``sqlite+aiosqlite://`` dialect (its defaults, and in WAL mode), the
 same code.
 
+A fourth case, ``orm_ceiling``, bounds them all: the same transfers with SQLAlchemy's
+synchronous ORM, one thread, no event loop, at synchronous=OFF (``run_ceiling``).
+
 Each transfer is one AsyncSession transaction: load two accounts, move 1 between them, and bump
 a shared counter row (read, add 1, write back). Afterwards the sum of the balances must be
 unchanged, each balance must equal what the committed transfers make it, and the counter must
@@ -26,11 +29,11 @@ import tempfile
 import time
 from typing import Any
 
-from sqlalchemy import Integer, String, event, func, select
+from sqlalchemy import Integer, String, create_engine, event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-CASES = ("litegate_async", "aiosqlite", "aiosqlite_wal")
+CASES = ("litegate_async", "aiosqlite", "aiosqlite_wal", "orm_ceiling")
 ACCOUNTS = 100
 BALANCE = 1000
 
@@ -141,6 +144,63 @@ async def run_case(case: str, synchronous: str, seconds: float, tasks: int) -> d
     }
 
 
+def run_ceiling(seconds: float) -> dict[str, Any]:
+    """``orm_ceiling``: the same transfers with SQLAlchemy's synchronous ORM on its default
+    ``sqlite://`` dialect, one thread, one after another, at synchronous=OFF -- no event
+    loop, no greenlet, no waiting, no fsync: what the ORM's own work per transfer allows. Every
+    asyncio dialect runs this ORM code and more on its one loop, so none can go faster."""
+    path = os.path.join(tempfile.mkdtemp(prefix="lg-saa-"), "bench.db")
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _: Any) -> None:
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute("PRAGMA synchronous=OFF")
+
+    Base.metadata.create_all(engine)
+    with Session(engine) as s, s.begin():
+        s.add_all([Account(id=i, balance=BALANCE) for i in range(1, ACCOUNTS + 1)])
+        s.add(Counter(name="transfers", value=0))
+    rnd = random.Random(0)
+    latencies: list[float] = []
+    committed: list[tuple[int, int]] = []
+    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < deadline:
+        a, b = rnd.sample(range(1, ACCOUNTS + 1), 2)
+        t0 = time.perf_counter()
+        with Session(engine) as s, s.begin():
+            x, y = s.get(Account, a), s.get(Account, b)
+            c = s.get(Counter, "transfers")
+            assert x is not None and y is not None and c is not None
+            x.balance -= 1
+            y.balance += 1
+            c.value += 1
+        latencies.append(time.perf_counter() - t0)
+        committed.append((a, b))
+    elapsed = time.perf_counter() - start
+    with Session(engine) as s:
+        total = s.scalar(select(func.sum(Account.balance)))
+        counter = s.get(Counter, "transfers")
+        assert counter is not None
+        counted = counter.value
+    engine.dispose()
+    lat = sorted(latencies)
+    return {
+        "case": "orm_ceiling",
+        "synchronous": "OFF",
+        "tasks": 1,
+        "transfers_per_s": len(committed) / elapsed,
+        "committed": len(committed),
+        "errors": {},
+        "lost_updates": len(committed) - counted,
+        "balances_off": 0,
+        "sum_off_by": (total or 0) - ACCOUNTS * BALANCE,
+        "p50_ms": 1000 * statistics.median(lat),
+        "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))],
+    }
+
+
 def _line(r: dict[str, Any]) -> str:
     errors = sum(r["errors"].values())
     locked = r["errors"].get("database is locked", 0)
@@ -163,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # (a child: one case, JSON out)
     args = parser.parse_args(argv)
+    if args.case == "orm_ceiling":
+        print(json.dumps(run_ceiling(args.seconds)))
+        return 0
     if args.case:
         out = asyncio.run(run_case(args.case, args.synchronous, args.seconds, args.tasks))
         print(json.dumps(out))
@@ -178,13 +241,15 @@ def main(argv: list[str] | None = None) -> int:
                 if proc.returncode != 0:
                     print(proc.stderr, file=sys.stderr)
                     return 1
-                results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-                print(_line(results[-1]), flush=True)
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                r["round_of"] = sync  # (the ceiling runs at OFF in every round)
+                results.append(r)
+                print(_line(r), flush=True)
     print()
     for sync in syncs:
         med = {
             c: statistics.median(
-                r["transfers_per_s"] for r in results if r["case"] == c and r["synchronous"] == sync
+                r["transfers_per_s"] for r in results if r["case"] == c and r["round_of"] == sync
             )
             for c in CASES
         }
@@ -193,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{sync}: litegate_async {med['litegate_async']:.0f}/s, aiosqlite "
             f"{med['aiosqlite']:.0f}/s, aiosqlite WAL {med['aiosqlite_wal']:.0f}/s: "
             f"{med['litegate_async'] / med['aiosqlite']:.2f}x sqlite+aiosqlite://, "
-            f"{med['litegate_async'] / best_peer:.2f}x the better of the two"
+            f"{med['litegate_async'] / best_peer:.2f}x the better of the two. Ceiling (the "
+            f"synchronous ORM alone, one thread, no fsync: {med['orm_ceiling']:.0f}/s): "
+            f"{med['orm_ceiling'] / med['aiosqlite']:.2f}x sqlite+aiosqlite://; litegate_async "
+            f"makes {100 * med['litegate_async'] / med['orm_ceiling']:.0f}% of it"
         )
     if args.json:
         with open(args.json, "w") as f:
