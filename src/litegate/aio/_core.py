@@ -472,6 +472,7 @@ class ConnectionCore:
         if engine is None or shared is None or self._closed:
             raise ValueError("no active connection")
         kind = _classify(sql)
+        out: Outcome
         rf = row_factory if row_factory is not None else self.row_factory
         hooks = shared.hooks
         prepare = hooks.sync if hooks.version else None
@@ -484,9 +485,24 @@ class ConnectionCore:
             if s is None and (ticket := self._var.get(None)) is not None:
                 s = ticket[0]
             if s is None or s.lease is None:
-                return await self._read(engine, sql, params, rf, prepare, s)
+                if perf_counter() - self._last_yield > self._slice:
+                    self._slice = await wait_turn()  # (a burst of tasks reads in turns)
+                    self._last_yield = perf_counter()
+                try:
+                    out = engine.query_inline(sql, params, run_described, (rf, prepare))
+                    if out is MISS:
+                        read = (sql, params, rf, prepare)
+                        out = await engine.read_async(run_described, read, self._timeout, None, sql)
+                except Error as exc:
+                    raise translate(exc) from exc
+                rowid = None
+                if s is not None and s.lastrowid is not None:  # (its task's last inserted row,
+                    # as its own connection would tell; an inherited session's is its parent's)
+                    if s is self._one or s.task is _current_task():
+                        rowid = s.lastrowid
+                out.lastrowid = rowid
+                return out
         s = self._session()
-        out: Outcome
         try:
             if kind >= _sql.BEGIN:
                 await self._control(s, kind, sql)
@@ -537,28 +553,6 @@ class ConnectionCore:
             if kind == _sql.INSERT and out.rowcount > 0 and out.lastrowid is not None:
                 s.lastrowid = out.lastrowid
             out.lastrowid = s.lastrowid
-        return out
-
-    async def _read(
-        self, engine: Engine, sql: str, params: Any, rf: Any, prepare: Any, s: _Session | None
-    ) -> Outcome:
-        """A read outside a transaction (``s``: the session in the task's context, if any)."""
-        if perf_counter() - self._last_yield > self._slice:
-            self._slice = await wait_turn()  # (a burst of tasks reads in turns)
-            self._last_yield = perf_counter()
-        try:
-            out: Outcome = engine.query_inline(sql, params, run_described, (rf, prepare))
-            if out is MISS:
-                read = (sql, params, rf, prepare)
-                out = await engine.read_async(run_described, read, self._timeout, None, sql)
-        except Error as exc:
-            raise translate(exc) from exc
-        rowid = None
-        if s is not None and s.lastrowid is not None:  # (its task's last inserted row, as its
-            # own connection would tell; an inherited session's is its parent's: none yet)
-            if s is self._one or s.task is _current_task():
-                rowid = s.lastrowid
-        out.lastrowid = rowid
         return out
 
     async def _write(
