@@ -15,8 +15,9 @@ from .._types import ExcType, Tb
 from ..sqlite3 import _sql
 from ..sqlite3._session import translate
 from ..sqlite3._shared import detach, detach_unless_last
-from ._core import ConnectionCore, dump
+from ._core import ConnectionCore
 from ._cursor import Cursor, Result, result
+from ._jobs import dump
 
 __all__ = ("Connection", "connect")
 

@@ -6,7 +6,7 @@ same registry). A statement runs in the calling task's transaction if it has one
 group-committed write on the lane or as a read on the pool -- inline on the loop when an idle
 reader answers within the engine's budget, as :class:`litegate.AsyncDatabase` reads.
 
-Transaction state belongs to the calling task (:class:`_Session`, found through a
+Transaction state belongs to the calling task (:class:`~._session._Session`, found through a
 ``ContextVar`` of the connection's): a task's transaction holds the write lane until that
 task's ``commit()``/``rollback()``, the connection's ``close()``, or the task's end (rolled back,
 with a ``ResourceWarning``). A task started while its parent's transaction is open runs its
@@ -24,23 +24,23 @@ field               guard
                     from close's rollbacks is given back); elsewhere read without it: a call
                     that starts after it fails
 ``_one``            ``_lock`` (``per_task``'s setter; read without it: a whole reference)
-a ``_Session``      written on its loop only, by the tasks that use it: its own task, tasks
-                    it started inside its transaction, all of the connection's with
-                    ``per_task`` off; ``beginning`` makes them open one transaction, not two;
-                    ``close`` ends its lease (``end()`` never blocks)
 ``_slice``,         the loop's read turns: written by whichever task reads (a stale value
 ``_last_yield``     only moves a turn); a connection used from several loops shares them
 factories, hooks,   the caller's: set them before sharing the connection (as with
 ``isolation_level`` aiosqlite); a statement reads them as it starts, a hook again when its
                     job runs
 ==================  =====================================================================
+
+The methods that find a task's session and open and end its transaction are
+:class:`~._session.TaskSessions`'s (``ConnectionCore``'s base): they use these fields under
+these guards; a session's own fields are guarded as :mod:`._session` says. What a statement
+runs on the engine's connections is in :mod:`._jobs`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import os
 import sqlite3
 import threading
@@ -49,13 +49,11 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Literal, Self, cast, overload
 
-from .._engine import MISS, AsyncReadLease, AsyncWriteLease, Engine, wait_turn
+from .._engine import MISS, AsyncWriteLease, Engine, wait_turn
 from .._errors import Error
 from .._statements import prepare as prepare_conn
 from .._statements import run_described, run_execute, split_script
 from ..sqlite3 import _sql
-from ..sqlite3._pragmas import on_writer, outside, set_pragma
-from ..sqlite3._session import Session as DropinSession
 from ..sqlite3._session import translate
 from ..sqlite3._shared import (
     Settings,
@@ -65,59 +63,12 @@ from ..sqlite3._shared import (
     check_registration,
     check_statement,
     detach,
-    install_settings,
-    remove_settings,
 )
 from ._cursor import Outcome
+from ._jobs import _by_dropin_rules, _run_job
+from ._session import TaskSessions, _end_quietly, _Lease, _Session
 
-__all__ = ("CONNECT_ARGS", "ConnectionCore", "dump", "location")
-
-_Lease = AsyncWriteLease | AsyncReadLease
-logger = logging.getLogger("litegate")
-
-
-class _ThroughLoop:
-    """An async lease seen from a worker thread as ``litegate.sqlite3``'s rules use a lease:
-    ``run`` sends the job to the lease on its loop and waits for it (the loop is free: the
-    task that holds the lease awaits the thread)."""
-
-    def __init__(self, lease: AsyncReadLease, loop: asyncio.AbstractEventLoop) -> None:
-        self.lease = lease
-        self.loop = loop
-
-    def run(self, fn: Callable[..., Any], args: Any, sql: str | None, limit: Any) -> Any:
-        done = asyncio.run_coroutine_threadsafe(self.lease.run(fn, args, sql, limit), self.loop)
-        return done.result()
-
-
-class _Session:
-    """One task's transaction on one connection."""
-
-    __slots__ = (
-        "beginning",
-        "lastrowid",
-        "lease",
-        "read_only",
-        "reading",
-        "savepoints",
-        "synced",
-        "task",
-        "txn",
-        "watched",
-    )
-
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        self.task = task
-        self.txn = 0  # which of its transactions is open (or was last)
-        self.savepoints: list[str] | None = None  # a transaction a SAVEPOINT began: its marks
-        self.watched = False  # its task's end is watched (rolls back what it left open)
-        self.synced = -1  # the registered functions' version brought to the writer in it
-        # True while _begin opens one; a future once another task waits for that
-        self.beginning: asyncio.Future[None] | bool | None = None
-        self.lastrowid: int | None = None  # its last INSERT's row id (sqlite3's, per task)
-        self.lease: _Lease | None = None
-        self.reading = False  # the lease is a snapshot on a reader
-        self.read_only = False
+__all__ = ("CONNECT_ARGS", "ConnectionCore", "location")
 
 
 def location(database: Any) -> str:
@@ -131,7 +82,7 @@ def location(database: Any) -> str:
     return str(database)
 
 
-class ConnectionCore:
+class ConnectionCore(TaskSessions):
     """A ``litegate.aio`` connection's state and routing (see the module docstring)."""
 
     def __init__(
@@ -289,152 +240,7 @@ class ConnectionCore:
         shared, self._shared = self._shared, None
         return shared
 
-    def _session(self) -> _Session:
-        one = self._one
-        if one is not None:
-            return one  # (transactions are the connection's: per_task is off)
-        ticket = self._var.get(None)
-        if ticket is not None:
-            s, txn = ticket
-            if s.lease is not None and s.txn == txn:
-                return (
-                    s  # (the transaction open when this task, or the one that started it, set it)
-                )
-            task = _current_task()
-            if s.task is task:
-                return s  # (its own)
-        else:
-            task = _current_task()
-        s = _Session(task)
-        self._var.set((s, 0))
-        return s
-
-    async def _begin(self, s: _Session) -> _Lease:
-        """Open ``s``'s transaction: the write lane and ``BEGIN IMMEDIATE``, or (``read_only``)
-        a snapshot on a reader. One at a time per session (with ``per_task`` off, or joined,
-        several tasks share it): a task that finds another beginning waits for it and then
-        uses its transaction."""
-        while s.beginning is not None:  # (another task of the session is opening one)
-            if not isinstance(s.beginning, asyncio.Future):  # (the first to wait makes it)
-                s.beginning = asyncio.get_running_loop().create_future()
-            await asyncio.shield(s.beginning)
-            if s.lease is not None:
-                return s.lease
-        engine = self._live()
-        s.beginning = True
-        try:
-            return await self._open_transaction(engine, s)
-        finally:
-            waited, s.beginning = s.beginning, None
-            if isinstance(waited, asyncio.Future) and not waited.done():
-                waited.set_result(None)
-
-    async def _open_transaction(self, engine: Engine, s: _Session) -> _Lease:
-        try:
-            if s.read_only:
-                lease: _Lease = await engine.borrow_async(self._timeout, "the snapshot")
-                try:
-                    await lease.begin_snapshot()
-                except BaseException:
-                    await asyncio.shield(lease.release())  # (the reader back, even if cancelled)
-                    raise
-                s.reading = True
-            else:
-                lease = await engine.lease_async(self._timeout, "the transaction")
-                try:
-                    await lease.begin()
-                except BaseException:
-                    lease.end()
-                    raise
-                s.reading = False
-        except Error as exc:
-            raise translate(exc) from exc
-        with self._lock:
-            closed = self._closed
-            if not closed:
-                s.lease = lease
-                self._open.add(s)
-        if closed:  # (close() ran while this waited for the lane: it is given back)
-            s.lease = lease
-            await self._end(s, commit=False)
-            raise ValueError("no active connection")
-        s.synced = -1
-        s.txn += 1
-        if s.task is not None:
-            self._var.set((s, s.txn))  # (the tasks this one starts from now on join it)
-        task = s.task
-        if task is not None and not s.watched:  # (once per task: its transactions come and go)
-            s.watched = True
-            task.add_done_callback(lambda _t: self._task_ended(s))
-        return lease
-
-    def _task_ended(self, s: _Session) -> None:
-        if s.lease is None:
-            return
-        self._forget(s)
-        _end_quietly(s)
-        logger.warning(
-            "litegate.aio: %r ended with its transaction open; it was rolled back", s.task
-        )
-        warnings.warn(
-            "a task ended with its litegate.aio transaction open: rolled back (commit() or "
-            "rollback() before the task ends)",
-            ResourceWarning,
-            stacklevel=1,
-        )
-
-    def _forget(self, s: _Session) -> None:
-        with self._lock:
-            self._open.discard(s)
-
-    async def _end(self, s: _Session, commit: bool) -> None:
-        lease = s.lease
-        if lease is None:
-            return
-        if self._trace is not None:
-            self._traced("COMMIT" if commit else "ROLLBACK")
-        s.lease = None
-        s.savepoints = None
-        with self._lock:  # (_forget, inline)
-            self._open.discard(s)
-        try:
-            if s.reading:
-                await lease.release()
-                return
-            writing: AsyncWriteLease = lease  # type: ignore[assignment]  # (not reading)
-            if commit:
-                try:
-                    await writing.commit()
-                finally:
-                    writing.end()
-            else:
-                writing.end()
-        except Error as exc:
-            raise translate(exc) from exc
-
     # ---- statements ---------------------------------------------------------------------------
-    @property
-    def per_task(self) -> bool:
-        """litegate's extension: whether transaction state belongs to the calling task (the
-        default) or, set to ``False``, to this connection object, as in aiosqlite -- for a
-        connection that one user holds at a time (a pool's checkout: SQLAlchemy's dialect
-        sets it), whose statements may run in tasks of their own (``asyncio.wait_for`` on
-        Python 3.11, ``shield``, ``gather``). The writes still go through the shared engine's
-        lane; other connections' transactions stay apart. Set it before the first statement.
-
-        :raises sqlite3.ProgrammingError: a transaction is open
-        """
-        return self._one is None
-
-    @per_task.setter
-    def per_task(self, value: bool) -> None:
-        with self._lock:
-            if self._open:
-                raise sqlite3.ProgrammingError(
-                    "per_task cannot change while a transaction of this connection is open"
-                )
-            if bool(value) != (self._one is None):
-                self._one = None if value else _Session(None)
 
     def _recustom(self) -> None:
         """After a hook or the text factory changed: has the connection any of its own?
@@ -523,7 +329,9 @@ class ConnectionCore:
             if kind == _sql.SET_PRAGMA or (
                 lease is None and (kind == _sql.NO_TRANSACTION or kind == _sql.WRITER_READ)
             ):
-                out = await self._by_dropin_rules(engine, s, kind, sql, params, many)
+                out = await _by_dropin_rules(
+                    engine, s, kind, sql, params, many, self._timeout, self
+                )
             elif lease is not None:
                 if s.reading and kind != _sql.READ and kind != _sql.WRITER_READ:
                     raise sqlite3.OperationalError("attempt to write a readonly database")
@@ -610,30 +418,6 @@ class ConnectionCore:
     def _shared_hooks_version(self) -> int:
         shared = self._shared
         return shared.hooks.version if shared is not None else 0
-
-    async def _by_dropin_rules(
-        self, engine: Engine, s: _Session, kind: int, sql: str, params: Any, many: bool
-    ) -> Any:
-        """PRAGMA settings, ``PRAGMA foreign_keys``, ``VACUUM`` and the like: by
-        ``litegate.sqlite3``'s rules for them (:mod:`litegate.sqlite3._pragmas`), on this
-        connection's engine, in a thread (they take the lane, or a side connection). Inside the
-        task's transaction they run in it: the thread sends them to its lease on the loop."""
-        held = s.lease
-        loop = asyncio.get_running_loop()
-        stand_in = DropinSession()
-        stand_in.reading = s.reading
-        if held is not None:
-            stand_in.lease = cast(Any, _ThroughLoop(held, loop))
-        job = (sql, params, many, None, None, None, self)
-        timeout = self._timeout
-
-        def run() -> Any:
-            if kind == _sql.SET_PRAGMA:
-                return set_pragma(engine, timeout, stand_in, sql)
-            side = outside if kind == _sql.NO_TRANSACTION else on_writer
-            return side(engine, timeout, stand_in, _run_job, job)
-
-        return await asyncio.to_thread(run)
 
     async def _control(self, s: _Session, kind: int, sql: str) -> None:
         check_statement(sql)
@@ -768,57 +552,3 @@ def _returns(sql: str) -> bool:
             _RETURNS.clear()
         found = _RETURNS[sql] = "returning" in sql.lower()
     return found
-
-
-def _end_quietly(s: _Session) -> None:
-    lease, s.lease = s.lease, None
-    if lease is None:
-        return
-    try:
-        end = getattr(lease, "end", None)
-        if end is not None:
-            end()
-        else:
-            asyncio.ensure_future(lease.release())
-    except Exception:  # (it is being discarded; the engine logs what it could not undo)
-        pass
-
-
-def dump(conn: sqlite3.Connection) -> list[str]:
-    return list(conn.iterdump())
-
-
-def _run_job(
-    conn: sqlite3.Connection,
-    sql: str,
-    params: Any,
-    many: bool,
-    rf: Any,
-    prepare: Any,
-    settings: Settings | None,
-    owner: ConnectionCore,
-) -> Outcome:
-    """A statement on an engine connection the caller owns now, as the connection would run
-    it on one of its own: its functions, hooks, text and row factories."""
-    if prepare is not None:
-        prepare(conn)
-    owner._started_on(conn)
-    if settings is not None:
-        install_settings(conn, settings)
-    try:
-        cur = conn.cursor()
-        try:
-            cur.row_factory = rf
-            if many:
-                cur.executemany(sql, params)
-            else:
-                cur.execute(sql, params)
-            description = cur.description
-            rows = cur.fetchall() if description is not None else []
-            return Outcome(rows, description, cur.rowcount, cur.lastrowid)
-        finally:
-            cur.close()
-    finally:
-        owner._ended_on(conn)
-        if settings is not None:
-            remove_settings(conn, settings)
