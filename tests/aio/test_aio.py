@@ -448,3 +448,86 @@ async def test_connecting_to_an_open_engine_takes_no_thread(
     assert calls == []
     await first.close()  # (the last: closes the engine, in a thread)
     assert len(calls) == 1
+
+
+async def test_a_task_started_before_its_starters_transaction_reads_inline_outside_it(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child holds its starter's context from before the starter's transaction: its
+    reads are outside that transaction, on the fast path (inline), not on a reader thread."""
+    from litegate._engine._local import LocalEngine
+
+    async with aiosqlite.connect(path, litegate={"readers": 2}) as db:
+        await _table(db)
+        await db.execute("INSERT INTO t(v) VALUES ('committed')")
+        await db.commit()
+        seen: list[str] = []
+        real = LocalEngine.query_inline
+
+        def spy(self: LocalEngine, sql: str, *args: object) -> object:
+            seen.append(sql)
+            return real(self, sql, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(LocalEngine, "query_inline", spy)
+        go = asyncio.Event()
+
+        async def child() -> list[tuple[str]]:
+            await go.wait()
+            rows: list[tuple[str]] = list(await db.execute_fetchall("SELECT v FROM t"))
+            assert not db.in_transaction
+            return rows
+
+        task = asyncio.create_task(child())
+        await db.execute("INSERT INTO t(v) VALUES ('open')")  # (the starter's transaction)
+        seen.clear()
+        go.set()
+        assert await task == [("committed",)]  # (not the starter's uncommitted row)
+        assert seen == ["SELECT v FROM t"]
+        await db.rollback()
+
+
+async def test_a_cursor_of_a_connection_never_opened_says_so(path: str) -> None:
+    db = aiosqlite.connect(path)  # (never awaited)
+    with pytest.raises(ValueError, match="closed"):
+        await aiosqlite.Cursor(db).fetchone()
+    with pytest.raises(ValueError, match="closed"):
+        await aiosqlite.Cursor(db).fetchall()
+
+
+def test_stop_with_no_loop_gives_a_snapshots_reader_back(path: str) -> None:
+    """A task's read-only snapshot holds a reader; ``stop()`` from a thread with no loop
+    running gives it back (before, the release needed a loop and the reader stayed lent)."""
+    box: dict[str, object] = {}
+
+    async def start() -> None:
+        db = await aiosqlite.connect(path, litegate={"readers": 1})
+        await _table(db)
+        held = asyncio.Event()
+
+        async def holder() -> None:
+            db.read_only = True
+            await db.execute("BEGIN")
+            await db.execute_fetchall("SELECT * FROM t")
+            assert db.in_transaction
+            held.set()
+            await asyncio.sleep(3600)
+
+        box["task"] = asyncio.create_task(holder())
+        await held.wait()
+        box["db"] = db
+
+    loop = asyncio.new_event_loop()
+    other = dropin.connect(path, timeout=1, litegate={"readers": 1})  # (one engine: one reader)
+    try:
+        loop.run_until_complete(start())
+        db = box["db"]
+        assert isinstance(db, aiosqlite.Connection)
+        db.stop()  # (no loop runs in this thread now)
+        assert other.execute("SELECT count(*) FROM t").fetchone() == (0,)  # (the reader)
+    finally:
+        task = box.get("task")
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
+        other.close()

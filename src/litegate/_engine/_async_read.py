@@ -1,6 +1,6 @@
 """An async reader lease: a reader connection held by one asyncio task across several awaits
 (snapshots, iterations). Point queries run inline on the loop under
-:data:`~._bridge.INLINE_BUDGET`; the rest on a reader thread pinned to this connection.
+:data:`~._inline.INLINE_BUDGET`; the rest on a reader thread pinned to this connection.
 
 Shared with other threads: the in-flight job (handed to a reader thread; its ``finished``
 event says when that thread is done with the connection). Everything else is its task's.
@@ -94,6 +94,28 @@ class AsyncPooledRead:
             if not finished:
                 logger.error("litegate: an interrupted snapshot query did not finish")
         self._give_back(conn, cursors)
+
+    def end(self) -> None:
+        """:meth:`release` without awaiting, for a lease whose task runs none of its
+        statements any more (the connection is closed with no loop running in the closing
+        thread, or is collected): the reader goes back at once, or -- a job still on a reader
+        thread, being interrupted -- once that ends (a helper thread waits for it).
+        Idempotent, never blocks."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        job, self._inflight = self._inflight, None
+        finished = None if job is None else job.finished
+        if finished is None or finished.is_set():
+            self._give_back(conn, ())
+            return
+
+        def when_finished() -> None:
+            if not finished.wait(_INFLIGHT_WAIT):
+                logger.error("litegate: an interrupted snapshot query did not finish")
+            self._give_back(conn, ())  # (as release: given back even so)
+
+        threading.Thread(target=when_finished, name="litegate-reader-back", daemon=True).start()
 
     def _give_back(self, conn: sqlite3.Connection, cursors: Sequence[sqlite3.Cursor]) -> None:
         # No reader thread uses the connection now: closing cursors here takes microseconds.

@@ -143,6 +143,10 @@ class AsyncReadLease(Protocol):
     async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
         """Close ``cursors`` (iterations left open), then give the connection back. Idempotent."""
 
+    def end(self) -> None:
+        """Give the connection back (undoing what is open) without awaiting, once its task
+        runs no more of its statements. Idempotent, never blocks."""
+
 
 class AsyncWriteLease(AsyncReadLease, Protocol):
     """The write lane held by one asyncio task: quick statements run on the loop, the rest

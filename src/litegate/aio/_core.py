@@ -227,6 +227,11 @@ class ConnectionCore(TaskSessions):
         aiosqlite's do on the closed ``sqlite3`` connection; once it has ended, ``ValueError``)."""
         return self._closed
 
+    @property
+    def unusable(self) -> bool:
+        """``closing`` or ``closed`` in one test (a cursor's, before each call)."""
+        return self._closed or self._engine is None
+
     def _take_down(self) -> Shared | None:
         self._running = False
         with self._lock:
@@ -286,10 +291,13 @@ class ConnectionCore(TaskSessions):
             # The hot path: a read outside the task's transaction, inline when a reader is
             # idle. Its session is not needed to tell: the one in the context var -- the
             # task's own, or one it inherited from the task that started it -- has no
-            # transaction open, or there is none.
+            # transaction open, or there is none, or the one open is not this task's (its
+            # starter began it after starting this task: _session would give it its own).
             s: _Session | None = self._one
             if s is None and (ticket := self._var.get(None)) is not None:
                 s = ticket[0]
+                if s.lease is not None and s.txn != ticket[1] and s.task is not _current_task():
+                    s = None
             if s is None or s.lease is None:
                 if perf_counter() - self._last_yield > self._slice:
                     self._slice = await wait_turn()  # (a burst of tasks reads in turns)

@@ -68,6 +68,9 @@ class _Runs(Protocol):
     @property
     def closing(self) -> bool: ...
 
+    @property
+    def unusable(self) -> bool: ...
+
     async def run_statement(
         self, sql: str, params: Any, row_factory: Any = None, *, many: bool = False
     ) -> Outcome: ...
@@ -119,7 +122,7 @@ class Cursor:
             self.lastrowid = out.lastrowid
 
     def _live(self) -> None:
-        if self._closed or self._conn.closing:  # (closed implies closing: one test when open)
+        if self._closed or self._conn.unusable:
             self._dead()
 
     def _dead(self) -> None:
@@ -151,7 +154,7 @@ class Cursor:
         return self
 
     async def fetchone(self) -> Any:
-        if self._closed or self._conn.closing:  # (_live, inline: the most called)
+        if self._closed or self._conn.unusable:  # (_live, inline: the most called)
             self._dead()
         if self._at >= len(self._rows):
             return None

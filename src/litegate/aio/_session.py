@@ -73,11 +73,7 @@ def _end_quietly(s: _Session) -> None:
     if lease is None:
         return
     try:
-        end = getattr(lease, "end", None)
-        if end is not None:
-            end()
-        else:
-            asyncio.ensure_future(lease.release())
+        lease.end()  # (never blocks and needs no loop: close() from any thread, stop(), __del__)
     except Exception:  # (it is being discarded; the engine logs what it could not undo)
         pass
 
