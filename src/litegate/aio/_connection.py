@@ -48,13 +48,14 @@ class Connection(ConnectionCore):
     def stop(self) -> asyncio.Future[None] | None:
         """Close without waiting (aiosqlite's ``stop``): open transactions are rolled back and
         the engine, if this was its last connection, starts closing. Returns a finished future
-        when a loop runs, else ``None``."""
+        when called on a running loop, else ``None`` (aiosqlite asks for the thread's current
+        loop, which warns on Python 3.12+ when none is set)."""
         shared = self._take_down()
         if shared is not None:
             detach(shared, self._timeout, wait=False)
         self._done = True
-        try:
-            fut: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        try:  # (the running loop only: asking for "the current" one with none is deprecated)
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         except RuntimeError:
             return None
         fut.set_result(None)
