@@ -531,3 +531,21 @@ def test_stop_with_no_loop_gives_a_snapshots_reader_back(path: str) -> None:
             loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
         loop.close()
         other.close()
+
+
+async def test_a_with_clauses_insert_sets_the_tasks_last_row_id(path: str) -> None:
+    async with aiosqlite.connect(path) as db:
+        await _table(db)
+        await db.execute("INSERT INTO t(v) VALUES ('one')")
+        await db.commit()
+        sql = "WITH x AS (SELECT 'two') INSERT INTO t(v) SELECT * FROM x"
+        assert await db.execute_insert(sql) == (2,)
+        assert not db.in_transaction  # (no implicit transaction, as sqlite3's)
+
+        async def other() -> None:
+            await db.execute("INSERT INTO t(v) VALUES ('three')")
+            await db.commit()
+
+        await asyncio.create_task(other())
+        cur = await db.execute("WITH x AS (SELECT 1) UPDATE t SET v = 'x' WHERE id IN x")
+        assert cur.lastrowid == 2  # (not the other task's row 3)

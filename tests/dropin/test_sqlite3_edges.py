@@ -250,3 +250,34 @@ def test_pragma_setting_forms(path: str, text: str) -> None:
     con.execute(text)
     assert con.execute("PRAGMA foreign_keys").fetchone() == (1,)
     con.close()
+
+
+def test_a_with_clauses_insert_sets_the_threads_last_row_id_as_sqlite3_does(path: str) -> None:
+    """``WITH … INSERT`` opens no implicit transaction (as in the standard module) and sets
+    ``lastrowid``; a ``WITH … UPDATE`` or an insert of nothing leaves the thread's as it was,
+    and another thread's insert does not change it."""
+    con = sqlite3.connect(path)
+    std_con = std.connect(":memory:")
+    try:
+        for c in (con, std_con):
+            c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+            c.execute("INSERT INTO t(v) VALUES (1)")
+            c.commit()
+            cur = c.execute("WITH x AS (SELECT 5) INSERT INTO t(v) SELECT * FROM x")
+            assert (cur.lastrowid, c.in_transaction) == (2, False)
+
+        def insert() -> None:
+            con.execute("INSERT INTO t(v) VALUES (3)")
+            con.commit()
+
+        other = threading.Thread(target=insert)
+        other.start()
+        other.join(10)
+        cur = con.execute("WITH x AS (SELECT 5 WHERE 0) INSERT INTO t(v) SELECT * FROM x")
+        assert cur.lastrowid == 2  # (inserted nothing; the other thread's row 3 is not ours)
+        cur = con.execute("WITH x AS (SELECT 1) UPDATE t SET v = 9 WHERE id IN x")
+        assert cur.lastrowid == 2
+        assert con.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    finally:
+        con.close()
+        std_con.close()

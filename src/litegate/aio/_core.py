@@ -366,7 +366,10 @@ class ConnectionCore(TaskSessions):
         if many:
             out.lastrowid = None
         else:  # (the task's own last inserted row, as a connection of its own would tell)
-            if kind == _sql.INSERT and out.rowcount > 0 and out.lastrowid is not None:
+            if out.lastrowid is not None and (
+                (kind == _sql.INSERT and out.rowcount > 0)
+                or (kind == _sql.WRITE and _sql.inserts(sql))  # (WITH … INSERT: rowcount -1)
+            ):
                 s.lastrowid = out.lastrowid
             out.lastrowid = s.lastrowid
         return out

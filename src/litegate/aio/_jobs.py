@@ -98,6 +98,7 @@ def _run_job(
         install_settings(conn, settings)
     try:
         cur = conn.cursor()
+        before = conn.total_changes
         try:
             cur.row_factory = rf
             if many:
@@ -106,7 +107,9 @@ def _run_job(
                 cur.execute(sql, params)
             description = cur.description
             rows = cur.fetchall() if description is not None else []
-            return Outcome(rows, description, cur.rowcount, cur.lastrowid)
+            # (the writer's last inserted row is this statement's only if it changed rows)
+            lastrowid = cur.lastrowid if conn.total_changes != before else None
+            return Outcome(rows, description, cur.rowcount, lastrowid)
         finally:
             cur.close()
     finally:

@@ -229,7 +229,10 @@ class ConnectionCore:
         except Error as exc:
             raise translate(exc) from exc
         if not many:
-            if kind == _sql.INSERT and out.rowcount > 0 and out.lastrowid is not None:
+            if out.lastrowid is not None and (
+                (kind == _sql.INSERT and out.rowcount > 0)
+                or (kind == _sql.WRITE and _sql.inserts(sql))  # (WITH … INSERT: rowcount -1)
+            ):
                 s.lastrowid = out.lastrowid
             cur.lastrowid = s.lastrowid if s.lastrowid is not None else 0
         return out
@@ -389,7 +392,10 @@ def run_statement(
             raise
         if rows and cur.row_factory is not None:
             rows = _made(cur, raw, rows, description)
-        return Outcome(rows, description, raw.rowcount, raw.lastrowid)
+        # (the writer's last inserted row is this statement's only if it changed rows: the
+        # caller takes it for an INSERT, a WITH's included -- _sql.inserts)
+        lastrowid = raw.lastrowid if conn.total_changes != before else None
+        return Outcome(rows, description, raw.rowcount, lastrowid)
     finally:
         s.running = None
         if installed is not None:

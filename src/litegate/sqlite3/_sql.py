@@ -38,6 +38,7 @@ __all__ = (
     "check_mode",
     "check_open",
     "classify",
+    "inserts",
     "pragma_setting",
     "savepoint_name",
 )
@@ -147,6 +148,52 @@ def _classify(sql: str) -> Kind:
     if first == "PRAGMA":
         return _pragma(sql)
     return WRITE
+
+
+def inserts(sql: str) -> bool:
+    """Whether ``sql`` is an ``INSERT`` or ``REPLACE`` -- a ``WITH`` clause's main statement
+    included (classified WRITE: the standard module opens no implicit transaction for it) --
+    the statements that set the connection's last inserted row id."""
+    kind = classify(sql)
+    if kind == INSERT:
+        return True
+    if kind != WRITE:
+        return False
+    words = _words(sql, 1)
+    return bool(words) and words[0] == "WITH" and _main_verb(sql) in ("INSERT", "REPLACE")
+
+
+def _main_verb(sql: str) -> str | None:
+    """The first keyword of a ``WITH`` statement's main statement: the first of the words
+    that start one, outside parentheses, quotes and comments (a common table expression's
+    name that is such a keyword must be quoted)."""
+    depth, i, n = 0, 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c in "'\"`[":
+            j = sql.find("]" if c == "[" else c, i + 1)
+            while j != -1 and c != "[" and sql.startswith(c * 2, j):  # ('' inside '...')
+                j = sql.find(c, j + 2)
+            i = n if j == -1 else j + 1
+            continue
+        elif sql.startswith("--", i) or sql.startswith("/*", i):
+            i = _skip(sql, i)
+            continue
+        elif depth == 0 and (m := _WORD.match(sql, i)) is not None:
+            word = m.group().upper()
+            if word in _MAIN_VERBS:
+                return word
+            i = m.end()
+            continue
+        i += 1
+    return None
+
+
+_MAIN_VERBS: Final = frozenset({"SELECT", "VALUES", "INSERT", "REPLACE", "UPDATE", "DELETE"})
 
 
 def _pragma(sql: str) -> Kind:
