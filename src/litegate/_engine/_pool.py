@@ -241,7 +241,15 @@ class ReadPool(Borrowing):
             reader.reads += 1
             return result
         finally:
-            self._give_back(reader, clean)
+            # _give_back, inlined: this is every read of litegate.sqlite3's, and the call was
+            # ~600 of its ~34,000 instructions (callgrind)
+            if clean and not self._closed:
+                del self._holders[id(conn)]
+                self._free.put(reader)
+                if self._closed:  # close() ran meanwhile and may have missed it
+                    self._drain()
+            else:
+                self.release(conn)
 
     def inline(self, fn: Fn[T], args: Args) -> T:
         """The loop's inline read (the engine's ``query_inline``): an idle reader borrowed,
