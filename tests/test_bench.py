@@ -66,7 +66,10 @@ def test_workload_shapes(result: _bench.BenchResult) -> None:
         if w.workload.name == "mixed":
             for c in w.contenders:
                 assert c.reads > c.writes  # 90% reads
-                assert set(c.by_kind) == {"read", "update", "insert"}
+                # Writes alternate UPDATE, INSERT (workloads._points): a contender that made
+                # two writes has both kinds. (A 0.08 s case on a slow machine made one write.)
+                kinds = {"read"} | ({"update"} if c.writes else set())
+                assert set(c.by_kind) == kinds | ({"insert"} if c.writes >= 2 else set())
         elif w.workload.name == "writes":
             assert w.baseline == "sqlite3 + Lock"
             assert all(c.reads == 0 for c in w.contenders)
