@@ -13,7 +13,7 @@ endif
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest ci soak demo bench clean browser
+.PHONY: venv test lint typecheck pytest ci soak demo bench clean browser dqlite
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYBIN)" || { echo "error: interpreter '$(PYTHON)' not found" >&2; exit 2; }
@@ -38,12 +38,24 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| { echo "error: could not install chromium; the browser test needs it" >&2; exit 2; }; }
 
+# The dqlite cluster tests (tests/dqlite) run real `dqlite-demo` nodes: Debian's go-dqlite, installed
+# when missing. Unlike `browser`, a failed install does not fail the build: the Python client
+# exists for 3.13+ only and the backend is optional, so those tests then skip and print why
+# (tests/dqlite/conftest.py). Only interpreters that can run them ask for it (DQLITE_DEP), so a
+# 3.11-only run never waits for apt.
+dqlite:
+	@command -v dqlite-demo >/dev/null 2>&1 || { \
+		echo "installing go-dqlite (apt) for the dqlite cluster tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-dqlite >/dev/null) \
+		|| echo "warning: could not install go-dqlite (apt-get failed); the tests in tests/dqlite will be skipped" >&2; }
+DQLITE_DEP := $(shell test -n "$(PYBIN)" && $(PYBIN) -c 'import sys; print("dqlite" if sys.version_info >= (3, 13) else "")' 2>/dev/null)
+
 # Coverage of src/litegate (threads and the Python subprocesses the tests start included); the
 # report lists only files with missing lines and fails below the floor (pyproject
 # [tool.coverage.report] fail_under). Data stays inside the venv, one per interpreter.
 # `make pytest COV= PYTEST_ARGS=tests/test_x.py` runs a subset without it.
 COV ?= --cov --cov-report=term-missing:skip-covered
-pytest: $(STAMP) browser
+pytest: $(STAMP) browser $(DQLITE_DEP)
 	COVERAGE_FILE=$(abspath $(VENV))/.coverage $(VPY) -m pytest $(COV) $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -49,10 +49,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import importlib
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -274,7 +276,9 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def run_case(case: str, synchronous: str, seconds: float, tasks: int, begin: str) -> dict[str, Any]:
-    path = os.path.join(tempfile.mkdtemp(prefix="lg-aio-app-"), "app.db")
+    scratch = tempfile.mkdtemp(prefix="lg-aio-app-")
+    atexit.register(shutil.rmtree, scratch, True)  # (the case runs in a process of its own)
+    path = os.path.join(scratch, "app.db")
     # ("import aiosqlite" / "import litegate.aio as aiosqlite" / the ceiling's stand-in)
     module = _Ceiling() if case == "ceiling" else importlib.import_module(case)
     engine_options = {"litegate": {"synchronous": synchronous}} if case == "litegate.aio" else {}

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -203,7 +205,9 @@ def _switches() -> int:
 
 
 def run_case(case: str, synchronous: str, seconds: float, tasks: int) -> dict[str, Any]:
-    path = os.path.join(tempfile.mkdtemp(prefix="lg-store-"), "store.db")
+    scratch = tempfile.mkdtemp(prefix="lg-store-")
+    atexit.register(shutil.rmtree, scratch, True)  # (the case runs in a process of its own)
+    path = os.path.join(scratch, "store.db")
     store = Store(case, path, synchronous)
     latencies: dict[str, list[float]] = {"get": [], "add": [], "transfer": []}
     errors: dict[str, int] = {}

@@ -44,7 +44,7 @@ CASES = (
 )
 
 _CHILD = r"""
-import asyncio, os, sqlite3, sys, tempfile
+import asyncio, atexit, os, shutil, sqlite3, sys, tempfile
 import litegate
 from litegate._engine import _costs, _inline
 
@@ -54,7 +54,9 @@ from litegate._engine import _costs, _inline
 _inline.INLINE_BUDGET = _inline._HARD_BUDGET = _costs.SLOW_SECONDS = 1e9
 
 case, n = sys.argv[1], int(sys.argv[2])
-path = os.path.join(tempfile.mkdtemp(), "h.db")
+scratch = tempfile.mkdtemp()
+atexit.register(shutil.rmtree, scratch, True)  # (the case runs in a process of its own)
+path = os.path.join(scratch, "h.db")
 db = litegate.connect(  # (group_wait: the group's age bound, a clock, lifted likewise)
     path, readers="per-thread" if case == "read-pt" else 4, synchronous="OFF", group_wait=60.0
 )

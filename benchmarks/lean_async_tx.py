@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import random
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -171,7 +173,9 @@ async def _run(
     """Transfers done and seconds taken (``count`` > 0: exactly that many, untimed).
     ``traced``: ``count`` transfers run first, then ``traced(run)`` runs ``count`` more (it
     returns ``run()``'s awaitable: it traces them)."""
-    path = os.path.join(tempfile.mkdtemp(dir=directory), "lean.db")
+    scratch = tempfile.mkdtemp(dir=directory)
+    atexit.register(shutil.rmtree, scratch, True)  # (the case runs in a process of its own)
+    path = os.path.join(scratch, "lean.db")
     _prepare(path)
     if mode == "litegate":
         import litegate

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,7 +75,9 @@ def _engine(case: str, path: str, synchronous: str) -> AsyncEngine:
 
 async def run_case(case: str, synchronous: str, seconds: float, tasks: int) -> dict[str, Any]:
     """One case in this process (call it in a fresh one)."""
-    path = os.path.join(tempfile.mkdtemp(prefix="lg-saa-"), "bench.db")
+    scratch = tempfile.mkdtemp(prefix="lg-saa-")
+    atexit.register(shutil.rmtree, scratch, True)  # (the case runs in a process of its own)
+    path = os.path.join(scratch, "bench.db")
     engine = _engine(case, path, synchronous)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
@@ -149,7 +153,9 @@ def run_ceiling(seconds: float) -> dict[str, Any]:
     ``sqlite://`` dialect, one thread, one after another, at synchronous=OFF -- no event
     loop, no greenlet, no waiting, no fsync: what the ORM's own work per transfer allows. Every
     asyncio dialect runs this ORM code and more on its one loop, so none can go faster."""
-    path = os.path.join(tempfile.mkdtemp(prefix="lg-saa-"), "bench.db")
+    scratch = tempfile.mkdtemp(prefix="lg-saa-")
+    atexit.register(shutil.rmtree, scratch, True)  # (the case runs in a process of its own)
+    path = os.path.join(scratch, "bench.db")
     engine = create_engine(f"sqlite:///{path}")
 
     @event.listens_for(engine, "connect")

@@ -13,9 +13,11 @@ updates lost. Every case runs in a fresh process on a fresh file, the cases inte
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,7 +69,9 @@ def _engine(case: str, path: str, synchronous: str) -> Any:
 
 def run_case(case: str, synchronous: str, seconds: float, threads: int) -> dict[str, Any]:
     """One case in this process (call it in a fresh one)."""
-    path = os.path.join(tempfile.mkdtemp(prefix="lg-sa-"), "bench.db")
+    scratch = tempfile.mkdtemp(prefix="lg-sa-")
+    atexit.register(shutil.rmtree, scratch, True)  # (the case runs in a process of its own)
+    path = os.path.join(scratch, "bench.db")
     engine = _engine(case, path, synchronous)
     Base.metadata.create_all(engine)
     with Session(engine) as s, s.begin():
