@@ -27,11 +27,13 @@ from ._errors import Closed as Closed
 from ._errors import Error as Error
 from ._errors import MigrationError as MigrationError
 from ._errors import Misuse as Misuse
+from ._errors import OutcomeUnknown as OutcomeUnknown
 from ._errors import PoolTimeout as PoolTimeout
 from ._errors import QueryTimeout as QueryTimeout
 from ._errors import Refused as Refused
 from ._errors import RolledBack as RolledBack
 from ._errors import Timeout as Timeout
+from ._errors import Unavailable as Unavailable
 from ._errors import WriteTimeout as WriteTimeout
 from ._migrations import Migration as Migration
 from ._statements import Result as Result
@@ -59,6 +61,7 @@ __all__ = (
     "MigrationError",
     "Misuse",
     "Options",
+    "OutcomeUnknown",
     "Params",
     "PoolTimeout",
     "QueryTimeout",
@@ -71,6 +74,7 @@ __all__ = (
     "Stats",
     "Timeout",
     "Transaction",
+    "Unavailable",
     "UseDefault",
     "WriteTimeout",
     "__version__",

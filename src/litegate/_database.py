@@ -15,7 +15,8 @@ from typing import Any, Unpack
 
 from ._async import AsyncMethods
 from ._config import ConnectOptions, Options, make_options
-from ._engine import Engine, open_engine
+from ._engine import Engine
+from ._engine import open_engine as open_local
 from ._sync import SyncMethods
 from ._types import ExcType, Tb
 
@@ -53,7 +54,8 @@ class AsyncDatabase(AsyncMethods):
 def connect(path: str | os.PathLike[str], **options: Unpack[ConnectOptions]) -> Database:
     """Open a database for the whole program: threads may share the returned object.
 
-    :param path: file path, or ``":memory:"`` (one connection; reads go through the lane)
+    :param path: file path, ``":memory:"`` (one connection; reads go through the lane), or a
+        dqlite cluster, ``"dqlite://host:port[,host:port…]/name"`` (docs/cluster.md)
     :param readers: reader connections: ``N`` (default ``min(32, CPUs + 4)``, the threads of
         Python's default thread pool; opened as needed), ``"per-thread"`` or ``0``
     :param synchronous: ``"FULL"`` (default, durable) or ``"NORMAL"``
@@ -69,6 +71,19 @@ def connect(path: str | os.PathLike[str], **options: Unpack[ConnectOptions]) -> 
     is initialising the file).
     """
     return Database(open_engine(make_options(path, options)))
+
+
+def open_engine(opts: Options) -> Engine:
+    """The engine for ``opts``: a local one for a file, or for a ``dqlite://`` URL the cluster
+    engine (:mod:`litegate._cluster`, imported only then: it needs the ``dqlite`` extra).
+
+    :raises litegate.Unavailable: no leader of the cluster answered within ``timeout``
+    """
+    if isinstance(opts.path, str) and opts.path.startswith("dqlite://"):
+        from ._cluster import ClusterEngine
+
+        return ClusterEngine(opts)
+    return open_local(opts)
 
 
 class Connector(Awaitable[AsyncDatabase]):

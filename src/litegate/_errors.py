@@ -8,9 +8,12 @@ the conditions litegate itself detects are subclasses of :class:`Error`::
     ├── Timeout           a bounded wait ran out (also a builtin ``TimeoutError``)
     │   ├── PoolTimeout   no reader connection became free in time
     │   ├── WriteTimeout  the write lane (queue space or the lane itself) was not had in time
-    │   └── QueryTimeout  a statement ran past its time limit and was interrupted
+    │   ├── QueryTimeout  a statement ran past its time limit and was interrupted
+    │   └── Unavailable   (a dqlite cluster) no leader could be reached in time
     ├── Busy              another process held the file's write lock past the deadline
     ├── RolledBack        a transaction did not commit: SQLite rolled it back, or it was aborted
+    ├── OutcomeUnknown    (a dqlite cluster) the connection died during a COMMIT: it may or may
+    │                     not have taken effect
     ├── Misuse            the API was used in a way that would deadlock or corrupt state
     │   ├── Refused          a statement that would break the shared engine (a PRAGMA that
     │   │                    changes a connection's state, ATTACH, transaction control)
@@ -38,12 +41,14 @@ __all__ = (
     "Error",
     "MigrationError",
     "Misuse",
+    "OutcomeUnknown",
     "PoolTimeout",
     "Origin",
     "QueryTimeout",
     "Refused",
     "RolledBack",
     "Timeout",
+    "Unavailable",
     "WriteTimeout",
 )
 
@@ -81,6 +86,11 @@ class QueryTimeout(Timeout):
         self.time_limit = time_limit
 
 
+class Unavailable(Timeout):
+    """A dqlite cluster: no node led to a leader within the timeout (a leader election, a
+    lost quorum, or every seed address down). Nothing of the call took effect."""
+
+
 class Busy(Error):
     """Another process held the database's write lock for longer than the busy deadline."""
 
@@ -89,6 +99,13 @@ class RolledBack(Error):
     """A transaction did not commit: SQLite rolled it back (an interrupted or failed statement,
     an ``ON CONFLICT ROLLBACK``, an I/O error) or it was aborted. Nothing of it was committed;
     run it again from the start."""
+
+
+class OutcomeUnknown(Error):
+    """A dqlite cluster: the connection to the leader was lost while a ``COMMIT`` was under way
+    (or the leader lost its leadership during it), so the write may or may not have been
+    applied. litegate never retries it blindly: check the database (or make the write
+    idempotent) before you repeat it."""
 
 
 class Misuse(Error):

@@ -59,6 +59,7 @@ from .._config import Options
 from ._authorizer import PRAGMA_READS_WITH_ARGUMENT, use_authorizer
 from ._authorizer import explain as explain_refusal
 from ._bridge import INLINE_BUDGET, MISS
+from ._counters import Counters
 from ._fork import live
 from ._interface import AsyncReadLease, AsyncWriteLease, Engine, ReadLease, WriteLease
 from ._local import LocalEngine
@@ -71,6 +72,7 @@ __all__ = (
     "MISS",
     "AsyncReadLease",
     "AsyncWriteLease",
+    "Counters",
     "Engine",
     "LocalEngine",
     "ReadLease",

@@ -1,0 +1,928 @@
+"""The cluster engine: litegate's engine interface on a dqlite cluster.
+
+Every dqlite read and write goes to the leader, and every COMMIT is a Raft round (2-3 ms on
+loopback, far more between machines), so the engine's one job is to make few of them:
+
+- **one write lane per process**: a writer thread owns the writer :class:`~._link.Link`.
+  Single-statement writes queue for it and run as a *group*: ``BEGIN IMMEDIATE``, each job,
+  one ``COMMIT`` -- one Raft round for the whole group. A job that fails is answered with its
+  error and the group is rolled back and replayed without it (no per-job SAVEPOINT, which
+  would cost two more round trips each: a job's function may therefore run more than once;
+  what it does to the database happens once).
+- **transactions** (a lease, sync or async) queue for the lane like a job; when their turn
+  comes the writer thread runs their statements, one at a time in the order sent, until the
+  lease ends (its COMMIT alone: each is its own Raft round).
+- **reads** run on a small pool of reader links (all on the leader: a read sees every write
+  acknowledged before it), on the caller's thread, or, for asyncio callers, on the engine's
+  reader threads -- never on the event loop (the driver's calls block).
+- **failover**: a link whose wire session died (or whose node stopped leading) is reopened
+  against the seeds; what could not have taken effect is retried within the caller's
+  ``timeout`` (:class:`~litegate.Unavailable` after it); a COMMIT cut off midway is never
+  retried: :class:`~litegate.OutcomeUnknown`.
+
+=====================  ===========================================================
+field                  guard
+=====================  ===========================================================
+``_queue``,            ``_lock`` (``_cond`` is its condition: the writer waits for
+``_closing``,          work, submitters for room)
+``_holds``
+``_idle``,             ``_lock`` (``_cond``: borrowers wait for a reader)
+``_opened``
+``_writer_link``       the writer thread only (its owner)
+a reader ``Link``      its borrower, between ``_borrow`` and ``_give_back``
+``_counters``          as :mod:`litegate._engine._counters` says (the writer thread
+                       for the lane's, ``deque.append`` for latencies)
+``_reads``,            ``_lock``
+``_failovers``,
+``_pool_waits``,
+``_pool_timeouts``
+=====================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from time import monotonic
+from typing import Any, TypeVar, cast
+
+from .._config import Options
+from .._engine import MISS, Counters
+from .._errors import (
+    Closed,
+    Misuse,
+    OutcomeUnknown,
+    PoolTimeout,
+    RolledBack,
+    Unavailable,
+    WriteTimeout,
+)
+from .._statements import Result, close_cursors, fetch, run_execute, run_query
+from .._stats import Stats
+from .._types import Args, Bound, Fn, Params
+from ._link import Link, LinkLost, refuse
+from ._url import ClusterAddress, parse
+
+__all__ = ("ClusterEngine", "load_driver")
+
+logger = logging.getLogger("litegate")
+T = TypeVar("T")
+
+_NO_BOUND = 3600.0
+"""The wait used where a caller asked for none (``timeout=None``): a stuck cluster is
+reported within an hour, never waited for forever."""
+
+
+def load_driver() -> Any:
+    """The dqlite driver (``dqlitedbapi``), or an ImportError that says how to get it."""
+    try:
+        import dqlitedbapi  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise ImportError(
+            "a dqlite:// database needs the dqlite client: pip install 'litegate[dqlite]' "
+            "(Python >= 3.13; dqlite-dbapi supports no older version)"
+        ) from exc
+    return dqlitedbapi
+
+
+def _deadline(timeout: Bound) -> float:
+    return monotonic() + (_NO_BOUND if timeout is None else timeout)
+
+
+class _Call:
+    """A job for the writer thread: ``fn(link, *args)``; its outcome goes to ``future``."""
+
+    __slots__ = ("args", "deadline", "fn", "future")
+
+    def __init__(self, fn: Callable[..., Any], args: Args, deadline: float) -> None:
+        self.fn = fn
+        self.args = args
+        self.deadline = deadline
+        self.future: cf.Future[Any] = cf.Future()
+
+
+class _Hold:
+    """A lease's request for the lane (``granted`` resolves when its turn comes), then its
+    tenure: the writer thread runs the calls put in ``ops`` until ``None`` (the end)."""
+
+    __slots__ = ("__weakref__", "deadline", "granted", "ops")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.granted: cf.Future[None] = cf.Future()
+        self.ops: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+
+
+def _begin(link: Link) -> None:
+    link.control("BEGIN IMMEDIATE")
+
+
+def _begin_snapshot(link: Link) -> None:
+    link.control("BEGIN DEFERRED")
+    link.execute("SELECT 1 FROM sqlite_master LIMIT 1").close()  # (pins the snapshot now)
+
+
+def _commit(link: Link) -> None:
+    link.commit()
+
+
+def _rollback(link: Link) -> None:
+    link.rollback()
+
+
+def _consume(fut: cf.Future[Any] | asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # (retrieved: an operation nobody awaits is never logged)
+
+
+class ClusterEngine:
+    """The engine interface on a dqlite cluster (see the module docstring)."""
+
+    def __init__(self, opts: Options, driver: Any = None) -> None:
+        opts = opts.validate()
+        self.opts = opts
+        self.address: ClusterAddress = parse(opts.path)
+        if opts.readers == "per-thread" or opts.readers == 0:
+            raise ValueError(
+                f"readers={opts.readers!r} is not available on a dqlite cluster: its reads "
+                "go to a pool of connections to the leader (readers=N, N >= 1)"
+            )
+        if opts.time_limit is not None:
+            raise ValueError(_NO_TIME_LIMIT)
+        if opts.detect_types or opts.uri:
+            raise ValueError("detect_types and uri do not apply to a dqlite:// database")
+        self._driver = driver if driver is not None else load_driver()
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queue: deque[_Call | _Hold] = deque()
+        self._holds: dict[int, _Hold] = {}  # id(holder) -> its hold (recover)
+        self._closing = False
+        self._idle: list[Link] = []
+        self._opened = 0
+        self._reads = 0
+        self._failovers = 0
+        self._pool_waits = 0
+        self._pool_timeouts = 0
+        self._counters = Counters()
+        self._writer_link = self._link()
+        self._writer_link.open(_deadline(opts.timeout))  # (fails fast: no cluster, no engine)
+        self._executor = cf.ThreadPoolExecutor(
+            max_workers=int(opts.readers) + 4, thread_name_prefix="litegate-dqlite-read"
+        )
+        self._writer = threading.Thread(
+            target=self._run_writer, name="litegate-dqlite-writer", daemon=True
+        )
+        self._writer.start()
+
+    def _link(self) -> Link:
+        row_factory: Any = self.opts.row_factory
+        if row_factory is sqlite3.Row:  # (it takes a sqlite3 cursor only: the driver's own)
+            row_factory = self._driver.Row
+        return Link(
+            self._driver,
+            self.address,
+            rpc_timeout=max(self.opts.timeout or 0.0, 5.0),
+            busy_timeout=self.opts.busy_timeout,
+            row_factory=row_factory,
+            on_open=self._on_open,
+        )
+
+    def _on_open(self, link: Link) -> None:
+        if link.opens > 1:
+            with self._lock:
+                self._failovers += 1
+        for key, value in self.opts.pragmas.items():
+            link.control(f"PRAGMA {key} = {value}")
+        if self.opts.on_connect is not None:
+            self.opts.on_connect(cast(sqlite3.Connection, link))
+
+    @property
+    def writer_link(self) -> Link:
+        """The writer connection, for the lease holder of the moment (its thread uses it while
+        the writer thread waits for the lease's next call)."""
+        return self._writer_link
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
+    def open_in_this_process(self) -> bool:
+        return not self._closing and os.getpid() == self._pid
+
+    def check(self) -> None:
+        if self._closing:
+            raise Closed(f"the database {self.address} is closed")
+
+    def start_close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._cond.notify_all()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Let queued writes finish (and open transactions end) within ``timeout``, then close
+        every connection. Idempotent."""
+        self.start_close()
+        self._writer.join(_NO_BOUND if timeout is None else timeout)
+        if self._writer.is_alive():
+            logger.warning("litegate: %s: the writer did not finish in time", self.address)
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._opened -= len(idle)
+            self._cond.notify_all()
+        for link in idle:
+            link.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def close_async(self, timeout: float | None = None) -> None:
+        await asyncio.to_thread(self.close, timeout)
+
+    # ---- the write lane ----------------------------------------------------------------------
+
+    def _enqueue(self, item: _Call | _Hold, deadline: float) -> None:
+        with self._cond:
+            while True:
+                if self._closing:
+                    raise Closed(f"the database {self.address} is closed")
+                if len(self._queue) < self.opts.queue_size:
+                    self._queue.append(item)
+                    self._cond.notify_all()
+                    return
+                left = deadline - monotonic()
+                if left <= 0:
+                    raise WriteTimeout("the write queue stayed full (queue_size)")
+                self._cond.wait(left)
+
+    def _run_writer(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    break  # (closing, nothing left)
+                first = self._queue.popleft()
+                batch: list[_Call] = []
+                if isinstance(first, _Call):
+                    batch.append(first)
+                    while (
+                        self._queue
+                        and isinstance(self._queue[0], _Call)
+                        and len(batch) < self.opts.max_batch
+                    ):
+                        batch.append(cast(_Call, self._queue.popleft()))
+                self._cond.notify_all()  # (room in the queue)
+            try:
+                if isinstance(first, _Hold):
+                    self._serve(first)
+                else:
+                    self._group(batch)
+            except BaseException:  # pragma: no cover  (a bug: keep serving, say so)
+                logger.exception("litegate: the dqlite writer thread failed")
+        self._writer_link.close()
+
+    def _group(self, batch: list[_Call]) -> None:
+        """Run ``batch`` as one transaction, one COMMIT (see the module docstring)."""
+        calls = [c for c in batch if c.future.set_running_or_notify_cancel()]
+        link = self._writer_link
+        c = self._counters
+        t0 = monotonic()
+        while calls:
+            results: list[Any] = []
+            try:
+                link.open(max(x.deadline for x in calls))
+                link.control("BEGIN IMMEDIATE")
+                failed: tuple[int, BaseException] | None = None
+                for i, call in enumerate(calls):
+                    try:
+                        results.append(call.fn(link, *call.args))
+                    except LinkLost:
+                        raise
+                    except Exception as exc:  # (its caller's error)
+                        failed = (i, exc)
+                        break
+                if failed is not None:  # (answered alone; the others replayed without it)
+                    link.rollback()
+                    calls.pop(failed[0]).future.set_exception(failed[1])
+                    c.jobs_failed += 1
+                    continue
+                link.commit()
+            except LinkLost as lost:
+                if lost.ambiguous:
+                    for call in calls:
+                        call.future.set_exception(_unknown(lost))
+                    c.jobs_failed += len(calls)
+                    return
+                now = monotonic()
+                for call in [x for x in calls if x.deadline <= now]:
+                    calls.remove(call)
+                    call.future.set_exception(Unavailable(f"the leader was lost: {lost}"))
+                    c.jobs_failed += 1
+                continue  # (nothing of it took effect: again, on a link reopened)
+            except Unavailable as exc:
+                for call in calls:
+                    call.future.set_exception(exc)
+                c.jobs_failed += len(calls)
+                return
+            except Exception as exc:  # (BEGIN or COMMIT refused: all of them)
+                link.rollback()
+                for call in calls:
+                    call.future.set_exception(exc)
+                c.jobs_failed += len(calls)
+                return
+            c.batches += 1
+            c.jobs_ok += len(calls)
+            c.max_batch = max(c.max_batch, len(calls))
+            c.batch_sizes.append(len(calls))
+            elapsed = monotonic() - t0
+            for call, result in zip(calls, results, strict=True):
+                c.write_latency.append(elapsed)
+                call.future.set_result(result)
+            return
+
+    def _serve(self, hold: _Hold) -> None:
+        """A lease's tenure: its calls, in order, until its end; then what it left open is
+        rolled back."""
+        if not hold.granted.set_running_or_notify_cancel():
+            return  # (its waiter gave up)
+        link = self._writer_link
+        try:
+            link.open(hold.deadline)
+        except Unavailable as exc:
+            hold.granted.set_exception(exc)
+            return
+        hold.granted.set_result(None)
+        t0 = monotonic()
+        warned = False
+        while True:
+            try:
+                op = hold.ops.get(timeout=self.opts.hold_warn or 1.0)
+            except queue.Empty:
+                if not warned:
+                    warned = True
+                    self._counters.long_holds += 1
+                    logger.warning(
+                        "litegate: a transaction on %s has held the write lane for %.1f s",
+                        self.address,
+                        monotonic() - t0,
+                    )
+                continue
+            if op is None:
+                break
+            if not op.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = op.fn(link, *op.args)
+            except LinkLost as lost:
+                if op.fn is _commit and lost.ambiguous:
+                    op.future.set_exception(_unknown(lost))
+                else:
+                    op.future.set_exception(
+                        RolledBack(
+                            "the transaction did not commit: the connection to the leader was "
+                            f"lost ({lost}); nothing of it took effect"
+                        )
+                    )
+            except BaseException as exc:  # (its caller's error)
+                op.future.set_exception(exc)
+            else:
+                op.future.set_result(result)
+        link.rollback()
+        self._counters.lane_holds.append(monotonic() - t0)
+
+    # ---- writes ------------------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., Any], args: Args, timeout: Bound) -> _Call:
+        self.check()
+        deadline = _deadline(timeout)
+        call = _Call(fn, args, deadline)
+        self._enqueue(call, deadline)
+        return call
+
+    def write(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
+    ) -> T:
+        _no_limit(time_limit)
+        if sql is not None:
+            refuse(sql)  # (before it takes the lane)
+        call = self._submit(fn, args, timeout)
+        return cast(T, _wait(call.future, call.deadline, "the write"))
+
+    async def write_async(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
+    ) -> T:
+        _no_limit(time_limit)
+        if sql is not None:
+            refuse(sql)  # (before it takes the lane)
+        self.check()
+        deadline = _deadline(timeout)
+        call = _Call(fn, args, deadline)
+        try:
+            self._enqueue_nowait(call)
+        except _Full:
+            await asyncio.to_thread(self._enqueue, call, deadline)
+        return cast(T, await _wait_async(call.future, deadline, "the write"))
+
+    def _enqueue_nowait(self, item: _Call | _Hold) -> None:
+        with self._cond:
+            if self._closing:
+                raise Closed(f"the database {self.address} is closed")
+            if len(self._queue) >= self.opts.queue_size:
+                raise _Full
+            self._queue.append(item)
+            self._cond.notify_all()
+
+    def lease(self, timeout: Bound, what: str = "the transaction", holder: object = None) -> Any:
+        self.check()
+        deadline = _deadline(timeout)
+        hold = _Hold(deadline)
+        self._enqueue(hold, deadline)
+        _wait(hold.granted, deadline, what)
+        lease = ClusterLease(self, hold)
+        if holder is not None:
+            with self._lock:
+                self._holds[id(holder)] = hold
+            weakref.finalize(holder, self._forget, id(holder), hold)
+        return lease
+
+    def _forget(self, key: int, hold: _Hold) -> None:
+        with self._lock:
+            if self._holds.get(key) is hold:
+                del self._holds[key]
+        hold.ops.put(None)  # (a second end is ignored: the tenure is over)
+
+    def recover(self, holder: object) -> None:
+        with self._lock:
+            hold = self._holds.pop(id(holder), None)
+        if hold is not None:
+            if not hold.granted.cancel():
+                hold.ops.put(None)
+
+    async def lease_async(self, timeout: Bound, what: str = "the transaction") -> Any:
+        self.check()
+        deadline = _deadline(timeout)
+        hold = _Hold(deadline)
+        try:
+            self._enqueue_nowait(hold)
+        except _Full:
+            await asyncio.to_thread(self._enqueue, hold, deadline)
+        try:
+            await _wait_async(hold.granted, deadline, what)
+        except BaseException:
+            if not hold.granted.cancel():  # (granted meanwhile: its tenure ends at once)
+                hold.ops.put(None)
+            raise
+        return AsyncClusterLease(self, hold)
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def _borrow(self, deadline: float) -> Link:
+        with self._cond:
+            waited = False
+            while True:
+                if self._closing:
+                    raise Closed(f"the database {self.address} is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._opened < int(self.opts.readers):
+                    self._opened += 1
+                    break
+                left = deadline - monotonic()
+                if left <= 0:
+                    self._pool_timeouts += 1
+                    raise PoolTimeout("no reader connection became free in time")
+                if not waited:
+                    waited = True
+                    self._pool_waits += 1
+                self._cond.wait(left)
+        link = self._link()
+        try:
+            link.open(deadline)
+        except BaseException:
+            with self._cond:
+                self._opened -= 1
+                self._cond.notify()
+            raise
+        return link
+
+    def _give_back(self, link: Link) -> None:
+        link.rollback()
+        with self._cond:
+            if link.is_open and not self._closing:
+                self._idle.append(link)
+                self._cond.notify()
+                return
+            self._opened -= 1
+            self._cond.notify()
+        link.close()
+
+    def read(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
+    ) -> T:
+        """``fn(link, *args)`` on a reader; retried on another link while the leader is being
+        found (a read takes effect nowhere)."""
+        _no_limit(time_limit)
+        self.check()
+        deadline = _deadline(timeout)
+        t0 = monotonic()
+        while True:
+            link = self._borrow(deadline)
+            try:
+                result = fn(cast(sqlite3.Connection, link), *args)
+            except LinkLost as lost:
+                self._give_back(link)
+                if monotonic() >= deadline:
+                    raise Unavailable(f"the leader was lost: {lost}") from lost
+                continue
+            except BaseException:
+                self._give_back(link)
+                raise
+            self._give_back(link)
+            with self._lock:
+                self._reads += 1
+            self._counters.read_latency.append(monotonic() - t0)
+            return result
+
+    def query(
+        self, sql: str, params: Params, timeout: Bound, time_limit: Bound, first: bool
+    ) -> Any:
+        return self.read(fetch, (sql, params, first), timeout, time_limit, sql)
+
+    def query_inline(
+        self, sql: str, params: Params, fn: Fn[Any] = run_query, extra: Args = ()
+    ) -> Any:
+        return MISS  # (the driver's calls block: never on the event loop)
+
+    async def read_async(
+        self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
+    ) -> T:
+        self.check()
+        fut = self._executor.submit(self.read, fn, args, timeout, time_limit, sql)
+        return cast(T, await asyncio.wrap_future(fut))
+
+    def borrow(self, timeout: Bound, what: str = "the snapshot") -> ClusterReadLease:
+        self.check()
+        return ClusterReadLease(self, self._borrow(_deadline(timeout)))
+
+    async def borrow_async(self, timeout: Bound, what: str = "the snapshot") -> Any:
+        self.check()
+        fut = self._executor.submit(self._borrow, _deadline(timeout))
+        try:
+            link = await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            fut.add_done_callback(self._give_back_borrowed)
+            raise
+        return AsyncClusterReadLease(self, link)
+
+    def _give_back_borrowed(self, fut: cf.Future[Link]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._give_back(fut.result())
+
+    # ---- stats -------------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        c = self._counters
+        sizes = list(c.batch_sizes)
+        holds = list(c.lane_holds)
+        with self._lock:
+            depth = len(self._queue)
+            opened, idle = self._opened, len(self._idle)
+            reads, waits, timeouts = self._reads, self._pool_waits, self._pool_timeouts
+        return Stats(
+            queue_depth=depth,
+            queue_capacity=self.opts.queue_size,
+            batches=c.batches,
+            jobs_ok=c.jobs_ok,
+            jobs_failed=c.jobs_failed,
+            max_batch_size=c.max_batch,
+            mean_batch_size=round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+            write_p50_ms=_ms(c.write_latency, 0.5),
+            write_p99_ms=_ms(c.write_latency, 0.99),
+            read_p50_ms=_ms(c.read_latency, 0.5),
+            read_p99_ms=_ms(c.read_latency, 0.99),
+            reads=reads,
+            transactions=c.transactions,
+            lane_wait_p50_ms=_ms(c.lane_wait, 0.5),
+            lane_wait_p99_ms=_ms(c.lane_wait, 0.99),
+            lane_hold_p99_ms=_ms(holds, 0.99),
+            lane_hold_max_ms=round(max(holds, default=0.0) * 1000.0, 3),
+            long_holds=c.long_holds,
+            readers_mode="dqlite",
+            pool_size=int(self.opts.readers),
+            pool_open=opened,
+            pool_in_use=opened - idle,
+            pool_waiting=0,
+            pool_waits=waits,
+            pool_timeouts=timeouts,
+            pool_wait_p99_ms=0.0,
+            busy_retries=0,
+            busy_timeouts=0,
+            busy_wait_max_ms=0.0,
+            checkpoints=0,
+            wal_bytes=0,
+            wal_warnings=0,
+        )
+
+
+class _Full(Exception):
+    """The write queue is full (the async path then waits on a thread)."""
+
+
+_NO_TIME_LIMIT = (
+    "time_limit is not available on a dqlite cluster: its client cannot interrupt a "
+    "statement running on the leader"
+)
+
+
+def _no_limit(limit: Bound) -> None:
+    if limit is not None:
+        raise Misuse(_NO_TIME_LIMIT)
+
+
+def _unknown(lost: LinkLost) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        "the COMMIT's outcome is unknown: the connection to the leader was lost while it was "
+        f"under way ({lost}); the write may or may not have been applied -- check before "
+        "repeating it"
+    )
+
+
+def _ms(samples: Any, q: float) -> float:
+    values: list[float] = sorted(samples)
+    if not values:
+        return 0.0
+    return round(values[min(int(q * len(values)), len(values) - 1)] * 1000.0, 3)
+
+
+def _wait(fut: cf.Future[Any], deadline: float, what: str) -> Any:
+    """``fut``'s outcome: waited for until ``deadline`` while queued (then withdrawn:
+    WriteTimeout); once started, until it ends (the driver bounds each of its calls)."""
+    try:
+        return fut.result(max(deadline - monotonic(), 0.0))
+    except cf.TimeoutError:
+        if fut.cancel():
+            raise WriteTimeout(f"{what} did not get the write lane in time") from None
+    return fut.result(_NO_BOUND)
+
+
+async def _wait_async(fut: cf.Future[Any], deadline: float, what: str) -> Any:
+    """:func:`_wait` for an asyncio caller."""
+    wrapped = asyncio.wrap_future(fut)
+    done, _ = await asyncio.wait({wrapped}, timeout=max(deadline - monotonic(), 0.0))
+    if not done and fut.cancel():
+        raise WriteTimeout(f"{what} did not get the write lane in time")
+    return await wrapped
+
+
+# ---- leases ------------------------------------------------------------------------------------
+
+
+class ClusterLease:
+    """The write lane held by a thread (a transaction): its statements run on the writer
+    thread, in order. Fields: its thread's."""
+
+    def __init__(self, engine: ClusterEngine, hold: _Hold) -> None:
+        self._engine = engine
+        self._hold = hold
+        self._open = False  # a transaction was begun and not ended
+        self._ended = False
+
+    def _op(self, fn: Callable[..., Any], args: Args = ()) -> Any:
+        if self._ended:
+            raise Misuse("the transaction is over (its block was left)")
+        call = _Call(fn, args, 0.0)
+        self._hold.ops.put(call)
+        return call.future.result(_NO_BOUND)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._ended:
+            raise Misuse("the transaction is over (its block was left)")
+        return cast(sqlite3.Connection, self._engine.writer_link)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._open and not self._ended
+
+    def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
+        _no_limit(limit)
+        try:
+            return cast(T, self._op(fn, args))
+        except RolledBack:
+            self._open = False
+            raise
+
+    def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        return self.run(run_query, (sql, params), sql, limit)
+
+    def begin(self, busy_timeout: float | None = None) -> None:
+        self._op(_begin)
+        self._open = True
+
+    def begin_snapshot(self) -> None:
+        self._op(_begin_snapshot)
+        self._open = True
+
+    def run_alone(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
+        _no_limit(limit)
+        return cast(T, self._op(fn, args))
+
+    def settle(self) -> None:
+        """(No group is ever left open on the lane.)"""
+
+    def commit(self) -> None:
+        try:
+            self._op(_commit)
+        finally:
+            self._open = False
+        self._engine._counters.transactions += 1
+
+    def rollback(self) -> None:
+        try:
+            self._op(_rollback)
+        except Exception:  # (never raised: logged)
+            logger.exception("litegate: rollback on %s failed", self._engine.address)
+        self._open = False
+
+    def release(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._open = False
+            self._hold.ops.put(None)
+
+
+class AsyncClusterLease:
+    """The write lane held by an asyncio task: its statements run on the writer thread, in
+    the order sent; the loop only awaits them. Fields: its task's."""
+
+    def __init__(self, engine: ClusterEngine, hold: _Hold) -> None:
+        self._engine = engine
+        self._hold = hold
+        self._began = False
+        self._lost = False
+        self._ended = False
+        self.committed = False
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def _send(self, fn: Callable[..., Any], args: Args = ()) -> _Call:
+        if self._ended:
+            raise Misuse("the transaction is over (its block was left)")
+        if self._lost:
+            raise RolledBack("the transaction did not commit: the connection was lost")
+        call = _Call(fn, args, 0.0)
+        self._hold.ops.put(call)
+        return call
+
+    async def _op(self, fn: Callable[..., Any], args: Args = ()) -> Any:
+        call = self._send(fn, args)
+        try:
+            return await asyncio.wrap_future(call.future)
+        except RolledBack:
+            self._lost = True
+            raise
+
+    async def begin(self, busy_timeout: float | None = None) -> None:
+        await self._op(_begin)
+        self._began = True
+
+    async def begin_snapshot(self) -> None:
+        await self._op(_begin_snapshot)
+
+    async def execute(self, sql: str, params: Params, limit: Bound) -> Result:
+        _no_limit(limit)
+        result: Result = await self._op(run_execute, (sql, params))
+        return result
+
+    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        _no_limit(limit)
+        rows: list[Any] = await self._op(run_query, (sql, params))
+        return rows
+
+    async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
+        _no_limit(limit)
+        return await self._op(fn, args)
+
+    def post(self, fn: Callable[..., Any], args: Args) -> asyncio.Future[Any]:
+        wrapped = asyncio.wrap_future(self._send(fn, args).future)
+        wrapped.add_done_callback(_consume)
+        return wrapped
+
+    async def commit(self) -> None:
+        """COMMIT; a cancellation meanwhile is re-raised once it has ended (``committed``
+        tells whether it took effect)."""
+        call = self._send(_commit)
+        wrapped = asyncio.wrap_future(call.future)
+        try:
+            await asyncio.shield(wrapped)
+        except asyncio.CancelledError:
+            if not wrapped.done():
+                try:
+                    await asyncio.wait({wrapped})
+                finally:
+                    self.committed = wrapped.done() and wrapped.exception() is None
+            raise
+        except RolledBack:
+            self._lost = True
+            raise
+        self.committed = True
+        self._engine._counters.transactions += 1
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._hold.ops.put(None)
+
+    async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
+        if cursors and not self._ended:
+            self.post(close_cursors, (cursors,))
+        self.end()
+
+
+class ClusterReadLease:
+    """A reader held by a thread (a snapshot, an iteration) until :meth:`release`."""
+
+    def __init__(self, engine: ClusterEngine, link: Link) -> None:
+        self._engine = engine
+        self._link: Link | None = link
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._link is None:
+            raise Misuse("the snapshot is over (its block was left)")
+        return cast(sqlite3.Connection, self._link)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._link is not None and self._link.in_transaction
+
+    def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
+        _no_limit(limit)
+        return fn(self.conn, *args)
+
+    def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        return self.run(run_query, (sql, params), sql, limit)
+
+    def begin_snapshot(self) -> None:
+        _begin_snapshot(cast(Link, self.conn))
+
+    def release(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            self._engine._give_back(link)
+
+
+class AsyncClusterReadLease:
+    """A reader held by an asyncio task; its calls run on the engine's reader threads."""
+
+    def __init__(self, engine: ClusterEngine, link: Link) -> None:
+        self._engine = engine
+        self._link: Link | None = link
+
+    def _live(self) -> Link:
+        if self._link is None:
+            raise Misuse("the snapshot is over (its block was left)")
+        return self._link
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        link = self._live()
+        return await asyncio.wrap_future(self._engine._executor.submit(fn, link, *args))
+
+    async def begin_snapshot(self) -> None:
+        await self._call(_begin_snapshot)
+
+    async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
+        _no_limit(limit)
+        rows: list[Any] = await self._call(run_query, sql, params)
+        return rows
+
+    async def run(self, fn: Callable[..., Any], args: Args, sql: str | None, limit: Bound) -> Any:
+        _no_limit(limit)
+        return await self._call(fn, *args)
+
+    async def release(self, cursors: Sequence[sqlite3.Cursor] = ()) -> None:
+        self.end()
+
+    def end(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            try:  # (never blocks: the rollback goes over the network, on a reader thread)
+                self._engine._executor.submit(self._engine._give_back, link)
+            except RuntimeError:  # (the engine closed: the connection goes with it)
+                link.drop()

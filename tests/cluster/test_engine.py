@@ -1,0 +1,334 @@
+"""The cluster engine's logic on a stand-in driver (tests/cluster/fake_driver.py): group
+commit, a failing member replayed out of its group, failover retries, outcomes that are
+unknown, timeouts, transactions and snapshots -- on every Python (tests/dqlite/ runs the
+engine on a real 3-node cluster, Python 3.13)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import litegate
+from litegate import Database
+from litegate._cluster import ClusterEngine
+from litegate._config import make_options
+
+from .fake_driver import FakeDriver
+
+URL = "dqlite://n1:9001,n2:9002,n3:9003/app"
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeDriver:
+    return FakeDriver(tmp_path)
+
+
+def open_db(fake: FakeDriver, **options: object) -> Database:
+    engine = ClusterEngine(make_options(URL, {"readers": 2, **options}), driver=fake)  # type: ignore[typeddict-item]
+    return Database(engine)
+
+
+@pytest.fixture
+def db(fake: FakeDriver) -> Iterator[Database]:
+    d = open_db(fake)
+    d.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v UNIQUE)")
+    yield d
+    d.close()
+
+
+def count(fake: FakeDriver) -> int:
+    con = sqlite3.connect(fake.root / "app.db")
+    try:
+        n: int = con.execute("SELECT count(*) FROM t").fetchone()[0]
+        return n
+    finally:
+        con.close()
+
+
+def hold_lane(db: Database) -> tuple[threading.Event, threading.Thread]:
+    """A transaction that holds the lane until the returned event is set (so that writes
+    queue behind it and run as one group)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with db.transaction():
+            entered.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert entered.wait(10)
+    return release, t
+
+
+def queue_writes(db: Database, values: list[object]) -> tuple[list[object], list[threading.Thread]]:
+    out: list[object] = [None] * len(values)
+
+    def write(i: int, v: object) -> None:
+        try:
+            out[i] = db.execute("INSERT INTO t(v) VALUES (?)", (v,))
+        except Exception as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=write, args=(i, v)) for i, v in enumerate(values)]
+    for t in threads:
+        t.start()
+    return out, threads
+
+
+def wait_queued(db: Database, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while db.stats().queue_depth < n:
+        assert time.monotonic() < deadline, db.stats()
+        time.sleep(0.005)
+
+
+def test_writes_queued_together_commit_as_one_group(db: Database, fake: FakeDriver) -> None:
+    release, holder = hold_lane(db)
+    out, threads = queue_writes(db, list(range(20)))
+    wait_queued(db, 20)
+    commits = fake.statements
+    release.set()
+    holder.join()
+    for t in threads:
+        t.join()
+    assert all(isinstance(r, litegate.Result) and r.rowcount == 1 for r in out), out
+    assert len({r.lastrowid for r in out if isinstance(r, litegate.Result)}) == 20
+    assert count(fake) == 20
+    # the group: BEGIN, 20 INSERTs, COMMIT (and the holder's COMMIT before it)
+    assert fake.statements - commits == 1 + 1 + 20 + 1
+    assert db.stats().max_batch_size == 20
+
+
+def test_a_failing_write_is_answered_alone_and_its_group_commits(
+    db: Database, fake: FakeDriver
+) -> None:
+    db.execute("INSERT INTO t(v) VALUES ('taken')")
+    release, holder = hold_lane(db)
+    out, threads = queue_writes(db, [1, 2, "taken", 3, 4])
+    wait_queued(db, 5)
+    release.set()
+    holder.join()
+    for t in threads:
+        t.join()
+    assert isinstance(out[2], sqlite3.IntegrityError)  # (the standard module's class)
+    assert all(isinstance(out[i], litegate.Result) for i in (0, 1, 3, 4)), out
+    assert count(fake) == 5  # 'taken' once, and the four others once each (replayed once)
+
+
+def test_a_session_lost_before_commit_is_retried_and_applied_once(
+    db: Database, fake: FakeDriver
+) -> None:
+    release, holder = hold_lane(db)
+    out, threads = queue_writes(db, list(range(10)))
+    wait_queued(db, 10)
+    fake.fail("lost", "INSERT")  # (the session dies in the middle of the group)
+    release.set()
+    holder.join()
+    for t in threads:
+        t.join()
+    assert all(isinstance(r, litegate.Result) for r in out), out
+    assert count(fake) == 10
+    assert len(fake.connects) >= 2  # (the writer reopened)
+
+
+def test_a_commit_cut_off_is_reported_unknown_never_retried(db: Database, fake: FakeDriver) -> None:
+    fake.fail("ambiguous", "COMMIT")
+    with pytest.raises(litegate.OutcomeUnknown, match="may or may not"):
+        db.execute("INSERT INTO t(v) VALUES (1)")
+    assert count(fake) == 1  # it did commit; no second copy
+    db.execute("INSERT INTO t(v) VALUES (2)")  # (the next write reopens)
+    assert count(fake) == 2
+
+
+def test_a_lost_commit_is_unknown_too(db: Database, fake: FakeDriver) -> None:
+    fake.fail("lost", "COMMIT")
+    with pytest.raises(litegate.OutcomeUnknown):
+        db.execute("INSERT INTO t(v) VALUES (1)")
+    assert count(fake) == 0  # (here it did not commit: the caller could not know)
+
+
+def test_no_leader_within_the_timeout_is_unavailable_and_nothing_applied(
+    db: Database, fake: FakeDriver
+) -> None:
+    fake.down |= {"n1:9001", "n2:9002", "n3:9003"}
+    fake.kill_all()
+    t0 = time.monotonic()
+    with pytest.raises(litegate.Unavailable, match="no leader"):
+        db.execute("INSERT INTO t(v) VALUES (1)", timeout=0.5)
+    assert time.monotonic() - t0 < 3
+    fake.down.clear()
+    assert db.query_value("SELECT count(*) FROM t") == 0
+    db.execute("INSERT INTO t(v) VALUES (1)")
+    assert count(fake) == 1
+
+
+def test_a_dead_seed_is_skipped(fake: FakeDriver) -> None:
+    fake.down.add("n1:9001")
+    d = open_db(fake)
+    try:
+        d.execute("CREATE TABLE t(v)")
+        assert fake.connects[0] == "n2:9002"
+    finally:
+        d.close()
+
+
+def test_connect_fails_fast_when_no_node_answers(fake: FakeDriver) -> None:
+    fake.down |= {"n1:9001", "n2:9002", "n3:9003"}
+    with pytest.raises(litegate.Unavailable, match=r"n1:9001: .*refused"):
+        open_db(fake, timeout=0.3)
+
+
+def test_transactions_commit_roll_back_and_nest(db: Database, fake: FakeDriver) -> None:
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO t(v) VALUES (1)")
+        assert tx.query_value("SELECT count(*) FROM t") == 1  # (its own write)
+        with tx.savepoint():
+            tx.execute("INSERT INTO t(v) VALUES (2)")
+        with pytest.raises(KeyError), tx.savepoint():
+            tx.execute("INSERT INTO t(v) VALUES (3)")
+            raise KeyError
+    with pytest.raises(KeyError), db.transaction() as tx:
+        tx.execute("INSERT INTO t(v) VALUES (4)")
+        raise KeyError
+    assert sorted(r[0] for r in db.query("SELECT v FROM t")) == [1, 2]
+
+
+def test_a_transaction_whose_session_dies_rolls_back(db: Database, fake: FakeDriver) -> None:
+    with pytest.raises(litegate.RolledBack, match="nothing of it took effect"):
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO t(v) VALUES (1)")
+            fake.fail("lost", "INSERT")
+            tx.execute("INSERT INTO t(v) VALUES (2)")
+    assert count(fake) == 0
+    db.execute("INSERT INTO t(v) VALUES (3)")
+    assert count(fake) == 1
+
+
+def test_a_transaction_commit_cut_off_is_unknown(db: Database, fake: FakeDriver) -> None:
+    fake.fail("ambiguous", "COMMIT")
+    with pytest.raises(litegate.OutcomeUnknown), db.transaction() as tx:
+        tx.execute("INSERT INTO t(v) VALUES (1)")
+    assert count(fake) == 1
+
+
+def test_reads_retry_on_a_lost_session(db: Database, fake: FakeDriver) -> None:
+    db.execute("INSERT INTO t(v) VALUES (1)")
+    assert db.query_value("SELECT count(*) FROM t") == 1
+    fake.fail("lost", "SELECT count")
+    assert db.query_value("SELECT count(*) FROM t") == 1
+    assert db.stats().reads == 2
+
+
+def test_a_write_that_times_out_waiting_never_runs(db: Database, fake: FakeDriver) -> None:
+    release, holder = hold_lane(db)
+    with pytest.raises(litegate.WriteTimeout):
+        db.execute("INSERT INTO t(v) VALUES (1)", timeout=0.2)
+    release.set()
+    holder.join()
+    db.execute("INSERT INTO t(v) VALUES (2)")
+    assert [r[0] for r in db.query("SELECT v FROM t")] == [2]
+
+
+def test_readers_are_bounded(db: Database) -> None:
+    with db.snapshot(), db.snapshot():
+        with pytest.raises(litegate.PoolTimeout):
+            db.query("SELECT 1", timeout=0.1)
+    assert db.query_value("SELECT 1") == 1
+
+
+def test_refused_statements_never_reach_the_cluster(db: Database, fake: FakeDriver) -> None:
+    sent = fake.statements
+    for sql in (
+        "INSERT INTO t(v) VALUES (1) RETURNING id",
+        "PRAGMA journal_mode=DELETE",
+        "ATTACH 'x.db' AS x",
+        "BEGIN",
+    ):
+        with pytest.raises(litegate.Refused):
+            db.execute(sql)
+    assert fake.statements == sent
+    db.execute("INSERT INTO t(v) VALUES ('returning is fine in a string')")
+    assert count(fake) == 1
+
+
+def test_options_that_cannot_apply_are_refused(fake: FakeDriver) -> None:
+    for bad in ({"readers": 0}, {"readers": "per-thread"}, {"time_limit": 1.0}):
+        with pytest.raises(ValueError):
+            open_db(fake, **bad)
+
+
+def test_close_lets_queued_writes_finish(fake: FakeDriver) -> None:
+    d = open_db(fake)
+    d.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    out, threads = queue_writes(d, list(range(30)))
+    for t in threads:
+        t.join()
+    d.close()
+    assert count(fake) == 30
+    with pytest.raises(litegate.Closed):
+        d.execute("INSERT INTO t(v) VALUES (1)")
+
+
+def test_threads_keep_an_invariant(db: Database) -> None:
+    db.execute("CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)")
+    db.executemany("INSERT INTO acct(bal) VALUES (?)", [(100,)] * 10)
+
+    def transfers(seed: int) -> None:
+        for i in range(30):
+            a, b = (seed + i) % 10 + 1, (seed + 3 * i + 1) % 10 + 1
+            if a == b:
+                continue
+            with db.transaction() as tx:
+                x = tx.query_value("SELECT bal FROM acct WHERE id = ?", (a,))
+                tx.execute("UPDATE acct SET bal = ? WHERE id = ?", (x - 1, a))
+                y = tx.query_value("SELECT bal FROM acct WHERE id = ?", (b,))
+                tx.execute("UPDATE acct SET bal = ? WHERE id = ?", (y + 1, b))
+
+    threads = [threading.Thread(target=transfers, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert db.query_value("SELECT sum(bal) FROM acct") == 1000
+    assert db.stats().transactions >= 8 * 20
+
+
+@pytest.mark.anyio
+async def test_async_writes_group_and_transactions_keep_an_invariant(fake: FakeDriver) -> None:
+    engine = ClusterEngine(make_options(URL, {"readers": 2}), driver=fake)
+    adb = litegate.AsyncDatabase(engine)
+    try:
+        await adb.execute("CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)")
+        await asyncio.gather(
+            *(adb.execute("INSERT INTO acct(bal) VALUES (100)") for _ in range(64))
+        )
+        assert (await adb.stats()).max_batch_size > 1  # (64 tasks' writes grouped)
+
+        async def transfer(i: int) -> None:
+            a, b = i % 64 + 1, (i * 7 + 3) % 64 + 1
+            if a == b:
+                return
+            async with adb.transaction() as tx:
+                x = await tx.query_value("SELECT bal FROM acct WHERE id = ?", (a,))
+                await tx.execute("UPDATE acct SET bal = ? WHERE id = ?", (x - 1, a))
+                y = await tx.query_value("SELECT bal FROM acct WHERE id = ?", (b,))
+                await tx.execute("UPDATE acct SET bal = ? WHERE id = ?", (y + 1, b))
+
+        await asyncio.gather(*(transfer(i) for i in range(200)))
+        assert await adb.query_value("SELECT sum(bal) FROM acct") == 6400
+        async with adb.snapshot() as snap:
+            assert await snap.query_value("SELECT count(*) FROM acct") == 64
+        with pytest.raises(KeyError):
+            async with adb.transaction() as tx:
+                await tx.execute("UPDATE acct SET bal = 0")
+                raise KeyError
+        assert await adb.query_value("SELECT sum(bal) FROM acct") == 6400
+    finally:
+        await adb.close()
