@@ -332,3 +332,19 @@ async def test_async_writes_group_and_transactions_keep_an_invariant(fake: FakeD
         assert await adb.query_value("SELECT sum(bal) FROM acct") == 6400
     finally:
         await adb.close()
+
+
+def test_migrations_keep_their_version_in_a_table(db: Database, fake: FakeDriver) -> None:
+    """dqlite refuses to set ``PRAGMA user_version``: on a cluster the version is a row."""
+    steps = ["CREATE TABLE a(x)", "CREATE TABLE b(y); INSERT INTO b VALUES (1)"]
+    assert db.migrate(steps[:1]) == 1
+    assert db.migrate(steps) == 2
+    assert db.migrate(steps) == 2  # (each step applied once)
+    assert db.query_value("SELECT count(*) FROM b") == 1
+    assert db.query_value("PRAGMA user_version") == 2
+    con = sqlite3.connect(fake.root / "app.db")
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 0  # (the file's own: unused)
+        assert con.execute("SELECT v FROM litegate_user_version").fetchall() == [(2,)]
+    finally:
+        con.close()

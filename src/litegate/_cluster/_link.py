@@ -36,6 +36,12 @@ LEADER_CODES = frozenset({10 | (40 << 8), 10 | (41 << 8), 10 | (32 << 8), 10 | (
 LEADERSHIP_LOST = frozenset({10 | (41 << 8), 10 | (33 << 8)})  # raised after the Raft apply
 
 
+_USER_VERSION = re.compile(
+    r"\s*PRAGMA\s+(?:main\s*\.\s*)?user_version\s*(?:=\s*(\d+)|\(\s*(\d+)\s*\))?\s*;?\s*", re.I
+)
+_VERSION_TABLE = "litegate_user_version"
+
+
 class LinkLost(Exception):
     """The wire session to the leader was lost, or the node stopped leading. The statement
     that raised it did not take effect unless it was a ``COMMIT`` (``during_commit``); the
@@ -309,6 +315,8 @@ class Link:
         return _Cursor(self, self._live().cursor())
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        if "user_version" in sql and (m := _USER_VERSION.fullmatch(sql)) is not None:
+            return self._user_version(m.group(1) or m.group(2))
         cur = self.cursor()
         cur.execute(sql, params)
         n = cur.rowcount
@@ -323,6 +331,22 @@ class Link:
         if n > 0:
             self.total_changes += n
         return cur
+
+    def _user_version(self, value: str | None) -> _Cursor:
+        """``PRAGMA user_version`` (migrations keep the schema's version there): dqlite
+        refuses to set it ("not an error"), so on a cluster it is kept in a table of its own,
+        replicated with the data, and read from there once it exists."""
+        if value is not None:
+            self.execute(f"CREATE TABLE IF NOT EXISTS {_VERSION_TABLE}(v INTEGER NOT NULL)")
+            self.execute(f"DELETE FROM {_VERSION_TABLE}")
+            return self.execute(f"INSERT INTO {_VERSION_TABLE}(v) VALUES (?)", (int(value),))
+        found = self.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (_VERSION_TABLE,),
+        ).fetchone()[0]
+        if found:
+            return self.execute(f"SELECT coalesce(max(v), 0) AS user_version FROM {_VERSION_TABLE}")
+        return self.execute("SELECT 0 AS user_version")
 
     # ---- the engine's own transaction control ---------------------------------------------------
 
