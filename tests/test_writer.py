@@ -11,12 +11,13 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import litegate
 from helpers import Outcome, lane_held, lane_held_async, queued_in_order, wait_for
+from litegate._config import Checkpoints
 from litegate._engine import _batch
 from litegate._engine._connection import end_transaction
 from litegate._engine._jobs import LaneHold
@@ -222,6 +223,51 @@ def test_idle_lane_checkpoints_and_truncates_the_wal(db_path: str) -> None:
         wait_for(lambda: db.stats().checkpoints > 0, what="an idle checkpoint")
         assert Path(db_path + "-wal").stat().st_size == 0
         assert db.stats().wal_bytes == 0
+
+
+def _autocheckpoint(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+@pytest.mark.parametrize("mode", ["passive", "off"])
+def test_checkpoints_passive_or_off_never_reset_the_wal_a_replicator_reads(
+    db_path: str, mode: Checkpoints
+) -> None:
+    """``checkpoints="passive"``/``"off"`` (for Litestream, which owns the checkpoints and
+    holds a read transaction to keep them off its WAL): the WAL is never reset, neither when
+    idle nor at close, and close does not retry a TRUNCATE the reader blocks (with the default
+    ``"truncate"`` it retried for 2 s: measured 2.0 s with Litestream replicating)."""
+    replicator = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        with litegate.connect(db_path, checkpoints=mode, checkpoint_idle=0.02) as db:
+            db.execute("CREATE TABLE t(x)")
+            replicator.execute("BEGIN")
+            assert replicator.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+            db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(200)])
+            assert db.run_write(_autocheckpoint) == (0 if mode == "off" else 1000)
+            if mode == "passive":
+                wait_for(lambda: db.stats().checkpoints > 0, what="an idle checkpoint")
+            else:
+                time.sleep(0.2)  # ten idle periods, and not one checkpoint
+                assert db.stats().checkpoints == 0
+                assert db.stats().wal_bytes > 0  # (still measured)
+            wal = Path(db_path + "-wal").stat().st_size
+            assert wal > 0
+            t0 = time.monotonic()
+            db.close()
+            assert time.monotonic() - t0 < 1.0
+        assert Path(db_path + "-wal").stat().st_size == wal
+        replicator.execute("COMMIT")
+        assert replicator.execute("SELECT count(*) FROM t").fetchone()[0] == 200
+    finally:
+        replicator.close()
+
+
+def test_checkpoints_off_leaves_a_wal_autocheckpoint_from_pragmas(db_path: str) -> None:
+    with litegate.connect(db_path, checkpoints="off", pragmas={"wal_autocheckpoint": 500}) as db:
+        assert db.run_write(_autocheckpoint) == 500
+    with pytest.raises(ValueError, match="checkpoints must be"):
+        litegate.connect(db_path, checkpoints=cast(Any, "full"))
 
 
 def _checkpointed_past(db: litegate.Database, count: int) -> bool:

@@ -15,6 +15,7 @@ __all__ = (
     "DEFAULT_BUSY_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "ENGINE_PRAGMAS",
+    "Checkpoints",
     "ConnectOptions",
     "Options",
     "Readers",
@@ -67,6 +68,7 @@ _FILE_PRAGMAS = ("user_version", "application_id", "incremental_vacuum")
 
 Readers = int | Literal["per-thread"]
 Synchronous = Literal["FULL", "NORMAL", "EXTRA", "OFF"]
+Checkpoints = Literal["truncate", "passive", "off"]
 
 
 def is_memory_path(path: str, uri: bool) -> bool:
@@ -98,6 +100,14 @@ class Options:
         interactive transactions sharing one COMMIT only while the group is younger than this
         (and has fewer than ``max_batch`` transactions); ``0`` commits every transaction alone
     :param checkpoint_idle: seconds of an idle lane after which a checkpoint runs
+    :param checkpoints: the checkpoints litegate runs itself, when the lane is idle and at
+        close: ``"truncate"`` (default: ``wal_checkpoint(TRUNCATE)``, which resets the WAL to
+        0 bytes), ``"passive"`` (``wal_checkpoint(PASSIVE)``: never waits, never resets the
+        WAL) or ``"off"`` (none, and SQLite's automatic checkpoint off on the writer:
+        ``wal_autocheckpoint=0`` unless ``pragmas`` sets it; the WAL then grows until another
+        process checkpoints it). With Litestream replicating the file (``litegate
+        replicate``), use ``"passive"`` or ``"off"``: Litestream owns the checkpoints
+        (docs/litestream.md)
     :param cache_kib: page cache per connection in KiB
     :param row_factory: row type for query results (default :class:`sqlite3.Row`)
     :param uri: treat ``path`` as a URI
@@ -132,6 +142,7 @@ class Options:
     hold_warn: float = DEFAULT_HOLD_WARN
     group_wait: float = DEFAULT_GROUP_WAIT
     checkpoint_idle: float = DEFAULT_CHECKPOINT_IDLE
+    checkpoints: Checkpoints = "truncate"
     cache_kib: int = DEFAULT_CACHE_KIB
     row_factory: RowFactory | None = sqlite3.Row
     uri: bool = False
@@ -142,6 +153,13 @@ class Options:
     @property
     def memory(self) -> bool:
         return is_memory_path(self.path, self.uri)
+
+    @property
+    def checkpoint_mode(self) -> str | None:
+        """The ``wal_checkpoint`` mode of litegate's own checkpoints (``None``: it runs none)."""
+        if self.checkpoints == "off":
+            return None
+        return "PASSIVE" if self.memory or self.checkpoints == "passive" else "TRUNCATE"
 
     @property
     def name(self) -> str:
@@ -163,6 +181,10 @@ class Options:
             )
         if str(self.synchronous).upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {self.synchronous!r}")
+        if self.checkpoints not in ("truncate", "passive", "off"):
+            raise ValueError(
+                f"checkpoints must be 'truncate', 'passive' or 'off', got {self.checkpoints!r}"
+            )
         unbounded = set()
         for name in ("timeout", "time_limit"):
             v = getattr(self, name)
@@ -232,6 +254,7 @@ class ConnectOptions(TypedDict, total=False):
     hold_warn: float
     group_wait: float
     checkpoint_idle: float
+    checkpoints: Checkpoints
     cache_kib: int
     row_factory: RowFactory | None
     uri: bool

@@ -168,6 +168,8 @@ def open_connection(opts: Options, *, reader: bool) -> sqlite3.Connection:
             conn.execute("PRAGMA query_only=ON")
         else:
             conn.execute(f"PRAGMA journal_size_limit={int(opts.journal_size_limit)}")
+            if opts.checkpoints == "off":  # (another process owns them: Litestream)
+                conn.execute("PRAGMA wal_autocheckpoint=0")
         for key, value in opts.pragmas.items():
             conn.execute(f"PRAGMA {key}={value if isinstance(value, int) else repr(str(value))}")
         if opts.on_connect is not None:

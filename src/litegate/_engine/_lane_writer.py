@@ -200,7 +200,7 @@ class LaneWriter(LaneLoop):
                     if take_over:
                         self._take_over()
                     elif jobs is None:
-                        self._checkpoint("PASSIVE" if self.opts.memory else "TRUNCATE")
+                        self._checkpoint(self.opts.checkpoint_mode)
                     else:
                         self._batch = jobs
                         self._process(jobs)
@@ -370,7 +370,8 @@ class LaneWriter(LaneLoop):
                 rollback(conn, self.guard)
             if not self.opts.memory:
                 deadline = monotonic() + _SHUTDOWN_CHECKPOINT_SECONDS
-                while not self._checkpoint("TRUNCATE") and monotonic() < deadline:
+                mode = self.opts.checkpoint_mode
+                while not self._checkpoint(mode) and monotonic() < deadline:
                     time.sleep(0.01)
         except Exception:
             logger.exception("litegate: final checkpoint of %s failed", self.opts.name)
@@ -452,10 +453,14 @@ class LaneWriter(LaneLoop):
             if broken.jobs:
                 self._lane_reads(broken.jobs)
 
-    def _checkpoint(self, mode: str) -> bool:
+    def _checkpoint(self, mode: str | None) -> bool:
         """Checkpoint the WAL; True if it completed (no reader or writer in the way), or if it
-        never can (a read-only database: not worth retrying)."""
+        never can (a read-only database: not worth retrying). ``None`` (``checkpoints="off"``)
+        runs none and only measures the WAL; a PASSIVE one never reports a reader in the way."""
         self._dirty = False
+        if mode is None:
+            self._check_wal()
+            return True
         try:
             busy, _, _ = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.OperationalError as exc:
