@@ -30,7 +30,7 @@ def fake(tmp_path: Path) -> FakeDriver:
 
 
 def open_db(fake: FakeDriver, **options: object) -> Database:
-    engine = ClusterEngine(make_options(URL, {"readers": 2, **options}), driver=fake)  # type: ignore[typeddict-item]
+    engine = ClusterEngine(make_options(URL, {"readers": 2, **options}), sessions=fake.open_session)  # type: ignore[typeddict-item]
     return Database(engine)
 
 
@@ -302,7 +302,7 @@ def test_threads_keep_an_invariant(db: Database) -> None:
 
 @pytest.mark.anyio
 async def test_async_writes_group_and_transactions_keep_an_invariant(fake: FakeDriver) -> None:
-    engine = ClusterEngine(make_options(URL, {"readers": 2}), driver=fake)
+    engine = ClusterEngine(make_options(URL, {"readers": 2}), sessions=fake.open_session)
     adb = litegate.AsyncDatabase(engine)
     try:
         await adb.execute("CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)")

@@ -10,7 +10,7 @@ opened.
 from __future__ import annotations
 
 from ._engine import ClusterEngine, load_driver
-from ._link import Link, LinkLost, refusal
+from ._link import Link, LinkLost, OpenSession, Outcome, Session, refusal
 from ._url import SCHEME, ClusterAddress, is_cluster, parse
 
 __all__ = (
@@ -19,6 +19,9 @@ __all__ = (
     "ClusterEngine",
     "Link",
     "LinkLost",
+    "OpenSession",
+    "Outcome",
+    "Session",
     "is_cluster",
     "load_driver",
     "parse",

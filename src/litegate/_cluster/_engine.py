@@ -68,7 +68,7 @@ from .._errors import (
 from .._statements import Result, close_cursors, fetch, run_execute, run_query
 from .._stats import Stats
 from .._types import Args, Bound, Fn, Params
-from ._link import Link, LinkLost, refuse
+from ._link import Link, LinkLost, OpenSession, driver_sessions, refuse
 from ._url import ClusterAddress, parse
 
 __all__ = ("ClusterEngine", "load_driver")
@@ -81,16 +81,18 @@ _NO_BOUND = 3600.0
 reported within an hour, never waited for forever."""
 
 
-def load_driver() -> Any:
-    """The dqlite driver (``dqlitedbapi``), or an ImportError that says how to get it."""
+def load_driver() -> OpenSession:
+    """Sessions of the dqlite driver (``dqlitedbapi``), or an ImportError that says how to
+    get it."""
     try:
         import dqlitedbapi  # type: ignore[import-not-found,unused-ignore]
+        import dqlitedbapi.aio  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise ImportError(
             "a dqlite:// database needs the dqlite client: pip install 'litegate[dqlite]' "
             "(Python >= 3.13; dqlite-dbapi supports no older version)"
         ) from exc
-    return dqlitedbapi
+    return driver_sessions(dqlitedbapi)
 
 
 def _deadline(timeout: Bound) -> float:
@@ -146,7 +148,8 @@ def _consume(fut: cf.Future[Any] | asyncio.Future[Any]) -> None:
 class ClusterEngine:
     """The engine interface on a dqlite cluster (see the module docstring)."""
 
-    def __init__(self, opts: Options, driver: Any = None) -> None:
+    def __init__(self, opts: Options, sessions: OpenSession | None = None) -> None:
+        """``sessions``: how to open a session to a node (default: the dqlite driver's)."""
         opts = opts.validate()
         self.opts = opts
         self.address: ClusterAddress = parse(opts.path)
@@ -159,7 +162,7 @@ class ClusterEngine:
             raise ValueError(_NO_TIME_LIMIT)
         if opts.detect_types or opts.uri:
             raise ValueError("detect_types and uri do not apply to a dqlite:// database")
-        self._driver = driver if driver is not None else load_driver()
+        self._sessions = sessions if sessions is not None else load_driver()
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -184,15 +187,12 @@ class ClusterEngine:
         self._writer.start()
 
     def _link(self) -> Link:
-        row_factory: Any = self.opts.row_factory
-        if row_factory is sqlite3.Row:  # (it takes a sqlite3 cursor only: the driver's own)
-            row_factory = self._driver.Row
         return Link(
-            self._driver,
+            self._sessions,
             self.address,
             rpc_timeout=max(self.opts.timeout or 0.0, 5.0),
             busy_timeout=self.opts.busy_timeout,
-            row_factory=row_factory,
+            row_factory=self.opts.row_factory,
             on_open=self._on_open,
         )
 
