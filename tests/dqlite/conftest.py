@@ -43,8 +43,9 @@ def anyio_backend() -> Any:
     """The stdlib asyncio loop only. dqlite-dbapi 0.8.0 fails on the others the suite runs:
     on uvloop, connecting raises ``TypeError: create_connection() got an unexpected keyword
     argument 'happy_eyeballs_delay'``; under the eager task factory (CPython 3.13.0) asyncio's
-    happy-eyeballs race fails an ``assert``; the debug loop is slow enough for 8 contending
-    tasks to run out of the driver's 5 s busy budget."""
+    happy-eyeballs race fails an ``assert``. Both come from the driver's default dialer, and a
+    plain ``dial_func`` (test_cluster.dial) works on both loops. The debug loop is slow enough
+    for 8 contending tasks to run out of the driver's 5 s busy budget."""
     return ("asyncio", {})
 
 
