@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -308,3 +309,47 @@ def test_cli_replicate_runs_the_app_syncs_its_last_writes_and_returns_its_status
     finally:
         conn.close()
     assert rows == [(i + 1, f"v{i}") for i in range(500)]
+
+
+@needs_litestream
+def test_cli_replicate_forwards_sigterm_and_exits_with_litestreams_status(tmp_path: Path) -> None:
+    """Without a command, ``litegate replicate`` runs until a signal, which it passes to
+    Litestream (in a process group of its own, so only litegate forwards it): Litestream
+    shuts down cleanly (status 0, litegate's too) and its private directory is removed."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "litegate", "replicate", str(tmp_path / "app.db")]
+    proc = subprocess.Popen(
+        [*argv, "--to", str(tmp_path / "replica")],
+        stdout=subprocess.PIPE,  # (Litestream's log: it shares litegate's stdout)
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    litestream_pid = None
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        started = proc.stderr.readline()  # printed once Litestream is ready
+        assert 'checkpoints="passive"' in started, started
+        litestream_pid = int(started.split("(pid ", 1)[1].split(")", 1)[0])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read()
+        log = proc.stdout.read()
+        assert "litestream shut down" in log
+        socket = log.split("control socket listening", 1)[1].split("path=", 1)[1].split()[0]
+        assert not os.path.exists(os.path.dirname(socket))
+    finally:
+        for pid in (proc.pid, litestream_pid):
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

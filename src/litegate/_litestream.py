@@ -291,7 +291,8 @@ def supervise(
     """Run until done, forwarding SIGINT/SIGTERM, and return the exit status to use. Main
     thread only (it installs signal handlers).
 
-    - ``replication`` alone: until Litestream exits (a signal is forwarded to it).
+    - ``replication`` (started here unless it was) alone: until Litestream exits (a signal is
+      forwarded to it).
     - with ``command``: the application runs as a second child; signals go to it; when it
       exits, its last writes are synced, Litestream is stopped, and the application's status
       is returned. If Litestream exits first, the application is stopped (status 1 or
@@ -304,7 +305,8 @@ def supervise(
             return _status(_wait(proc))
     if replication is None:
         raise ValueError("supervise needs a replication or a restore command")
-    replication.start()
+    if replication.process is None:
+        replication.start()
     target = [replication.process] if replication.process is not None else []
     try:
         with _forwarding(target):

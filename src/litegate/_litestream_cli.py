@@ -86,16 +86,18 @@ def _run_replicate(args: argparse.Namespace) -> int:
         replication = Replication(args.database, args.to, sync_interval=args.sync_interval)
     except LitestreamMissing as exc:
         return _missing("replicate", exc)
-    sys.stderr.write(
-        f"litegate replicate: {replication.db} -> {replication.url} "
-        f"(every {args.sync_interval}); open it with "
-        f"{CONNECT_HINT.format(db=args.database)}\n"
-    )
     try:
-        return supervise(replication, command)
+        replication.start()
     except RuntimeError as exc:
         sys.stderr.write(f"litegate replicate: error: {exc}\n")
         return 1
+    sys.stderr.write(
+        f"litegate replicate: litestream (pid {replication.pid}) replicates {replication.db} "
+        f"to {replication.url} every {args.sync_interval}; the app must open it with "
+        f"{CONNECT_HINT.format(db=args.database)}\n"
+    )
+    sys.stderr.flush()
+    return supervise(replication, command)
 
 
 def _configure_restore(parser: argparse.ArgumentParser) -> None:
