@@ -61,6 +61,7 @@ class FakeDriver:
         self.down: set[str] = set()
         self.connects: list[str] = []  # seeds connected through, in order
         self.statements = 0  # statements sent (BEGIN/COMMIT included)
+        self.sent: list[str] = []  # their texts
         self._lock = threading.Lock()
         self._faults: list[list[Any]] = []  # [kind, match, times left]
         self.live: list[FakeSession] = []
@@ -151,6 +152,7 @@ class FakeSession:
             if db is None or self.closed:
                 raise OperationalError("Connection is closed")
             driver.statements += 1
+            driver.sent.append(sql)
             fault = driver._fault(sql)
             if fault == "lost":
                 self._die()

@@ -57,9 +57,12 @@ def hold_lane(db: Database) -> tuple[threading.Event, threading.Thread]:
     entered, release = threading.Event(), threading.Event()
 
     def holder() -> None:
-        with db.transaction():
-            entered.set()
-            release.wait(10)
+        try:
+            with db.transaction():
+                entered.set()
+                release.wait(10)
+        except (litegate.OutcomeUnknown, litegate.RolledBack):
+            pass  # (a fault the test injected ended the chain it began: the test checks)
 
     t = threading.Thread(target=holder)
     t.start()
@@ -348,3 +351,73 @@ def test_migrations_keep_their_version_in_a_table(db: Database, fake: FakeDriver
         assert con.execute("SELECT v FROM litegate_user_version").fetchall() == [(2,)]
     finally:
         con.close()
+
+
+def chain_of(db: Database, bodies: list[object]) -> list[object]:
+    """A transaction holds the lane while one transaction per body queues for it; then they
+    run one after another (a chain). A body is a value to insert, or an exception to raise
+    after inserting ``-1``. Returns what each transaction's block ended with."""
+    release, holder = hold_lane(db)
+    out: list[object] = [None] * len(bodies)
+
+    def run(i: int, body: object) -> None:
+        try:
+            with db.transaction() as tx:
+                if isinstance(body, BaseException):
+                    tx.execute("INSERT INTO t(v) VALUES (?)", (-1 - i,))
+                    raise body
+                tx.execute(f"INSERT INTO t(v) VALUES ({body})")  # (a fault can match it)
+            out[i] = "committed"
+        except BaseException as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, b)) for i, b in enumerate(bodies)]
+    for th in threads:
+        th.start()
+    wait_queued(db, len(bodies))
+    release.set()
+    holder.join()
+    for th in threads:
+        th.join()
+    return out
+
+
+def test_transactions_queued_together_share_one_commit(db: Database, fake: FakeDriver) -> None:
+    before = len(fake.sent)
+    out = chain_of(db, [1, 2, 3, 4, 5])
+    assert out == ["committed"] * 5
+    assert sorted(r[0] for r in db.query("SELECT v FROM t")) == [1, 2, 3, 4, 5]
+    sent = fake.sent[before:]
+    assert sent.count("COMMIT") < 6  # (the holder's and the five: fewer COMMITs than six)
+    assert sent.count("SAVEPOINT litegate_member") >= 1
+    assert db.stats().transactions == 6
+
+
+def test_a_chained_transaction_that_fails_undoes_only_its_own_part(
+    db: Database, fake: FakeDriver
+) -> None:
+    out = chain_of(db, [1, KeyError("b"), 3, ValueError("d"), 5])
+    assert out[0] == out[2] == out[4] == "committed"
+    assert isinstance(out[1], KeyError) and isinstance(out[3], ValueError)
+    assert sorted(r[0] for r in db.query("SELECT v FROM t")) == [1, 3, 5]
+
+
+def test_a_chain_whose_commit_is_cut_off_reports_every_member_unknown(
+    db: Database, fake: FakeDriver
+) -> None:
+    fake.fail("ambiguous", "COMMIT", times=1)  # (the holder's COMMIT is the chain's too)
+    out = chain_of(db, [1, 2, 3])
+    unknown = [o for o in out if isinstance(o, litegate.OutcomeUnknown)]
+    assert unknown and all(isinstance(o, litegate.OutcomeUnknown) or o == "committed" for o in out)
+    present = {r[0] for r in db.query("SELECT v FROM t")}
+    assert {v for v, o in zip([1, 2, 3], out, strict=True) if o == "committed"} <= present
+
+
+def test_a_chain_whose_session_dies_rolls_every_member_back(db: Database, fake: FakeDriver) -> None:
+    fake.fail("lost", "VALUES (3)")  # (the third member's statement: the chain is lost)
+    out = chain_of(db, [1, 2, 3, 4])
+    assert isinstance(out[2], litegate.RolledBack)
+    committed = [v for v, o in zip([1, 2, 3, 4], out, strict=True) if o == "committed"]
+    failed = [v for v, o in zip([1, 2, 3, 4], out, strict=True) if o != "committed"]
+    assert all(isinstance(out[v - 1], litegate.RolledBack) for v in failed)
+    assert sorted(r[0] for r in db.query("SELECT v FROM t")) == committed  # (no more, no less)
