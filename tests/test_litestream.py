@@ -318,22 +318,20 @@ def test_cli_replicate_forwards_sigterm_and_exits_with_litestreams_status(tmp_pa
     shuts down cleanly (status 0, litegate's too) and its private directory is removed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     argv = [sys.executable, "-m", "litegate", "replicate", str(tmp_path / "app.db")]
-    proc = subprocess.Popen(
-        [*argv, "--to", str(tmp_path / "replica")],
-        stdout=subprocess.PIPE,  # (Litestream's log: it shares litegate's stdout)
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"  # (Litestream logs to stdout)
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [*argv, "--to", str(tmp_path / "replica")], stdout=stdout, stderr=stderr, env=env
+        )
     litestream_pid = None
     try:
-        assert proc.stderr is not None and proc.stdout is not None
-        started = proc.stderr.readline()  # printed once Litestream is ready
+        wait_for(lambda: "(pid " in err.read_text(), 30, "litegate replicate's start line")
+        started = err.read_text()  # printed once Litestream is ready
         assert 'checkpoints="passive"' in started, started
         litestream_pid = int(started.split("(pid ", 1)[1].split(")", 1)[0])
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, proc.stderr.read()
-        log = proc.stdout.read()
+        assert proc.wait(30) == 0, err.read_text()
+        log = out.read_text()
         assert "litestream shut down" in log
         socket = log.split("control socket listening", 1)[1].split("path=", 1)[1].split()[0]
         assert not os.path.exists(os.path.dirname(socket))
@@ -342,9 +340,6 @@ def test_cli_replicate_forwards_sigterm_and_exits_with_litestreams_status(tmp_pa
             if pid is not None and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def _alive(pid: int) -> bool:

@@ -212,19 +212,37 @@ class Replication:
         """Ship every change committed before this call to the replica, and wait until it is
         there. Blocks for at most about ``timeout`` seconds.
 
+        ``litestream sync -wait`` answers with the database's position (``txid``) and the
+        replica's (``replica_txid``). One call may join a sync that began before this call
+        (the periodic one), so a second one is made, which began after the first answered:
+        its ``txid`` covers every commit before this call; then it waits until the replica
+        has caught up with it (the pattern Litestream's maintainers give, litestream#868).
+
         :return: the replica's transaction id (Litestream's TXID) after the sync
-        :raises RuntimeError: the sync failed or did not finish in time
+        :raises RuntimeError: a sync failed, or the replica did not catch up in time
         """
+        deadline = time.monotonic() + timeout
+        self._sync_once(deadline)
+        position = self._sync_once(deadline)
+        target, replica = position["txid"], position["replica_txid"]
+        while replica < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"litestream sync: the replica is at {replica:#x}, not yet at {target:#x}, "
+                    f"after {timeout:g}s"
+                )
+            replica = self._sync_once(deadline)["replica_txid"]
+        return replica
+
+    def _sync_once(self, deadline: float) -> dict[str, int]:
+        left = max(1.0, deadline - time.monotonic())
         argv = [self.binary, "sync", "-wait", "-json", "-socket", self.socket]
-        argv += ["-timeout", str(max(1, round(timeout))), self.db]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5)
+        argv += ["-timeout", str(round(left)), self.db]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=left + 5)
         if done.returncode != 0:
             raise RuntimeError(f"litestream sync failed: {done.stderr.strip() or done.stdout}")
-        position = json.loads(done.stdout)
-        txid, replica_txid = int(position["txid"]), int(position["replica_txid"])
-        if replica_txid < txid:
-            raise RuntimeError(f"litestream sync: the replica is at {replica_txid}, not {txid}")
-        return replica_txid
+        answer = json.loads(done.stdout)
+        return {"txid": int(answer["txid"]), "replica_txid": int(answer["replica_txid"])}
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> int | None:
         """Stop Litestream (SIGTERM, then SIGKILL after ``timeout`` s) and remove its private
