@@ -96,16 +96,23 @@ def test_writes_queued_together_commit_as_one_group(db: Database, fake: FakeDriv
     release, holder = hold_lane(db)
     out, threads = queue_writes(db, list(range(20)))
     wait_queued(db, 20)
-    commits = fake.statements
+    commits = len(fake.sent)
     release.set()
     holder.join()
     for t in threads:
         t.join()
+    sent = fake.sent[commits:]
     assert all(isinstance(r, litegate.Result) and r.rowcount == 1 for r in out), out
-    assert len({r.lastrowid for r in out if isinstance(r, litegate.Result)}) == 20
+    # each caller's lastrowid is its own row's
+    results = [r for r in out if isinstance(r, litegate.Result)]
+    assert [db.query_value("SELECT v FROM t WHERE id = ?", (r.lastrowid,)) for r in results] == (
+        list(range(20))
+    )
     assert count(fake) == 20
-    # the group: BEGIN, 20 INSERTs, COMMIT (and the holder's COMMIT before it)
-    assert fake.statements - commits == 1 + 1 + 20 + 1
+    # the group: BEGIN, the table's facts, one 20-row INSERT, COMMIT (after the holder's)
+    assert sent.count("BEGIN IMMEDIATE") == 1 and sent.count("COMMIT") == 2
+    assert sum(s.startswith("INSERT") for s in sent) == 1, sent
+    assert len(sent) <= 8, sent
     assert db.stats().max_batch_size == 20
 
 
@@ -421,3 +428,81 @@ def test_a_chain_whose_session_dies_rolls_every_member_back(db: Database, fake: 
     failed = [v for v, o in zip([1, 2, 3, 4], out, strict=True) if o != "committed"]
     assert all(isinstance(out[v - 1], litegate.RolledBack) for v in failed)
     assert sorted(r[0] for r in db.query("SELECT v FROM t")) == committed  # (no more, no less)
+
+
+@pytest.mark.parametrize(
+    ("ddl", "insert", "joined"),
+    [
+        ("CREATE TABLE r(id INTEGER PRIMARY KEY, v)", "INSERT INTO r(v) VALUES (?)", True),
+        ('CREATE TABLE "odd name"(v)', 'INSERT INTO "odd name"(v) VALUES (?)', True),
+        (  # (its rowid named: SQLite would not number the rows itself)
+            "CREATE TABLE r(id INTEGER PRIMARY KEY, v)",
+            "INSERT INTO r(id, v) VALUES (1000 - ?, ?)",
+            False,
+        ),
+        (
+            "CREATE TABLE r(id INTEGER PRIMARY KEY, v); CREATE TABLE log(x); "
+            "CREATE TRIGGER tr AFTER INSERT ON r BEGIN INSERT INTO log VALUES (new.v); END",
+            "INSERT INTO r(v) VALUES (?)",
+            False,
+        ),
+        (
+            "CREATE TABLE r(k TEXT PRIMARY KEY, v) WITHOUT ROWID",
+            "INSERT INTO r(k, v) VALUES ('k' || ?, ?)",
+            False,
+        ),
+        (  # (its sequence is ahead of its rows: proven wrong after the write, then undone)
+            "CREATE TABLE r(id INTEGER PRIMARY KEY AUTOINCREMENT, v); "
+            "INSERT INTO r(v) VALUES (-1); DELETE FROM r",
+            "INSERT INTO r(v) VALUES (?)",
+            None,
+        ),
+    ],
+)
+def test_one_row_inserts_are_written_together_only_when_each_rowid_is_proven(
+    fake: FakeDriver, ddl: str, insert: str, joined: bool | None
+) -> None:
+    """``joined``: the rows went in one statement; False: one by one; None: one statement
+    was tried, proven wrong, rolled back, and the rows written one by one."""
+    d = open_db(fake)
+    try:
+        d.executescript(ddl)
+        release, holder = hold_lane(d)
+        out: list[object] = [None] * 12
+
+        def write(i: int) -> None:
+            params = (i, i) if insert.count("?") == 2 else (i,)
+            try:
+                out[i] = d.execute(insert, params)
+            except Exception as exc:
+                out[i] = exc
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(12)]
+        for th in threads:
+            th.start()
+        wait_queued(d, 12)
+        before = len(fake.sent)
+        release.set()
+        holder.join()
+        for th in threads:
+            th.join()
+        sent = fake.sent[before:]
+        multi = [s for s in sent if s.startswith("INSERT") and "), (" in s]
+        singles = [s for s in sent if s == insert]
+        assert (len(multi), len(singles)) == {True: (1, 0), False: (0, 12), None: (1, 12)}[
+            joined
+        ], sent
+        if joined is None:
+            assert sent.index("ROLLBACK") > sent.index(multi[0])
+        assert all(isinstance(r, litegate.Result) and r.rowcount == 1 for r in out), out
+        table = insert.split("(")[0].split("INTO")[1].strip()
+        if "WITHOUT" not in ddl:  # (each caller's lastrowid is its own row's)
+            results = [r for r in out if isinstance(r, litegate.Result)]
+            got = [
+                d.query_value(f"SELECT v FROM {table} WHERE rowid = ?", (r.lastrowid,))
+                for r in results
+            ]
+            assert got == list(range(12))
+        assert d.query_value(f"SELECT count(*) FROM {table}") == 12
+    finally:
+        d.close()

@@ -69,6 +69,7 @@ from .._statements import Result, close_cursors, fetch, run_execute, run_query
 from .._stats import Stats
 from .._types import Args, Bound, Fn, Params
 from ._link import Link, LinkLost, OpenSession, driver_sessions, refuse
+from ._rows import RowsWriter
 from ._url import ClusterAddress, parse
 
 __all__ = ("ClusterEngine", "load_driver")
@@ -213,6 +214,7 @@ class ClusterEngine:
         # several ms, so the file engine's default (5 ms) becomes 50 ms here; 0 commits each
         # transaction alone.
         self._chain_age = 0.05 if opts.group_wait == DEFAULT_GROUP_WAIT else float(opts.group_wait)
+        self._rows = RowsWriter()  # the writer thread's
         self._writer_link = self._link()
         self._writer_link.open(_deadline(opts.timeout))  # (fails fast: no cluster, no engine)
         self._executor = cf.ThreadPoolExecutor(
@@ -337,13 +339,33 @@ class ClusterEngine:
         link = self._writer_link
         c = self._counters
         t0 = monotonic()
+        apart: set[str] = set()  # statements whose rows are written one by one in this group
         while calls:
             results: list[Any] = []
             try:
                 link.open(max(x.deadline for x in calls))
                 link.control("BEGIN IMMEDIATE")
                 failed: tuple[int, BaseException] | None = None
-                for i, call in enumerate(calls):
+                i = 0
+                while i < len(calls):
+                    run = self._same_insert(calls, i, apart)
+                    if run > 1:  # (a run of one-row INSERTs of one text: written together)
+                        sql = calls[i].args[0]
+                        try:
+                            rows = self._rows.write(
+                                link, sql, [x.args[1] for x in calls[i : i + run]]
+                            )
+                        except LinkLost:
+                            raise
+                        except Exception:  # (Unproven, or a row failed: one by one, again)
+                            apart.add(sql)
+                            failed = (-1, RuntimeError())
+                            break
+                        if rows is not None:
+                            results.extend(rows)
+                            i += run
+                            continue
+                    call = calls[i]
                     try:
                         results.append(call.fn(link, *call.args))
                     except LinkLost:
@@ -351,10 +373,12 @@ class ClusterEngine:
                     except Exception as exc:  # (its caller's error)
                         failed = (i, exc)
                         break
+                    i += 1
                 if failed is not None:  # (answered alone; the others replayed without it)
                     link.rollback()
-                    calls.pop(failed[0]).future.set_exception(failed[1])
-                    c.jobs_failed += 1
+                    if failed[0] >= 0:
+                        calls.pop(failed[0]).future.set_exception(failed[1])
+                        c.jobs_failed += 1
                     continue
                 link.commit()
             except LinkLost as lost:
@@ -389,6 +413,27 @@ class ClusterEngine:
                 c.write_latency.append(elapsed)
                 call.future.set_result(result)
             return
+
+    def _same_insert(self, calls: list[_Call], i: int, apart: set[str]) -> int:
+        """How many calls from ``i`` on are one-row INSERTs of the same text that
+        :class:`~._rows.RowsWriter` may write together (1: ``calls[i]`` alone)."""
+        first = calls[i]
+        if first.fn is not run_execute or len(first.args) != 2:
+            return 1
+        sql, params = first.args
+        if sql in apart or not self._rows.joinable(sql, params):
+            return 1
+        n = 1
+        while (
+            i + n < len(calls)
+            and calls[i + n].fn is run_execute
+            and len(calls[i + n].args) == 2
+            and calls[i + n].args[0] == sql
+            and type(calls[i + n].args[1]) is type(params)
+            and len(calls[i + n].args[1]) == len(params)
+        ):
+            n += 1
+        return n
 
     def _serve(self, hold: _Hold) -> None:
         """A lease's tenure: its calls, in order, until its end; then what it left open is
@@ -493,15 +538,8 @@ class ClusterEngine:
             op.future.set_exception(_lost_transaction("its chain was lost"))
             member.open = False
             return
-        try:
-            if member.saved:
-                self._writer_link.control(f"RELEASE {_MEMBER}")
-        except LinkLost as lost:
-            self._chain_lost(lost)
-            member.lost = True
-            member.open = False
-            op.future.set_exception(_lost_transaction(str(lost)))
-            return
+        # (its savepoint is not released: the chain's COMMIT releases them all, and a later
+        # member's ROLLBACK TO finds its own, the latest of the name -- one round trip less)
         member.open = False
         chain.waiting.append(op)
         with self._lock:
@@ -525,8 +563,7 @@ class ClusterEngine:
             link.rollback()
             return
         try:
-            link.control(f"ROLLBACK TO {_MEMBER}")
-            link.control(f"RELEASE {_MEMBER}")
+            link.control(f"ROLLBACK TO {_MEMBER}")  # (its savepoint stays, empty: see commits)
         except LinkLost as lost:
             self._chain_lost(lost)
             member.lost = True
