@@ -28,7 +28,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -282,21 +282,36 @@ def _status(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-@contextmanager
-def _forwarding(target: list[subprocess.Popen[bytes]]) -> Iterator[None]:
-    """Main thread: while inside, SIGINT and SIGTERM sent to this process go to ``target[0]``
-    (the list is read at signal time, so the caller may change who receives them)."""
+class _Forwarder:
+    """Main thread: SIGINT and SIGTERM sent to this process go to one child, :attr:`target`
+    (the one in charge: Litestream, or the application). One that comes before there is a
+    child to receive it is kept, and delivered by :meth:`to`."""
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        if target and target[0].poll() is None:
-            target[0].send_signal(signum)
+    def __init__(self) -> None:
+        self.target: subprocess.Popen[bytes] | None = None
+        self.pending: int | None = None
 
-    previous = {s: signal.signal(s, forward) for s in _FORWARDED}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.target is not None and self.target.poll() is None:
+            self.target.send_signal(signum)
+        else:
+            self.pending = signum
+
+    def to(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        self.target = proc
+        if self.pending is not None:
+            proc.send_signal(self.pending)
+            self.pending = None
+        return proc
+
+    @contextmanager
+    def installed(self) -> Iterator[Self]:
+        previous = {s: signal.signal(s, self) for s in _FORWARDED}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def supervise(
@@ -304,37 +319,43 @@ def supervise(
     command: Sequence[str] | None = None,
     *,
     restore: Sequence[str] | None = None,
+    on_ready: Callable[[Replication], object] | None = None,
     poll: float = 0.05,
 ) -> int:
     """Run until done, forwarding SIGINT/SIGTERM, and return the exit status to use. Main
-    thread only (it installs signal handlers).
+    thread only (it installs signal handlers, before anything starts: a signal that comes
+    early is not lost).
 
-    - ``replication`` (started here unless it was) alone: until Litestream exits (a signal is
-      forwarded to it).
+    - ``replication`` alone: start it (``on_ready`` is called once Litestream is ready), and
+      run until Litestream exits (signals go to it).
     - with ``command``: the application runs as a second child; signals go to it; when it
       exits, its last writes are synced, Litestream is stopped, and the application's status
       is returned. If Litestream exits first, the application is stopped (status 1 or
-      Litestream's).
+      Litestream's); after a signal that came before the application started, it is not
+      started (status 128 + the signal).
     - ``restore``: that ``litestream restore`` command line alone, until it exits.
+
+    :raises RuntimeError: Litestream could not start (:meth:`Replication.start`)
     """
-    if restore is not None:
-        proc = subprocess.Popen(list(restore), stdin=subprocess.DEVNULL, process_group=0)
-        with _forwarding([proc]):
-            return _status(_wait(proc))
-    if replication is None:
-        raise ValueError("supervise needs a replication or a restore command")
-    if replication.process is None:
-        replication.start()
-    target = [replication.process] if replication.process is not None else []
-    try:
-        with _forwarding(target):
+    with _Forwarder().installed() as forward:
+        if restore is not None:
+            proc = subprocess.Popen(list(restore), stdin=subprocess.DEVNULL, process_group=0)
+            return _status(_wait(forward.to(proc)))
+        if replication is None:
+            raise ValueError("supervise needs a replication or a restore command")
+        try:
+            replication.start()
+            assert replication.process is not None
+            if on_ready is not None:
+                on_ready(replication)
             if not command:
-                return _status(_wait(target[0]))
-            app = subprocess.Popen(list(command), process_group=0)
-            target.insert(0, app)
+                return _status(_wait(forward.to(replication.process)))
+            if forward.pending is not None:
+                return 128 + forward.pending
+            app = forward.to(subprocess.Popen(list(command), process_group=0))
             return _run_app(replication, app, poll)
-    finally:
-        replication.stop()
+        finally:
+            replication.stop()
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:

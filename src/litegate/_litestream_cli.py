@@ -86,18 +86,20 @@ def _run_replicate(args: argparse.Namespace) -> int:
         replication = Replication(args.database, args.to, sync_interval=args.sync_interval)
     except LitestreamMissing as exc:
         return _missing("replicate", exc)
+
+    def ready(rep: Replication) -> None:
+        sys.stderr.write(
+            f"litegate replicate: litestream (pid {rep.pid}) replicates {rep.db} to {rep.url} "
+            f"every {rep.sync_interval}; the app must open it with "
+            f"{CONNECT_HINT.format(db=args.database)}\n"
+        )
+        sys.stderr.flush()
+
     try:
-        replication.start()
+        return supervise(replication, command, on_ready=ready)
     except RuntimeError as exc:
         sys.stderr.write(f"litegate replicate: error: {exc}\n")
         return 1
-    sys.stderr.write(
-        f"litegate replicate: litestream (pid {replication.pid}) replicates {replication.db} "
-        f"to {replication.url} every {args.sync_interval}; the app must open it with "
-        f"{CONNECT_HINT.format(db=args.database)}\n"
-    )
-    sys.stderr.flush()
-    return supervise(replication, command)
 
 
 def _configure_restore(parser: argparse.ArgumentParser) -> None:
