@@ -348,3 +348,39 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_litestream_that_exits_at_start_is_reported(tmp_path: Path) -> None:
+    rep = Replication(tmp_path / "app.db", str(tmp_path / "replica"), binary="/bin/false")
+    with pytest.raises(RuntimeError, match="exited with status 1"):
+        rep.start()
+    assert rep.process is not None and rep.process.returncode == 1
+
+
+@needs_litestream
+def test_cli_replicate_stops_the_app_when_litestream_dies(tmp_path: Path) -> None:
+    """Litestream killed under a running app: the app is stopped (it would run unreplicated)
+    and litegate exits non-zero."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "litegate", "replicate", str(tmp_path / "app.db")]
+    app = [sys.executable, "-c", "import time; time.sleep(60)"]
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [*argv, "--to", str(tmp_path / "replica"), "--", *app],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+        )
+    litestream_pid = None
+    try:
+        wait_for(lambda: "(pid " in err.read_text(), 30, "litegate replicate's start line")
+        litestream_pid = int(err.read_text().split("(pid ", 1)[1].split(")", 1)[0])
+        os.kill(litestream_pid, signal.SIGKILL)
+        assert proc.wait(30) == 128 + signal.SIGKILL
+        assert "stopping the application" in err.read_text()
+    finally:
+        for pid in (proc.pid, litestream_pid):
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
