@@ -65,6 +65,7 @@ class FakeDriver:
         self._lock = threading.Lock()
         self._faults: list[list[Any]] = []  # [kind, match, times left]
         self.live: list[FakeSession] = []
+        self.async_opened = 0  # sessions opened for event loops
 
     def fail(self, kind: str, match: str, times: int = 1) -> None:
         with self._lock:
@@ -92,6 +93,22 @@ class FakeDriver:
         with self._lock:
             self.live.append(session)
         return session
+
+    def open_async_session(
+        self,
+        seed: str,
+        name: str,
+        *,
+        timeout: float,
+        busy_timeout: float,
+        row_factory: Any,
+    ) -> FakeAsyncSession:
+        """(``litegate._cluster.OpenAsyncSession``: the same session, awaited)"""
+        session = self.open_session(
+            seed, name, timeout=timeout, busy_timeout=busy_timeout, row_factory=row_factory
+        )
+        self.async_opened += 1
+        return FakeAsyncSession(session)
 
     def kill_all(self) -> None:
         """Every open session dies (a leader's crash)."""
@@ -170,3 +187,26 @@ class FakeSession:
                 db.close()
                 raise AmbiguousCommitError("leadership lost during COMMIT")
             return out
+
+
+class FakeAsyncSession:
+    """A :class:`FakeSession` behind coroutines (its SQLite calls are quick)."""
+
+    def __init__(self, session: FakeSession) -> None:
+        self._session = session
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    async def connect(self) -> None:
+        self._session.connect()
+
+    async def run(self, sql: str, params: Any, many: bool) -> Outcome:
+        return self._session.run(sql, params, many)
+
+    async def close(self) -> None:
+        self._session.close()
+
+    def force_close(self) -> None:
+        self._session.force_close()

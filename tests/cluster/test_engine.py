@@ -30,7 +30,11 @@ def fake(tmp_path: Path) -> FakeDriver:
 
 
 def open_db(fake: FakeDriver, **options: object) -> Database:
-    engine = ClusterEngine(make_options(URL, {"readers": 2, **options}), sessions=fake.open_session)  # type: ignore[typeddict-item]
+    engine = ClusterEngine(
+        make_options(URL, {"readers": 2, **options}),  # type: ignore[typeddict-item]
+        sessions=fake.open_session,
+        async_sessions=fake.open_async_session,
+    )
     return Database(engine)
 
 
@@ -312,7 +316,11 @@ def test_threads_keep_an_invariant(db: Database) -> None:
 
 @pytest.mark.anyio
 async def test_async_writes_group_and_transactions_keep_an_invariant(fake: FakeDriver) -> None:
-    engine = ClusterEngine(make_options(URL, {"readers": 2}), sessions=fake.open_session)
+    engine = ClusterEngine(
+        make_options(URL, {"readers": 2}),
+        sessions=fake.open_session,
+        async_sessions=fake.open_async_session,
+    )
     adb = litegate.AsyncDatabase(engine)
     try:
         await adb.execute("CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)")
@@ -506,3 +514,30 @@ def test_one_row_inserts_are_written_together_only_when_each_rowid_is_proven(
         assert d.query_value(f"SELECT count(*) FROM {table}") == 12
     finally:
         d.close()
+
+
+@pytest.mark.anyio
+async def test_async_reads_run_on_the_loop_and_survive_a_lost_session(fake: FakeDriver) -> None:
+    engine = ClusterEngine(
+        make_options(URL, {"readers": 2}),
+        sessions=fake.open_session,
+        async_sessions=fake.open_async_session,
+    )
+    adb = litegate.AsyncDatabase(engine)
+    try:
+        await adb.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+        await adb.executemany("INSERT INTO t(v) VALUES (?)", [(i,) for i in range(10)])
+        threads = threading.active_count()
+        rows = await asyncio.gather(
+            *(adb.query_one("SELECT v FROM t WHERE id = ?", (i,)) for i in range(1, 11))
+        )
+        assert [r[0] for r in rows if r is not None] == list(range(10))
+        assert 1 <= fake.async_opened <= 2  # (the loop's own sessions, at most readers=2)
+        assert threading.active_count() == threads  # (no reader thread was started for them)
+        fake.fail("lost", "SELECT count")
+        assert await adb.query_value("SELECT count(*) FROM t") == 10  # (again, on another)
+        with pytest.raises(litegate.Refused):
+            await adb.query("SELECT 1 RETURNING x")
+    finally:
+        await adb.close()
+    assert all(s.closed for s in fake.live)

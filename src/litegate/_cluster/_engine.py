@@ -68,7 +68,8 @@ from .._errors import (
 from .._statements import Result, close_cursors, fetch, run_execute, run_query
 from .._stats import Stats
 from .._types import Args, Bound, Fn, Params
-from ._link import Link, LinkLost, OpenSession, driver_sessions, refuse
+from ._link import Link, LinkLost, OpenSession, driver_sessions, refuse, replayed
+from ._loop_readers import LoopReaders, OpenAsyncSession, driver_async_sessions
 from ._rows import RowsWriter
 from ._url import ClusterAddress, parse
 
@@ -82,9 +83,9 @@ _NO_BOUND = 3600.0
 reported within an hour, never waited for forever."""
 
 
-def load_driver() -> OpenSession:
-    """Sessions of the dqlite driver (``dqlitedbapi``), or an ImportError that says how to
-    get it."""
+def load_driver() -> tuple[OpenSession, OpenAsyncSession]:
+    """Sessions of the dqlite driver (``dqlitedbapi``) for threads and for event loops, or an
+    ImportError that says how to get it."""
     try:
         import dqlitedbapi  # type: ignore[import-not-found,unused-ignore]
         import dqlitedbapi.aio  # type: ignore[import-not-found,unused-ignore]
@@ -93,7 +94,7 @@ def load_driver() -> OpenSession:
             "a dqlite:// database needs the dqlite client: pip install 'litegate[dqlite]' "
             "(Python >= 3.13; dqlite-dbapi supports no older version)"
         ) from exc
-    return driver_sessions(dqlitedbapi)
+    return driver_sessions(dqlitedbapi), driver_async_sessions(dqlitedbapi)
 
 
 def _deadline(timeout: Bound) -> float:
@@ -181,8 +182,15 @@ def _consume(fut: cf.Future[Any] | asyncio.Future[Any]) -> None:
 class ClusterEngine:
     """The engine interface on a dqlite cluster (see the module docstring)."""
 
-    def __init__(self, opts: Options, sessions: OpenSession | None = None) -> None:
-        """``sessions``: how to open a session to a node (default: the dqlite driver's)."""
+    def __init__(
+        self,
+        opts: Options,
+        sessions: OpenSession | None = None,
+        async_sessions: OpenAsyncSession | None = None,
+    ) -> None:
+        """``sessions``, ``async_sessions``: how to open a session to a node for a thread and
+        on an event loop (default: the dqlite driver's; given ``sessions`` only, asyncio reads
+        run on reader threads)."""
         opts = opts.validate()
         self.opts = opts
         self.address: ClusterAddress = parse(opts.path)
@@ -195,7 +203,11 @@ class ClusterEngine:
             raise ValueError(_NO_TIME_LIMIT)
         if opts.detect_types or opts.uri:
             raise ValueError("detect_types and uri do not apply to a dqlite:// database")
-        self._sessions = sessions if sessions is not None else load_driver()
+        if sessions is None:
+            sessions, async_sessions = load_driver()
+        self._sessions = sessions
+        self._async_sessions = async_sessions
+        self._loop_readers: dict[int, LoopReaders] = {}  # id(loop) -> its readers
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -282,9 +294,19 @@ class ClusterEngine:
             self._cond.notify_all()
         for link in idle:
             link.close()
+        with self._lock:
+            loop_readers, self._loop_readers = list(self._loop_readers.values()), {}
+        for readers in loop_readers:
+            readers.abandon()  # (another loop's, or one not closed on its loop: sockets dropped)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def close_async(self, timeout: float | None = None) -> None:
+        self.start_close()
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            here = self._loop_readers.pop(id(loop), None)
+        if here is not None and here.loop is loop:
+            await here.close()  # (on their loop: closed with a word to the server)
         await asyncio.to_thread(self.close, timeout)
 
     # ---- the write lane ----------------------------------------------------------------------
@@ -765,9 +787,46 @@ class ClusterEngine:
     async def read_async(
         self, fn: Fn[T], args: Args, timeout: Bound, time_limit: Bound, sql: str | None = None
     ) -> T:
+        """A query (``run_query``, ``fetch``) on a reader session of the caller's loop, awaited
+        there (:mod:`._loop_readers`); any other job on a reader thread."""
         self.check()
+        if (fn is run_query or fn is fetch) and self._async_sessions is not None:
+            _no_limit(time_limit)
+            t0 = monotonic()
+            query = cast(str, args[0])
+            out = await self._readers_here().query(query, args[1], _deadline(timeout))
+            result: T = fn(replayed(query, out), *args)
+            with self._lock:
+                self._reads += 1
+            self._counters.read_latency.append(monotonic() - t0)
+            return result
         fut = self._executor.submit(self.read, fn, args, timeout, time_limit, sql)
         return cast(T, await asyncio.wrap_future(fut))
+
+    def _readers_here(self) -> LoopReaders:
+        """The running loop's reader sessions (made on its first read)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            readers = self._loop_readers.get(id(loop))
+            if readers is not None and readers.loop is loop:
+                return readers
+            for key, old in list(self._loop_readers.items()):
+                if old.loop.is_closed():  # (a loop that ended: its sessions with it)
+                    del self._loop_readers[key]
+                    old.abandon()
+            assert self._async_sessions is not None
+            readers = LoopReaders(
+                self._async_sessions,
+                self.address,
+                int(self.opts.readers),
+                {
+                    "timeout": max(self.opts.timeout or 0.0, 5.0),
+                    "busy_timeout": self.opts.busy_timeout,
+                    "row_factory": self.opts.row_factory,
+                },
+            )
+            self._loop_readers[id(loop)] = readers
+            return readers
 
     def borrow(self, timeout: Bound, what: str = "the snapshot") -> ClusterReadLease:
         self.check()

@@ -26,9 +26,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
-from .._errors import Refused, Unavailable
+from .._errors import Misuse, Refused, Unavailable
 from ._url import ClusterAddress
 
 __all__ = (
@@ -38,8 +38,12 @@ __all__ = (
     "LinkLost",
     "OpenSession",
     "Outcome",
+    "SeedTurns",
     "Session",
+    "classify",
+    "dial",
     "driver_sessions",
+    "replayed",
     "refusal",
     "refuse",
     "translate",
@@ -152,6 +156,10 @@ class Outcome(NamedTuple):
     lastrowid: int | None
 
 
+NOTHING = Outcome(None, [], -1, None)  # (a cursor before its first statement; shared: rows is
+# never appended to)
+
+
 class Session(Protocol):
     """One wire session to the leader, as :class:`Link` uses it (the driver's, run by
     :class:`DriverSession`; the tests' stand-in). Used by one thread at a time."""
@@ -180,7 +188,7 @@ OpenSession = Callable[..., Session]
 _OFF_LOOP = ThreadPoolExecutor(1, thread_name_prefix="litegate-dqlite-call")
 
 
-async def _dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A plain TCP connection with Nagle off. (The driver's own dialer passes
     ``happy_eyeballs_delay``, which uvloop refuses, fails under the eager task factory on
     CPython 3.13.0, and left sockets unclosed in 2 of 3 test runs here.)"""
@@ -210,9 +218,9 @@ class DriverSession:
         busy_timeout: float,
         row_factory: Callable[..., Any] | None,
     ) -> None:
-        self._loop = asyncio.SelectorEventLoop()  # (the stdlib's: see _dial)
+        self._loop = asyncio.SelectorEventLoop()  # (the stdlib's: see dial)
         self._conn = aio.connect(
-            seed, database=name, timeout=timeout, busy_timeout=busy_timeout, dial_func=_dial
+            seed, database=name, timeout=timeout, busy_timeout=busy_timeout, dial_func=dial
         )
         if row_factory is not None:
             self._conn.row_factory = row_factory
@@ -300,25 +308,77 @@ def driver_sessions(driver: Any) -> OpenSession:
     return open_session
 
 
+def classify(exc: Exception, closed: bool, commit: bool) -> BaseException:
+    """What a driver error means: :class:`LinkLost` (``ambiguous`` for a COMMIT) when the
+    session is gone (``closed`` after it) or its node stopped leading, else the standard
+    module's error (:func:`translate`)."""
+    code = getattr(exc, "code", None)
+    if type(exc).__name__ == "AmbiguousCommitError" or (commit and code in LEADERSHIP_LOST):
+        return LinkLost(f"the leader changed during COMMIT: {exc}", ambiguous=True)
+    if closed or code in LEADER_CODES:
+        return LinkLost(f"the connection to the leader was lost: {exc}", ambiguous=commit)
+    return translate(exc)
+
+
+class SeedTurns:
+    """The seeds to try, round after round, until ``deadline``: each round starts at the one
+    that worked last; between rounds a pause that doubles (50 ms to 0.5 s: an election takes
+    seconds); the reasons each failed, for :class:`~litegate.Unavailable`."""
+
+    def __init__(self, address: ClusterAddress, first: int, deadline: float) -> None:
+        self._address = address
+        self._first = first
+        self._deadline = deadline
+        self._errors: dict[str, str] = {}
+        self._pause = 0.05
+
+    def round(self) -> Iterator[tuple[int, str, float]]:
+        """(index, seed, seconds left) for each seed of a round, while time is left."""
+        seeds = self._address.seeds
+        for i in range(len(seeds)):
+            at = (self._first + i) % len(seeds)
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                return
+            yield at, seeds[at], left
+
+    def failed(self, seed: str, exc: BaseException) -> None:
+        self._errors[seed] = f"{type(exc).__name__}: {exc}"
+
+    def pause(self) -> float:
+        """The pause before the next round. :raises Unavailable: no time is left for one"""
+        pause = self._pause
+        if time.monotonic() + pause >= self._deadline:
+            reasons = "; ".join(f"{s}: {e}" for s, e in self._errors.items()) or "no time left"
+            raise Unavailable(f"no leader of {self._address} could be reached in time ({reasons})")
+        self._pause = min(pause * 2, 0.5)
+        return pause
+
+
 class _Cursor:
     """A statement's outcome as a ``sqlite3.Cursor`` shows it (its rows already here), and a
     way to run the next on the link."""
 
     __slots__ = ("_at", "_link", "_out")
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link | None, out: Outcome = NOTHING) -> None:
         self._link = link
-        self._out = Outcome(None, [], -1, None)
+        self._out = out
         self._at = 0
+
+    def _live(self) -> Link:
+        if self._link is None:
+            raise Misuse("a replayed statement's cursor runs nothing more")
+        return self._link
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         refuse(sql)
-        self._out, self._at = self._link.run(sql, params, False), 0
+        self._out, self._at = self._live().run(sql, params, False), 0
         return self
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> _Cursor:
         refuse(sql)
-        self._out, self._at = self._link.run(sql, list(seq), True), 0
+        self._out, self._at = self._live().run(sql, list(seq), True), 0
         return self
 
     def fetchone(self) -> Any:
@@ -342,7 +402,7 @@ class _Cursor:
         return iter(self.fetchall())
 
     def close(self) -> None:
-        self._out, self._at = Outcome(None, [], -1, None), 0
+        self._out, self._at = NOTHING, 0
 
     @property
     def description(self) -> Any:
@@ -355,6 +415,27 @@ class _Cursor:
     @property
     def lastrowid(self) -> int | None:
         return self._out.lastrowid
+
+
+class _Replay:
+    """A connection-like object whose one statement has already run: for a statement function
+    (``run_query``, ``fetch``) given its outcome from an asyncio session."""
+
+    __slots__ = ("_out", "_sql")
+
+    def __init__(self, sql: str, out: Outcome) -> None:
+        self._sql = sql
+        self._out = out
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
+        if sql != self._sql:
+            raise Misuse("a replayed connection runs only the statement it was given")
+        return _Cursor(None, self._out)
+
+
+def replayed(sql: str, out: Outcome) -> sqlite3.Connection:
+    """A stand-in connection on which ``execute(sql)`` gives ``out`` (see :class:`_Replay`)."""
+    return cast(sqlite3.Connection, _Replay(sql, out))
 
 
 class Link:
@@ -397,16 +478,9 @@ class Link:
         if self.is_open:
             return
         self.drop()
-        seeds = self._address.seeds
-        errors: dict[str, str] = {}
-        pause = 0.05
+        turns = SeedTurns(self._address, self._next_seed, deadline)
         while True:
-            for i in range(len(seeds)):
-                at = (self._next_seed + i) % len(seeds)
-                seed = seeds[at]
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+            for at, seed, left in turns.round():
                 conn: Session | None = None
                 try:
                     conn = self._open_session(
@@ -420,7 +494,7 @@ class Link:
                 except Exception as exc:  # (each seed's reason is reported)
                     if conn is not None:
                         conn.force_close()
-                    errors[seed] = f"{type(exc).__name__}: {exc}"
+                    turns.failed(seed, exc)
                     continue
                 self._conn = conn
                 self._next_seed = at
@@ -428,13 +502,7 @@ class Link:
                 if self._on_open is not None:
                     self._on_open(self)
                 return
-            if time.monotonic() + pause >= deadline:
-                reasons = "; ".join(f"{s}: {e}" for s, e in errors.items()) or "no time left"
-                raise Unavailable(
-                    f"no leader of {self._address} could be reached in time ({reasons})"
-                )
-            time.sleep(pause)  # (an election takes seconds: no busy loop)
-            pause = min(pause * 2, 0.5)
+            time.sleep(turns.pause())  # (an election takes seconds: no busy loop)
 
     def drop(self) -> None:
         """Close the connection (a lost one, or at the end). Never raises."""
@@ -469,15 +537,10 @@ class Link:
 
     def _translated(self, exc: Exception, *, commit: bool) -> BaseException:
         conn = self._conn
-        code = getattr(exc, "code", None)
-        lost = conn is None or conn.closed or code in LEADER_CODES
-        if type(exc).__name__ == "AmbiguousCommitError" or (commit and code in LEADERSHIP_LOST):
+        error = classify(exc, conn is None or conn.closed, commit)
+        if isinstance(error, LinkLost):
             self.drop()
-            return LinkLost(f"the leader changed during COMMIT: {exc}", ambiguous=True)
-        if lost:
-            self.drop()
-            return LinkLost(f"the connection to the leader was lost: {exc}", ambiguous=commit)
-        return translate(exc)
+        return error
 
     # ---- what the statement functions use (sqlite3.Connection's names) -------------------------
 
