@@ -11,6 +11,10 @@ Cases (``--tasks`` asyncio tasks, 64 by default; the driver's from benchmarks/dq
   ``UPDATE`` x2, ``COMMIT``), a connection per task (a transaction needs one);
 - ``lg/transfer``: the same in ``async with adb.transaction()`` (chained: consecutive
   transactions share a COMMIT);
+- ``ceil/transfer``: the ceiling of any design with one writer connection (as litegate's
+  lane): the same transfers from one task straight on the driver's connection, chained as
+  litegate chains them (a SAVEPOINT each, a COMMIT per 50 ms) -- every statement is a round
+  trip, and one connection runs them one at a time;
 - ``read``, ``lg/read``: point SELECTs by primary key from one task (latency);
 - ``lg/failover`` (``--failover``, last, once): 64 tasks inserting while the leader is
   SIGKILLed: when writes resumed, p99/max latency over the failover, acknowledged writes
@@ -57,6 +61,7 @@ CASES = (
     "lg/insert",
     "transfer",
     "lg/transfer",
+    "ceil/transfer",
     "read",
     "lg/read",
 )
@@ -154,6 +159,47 @@ async def lg_transfer(seeds: list[str], tasks: int, seconds: float) -> dict[str,
     )
 
 
+async def ceiling_transfer(seeds: list[str], seconds: float) -> dict[str, Any]:
+    """What any design that runs the transfers one after another on one connection can do
+    (as litegate's lane must: one writer): the driver's asyncio connection straight on the
+    loop, no thread, the transfers chained as litegate chains them (a SAVEPOINT each, one
+    COMMIT per 50 ms), the same statements. Not a design: nothing here is shared safely."""
+    conn = await driver._connect(seeds[0], f"ceil_{os.getpid()}")
+    await conn.execute("CREATE TABLE acct(id INTEGER PRIMARY KEY, balance INT NOT NULL)")
+    await conn.executemany("INSERT INTO acct VALUES (?, ?)", [(i, START) for i in range(ACCOUNTS)])
+    rnd = random.Random(0)
+    lat: list[float] = []
+    start = time.perf_counter()
+    deadline = time.monotonic() + seconds
+    chain_t0 = None
+    while time.monotonic() < deadline:
+        a, b = rnd.sample(range(ACCOUNTS), 2)
+        amount = rnd.randint(1, 10)
+        t = time.perf_counter()
+        if chain_t0 is None:
+            await conn.execute("BEGIN IMMEDIATE")
+            chain_t0 = t
+        else:
+            await conn.execute("SAVEPOINT m")
+        cur = await conn.execute("SELECT balance FROM acct WHERE id = ?", (a,))
+        (balance,) = await cur.fetchone()
+        if balance >= amount:
+            await conn.execute("UPDATE acct SET balance = balance - ? WHERE id = ?", (amount, a))
+            await conn.execute("UPDATE acct SET balance = balance + ? WHERE id = ?", (amount, b))
+        if time.perf_counter() - chain_t0 >= 0.05:
+            await conn.execute("COMMIT")
+            chain_t0 = None
+        lat.append(time.perf_counter() - t)
+    if chain_t0 is not None:
+        await conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    cur = await conn.execute("SELECT sum(balance) FROM acct")
+    (total,) = await cur.fetchone()
+    await conn.close()
+    assert total == ACCOUNTS * START
+    return driver._result("ceil/transfer", len(lat), elapsed, lat, connections=1, sum_ok=True)
+
+
 async def lg_read(seeds: list[str], seconds: float) -> dict[str, Any]:
     async with litegate.connect_async(_url(seeds, f"lgrd_{os.getpid()}"), readers=4) as adb:
         await adb.execute("CREATE TABLE kv(id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
@@ -240,6 +286,8 @@ def child(case: str, seeds: list[str], tasks: int, seconds: float) -> dict[str, 
         return asyncio.run(lg_transfer(seeds, tasks, seconds))
     if case == "lg/read":
         return asyncio.run(lg_read(seeds, seconds))
+    if case == "ceil/transfer":
+        return asyncio.run(ceiling_transfer(seeds, seconds))
     raise SystemExit(f"unknown case {case!r}")
 
 
@@ -256,7 +304,9 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         f"lg/insert vs insert/own: {ratio('lg/insert', 'insert/own')}, vs insert/shared: "
         f"{ratio('lg/insert', 'insert/shared')} (target >= 10x)",
-        f"lg/transfer vs transfer: {ratio('lg/transfer', 'transfer')} (target >= 5x)",
+        f"lg/transfer vs transfer: {ratio('lg/transfer', 'transfer')} (target >= 5x); the "
+        f"ceiling (one connection, chained, no thread): {ratio('ceil/transfer', 'transfer')}, "
+        f"litegate {ratio('lg/transfer', 'ceil/transfer')} of it",
     ]
     a, b = _median(results, "lg/read", "p50_ms"), _median(results, "read", "p50_ms")
     lines.append(f"lg/read p50 {a:.3f} ms vs read {b:.3f} ms: {a / b:.2f}x (target <= 1.5x)")
