@@ -38,6 +38,18 @@ def open_db(fake: FakeDriver, **options: object) -> Database:
     return Database(engine)
 
 
+async def open_async_db(fake: FakeDriver) -> litegate.AsyncDatabase:
+    """As ``connect_async`` does: the engine opened on a thread (it connects and starts its
+    writer), never on the loop."""
+    engine = await asyncio.to_thread(
+        ClusterEngine,
+        make_options(URL, {"readers": 2}),
+        sessions=fake.open_session,
+        async_sessions=fake.open_async_session,
+    )
+    return litegate.AsyncDatabase(engine)
+
+
 @pytest.fixture
 def db(fake: FakeDriver) -> Iterator[Database]:
     d = open_db(fake)
@@ -316,12 +328,7 @@ def test_threads_keep_an_invariant(db: Database) -> None:
 
 @pytest.mark.anyio
 async def test_async_writes_group_and_transactions_keep_an_invariant(fake: FakeDriver) -> None:
-    engine = ClusterEngine(
-        make_options(URL, {"readers": 2}),
-        sessions=fake.open_session,
-        async_sessions=fake.open_async_session,
-    )
-    adb = litegate.AsyncDatabase(engine)
+    adb = await open_async_db(fake)
     try:
         await adb.execute("CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)")
         await asyncio.gather(
@@ -343,6 +350,8 @@ async def test_async_writes_group_and_transactions_keep_an_invariant(fake: FakeD
         assert await adb.query_value("SELECT sum(bal) FROM acct") == 6400
         async with adb.snapshot() as snap:
             assert await snap.query_value("SELECT count(*) FROM acct") == 64
+        ids = [r[0] async for r in adb.iterate("SELECT id FROM acct ORDER BY id", arraysize=10)]
+        assert ids == list(range(1, 65))
         with pytest.raises(KeyError):
             async with adb.transaction() as tx:
                 await tx.execute("UPDATE acct SET bal = 0")
@@ -518,12 +527,7 @@ def test_one_row_inserts_are_written_together_only_when_each_rowid_is_proven(
 
 @pytest.mark.anyio
 async def test_async_reads_run_on_the_loop_and_survive_a_lost_session(fake: FakeDriver) -> None:
-    engine = ClusterEngine(
-        make_options(URL, {"readers": 2}),
-        sessions=fake.open_session,
-        async_sessions=fake.open_async_session,
-    )
-    adb = litegate.AsyncDatabase(engine)
+    adb = await open_async_db(fake)
     try:
         await adb.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
         await adb.executemany("INSERT INTO t(v) VALUES (?)", [(i,) for i in range(10)])
