@@ -545,3 +545,118 @@ async def test_async_reads_run_on_the_loop_and_survive_a_lost_session(fake: Fake
     finally:
         await adb.close()
     assert all(s.closed for s in fake.live)
+
+
+def test_a_chain_that_sqlite_rolls_back_is_never_reported_committed(
+    db: Database, fake: FakeDriver
+) -> None:
+    """A later transaction's ``INSERT OR ROLLBACK`` makes SQLite roll back the transaction the
+    chain shares: the earlier one, waiting for the COMMIT, is told it did not commit; the later
+    one is lost; the next one begins a chain of its own."""
+    db.execute("INSERT INTO t(v) VALUES ('taken')")
+    entered, release = threading.Event(), threading.Event()
+    out: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO t(v) VALUES ('first')")
+                entered.set()
+                release.wait(10)
+            out["first"] = "committed"
+        except BaseException as exc:
+            out["first"] = exc
+
+    def second() -> None:
+        try:
+            with db.transaction() as tx:
+                try:
+                    tx.execute("INSERT OR ROLLBACK INTO t(v) VALUES ('taken')")
+                except sqlite3.IntegrityError:
+                    pass  # (the app catches it and goes on)
+                tx.execute("INSERT INTO t(v) VALUES ('second')")
+            out["second"] = "committed"
+        except BaseException as exc:
+            out["second"] = exc
+
+    def third() -> None:
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO t(v) VALUES ('third')")
+        out["third"] = "committed"
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert entered.wait(10)
+    for n, fn in enumerate((second, third), start=1):
+        threads.append(threading.Thread(target=fn))
+        threads[-1].start()
+        wait_queued(db, n)
+    release.set()
+    for th in threads:
+        th.join()
+    assert isinstance(out["first"], litegate.RolledBack), out
+    assert isinstance(out["second"], litegate.RolledBack), out
+    assert out["third"] == "committed"
+    assert sorted(r[0] for r in db.query("SELECT v FROM t")) == ["taken", "third"]
+
+
+def test_a_write_function_that_swallows_a_rollback_is_reported_unknown(
+    db: Database, fake: FakeDriver
+) -> None:
+    db.execute("INSERT INTO t(v) VALUES ('taken')")
+
+    def swallow(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("INSERT OR ROLLBACK INTO t(v) VALUES ('taken')")
+        except sqlite3.IntegrityError:
+            pass
+        conn.execute("INSERT INTO t(v) VALUES ('after')")  # (outside any transaction now)
+
+    release, holder = hold_lane(db)
+    out, threads = queue_writes(db, [1, 2])
+    wait_queued(db, 2)
+    result: list[BaseException] = []
+    swallower = threading.Thread(
+        target=lambda: result.append(
+            pytest.raises(litegate.OutcomeUnknown, db.run_write, swallow).value
+        )
+    )
+    swallower.start()
+    wait_queued(db, 3)
+    release.set()
+    holder.join()
+    swallower.join()
+    for th in threads:
+        th.join()
+    assert len(result) == 1 and isinstance(result[0], litegate.OutcomeUnknown)
+    assert all(isinstance(r, litegate.Result) for r in out), out
+    assert sorted(str(r[0]) for r in db.query("SELECT v FROM t")) == ["1", "2", "after", "taken"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_async_write_still_queued_never_runs(fake: FakeDriver) -> None:
+    adb = await open_async_db(fake)
+    try:
+        await adb.execute("CREATE TABLE t(v)")
+        db = adb.as_sync()
+        entered, release = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with db.transaction():
+                entered.set()
+                release.wait(10)
+
+        th = threading.Thread(target=holder)
+        th.start()
+        await asyncio.to_thread(entered.wait, 10)
+        task = asyncio.ensure_future(adb.execute("INSERT INTO t VALUES (1)"))
+        await asyncio.to_thread(wait_queued, db, 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.to_thread(th.join)
+        await adb.execute("INSERT INTO t VALUES (2)")
+        assert [r[0] for r in await adb.query("SELECT v FROM t")] == [2]  # (1 never ran)
+    finally:
+        await adb.close()

@@ -28,10 +28,12 @@ field                  guard
 ``_holds``
 ``_idle``,             ``_lock`` (``_cond``: borrowers wait for a reader)
 ``_opened``
-``_writer_link``       the writer thread only (its owner)
+``_writer_link``,      the writer thread; while it serves a lease, the lease holder
+``_chain``, ``_rows``  may use the link too (``writer_link``: the writer then waits
+                       for that lease's next call, so one uses it at a time)
 a reader ``Link``      its borrower, between ``_borrow`` and ``_give_back``
-``_counters``          as :mod:`litegate._engine._counters` says (the writer thread
-                       for the lane's, ``deque.append`` for latencies)
+``_counters``          the writer thread (batches, jobs, transactions, holds); latencies
+                       by ``deque.append`` from any caller
 ``_reads``,            ``_lock``
 ``_failovers``,
 ``_pool_waits``,
@@ -65,7 +67,21 @@ from .._errors import (
     Unavailable,
     WriteTimeout,
 )
-from .._statements import Result, close_cursors, fetch, run_execute, run_query
+from .._statements import (
+    Result,
+    close_cursor,
+    close_cursors,
+    exec_sql,
+    fetch,
+    fetch_page,
+    open_cursor,
+    rollback_to_savepoint,
+    run_described,
+    run_execute,
+    run_executemany,
+    run_query,
+    run_script,
+)
 from .._stats import Stats
 from .._types import Args, Bound, Fn, Params
 from ._link import Link, LinkLost, OpenSession, driver_sessions, refuse, replayed
@@ -83,7 +99,9 @@ _NO_BOUND = 3600.0
 reported within an hour, never waited for forever."""
 
 
-def load_driver() -> tuple[OpenSession, OpenAsyncSession]:
+def load_driver() -> tuple[
+    OpenSession, OpenAsyncSession
+]:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
     """Sessions of the dqlite driver (``dqlitedbapi``) for threads and for event loops, or an
     ImportError that says how to get it."""
     try:
@@ -128,12 +146,13 @@ class _Hold:
 class _Member:
     """A transaction's part in the chain (the writer thread's)."""
 
-    __slots__ = ("lost", "open", "saved")
+    __slots__ = ("lost", "open", "saved", "unknown")
 
     def __init__(self) -> None:
         self.open = False  # begun, not yet committed or rolled back
         self.saved = False  # it joined a chain: its part is in the savepoint _MEMBER
-        self.lost = False  # the writer's session died under it
+        self.lost = False  # its transaction is gone (the session died, or SQLite rolled it back)
+        self.unknown = False  # ... and a function of its may have written outside it since
 
 
 class _Chain:
@@ -148,6 +167,11 @@ class _Chain:
 
 
 _MEMBER = "litegate_member"
+_STATEMENT_FUNCTIONS = frozenset(
+    {run_execute, run_executemany, run_query, fetch, run_described, exec_sql, run_script,
+     open_cursor, fetch_page, close_cursor, close_cursors, rollback_to_savepoint}
+)  # fmt: skip
+"""litegate's own statement functions: a failure in them raises (nothing is swallowed)."""
 
 
 def _lost_transaction(why: str) -> RolledBack:
@@ -296,8 +320,14 @@ class ClusterEngine:
             link.close()
         with self._lock:
             loop_readers, self._loop_readers = list(self._loop_readers.values()), {}
-        for readers in loop_readers:
-            readers.abandon()  # (another loop's, or one not closed on its loop: sockets dropped)
+        for readers in loop_readers:  # (another loop's, or one not closed on its loop)
+            try:
+                if readers.loop.is_closed():
+                    readers.abandon()
+                else:
+                    readers.loop.call_soon_threadsafe(readers.abandon)
+            except RuntimeError:  # (it closed meanwhile)
+                readers.abandon()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def close_async(self, timeout: float | None = None) -> None:
@@ -351,9 +381,26 @@ class ClusterEngine:
                     self._serve(first)
                 else:
                     self._group(batch)
-            except BaseException:  # pragma: no cover  (a bug: keep serving, say so)
+            except BaseException as exc:  # pragma: no cover  (a bug: keep serving, say so)
                 logger.exception("litegate: the dqlite writer thread failed")
+                self._fail_item(first, batch, exc)
         self._writer_link.close()
+
+    def _fail_item(
+        self, first: _Call | _Hold | None, batch: list[_Call], exc: BaseException
+    ) -> None:
+        """After a bug in the writer thread: nobody waits forever for what it was serving."""
+        error = RuntimeError(f"litegate: the dqlite writer failed ({exc!r}); see the log")
+        waiting = list(batch)
+        if isinstance(first, _Hold):
+            _give_up(first)
+        chain, self._chain = self._chain, None
+        if chain is not None:
+            waiting.extend(chain.waiting)
+        for call in waiting:
+            if not call.future.done():
+                call.future.set_exception(error)
+        self._writer_link.drop()  # (whatever was open is rolled back with the session)
 
     def _group(self, batch: list[_Call]) -> None:
         """Run ``batch`` as one transaction, one COMMIT (see the module docstring)."""
@@ -392,8 +439,11 @@ class ClusterEngine:
                         results.append(call.fn(link, *call.args))
                     except LinkLost:
                         raise
-                    except Exception as exc:  # (its caller's error)
+                    except BaseException as exc:  # (its caller's error, whatever it is)
                         failed = (i, exc)
+                        break
+                    if call.fn not in _STATEMENT_FUNCTIONS and not _still_open(link):
+                        failed = (i, _wrote_outside())  # (it caught a rollback and went on)
                         break
                     i += 1
                 if failed is not None:  # (answered alone; the others replayed without it)
@@ -422,8 +472,9 @@ class ClusterEngine:
                 return
             except Exception as exc:  # (BEGIN or COMMIT refused: all of them)
                 link.rollback()
+                error = _commit_error(exc)
                 for call in calls:
-                    call.future.set_exception(exc)
+                    call.future.set_exception(error)
                 c.jobs_failed += len(calls)
                 return
             c.batches += 1
@@ -467,7 +518,7 @@ class ClusterEngine:
         if self._chain is None:
             try:
                 link.open(hold.deadline)
-            except Unavailable as exc:
+            except Exception as exc:  # (Unavailable; on a reopen, a PRAGMA's or on_connect's)
                 hold.granted.set_exception(exc)
                 return
         hold.granted.set_result(None)
@@ -504,7 +555,15 @@ class ClusterEngine:
                 elif member.lost:
                     raise _lost_transaction("an earlier statement lost it")
                 else:
-                    result = op.fn(link, *op.args)
+                    try:
+                        result = op.fn(link, *op.args)
+                    except LinkLost:
+                        raise
+                    except BaseException:
+                        self._check_alive(member, wrote=False)
+                        raise
+                    if op.fn not in _STATEMENT_FUNCTIONS:  # (it may have swallowed a rollback)
+                        self._check_alive(member, wrote=True)
             except LinkLost as lost:
                 self._chain_lost(lost)
                 member.lost = True
@@ -552,12 +611,43 @@ class ClusterEngine:
         member.saved = False
         member.open = True
 
+    def _check_alive(self, member: _Member, *, wrote: bool) -> None:
+        """After a statement of ``member`` failed (``wrote``: after a function of its that may
+        have caught such a failure and gone on writing): is the chain's transaction still open
+        on the server? SQLite rolls a whole transaction back on some errors (``OR ROLLBACK``,
+        ``RAISE(ROLLBACK)``, a full disk), and the driver, which tells ``in_transaction`` from
+        the SQL sent, does not notice: the next member's SAVEPOINT would begin a new
+        transaction and the chain's COMMIT report the lost parts committed. ``BEGIN`` fails
+        inside a transaction; if it succeeds, the chain is gone: every transaction waiting in it
+        is rolled back (told so), and this one is lost (its COMMIT: unknown if ``wrote``)."""
+        if self._chain is None or member.lost or _still_open(self._writer_link):
+            return
+        chain, self._chain = self._chain, None
+        member.lost = True
+        member.unknown = wrote
+        member.open = False
+        for waiting in chain.waiting:
+            waiting.future.set_exception(
+                RolledBack(
+                    "the transaction did not commit: SQLite rolled back the transaction it "
+                    "shared with a later one (whose statement failed); nothing of it took effect"
+                )
+            )
+
     def _member_commits(self, member: _Member, op: _Call) -> None:
         """``op`` (its COMMIT) waits in the chain while another transaction is queued to join
         it and the chain is young; else the chain commits now."""
         chain = self._chain
         if member.lost or chain is None or not member.open:
-            op.future.set_exception(_lost_transaction("its chain was lost"))
+            if member.unknown:
+                op.future.set_exception(
+                    OutcomeUnknown(
+                        "the transaction did not commit as one: SQLite rolled it back while a "
+                        "function of yours ran, which went on and may have written outside it"
+                    )
+                )
+            else:
+                op.future.set_exception(_lost_transaction("its chain was lost"))
             member.open = False
             return
         # (its savepoint is not released: the chain's COMMIT releases them all, and a later
@@ -603,11 +693,16 @@ class ClusterEngine:
             error = _unknown(lost) if lost.ambiguous else _lost_transaction(str(lost))
         except Exception as exc:
             self._writer_link.rollback()
-            error = RolledBack(f"the transaction did not commit: its COMMIT failed: {exc!r}")
-            error.__cause__ = exc
+            error = _commit_error(exc)
+            if not isinstance(error, OutcomeUnknown):
+                error = RolledBack(f"the transaction did not commit: its COMMIT failed: {exc!r}")
+                error.__cause__ = exc
         if chain.waiting:
+            c.batches += 1
             c.batch_sizes.append(len(chain.waiting))
             c.max_batch = max(c.max_batch, len(chain.waiting))
+            if error is None:
+                c.transactions += len(chain.waiting)
         for op in chain.waiting:
             if error is None:
                 op.future.set_result(None)
@@ -649,10 +744,14 @@ class ClusterEngine:
         deadline = _deadline(timeout)
         call = _Call(fn, args, deadline)
         try:
-            self._enqueue_nowait(call)
-        except _Full:
-            await asyncio.to_thread(self._enqueue, call, deadline)
-        return cast(T, await _wait_async(call.future, deadline, "the write"))
+            try:
+                self._enqueue_nowait(call)
+            except _Full:
+                await asyncio.to_thread(self._enqueue, call, deadline)
+            return cast(T, await _wait_async(call.future, deadline, "the write"))
+        except asyncio.CancelledError:
+            call.future.cancel()  # (still queued: withdrawn, never runs; running: it finishes)
+            raise
 
     def _enqueue_nowait(self, item: _Call | _Hold) -> None:
         with self._cond:
@@ -667,14 +766,17 @@ class ClusterEngine:
         self.check()
         deadline = _deadline(timeout)
         hold = _Hold(deadline)
-        self._enqueue(hold, deadline)
-        _wait(hold.granted, deadline, what)
-        lease = ClusterLease(self, hold)
-        if holder is not None:
+        if holder is not None:  # (before any wait: recover() finds it after an interrupt)
             with self._lock:
                 self._holds[id(holder)] = hold
             weakref.finalize(holder, self._forget, id(holder), hold)
-        return lease
+        try:
+            self._enqueue(hold, deadline)
+            _wait(hold.granted, deadline, what)
+        except BaseException:
+            _give_up(hold)
+            raise
+        return ClusterLease(self, hold)
 
     def _forget(self, key: int, hold: _Hold) -> None:
         with self._lock:
@@ -686,22 +788,20 @@ class ClusterEngine:
         with self._lock:
             hold = self._holds.pop(id(holder), None)
         if hold is not None:
-            if not hold.granted.cancel():
-                hold.ops.put(None)
+            _give_up(hold)
 
     async def lease_async(self, timeout: Bound, what: str = "the transaction") -> Any:
         self.check()
         deadline = _deadline(timeout)
         hold = _Hold(deadline)
         try:
-            self._enqueue_nowait(hold)
-        except _Full:
-            await asyncio.to_thread(self._enqueue, hold, deadline)
-        try:
+            try:
+                self._enqueue_nowait(hold)
+            except _Full:
+                await asyncio.to_thread(self._enqueue, hold, deadline)
             await _wait_async(hold.granted, deadline, what)
         except BaseException:
-            if not hold.granted.cancel():  # (granted meanwhile: its tenure ends at once)
-                hold.ops.put(None)
+            _give_up(hold)
             raise
         return AsyncClusterLease(self, hold)
 
@@ -902,6 +1002,46 @@ _NO_TIME_LIMIT = (
 )
 
 
+def _still_open(link: Link) -> bool:
+    """Is the writer's transaction still open on the server (see ``_check_alive``)? ``BEGIN``
+    fails inside one; if it succeeds, SQLite had rolled it back: the new one is rolled back."""
+    try:
+        link.control("BEGIN")
+    except sqlite3.OperationalError as exc:
+        if "within a transaction" in str(exc):
+            return True
+        raise
+    link.rollback()
+    return False
+
+
+def _commit_error(exc: Exception) -> BaseException:
+    """What a failed BEGIN or COMMIT of the writer's means to its callers: ``OutcomeUnknown``
+    when the COMMIT found no transaction (SQLite had rolled it back, and something may have
+    written in autocommit since: no check missed it by design, but say so rather than
+    "rolled back"); else the error itself."""
+    if "no transaction is active" in str(exc):
+        unknown = OutcomeUnknown(f"the COMMIT found no transaction open ({exc}); what ran may or "
+                                 "may not have been applied")  # fmt: skip
+        unknown.__cause__ = exc
+        return unknown
+    return exc
+
+
+def _wrote_outside() -> OutcomeUnknown:
+    return OutcomeUnknown(
+        "the write's outcome is unknown: SQLite rolled back its transaction while your function "
+        "ran, and the function went on (it caught the error) and may have written outside it"
+    )
+
+
+def _give_up(hold: _Hold) -> None:
+    """Its waiter gave up (a timeout, a cancellation, an interrupt): never granted now, or --
+    granted meanwhile -- its tenure ends at once (the writer rolls back and goes on)."""
+    if not hold.granted.cancel():
+        hold.ops.put(None)
+
+
 def _no_limit(limit: Bound) -> None:
     if limit is not None:
         raise Misuse(_NO_TIME_LIMIT)
@@ -1008,7 +1148,6 @@ class ClusterLease:
         self._open = False
         self._ended = True  # (its tenure ends with the COMMIT: nothing more is sent)
         call.future.result(_NO_BOUND)
-        self._engine._counters.transactions += 1
 
     def rollback(self) -> None:
         try:
@@ -1107,7 +1246,6 @@ class AsyncClusterLease:
             self._lost = True
             raise
         self.committed = True
-        self._engine._counters.transactions += 1
 
     def end(self) -> None:
         if not self._ended:

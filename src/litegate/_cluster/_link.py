@@ -188,7 +188,11 @@ OpenSession = Callable[..., Session]
 _OFF_LOOP = ThreadPoolExecutor(1, thread_name_prefix="litegate-dqlite-call")
 
 
-async def dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def dial(
+    address: str,
+) -> tuple[
+    asyncio.StreamReader, asyncio.StreamWriter
+]:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
     """A plain TCP connection with Nagle off. (The driver's own dialer passes
     ``happy_eyeballs_delay``, which uvloop refuses, fails under the eager task factory on
     CPython 3.13.0, and left sockets unclosed in 2 of 3 test runs here.)"""
@@ -200,7 +204,7 @@ async def dial(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
     return reader, writer
 
 
-class DriverSession:
+class DriverSession:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
     """The driver's asyncio connection, run on a private event loop by whichever thread owns
     the link at the moment (``run_until_complete``): one call, no thread hop. The driver's own
     sync API runs each call on a loop thread of its own; measured here (3 loopback nodes,
@@ -281,7 +285,9 @@ class DriverSession:
         self._conn.force_close_transport()
 
 
-def driver_sessions(driver: Any) -> OpenSession:
+def driver_sessions(
+    driver: Any,
+) -> OpenSession:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
     """``open_session`` for the dqlite driver (``dqlitedbapi``): its asyncio connections, and
     its own ``Row`` where litegate's default ``sqlite3.Row`` is asked for (that one takes
     ``sqlite3`` cursors only)."""

@@ -9,9 +9,9 @@ statement and gives it back -- no thread. A session that dies is dropped and the
 again on another, within the caller's deadline (a read takes effect nowhere).
 
 Fields: a pool and its links are used on their loop's thread only (the engine keeps one pool
-per loop, found under its lock); :meth:`LoopReaders.abandon` is the exception, called from
-any thread once the pool is no longer used: it only drops sockets, which the driver allows
-from any thread.
+per loop, found under its lock); the engine's ``close()`` from another thread calls
+:meth:`LoopReaders.abandon` on the pool's loop (``call_soon_threadsafe``) while that loop runs,
+directly once it is closed.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ OpenAsyncSession = Callable[..., AsyncSession]
 """``open_async_session(seed, name, *, timeout, busy_timeout, row_factory)``."""
 
 
-class DriverAsyncSession:
+class DriverAsyncSession:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
     """The driver's asyncio connection, on the loop that opened it."""
 
     def __init__(
@@ -97,7 +97,9 @@ class DriverAsyncSession:
             pass
 
 
-def driver_async_sessions(driver: Any) -> OpenAsyncSession:
+def driver_async_sessions(
+    driver: Any,
+) -> OpenAsyncSession:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
     """``open_async_session`` for the dqlite driver (its ``Row`` for ``sqlite3.Row``)."""
     import sqlite3
 
@@ -256,11 +258,13 @@ class LoopReaders:
             self._waiters.append(waiter)
             try:
                 got = await asyncio.wait_for(waiter, max(deadline - monotonic(), 0.0))
-            except TimeoutError:
+            except BaseException as exc:  # (timed out, or cancelled: as it was handed over?)
                 handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
                 if handed is not None:
-                    self._give_back(handed)  # (handed over as the wait ran out)
-                raise PoolTimeout("no reader connection became free in time") from None
+                    self._give_back(handed)
+                if isinstance(exc, TimeoutError):
+                    raise PoolTimeout("no reader connection became free in time") from None
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -289,7 +293,8 @@ class LoopReaders:
             await link.close()
 
     def abandon(self) -> None:
-        """Drop every session's socket (the pool is no longer used; any thread)."""
+        """Drop every session's socket (the pool is no longer used): on its loop, or with the
+        loop closed."""
         links, self._all, self._idle = list(self._all), set(), []
         for link in links:
             link.drop()
