@@ -1,7 +1,8 @@
 """The dqlite test cluster itself (:mod:`litegate._dqlite_cluster`), driven through the
 ``dqlite-dbapi`` client directly: it forms, serves writes from any seed, elects a new leader
-when the leader dies, takes a restarted node back, and survives a whole-cluster restart.
-These are the guarantees issue 14's backend tests will lean on."""
+when the leader dies and takes a restarted node back. (A whole-cluster restart is tested in
+tests/dqlite/test_engine.py, under one open ``Database``.) These are the guarantees the
+cluster engine's tests lean on."""
 
 from __future__ import annotations
 
@@ -259,39 +260,6 @@ def test_leader_killed_new_leader_elected_restarted_node_catches_up(
     ) as conn:
         assert _rows(conn) == expected
     assert c.voters() == sorted(c.seeds)
-
-
-def test_whole_cluster_stop_and_start_keeps_data(
-    fresh_cluster: Cluster, capsys: pytest.CaptureFixture[str]
-) -> None:
-    c = fresh_cluster
-    db = "restart_all"
-    with _connected(c.seeds, db) as conn:
-        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-        with conn.transaction():
-            for i in range(100):
-                conn.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
-        conn.execute("DELETE FROM t WHERE id % 10 = 0")
-        expected = _rows(conn)
-    assert len(expected) == 90
-
-    stop_started = time.monotonic()
-    c.stop()
-    stopped = time.monotonic() - stop_started
-    assert not c.running and all(n.process and n.process.returncode is not None for n in c.nodes)
-    started_at = time.monotonic()
-    for node in c.nodes:
-        c.restart(node)
-    c.wait_leader()
-    with _connected(c.seeds, db) as conn:
-        assert _rows(conn) == expected
-        conn.execute("INSERT INTO t(v) VALUES ('after')")
-        assert conn.execute("SELECT count(*) FROM t").fetchone() == (91,)
-    _report(
-        capsys,
-        f"whole cluster stopped in {stopped:.2f} s, serving again after "
-        f"{time.monotonic() - started_at:.2f} s",
-    )
 
 
 # -- the fixture's own failure paths (no cluster forms) --------------------------------------
