@@ -77,10 +77,12 @@ ci:
 		PYTEST_ARGS="$(PYTEST_ARGS) $(CI_313_SKIP)"
 
 # Run once, on 3.11, in CI: what neither the interpreter nor the event loop changes -- the
-# wheel, Litestream's binary driven by the CLI, the naive app's failure, a chart, hypothesis's
-# value round trips (~60 s of the 3.13 leg, which gained the dqlite cluster tests: ~70 s).
+# wheel, Litestream's binary driven by the CLI, the naive app's failure, `litegate bench`'s
+# harness and chart, hypothesis's value round trips (~90 s of the 3.13 leg, which gained the
+# dqlite cluster tests: ~50 s).
 CI_313_SKIP = --deselect tests/test_demo_wheel.py --deselect tests/test_litestream.py \
-	--deselect tests/test_naive_app.py --deselect tests/test_bench_runner.py::test_plot_draws_a_png \
+	--deselect tests/test_naive_app.py --deselect tests/test_bench_runner.py \
+	--deselect tests/test_bench.py --deselect tests/test_bench_async.py \
 	--deselect tests/test_hypothesis.py::test_values_round_trip
 
 .PHONY: ci-venv-3.11 ci-venv-3.13

@@ -9,7 +9,8 @@ opened.
 
 from __future__ import annotations
 
-from ._engine import ClusterEngine, load_driver
+from ._driver import load_driver
+from ._engine import ClusterEngine
 from ._link import Link, LinkLost, OpenSession, Outcome, Session, refusal
 from ._url import SCHEME, ClusterAddress, is_cluster, parse
 

@@ -84,12 +84,13 @@ from .._statements import (
 )
 from .._stats import Stats
 from .._types import Args, Bound, Fn, Params
-from ._link import Link, LinkLost, OpenSession, driver_sessions, refuse, replayed
-from ._loop_readers import LoopReaders, OpenAsyncSession, driver_async_sessions
+from ._driver import load_driver
+from ._link import Link, LinkLost, OpenAsyncSession, OpenSession, refuse, replayed
+from ._loop_readers import LoopReaders
 from ._rows import RowsWriter
 from ._url import ClusterAddress, parse
 
-__all__ = ("ClusterEngine", "load_driver")
+__all__ = ("ClusterEngine",)
 
 logger = logging.getLogger("litegate")
 T = TypeVar("T")
@@ -97,22 +98,6 @@ T = TypeVar("T")
 _NO_BOUND = 3600.0
 """The wait used where a caller asked for none (``timeout=None``): a stuck cluster is
 reported within an hour, never waited for forever."""
-
-
-def load_driver() -> tuple[
-    OpenSession, OpenAsyncSession
-]:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
-    """Sessions of the dqlite driver (``dqlitedbapi``) for threads and for event loops, or an
-    ImportError that says how to get it."""
-    try:
-        import dqlitedbapi  # type: ignore[import-not-found,unused-ignore]
-        import dqlitedbapi.aio  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise ImportError(
-            "a dqlite:// database needs the dqlite client: pip install 'litegate[dqlite]' "
-            "(Python >= 3.13; dqlite-dbapi supports no older version)"
-        ) from exc
-    return driver_sessions(dqlitedbapi), driver_async_sessions(dqlitedbapi)
 
 
 def _deadline(timeout: Bound) -> float:

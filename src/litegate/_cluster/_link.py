@@ -2,7 +2,7 @@
 ``sqlite3.Connection``.
 
 A :class:`Link` wraps a :class:`Session` -- the driver's (``dqlitedbapi``) asyncio connection,
-run by :class:`DriverSession` on a private event loop of the calling thread's. It:
+run by :class:`~._driver.DriverSession` on a private event loop of the calling thread's. It:
 
 - opens against the seed addresses in turn (any node answers with the leader; a dead seed is
   skipped), within a deadline: :class:`~litegate.Unavailable` when none leads anywhere;
@@ -19,37 +19,32 @@ borrower). Fields: its owner's.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol, cast
 
 from .._errors import Misuse, Refused, Unavailable
 from ._url import ClusterAddress
 
 __all__ = (
     "LEADER_CODES",
-    "DriverSession",
     "Link",
     "LinkLost",
+    "AsyncSession",
+    "OpenAsyncSession",
     "OpenSession",
     "Outcome",
     "SeedTurns",
     "Session",
     "classify",
-    "dial",
-    "driver_sessions",
     "replayed",
     "refusal",
     "refuse",
     "translate",
 )
 
-T = TypeVar("T")
 
 # SQLITE_IOERR_NOT_LEADER, SQLITE_IOERR_LEADERSHIP_LOST and their legacy codes (dqlitewire's
 # LEADER_ERROR_CODES): the node is no longer the leader -- reopen against the cluster.
@@ -185,133 +180,24 @@ OpenSession = Callable[..., Session]
 """``open_session(seed, name, *, timeout, busy_timeout, row_factory)``."""
 
 
-_OFF_LOOP = ThreadPoolExecutor(1, thread_name_prefix="litegate-dqlite-call")
-
-
-async def dial(
-    address: str,
-) -> tuple[
-    asyncio.StreamReader, asyncio.StreamWriter
-]:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
-    """A plain TCP connection with Nagle off. (The driver's own dialer passes
-    ``happy_eyeballs_delay``, which uvloop refuses, fails under the eager task factory on
-    CPython 3.13.0, and left sockets unclosed in 2 of 3 test runs here.)"""
-    host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return reader, writer
-
-
-class DriverSession:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
-    """The driver's asyncio connection, run on a private event loop by whichever thread owns
-    the link at the moment (``run_until_complete``): one call, no thread hop. The driver's own
-    sync API runs each call on a loop thread of its own; measured here (3 loopback nodes,
-    2 cores), a statement inside a transaction took 0.66-0.92 ms that way and 0.44-0.53 ms
-    this way. A caller on a thread whose event loop is running (a sync ``Database`` call made
-    on an event loop: it blocks that loop anyway) has the call run on a helper thread."""
-
-    def __init__(
-        self,
-        aio: Any,
-        seed: str,
-        name: str,
-        *,
-        timeout: float,
-        busy_timeout: float,
-        row_factory: Callable[..., Any] | None,
-    ) -> None:
-        self._loop = asyncio.SelectorEventLoop()  # (the stdlib's: see dial)
-        self._conn = aio.connect(
-            seed, database=name, timeout=timeout, busy_timeout=busy_timeout, dial_func=dial
-        )
-        if row_factory is not None:
-            self._conn.row_factory = row_factory
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return self._loop.run_until_complete(coro)
-        return _OFF_LOOP.submit(self._loop.run_until_complete, coro).result()
+class AsyncSession(Protocol):
+    """One wire session to the leader on the running loop (the driver's, or a stand-in)."""
 
     @property
-    def closed(self) -> bool:
-        return bool(self._conn.closed)
+    def closed(self) -> bool: ...
 
-    @property
-    def in_transaction(self) -> bool:
-        return bool(self._conn.in_transaction)
+    async def connect(self) -> None: ...
 
-    def connect(self) -> None:
-        self._run(self._conn.connect())
+    async def run(self, sql: str, params: Any, many: bool) -> Outcome: ...
 
-    def run(self, sql: str, params: Any, many: bool) -> Outcome:
-        return self._run(self._statement(sql, params, many))
-
-    async def _statement(self, sql: str, params: Any, many: bool) -> Outcome:
-        cur = self._conn.cursor()
-        try:
-            if many:
-                await cur.executemany(sql, params)
-            else:
-                await cur.execute(sql, params)
-            rows = await cur.fetchall() if cur.description is not None else []
-            return Outcome(cur.description, rows, cur.rowcount, cur.lastrowid)
-        finally:
-            cur.close()
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        try:
-            self._run(self._conn.close())
-        finally:
-            self._loop.close()
+    async def close(self) -> None: ...
 
     def force_close(self) -> None:
-        if self._loop.is_closed():
-            return
-        try:  # (on its loop: the driver then drops the socket at once, not in a callback
-            # scheduled on a loop that would never run again -- an unclosed socket)
-            self._run(self._drop())
-        except Exception:  # (it is being discarded)
-            pass
-        finally:
-            self._loop.close()
-
-    async def _drop(self) -> None:
-        self._conn.force_close_transport()
+        """Drop the socket now; from any thread; never raises."""
 
 
-def driver_sessions(
-    driver: Any,
-) -> OpenSession:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
-    """``open_session`` for the dqlite driver (``dqlitedbapi``): its asyncio connections, and
-    its own ``Row`` where litegate's default ``sqlite3.Row`` is asked for (that one takes
-    ``sqlite3`` cursors only)."""
-
-    def open_session(
-        seed: str,
-        name: str,
-        *,
-        timeout: float,
-        busy_timeout: float,
-        row_factory: Callable[..., Any] | None,
-    ) -> Session:
-        if row_factory is sqlite3.Row:
-            row_factory = driver.Row
-        return DriverSession(
-            driver.aio,
-            seed,
-            name,
-            timeout=timeout,
-            busy_timeout=busy_timeout,
-            row_factory=row_factory,
-        )
-
-    return open_session
+OpenAsyncSession = Callable[..., AsyncSession]
+"""``open_async_session(seed, name, *, timeout, busy_timeout, row_factory)``."""
 
 
 def classify(exc: Exception, closed: bool, commit: bool) -> BaseException:

@@ -18,111 +18,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from time import monotonic
-from typing import Any, Protocol
+from typing import Any
 
 from .._errors import PoolTimeout, Unavailable
-from ._link import LinkLost, Outcome, SeedTurns, classify, dial, refuse
+from ._link import AsyncSession, LinkLost, OpenAsyncSession, Outcome, SeedTurns, classify, refuse
 from ._url import ClusterAddress
 
-__all__ = ("AsyncLink", "AsyncSession", "LoopReaders", "OpenAsyncSession", "driver_async_sessions")
-
-
-class AsyncSession(Protocol):
-    """One wire session to the leader on the running loop (the driver's, or a stand-in)."""
-
-    @property
-    def closed(self) -> bool: ...
-
-    async def connect(self) -> None: ...
-
-    async def run(self, sql: str, params: Any, many: bool) -> Outcome: ...
-
-    async def close(self) -> None: ...
-
-    def force_close(self) -> None:
-        """Drop the socket now; from any thread; never raises."""
-
-
-OpenAsyncSession = Callable[..., AsyncSession]
-"""``open_async_session(seed, name, *, timeout, busy_timeout, row_factory)``."""
-
-
-class DriverAsyncSession:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
-    """The driver's asyncio connection, on the loop that opened it."""
-
-    def __init__(
-        self,
-        aio: Any,
-        seed: str,
-        name: str,
-        *,
-        timeout: float,
-        busy_timeout: float,
-        row_factory: Callable[..., Any] | None,
-    ) -> None:
-        self._conn = aio.connect(
-            seed, database=name, timeout=timeout, busy_timeout=busy_timeout, dial_func=dial
-        )
-        if row_factory is not None:
-            self._conn.row_factory = row_factory
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._conn.closed)
-
-    async def connect(self) -> None:
-        await self._conn.connect()
-
-    async def run(self, sql: str, params: Any, many: bool) -> Outcome:
-        cur = self._conn.cursor()
-        try:
-            if many:
-                await cur.executemany(sql, params)
-            else:
-                await cur.execute(sql, params)
-            rows = await cur.fetchall() if cur.description is not None else []
-            return Outcome(cur.description, rows, cur.rowcount, cur.lastrowid)
-        finally:
-            cur.close()
-
-    async def close(self) -> None:
-        await self._conn.close()
-
-    def force_close(self) -> None:
-        try:
-            self._conn.force_close_transport()
-        except Exception:  # (it is being discarded)
-            pass
-
-
-def driver_async_sessions(
-    driver: Any,
-) -> OpenAsyncSession:  # pragma: no cover  (the dqlite driver: Python >= 3.13, tests/dqlite)
-    """``open_async_session`` for the dqlite driver (its ``Row`` for ``sqlite3.Row``)."""
-    import sqlite3
-
-    def open_async_session(
-        seed: str,
-        name: str,
-        *,
-        timeout: float,
-        busy_timeout: float,
-        row_factory: Callable[..., Any] | None,
-    ) -> AsyncSession:
-        if row_factory is sqlite3.Row:
-            row_factory = driver.Row
-        return DriverAsyncSession(
-            driver.aio,
-            seed,
-            name,
-            timeout=timeout,
-            busy_timeout=busy_timeout,
-            row_factory=row_factory,
-        )
-
-    return open_async_session
+__all__ = ("AsyncLink", "LoopReaders")
 
 
 class AsyncLink:
