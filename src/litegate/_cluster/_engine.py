@@ -934,32 +934,15 @@ class ClusterEngine:
     # ---- stats -------------------------------------------------------------------------------
 
     def stats(self) -> Stats:
-        c = self._counters
-        sizes = list(c.batch_sizes)
-        holds = list(c.lane_holds)
         with self._lock:
             depth = len(self._queue)
             opened, idle = self._opened, len(self._idle)
             reads, waits, timeouts = self._reads, self._pool_waits, self._pool_timeouts
         return Stats(
+            **self._counters.figures(),  # (no busy, checkpoint or WAL figures: the cluster's)
             queue_depth=depth,
             queue_capacity=self.opts.queue_size,
-            batches=c.batches,
-            jobs_ok=c.jobs_ok,
-            jobs_failed=c.jobs_failed,
-            max_batch_size=c.max_batch,
-            mean_batch_size=round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
-            write_p50_ms=_ms(c.write_latency, 0.5),
-            write_p99_ms=_ms(c.write_latency, 0.99),
-            read_p50_ms=_ms(c.read_latency, 0.5),
-            read_p99_ms=_ms(c.read_latency, 0.99),
             reads=reads,
-            transactions=c.transactions,
-            lane_wait_p50_ms=_ms(c.lane_wait, 0.5),
-            lane_wait_p99_ms=_ms(c.lane_wait, 0.99),
-            lane_hold_p99_ms=_ms(holds, 0.99),
-            lane_hold_max_ms=round(max(holds, default=0.0) * 1000.0, 3),
-            long_holds=c.long_holds,
             readers_mode="dqlite",
             pool_size=int(self.opts.readers),
             pool_open=opened,
@@ -968,12 +951,6 @@ class ClusterEngine:
             pool_waits=waits,
             pool_timeouts=timeouts,
             pool_wait_p99_ms=0.0,
-            busy_retries=0,
-            busy_timeouts=0,
-            busy_wait_max_ms=0.0,
-            checkpoints=0,
-            wal_bytes=0,
-            wal_warnings=0,
         )
 
 
@@ -1038,13 +1015,6 @@ def _unknown(lost: LinkLost) -> OutcomeUnknown:
         f"under way ({lost}); the write may or may not have been applied -- check before "
         "repeating it"
     )
-
-
-def _ms(samples: Any, q: float) -> float:
-    values: list[float] = sorted(samples)
-    if not values:
-        return 0.0
-    return round(values[min(int(q * len(values)), len(values) - 1)] * 1000.0, 3)
 
 
 def _wait(fut: cf.Future[Any], deadline: float, what: str) -> Any:

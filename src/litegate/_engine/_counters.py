@@ -1,7 +1,8 @@
 """The engine's live counters, and who may write each.
 
-Shared fields and their guards (the whole contract; :meth:`LocalEngine.stats` reads every field
-without a lock, so a snapshot may be a moment stale, never torn):
+Shared fields and their guards (the whole contract; :meth:`Counters.figures`, for an engine's
+``stats()``, reads every field without a lock, so a snapshot may be a moment stale, never
+torn):
 
 ===========================  ==========================================  ========================
 field                        written by                                  guard
@@ -28,8 +29,11 @@ of a reader, updated by its borrower at release; the lane's ``reads``, by the la
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
-__all__ = ("WINDOW", "Counters")
+from .._stats import percentile
+
+__all__ = ("WINDOW", "Counters", "ms")
 
 WINDOW = 4096
 """Latency samples kept per kind (the most recent ones)."""
@@ -76,3 +80,37 @@ class Counters:
         self.read_latency: deque[float] = deque(maxlen=WINDOW)
         self.lane_wait: deque[float] = deque(maxlen=WINDOW)
         self.lane_holds: deque[float] = deque(maxlen=WINDOW)
+
+    def figures(self) -> dict[str, Any]:
+        """The :class:`~litegate.Stats` fields these counters give (the rest are the engine's:
+        queue, pool, mode), read without a lock as the module docstring says."""
+        sizes = list(self.batch_sizes)
+        holds = list(self.lane_holds)
+        return {
+            "batches": self.batches,
+            "jobs_ok": self.jobs_ok,
+            "jobs_failed": self.jobs_failed,
+            "max_batch_size": self.max_batch,
+            "mean_batch_size": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+            "write_p50_ms": ms(self.write_latency, 0.5),
+            "write_p99_ms": ms(self.write_latency, 0.99),
+            "read_p50_ms": ms(self.read_latency, 0.5),
+            "read_p99_ms": ms(self.read_latency, 0.99),
+            "transactions": self.transactions,
+            "lane_wait_p50_ms": ms(self.lane_wait, 0.5),
+            "lane_wait_p99_ms": ms(self.lane_wait, 0.99),
+            "lane_hold_p99_ms": ms(holds, 0.99),
+            "lane_hold_max_ms": round(max(holds, default=0.0) * 1000.0, 3),
+            "long_holds": self.long_holds,
+            "busy_retries": self.busy_retries,
+            "busy_timeouts": self.busy_timeouts,
+            "busy_wait_max_ms": round(self.busy_wait_max * 1000.0, 3),
+            "checkpoints": self.checkpoints,
+            "wal_bytes": self.wal_bytes,
+            "wal_warnings": self.wal_warnings,
+        }
+
+
+def ms(samples: Any, q: float) -> float:
+    """The q-quantile of ``samples`` (seconds), in milliseconds."""
+    return round(percentile(list(samples), q) * 1000.0, 3)

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from .._config import Options
 from .._errors import Misuse
 from .._statements import run_execute, run_query
-from .._stats import Stats, percentile
+from .._stats import Stats
 from .._types import Args, Bound, Fn, Params
 from . import _fork
 from ._async_lease import AsyncLaneLease, in_own_transaction, take_async
@@ -46,7 +46,7 @@ from ._async_read import AsyncPooledRead
 from ._authorizer import refuse_plain_savepoints
 from ._bridge import MISS, await_job, borrow, run_inline, submit, wait_briefly
 from ._connection import run_limited
-from ._counters import Counters
+from ._counters import Counters, ms
 from ._jobs import READ, WRITE, AsyncJob, Job
 from ._lane import WriteLane
 from ._lease import LaneLease, NestedRead, PooledRead
@@ -66,10 +66,6 @@ _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 _ABANDONED: list[object] = []  # connections in use at a fork, in the child: never closed
 _EXIT_CLOSE_TIMEOUT = 5.0
 _PER_THREAD_READERS = 4  # reader threads (and side-pool size) for async use in per-thread mode
-
-
-def _ms(samples: Any, q: float) -> float:
-    return round(percentile(list(samples), q) * 1000.0, 3)
 
 
 class LocalEngine:
@@ -557,29 +553,12 @@ class LocalEngine:
         )
 
     def stats(self) -> Stats:
-        c = self._counters
         pool = self._pool
-        sizes = list(c.batch_sizes)
-        holds = list(c.lane_holds)
         return Stats(
+            **self._counters.figures(),
             queue_depth=self._lane.depth,
             queue_capacity=self.opts.queue_size,
-            batches=c.batches,
-            jobs_ok=c.jobs_ok,
-            jobs_failed=c.jobs_failed,
-            max_batch_size=c.max_batch,
-            mean_batch_size=round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
-            write_p50_ms=_ms(c.write_latency, 0.5),
-            write_p99_ms=_ms(c.write_latency, 0.99),
-            read_p50_ms=_ms(c.read_latency, 0.5),
-            read_p99_ms=_ms(c.read_latency, 0.99),
             reads=self._lane.reads + sum(p.reads for p in self._pools()),
-            transactions=c.transactions,
-            lane_wait_p50_ms=_ms(c.lane_wait, 0.5),
-            lane_wait_p99_ms=_ms(c.lane_wait, 0.99),
-            lane_hold_p99_ms=_ms(holds, 0.99),
-            lane_hold_max_ms=round(max(holds, default=0.0) * 1000.0, 3),
-            long_holds=c.long_holds,
             readers_mode="lane" if pool is None else pool.mode,
             pool_size=0 if pool is None else pool.size,
             pool_open=0 if pool is None else pool.open_count,
@@ -587,11 +566,5 @@ class LocalEngine:
             pool_waiting=0 if pool is None else pool.waiting,
             pool_waits=0 if pool is None else pool.waits,
             pool_timeouts=0 if pool is None else pool.timeouts,
-            pool_wait_p99_ms=0.0 if pool is None else _ms(pool.wait_times, 0.99),
-            busy_retries=c.busy_retries,
-            busy_timeouts=c.busy_timeouts,
-            busy_wait_max_ms=round(c.busy_wait_max * 1000.0, 3),
-            checkpoints=c.checkpoints,
-            wal_bytes=c.wal_bytes,
-            wal_warnings=c.wal_warnings,
+            pool_wait_p99_ms=0.0 if pool is None else ms(pool.wait_times, 0.99),
         )
