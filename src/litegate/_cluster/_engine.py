@@ -35,7 +35,6 @@ a reader ``Link``      its borrower, between ``_borrow`` and ``_give_back``
 ``_counters``          the writer thread (batches, jobs, transactions, holds); latencies
                        by ``deque.append`` from any caller
 ``_reads``,            ``_lock``
-``_failovers``,
 ``_pool_waits``,
 ``_pool_timeouts``
 =====================  ===========================================================
@@ -226,7 +225,6 @@ class ClusterEngine:
         self._idle: list[Link] = []
         self._opened = 0
         self._reads = 0
-        self._failovers = 0
         self._pool_waits = 0
         self._pool_timeouts = 0
         self._counters = Counters()
@@ -257,9 +255,6 @@ class ClusterEngine:
         )
 
     def _on_open(self, link: Link) -> None:
-        if link.opens > 1:
-            with self._lock:
-                self._failovers += 1
         for key, value in self.opts.pragmas.items():
             link.control(f"PRAGMA {key} = {value}")
         if self.opts.on_connect is not None:

@@ -351,7 +351,6 @@ class Link:
         self._on_open = on_open
         self._conn: Session | None = None
         self._next_seed = 0  # the seed to try first (the last one that worked)
-        self.opens = 0  # times it (re)opened
         self.total_changes = 0  # rows changed through it (sqlite3's attribute)
 
     @property
@@ -390,7 +389,6 @@ class Link:
                     continue
                 self._conn = conn
                 self._next_seed = at
-                self.opens += 1
                 if self._on_open is not None:
                     self._on_open(self)
                 return
