@@ -584,3 +584,19 @@ def test_an_interrupted_lease_request_never_makes_its_caller_the_owner(
         assert caller["owner"] != caller["ident"] and caller["held_by"] is None
         db.execute("INSERT INTO t VALUES (1)", timeout=5)  # the lane is not stranded
         assert db.query_value("SELECT count(*) FROM t") == 1
+
+
+def test_close_with_no_time_left_still_waits_for_the_writer_to_let_go_of_the_file(
+    db_path: str,
+) -> None:
+    """Regression: close(timeout=0) returned while the writer thread still had the file open;
+    its final checkpoint then ran after the caller had deleted the file and made a new one at
+    the same path, and deleted that file's WAL (the drop-in's CPython conformance run lost a
+    committed table under load). The timeout bounds waiting for queued writes, not the
+    writer's own short shutdown."""
+    for _ in range(20):
+        db = litegate.connect(db_path)
+        db.execute("CREATE TABLE IF NOT EXISTS t(x)")
+        db.execute("INSERT INTO t VALUES (1)")
+        db.close(timeout=0)
+        assert not Path(db_path + "-wal").exists()  # checkpointed and removed by the last close

@@ -7,11 +7,13 @@ import gc
 import logging
 import sqlite3 as std
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import litegate.sqlite3 as sqlite3
+from litegate._engine._lane_writer import LaneWriter
 
 
 @pytest.fixture
@@ -281,3 +283,45 @@ def test_a_with_clauses_insert_sets_the_threads_last_row_id_as_sqlite3_does(path
     finally:
         con.close()
         std_con.close()
+
+
+def test_a_dropped_connection_lets_go_of_the_file_before_it_is_opened_again(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a connection dropped without close() (``__del__``) closed its engine later,
+    on the writer thread; a test suite that then deleted the file and connected again found
+    its new table gone ("no such table") or "locking protocol": the old engine's late close
+    checkpointed into and removed the new file's WAL. The standard module closes a dropped
+    connection at once; connect() now waits for the old engine first. (The writer's shutdown
+    is slowed down here as a loaded machine slows it.)"""
+    shutdown = LaneWriter._shutdown
+
+    def slow_shutdown(self: LaneWriter) -> None:
+        time.sleep(0.1)
+        shutdown(self)
+
+    monkeypatch.setattr(LaneWriter, "_shutdown", slow_shutdown)
+    for i in range(4):
+        con = sqlite3.connect(path, timeout=0)
+        con.execute("CREATE TABLE t(x)")
+        con.execute("INSERT INTO t VALUES (?)", (i,))
+        con.commit()
+        con.execute("UPDATE t SET x = -1")  # (left open: dropped with the connection)
+        del con
+        gc.collect()
+        Path(path).unlink()
+        again = sqlite3.connect(path, timeout=0)
+        try:
+            again.execute("CREATE TABLE t(x)")
+            again.execute("INSERT INTO t VALUES (?)", (i,))
+            again.commit()
+            time.sleep(0.2)  # (the old engine's late close, if it was late, is over)
+            assert again.execute("SELECT x FROM t").fetchall() == [(i,)]
+        finally:
+            again.close()
+        check = std.connect(path)  # (what is in the file once every connection closed)
+        try:
+            assert check.execute("SELECT x FROM t").fetchall() == [(i,)]
+        finally:
+            check.close()
+        Path(path).unlink()

@@ -25,6 +25,9 @@ __all__ = ("LaneWriter",)
 logger = logging.getLogger("litegate")
 
 _SHUTDOWN_CHECKPOINT_SECONDS = 2.0
+# close() waits this much beyond the final checkpoint's bound for the writer to finish the
+# batch it runs and close its connection (when no caller's transaction holds the lane).
+_SHUTDOWN_SLACK_SECONDS = 3.0
 # A writer thread stopping on an error waits this long for a thread or task holding the lane to
 # give it back before it closes the connection: closing a sqlite3 connection another thread is
 # using crashes the interpreter (measured: a segfault in the holder's COMMIT).
@@ -42,20 +45,39 @@ class LaneWriter(LaneLoop):
         if self._thread is threading.current_thread():
             return  # the writer itself, stopping (after request_close): it drained the queue
         self._thread.join(max(0.0, deadline - monotonic()))
+        if not self._thread.is_alive():
+            return
+        with self._lock:
+            left = list(self._queue)
+            self._queue.clear()
+            held = self._held_by_caller()
+        for job in left:
+            job.finish(error=Closed("the database was closed before this write ran"))
+        flush(self.outbox)
+        if not held:
+            # Its own shutdown (the batch it runs, the final checkpoint, closing the file) is
+            # bounded: wait for it, whatever the timeout. Returning while the writer still
+            # has the file open let a caller delete the file and open a new one at the same
+            # path -- then this late close checkpointed into and deleted the new file's WAL
+            # (measured: the drop-in closed with timeout=0 lost committed tables).
+            self._thread.join(_SHUTDOWN_CHECKPOINT_SECONDS + _SHUTDOWN_SLACK_SECONDS)
         if self._thread.is_alive():
-            with self._lock:
-                left = list(self._queue)
-                self._queue.clear()
-            for job in left:
-                job.finish(error=Closed("the database was closed before this write ran"))
-            flush(self.outbox)
             logger.warning(
                 "litegate: writer for %s did not finish within the close timeout (%s); "
-                "%d queued job(s) failed with Closed",
+                "%d queued job(s) failed with Closed; its connection closes when it does",
                 self.opts.name,
                 self._hold_text(),
                 len(left),
             )
+
+    def _held_by_caller(self) -> bool:
+        """(``_lock`` held) Does a thread or task other than the writer hold the lane? (Its
+        transaction ends when its caller says: the writer waits for it before stopping.)"""
+        return (
+            self.owner is not None
+            or self._async_holder is not None
+            or self.user not in (None, self._thread.ident)
+        )
 
     def request_close(self, then: Callable[[], None]) -> None:
         """Ask the writer to drain the queue and stop, then call ``then()`` on its thread.
@@ -385,13 +407,8 @@ class LaneWriter(LaneLoop):
         """Writer thread, stopping: wait until no thread or task holds the lane (only after a
         failure can one still hold it: a normal stop waits for the lane to be idle). Its
         writes and queued statements have failed already, so it ends its turn soon."""
-        me = get_ident()
         with self._lock:
-            while (
-                self.owner is not None
-                or self._async_holder is not None
-                or self.user not in (None, me)  # (a thread caller or a loop on the lane)
-            ):
+            while self._held_by_caller():
                 if monotonic() >= deadline:
                     return False
                 self._inactive.wait(0.05)

@@ -5,6 +5,7 @@ the user functions registered on it.
 shared field             guard
 =======================  =================================================================
 ``_engines``             ``_lock`` (connect and close of any drop-in connection)
+``_closing``             ``_lock``
 ``Shared.users``         ``_lock``
 ``Hooks._items``,        ``Hooks._lock``; ``version`` is also read without it on every
 ``Hooks.version``,       statement (a stale read only misses a registration made at the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -40,6 +42,11 @@ _lock = threading.Lock()
 _engines: dict[tuple[str, int], Shared] = {}
 # (path as given, uri, detect_types) -> an engine of _engines (see _remember); guarded by _lock
 _given: dict[tuple[str, bool, int], Shared] = {}
+# key -> an engine its last connection's __del__ began to close (it closes on its writer
+# thread); gone once the engine is; guarded by _lock
+_closing: weakref.WeakValueDictionary[tuple[str, int], Engine] = weakref.WeakValueDictionary()
+# attach() waits at most this long for such an engine to let go of the file
+_CLOSING_WAIT_SECONDS = 10.0
 
 
 class Hooks:
@@ -146,6 +153,8 @@ def attach(
         return shared
     name = _key(path, uri)
     key = None if name is None else (name, detect_types)
+    if key is not None:
+        _wait_closed(key)
     fields: dict[str, Any] = {
         "timeout": timeout,
         "busy_timeout": timeout,
@@ -175,6 +184,18 @@ def attach(
     if not mine:
         engine.close()
     return shared
+
+
+def _wait_closed(key: tuple[str, int]) -> None:
+    """Let an engine of ``key`` that is still closing (its last connection was dropped, not
+    closed) finish first. The standard module closes a dropped connection at once; an engine
+    closes on its writer thread, later -- and if the file was deleted and made anew meanwhile,
+    that late close checkpoints into and deletes the new file's WAL (measured: a test suite
+    that drops connections and deletes the file lost committed tables)."""
+    with _lock:
+        old = _closing.pop(key, None)
+    if old is not None:
+        old.close(_CLOSING_WAIT_SECONDS)  # (takes the close over, or waits for whoever has it)
 
 
 def _remember(path: str, uri: bool, detect_types: int, shared: Shared) -> None:
@@ -294,6 +315,8 @@ def detach(shared: Shared, timeout: float | None, *, wait: bool = True) -> None:
             del _engines[shared.key]
             for given in [k for k, v in _given.items() if v is shared]:
                 del _given[given]
+        if last and not wait and shared.key is not None:
+            _closing[shared.key] = shared.engine  # (attach waits for it: _wait_closed)
     if last:
         if wait:
             shared.engine.close(timeout)
