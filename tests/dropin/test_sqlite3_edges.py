@@ -6,13 +6,17 @@ from __future__ import annotations
 import gc
 import logging
 import sqlite3 as std
+import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 import litegate.sqlite3 as sqlite3
+from helpers import wait_for
+from litegate._engine import live
 from litegate._engine._lane_writer import LaneWriter
 
 
@@ -307,8 +311,10 @@ def test_a_dropped_connection_lets_go_of_the_file_before_it_is_opened_again(
         con.execute("INSERT INTO t VALUES (?)", (i,))
         con.commit()
         con.execute("UPDATE t SET x = -1")  # (left open: dropped with the connection)
-        del con
-        gc.collect()
+        with warnings.catch_warnings():  # (3.13+: "unclosed database", as sqlite3 warns)
+            warnings.simplefilter("ignore", ResourceWarning)
+            del con
+            gc.collect()
         Path(path).unlink()
         again = sqlite3.connect(path, timeout=0)
         try:
@@ -325,3 +331,32 @@ def test_a_dropped_connection_lets_go_of_the_file_before_it_is_opened_again(
         finally:
             check.close()
         Path(path).unlink()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="sqlite3 warns of unclosed ones since 3.13")
+def test_a_dropped_connection_lets_go_even_when_its_warning_is_an_error(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (3.13, warnings as errors, as this suite runs): the "unclosed database"
+    warning raised out of ``__del__`` before the engine was let go of; it stayed open with the
+    dropped connection's transaction, and the thread's next connection to the file was refused
+    every write (the thread still held the lane)."""
+    seen: list[type[BaseException]] = []  # (only the type: its traceback holds the connection)
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_type))
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.execute("INSERT INTO t VALUES (1)")  # (left open: dropped with the connection)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        del con
+        gc.collect()
+    assert seen == [ResourceWarning]
+    wait_for(lambda: not [e for e in live() if e.open_in_this_process], what="its engine to close")
+    again = sqlite3.connect(path)
+    try:
+        again.execute("INSERT INTO t VALUES (2)")
+        again.commit()
+        assert again.execute("SELECT x FROM t").fetchall() == [(2,)]
+    finally:
+        again.close()

@@ -221,11 +221,16 @@ class Connection(ConnectionCore):
         shared = getattr(self, "_shared", None)
         if shared is not None and not self._closed:
             self._closed = True
-            if sys.version_info >= (3, 13):  # (as sqlite3 warns since 3.13)
-                warnings.warn(
-                    f"unclosed database in {self!r}", ResourceWarning, source=self, stacklevel=1
-                )
-            detach(shared, 0, wait=False)
+            try:
+                if sys.version_info >= (3, 13):  # (as sqlite3 warns since 3.13)
+                    warnings.warn(
+                        f"unclosed database in {self!r}",
+                        ResourceWarning,
+                        source=self,
+                        stacklevel=1,
+                    )
+            finally:  # (the warning may be an error: the engine is let go of all the same)
+                detach(shared, 0, wait=False)
 
     def __call__(self, *args: str) -> _Statement:
         """A statement object (sqlite3 compiles it here; litegate checks its text only)."""
