@@ -26,6 +26,26 @@ READ_MODES = [
 ]
 
 
+def _chosen(variable: str, params: list[Any]) -> list[Any]:
+    """``params`` (pytest.param, each with an id), only those whose ids ``variable`` names
+    (comma-separated) when it is set: CI runs some on one interpreter only, to stay in its
+    time budget (see the Makefile's ``ci``). An unknown name fails the run."""
+    chosen = os.environ.get(variable, "").strip()
+    if not chosen:
+        return params
+    wanted = {name.strip() for name in chosen.split(",") if name.strip()}
+    known = {p.id for p in params}
+    if wanted - known:
+        raise pytest.UsageError(
+            f"{variable} names ones not available here: {sorted(wanted - known)} "
+            f"(available: {sorted(str(k) for k in known)})"
+        )
+    return [p for p in params if p.id in wanted]
+
+
+READ_MODES = _chosen("LITEGATE_READ_MODES", READ_MODES)
+
+
 def _eager_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio.new_event_loop()
     loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
@@ -48,16 +68,8 @@ if importlib.util.find_spec("uvloop") is not None:
 if sys.version_info >= (3, 12):
     ASYNC_BACKENDS.append(pytest.param(("asyncio", {"loop_factory": _eager_loop}), id="eager"))
 # LITEGATE_LOOPS=asyncio,eager keeps only those (CI runs each loop once across its two
-# interpreters, to stay in its time budget: see the Makefile's `ci`). An unknown name fails.
-if _chosen := os.environ.get("LITEGATE_LOOPS", "").strip():
-    _wanted = {name.strip() for name in _chosen.split(",") if name.strip()}
-    _known = {p.id for p in ASYNC_BACKENDS}
-    if _wanted - _known:
-        raise pytest.UsageError(
-            f"LITEGATE_LOOPS names loops not available here: {sorted(_wanted - _known)} "
-            f"(available: {sorted(str(k) for k in _known)})"
-        )
-    ASYNC_BACKENDS = [p for p in ASYNC_BACKENDS if p.id in _wanted]
+# interpreters); LITEGATE_READ_MODES=readers=2 likewise.
+ASYNC_BACKENDS = _chosen("LITEGATE_LOOPS", ASYNC_BACKENDS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
