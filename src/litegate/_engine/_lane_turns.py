@@ -359,7 +359,8 @@ class LaneTurns(LaneState):
         if not direct:
             return
         logger.warning(
-            "litegate: a transaction on %s was left without its end (interrupted as its block "
+            "litegate: a transaction on %s was left without its end (what held it is gone: a "
+            "connection dropped with its transaction open, or a block interrupted as it "
             "ended, e.g. by Ctrl-C); rolled it back and gave the write lane back",
             self.opts.name,
         )
