@@ -132,7 +132,7 @@ def test_every_write_acknowledged_before_a_sync_is_restored(
     """4 threads and 4 asyncio tasks write through one litegate engine while Litestream
     replicates; every write acknowledged before ``sync()`` returned is in a restore made after
     it, with its content, and a restore holds no row that was never written."""
-    db = litegate.connect(replication.db, checkpoints="passive", checkpoint_idle=0.02)
+    db = litegate.connect(replication.db, checkpoints="off", checkpoint_idle=0.02)
     acked: dict[int, str] = {}  # id -> value, once execute() returned (after COMMIT)
     lock = threading.Lock()
     stop = threading.Event()
@@ -228,7 +228,7 @@ def test_truncate_checkpoints_behind_litestreams_back_lose_nothing(
 def test_follow_mode_replica_serves_a_new_row_within_a_bound(
     tmp_path: Path, replication: Replication
 ) -> None:
-    db = litegate.connect(replication.db, checkpoints="passive")
+    db = litegate.connect(replication.db, checkpoints="off")
     follower: subprocess.Popen[bytes] | None = None
     out = tmp_path / "follower.db"
     try:
@@ -274,7 +274,7 @@ def test_follow_mode_replica_serves_a_new_row_within_a_bound(
 
 _APP = """
 import sys, litegate
-db = litegate.connect(sys.argv[1], checkpoints="passive")
+db = litegate.connect(sys.argv[1], checkpoints="off")
 db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
 for i in range(500):
     db.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
@@ -301,7 +301,7 @@ def test_cli_replicate_runs_the_app_syncs_its_last_writes_and_returns_its_status
         env=env,
     )
     assert done.returncode == 3, done.stderr
-    assert 'checkpoints="passive"' in done.stderr
+    assert 'checkpoints="off"' in done.stderr
     assert cli.main(["restore", str(replica), "-o", str(tmp_path / "restored.db")]) == 0
     conn = sqlite3.connect(tmp_path / "restored.db")
     try:
@@ -327,7 +327,7 @@ def test_cli_replicate_forwards_sigterm_and_exits_with_litestreams_status(tmp_pa
     try:
         wait_for(lambda: "(pid " in err.read_text(), 30, "litegate replicate's start line")
         started = err.read_text()  # printed once Litestream is ready
-        assert 'checkpoints="passive"' in started, started
+        assert 'checkpoints="off"' in started, started
         litestream_pid = int(started.split("(pid ", 1)[1].split(")", 1)[0])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, err.read_text()
@@ -384,3 +384,56 @@ def test_cli_replicate_stops_the_app_when_litestream_dies(tmp_path: Path) -> Non
             if pid is not None and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a child whose parent died waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@needs_litestream
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_cli_replicate_killed_outright_takes_litestream_and_the_app_with_it(
+    tmp_path: Path,
+) -> None:
+    """``litegate replicate`` SIGKILLed (no handler runs): Litestream and the application
+    get SIGTERM from the kernel and end, instead of Litestream replicating on with nobody to
+    stop it (a second ``litegate replicate`` would run two on one database) and the app
+    running unreplicated."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    pid_file = tmp_path / "app.pid"
+    app = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+    ]
+    argv = [sys.executable, "-m", "litegate", "replicate", str(tmp_path / "app.db")]
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [*argv, "--to", str(tmp_path / "replica"), "--", *app],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+        )
+    pids: list[int] = []
+    try:
+        wait_for(lambda: "(pid " in err.read_text(), 30, "litegate replicate's start line")
+        pids.append(int(err.read_text().split("(pid ", 1)[1].split(")", 1)[0]))
+        wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", 30, "the app's pid")
+        pids.append(int(pid_file.read_text()))
+        assert all(_running(pid) for pid in pids)
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: not any(_running(pid) for pid in pids), 15, "Litestream and the app")
+    finally:
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -9,7 +9,7 @@ command-line front end is :mod:`litegate._litestream_cli`.
 
 Litestream owns the checkpoints of the file it replicates: it keeps a read transaction open so
 that nobody else resets the WAL, and checkpoints itself. The application opens the database
-with ``litegate.connect(path, checkpoints="passive")`` (:data:`CONNECT_HINT`; docs/litestream.md
+with ``litegate.connect(path, checkpoints="off")`` (:data:`CONNECT_HINT`; docs/litestream.md
 has the measurements behind it).
 
 Who runs what: :class:`Replication` is used by one thread (the CLI's main thread, a test); the
@@ -19,6 +19,7 @@ reaches litegate once and litegate forwards it (:func:`supervise`).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -50,9 +51,10 @@ DEFAULT_SYNC_INTERVAL = "1s"
 """How often Litestream ships new WAL pages to the replica (its own default)."""
 DEFAULT_START_TIMEOUT = 10.0
 DEFAULT_STOP_TIMEOUT = 10.0
-CONNECT_HINT = 'litegate.connect({db!r}, checkpoints="passive")'
+CONNECT_HINT = 'litegate.connect({db!r}, checkpoints="off")'
 """How the application must open a database that Litestream replicates."""
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
+_PR_SET_PDEATHSIG = 1  # (linux/prctl.h)
 
 
 class LitestreamMissing(FileNotFoundError):
@@ -142,7 +144,9 @@ class Replication:
     ``start_timeout`` seconds); :meth:`sync` blocks until everything committed before the call
     is on the replica; :meth:`stop` sends SIGTERM (Litestream syncs once more and exits), then
     SIGKILL after ``stop_timeout`` seconds. Its configuration and socket live in a private
-    temporary directory, removed by :meth:`stop`.
+    temporary directory, removed by :meth:`stop`. ``die_with_parent=True`` (Linux; for a
+    Replication started by the main thread): Litestream gets SIGTERM if this process dies
+    without stopping it, even by SIGKILL.
     """
 
     def __init__(
@@ -154,8 +158,10 @@ class Replication:
         binary: str | None = None,
         output: IO[Any] | int | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        die_with_parent: bool = False,
     ) -> None:
         self.db = str(Path(db).resolve())
+        self._die_with_parent = die_with_parent
         self.url = replica_url(url)
         self.sync_interval = sync_interval
         self.binary = binary or find_binary()
@@ -194,6 +200,7 @@ class Replication:
             stdout=self._output,
             stderr=subprocess.STDOUT if self._output is not None else None,
             process_group=0,  # (signals reach it through litegate only: see supervise)
+            preexec_fn=_terminated_with_parent() if self._die_with_parent else None,
         )
         deadline = time.monotonic() + self._start_timeout
         while not os.path.exists(self.socket):
@@ -339,7 +346,12 @@ def supervise(
     """
     with _Forwarder().installed() as forward:
         if restore is not None:
-            proc = subprocess.Popen(list(restore), stdin=subprocess.DEVNULL, process_group=0)
+            proc = subprocess.Popen(
+                list(restore),
+                stdin=subprocess.DEVNULL,
+                process_group=0,
+                preexec_fn=_terminated_with_parent(),
+            )
             return _status(_wait(forward.to(proc)))
         if replication is None:
             raise ValueError("supervise needs a replication or a restore command")
@@ -352,10 +364,34 @@ def supervise(
                 return _status(_wait(forward.to(replication.process)))
             if forward.pending is not None:
                 return 128 + forward.pending
-            app = forward.to(subprocess.Popen(list(command), process_group=0))
+            app = forward.to(
+                subprocess.Popen(
+                    list(command), process_group=0, preexec_fn=_terminated_with_parent()
+                )
+            )
             return _run_app(replication, app, poll)
         finally:
             replication.stop()
+
+
+def _terminated_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn``: the child gets SIGTERM when this process dies, even by SIGKILL
+    (Linux's ``PR_SET_PDEATHSIG``; None elsewhere). A supervisor killed outright otherwise
+    left Litestream replicating with nobody to stop it -- a second ``litegate replicate`` then
+    ran two on one database -- and the application running unreplicated. (The signal comes
+    when the *thread* that started the child ends: only the main thread's children get it,
+    as :func:`supervise` starts them.)"""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # (looked up here, not in the child)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # (it died before the line above took effect)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:

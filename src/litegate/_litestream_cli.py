@@ -31,7 +31,7 @@ examples:
 Runs Litestream (pip install 'litegate[litestream]') beside the application, with a
 generated configuration. Litestream owns the database's checkpoints while it runs, so
 the application must open it with:
-  litegate.connect("app.db", checkpoints="passive")      (or checkpoints="off")
+  litegate.connect("app.db", checkpoints="off")
 With a command after --, the command is run too: signals go to it, and when it exits its
 last writes are synced to the replica, Litestream stops, and its exit status is returned.
 Without one, Litestream runs until SIGINT/SIGTERM. See docs/litestream.md.
@@ -83,7 +83,9 @@ def _configure_replicate(parser: argparse.ArgumentParser) -> None:
 def _run_replicate(args: argparse.Namespace) -> int:
     command: list[str] = getattr(args, "program", [])
     try:
-        replication = Replication(args.database, args.to, sync_interval=args.sync_interval)
+        replication = Replication(
+            args.database, args.to, sync_interval=args.sync_interval, die_with_parent=True
+        )
     except LitestreamMissing as exc:
         return _missing("replicate", exc)
 
