@@ -193,9 +193,14 @@ def _wait_closed(key: tuple[str, int]) -> None:
     that late close checkpoints into and deletes the new file's WAL (measured: a test suite
     that drops connections and deletes the file lost committed tables)."""
     with _lock:
-        old = _closing.pop(key, None)
-    if old is not None:
-        old.close(_CLOSING_WAIT_SECONDS)  # (takes the close over, or waits for whoever has it)
+        old = _closing.get(key)
+    if old is None:
+        return
+    # (the first caller takes the close over; one at the same moment waits for it there)
+    old.close(_CLOSING_WAIT_SECONDS)
+    with _lock:
+        if _closing.get(key) is old:
+            del _closing[key]
 
 
 def _remember(path: str, uri: bool, detect_types: int, shared: Shared) -> None:
