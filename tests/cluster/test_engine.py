@@ -336,9 +336,28 @@ async def test_async_writes_group_and_transactions_keep_an_invariant(fake: FakeD
     adb = await open_async_db(fake)
     try:
         await adb.execute("CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)")
-        await asyncio.gather(
-            *(adb.execute("INSERT INTO acct(bal) VALUES (100)") for _ in range(64))
-        )
+        # The 64 writes queue behind a transaction that holds the lane (else, on a slow loop,
+        # the writer thread may serve each alone before the next task has sent its own).
+        held, go = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("SELECT 1")
+                held.set()
+                await go.wait()
+
+        holder = asyncio.create_task(hold())
+        await asyncio.wait_for(held.wait(), 10)
+        writes = [
+            asyncio.create_task(adb.execute("INSERT INTO acct(bal) VALUES (100)"))
+            for _ in range(64)
+        ]
+        for _ in range(1000):
+            if (await adb.stats()).queue_depth >= 64:
+                break
+            await asyncio.sleep(0.01)
+        go.set()
+        await asyncio.gather(holder, *writes)
         assert (await adb.stats()).max_batch_size > 1  # (64 tasks' writes grouped)
 
         async def transfer(i: int) -> None:
