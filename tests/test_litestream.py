@@ -361,21 +361,10 @@ def test_a_litestream_that_exits_at_start_is_reported(tmp_path: Path) -> None:
 def test_cli_replicate_stops_the_app_when_litestream_dies(tmp_path: Path) -> None:
     """Litestream killed under a running app: the app is stopped (it would run unreplicated)
     and litegate exits non-zero."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    argv = [sys.executable, "-m", "litegate", "replicate", str(tmp_path / "app.db")]
-    app = [sys.executable, "-c", "import time; time.sleep(60)"]
-    err = tmp_path / "stderr.txt"
-    with open(err, "wb") as stderr:
-        proc = subprocess.Popen(
-            [*argv, "--to", str(tmp_path / "replica"), "--", *app],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-        )
+    proc, err = _replicate_app(tmp_path, [sys.executable, "-c", "import time; time.sleep(60)"])
     litestream_pid = None
     try:
-        wait_for(lambda: "(pid " in err.read_text(), 30, "litegate replicate's start line")
-        litestream_pid = int(err.read_text().split("(pid ", 1)[1].split(")", 1)[0])
+        litestream_pid = _litestream_pid(err)
         os.kill(litestream_pid, signal.SIGKILL)
         assert proc.wait(30) == 128 + signal.SIGKILL
         assert "stopping the application" in err.read_text()
@@ -384,6 +373,28 @@ def test_cli_replicate_stops_the_app_when_litestream_dies(tmp_path: Path) -> Non
             if pid is not None and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
+
+
+def _replicate_app(tmp_path: Path, app: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+    """``litegate replicate tmp/app.db --to tmp/replica -- APP`` started in a subprocess; its
+    stderr goes to the file returned."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "litegate", "replicate", str(tmp_path / "app.db")]
+    err = tmp_path / "stderr.txt"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen(
+            [*argv, "--to", str(tmp_path / "replica"), "--", *app],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+        )
+    return proc, err
+
+
+def _litestream_pid(err: Path) -> int:
+    """Litestream's PID, from litegate replicate's start line (waited for)."""
+    wait_for(lambda: "(pid " in err.read_text(), 30, "litegate replicate's start line")
+    return int(err.read_text().split("(pid ", 1)[1].split(")", 1)[0])
 
 
 def _running(pid: int) -> bool:
@@ -404,26 +415,16 @@ def test_cli_replicate_killed_outright_takes_litestream_and_the_app_with_it(
     get SIGTERM from the kernel and end, instead of Litestream replicating on with nobody to
     stop it (a second ``litegate replicate`` would run two on one database) and the app
     running unreplicated."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     pid_file = tmp_path / "app.pid"
     app = [
         sys.executable,
         "-c",
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
     ]
-    argv = [sys.executable, "-m", "litegate", "replicate", str(tmp_path / "app.db")]
-    err = tmp_path / "stderr.txt"
-    with open(err, "wb") as stderr:
-        proc = subprocess.Popen(
-            [*argv, "--to", str(tmp_path / "replica"), "--", *app],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-        )
+    proc, err = _replicate_app(tmp_path, app)
     pids: list[int] = []
     try:
-        wait_for(lambda: "(pid " in err.read_text(), 30, "litegate replicate's start line")
-        pids.append(int(err.read_text().split("(pid ", 1)[1].split(")", 1)[0]))
+        pids.append(_litestream_pid(err))
         wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", 30, "the app's pid")
         pids.append(int(pid_file.read_text()))
         assert all(_running(pid) for pid in pids)
