@@ -199,6 +199,10 @@ class FakeAsyncSession:
     def closed(self) -> bool:
         return self._session.closed
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._session.in_transaction
+
     async def connect(self) -> None:
         self._session.connect()
 

@@ -11,7 +11,9 @@ loopback, far more between machines), so the engine's one job is to make few of 
   what it does to the database happens once).
 - **transactions** (a lease, sync or async) queue for the lane like a job; when their turn
   comes the writer thread runs their statements, one at a time in the order sent, until the
-  lease ends (its COMMIT alone: each is its own Raft round).
+  lease ends; consecutive ones are chained (savepoints, one COMMIT). An asyncio caller's
+  transaction is not sent through the thread: the lane is *lent* to its loop, whose tasks
+  run their transactions there in turn, chained the same way (:mod:`._loop_writer`).
 - **reads** run on a small pool of reader links (all on the leader: a read sees every write
   acknowledged before it), on the caller's thread, or, for asyncio callers, on the engine's
   reader threads -- never on the event loop (the driver's calls block).
@@ -32,8 +34,11 @@ field                  guard
 ``_chain``, ``_rows``  may use the link too (``writer_link``: the writer then waits
                        for that lease's next call, so one uses it at a time)
 a reader ``Link``      its borrower, between ``_borrow`` and ``_give_back``
-``_counters``          the writer thread (batches, jobs, transactions, holds); latencies
-                       by ``deque.append`` from any caller
+``_counters``          the lane's holder: the writer thread, or a loop it lent the lane
+                       to (batches, jobs, transactions, holds); latencies by
+                       ``deque.append`` from any caller
+``_loop_readers``,     ``_lock`` (the dicts; each pool and writer is its loop's)
+``_loop_writers``
 ``_reads``,            ``_lock``
 ``_pool_waits``,
 ``_pool_timeouts``
@@ -68,24 +73,27 @@ from .._errors import (
 )
 from .._statements import (
     Result,
-    close_cursor,
     close_cursors,
-    exec_sql,
     fetch,
-    fetch_page,
-    open_cursor,
-    rollback_to_savepoint,
-    run_described,
     run_execute,
-    run_executemany,
     run_query,
-    run_script,
 )
 from .._stats import Stats
 from .._types import Args, Bound, Fn, Params
 from ._driver import load_driver
 from ._link import Link, LinkLost, OpenAsyncSession, OpenSession, refuse, replayed
 from ._loop_readers import LoopReaders
+from ._loop_writer import (
+    MEMBER,
+    STATEMENT_FUNCTIONS,
+    LaneLoan,
+    LoopLease,
+    LoopWriter,
+    commit_error,
+    lost_transaction,
+    unknown,
+    wrote_outside,
+)
 from ._rows import RowsWriter
 from ._url import ClusterAddress, parse
 
@@ -150,21 +158,6 @@ class _Chain:
         self.waiting: list[_Call] = []  # their COMMIT calls, answered by the chain's
 
 
-_MEMBER = "litegate_member"
-_STATEMENT_FUNCTIONS = frozenset(
-    {run_execute, run_executemany, run_query, fetch, run_described, exec_sql, run_script,
-     open_cursor, fetch_page, close_cursor, close_cursors, rollback_to_savepoint}
-)  # fmt: skip
-"""litegate's own statement functions: a failure in them raises (nothing is swallowed)."""
-
-
-def _lost_transaction(why: str) -> RolledBack:
-    return RolledBack(
-        f"the transaction did not commit: the connection to the leader was lost ({why}); "
-        "nothing of it took effect"
-    )
-
-
 def _begin(link: Link) -> None:
     link.control("BEGIN IMMEDIATE")
 
@@ -216,10 +209,11 @@ class ClusterEngine:
         self._sessions = sessions
         self._async_sessions = async_sessions
         self._loop_readers: dict[int, LoopReaders] = {}  # id(loop) -> its readers
+        self._loop_writers: dict[int, LoopWriter] = {}  # id(loop) -> its turn at the lane
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._queue: deque[_Call | _Hold] = deque()
+        self._queue: deque[_Call | _Hold | LaneLoan] = deque()
         self._holds: dict[int, _Hold] = {}  # id(holder) -> its hold (recover)
         self._closing = False
         self._idle: list[Link] = []
@@ -300,14 +294,16 @@ class ClusterEngine:
             link.close()
         with self._lock:
             loop_readers, self._loop_readers = list(self._loop_readers.values()), {}
-        for readers in loop_readers:  # (another loop's, or one not closed on its loop)
+            loop_writers, self._loop_writers = list(self._loop_writers.values()), {}
+        pools: list[LoopReaders | LoopWriter] = [*loop_readers, *loop_writers]
+        for pool in pools:  # (another loop's, or one not closed on it)
             try:
-                if readers.loop.is_closed():
-                    readers.abandon()
+                if pool.loop.is_closed():
+                    pool.abandon()
                 else:
-                    readers.loop.call_soon_threadsafe(readers.abandon)
+                    pool.loop.call_soon_threadsafe(pool.abandon)
             except RuntimeError:  # (it closed meanwhile)
-                readers.abandon()
+                pool.abandon()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def close_async(self, timeout: float | None = None) -> None:
@@ -315,13 +311,16 @@ class ClusterEngine:
         loop = asyncio.get_running_loop()
         with self._lock:
             here = self._loop_readers.pop(id(loop), None)
+            writer = self._loop_writers.pop(id(loop), None)
         if here is not None and here.loop is loop:
             await here.close()  # (on their loop: closed with a word to the server)
-        await asyncio.to_thread(self.close, timeout)
+        await asyncio.to_thread(self.close, timeout)  # (this loop's transactions end meanwhile)
+        if writer is not None and writer.loop is loop:
+            await writer.close()
 
     # ---- the write lane ----------------------------------------------------------------------
 
-    def _enqueue(self, item: _Call | _Hold, deadline: float) -> None:
+    def _enqueue(self, item: _Call | _Hold | LaneLoan, deadline: float) -> None:
         with self._cond:
             while True:
                 if self._closing:
@@ -340,7 +339,9 @@ class ClusterEngine:
             with self._cond:
                 while not self._queue and not self._closing and self._chain is None:
                     self._cond.wait()
-                first: _Call | _Hold | None = self._queue.popleft() if self._queue else None
+                first: _Call | _Hold | LaneLoan | None = (
+                    self._queue.popleft() if self._queue else None
+                )
                 batch: list[_Call] = []
                 if isinstance(first, _Call):
                     batch.append(first)
@@ -359,6 +360,8 @@ class ClusterEngine:
                         break
                 elif isinstance(first, _Hold):
                     self._serve(first)
+                elif isinstance(first, LaneLoan):
+                    self._lend(first)
                 else:
                     self._group(batch)
             except BaseException as exc:  # pragma: no cover  (a bug: keep serving, say so)
@@ -367,13 +370,15 @@ class ClusterEngine:
         self._writer_link.close()
 
     def _fail_item(
-        self, first: _Call | _Hold | None, batch: list[_Call], exc: BaseException
+        self, first: _Call | _Hold | LaneLoan | None, batch: list[_Call], exc: BaseException
     ) -> None:
         """After a bug in the writer thread: nobody waits forever for what it was serving."""
         error = RuntimeError(f"litegate: the dqlite writer failed ({exc!r}); see the log")
         waiting = list(batch)
         if isinstance(first, _Hold):
             _give_up(first)
+        elif isinstance(first, LaneLoan) and not first.granted.cancel():
+            first.writer.loop.call_soon_threadsafe(first.writer.abandon)
         chain, self._chain = self._chain, None
         if chain is not None:
             waiting.extend(chain.waiting)
@@ -422,8 +427,8 @@ class ClusterEngine:
                     except BaseException as exc:  # (its caller's error, whatever it is)
                         failed = (i, exc)
                         break
-                    if call.fn not in _STATEMENT_FUNCTIONS and not _still_open(link):
-                        failed = (i, _wrote_outside())  # (it caught a rollback and went on)
+                    if call.fn not in STATEMENT_FUNCTIONS and not _still_open(link):
+                        failed = (i, wrote_outside())  # (it caught a rollback and went on)
                         break
                     i += 1
                 if failed is not None:  # (answered alone; the others replayed without it)
@@ -436,7 +441,7 @@ class ClusterEngine:
             except LinkLost as lost:
                 if lost.ambiguous:
                     for call in calls:
-                        call.future.set_exception(_unknown(lost))
+                        call.future.set_exception(unknown(lost))
                     c.jobs_failed += len(calls)
                     return
                 now = monotonic()
@@ -452,7 +457,7 @@ class ClusterEngine:
                 return
             except Exception as exc:  # (BEGIN or COMMIT refused: all of them)
                 link.rollback()
-                error = _commit_error(exc)
+                error = commit_error(exc)
                 for call in calls:
                     call.future.set_exception(error)
                 c.jobs_failed += len(calls)
@@ -533,7 +538,7 @@ class ClusterEngine:
                     self._member_rolls_back(member)
                     result = None
                 elif member.lost:
-                    raise _lost_transaction("an earlier statement lost it")
+                    raise lost_transaction("an earlier statement lost it")
                 else:
                     try:
                         result = op.fn(link, *op.args)
@@ -542,12 +547,12 @@ class ClusterEngine:
                     except BaseException:
                         self._check_alive(member, wrote=False)
                         raise
-                    if op.fn not in _STATEMENT_FUNCTIONS:  # (it may have swallowed a rollback)
+                    if op.fn not in STATEMENT_FUNCTIONS:  # (it may have swallowed a rollback)
                         self._check_alive(member, wrote=True)
             except LinkLost as lost:
                 self._chain_lost(lost)
                 member.lost = True
-                op.future.set_exception(_lost_transaction(str(lost)))
+                op.future.set_exception(lost_transaction(str(lost)))
             except BaseException as exc:  # (its caller's error)
                 op.future.set_exception(exc)
             else:
@@ -556,6 +561,24 @@ class ClusterEngine:
             self._member_rolls_back(member)
         if self._chain is None:
             link.rollback()
+        self._counters.lane_holds.append(monotonic() - t0)
+
+    def _lend(self, loan: LaneLoan) -> None:
+        """The lane lent to a loop (:mod:`._loop_writer`): this thread waits, touching
+        nothing, until the loop gives it back -- or its loop is found closed without having
+        done so (its session is then dropped: the cluster rolls back what it left open)."""
+        if not loan.granted.set_running_or_notify_cancel():
+            return  # (its loop gave up asking)
+        t0 = monotonic()
+        loan.granted.set_result(None)
+        while not loan.returned.wait(self.opts.hold_warn or 1.0):
+            if loan.abandoned():
+                logger.warning(
+                    "litegate: an event loop closed while it held the write lane of %s; its "
+                    "open transactions were rolled back",
+                    self.address,
+                )
+                break
         self._counters.lane_holds.append(monotonic() - t0)
 
     # ---- the chain: consecutive transactions sharing one COMMIT ----------------------------
@@ -574,7 +597,7 @@ class ClusterEngine:
             chain = None
         if chain is not None:
             try:
-                link.control(f"SAVEPOINT {_MEMBER}")
+                link.control(f"SAVEPOINT {MEMBER}")
                 member.saved = member.open = True
                 return
             except LinkLost as lost:
@@ -627,7 +650,7 @@ class ClusterEngine:
                     )
                 )
             else:
-                op.future.set_exception(_lost_transaction("its chain was lost"))
+                op.future.set_exception(lost_transaction("its chain was lost"))
             member.open = False
             return
         # (its savepoint is not released: the chain's COMMIT releases them all, and a later
@@ -655,7 +678,7 @@ class ClusterEngine:
             link.rollback()
             return
         try:
-            link.control(f"ROLLBACK TO {_MEMBER}")  # (its savepoint stays, empty: see commits)
+            link.control(f"ROLLBACK TO {MEMBER}")  # (its savepoint stays, empty: see commits)
         except LinkLost as lost:
             self._chain_lost(lost)
             member.lost = True
@@ -670,10 +693,10 @@ class ClusterEngine:
         try:
             self._writer_link.commit()
         except LinkLost as lost:
-            error = _unknown(lost) if lost.ambiguous else _lost_transaction(str(lost))
+            error = unknown(lost) if lost.ambiguous else lost_transaction(str(lost))
         except Exception as exc:
             self._writer_link.rollback()
-            error = _commit_error(exc)
+            error = commit_error(exc)
             if not isinstance(error, OutcomeUnknown):
                 error = RolledBack(f"the transaction did not commit: its COMMIT failed: {exc!r}")
                 error.__cause__ = exc
@@ -694,7 +717,7 @@ class ClusterEngine:
         chain, self._chain = self._chain, None
         if chain is not None:
             for op in chain.waiting:
-                op.future.set_exception(_lost_transaction(str(lost)))
+                op.future.set_exception(lost_transaction(str(lost)))
 
     # ---- writes ------------------------------------------------------------------------------
 
@@ -733,7 +756,7 @@ class ClusterEngine:
             call.future.cancel()  # (still queued: withdrawn, never runs; running: it finishes)
             raise
 
-    def _enqueue_nowait(self, item: _Call | _Hold) -> None:
+    def _enqueue_nowait(self, item: _Call | _Hold | LaneLoan) -> None:
         with self._cond:
             if self._closing:
                 raise Closed(f"the database {self.address} is closed")
@@ -771,8 +794,15 @@ class ClusterEngine:
             _give_up(hold)
 
     async def lease_async(self, timeout: Bound, what: str = "the transaction") -> Any:
+        """The lane for an asyncio task: its loop's turn (the lane lent to the loop, see
+        :mod:`._loop_writer`) -- or, with no asyncio sessions to open or an ``on_connect``
+        hook (which takes a thread's connection), a tenure on the writer thread."""
         self.check()
         deadline = _deadline(timeout)
+        if self._async_sessions is not None and self.opts.on_connect is None:
+            writer = self._writer_here()
+            await writer.turn(deadline, what)
+            return LoopLease(writer, deadline)
         hold = _Hold(deadline)
         try:
             try:
@@ -784,6 +814,59 @@ class ClusterEngine:
             _give_up(hold)
             raise
         return AsyncClusterLease(self, hold)
+
+    def _writer_here(self) -> LoopWriter:
+        """The running loop's turn at the lane (made on its first transaction)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            writer = self._loop_writers.get(id(loop))
+            if writer is not None and writer.loop is loop:
+                return writer
+            for key, old in list(self._loop_writers.items()):
+                if old.loop.is_closed():  # (a loop that ended: its session with it)
+                    del self._loop_writers[key]
+                    old.abandon()
+            assert self._async_sessions is not None
+            writer = LoopWriter(
+                self,
+                self._async_sessions,
+                self.address,
+                self._session_settings(),
+                pragmas=dict(self.opts.pragmas),
+                chain_age=self._chain_age,
+                max_batch=self.opts.max_batch,
+            )
+            self._loop_writers[id(loop)] = writer
+            return writer
+
+    # ---- what a loop holding the lane uses (._loop_writer.Lane) --------------------------------
+
+    @property
+    def counters(self) -> Counters:
+        """The engine's counters (written by the lane's holder)."""
+        return self._counters
+
+    def queue_loan(self, loan: LaneLoan, wait: bool) -> bool:
+        """Queue ``loan`` for the lane; False when the queue is full and not ``wait``.
+        :raises Closed:"""
+        if wait:
+            self._enqueue(loan, _deadline(self.opts.timeout))
+            return True
+        try:
+            self._enqueue_nowait(loan)
+        except _Full:
+            return False
+        return True
+
+    def lane_wanted(self) -> bool:
+        """Whether anything waits for the lane (a loop holding it gives it back), or the
+        engine is closing."""
+        with self._lock:
+            return self._closing or bool(self._queue)
+
+    def beside(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        """``fn(*args)`` on one of the engine's threads (a loop's statement function)."""
+        return self._executor.submit(fn, *args)
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -899,14 +982,17 @@ class ClusterEngine:
                 self._async_sessions,
                 self.address,
                 int(self.opts.readers),
-                {
-                    "timeout": max(self.opts.timeout or 0.0, 5.0),
-                    "busy_timeout": self.opts.busy_timeout,
-                    "row_factory": self.opts.row_factory,
-                },
+                self._session_settings(),
             )
             self._loop_readers[id(loop)] = readers
             return readers
+
+    def _session_settings(self) -> dict[str, Any]:
+        return {
+            "timeout": max(self.opts.timeout or 0.0, 5.0),
+            "busy_timeout": self.opts.busy_timeout,
+            "row_factory": self.opts.row_factory,
+        }
 
     def borrow(self, timeout: Bound, what: str = "the snapshot") -> ClusterReadLease:
         self.check()
@@ -972,26 +1058,6 @@ def _still_open(link: Link) -> bool:
     return False
 
 
-def _commit_error(exc: Exception) -> BaseException:
-    """What a failed BEGIN or COMMIT of the writer's means to its callers: ``OutcomeUnknown``
-    when the COMMIT found no transaction (SQLite had rolled it back, and something may have
-    written in autocommit since: no check missed it by design, but say so rather than
-    "rolled back"); else the error itself."""
-    if "no transaction is active" in str(exc):
-        unknown = OutcomeUnknown(f"the COMMIT found no transaction open ({exc}); what ran may or "
-                                 "may not have been applied")  # fmt: skip
-        unknown.__cause__ = exc
-        return unknown
-    return exc
-
-
-def _wrote_outside() -> OutcomeUnknown:
-    return OutcomeUnknown(
-        "the write's outcome is unknown: SQLite rolled back its transaction while your function "
-        "ran, and the function went on (it caught the error) and may have written outside it"
-    )
-
-
 def _give_up(hold: _Hold) -> None:
     """Its waiter gave up (a timeout, a cancellation, an interrupt): never granted now, or --
     granted meanwhile -- its tenure ends at once (the writer rolls back and goes on)."""
@@ -1002,14 +1068,6 @@ def _give_up(hold: _Hold) -> None:
 def _no_limit(limit: Bound) -> None:
     if limit is not None:
         raise Misuse(_NO_TIME_LIMIT)
-
-
-def _unknown(lost: LinkLost) -> OutcomeUnknown:
-    return OutcomeUnknown(
-        "the COMMIT's outcome is unknown: the connection to the leader was lost while it was "
-        f"under way ({lost}); the write may or may not have been applied -- check before "
-        "repeating it"
-    )
 
 
 def _wait(fut: cf.Future[Any], deadline: float, what: str) -> Any:

@@ -74,18 +74,47 @@ class AsyncLink:
                 return at
             await asyncio.sleep(turns.pause())
 
-    async def run(self, sql: str, params: Any) -> Outcome:
-        refuse(sql)
+    @property
+    def session(self) -> AsyncSession:
+        """The open session. :raises LinkLost: none is open"""
         session = self._session
         if session is None or session.closed:
             raise LinkLost("the connection to the leader is closed")
+        return session
+
+    @property
+    def in_transaction(self) -> bool:
+        session = self._session
+        return session is not None and not session.closed and session.in_transaction
+
+    async def run(self, sql: str, params: Any, many: bool = False) -> Outcome:
+        """A caller's statement (refused before it is sent if dqlite cannot take it)."""
+        refuse(sql)
+        return await self.control(sql, params, many)
+
+    async def control(
+        self, sql: str, params: Any = (), many: bool = False, *, commit: bool = False
+    ) -> Outcome:
+        """A statement sent as it is (the engine's ``BEGIN``, ``SAVEPOINT``, ``COMMIT`` ...);
+        ``commit``: a COMMIT, whose lost session leaves its outcome unknown."""
+        session = self.session
         try:
-            return await session.run(sql, params, False)
+            return await session.run(sql, params, many)
         except Exception as exc:
-            error = classify(exc, session.closed, False)
+            error = classify(exc, session.closed, commit)
             if isinstance(error, LinkLost):
                 self.drop()
             raise error from exc
+
+    async def rollback(self) -> None:
+        """``ROLLBACK`` if a transaction is open; a lost session is simply dropped (the
+        cluster ends the transaction of a closed session). Never raises but a cancellation."""
+        if not self.in_transaction:
+            return
+        try:
+            await self.control("ROLLBACK")
+        except Exception:  # (the session is dropped: the cluster rolls back)
+            self.drop()
 
     def drop(self) -> None:
         session, self._session = self._session, None
