@@ -62,6 +62,7 @@ class FakeDriver:
         self.connects: list[str] = []  # seeds connected through, in order
         self.statements = 0  # statements sent (BEGIN/COMMIT included)
         self.sent: list[str] = []  # their texts
+        self.sent_on: list[tuple[str, str]] = []  # (text, the name of the thread it came from)
         self._lock = threading.Lock()
         self._faults: list[list[Any]] = []  # [kind, match, times left]
         self.live: list[FakeSession] = []
@@ -170,6 +171,7 @@ class FakeSession:
                 raise OperationalError("Connection is closed")
             driver.statements += 1
             driver.sent.append(sql)
+            driver.sent_on.append((sql, threading.current_thread().name))
             fault = driver._fault(sql)
             if fault == "lost":
                 self._die()

@@ -10,12 +10,13 @@ thread (``run_until_complete``): one call, no thread hop. A caller on a thread w
 loop is running (a sync ``Database`` call made on an event loop: it blocks that loop anyway)
 has the call run on a helper thread.
 
-Inside a transaction, a ``SELECT``, ``INSERT``, ``UPDATE``, ``DELETE`` or ``REPLACE`` whose text
-already ran once through the driver's DB-API cursor (which checked it and its number of
-parameters) is sent through the layer below it (:class:`Direct`): the cursor's checks, its SQL
-scanning and its busy-retry wrapper cost ~80 of a round trip's ~240 us of Python here (one
-task, point SELECTs in a transaction: 241 -> 162 us each), and a statement in an open write
-transaction has nothing to retry. Parameters, values, ``description``, ``rowcount``,
+A ``SELECT`` -- or inside a transaction an ``INSERT``, ``UPDATE``, ``DELETE`` or ``REPLACE`` --
+whose text already ran once through the driver's DB-API cursor (which checked it and its number
+of parameters) is sent through the layer below it (:class:`Direct`): the cursor's checks, its
+SQL scanning and its busy-retry wrapper cost ~80 of a round trip's ~240 us of Python here (one
+task, point SELECTs in a transaction: 241 -> 162 us each). A statement in an open write
+transaction has no busy to retry; a read outside one that meets SQLITE_BUSY is run again the
+cursor's way, which retries it (a read takes effect nowhere). Parameters, values, ``description``, ``rowcount``,
 ``lastrowid``, errors and the row factory come out as the cursor gives them (its own helpers
 do the work); where the driver lacks what this uses, everything goes through the cursor.
 
@@ -97,6 +98,7 @@ async def dial(  # pragma: no cover  (see the module docstring)
 
 _DIRECT = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
 _PROVEN_MAX = 512  # statement texts remembered per session
+_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 
 class _Described:
@@ -169,7 +171,7 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
             self._conn.row_factory = row_factory
         self._row_factory = row_factory
         self._direct = direct
-        self._proven: dict[str, int] = {}  # text -> its number of parameters, checked
+        self._proven: dict[str, tuple[int, bool]] = {}  # text -> (parameters, a SELECT?)
         self.direct_runs = 0  # statements sent the direct way (tests/dqlite checks it is taken)
 
     @property
@@ -184,14 +186,17 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
         await self._conn.connect()
 
     async def run(self, sql: str, params: Any, many: bool) -> Outcome:
-        if (
-            not many
-            and self._direct is not None
-            and type(params) in (tuple, list)
-            and self._proven.get(sql) == len(params)
-            and self._conn.in_transaction
-        ):
-            return await self._run_direct(self._direct, sql, params)
+        if not many and self._direct is not None and type(params) in (tuple, list):
+            proven = self._proven.get(sql)
+            if proven is not None and proven[0] == len(params):
+                if self._conn.in_transaction:
+                    return await self._run_direct(self._direct, sql, params)
+                if proven[1]:  # (a read in autocommit: busy is retried by the cursor's way)
+                    try:
+                        return await self._run_direct(self._direct, sql, params)
+                    except Exception as exc:
+                        if (getattr(exc, "code", None) or 0) & 0xFF not in _BUSY:
+                            raise
         cur = self._conn.cursor()
         try:
             if many:
@@ -202,10 +207,10 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
             out = Outcome(cur.description, rows, cur.rowcount, cur.lastrowid)
         finally:
             cur.close()
-        if not many and type(params) in (tuple, list) and _DIRECT.match(sql):
+        if not many and type(params) in (tuple, list) and (m := _DIRECT.match(sql)):
             if len(self._proven) >= _PROVEN_MAX:
                 self._proven.clear()
-            self._proven[sql] = len(params)
+            self._proven[sql] = (len(params), m.group(1).upper() == "SELECT")
         return out
 
     async def _run_direct(self, direct: Direct, sql: str, params: Any) -> Outcome:
