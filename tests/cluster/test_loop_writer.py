@@ -430,3 +430,95 @@ async def test_a_thread_waits_one_chain_not_the_loops_backlog(fake: FakeDriver) 
         assert await adb.query_value("SELECT count(*) FROM t WHERE v LIKE 'thread %'") == 5
     finally:
         await adb.close()
+
+
+async def test_closing_with_a_transaction_mid_way_ends_it_never_hangs(fake: FakeDriver) -> None:
+    """``close(timeout)`` runs out while a task's transaction holds the loop's turn: the loop's
+    session is dropped (rolled back) and the transaction ends with an error -- it neither
+    writes on without the lane nor waits for a COMMIT nobody will send."""
+    adb = await open_adb(fake)
+    engine = adb.as_sync()
+    inside, go = asyncio.Event(), asyncio.Event()
+    outcome: list[BaseException | str] = []
+
+    async def midway() -> None:
+        try:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO t(v) VALUES ('midway')")
+                inside.set()
+                await go.wait()
+                await tx.execute("INSERT INTO t(v) VALUES ('after close')")
+            outcome.append("committed")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    task = asyncio.create_task(midway())
+    await asyncio.wait_for(inside.wait(), 10)
+    t0 = time.monotonic()
+    await asyncio.to_thread(engine.close, 0.3)
+    go.set()
+    await asyncio.wait_for(task, 10)
+    assert time.monotonic() - t0 < 10
+    assert len(outcome) == 1 and isinstance(outcome[0], litegate.Error), outcome
+    check = litegate.Database(
+        ClusterEngine(
+            make_options(URL, {"readers": 1}),
+            sessions=fake.open_session,
+            async_sessions=fake.open_async_session,
+        )
+    )
+    try:
+        assert check.query("SELECT v FROM t") == []  # (nothing of it was committed)
+    finally:
+        check.close()
+
+
+def test_close_takes_the_lane_back_from_a_stopped_loop(fake: FakeDriver) -> None:
+    """A loop stopped (not closed) in the middle of a transaction runs nothing again: the
+    engine's close takes the lane back instead of waiting for it."""
+    engine = ClusterEngine(
+        make_options(URL, {"readers": 2, "hold_warn": 0.2}),
+        sessions=fake.open_session,
+        async_sessions=fake.open_async_session,
+    )
+    db = litegate.Database(engine)
+    db.execute("CREATE TABLE t(v)")
+    adb = litegate.AsyncDatabase(engine)
+    loop = asyncio.new_event_loop()
+    try:
+        inside = asyncio.Event()
+
+        async def stopped() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO t VALUES ('stopped')")
+                inside.set()
+                await asyncio.sleep(60)
+
+        task = loop.create_task(stopped())
+        loop.run_until_complete(asyncio.wait_for(inside.wait(), 10))
+        t0 = time.monotonic()
+        db.close(timeout=5)
+        assert time.monotonic() - t0 < 4  # (taken back within hold_warn, not the timeout)
+        assert not task.done()
+    finally:
+        loop.close()
+
+
+async def test_a_turn_held_when_the_engine_closes_begins_nothing(fake: FakeDriver) -> None:
+    """The turn was given, the transaction not begun yet, and ``close(timeout)`` took the
+    lane back: its BEGIN is refused (``Closed``) -- never sent on a new session, outside the
+    lane, with a COMMIT nobody would send."""
+    engine = await asyncio.to_thread(
+        ClusterEngine,
+        make_options(URL, {"readers": 1}),
+        sessions=fake.open_session,
+        async_sessions=fake.open_async_session,
+    )
+    lease = await engine.lease_async(10)
+    await asyncio.to_thread(engine.close, 0.2)
+    await asyncio.sleep(0.05)  # (the loop runs the writer's abandon it was handed)
+    sent = len(fake.sent)
+    with pytest.raises(litegate.Closed):
+        await asyncio.wait_for(lease.begin(), 5)
+    lease.end()
+    assert fake.sent[sent:] == []

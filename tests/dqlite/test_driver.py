@@ -91,6 +91,10 @@ async def test_the_direct_way_gives_what_the_cursor_gives(
         await s.run("INSERT INTO t(i) VALUES (?)", (9,), False)  # (a write outside: the cursor)
         await s.run("INSERT INTO t(i) VALUES (?)", (9,), False)
         assert s.direct_runs == before + 1
+        await s.run("BEGIN DEFERRED", (), False)  # (a read transaction: a write in it may
+        await s.run("INSERT INTO t(i) VALUES (?)", (9,), False)  # meet busy: the cursor's way)
+        await s.run("COMMIT", (), False)
+        assert s.direct_runs == before + 1
         before = s.direct_runs
         with pytest.raises(Exception, match="(?i)binding|parameter"):
             await s.run(select, (0, 1), False)  # (another count of parameters: the cursor's check)

@@ -97,6 +97,8 @@ async def dial(  # pragma: no cover  (see the module docstring)
 
 
 _DIRECT = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
+_RETURNING = re.compile(r"\bRETURNING\b", re.I)  # (rows from a write: the cursor's way)
+_WRITE_TX = re.compile(r"\s*BEGIN\s+(?:IMMEDIATE|EXCLUSIVE)\b", re.I)
 _PROVEN_MAX = 512  # statement texts remembered per session
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
@@ -114,12 +116,18 @@ class Direct:  # pragma: no cover  (see the module docstring)
     """The driver's helpers the direct path uses (its DB-API cursor's own), found once."""
 
     def __init__(
-        self, adapt: Callable[[Any], Any], converters: dict[int, Any], call: Any, null: int
+        self,
+        adapt: Callable[[Any], Any],
+        converters: dict[int, Any],
+        call: Any,
+        null: int,
+        data_error: type[Exception],
     ) -> None:
         self.adapt = adapt
         self.converters = converters
         self.call = call
         self.null = null
+        self.data_error = data_error
 
     @classmethod
     def load(cls, dqlitedbapi: Any) -> Direct | None:
@@ -128,7 +136,10 @@ class Direct:  # pragma: no cover  (see the module docstring)
             from dqlitedbapi.aio.connection import (  # type: ignore[import-not-found,unused-ignore]
                 AsyncConnection,
             )
-            from dqlitedbapi.exceptions import call  # type: ignore[import-not-found,unused-ignore]
+            from dqlitedbapi.exceptions import (  # type: ignore[import-not-found,unused-ignore]
+                DataError,
+                call,
+            )
             from dqlitedbapi.types import (  # type: ignore[import-not-found,unused-ignore]
                 adapt_bind_param,
                 datetime_from_iso8601,
@@ -143,7 +154,7 @@ class Direct:  # pragma: no cover  (see the module docstring)
             int(ValueType.ISO8601): datetime_from_iso8601,
             int(ValueType.UNIXTIME): datetime_from_unixtime,
         }
-        return cls(adapt_bind_param, converters, call, int(ValueType.NULL))
+        return cls(adapt_bind_param, converters, call, int(ValueType.NULL), DataError)
 
 
 def _signed(value: int) -> int:
@@ -172,6 +183,7 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
         self._row_factory = row_factory
         self._direct = direct
         self._proven: dict[str, tuple[int, bool]] = {}  # text -> (parameters, a SELECT?)
+        self._writing = False  # a BEGIN IMMEDIATE/EXCLUSIVE of ours is open: no busy to retry
         self.direct_runs = 0  # statements sent the direct way (tests/dqlite checks it is taken)
 
     @property
@@ -189,7 +201,7 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
         if not many and self._direct is not None and type(params) in (tuple, list):
             proven = self._proven.get(sql)
             if proven is not None and proven[0] == len(params):
-                if self._conn.in_transaction:
+                if self._writing and self._conn.in_transaction:
                     return await self._run_direct(self._direct, sql, params)
                 if proven[1]:  # (a read in autocommit: busy is retried by the cursor's way)
                     try:
@@ -207,10 +219,16 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
             out = Outcome(cur.description, rows, cur.rowcount, cur.lastrowid)
         finally:
             cur.close()
-        if not many and type(params) in (tuple, list) and (m := _DIRECT.match(sql)):
-            if len(self._proven) >= _PROVEN_MAX:
-                self._proven.clear()
-            self._proven[sql] = (len(params), m.group(1).upper() == "SELECT")
+        if not many and type(params) in (tuple, list):
+            if (m := _DIRECT.match(sql)) is not None:
+                if _RETURNING.search(sql) is None:
+                    if len(self._proven) >= _PROVEN_MAX:
+                        self._proven.clear()
+                    self._proven[sql] = (len(params), m.group(1).upper() == "SELECT")
+            else:  # (a write transaction of ours begins, or anything else ends it)
+                self._writing = _WRITE_TX.match(sql) is not None or (
+                    self._writing and self._conn.in_transaction
+                )
         return out
 
     async def _run_direct(self, direct: Direct, sql: str, params: Any) -> Outcome:
@@ -236,7 +254,10 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
                 factory = self._row_factory
                 if factory is not None:
                     owner = _Described(description)
-                    rows = [factory(owner, r) for r in rows]
+                    try:
+                        rows = [factory(owner, r) for r in rows]
+                    except TypeError as exc:  # (as the cursor says it)
+                        raise direct.data_error(f"row_factory call failed: {exc}") from exc
                 return Outcome(description, rows, len(raw), None)
             last_id, affected = await direct.call(
                 client._run(lambda p, db: p.exec_sql(db, sql, bound))

@@ -283,6 +283,15 @@ class ClusterEngine:
         """Let queued writes finish (and open transactions end) within ``timeout``, then close
         every connection. Idempotent."""
         self.start_close()
+        try:  # (closed on a loop holding the lane: its tasks cannot run while this waits)
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is not None:
+            with self._lock:
+                writer = self._loop_writers.get(id(here))
+            if writer is not None and writer.loop is here:
+                writer.abandon()
         self._writer.join(_NO_BOUND if timeout is None else timeout)
         if self._writer.is_alive():
             logger.warning("litegate: %s: the writer did not finish in time", self.address)
@@ -378,7 +387,10 @@ class ClusterEngine:
         if isinstance(first, _Hold):
             _give_up(first)
         elif isinstance(first, LaneLoan) and not first.granted.cancel():
-            first.writer.loop.call_soon_threadsafe(first.writer.abandon)
+            try:
+                first.writer.loop.call_soon_threadsafe(first.writer.abandon)
+            except RuntimeError:  # (its loop is closed)
+                first.writer.abandon()
         chain, self._chain = self._chain, None
         if chain is not None:
             waiting.extend(chain.waiting)
@@ -572,7 +584,7 @@ class ClusterEngine:
         t0 = monotonic()
         loan.granted.set_result(None)
         while not loan.returned.wait(self.opts.hold_warn or 1.0):
-            if loan.abandoned():
+            if loan.abandoned(self._closing):
                 logger.warning(
                     "litegate: an event loop closed while it held the write lane of %s; its "
                     "open transactions were rolled back",
@@ -835,6 +847,7 @@ class ClusterEngine:
                 pragmas=dict(self.opts.pragmas),
                 chain_age=self._chain_age,
                 max_batch=self.opts.max_batch,
+                hold_warn=self.opts.hold_warn,
             )
             self._loop_writers[id(loop)] = writer
             return writer

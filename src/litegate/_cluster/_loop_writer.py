@@ -29,16 +29,20 @@ the session, and with it the other transactions of the chain), then its transact
 back by its end.
 
 Fields: a :class:`LoopWriter`'s and a :class:`LoopLease`'s are used on their loop's thread only,
-but :meth:`LoopLease.end` (from any thread: it hands itself to the loop) and
-:meth:`LoopWriter.abandon` (on the loop, or once the loop is closed). A :class:`LaneLoan`:
-``granted`` and ``returned`` are thread-safe (a future, an event). The engine's counters are
-written by whoever holds the lane: the loop while its loan is granted.
+but: :meth:`LoopLease.end` from another thread hands itself to the loop, or -- the loop not
+running -- abandons the writer; :meth:`LoopWriter.abandon` runs on the loop, or where the loop
+does not run (closed, or stopped); a :class:`_LoopSession` (a statement function's thread)
+reads the session's ``closed`` and ``in_transaction`` while the turn's holder awaits that
+function, so the loop does not use the session meanwhile. A :class:`LaneLoan`: ``granted`` and
+``returned`` are thread-safe (a future, an event). The engine's counters are written by whoever
+holds the lane: the loop while its loan is granted (and not after it gave it back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import logging
 import sqlite3
 import sys
 import threading
@@ -69,6 +73,8 @@ from ._link import AsyncSession, Link, LinkLost, OpenAsyncSession, Outcome, repl
 from ._loop_readers import AsyncLink
 from ._url import ClusterAddress
 
+logger = logging.getLogger("litegate")
+
 __all__ = (
     "MEMBER",
     "LaneLoan",
@@ -80,6 +86,10 @@ __all__ = (
     "unknown",
     "wrote_outside",
 )
+
+_NO_BOUND = 3600.0
+"""The wait where none was asked for (a chain's COMMIT awaited by a cancelled caller): a stuck
+cluster is reported within an hour, never waited for forever."""
 
 _GRANT_SETTLES = 5.0
 """Seconds to wait for a grant the writer thread is setting (it sets it at once)."""
@@ -183,10 +193,12 @@ class LaneLoan:
         self.returned = threading.Event()
         self.writer = writer
 
-    def abandoned(self) -> bool:
+    def abandoned(self, closing: bool) -> bool:
         """(The writer thread's, waiting for the loan back:) its loop closed without giving
-        it back -- its session is dropped (the cluster rolls back what it left open)."""
-        if not self.writer.loop.is_closed():
+        it back -- or, the engine ``closing``, its loop no longer runs: its session is dropped
+        (the cluster rolls back what it left open) and the lane taken back."""
+        loop = self.writer.loop
+        if not (loop.is_closed() or (closing and not loop.is_running())):
             return False
         self.writer.abandon()
         return True
@@ -230,8 +242,9 @@ class _LoopSession:
         if _on(self._loop):  # (a bug: it would wait for its own loop forever)
             raise RuntimeError("a statement function of an async transaction ran on its loop")
         done = asyncio.run_coroutine_threadsafe(self._session.run(sql, params, many), self._loop)
+        wait = self._wait * max(len(params), 1) if many else self._wait  # (a round trip a row)
         try:
-            return done.result(self._wait)
+            return done.result(wait)
         except cf.TimeoutError:
             done.cancel()
             self._session.force_close()  # (its request half-answered: the session is done)
@@ -257,6 +270,7 @@ class LoopWriter:
         pragmas: dict[str, Any],
         chain_age: float,
         max_batch: int,
+        hold_warn: float = 0.0,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._lane = lane
@@ -275,6 +289,9 @@ class LoopWriter:
         self._chain_t0 = 0.0
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()  # (kept: the loop holds tasks weakly)
+        self._hold_warn = hold_warn
+        self._turn_serial = 0  # turns given so far (the long-turn check's)
+        self._turn_timer: asyncio.TimerHandle | None = None
 
     # ---- turns -------------------------------------------------------------------------------
 
@@ -284,7 +301,7 @@ class LoopWriter:
         if self._closed:
             raise Closed(f"the database {self._address} is closed")
         if self._loan is not None and not self._busy and not self._turns:
-            self._busy = True
+            self._took_turn()
             return
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._turns.append(waiter)
@@ -310,7 +327,12 @@ class LoopWriter:
         """The turn's holder is done: the next waiting task's turn (the chain goes on), or
         the chain's COMMIT, or the lane back to the engine."""
         self._busy = False
-        if self._loan is None:
+        timer, self._turn_timer = self._turn_timer, None
+        if timer is not None:
+            timer.cancel()
+        if self._loan is None:  # (given back: abandoned, or closed)
+            if self._chain is not None:
+                self._chain_lost(LinkLost("the write lane was taken back"))
             if self._turns:
                 self._want_lane()
             return
@@ -326,10 +348,27 @@ class LoopWriter:
         while self._turns:
             waiter = self._turns.popleft()
             if not waiter.done():
-                self._busy = True
+                self._took_turn()
                 waiter.set_result(None)
                 return
         self._give_back()  # (nobody waits, no chain open)
+
+    def _took_turn(self) -> None:
+        self._busy = True
+        self._turn_serial += 1
+        if self._hold_warn > 0:
+            self._turn_timer = self.loop.call_later(
+                self._hold_warn, self._long_turn, self._turn_serial, monotonic()
+            )
+
+    def _long_turn(self, serial: int, since: float) -> None:
+        if self._busy and serial == self._turn_serial and self._loan is not None:
+            self._lane.counters.long_holds += 1
+            logger.warning(
+                "litegate: a transaction on %s has held the write lane for %.1f s",
+                self._address,
+                monotonic() - since,
+            )
 
     def _waiting(self) -> bool:
         return any(not w.done() for w in self._turns)
@@ -369,10 +408,7 @@ class LoopWriter:
             self._asking = False
             if not loan.granted.cancel() and loan.granted.exception(_GRANT_SETTLES) is None:
                 loan.returned.set()  # (granted as this failed: given back)
-            turns, self._turns = self._turns, deque()
-            for waiter in turns:
-                if not waiter.done():
-                    waiter.set_exception(exc if isinstance(exc, Exception) else Closed("closed"))
+            self._fail_turns(exc if isinstance(exc, Exception) else self._closed_error())
             if not isinstance(exc, Exception):
                 raise
             return
@@ -380,6 +416,7 @@ class LoopWriter:
         self._loan = loan
         if self._closed:
             self._give_back()
+            self._fail_turns(self._closed_error())
             return
         self._busy = True  # (as if a turn just ended: the first waiting task's)
         self.turn_done()
@@ -389,9 +426,20 @@ class LoopWriter:
         if loan is not None:
             loan.returned.set()
 
+    def _fail_turns(self, error: BaseException) -> None:
+        turns, self._turns = self._turns, deque()
+        for waiter in turns:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def _closed_error(self) -> Closed:
+        return Closed(f"the database {self._address} is closed")
+
     # ---- a member's steps (the turn holder's) ------------------------------------------------
 
     async def _open(self, deadline: float) -> None:
+        if self._closed or self._loan is None:  # (abandoned: the lane is not this loop's)
+            raise self._closed_error()
         if self._link.is_open:
             return
         self._next_seed = await self._link.open(deadline, self._next_seed)
@@ -402,6 +450,8 @@ class LoopWriter:
         """Its transaction begins: it joins the chain in a savepoint, or begins a chain.
         Nothing of it has run yet, so a session lost here is reopened and the BEGIN tried
         again (the chain it would have joined is lost: its waiting transactions are told)."""
+        if self._closed or self._loan is None:
+            raise self._closed_error()
         if self._chain_done():
             await self._end_chain()
         if self._chain is not None:
@@ -530,7 +580,7 @@ class LoopWriter:
             except LinkLost as lost:
                 raise unknown(lost) if lost.ambiguous else lost_transaction(str(lost)) from lost
             return None
-        if member.lost or chain is None or not member.open:
+        if member.lost or chain is None or not member.open or self._loan is None:
             member.open = False
             if member.unknown:
                 raise OutcomeUnknown(
@@ -564,6 +614,11 @@ class LoopWriter:
             await self._link.control(f"ROLLBACK TO {MEMBER}")  # (its savepoint stays, empty)
         except LinkLost as lost:
             self._lose(member, lost)
+        except Exception as exc:  # (its part may still be in the chain: the chain goes)
+            logger.warning("litegate: ROLLBACK TO on %s failed (%r); the chain is dropped",
+                           self._address, exc)  # fmt: skip
+            self._link.drop()
+            self._lose(member, LinkLost(f"ROLLBACK TO failed: {exc!r}"))
 
     async def _end_chain(self) -> None:
         """COMMIT the chain and answer every transaction waiting in it."""
@@ -578,19 +633,19 @@ class LoopWriter:
         except asyncio.CancelledError:
             self._link.drop()
             error = unknown(LinkLost("the COMMIT was cancelled midway"))
-            self._answer(chain, error)
             raise
         except Exception as exc:
-            await self._link.rollback()
             error = commit_error(exc)
             if not isinstance(error, OutcomeUnknown):
                 error = RolledBack(f"the transaction did not commit: its COMMIT failed: {exc!r}")
                 error.__cause__ = exc
-        self._answer(chain, error)
+            await self._link.rollback()
+        finally:
+            self._answer(chain, error)
 
     def _answer(self, chain: list[asyncio.Future[None]], error: BaseException | None) -> None:
         c = self._lane.counters
-        if chain:
+        if chain and self._loan is not None:  # (the counters are the lane holder's)
             c.batches += 1
             c.batch_sizes.append(len(chain))
             c.max_batch = max(c.max_batch, len(chain))
@@ -617,9 +672,10 @@ class LoopWriter:
         """On its loop, once the engine's writer has stopped: the session closed with a word
         to the server."""
         self._closed = True
-        if self._busy or self._chain is not None or self._loan is not None:
+        if self._busy or self._chain is not None or self._loan is not None or self._asking:
             self.abandon()
             return
+        self._fail_turns(self._closed_error())
         await self._link.close()
 
     def abandon(self) -> None:
@@ -629,13 +685,16 @@ class LoopWriter:
         self._link.drop()
         chain, self._chain = self._chain, None
         turns, self._turns = self._turns, deque()
+        timer, self._turn_timer = self._turn_timer, None
         if not self.loop.is_closed():
+            if timer is not None:
+                timer.cancel()
             for done in chain or ():
                 if not done.done():
                     done.set_exception(lost_transaction("the database was closed"))
             for waiter in turns:
                 if not waiter.done():
-                    waiter.set_exception(Closed(f"the database {self._address} is closed"))
+                    waiter.set_exception(self._closed_error())
         self._give_back()
 
 
@@ -795,10 +854,10 @@ class LoopLease:
                 await asyncio.shield(done)
         except asyncio.CancelledError:
             try:
-                await asyncio.wait((task,))
+                await asyncio.wait((task,), timeout=_NO_BOUND)
                 chained = self._chained
                 if chained is not None and chained is not _PENDING and not chained.done():
-                    await asyncio.wait((chained,))
+                    await asyncio.wait((chained,), timeout=_NO_BOUND)
             finally:
                 chained = self._chained
                 self.committed = chained is None or (
@@ -828,18 +887,21 @@ class LoopLease:
         """Its end: what it left open is rolled back and the turn passed on. Never blocks;
         from any thread (handed to the loop; nothing when the loop is closed: the engine's
         writer then drops the loop's session)."""
-        if self._ended:
-            return
-        self._ended = True
         if _on(self._loop):
             self._finish_soon()
             return
+        if not self._loop.is_running():  # (stopped or closed: nothing will run on it again
+            self._writer.abandon()  # here; its session goes, the lane back to the engine)
+            return
         try:
             self._loop.call_soon_threadsafe(self._finish_soon)
-        except RuntimeError:  # (its loop is closed)
-            pass
+        except RuntimeError:  # (it closed meanwhile)
+            self._writer.abandon()
 
     def _finish_soon(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
         self._queue(self._finish, ()).add_done_callback(_consume)
 
     async def release(self, cursors: Any = ()) -> None:
