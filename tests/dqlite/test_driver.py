@@ -91,10 +91,22 @@ async def test_the_direct_way_gives_what_the_cursor_gives(
         await s.run("INSERT INTO t(i) VALUES (?)", (9,), False)  # (a write outside: the cursor)
         await s.run("INSERT INTO t(i) VALUES (?)", (9,), False)
         assert s.direct_runs == before + 1
+        await s.run("BEGIN IMMEDIATE", (), False)  # (savepoints in it: the direct way too)
+        before = s.direct_runs
+        for _ in range(2):
+            await s.run("SAVEPOINT sp", (), False)
+            await s.run("INSERT INTO t(i) VALUES (?)", (8,), False)
+            await s.run("ROLLBACK TO sp", (), False)
+            await s.run("RELEASE sp", (), False)
+        assert s.in_transaction and s.direct_runs == before + 5  # (the second round: all 4)
+        await s.run("COMMIT", (), False)
+        assert not s.in_transaction
+        assert (await s.run("SELECT count(*) FROM t WHERE i = ?", (8,), False)).rows[0][0] == 0
+        before = s.direct_runs
         await s.run("BEGIN DEFERRED", (), False)  # (a read transaction: a write in it may
         await s.run("INSERT INTO t(i) VALUES (?)", (9,), False)  # meet busy: the cursor's way)
         await s.run("COMMIT", (), False)
-        assert s.direct_runs == before + 1
+        assert s.direct_runs == before
         before = s.direct_runs
         with pytest.raises(Exception, match="(?i)binding|parameter"):
             await s.run(select, (0, 1), False)  # (another count of parameters: the cursor's check)

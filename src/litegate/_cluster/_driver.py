@@ -99,6 +99,9 @@ async def dial(  # pragma: no cover  (see the module docstring)
 _DIRECT = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
 _RETURNING = re.compile(r"\bRETURNING\b", re.I)  # (rows from a write: the cursor's way)
 _WRITE_TX = re.compile(r"\s*BEGIN\s+(?:IMMEDIATE|EXCLUSIVE)\b", re.I)
+_SAVEPOINTS = re.compile(r"\s*(?:SAVEPOINT|RELEASE|ROLLBACK\s+(?:TRANSACTION\s+)?TO)\s", re.I)
+_KINDS = {"SELECT": 0, "INSERT": 1, "REPLACE": 1, "UPDATE": 2, "DELETE": 2}
+_SELECT, _INSERT, _DML, _CONTROL = 0, 1, 2, 3  # (what a proven text is: how its outcome reads)
 _PROVEN_MAX = 512  # statement texts remembered per session
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
@@ -182,7 +185,7 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
             self._conn.row_factory = row_factory
         self._row_factory = row_factory
         self._direct = direct
-        self._proven: dict[str, tuple[int, bool]] = {}  # text -> (parameters, a SELECT?)
+        self._proven: dict[str, tuple[int, int]] = {}  # text -> (parameters, _SELECT ...)
         self._writing = False  # a BEGIN IMMEDIATE/EXCLUSIVE of ours is open: no busy to retry
         self.direct_runs = 0  # statements sent the direct way (tests/dqlite checks it is taken)
 
@@ -202,10 +205,10 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
             proven = self._proven.get(sql)
             if proven is not None and proven[0] == len(params):
                 if self._writing and self._conn.in_transaction:
-                    return await self._run_direct(self._direct, sql, params)
-                if proven[1]:  # (a read in autocommit: busy is retried by the cursor's way)
+                    return await self._run_direct(self._direct, sql, params, proven[1])
+                if proven[1] == _SELECT:  # (a read in autocommit: busy retried the cursor's way)
                     try:
-                        return await self._run_direct(self._direct, sql, params)
+                        return await self._run_direct(self._direct, sql, params, _SELECT)
                     except Exception as exc:
                         if (getattr(exc, "code", None) or 0) & 0xFF not in _BUSY:
                             raise
@@ -220,26 +223,28 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
         finally:
             cur.close()
         if not many and type(params) in (tuple, list):
+            kind: int | None = None
             if (m := _DIRECT.match(sql)) is not None:
                 if _RETURNING.search(sql) is None:
-                    if len(self._proven) >= _PROVEN_MAX:
-                        self._proven.clear()
-                    self._proven[sql] = (len(params), m.group(1).upper() == "SELECT")
+                    kind = _KINDS[m.group(1).upper()]
             else:  # (a write transaction of ours begins, or anything else ends it)
                 self._writing = _WRITE_TX.match(sql) is not None or (
                     self._writing and self._conn.in_transaction
                 )
+                if self._writing and not params and _SAVEPOINTS.match(sql) and ";" not in sql:
+                    kind = _CONTROL  # (inside our write transaction: it never ends it)
+            if kind is not None:
+                if len(self._proven) >= _PROVEN_MAX:
+                    self._proven.clear()
+                self._proven[sql] = (len(params), kind)
         return out
 
-    async def _run_direct(self, direct: Direct, sql: str, params: Any) -> Outcome:
+    async def _run_direct(self, direct: Direct, sql: str, params: Any, kind: int) -> Outcome:
         """``sql`` through the driver's client layer (see the module docstring)."""
-        m = _DIRECT.match(sql)
-        assert m is not None
-        keyword = m.group(1).upper()
         bound = [direct.adapt(p) for p in params]
         self.direct_runs += 1
         async with self._conn._operation() as client:
-            if keyword == "SELECT":
+            if kind == _SELECT:
                 columns, column_types, row_types, raw = await direct.call(
                     client._run(lambda p, db: p.query_sql_typed(db, sql, bound))
                 )
@@ -262,8 +267,9 @@ class DriverAsyncSession:  # pragma: no cover  (see the module docstring)
             last_id, affected = await direct.call(
                 client._run(lambda p, db: p.exec_sql(db, sql, bound))
             )
-        inserted = keyword in ("INSERT", "REPLACE")
-        return Outcome(None, [], _signed(affected), _signed(last_id) if inserted else None)
+        if kind == _CONTROL:
+            return Outcome(None, [], -1, None)
+        return Outcome(None, [], _signed(affected), _signed(last_id) if kind == _INSERT else None)
 
     @staticmethod
     def _type_code(direct: Direct, i: int, column_types: Any, row_types: Any) -> Any:
