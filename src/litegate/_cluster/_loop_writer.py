@@ -287,6 +287,7 @@ class LoopWriter:
         self._busy = False  # a task has the turn (or the chain's COMMIT is under way)
         self._chain: list[asyncio.Future[None]] | None = None  # its members' COMMITs, waiting
         self._chain_t0 = 0.0
+        self._saved = False  # a SAVEPOINT is open, empty, for the chain's next transaction
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()  # (kept: the loop holds tasks weakly)
         self._hold_warn = hold_warn
@@ -455,6 +456,10 @@ class LoopWriter:
         if self._chain_done():
             await self._end_chain()
         if self._chain is not None:
+            if self._saved:  # (opened by the transaction before it: see prepare_next)
+                self._saved = False
+                member.saved = member.open = True
+                return
             try:
                 await self._link.control(f"SAVEPOINT {MEMBER}")
                 member.saved = member.open = True
@@ -469,6 +474,7 @@ class LoopWriter:
             except LinkLost:
                 continue
         self._chain = []
+        self._saved = False
         self._chain_t0 = monotonic()
         member.saved = False
         member.open = True
@@ -562,6 +568,7 @@ class LoopWriter:
             return
         await self._link.rollback()
         chain, self._chain = self._chain, None
+        self._saved = False
         member.lost = True
         member.unknown = wrote
         member.open = False
@@ -595,6 +602,34 @@ class LoopWriter:
         chain.append(done)
         return done
 
+    async def prepare_next(self) -> None:
+        """(The turn's holder, its part just queued in the chain:) when the chain will go on
+        with a waiting transaction, open that one's savepoint now -- its begin then sends
+        nothing, and the loop turns once less between them. Never raises: a session lost here
+        loses the chain (its transactions are told), anything else drops it too."""
+        if (
+            self._chain is None
+            or self._saved
+            or self._loan is None
+            or self._closed
+            or not self._waiting()
+            or self._chain_done()
+        ):
+            return
+        try:
+            await self._link.control(f"SAVEPOINT {MEMBER}")
+        except LinkLost as lost:
+            self._chain_lost(lost)
+            return
+        except Exception as exc:  # (fail closed: the chain cannot be trusted to go on)
+            logger.warning("litegate: SAVEPOINT on %s failed (%r); the chain is dropped",
+                           self._address, exc)  # fmt: skip
+            self._link.drop()
+            self._chain_lost(LinkLost(f"SAVEPOINT failed: {exc!r}"))
+            return
+        if self._chain is not None:
+            self._saved = True
+
     async def roll_back(self, member: Member) -> None:
         """Undo the member's part: its savepoint, or -- the chain's first -- the whole."""
         chain = self._chain
@@ -608,6 +643,7 @@ class LoopWriter:
             return
         if not member.saved:  # (the first: nobody joined it yet)
             self._chain = None
+            self._saved = False
             await self._link.rollback()
             return
         try:
@@ -623,6 +659,7 @@ class LoopWriter:
     async def _end_chain(self) -> None:
         """COMMIT the chain and answer every transaction waiting in it."""
         chain, self._chain = self._chain, None
+        self._saved = False
         if chain is None:
             return
         error: BaseException | None = None
@@ -662,6 +699,7 @@ class LoopWriter:
     def _chain_lost(self, lost: LinkLost) -> None:
         """The session died: the open chain with it (nothing of it committed)."""
         chain, self._chain = self._chain, None
+        self._saved = False
         for done in chain or ():
             if not done.done():
                 done.set_exception(lost_transaction(str(lost)))
@@ -684,6 +722,7 @@ class LoopWriter:
         self._closed = True
         self._link.drop()
         chain, self._chain = self._chain, None
+        self._saved = False
         turns, self._turns = self._turns, deque()
         timer, self._turn_timer = self._turn_timer, None
         if not self.loop.is_closed():
@@ -836,6 +875,8 @@ class LoopLease:
     async def _commit(self) -> asyncio.Future[None] | None:
         try:
             self._chained = await self._writer.commit(self._member)
+            if self._chained is not None:
+                await self._writer.prepare_next()
         finally:
             self._give_turn()
         return cast("asyncio.Future[None] | None", self._chained)
