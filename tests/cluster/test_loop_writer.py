@@ -522,3 +522,283 @@ async def test_a_turn_held_when_the_engine_closes_begins_nothing(fake: FakeDrive
         await asyncio.wait_for(lease.begin(), 5)
     lease.end()
     assert fake.sent[sent:] == []
+
+
+async def test_with_an_on_connect_hook_async_transactions_go_through_the_writer_thread(
+    fake: FakeDriver,
+) -> None:
+    """``on_connect`` takes a thread's connection: the loop cannot open its own writer session
+    with it, so async transactions keep to the writer thread -- chained, rolled back alone,
+    cut off, as there."""
+    hooked: list[object] = []
+    adb = await open_adb(fake, on_connect=hooked.append, group_wait=30.0)
+    try:
+        loop_thread = threading.current_thread().name
+        before = len(fake.sent_on)
+        out = await chained(adb, [1, KeyError("b"), 3])
+        assert out[0] == out[2] == "committed" and isinstance(out[1], KeyError)
+        assert await values(adb) == [1, 3, "holder"]
+        mine = [th for sql, th in fake.sent_on[before:] if "INSERT INTO t" in sql]
+        assert mine and loop_thread not in mine  # (sent from the writer thread)
+        assert hooked  # (the hook ran on the writer's connection)
+        async with adb.transaction() as tx:
+            await tx.executemany("INSERT INTO t(v) VALUES (?)", [(4,), (5,)])
+            assert await tx.run(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 5
+            with pytest.raises(KeyError):
+                async with tx.savepoint():
+                    await tx.execute("INSERT INTO t(v) VALUES (6)")
+                    raise KeyError
+        fake.fail("ambiguous", "COMMIT")
+        with pytest.raises(litegate.OutcomeUnknown):
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO t(v) VALUES (7)")
+        fake.fail("lost", "VALUES (8)")
+        with pytest.raises(litegate.RolledBack):
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO t(v) VALUES (8)")
+        assert await values(adb) == [1, 3, 4, 5, 7, "holder"]
+    finally:
+        await adb.close()
+
+
+async def test_faults_inside_a_chain_fail_it_closed(fake: FakeDriver) -> None:
+    """A session lost while the next transaction's savepoint is opened, while a failing one's
+    is rolled back to, or while a function of a transaction runs beside the loop: the chain's
+    waiting transactions are told they did not commit, and what is in the table is exactly
+    what was reported committed."""
+    adb = await open_adb(fake, group_wait=30.0)
+    try:
+        cases: list[tuple[str, list[object]]] = [
+            ("SAVEPOINT litegate_member", [1, 2, 3]),  # (the holder's commit opens the next's)
+            ("ROLLBACK TO litegate_member", [11, KeyError("x"), 13]),
+        ]
+        for fault, bodies in cases:
+            fake.fail("lost", fault)
+            await adb.execute("DELETE FROM t")
+            out = await chained(adb, bodies)
+            committed = {b for b, o in zip(bodies, out, strict=True) if o == "committed"}
+            assert set(await values(adb)) == committed, (fault, out)  # (the holder's: lost)
+            assert len(committed) < len(bodies) or fault.startswith("SAVEPOINT"), out
+
+        def writes(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t(v) VALUES ('in fn')")
+
+        fake.fail("lost", "'in fn'")
+        with pytest.raises(litegate.RolledBack):
+            async with adb.transaction() as tx:
+                await tx.run(writes)
+        with pytest.raises(litegate.Misuse):
+            async with adb.transaction(time_limit=1.0) as tx:
+                await tx.execute("INSERT INTO t(v) VALUES ('limited')")
+        assert "in fn" not in await values(adb) and "limited" not in await values(adb)
+    finally:
+        await adb.close()
+
+
+async def test_a_commit_sqlite_refuses_fails_every_transaction_of_the_chain(
+    fake: FakeDriver,
+) -> None:
+    """A deferred foreign key checked at the chain's COMMIT: SQLite refuses the COMMIT, so no
+    transaction of the chain committed, and each is told (never "committed")."""
+    adb = await open_adb(fake, group_wait=30.0, pragmas={"foreign_keys": "ON"})
+    try:
+        await adb.executescript(
+            "CREATE TABLE p(id INTEGER PRIMARY KEY);"
+            "CREATE TABLE c(pid INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED);"
+        )
+        out = await chained(adb, [1, 2])
+        assert out == ["committed", "committed"]
+        held, go = asyncio.Event(), asyncio.Event()
+
+        async def orphan() -> None:
+            async with adb.transaction() as tx:
+                await tx.execute("INSERT INTO c VALUES (42)")  # (no parent: found at COMMIT)
+                held.set()
+                await go.wait()
+
+        results: list[object] = []
+
+        async def attempt(fn: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await fn()
+                results.append("committed")
+            except BaseException as exc:
+                results.append(exc)
+
+        first = asyncio.create_task(attempt(orphan))
+        await asyncio.wait_for(held.wait(), 10)
+        later = asyncio.create_task(attempt(lambda: insert_in_transaction(adb, "later")))
+        await asyncio.sleep(0)
+        go.set()
+        await asyncio.wait_for(asyncio.gather(first, later), 10)
+        assert len(results) == 2 and all(isinstance(r, litegate.RolledBack) for r in results)
+        assert "later" not in await values(adb)
+        assert await adb.query_value("SELECT count(*) FROM c") == 0
+    finally:
+        await adb.close()
+
+
+async def test_a_cancellation_during_commit_waits_for_its_outcome(fake: FakeDriver) -> None:
+    """A task cancelled while its COMMIT waits for the chain's: the cancellation is raised
+    once the COMMIT is over, and ``committed`` says it took effect."""
+    adb = await open_adb(fake, group_wait=30.0)
+    try:
+        held, go = asyncio.Event(), asyncio.Event()
+        seen: list[litegate.AsyncTransaction] = []
+
+        async def first() -> None:
+            async with adb.transaction() as tx:
+                seen.append(tx)
+                await tx.execute("INSERT INTO t(v) VALUES ('first')")
+                held.set()
+                await go.wait()
+
+        task = asyncio.create_task(first())
+        await asyncio.wait_for(held.wait(), 10)
+        follower = asyncio.create_task(insert_in_transaction(adb, "second"))
+        await asyncio.sleep(0)
+        go.set()
+        for _ in range(3):  # (its COMMIT queued in the chain, the second's turn next)
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(follower, 10)
+        assert seen[0].committed
+        assert await values(adb) == ["first", "second"]
+    finally:
+        await adb.close()
+
+
+async def test_a_snapshot_on_the_lane_sees_one_state(fake: FakeDriver) -> None:
+    engine = await asyncio.to_thread(
+        ClusterEngine,
+        make_options(URL, {"readers": 1}),
+        sessions=fake.open_session,
+        async_sessions=fake.open_async_session,
+    )
+    adb = litegate.AsyncDatabase(engine)
+    try:
+        await adb.execute("CREATE TABLE t(v)")
+        await adb.execute("INSERT INTO t(v) VALUES (1)")
+        async with adb.transaction() as tx:  # (a chain open on the loop's session)
+            await tx.execute("INSERT INTO t(v) VALUES (2)")
+        lease = await engine.lease_async(5)
+        try:
+            await lease.begin_snapshot()
+            assert [tuple(r) for r in await lease.query("SELECT count(*) FROM t", (), None)] == [
+                (2,)
+            ]
+            await lease.commit()
+        finally:
+            lease.end()
+        await insert_in_transaction(adb, 3)
+        assert await values(adb) == [1, 2, 3]
+    finally:
+        await adb.close()
+
+
+async def test_a_lost_session_at_begin_is_reopened_and_a_dead_seed_skipped(
+    fake: FakeDriver,
+) -> None:
+    fake.down.add("n1:9001")  # (the first seed: the loop's sessions open on another)
+    adb = await open_adb(fake, readers=1)
+    try:
+        fake.fail("lost", "BEGIN IMMEDIATE")  # (nothing of it ran: the BEGIN is sent again)
+        await insert_in_transaction(adb, "after a reopen")
+        values_read = await asyncio.gather(*(adb.query_value("SELECT ?", (i,)) for i in range(8)))
+        assert values_read == list(range(8))  # (one reader on the loop: they waited in turn)
+        assert await values(adb) == ["after a reopen"]
+    finally:
+        await adb.close()
+
+
+async def test_ending_a_transaction_from_another_thread_rolls_it_back(fake: FakeDriver) -> None:
+    """``end()`` from a thread (an aiosqlite-style ``close()`` elsewhere, a ``__del__``) is
+    handed to the loop: the transaction rolls back and the turn passes on."""
+    engine = await asyncio.to_thread(
+        ClusterEngine,
+        make_options(URL, {"readers": 1}),
+        sessions=fake.open_session,
+        async_sessions=fake.open_async_session,
+    )
+    adb = litegate.AsyncDatabase(engine)
+    try:
+        await adb.execute("CREATE TABLE t(v)")
+        lease = await engine.lease_async(5)
+        await lease.begin()
+        await lease.execute("INSERT INTO t VALUES ('ended elsewhere')", (), None)
+        await asyncio.to_thread(lease.end)
+        await asyncio.wait_for(insert_in_transaction(adb, "next"), 10)
+        assert await values(adb) == ["next"]
+    finally:
+        await adb.close()
+
+
+async def test_tasks_waiting_for_a_turn_when_the_database_closes_are_told(
+    fake: FakeDriver,
+) -> None:
+    adb = await open_adb(fake)
+    db = adb.as_sync()
+    entered, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with db.transaction():
+            entered.set()
+            release.wait(10)
+
+    th = threading.Thread(target=holder)
+    th.start()
+    await asyncio.to_thread(entered.wait, 10)
+    waiting = asyncio.create_task(insert_in_transaction(adb, "never"))
+    await asyncio.sleep(0.05)  # (its loop asked for the lane, queued behind the thread's)
+    closing = asyncio.create_task(asyncio.to_thread(db.close, 0.5))
+    await asyncio.sleep(0.1)
+    release.set()
+    await asyncio.wait_for(closing, 10)
+    with pytest.raises(litegate.Error):
+        await asyncio.wait_for(waiting, 10)
+    await asyncio.to_thread(th.join, 10)
+
+
+async def test_a_transaction_holding_the_turn_too_long_is_reported(
+    fake: FakeDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    adb = await open_adb(fake, hold_warn=0.1)
+    try:
+        async with adb.transaction() as tx:
+            await tx.execute("INSERT INTO t(v) VALUES ('slow')")
+            await asyncio.sleep(0.3)
+        assert (await adb.stats()).long_holds >= 1
+        assert "has held the write lane" in caplog.text
+        async with adb.transaction() as tx:  # (a quick one is not)
+            await tx.execute("INSERT INTO t(v) VALUES ('quick')")
+        assert (await adb.stats()).long_holds == 1
+    finally:
+        await adb.close()
+
+
+async def test_a_failing_function_leaves_its_transaction_usable_and_a_lost_one_refuses_more(
+    fake: FakeDriver,
+) -> None:
+    adb = await open_adb(fake)
+    try:
+
+        def fails(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t(v) VALUES ('before the error')")
+            raise KeyError("the function's own")
+
+        async with adb.transaction() as tx:
+            with pytest.raises(KeyError):
+                await tx.run(fails)
+            await tx.execute("INSERT INTO t(v) VALUES ('after it')")  # (still open: usable)
+        assert await values(adb) == ["after it", "before the error"]
+        fake.fail("lost", "'lost'")
+        with pytest.raises(litegate.RolledBack):
+            async with adb.transaction() as tx:
+                with pytest.raises(litegate.RolledBack):
+                    await tx.execute("INSERT INTO t(v) VALUES ('lost')")
+                await tx.execute("INSERT INTO t(v) VALUES ('refused')")  # (RolledBack again)
+        assert await values(adb) == ["after it", "before the error"]
+    finally:
+        await adb.close()

@@ -300,10 +300,9 @@ class LoopWriter:
         """Wait for this loop's turn at the lane (asked of the engine when not lent yet).
         :raises WriteTimeout: not given by ``deadline``; :raises Closed:"""
         if self._closed:
-            raise Closed(f"the database {self._address} is closed")
-        if self._loan is not None and not self._busy and not self._turns:
-            self._took_turn()
-            return
+            raise self._closed_error()
+        # (No shortcut when the loan is held and the turn free: a held loan always has its turn
+        # taken -- turn_done gives the lane back when nobody waits.)
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._turns.append(waiter)
         self._want_lane()
