@@ -15,8 +15,9 @@ loopback, far more between machines), so the engine's one job is to make few of 
   transaction is not sent through the thread: the lane is *lent* to its loop, whose tasks
   run their transactions there in turn, chained the same way (:mod:`._loop_writer`).
 - **reads** run on a small pool of reader links (all on the leader: a read sees every write
-  acknowledged before it), on the caller's thread, or, for asyncio callers, on the engine's
-  reader threads -- never on the event loop (the driver's calls block).
+  acknowledged before it) on the caller's thread, or, for asyncio callers, on reader sessions
+  of the caller's own loop (:mod:`._loop_readers`; other jobs on the engine's reader
+  threads -- the sync links' calls block, so never on the event loop).
 - **failover**: a link whose wire session died (or whose node stopped leading) is reopened
   against the seeds; what could not have taken effect is retried within the caller's
   ``timeout`` (:class:`~litegate.Unavailable` after it); a COMMIT cut off midway is never
