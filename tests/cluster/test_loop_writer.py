@@ -20,7 +20,7 @@ from litegate._cluster import ClusterEngine
 from litegate._config import make_options
 
 from .fake_driver import FakeDriver
-from .test_engine import URL
+from .test_engine import URL, hold_lane
 
 pytestmark = [
     pytest.mark.anyio,
@@ -241,16 +241,7 @@ async def test_a_turn_not_given_in_time_is_a_write_timeout_and_nothing_runs(
     adb = await open_adb(fake)
     try:
         db = adb.as_sync()
-        entered, release = threading.Event(), threading.Event()
-
-        def holder() -> None:
-            with db.transaction():
-                entered.set()
-                release.wait(10)
-
-        th = threading.Thread(target=holder)
-        th.start()
-        await asyncio.to_thread(entered.wait, 10)
+        release, th = await asyncio.to_thread(hold_lane, db)
         t0 = time.monotonic()
         with pytest.raises(litegate.WriteTimeout):
             async with adb.transaction(timeout=0.2) as tx:
@@ -740,16 +731,7 @@ async def test_tasks_waiting_for_a_turn_when_the_database_closes_are_told(
 ) -> None:
     adb = await open_adb(fake)
     db = adb.as_sync()
-    entered, release = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with db.transaction():
-            entered.set()
-            release.wait(10)
-
-    th = threading.Thread(target=holder)
-    th.start()
-    await asyncio.to_thread(entered.wait, 10)
+    release, th = await asyncio.to_thread(hold_lane, db)
     waiting = asyncio.create_task(insert_in_transaction(adb, "never"))
     await asyncio.sleep(0.05)  # (its loop asked for the lane, queued behind the thread's)
     closing = asyncio.create_task(asyncio.to_thread(db.close, 0.5))
