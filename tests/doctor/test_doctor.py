@@ -169,6 +169,267 @@ def test_lg101_partial_and_executor_map() -> None:
     assert ("LG101", 6) in found(src)
 
 
+# -- thread entries: what starts running on another thread -------------------------------------
+
+
+def test_thread_and_timer_with_positional_target_and_args() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    def work(n):
+        conn.execute("SELECT ?", (n,))
+    def tick(c):
+        c.commit()
+    threading.Thread(None, work, "worker", (1,), daemon=True).start()
+    threading.Timer(5.0, tick, [conn]).start()
+    threading.Timer(9.0, tick, pending).start()
+    """
+    assert found(src) == [("LG104", 3), ("LG101", 5), ("LG101", 7)]
+    timer = analyze_source(textwrap.dedent(src), "snippet.py")[2]
+    assert "used here in tick, which runs on another thread (threading.Timer, line 9)" in (
+        timer.message
+    )
+
+
+def test_thread_without_a_resolvable_target_is_not_an_entry() -> None:
+    src = """
+    import functools, sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    def work():
+        conn.execute("SELECT 1")
+    threading.Thread(daemon=True).start()
+    threading.Thread(target=make_worker(work)).start()
+    threading.Thread(target=handlers[0]).start()
+    threading.Thread(target=undefined_name).start()
+    threading.Thread(target=functools.partial(undefined_name)).start()
+    """
+    assert found(src) == []
+
+
+def test_lambda_targets_at_module_level_and_in_a_function() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    threading.Thread(target=lambda: conn.execute("SELECT 1")).start()
+    def main():
+        threading.Thread(target=lambda: conn.commit()).start()
+    """
+    assert found(src) == [("LG104", 3), ("LG101", 4), ("LG101", 6)]
+    assert "(<lambda:4>, main.<lambda:6>)" in analyze_source(textwrap.dedent(src))[0].message
+
+
+def test_lambda_target_calling_a_function_with_keyword_arguments() -> None:
+    src = """
+    import sqlite3, threading
+    def save(conn):
+        conn.commit()
+    def write(n, *, db, retries=3):
+        db.execute("INSERT INTO t VALUES (?)", (n,))
+        save(conn=db)
+    def main(**options):
+        conn = sqlite3.connect("a.db")
+        threading.Thread(target=lambda: write(1, db=conn, retries=5, **options)).start()
+    """
+    assert found(src) == [("LG101", 4), ("LG101", 6)]
+
+
+def test_method_of_an_unknown_receiver_only_one_class_defines() -> None:
+    unique = """
+    import sqlite3, threading
+    class Store:
+        def __init__(self):
+            self.conn = sqlite3.connect("a.db")
+        def flush(self):
+            self.conn.commit()
+    def start(store):
+        threading.Thread(target=store.flush).start()
+    """
+    ambiguous = (
+        unique
+        + """
+    class Other:
+        def __init__(self):
+            self.conn = sqlite3.connect("b.db")
+        def flush(self):
+            self.conn.commit()
+    """
+    )
+    assert found(unique) == [("LG101", 7)]
+    assert found(ambiguous) == []  # which class's flush() runs is unknown: no guess
+
+
+def test_method_from_an_outside_base_is_not_taken_for_another_classes_method() -> None:
+    # Regression: store.flush() (inherited from ExternalBase) was taken for Cache.flush(), the
+    # only flush() in the module, and Cache.conn was reported as used on the thread.
+    src = """
+    import sqlite3, threading
+    from storage import ExternalBase
+    class Store(ExternalBase):
+        def __init__(self):
+            self.conn = sqlite3.connect("a.db", timeout=5)
+    class Cache:
+        def __init__(self):
+            self.conn = sqlite3.connect("c.db")
+        def flush(self):
+            self.conn.commit()
+    store = Store()
+    threading.Thread(target=store.flush).start()
+    """
+    assert found(src) == []
+
+
+def test_starred_arguments_stop_the_binding() -> None:
+    src = """
+    import sqlite3, threading
+    def write(conn, n):
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+    def main():
+        conn = sqlite3.connect("a.db")
+        args = (conn, 1)
+        threading.Thread(target=write, args=(*args,)).start()
+    """
+    assert found(src) == []
+    bound = src.replace("args=(*args,)", "args=(conn, 1)")
+    assert found(bound) == [("LG101", 4)]
+
+
+def test_recursive_worker_is_followed_once() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    def walk(node):
+        for child in node.children:
+            walk(child)
+        walk(node.left)
+        conn.execute("SELECT 1")
+    threading.Thread(target=walk, args=(root,)).start()
+    """
+    assert found(src) == [("LG101", 8)]
+
+
+def test_calls_the_worker_cannot_resolve_are_skipped() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class Job:
+        def run(self):
+            self.missing()
+            handlers[0]()
+            conn.execute("SELECT 1")
+    def work():
+        job = Job()
+        job.run()
+    threading.Thread(target=work).start()
+    """
+    assert found(src) == [("LG101", 8)]
+
+
+def test_process_targets_do_not_share_the_parents_connection() -> None:
+    src = """
+    import multiprocessing, sqlite3
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import Pool
+    conn = sqlite3.connect("a.db")
+    def work(n=0):
+        mine = sqlite3.connect("b.db")
+        mine.execute("INSERT INTO t VALUES (?)", (n,))
+        conn.execute("SELECT 1")
+    multiprocessing.Process(target=work).start()
+    with Pool(4) as pool:
+        pool.apply_async(work, (1,))
+        pool.starmap(work, [(1,)])
+    with ProcessPoolExecutor() as ex:
+        ex.submit(work, 2)
+    """
+    assert found(src) == [("LG106", 7)]
+    assert "each thread or process opens its own connection" in (
+        analyze_source(textwrap.dedent(src))[0].message
+    )
+
+
+def test_run_in_executor_on_a_process_pool_versus_the_default_thread_pool() -> None:
+    src = """
+    import asyncio, sqlite3
+    from concurrent.futures import ProcessPoolExecutor
+    conn = sqlite3.connect("a.db")
+    pool = ProcessPoolExecutor()
+    def work():
+        conn.execute("SELECT 1")
+    async def main():
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(pool, work)
+    """
+    assert found(src) == []
+    threads = src.replace("run_in_executor(pool, work)", "run_in_executor(None, work)")
+    assert found(threads) == [("LG104", 4), ("LG101", 7)]
+
+
+def test_submit_and_map_on_objects_that_are_not_executors() -> None:
+    src = """
+    import sqlite3
+    conn = sqlite3.connect("a.db")
+    def work():
+        conn.execute("SELECT 1")
+    form.submit(work)
+    results.map(work)
+    pool.starmap(work, [()])
+    """
+    assert found(src) == []
+
+
+def test_route_objects_and_add_url_rule() -> None:
+    src = """
+    import sqlite3
+    from starlette.routing import Route
+    from flask import Flask
+    conn = sqlite3.connect("a.db")
+    def a(request):
+        return conn.execute("SELECT 1").fetchall()
+    def b():
+        return conn.execute("SELECT 2").fetchall()
+    async def c(request):
+        return conn.execute("SELECT 3").fetchall()
+    routes = [Route("/a", endpoint=a), Route("/c", c)]
+    app = Flask(__name__)
+    app.add_url_rule("/b", "b", b)
+    app.add_url_rule("/x", "x")
+    """
+    # the async endpoint runs on the loop: LG103, not a thread hop
+    assert found(src) == [("LG104", 5), ("LG101", 7), ("LG101", 9), ("LG103", 11)]
+
+
+def test_sync_methods_of_http_endpoint_subclasses() -> None:
+    src = """
+    import sqlite3
+    from starlette.endpoints import HTTPEndpoint
+    conn = sqlite3.connect("a.db")
+    class Base(HTTPEndpoint):
+        pass
+    class Items(Base):
+        def get(self, request):
+            return conn.execute("SELECT 1").fetchall()
+        def helper(self):
+            return conn.execute("SELECT 2").fetchall()
+    class Plain(Unknown):
+        def get(self, request):
+            return conn.execute("SELECT 3").fetchall()
+    """
+    assert found(src) == [("LG104", 4), ("LG101", 9)]
+    message = analyze_source(textwrap.dedent(src))[1].message
+    assert "(sync HTTPEndpoint method, run in a thread pool, line 8)" in message
+
+
+def test_decorator_call_that_is_not_a_route_is_not_an_entry() -> None:
+    src = """
+    import sqlite3
+    conn = sqlite3.connect("a.db")
+    @cache.memoize(timeout=60)
+    def load():
+        return conn.execute("SELECT 1").fetchall()
+    """
+    assert found(src) == []
+
+
 # -- LG102 unlocked shared connection ----------------------------------------------------------
 
 
@@ -234,6 +495,66 @@ def test_lg103_not_for_awaited_or_offloaded_calls() -> None:
         yield
     """
     assert found(src) == []
+
+
+def test_lg103_through_helpers_each_call_reported_once() -> None:
+    src = """
+    import sqlite3
+    db = sqlite3.connect("a.db")
+    def open_db():
+        return sqlite3.connect("a.db")
+    def query(session):
+        rows = []
+        session.close()
+        rows.append(1)
+        return db.execute("SELECT 1").fetchall()
+    def report(session):
+        log("start")
+        pure()
+        return query(session)
+    def pure():
+        return 1
+    def noop():
+        pass
+    async def handler(session):
+        conn = open_db()
+        n = report(session)
+        m = report(session)
+        session.execute("SELECT 1")
+        pure()
+        noop()
+        return n, m
+    """
+    assert found(src) == [("LG103", 20), ("LG103", 21), ("LG103", 22)]
+    messages = [f.message for f in analyze_source(textwrap.dedent(src))]
+    assert (
+        messages[0]
+        == "in async def handler(): open_db() runs sqlite3 (line 5) and blocks the event loop"
+    )
+    assert "report() runs sqlite3 (line 14)" in messages[1]
+
+
+def test_lg103_not_in_startup_and_shutdown_hooks() -> None:
+    src = """
+    import sqlite3
+    from starlette.applications import Starlette
+    db = None
+    async def warm():
+        global db
+        db = sqlite3.connect("a.db")
+    async def close_db():
+        db.close()
+    app = Starlette(on_startup=[warm], on_shutdown=(close_db,))
+    @app.on_event("startup")
+    async def load():
+        db.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    @sio.listen
+    async def connected():
+        db.execute("SELECT 1")
+    async def handler():
+        db.execute("SELECT 2")
+    """
+    assert found(src) == [("LG103", 18)]
 
 
 # -- LG104 global shared by several threads -----------------------------------------------------
@@ -427,6 +748,24 @@ def test_lg107_not_for_begin_immediate_or_read_only_transaction() -> None:
         return rows
     """
     assert found(src) == []
+
+
+def test_lg107_f_string_sql_is_read_up_to_its_first_placeholder() -> None:
+    src = """
+    import sqlite3
+    def bump(conn, table):
+        conn.execute("BEGIN")
+        conn.execute(f"UPDATE {table} SET n = n + 1")
+        conn.execute("COMMIT")
+    def unknown(conn, verb):
+        conn.execute("BEGIN")
+        conn.execute(f"{verb} INTO t VALUES (1)")
+        conn.execute("COMMIT")
+    def constant(conn):
+        conn.execute("BEGIN")
+        conn.execute(f"DELETE FROM t")
+    """
+    assert found(src) == [("LG107", 4), ("LG107", 12)]
 
 
 # -- suppression, robustness -------------------------------------------------------------------

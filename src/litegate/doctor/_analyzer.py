@@ -280,8 +280,9 @@ class _Analysis:
             owner = m.value(expr.value, f, SHARED, ())
             if owner is not None and owner.kind == "inst" and owner.cls is not None:
                 method = m.method(owner.cls, expr.attr)
-                if method is not None:
-                    return method, owner.origin, [], 1
+                # No such method in the class or its module bases: it comes from a base
+                # outside this module, not from another class that happens to define it.
+                return (method, owner.origin, [], 1) if method is not None else None
             # The receiver's class is unknown: accept a method name only one class defines.
             classes = [c for c, methods in m.methods.items() if expr.attr in methods]
             if len(classes) == 1:

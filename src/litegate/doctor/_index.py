@@ -138,6 +138,7 @@ class Func:
     # name -> [(target, value, function the assignment is in)]
     values: dict[str, list[tuple[ast.AST, ast.expr, Func]]] = field(default_factory=dict)
     declared_global: set[str] = field(default_factory=set)
+    declared_nonlocal: set[str] = field(default_factory=set)
     calls: list[CallSite] = field(default_factory=list)
     withs: list[tuple[ast.expr, bool]] = field(default_factory=list)
     children: dict[str, Func] = field(default_factory=dict)
@@ -320,7 +321,10 @@ class Module:
                 continue
             if owner is self.module:
                 return self._stored(src, ("global", name), name, "global", target, "<global>")
-            return self._stored(src, ("local", owner.qualname, name), name, "local", target, None)
+            # assigned by a nested function (``nonlocal``): shared by every thread running it
+            origin = None if where is owner else SHARED
+            key = ("local", owner.qualname, name)
+            return self._stored(src, key, name, "local", target, origin)
         return None
 
     def _stored(
@@ -557,7 +561,7 @@ class _Builder:
         elif isinstance(s, ast.Global):
             self.f.declared_global.update(s.names)
         elif isinstance(s, ast.Nonlocal):
-            self.f.declared_global.difference_update(s.names)
+            self.f.declared_nonlocal.update(s.names)
         elif isinstance(s, (ast.Import, ast.ImportFrom)):
             self._import(s)
         elif isinstance(s, ast.Match):
@@ -602,9 +606,13 @@ class _Builder:
     def _target(self, t: ast.expr, value: ast.expr | None, locked: bool, in_loop: bool) -> None:
         f = self.f
         if isinstance(t, ast.Name):
-            if t.id in f.declared_global:
+            if t.id in f.declared_global or t.id in f.declared_nonlocal:
+                # the name belongs to the module or to an enclosing function, not to ``f``
                 if value is not None:
-                    self.m.module.values.setdefault(t.id, []).append((t, value, f))
+                    owner = self.m.module
+                    if t.id in f.declared_nonlocal and f.parent is not None:
+                        owner = self.m.lookup(t.id, f.parent)
+                    owner.values.setdefault(t.id, []).append((t, value, f))
                 return
             f.locals.add(t.id)
             if value is not None:
