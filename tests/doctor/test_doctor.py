@@ -22,6 +22,10 @@ def found(source: str) -> list[tuple[str, int]]:
     return [(f.rule, f.line) for f in analyze_source(textwrap.dedent(source), "snippet.py")]
 
 
+def messages(source: str) -> list[str]:
+    return [f.message for f in analyze_source(textwrap.dedent(source), "snippet.py")]
+
+
 def expected(path: Path) -> set[tuple[str, int]]:
     out: set[tuple[str, int]] = set()
     for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -419,6 +423,22 @@ def test_sync_methods_of_http_endpoint_subclasses() -> None:
     assert "(sync HTTPEndpoint method, run in a thread pool, line 8)" in message
 
 
+def test_a_class_that_names_itself_as_its_base_is_analysed() -> None:
+    # ``class A(A)`` (a NameError at run time, but valid syntax): telling whether it is an
+    # HTTPEndpoint once recursed until RecursionError, and the file was skipped unanalysed.
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class A(A):
+        def get(self, request):
+            return 1
+    def work():
+        conn.execute("SELECT 1")
+    threading.Thread(target=work).start()
+    """
+    assert found(src) == [("LG101", 8)]
+
+
 def test_decorator_call_that_is_not_a_route_is_not_an_entry() -> None:
     src = """
     import sqlite3
@@ -428,6 +448,337 @@ def test_decorator_call_that_is_not_a_route_is_not_an_entry() -> None:
         return conn.execute("SELECT 1").fetchall()
     """
     assert found(src) == []
+
+
+# -- threading.Thread subclasses: run() is the thread body -------------------------------------
+
+
+def test_lg101_thread_subclass_run_uses_a_module_connection() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class Worker(threading.Thread):
+        def run(self):
+            conn.execute("SELECT 1")
+    Worker().start()
+    """
+    assert found(src) == [("LG101", 6)]
+    assert messages(src)[0] == (
+        "connection `conn` is created at module level (line 3) but used here in Worker.run, "
+        "which runs on another thread (threading.Thread subclass, line 7): sqlite3 raises "
+        "ProgrammingError (objects created in a thread can only be used in that same thread)"
+    )
+
+
+_SUBCLASS = """
+import sqlite3, threading
+import threading as th
+from threading import Thread
+conn = sqlite3.connect("a.db")
+class Base(threading.Thread):
+    pass
+class Mixin:
+    pass
+class Worker({bases}):
+    def run(self):
+        conn.execute("SELECT 1")
+w = Worker()
+w.start()
+"""
+
+
+@pytest.mark.parametrize(
+    ("bases", "want"),
+    [
+        pytest.param("threading.Thread", [("LG101", 12)], id="threading.Thread"),
+        pytest.param("th.Thread", [("LG101", 12)], id="module-alias"),
+        pytest.param("Thread", [("LG101", 12)], id="from-threading-import-Thread"),
+        pytest.param("Base", [("LG101", 12)], id="module-class-subclassing-Thread"),
+        pytest.param("Mixin, Base", [("LG101", 12)], id="second-base"),
+        pytest.param("Mixin", [], id="module-class-not-a-thread"),
+        pytest.param("object", [], id="object"),
+        pytest.param("threading.local", [], id="threading.local"),
+    ],
+)
+def test_thread_subclass_forms(bases: str, want: list[tuple[str, int]]) -> None:
+    assert found(_SUBCLASS.format(bases=bases)) == want
+
+
+def test_lg101_thread_subclass_connection_made_in_init_used_in_run() -> None:
+    # The classic bug: __init__ runs on the thread that creates the object, run() on the new one.
+    src = """
+    import sqlite3, threading
+    class Writer(threading.Thread):
+        def __init__(self, path):
+            super().__init__(daemon=True)
+            self.conn = sqlite3.connect(path)
+            self.repo = Repo()
+        def run(self):
+            self.conn.execute("INSERT INTO t VALUES (1)")
+            self.conn.commit()
+            self.repo.get()
+    class Repo:
+        def __init__(self):
+            self.db = sqlite3.connect("b.db")
+        def get(self):
+            return self.db.execute("SELECT 1").fetchone()
+    Writer("a.db").start()
+    """
+    assert found(src) == [("LG101", 9), ("LG101", 16)]
+    first, second = messages(src)
+    assert first.startswith("connection `Writer.conn` is created in Writer.__init__ (line 6)")
+    assert "used here in Writer.run, which runs on another thread" in first
+    assert second.startswith("connection `Repo.db` is created in Repo.__init__ (line 14)")
+
+
+def test_thread_subclass_connection_made_in_run_is_per_thread() -> None:
+    src = """
+    import sqlite3, threading
+    class Writer(threading.Thread):
+        def __init__(self):
+            super().__init__()
+            self.conn = None
+            self.cache = None
+        def run(self):
+            self.conn = sqlite3.connect("a.db", timeout=5)
+            self.cache = Repo()
+            local = sqlite3.connect("b.db", timeout=5)
+            local.execute("INSERT INTO t VALUES (1)")
+            self.step()
+            def flush():
+                self.conn.commit()
+            flush()
+            self.conn.close()
+        def step(self):
+            self.conn.execute("INSERT INTO t VALUES (1)")
+            self.conn.commit()
+            self.cache.get()
+    class Repo:
+        def __init__(self):
+            self.db = sqlite3.connect("c.db", timeout=5)
+        def get(self):
+            return self.db.execute("SELECT 1").fetchone()
+    for _ in range(4):
+        Writer().start()
+    """
+    assert found(src) == []
+
+
+def test_connection_made_in_run_handed_to_a_further_thread() -> None:
+    src = """
+    import sqlite3, threading
+    class Writer(threading.Thread):
+        def run(self):
+            self.conn = sqlite3.connect("a.db", timeout=5)
+            def flush():
+                self.conn.commit()
+            threading.Thread(target=flush).start()
+    Writer().start()
+    """
+    assert found(src) == [("LG101", 7)]
+    assert messages(src)[0].startswith(
+        "connection `Writer.conn` is created in Writer.run (line 5) but used here in "
+        "Writer.run.flush, which runs on another thread (threading.Thread, line 8)"
+    )
+
+
+def test_thread_subclass_that_never_touches_the_connection() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class Ticker(threading.Thread):
+        def run(self):
+            print("tick")
+    class Idle(threading.Thread):
+        pass
+    Ticker().start()
+    Idle(target=print).start()
+    conn.execute("SELECT 1")
+    """
+    assert found(src) == []
+
+
+def test_run_method_of_a_class_that_is_not_a_thread_is_not_a_thread_body() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class Job:
+        def run(self):
+            conn.execute("SELECT 1")
+        def start(self):
+            self.run()
+    Job().start()
+    Job().run()
+    """
+    assert found(src) == []
+    started = src + "threading.Thread(target=Job().run).start()\n"
+    assert found(started) == [("LG101", 6)]
+
+
+def test_thread_subclass_started_by_itself_and_started_in_a_loop() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class Worker(threading.Thread):
+        def __init__(self):
+            super().__init__()
+            self.start()
+        def run(self):
+            conn.execute("SELECT 1")
+    Worker()
+    """
+    assert found(src) == [("LG101", 9)]
+    assert "(threading.Thread subclass, line 7)" in messages(src)[0]
+    looped = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class Worker(threading.Thread):
+        def run(self):
+            conn.execute("SELECT 1")
+    for _ in range(4):
+        Worker().start()
+    """
+    assert found(looped) == [("LG104", 3), ("LG101", 6)]  # one connection, four threads
+
+
+def test_thread_subclass_started_elsewhere_still_runs_on_its_own_thread() -> None:
+    # No start() in this module (it is started by the code that imports it): run() is still
+    # the body of a thread, reported at the class.
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class Worker(threading.Thread):
+        def run(self):
+            conn.execute("SELECT 1")
+    """
+    assert found(src) == [("LG101", 6)]
+    assert "(threading.Thread subclass, line 4)" in messages(src)[0]
+
+
+def test_run_inherited_from_a_module_thread_class_is_one_thread_body() -> None:
+    src = """
+    import sqlite3, threading
+    conn = sqlite3.connect("a.db")
+    class Base(threading.Thread):
+        def run(self):
+            conn.execute("SELECT 1")
+    class Worker(Base):
+        pass
+    class Other(Base):
+        pass
+    Worker().start()
+    """
+    assert found(src) == [("LG101", 6)]
+    assert "(threading.Thread subclass, line 11)" in messages(src)[0]
+
+
+# -- a connection handed to a thread in its arguments -------------------------------------------
+
+_HANDED = """
+import asyncio, functools, multiprocessing, sqlite3, threading
+from concurrent.futures import ThreadPoolExecutor
+ex = ThreadPoolExecutor()
+def open_db():
+    return sqlite3.connect("a.db")
+def write(conn):
+    conn.execute("SELECT 1")
+def main():
+    c = sqlite3.connect("a.db")
+    {spawn}
+"""
+
+
+@pytest.mark.parametrize(
+    ("spawn", "made"),
+    [
+        pytest.param(
+            "threading.Thread(target=write, args=(c,)).start()",
+            "connection `c` is created in main (line 10)",
+            id="variable",
+        ),
+        pytest.param(
+            'threading.Thread(target=write, args=(sqlite3.connect("a.db"),)).start()',
+            "connection `conn` is created in main (line 11)",
+            id="inline",
+        ),
+        pytest.param(
+            'threading.Thread(target=write, args=(d := sqlite3.connect("a.db"),)).start()',
+            "connection `d` is created in main (line 11)",
+            id="walrus",
+        ),
+        pytest.param(
+            'threading.Thread(None, write, None, [sqlite3.connect("a.db")]).start()',
+            "connection `conn` is created in main (line 11)",
+            id="positional-args",
+        ),
+        pytest.param(
+            'threading.Thread(target=functools.partial(write, sqlite3.connect("a.db"))).start()',
+            "connection `conn` is created in main (line 11)",
+            id="partial",
+        ),
+        pytest.param(
+            'ex.submit(write, sqlite3.connect("a.db"))',
+            "connection `conn` is created in main (line 11)",
+            id="executor-submit",
+        ),
+        pytest.param(
+            'asyncio.to_thread(write, sqlite3.connect("a.db"))',
+            "connection `conn` is created in main (line 11)",
+            id="to-thread",
+        ),
+        pytest.param(
+            "threading.Thread(target=write, args=(open_db(),)).start()",
+            "connection `conn` is created in open_db (line 11)",
+            id="factory",
+        ),
+        pytest.param(
+            'threading.Thread(target=write, args=(sqlite3.connect("a.db").cursor(),)).start()',
+            "cursor `conn` is created in main (line 11)",
+            id="cursor",
+        ),
+    ],
+)
+def test_lg101_connection_handed_to_a_thread_as_an_argument(spawn: str, made: str) -> None:
+    src = _HANDED.format(spawn=spawn)
+    assert found(src) == [("LG101", 8)]
+    assert messages(src)[0].startswith(f"{made} but used here in write, which runs on another")
+
+
+@pytest.mark.parametrize(
+    "spawn",
+    [
+        pytest.param(
+            'threading.Thread(target=lambda: write(sqlite3.connect("a.db"))).start()',
+            id="made-by-the-thread",
+        ),
+        pytest.param(
+            'multiprocessing.Process(target=write, args=(sqlite3.connect("a.db"),)).start()',
+            id="process",
+        ),
+        pytest.param(
+            "threading.Thread("
+            'target=write, args=(sqlite3.connect("a.db", check_same_thread=False),)).start()',
+            id="the-threads-alone",
+        ),
+    ],
+)
+def test_connection_handed_inline_that_only_the_thread_uses(spawn: str) -> None:
+    assert found(_HANDED.format(spawn=spawn)) == []
+
+
+def test_connection_handed_inline_in_a_loop_is_not_a_shared_global() -> None:
+    src = """
+    import sqlite3, threading
+    def write(conn):
+        conn.execute("SELECT 1")
+    for _ in range(4):
+        threading.Thread(target=write, args=(sqlite3.connect("a.db"),)).start()
+    """
+    # made on the main thread (LG101), but one connection per thread: no global is shared
+    assert found(src) == [("LG101", 4)]
+    assert messages(src)[0].startswith("connection `conn` is created at module level (line 6)")
+    named = src.replace("args=(sqlite3", "args=(c := sqlite3")
+    assert messages(named)[0].startswith("connection `c` is created at module level (line 6)")
 
 
 # -- LG102 unlocked shared connection ----------------------------------------------------------

@@ -41,6 +41,11 @@ FIXABLE_CASES = {
 }
 
 
+def found(source: str) -> list[tuple[str, int]]:
+    """(rule, line) of every finding in a snippet."""
+    return [(f.rule, f.line) for f in analyze_source(textwrap.dedent(source), "snippet.py")]
+
+
 def fixed(source: str) -> str:
     """The text --fix makes of a snippet."""
     return fix_source(textwrap.dedent(source), "snippet.py").new
@@ -388,6 +393,32 @@ def test_check_same_thread_true_and_other_calls_are_kept() -> None:
     new = fixed(src)
     assert 'sqlite3.connect("a.db", check_same_thread=True)' in new
     assert "dict(check_same_thread=False)" in new
+
+
+def test_thread_subclass_and_inline_argument_connections_are_fixed() -> None:
+    src = """
+    import sqlite3, threading
+    class Writer(threading.Thread):
+        def __init__(self):
+            super().__init__()
+            self.conn = sqlite3.connect("a.db", timeout=5)
+        def run(self):
+            self.conn.execute("SELECT 1")
+    def write(conn):
+        conn.execute("SELECT 1")
+    Writer().start()
+    threading.Thread(target=write, args=(sqlite3.connect("b.db"),)).start()
+    threading.Thread(
+        target=write, args=(sqlite3.connect("c.db", check_same_thread=False),)
+    ).start()
+    """
+    assert found(src) == [("LG101", 8), ("LG101", 10)]
+    new = fixed(src)
+    ast.parse(new)
+    assert new == textwrap.dedent(src).replace(
+        "import sqlite3, threading", "import threading\nimport litegate.sqlite3 as sqlite3"
+    ).replace(", check_same_thread=False)", ")")
+    assert analyze_source(new) == []
 
 
 # -- what is not rewritten --------------------------------------------------------------------

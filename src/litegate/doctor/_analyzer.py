@@ -4,7 +4,8 @@ The analysis has three steps:
 
 1. find the *entries*: functions that start running on another thread (or process) —
    targets of ``asyncio.to_thread``, ``run_in_executor``, ``threading.Thread``, executor
-   ``submit``/``map``, and sync route handlers, which frameworks run in a thread pool;
+   ``submit``/``map``, the ``run()`` of ``threading.Thread`` subclasses, and sync route
+   handlers, which frameworks run in a thread pool;
 2. from each entry, follow calls through the module (functions, ``self.method()``,
    ``obj.method()`` when ``obj``'s class is known) to the set of functions that run on that
    thread, carrying what is known about parameters and ``self``;
@@ -22,7 +23,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-from ._index import SHARED, Func, Holder, Module, Val, connect_arg
+from ._index import SHARED, THREAD_SELF, Func, Holder, Module, Val, connect_arg
 from ._rules import Finding
 
 __all__ = ("analyze_module",)
@@ -46,6 +47,7 @@ _ROUTE_DECORATORS = frozenset(
 _ROUTE_CALLS = {"add_route": (1, "endpoint"), "add_api_route": (1, "endpoint")}
 _HTTP_METHODS = frozenset({"get", "post", "put", "patch", "delete", "head", "options"})
 _POOL_PROCESS_METHODS = frozenset({"apply", "apply_async", "map_async", "starmap", "imap"})
+_THREAD_SUBCLASS = "threading.Thread subclass"
 _BLOCKING = frozenset(
     {
         "execute",
@@ -180,17 +182,55 @@ class _Analysis:
             if f.cls is not None and f.name in _HTTP_METHODS and self._is_endpoint(f.cls):
                 how = "sync HTTPEndpoint method, run in a thread pool"
                 out.append(_Entry(f, SHARED, (), how, node.lineno, True, False))
+        # A Thread subclass that this module never starts is started by the code importing it:
+        # its run() is still a thread's body, reported at the class.
+        started = {id(e.func) for e in out if e.how == _THREAD_SUBCLASS}
+        for cls, cls_node in m.classes.items():
+            run = m.method(cls, "run") if self._is_thread_class(cls) else None
+            if run is not None and id(run) not in started:
+                started.add(id(run))
+                out.append(
+                    _Entry(run, THREAD_SELF, (), _THREAD_SUBCLASS, cls_node.lineno, False, False)
+                )
         return out
 
-    def _is_endpoint(self, cls: str) -> bool:
+    def _is_endpoint(self, cls: str, depth: int = 0) -> bool:
         node = self.m.classes.get(cls)
-        if node is None:
+        if node is None or depth > 5:  # (``class A(A)``: a loop of bases)
             return False
         for base in node.bases:
             name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
-            if name == "HTTPEndpoint" or (name in self.m.classes and self._is_endpoint(name)):
+            if name == "HTTPEndpoint" or (
+                name in self.m.classes and self._is_endpoint(name, depth + 1)
+            ):
                 return True
         return False
+
+    def _is_thread_class(self, cls: str, depth: int = 0) -> bool:
+        """Whether module class ``cls`` subclasses ``threading.Thread``, itself or through
+        module bases (``class Worker(Thread)`` after ``from threading import Thread``)."""
+        node = self.m.classes.get(cls)
+        if node is None or depth > 5:
+            return False
+        for base in node.bases:
+            if self.m.dotted(base) == "threading.Thread":
+                return True
+            if isinstance(base, ast.Name) and self._is_thread_class(base.id, depth + 1):
+                return True
+        return False
+
+    def _thread_start(self, f: Func, receiver: ast.expr, line: int, multi: bool) -> _Entry | None:
+        """``receiver.start()`` on an instance of a ``threading.Thread`` subclass: its ``run()``
+        runs on the new thread, ``self`` being the object made (and set up) before."""
+        owner = self.m.value(receiver, f, SHARED, ())
+        if owner is None or owner.kind != "inst" or owner.cls is None:
+            return None
+        if not self._is_thread_class(owner.cls):
+            return None
+        run = self.m.method(owner.cls, "run")
+        if run is None:
+            return None  # Thread.run: calls the target= given to the constructor
+        return _Entry(run, THREAD_SELF, (), _THREAD_SUBCLASS, line, multi, False)
 
     def _spawn(self, f: Func, call: ast.Call, *, multi: bool) -> _Entry | None:
         m = self.m
@@ -239,6 +279,8 @@ class _Analysis:
         elif self._is_route_call(call, dotted, attr):
             target = self._route_target(call, attr)
             how, multi = "sync route handler, run in a thread pool", True
+        elif attr == "start" and isinstance(fn, ast.Attribute) and not call.args:
+            return self._thread_start(f, fn.value, call.lineno, multi)
         else:
             return None
         if target is None:
@@ -249,7 +291,7 @@ class _Analysis:
         func, self_origin, bound_args, skip = resolved
         if how.startswith("sync route") and func.is_async:
             return None
-        bindings = self._bind(func, [*bound_args, *args], [], f, SHARED, (), skip)
+        bindings = self._bind(func, [*bound_args, *args], [], f, SHARED, (), skip, handed=True)
         return _Entry(func, self_origin, bindings, how, call.lineno, multi, process)
 
     @staticmethod
@@ -305,7 +347,14 @@ class _Analysis:
         self_origin: str,
         bindings: tuple[tuple[str, Val], ...],
         skip: int,
+        *,
+        handed: bool = False,
     ) -> tuple[tuple[str, Val], ...]:
+        """What ``callee``'s parameters hold when ``caller`` calls it with ``args``.
+
+        :param handed: ``callee`` starts another thread: a connection made in the arguments
+            themselves is held by the parameter (:meth:`Module.handed`)
+        """
         params = callee.params[skip:]
         out: list[tuple[str, Val]] = []
         for name, arg in zip(params, args, strict=False):
@@ -313,7 +362,7 @@ class _Analysis:
                 break
             val = self.m.value(arg, caller, self_origin, bindings)
             if val is not None and val.kind in ("conn", "cursor", "inst"):
-                out.append((name, val))
+                out.append((name, self.m.handed(val, name, arg, caller) if handed else val))
         for kw in keywords:
             if kw.arg is not None and kw.arg in params:
                 val = self.m.value(kw.value, caller, self_origin, bindings)
@@ -352,7 +401,9 @@ class _Analysis:
         if isinstance(fn, ast.Name):
             g = m.resolve_function(fn.id, f)
             if g is not None:
-                return g, SHARED, self._bind(g, call.args, call.keywords, f, so, bindings, 0)
+                # a closure that a Thread subclass's run() calls sees the thread's own ``self``
+                g_origin = so if so == THREAD_SELF and g.parent is f else SHARED
+                return g, g_origin, self._bind(g, call.args, call.keywords, f, so, bindings, 0)
             if fn.id in m.classes and m.lookup(fn.id, f) is m.module:
                 init = m.method(fn.id, "__init__")
                 if init is not None:
@@ -423,6 +474,8 @@ class _Analysis:
                 f"{first.func.qualname}, which runs on another thread "
                 f"({first.entry.how}, line {first.entry.line})"
             )
+            if holder.scope == "arg" and holder.shares_threads:
+                continue  # made in the arguments that start the thread: no other thread has it
             if holder.dropin:
                 self._dropin_close(holder, group, what, where)
                 continue
@@ -499,6 +552,8 @@ class _Analysis:
                 continue
             if holder.dropin:
                 continue  # assumed: the drop-in, like litegate's engine, queues its threads' writes
+            if holder.scope == "arg":
+                continue  # each call that starts a thread makes its own: not shared
             entries = {(id(u.entry.func), u.entry.line) for u in holder_uses if u.writes}
             multi = any(u.entry.multi for u in holder_uses if u.writes)
             if len(entries) > 1 or (entries and multi):

@@ -41,6 +41,11 @@ _FUNC_NODES = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 # Origins that are never "made in this thread".
 SHARED = "<shared>"
+# The origin of ``self`` in the ``run()`` of a ``threading.Thread`` subclass (and in the methods
+# it calls on ``self``): the object is made on the thread that creates it, where ``__init__``
+# runs, but ``run()`` runs on the new thread. So each attribute takes the origin of the
+# function that assigned it: made in ``__init__``, it crossed threads; made in ``run()``, not.
+THREAD_SELF = "<thread-self>"
 
 
 class CallSite(NamedTuple):
@@ -57,7 +62,8 @@ class Holder:
     """Where a connection or cursor is kept: a global, an attribute, a local.
 
     :ivar display: how messages name it (``conn``, ``Store._conn``, ``app.state.db``)
-    :ivar scope: ``global``, ``class``, ``attr``, ``state`` or ``local``
+    :ivar scope: ``global``, ``class``, ``attr``, ``state``, ``local``, or ``arg`` (made in the
+        arguments that start a thread, ``args=(sqlite3.connect(...),)``: that thread's alone)
     :ivar kind: ``conn`` or ``cursor``
     :ivar site: the ``sqlite3.connect(...)`` call that made the connection, if known
     :ivar site_func: the function containing that call
@@ -292,8 +298,25 @@ class Module:
         if isinstance(expr, ast.Await):
             return None
         if isinstance(expr, ast.NamedExpr):
-            return self.value(expr.value, func, self_origin, bindings, depth + 1)
+            src = self.value(expr.value, func, self_origin, bindings, depth + 1)
+            if src is None or not isinstance(expr.target, ast.Name):
+                return src
+            # ``(c := sqlite3.connect(...))`` is held by ``c``, as after ``c = sqlite3.connect(...)``
+            name = expr.target.id
+            return self._assigned(src, name, self.lookup(name, func), expr.target, func)
         return None
+
+    def handed(self, val: Val, param: str, arg: ast.expr, func: Func) -> Val:
+        """``val``, evaluated in ``func`` as argument ``arg`` of a call that starts a thread, as
+        the new thread's parameter ``param`` holds it.
+
+        A connection made right there (``args=(sqlite3.connect(...),)``) has no name that holds
+        it: it is held by ``param``. A value that has a holder (``args=(conn,)``) keeps it.
+        """
+        if val.kind not in ("conn", "cursor") or val.holder is not None:
+            return val
+        key = ("arg", func.qualname, str(arg.lineno), str(arg.col_offset))
+        return self._stored(val, key, param, "arg", arg, None)
 
     def _name_value(
         self,
@@ -310,22 +333,29 @@ class Module:
                     if bound_name == name:
                         return val
             if name == owner.self_name and owner.cls is not None:
-                return Val("inst", self_origin if owner is func else SHARED, cls=owner.cls)
+                # a closure sees ``self`` as shared, unless a thread's run() (or a method it
+                # calls) calls it: then it runs on that thread (``_Analysis._callee``)
+                mine = owner is func or self_origin == THREAD_SELF
+                return Val("inst", self_origin if mine else SHARED, cls=owner.cls)
             cls = self.class_of_annotation(owner.annotations.get(name))
             return Val("inst", SHARED, cls=cls) if cls else None
         for target, value_expr, where in owner.values.get(name, ()):
             src = self.value(
                 value_expr, where, self_origin if where is func else SHARED, (), depth + 1
             )
-            if src is None:
-                continue
-            if owner is self.module:
-                return self._stored(src, ("global", name), name, "global", target, "<global>")
-            # assigned by a nested function (``nonlocal``): shared by every thread running it
-            origin = None if where is owner else SHARED
-            key = ("local", owner.qualname, name)
-            return self._stored(src, key, name, "local", target, origin)
+            if src is not None:
+                return self._assigned(src, name, owner, target, where)
         return None
+
+    def _assigned(self, src: Val, name: str, owner: Func, target: ast.AST, where: Func) -> Val:
+        """The value of ``name`` (a name of ``owner``) once ``target`` in ``where`` assigned it
+        ``src``."""
+        if owner is self.module:
+            return self._stored(src, ("global", name), name, "global", target, "<global>")
+        # assigned by a nested function (``nonlocal``): shared by every thread running it
+        origin = None if where is owner else SHARED
+        key = ("local", owner.qualname, name)
+        return self._stored(src, key, name, "local", target, origin)
 
     def _stored(
         self,
@@ -379,6 +409,7 @@ class Module:
         return self._member_value(owner.cls, attr, owner.origin, depth)
 
     def _member_value(self, cls: str, attr: str, origin: str, depth: int) -> Val | None:
+        own = origin == THREAD_SELF  # each attribute made where it was assigned
         for c in self._mro(cls):
             for target, value_expr in self.class_values.get((c, attr), ()):
                 src = self.value(value_expr, self.module, SHARED, (), depth + 1)
@@ -391,11 +422,12 @@ class Module:
                     continue
                 if src.kind in ("conn", "cursor"):
                     key = ("attr", c, attr)
-                    return self._stored(src, key, f"{c}.{attr}", "attr", target, origin)
-                return Val(src.kind, origin, cls=src.cls)
+                    made = None if own else origin
+                    return self._stored(src, key, f"{c}.{attr}", "attr", target, made)
+                return Val(src.kind, src.origin if own else origin, cls=src.cls)
             ann_cls = self.class_of_annotation(self.attr_annotations.get((c, attr)))
             if ann_cls is not None:
-                return Val("inst", origin, cls=ann_cls)
+                return Val("inst", SHARED if own else origin, cls=ann_cls)
         return None
 
     def _mro(self, cls: str) -> list[str]:
