@@ -8,6 +8,12 @@ of :class:`AsyncLink` (opened as needed, at most ``size``); a read borrows one, 
 statement and gives it back -- no thread. A session that dies is dropped and the read tried
 again on another, within the caller's deadline (a read takes effect nowhere).
 
+A task that finds every session busy waits in line for one (first come, first served) until
+its deadline. What a waiter is handed -- a session, or room to open one in place of a session
+that died -- goes on to the next waiter if it was cancelled meanwhile: nothing is lost, and no
+wait outlasts its deadline while a session is free. Once the pool is closed or abandoned it
+opens nothing more: reads under way and waiting get :class:`~litegate.Closed`.
+
 Fields: a pool and its links are used on their loop's thread only (the engine keeps one pool
 per loop, found under its lock); the engine's ``close()`` from another thread calls
 :meth:`LoopReaders.abandon` on the pool's loop (``call_soon_threadsafe``) while that loop runs,
@@ -21,7 +27,7 @@ from collections import deque
 from time import monotonic
 from typing import Any
 
-from .._errors import PoolTimeout, Unavailable
+from .._errors import Closed, PoolTimeout, Unavailable
 from ._link import AsyncSession, LinkLost, OpenAsyncSession, Outcome, SeedTurns, classify, refuse
 from ._url import ClusterAddress
 
@@ -70,6 +76,10 @@ class AsyncLink:
                         session.force_close()
                     turns.failed(seed, exc)
                     continue
+                except BaseException:  # (cancelled while connecting: its socket goes too)
+                    if session is not None:
+                        session.force_close()
+                    raise
                 self._session = session
                 return at
             await asyncio.sleep(turns.pause())
@@ -128,6 +138,9 @@ class AsyncLink:
                 await session.close()
             except Exception:  # (it is being discarded)
                 session.force_close()
+            except BaseException:  # (cancelled before the server answered: the socket goes)
+                session.force_close()
+                raise
 
 
 class LoopReaders:
@@ -147,8 +160,11 @@ class LoopReaders:
         self._settings = settings
         self._idle: list[AsyncLink] = []
         self._all: set[AsyncLink] = set()
+        # Tasks waiting for a session, in arrival order; each is handed one, or None: room to
+        # open one (or, closed, to find that out).
         self._waiters: deque[asyncio.Future[AsyncLink | None]] = deque()
         self._next_seed = 0
+        self._closed = False  # (one way: close() or abandon())
 
     async def query(self, sql: str, params: Any, deadline: float) -> Outcome:
         """``sql``'s outcome on a reader of this loop, tried again on another while the
@@ -174,6 +190,8 @@ class LoopReaders:
 
     async def _borrow(self, deadline: float) -> AsyncLink:
         while True:
+            if self._closed:
+                raise Closed(f"the database {self._address} is closed")
             if self._idle:
                 return self._idle.pop()
             if len(self._all) < self._size:
@@ -185,23 +203,44 @@ class LoopReaders:
                     self._all.discard(link)
                     self._wake(None)
                     raise
+                if self._closed:  # (while it opened: nobody would close it)
+                    link.drop()
+                    raise Closed(f"the database {self._address} is closed")
                 return link
+            # Not asyncio.wait_for: on 3.11 a task cancelled as its waiter is handed a session
+            # gets the session and loses the cancellation. The deadline only fails the waiter;
+            # a cancellation always raises, and what the waiter was handed goes on.
             waiter: asyncio.Future[AsyncLink | None] = self.loop.create_future()
             self._waiters.append(waiter)
+            timer = self.loop.call_later(max(deadline - monotonic(), 0.0), self._expire, waiter)
             try:
-                got = await asyncio.wait_for(waiter, max(deadline - monotonic(), 0.0))
-            except BaseException as exc:  # (timed out, or cancelled: as it was handed over?)
-                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
-                if handed is not None:
-                    self._give_back(handed)
-                if isinstance(exc, TimeoutError):
-                    raise PoolTimeout("no reader connection became free in time") from None
+                got = await waiter
+            except BaseException:  # (timed out; or cancelled -- as it was handed something?)
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._pass_on(waiter.result())
                 raise
             finally:
+                timer.cancel()
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
             if got is not None:
                 return got
+
+    def _expire(self, waiter: asyncio.Future[AsyncLink | None]) -> None:
+        if not waiter.done():  # (else it was handed something first: it takes it)
+            waiter.set_exception(
+                PoolTimeout(
+                    f"no reader connection became free in time (pool of {self._size}, "
+                    f"{len(self._waiters)} waiting)"
+                )
+            )
+
+    def _pass_on(self, handed: AsyncLink | None) -> None:
+        """What a cancelled waiter was handed, to the next (or the pool)."""
+        if handed is not None:
+            self._give_back(handed)
+        else:
+            self._wake(None)
 
     def _give_back(self, link: AsyncLink) -> None:
         if not link.is_open:
@@ -219,14 +258,29 @@ class LoopReaders:
         if link is not None:
             self._idle.append(link)
 
-    async def close(self) -> None:
+    def _shut(self) -> list[AsyncLink]:
+        """Closed from now on: every waiter woken (to fail); every session, to be closed."""
+        self._closed = True
         links, self._all, self._idle = list(self._all), set(), []
-        for link in links:
-            await link.close()
+        waiters, self._waiters = list(self._waiters), deque()
+        if not self.loop.is_closed():  # (a closed loop runs no waiter again: none to wake)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        return links
+
+    async def close(self) -> None:
+        """Close every session with a word to the server; dropped if cancelled meanwhile."""
+        links = self._shut()
+        try:
+            for link in links:
+                await link.close()
+        finally:
+            for link in links:  # (closed ones have nothing left to drop)
+                link.drop()
 
     def abandon(self) -> None:
         """Drop every session's socket (the pool is no longer used): on its loop, or with the
         loop closed."""
-        links, self._all, self._idle = list(self._all), set(), []
-        for link in links:
+        for link in self._shut():
             link.drop()
