@@ -52,7 +52,12 @@ class AsyncPooledRead:
 
     async def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
         """The rows of a query: inline when it fits the budget, else on a reader thread."""
-        if limit is None:
+        job = self._inflight
+        if limit is None and (job is None or job.finished is None or job.finished.is_set()):
+            # (Not while a cancelled query may still run on a reader thread: the inline guard's
+            # set_progress_handler would wait for SQLite's connection mutex holding the GIL,
+            # which that thread's progress handler needs before the mutex is let go -- the
+            # whole process hung. run() waits for that thread in a thread.)
             rows: list[Any] = run_inline(self._live(), run_query, (sql, params))
             if rows is not MISS:
                 return rows

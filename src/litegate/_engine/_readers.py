@@ -269,13 +269,14 @@ class LoopReaders:
     a helper thread (the loop never waits for an open) and adopted by the loop thread; once
     per thread (a failed open is not retried: its reads go on in reader threads).
 
-    ``_threads`` (the loop threads given one) is guarded by ``_lock``; ``pool`` is set once.
+    ``_asked`` (whether a thread's reader was asked for) is a thread-local: each thread's
+    own. (Not a set of thread idents: an ended thread's ident is reused at once by the next
+    thread started, which then never got a reader of its own.) ``pool`` is set once.
     """
 
     def __init__(self, pool: PerThreadPool) -> None:
         self.pool = pool
-        self._lock = threading.Lock()
-        self._threads: set[int] = set()
+        self._asked = threading.local()
 
     def ensure(self) -> None:
         """Loop thread: start opening this thread's reader unless it has one or it is under
@@ -283,11 +284,10 @@ class LoopReaders:
         pool = self.pool
         if pool.has_reader():
             return
-        ident = threading.get_ident()
-        with self._lock:
-            if ident in self._threads:
-                return
-            self._threads.add(ident)
+        asked = self._asked
+        if getattr(asked, "done", False):
+            return
+        asked.done = True
         loop = asyncio.get_running_loop()
 
         def open_it() -> None:  # helper thread
