@@ -107,6 +107,10 @@ _NO_BOUND = 3600.0
 """The wait used where a caller asked for none (``timeout=None``): a stuck cluster is
 reported within an hour, never waited for forever."""
 
+_CLOSE_WAIT = 5.0
+"""``close()``'s bound when none is given: at least this, or the ``timeout`` option (as a
+file's, ``Database.close``)."""
+
 
 def _deadline(timeout: Bound) -> float:
     return monotonic() + (_NO_BOUND if timeout is None else timeout)
@@ -281,8 +285,12 @@ class ClusterEngine:
             self._cond.notify_all()
 
     def close(self, timeout: float | None = None) -> None:
-        """Let queued writes finish (and open transactions end) within ``timeout``, then close
-        every connection. Idempotent."""
+        """Let queued writes finish (and open transactions end) within ``timeout`` (default
+        max(``timeout`` option, 5 s)), then close every connection; what is still queued then
+        fails with :class:`Closed` (a transaction under way ends when its holder ends it).
+        Idempotent."""
+        if timeout is None:
+            timeout = max(self.opts.timeout or 0.0, _CLOSE_WAIT)
         self.start_close()
         try:  # (closed on a loop holding the lane: its tasks cannot run while this waits)
             here = asyncio.get_running_loop()
@@ -293,9 +301,20 @@ class ClusterEngine:
                 writer = self._loop_writers.get(id(here))
             if writer is not None and writer.loop is here:
                 writer.abandon()
-        self._writer.join(_NO_BOUND if timeout is None else timeout)
-        if self._writer.is_alive():
-            logger.warning("litegate: %s: the writer did not finish in time", self.address)
+        self._writer.join(timeout)
+        if self._writer.is_alive():  # (a transaction holds the lane: nothing queued runs now)
+            with self._lock:
+                left = list(self._queue)
+                self._queue.clear()
+                self._cond.notify_all()
+            for item in left:
+                _refuse(item, Closed(f"the database {self.address} was closed before it ran"))
+            logger.warning(
+                "litegate: %s: the writer did not finish in time; %d queued item(s) failed "
+                "with Closed",
+                self.address,
+                len(left),
+            )
         with self._lock:
             idle, self._idle = self._idle, []
             self._opened -= len(idle)
@@ -879,8 +898,12 @@ class ClusterEngine:
             return self._closing or bool(self._queue)
 
     def beside(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
-        """``fn(*args)`` on one of the engine's threads (a loop's statement function)."""
-        return self._executor.submit(fn, *args)
+        """``fn(*args)`` on one of the engine's threads (a loop's statement function, an
+        asyncio caller's read). :raises Closed: the engine closed (its threads are gone)"""
+        try:
+            return self._executor.submit(fn, *args)
+        except RuntimeError:  # (shut down by close(): not the caller's RuntimeError)
+            raise Closed(f"the database {self.address} is closed") from None
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -909,19 +932,21 @@ class ClusterEngine:
         except BaseException:
             with self._cond:
                 self._opened -= 1
-                self._cond.notify()
+                self._cond.notify_all()  # (all: the writer and submitters wait on it too)
             raise
         return link
 
     def _give_back(self, link: Link) -> None:
         link.rollback()
         with self._cond:
+            # notify_all: the idle writer thread and submitters waiting for room wait on
+            # _cond too; notify() woke one of them, and the borrower slept to its deadline.
             if link.is_open and not self._closing:
                 self._idle.append(link)
-                self._cond.notify()
+                self._cond.notify_all()
                 return
             self._opened -= 1
-            self._cond.notify()
+            self._cond.notify_all()
         link.close()
 
     def read(
@@ -977,7 +1002,7 @@ class ClusterEngine:
                 self._reads += 1
             self._counters.read_latency.append(monotonic() - t0)
             return result
-        fut = self._executor.submit(self.read, fn, args, timeout, time_limit, sql)
+        fut = self.beside(self.read, fn, args, timeout, time_limit, sql)
         return cast(T, await asyncio.wrap_future(fut))
 
     def _readers_here(self) -> LoopReaders:
@@ -1010,17 +1035,19 @@ class ClusterEngine:
 
     def borrow(self, timeout: Bound, what: str = "the snapshot") -> ClusterReadLease:
         self.check()
-        return ClusterReadLease(self, self._borrow(_deadline(timeout)))
+        deadline = _deadline(timeout)
+        return ClusterReadLease(self, self._borrow(deadline), deadline)
 
     async def borrow_async(self, timeout: Bound, what: str = "the snapshot") -> Any:
         self.check()
-        fut = self._executor.submit(self._borrow, _deadline(timeout))
+        deadline = _deadline(timeout)
+        fut = self.beside(self._borrow, deadline)
         try:
             link = await asyncio.wrap_future(fut)
         except asyncio.CancelledError:
             fut.add_done_callback(self._give_back_borrowed)
             raise
-        return AsyncClusterReadLease(self, link)
+        return AsyncClusterReadLease(self, link, deadline)
 
     def _give_back_borrowed(self, fut: cf.Future[Link]) -> None:
         if not fut.cancelled() and fut.exception() is None:
@@ -1072,11 +1099,36 @@ def _still_open(link: Link) -> bool:
     return False
 
 
+def _refuse(item: _Call | _Hold | LaneLoan, error: Closed) -> None:
+    """A queued item the writer will never take (the engine closed): its waiter is told."""
+    fut: cf.Future[Any] = item.future if isinstance(item, _Call) else item.granted
+    if fut.set_running_or_notify_cancel():  # (else withdrawn already)
+        fut.set_exception(error)
+
+
 def _give_up(hold: _Hold) -> None:
     """Its waiter gave up (a timeout, a cancellation, an interrupt): never granted now, or --
     granted meanwhile -- its tenure ends at once (the writer rolls back and goes on)."""
     if not hold.granted.cancel():
         hold.ops.put(None)
+
+
+def _on_held(link: Link, deadline: float, fresh: bool, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(link, *args)`` on a held reader (a snapshot's, an iteration's). Its session found
+    lost before anything ran on the lease (``fresh``): reopened and ``fn`` run again, as a read
+    is (:class:`Unavailable` after ``deadline``); lost later, the snapshot went with it."""
+    while True:
+        try:
+            return fn(link, *args)
+        except LinkLost as lost:
+            if not fresh:
+                raise RolledBack(
+                    "the snapshot is lost: the connection to the leader was lost "
+                    f"({lost}); nothing of it took effect -- run it again"
+                ) from lost
+            if monotonic() >= deadline:
+                raise Unavailable(f"the leader was lost: {lost}") from lost
+            link.open(deadline)
 
 
 def _no_limit(limit: Bound) -> None:
@@ -1283,9 +1335,16 @@ class AsyncClusterLease:
 class ClusterReadLease:
     """A reader held by a thread (a snapshot, an iteration) until :meth:`release`."""
 
-    def __init__(self, engine: ClusterEngine, link: Link) -> None:
+    def __init__(self, engine: ClusterEngine, link: Link, deadline: float) -> None:
         self._engine = engine
         self._link: Link | None = link
+        self._deadline = deadline
+        self._fresh = True  # nothing ran on it yet (see _on_held)
+
+    def _use(self, fn: Callable[..., Any], *args: Any) -> Any:
+        link = cast(Link, self.conn)
+        fresh, self._fresh = self._fresh, False
+        return _on_held(link, self._deadline, fresh, fn, *args)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -1299,13 +1358,13 @@ class ClusterReadLease:
 
     def run(self, fn: Fn[T], args: Args, sql: str | None, limit: Bound) -> T:
         _no_limit(limit)
-        return fn(self.conn, *args)
+        return cast(T, self._use(fn, *args))
 
     def query(self, sql: str, params: Params, limit: Bound) -> list[Any]:
         return self.run(run_query, (sql, params), sql, limit)
 
     def begin_snapshot(self) -> None:
-        _begin_snapshot(cast(Link, self.conn))
+        self._use(_begin_snapshot)
 
     def release(self) -> None:
         link, self._link = self._link, None
@@ -1316,9 +1375,11 @@ class ClusterReadLease:
 class AsyncClusterReadLease:
     """A reader held by an asyncio task; its calls run on the engine's reader threads."""
 
-    def __init__(self, engine: ClusterEngine, link: Link) -> None:
+    def __init__(self, engine: ClusterEngine, link: Link, deadline: float) -> None:
         self._engine = engine
         self._link: Link | None = link
+        self._deadline = deadline
+        self._fresh = True  # nothing ran on it yet (see _on_held)
 
     def _live(self) -> Link:
         if self._link is None:
@@ -1327,7 +1388,9 @@ class AsyncClusterReadLease:
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         link = self._live()
-        return await asyncio.wrap_future(self._engine._executor.submit(fn, link, *args))
+        fresh, self._fresh = self._fresh, False
+        work = self._engine.beside(_on_held, link, self._deadline, fresh, fn, *args)
+        return await asyncio.wrap_future(work)
 
     async def begin_snapshot(self) -> None:
         await self._call(_begin_snapshot)
