@@ -852,8 +852,8 @@ class ClusterEngine:
         loop = asyncio.get_running_loop()
         with self._lock:
             writer = self._loop_writers.get(id(loop))
-            if writer is not None and writer.loop is loop:
-                return writer
+            if writer is not None and writer.loop is loop and not writer.closed:
+                return writer  # (one abandoned while its loop was stopped is replaced)
             for key, old in list(self._loop_writers.items()):
                 if old.loop.is_closed():  # (a loop that ended: its session with it)
                     del self._loop_writers[key]

@@ -294,6 +294,13 @@ class LoopWriter:
         self._turn_serial = 0  # turns given so far (the long-turn check's)
         self._turn_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def closed(self) -> bool:
+        """Abandoned or closed: it never asks for the lane again (the engine makes its loop a
+        new one). Read by the engine from the loop's own thread, where it is written, or
+        after: a stale False only fails one more call with ``Closed``."""
+        return self._closed
+
     # ---- turns -------------------------------------------------------------------------------
 
     async def turn(self, deadline: float, what: str) -> None:
@@ -561,7 +568,14 @@ class LoopWriter:
         except sqlite3.OperationalError as exc:
             if "within a transaction" in str(exc):
                 return
-            raise
+            # (No answer: the chain cannot be trusted to go on -- fail closed, as after a lost
+            # session; the caller's own error is not masked.)
+            logger.warning("litegate: BEGIN on %s failed (%r); the chain is dropped",
+                           self._address, exc)  # fmt: skip
+            self._link.drop()
+            self._lose(member, LinkLost(f"BEGIN failed: {exc!r}"))
+            member.unknown = wrote
+            return
         except LinkLost as lost:
             self._lose(member, lost)
             return
@@ -752,10 +766,10 @@ async def _after(
         outer.cancel()
         raise
     except BaseException as exc:
+        # (Its caller's, whatever it is: a SystemExit a function raised on an engine thread
+        # reaches that caller, as on the writer thread -- never the loop running this task.)
         if not outer.done():
             outer.set_exception(exc)
-        if not isinstance(exc, Exception):
-            raise
         return
     if not outer.done():
         outer.set_result(result)
