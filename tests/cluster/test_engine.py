@@ -629,17 +629,20 @@ def test_a_chain_that_sqlite_rolls_back_is_never_reported_committed(
     assert sorted(r[0] for r in db.query("SELECT v FROM t")) == ["taken", "third"]
 
 
+def swallow(conn: sqlite3.Connection) -> None:
+    """A function that swallows the rollback its ``INSERT OR ROLLBACK`` of the existing
+    'taken' row caused, then writes on -- outside any transaction now."""
+    try:
+        conn.execute("INSERT OR ROLLBACK INTO t(v) VALUES ('taken')")
+    except sqlite3.IntegrityError:
+        pass
+    conn.execute("INSERT INTO t(v) VALUES ('after')")
+
+
 def test_a_write_function_that_swallows_a_rollback_is_reported_unknown(
     db: Database, fake: FakeDriver
 ) -> None:
     db.execute("INSERT INTO t(v) VALUES ('taken')")
-
-    def swallow(conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("INSERT OR ROLLBACK INTO t(v) VALUES ('taken')")
-        except sqlite3.IntegrityError:
-            pass
-        conn.execute("INSERT INTO t(v) VALUES ('after')")  # (outside any transaction now)
 
     release, holder = hold_lane(db)
     out, threads = queue_writes(db, [1, 2])

@@ -27,7 +27,7 @@ from litegate._config import make_options
 from litegate._statements import run_execute
 
 from .fake_driver import FakeDriver, FakeSession, OperationalError
-from .test_engine import URL, open_db, wait_queued
+from .test_engine import URL, open_db, swallow, wait_queued
 
 SEEDS = {"n1:9001", "n2:9002", "n3:9003"}
 BOUND = 5.0  # (seconds: any wait of a test longer than this is a hang)
@@ -437,13 +437,6 @@ def test_a_transaction_function_that_swallows_a_rollback_and_writes_on_is_unknow
     db: Database, fake: Faults
 ) -> None:
     db.execute("INSERT INTO t(v) VALUES ('taken')")
-
-    def swallow(conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("INSERT OR ROLLBACK INTO t(v) VALUES ('taken')")
-        except sqlite3.IntegrityError:
-            pass
-        conn.execute("INSERT INTO t(v) VALUES ('after')")  # (outside any transaction now)
 
     with pytest.raises(litegate.OutcomeUnknown), db.transaction() as tx:
         tx.execute("INSERT INTO t(v) VALUES ('before')")

@@ -20,7 +20,7 @@ from litegate._cluster import ClusterEngine
 from litegate._config import make_options
 
 from .fake_driver import FakeDriver
-from .test_engine import URL, hold_lane
+from .test_engine import URL, hold_lane, swallow
 
 pytestmark = [
     pytest.mark.anyio,
@@ -337,13 +337,6 @@ async def test_a_function_that_swallows_a_rollback_is_reported_unknown(fake: Fak
     adb = await open_adb(fake)
     try:
         await adb.execute("INSERT INTO t(v) VALUES ('taken')")
-
-        def swallow(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute("INSERT OR ROLLBACK INTO t(v) VALUES ('taken')")
-            except sqlite3.IntegrityError:
-                pass
-            conn.execute("INSERT INTO t(v) VALUES ('after')")  # (outside any transaction now)
 
         with pytest.raises(litegate.OutcomeUnknown):
             async with adb.transaction() as tx:
