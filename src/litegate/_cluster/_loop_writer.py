@@ -570,8 +570,9 @@ class LoopWriter:
                 return
             # (No answer: the chain cannot be trusted to go on -- fail closed, as after a lost
             # session; the caller's own error is not masked.)
-            logger.warning("litegate: BEGIN on %s failed (%r); the chain is dropped",
-                           self._address, exc)  # fmt: skip
+            logger.warning(
+                "litegate: BEGIN on %s failed (%r); the chain is dropped", self._address, exc
+            )
             self._link.drop()
             self._lose(member, LinkLost(f"BEGIN failed: {exc!r}"))
             member.unknown = wrote
